@@ -1,0 +1,2295 @@
+/* kvlora.c — distil a language model's KV cache into a LoRA adapter, in plain C99.
+
+   A model that reads a context builds a KV cache: the keys and values of every layer for
+   every token. The cache is large, so it is thrown away when the session ends. kvlora
+   keeps what the context taught instead, as a small low-rank update dW = B A of the
+   model's linear layers, trained so that the model *without* the context answers like
+   the model *with* its cache:
+
+       min_{A,B}  E_x [ D( f_{W + dW}(P ++ x), f_W(P ++ C ++ x) ) ]   over the positions of x
+
+   This file is the whole implementation, and it reads top to bottom in the order the
+   data flows: utilities, JSON, safetensors, the model and its KV cache, the forward pass,
+   sampling, and the command-line tool. A reader who stops after the forward pass has a
+   complete inference engine for Llama, Mistral, Qwen2 and Qwen3 models.
+
+   Non-goals: speed at any price (the kernels are plain C that a compiler vectorises;
+   each fast path sits next to the simple loop it must agree with), quantised weights,
+   batching of unrelated sequences, and any architecture other than the Llama family.
+
+   Shapes in comments use this legend:
+       T tokens of the current chunk   P positions in the cache (keys attended to)
+       D hidden size                   L layers
+       H query heads                   KVH key/value heads (H = KVH * group)
+       HD head dimension               F feed-forward (intermediate) size
+       V vocabulary size
+   Weights are [out][in], row-major, as PyTorch's nn.Linear stores them; y = W x + b.
+
+   Rules of the house: the library never prints and never exits; every fallible call
+   returns 0 or an error whose message (kvl_last_error) names the file, tensor, field or
+   byte offset. Every byte read from disk is untrusted. All arithmetic is float32, and
+   the result does not depend on the number of OpenMP threads: threads split independent
+   outputs (rows), never one sum. */
+
+#if !defined(_WIN32) && !defined(_POSIX_C_SOURCE)
+#define _POSIX_C_SOURCE 200809L   /* clock_gettime, fsync, fileno, mkdir: used where present */
+#endif
+
+#include "kvlora.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <float.h>
+#include <limits.h>
+#include <locale.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#if defined(_POSIX_VERSION) || defined(__unix__) || defined(__APPLE__)
+#include <unistd.h>
+#include <sys/stat.h>
+#define KVL_POSIX 1
+#endif
+/* No fused multiply-adds unless asked for: a*b+c rounded once instead of twice would give
+   other bits than the plain C the tests compare against. GCC in ISO C mode (-std=c99)
+   already keeps them apart; clang needs to be told. */
+#ifdef __clang__
+#pragma STDC FP_CONTRACT OFF
+#endif
+
+#ifdef _OPENMP
+#include <omp.h>
+/* The one place that knows about threads: loops over independent outputs are split
+   across them. Without OpenMP the macro is empty and the code is the same. */
+#define PARALLEL_FOR _Pragma("omp parallel for schedule(static)")
+#else
+#define PARALLEL_FOR
+#endif
+
+/* ------------------------------------------------------------------------------------ */
+/* 1. Utilities: errors, allocation, a seeded PRNG, timing, little-endian bytes          */
+/*                                                                                       */
+/* The error message lives in one buffer; a failing function writes it and returns -1.  */
+/* Callers that add context (which file, which tensor) prepend to it with error_wrap.    */
+
+static char kvl_error[1024];
+
+const char *kvl_last_error(void) { return kvl_error; }
+
+static int fail(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(kvl_error, sizeof kvl_error, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+/* "where: <message already in the buffer>" */
+static int error_wrap(const char *fmt, ...)
+{
+    char prefix[512], old[sizeof kvl_error];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(prefix, sizeof prefix, fmt, ap);
+    va_end(ap);
+    memcpy(old, kvl_error, sizeof old);
+    kvl_error[0] = 0;
+    strncat(kvl_error, prefix, sizeof kvl_error - 1);
+    strncat(kvl_error, ": ", sizeof kvl_error - 1 - strlen(kvl_error));
+    strncat(kvl_error, old, sizeof kvl_error - 1 - strlen(kvl_error));
+    return -1;
+}
+
+static void *xmalloc(size_t bytes)
+{
+    void *p = malloc(bytes ? bytes : 1);
+    if (!p) fail("out of memory (asked for %zu bytes)", bytes);
+    return p;
+}
+
+static void *xcalloc(size_t n, size_t size)
+{
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    if (!p) fail("out of memory (asked for %zu x %zu bytes)", n, size);
+    return p;
+}
+
+static char *xstrdup(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *p = xmalloc(n);
+    if (p) memcpy(p, s, n);
+    return p;
+}
+
+/* a * b for sizes, or 0 with an error when it would overflow */
+static int mul_size(size_t a, size_t b, size_t *out)
+{
+    if (a != 0 && b > SIZE_MAX / a) return fail("size overflow: %zu x %zu", a, b);
+    *out = a * b;
+    return 0;
+}
+
+/* The PRNG is xorshift64* (Vigna): tiny, fast, and identical on every platform, so a
+   seed names the same stream everywhere. Seed 0 is mapped to a fixed nonzero state. */
+void kvl_rng_seed(KvlRng *r, uint64_t seed)
+{
+    r->state = seed ^ 0x9E3779B97F4A7C15ull;
+    if (r->state == 0) r->state = 0x9E3779B97F4A7C15ull;
+}
+
+uint32_t kvl_rng_u32(KvlRng *r)
+{
+    r->state ^= r->state >> 12;
+    r->state ^= r->state << 25;
+    r->state ^= r->state >> 27;
+    return (uint32_t)((r->state * 0x2545F4914F6CDD1Dull) >> 32);
+}
+
+float kvl_rng_float(KvlRng *r) { return (kvl_rng_u32(r) >> 8) / 16777216.0f; }
+
+static double now_seconds(void)
+{
+#if defined(KVL_POSIX) && defined(CLOCK_MONOTONIC)
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+#elif defined(_OPENMP)
+    return omp_get_wtime();
+#else
+    return (double)time(NULL);
+#endif
+}
+
+/* Files are little-endian. These read and write bytes one at a time, so they are right
+   on a big-endian host too; no pointer casts, no alignment assumptions. */
+static uint16_t read_u16_le(const unsigned char *p) { return (uint16_t)(p[0] | p[1] << 8); }
+
+static uint32_t read_u32_le(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint64_t read_u64_le(const unsigned char *p)
+{
+    return (uint64_t)read_u32_le(p) | (uint64_t)read_u32_le(p + 4) << 32;
+}
+
+static void write_u16_le(unsigned char *p, uint16_t v) { p[0] = (unsigned char)v; p[1] = (unsigned char)(v >> 8); }
+
+static void write_u32_le(unsigned char *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static void write_u64_le(unsigned char *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static float f32_from_bits(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+static uint32_t bits_from_f32(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+
+/* IEEE half (1 sign, 5 exponent, 10 mantissa bits) to float, exactly: every half is a float. */
+static float f16_to_f32(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1F, mant = h & 0x3FF;
+    if (exp == 0x1F) return f32_from_bits(sign | 0x7F800000 | mant << 13);   /* inf, NaN */
+    if (exp == 0) {                                     /* zero or subnormal: mant * 2^-24 */
+        float f = (float)mant * (1.0f / 16777216.0f);
+        return sign ? -f : f;
+    }
+    return f32_from_bits(sign | (exp + 112) << 23 | mant << 13);   /* rebias 15 -> 127 */
+}
+
+/* bfloat16 is the top half of a float. */
+static float bf16_to_f32(uint16_t b) { return f32_from_bits((uint32_t)b << 16); }
+
+/* float to bfloat16, rounding to nearest even; NaN stays NaN (quiet). */
+static uint16_t f32_to_bf16(float f)
+{
+    uint32_t u = bits_from_f32(f);
+    if ((u & 0x7FFFFFFF) > 0x7F800000) return (uint16_t)((u >> 16) | 0x40);
+    u += 0x7FFF + ((u >> 16) & 1);
+    return (uint16_t)(u >> 16);
+}
+
+/* float to IEEE half, rounding to nearest even, overflow to inf, subnormals kept. */
+static uint16_t f32_to_f16(float f)
+{
+    uint32_t u = bits_from_f32(f), sign = (u >> 16) & 0x8000;
+    uint32_t absu = u & 0x7FFFFFFF;
+    if (absu > 0x7F800000) return (uint16_t)(sign | 0x7E00);          /* NaN */
+    if (absu >= 0x477FF000) return (uint16_t)(sign | 0x7C00);         /* rounds to >= 65520: inf */
+    if (absu < 0x38800000) {                                          /* below 2^-14: subnormal */
+        /* value = absf; the half subnormal unit is 2^-24: round absf * 2^24 to an integer */
+        float absf = f32_from_bits(absu);
+        float scaled = absf * 16777216.0f;             /* exact: a power-of-two scale */
+        uint32_t q = (uint32_t)scaled;
+        float rem = scaled - (float)q;
+        if (rem > 0.5f || (rem == 0.5f && (q & 1))) q++;
+        return (uint16_t)(sign | q);                   /* q = 1024 carries into the exponent */
+    }
+    uint32_t mant = absu & 0x7FFFFF, exp = (absu >> 23) - 112;        /* rebias 127 -> 15 */
+    uint32_t h = exp << 10 | mant >> 13, rest = mant & 0x1FFF;
+    if (rest > 0x1000 || (rest == 0x1000 && (h & 1))) h++;            /* may carry: still right */
+    return (uint16_t)(sign | h);
+}
+
+/* Reads a whole file; adds a terminating zero that is not counted in *len. */
+static int read_file(const char *path, char **out, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return fail("%s: cannot open: %s", path, strerror(errno));
+    size_t cap = 1 << 16, n = 0;
+    char *buf = xmalloc(cap);
+    if (!buf) { fclose(f); return error_wrap("%s", path); }
+    for (;;) {
+        if (n + 1 >= cap) {
+            char *bigger = realloc(buf, cap * 2);
+            if (!bigger) { free(buf); fclose(f); return fail("%s: out of memory", path); }
+            buf = bigger;
+            cap *= 2;
+        }
+        size_t got = fread(buf + n, 1, cap - 1 - n, f);
+        n += got;
+        if (got == 0) break;
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) { free(buf); return fail("%s: read error", path); }
+    buf[n] = 0;
+    *out = buf;
+    *len = n;
+    return 0;
+}
+
+static void path_join(char *out, size_t cap, const char *dir, const char *name)
+{
+    size_t n = strlen(dir);
+    snprintf(out, cap, "%s%s%s", dir, (n && dir[n - 1] == '/') ? "" : "/", name);
+}
+
+static int file_exists(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (f) fclose(f);
+    return f != NULL;
+}
+
+/* The directory part of path ("." if none), for temporary files next to their target. */
+static void dir_of(char *out, size_t cap, const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    if (!slash) { snprintf(out, cap, "."); return; }
+    size_t n = (size_t)(slash - path);
+    if (n == 0) n = 1;
+    if (n >= cap) n = cap - 1;
+    memcpy(out, path, n);
+    out[n] = 0;
+}
+
+/* Atomic replacement: write to "<path>.tmp.<pid>", flush, fsync, rename over path. A
+   crash at any moment leaves either the old file or the new one, never half of one. */
+typedef struct { FILE *f; char tmp[4096]; const char *path; } AtomicFile;
+
+static int atomic_open(AtomicFile *a, const char *path)
+{
+    a->path = path;
+#ifdef KVL_POSIX
+    snprintf(a->tmp, sizeof a->tmp, "%s.tmp.%ld", path, (long)getpid());
+#else
+    snprintf(a->tmp, sizeof a->tmp, "%s.tmp", path);
+#endif
+    a->f = fopen(a->tmp, "wb");
+    if (!a->f) {
+        char dir[4096];
+        dir_of(dir, sizeof dir, path);
+        return fail("%s: cannot create a file in directory '%s': %s", path, dir, strerror(errno));
+    }
+    return 0;
+}
+
+static void atomic_abort(AtomicFile *a)
+{
+    if (a->f) fclose(a->f);
+    a->f = NULL;
+    remove(a->tmp);
+}
+
+static int atomic_commit(AtomicFile *a)
+{
+    int bad = fflush(a->f) != 0 || ferror(a->f);
+#ifdef KVL_POSIX
+    if (!bad) bad = fsync(fileno(a->f)) != 0;
+#endif
+    int err = errno;
+    if (fclose(a->f) != 0) { bad = 1; err = errno; }
+    a->f = NULL;
+    if (bad) { remove(a->tmp); return fail("%s: write failed: %s", a->path, strerror(err)); }
+    if (rename(a->tmp, a->path) != 0) {
+        err = errno;
+        remove(a->tmp);
+        return fail("%s: cannot rename the temporary file into place: %s", a->path, strerror(err));
+    }
+    return 0;
+}
+
+static int atomic_write(AtomicFile *a, const void *data, size_t bytes)
+{
+    if (bytes && fwrite(data, 1, bytes, a->f) != bytes)
+        return fail("%s: write failed: %s", a->path, strerror(errno));
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* 2. JSON: a small strict parser                                                        */
+/*                                                                                       */
+/* Enough for config.json, tokenizer.json and safetensors headers, and strict about what */
+/* RFC 8259 allows: no comments, no trailing commas, no NaN, no leading zeros, no raw    */
+/* control characters in strings, valid UTF-8, \uXXXX escapes with surrogate pairs (a    */
+/* lone surrogate is an error). Nesting deeper than JSON_MAX_DEPTH is refused, so a      */
+/* hostile file cannot overflow the stack. A key repeated in one object keeps its last   */
+/* value, as Python's json module does (Hugging Face reads these files with it).         */
+/* Errors give the byte offset.                                                          */
+
+#define JSON_MAX_DEPTH 128
+
+typedef enum { JSON_NULL, JSON_BOOL, JSON_NUMBER, JSON_STRING, JSON_ARRAY, JSON_OBJECT } JsonType;
+
+typedef struct Json Json;
+struct Json {
+    JsonType type;
+    int boolean;
+    double number;
+    char *string;        /* JSON_STRING: UTF-8, zero-terminated; may hold \u0000, see length */
+    size_t length;       /* bytes of string, or number of children */
+    char **keys;         /* JSON_OBJECT: keys[i] names children[i] */
+    Json **children;     /* JSON_ARRAY and JSON_OBJECT */
+};
+
+typedef struct {
+    const char *text;
+    size_t len, pos;
+    const char *where;   /* file name for messages */
+} JsonParser;
+
+static void json_free(Json *j)
+{
+    if (!j) return;
+    for (size_t i = 0; i < j->length && (j->type == JSON_ARRAY || j->type == JSON_OBJECT); i++) {
+        json_free(j->children[i]);
+        if (j->keys) free(j->keys[i]);
+    }
+    free(j->children);
+    free(j->keys);
+    free(j->string);
+    free(j);
+}
+
+static int json_fail(JsonParser *p, const char *what)
+{
+    return fail("%s: invalid JSON at byte %zu: %s", p->where, p->pos, what);
+}
+
+static void json_skip_ws(JsonParser *p)
+{
+    while (p->pos < p->len) {
+        char c = p->text[p->pos];
+        if (c != ' ' && c != '\t' && c != '\n' && c != '\r') break;
+        p->pos++;
+    }
+}
+
+/* Growable byte buffer for decoded strings. */
+typedef struct { char *data; size_t len, cap; } Buf;
+
+static int buf_push(Buf *b, const void *bytes, size_t n)
+{
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 32;
+        while (cap < b->len + n + 1) cap *= 2;
+        char *bigger = realloc(b->data, cap);
+        if (!bigger) return fail("out of memory");
+        b->data = bigger;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, bytes, n);
+    b->len += n;
+    b->data[b->len] = 0;
+    return 0;
+}
+
+/* Length of the valid UTF-8 sequence at s (at most n bytes), or 0 if it is not valid:
+   no overlong forms, no surrogates, nothing above U+10FFFF. */
+static int utf8_valid_len(const unsigned char *s, size_t n)
+{
+    if (n == 0) return 0;
+    unsigned c = s[0];
+    if (c < 0x80) return 1;
+    int len;
+    unsigned lo = 0x80, hi = 0xBF;        /* allowed range of the second byte */
+    if (c >= 0xC2 && c <= 0xDF) len = 2;
+    else if (c >= 0xE0 && c <= 0xEF) { len = 3; if (c == 0xE0) lo = 0xA0; if (c == 0xED) hi = 0x9F; }
+    else if (c >= 0xF0 && c <= 0xF4) { len = 4; if (c == 0xF0) lo = 0x90; if (c == 0xF4) hi = 0x8F; }
+    else return 0;
+    if ((size_t)len > n || s[1] < lo || s[1] > hi) return 0;
+    for (int i = 2; i < len; i++)
+        if ((s[i] & 0xC0) != 0x80) return 0;
+    return len;
+}
+
+static int utf8_encode(unsigned cp, char *out)
+{
+    if (cp < 0x80) { out[0] = (char)cp; return 1; }
+    if (cp < 0x800) { out[0] = (char)(0xC0 | cp >> 6); out[1] = (char)(0x80 | (cp & 0x3F)); return 2; }
+    if (cp < 0x10000) {
+        out[0] = (char)(0xE0 | cp >> 12); out[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        out[2] = (char)(0x80 | (cp & 0x3F));
+        return 3;
+    }
+    out[0] = (char)(0xF0 | cp >> 18); out[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+    out[2] = (char)(0x80 | ((cp >> 6) & 0x3F)); out[3] = (char)(0x80 | (cp & 0x3F));
+    return 4;
+}
+
+static int json_hex4(JsonParser *p, unsigned *out)
+{
+    if (p->pos + 4 > p->len) return json_fail(p, "truncated \\u escape");
+    unsigned v = 0;
+    for (int i = 0; i < 4; i++) {
+        char c = p->text[p->pos + i];
+        v <<= 4;
+        if (c >= '0' && c <= '9') v |= (unsigned)(c - '0');
+        else if (c >= 'a' && c <= 'f') v |= (unsigned)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F') v |= (unsigned)(c - 'A' + 10);
+        else return json_fail(p, "bad hex digit in \\u escape");
+    }
+    p->pos += 4;
+    *out = v;
+    return 0;
+}
+
+/* Parses a string at p->pos (which is at the opening quote) into a fresh buffer. */
+static int json_parse_string(JsonParser *p, char **out, size_t *out_len)
+{
+    Buf b = {0};
+    p->pos++;                                   /* opening quote */
+    if (buf_push(&b, "", 0)) return -1;
+    for (;;) {
+        if (p->pos >= p->len) { free(b.data); return json_fail(p, "unterminated string"); }
+        unsigned char c = (unsigned char)p->text[p->pos];
+        if (c == '"') { p->pos++; break; }
+        if (c < 0x20) { free(b.data); return json_fail(p, "control character in string"); }
+        if (c == '\\') {
+            if (p->pos + 1 >= p->len) { free(b.data); return json_fail(p, "unterminated escape"); }
+            char e = p->text[p->pos + 1], ch;
+            p->pos += 2;
+            switch (e) {
+            case '"': ch = '"'; break;
+            case '\\': ch = '\\'; break;
+            case '/': ch = '/'; break;
+            case 'b': ch = '\b'; break;
+            case 'f': ch = '\f'; break;
+            case 'n': ch = '\n'; break;
+            case 'r': ch = '\r'; break;
+            case 't': ch = '\t'; break;
+            case 'u': {
+                unsigned cp, lo;
+                if (json_hex4(p, &cp)) { free(b.data); return -1; }
+                if (cp >= 0xDC00 && cp <= 0xDFFF) { free(b.data); return json_fail(p, "lone low surrogate"); }
+                if (cp >= 0xD800 && cp <= 0xDBFF) {    /* a high surrogate needs a low one */
+                    if (p->pos + 2 > p->len || p->text[p->pos] != '\\' || p->text[p->pos + 1] != 'u') {
+                        free(b.data);
+                        return json_fail(p, "high surrogate without a low surrogate");
+                    }
+                    p->pos += 2;
+                    if (json_hex4(p, &lo)) { free(b.data); return -1; }
+                    if (lo < 0xDC00 || lo > 0xDFFF) { free(b.data); return json_fail(p, "high surrogate without a low surrogate"); }
+                    cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                }
+                char enc[4];
+                if (buf_push(&b, enc, (size_t)utf8_encode(cp, enc))) { free(b.data); return -1; }
+                continue;
+            }
+            default: free(b.data); return json_fail(p, "unknown escape");
+            }
+            if (buf_push(&b, &ch, 1)) { free(b.data); return -1; }
+            continue;
+        }
+        int n = utf8_valid_len((const unsigned char *)p->text + p->pos, p->len - p->pos);
+        if (n == 0) { free(b.data); return json_fail(p, "invalid UTF-8 in string"); }
+        if (buf_push(&b, p->text + p->pos, (size_t)n)) { free(b.data); return -1; }
+        p->pos += (size_t)n;
+    }
+    *out = b.data;
+    *out_len = b.len;
+    return 0;
+}
+
+/* Checks the JSON number grammar, then converts with strtod (correctly rounded in every
+   libc we know). strtod reads the locale's decimal point, so a '.' is swapped for it:
+   the parser gives the same numbers whatever setlocale the host program called. */
+static int json_parse_number(JsonParser *p, double *out)
+{
+    size_t start = p->pos, i = p->pos;
+    const char *s = p->text;
+    if (i < p->len && s[i] == '-') i++;
+    if (i >= p->len || !isdigit((unsigned char)s[i])) { p->pos = i; return json_fail(p, "bad number"); }
+    if (s[i] == '0') i++;
+    else while (i < p->len && isdigit((unsigned char)s[i])) i++;
+    if (i < p->len && s[i] == '.') {
+        i++;
+        if (i >= p->len || !isdigit((unsigned char)s[i])) { p->pos = i; return json_fail(p, "bad number: no digit after '.'"); }
+        while (i < p->len && isdigit((unsigned char)s[i])) i++;
+    }
+    if (i < p->len && (s[i] == 'e' || s[i] == 'E')) {
+        i++;
+        if (i < p->len && (s[i] == '+' || s[i] == '-')) i++;
+        if (i >= p->len || !isdigit((unsigned char)s[i])) { p->pos = i; return json_fail(p, "bad number: no digit in exponent"); }
+        while (i < p->len && isdigit((unsigned char)s[i])) i++;
+    }
+    char local[64];
+    size_t n = i - start;
+    if (n >= sizeof local) { p->pos = start; return json_fail(p, "number too long"); }
+    memcpy(local, s + start, n);
+    local[n] = 0;
+    char point = localeconv()->decimal_point[0];
+    for (size_t k = 0; k < n; k++)
+        if (local[k] == '.') local[k] = point;
+    *out = strtod(local, NULL);
+    if (!isfinite(*out)) { p->pos = start; return json_fail(p, "number out of range"); }
+    p->pos = i;
+    return 0;
+}
+
+static Json *json_new(JsonType type)
+{
+    Json *j = xcalloc(1, sizeof *j);
+    if (j) j->type = type;
+    return j;
+}
+
+static int json_append(Json *parent, char *key, Json *child)
+{
+    Json **children = realloc(parent->children, (parent->length + 1) * sizeof *children);
+    if (!children) return fail("out of memory");
+    parent->children = children;
+    if (parent->type == JSON_OBJECT) {
+        char **keys = realloc(parent->keys, (parent->length + 1) * sizeof *keys);
+        if (!keys) return fail("out of memory");
+        parent->keys = keys;
+        keys[parent->length] = key;
+    }
+    children[parent->length++] = child;
+    return 0;
+}
+
+static int json_parse_value(JsonParser *p, Json **out, int depth);
+
+static int json_parse_container(JsonParser *p, Json *j, int depth)
+{
+    char close = j->type == JSON_OBJECT ? '}' : ']';
+    p->pos++;                                           /* '{' or '[' */
+    json_skip_ws(p);
+    if (p->pos < p->len && p->text[p->pos] == close) { p->pos++; return 0; }
+    for (;;) {
+        char *key = NULL;
+        size_t key_len;
+        json_skip_ws(p);
+        if (j->type == JSON_OBJECT) {
+            if (p->pos >= p->len || p->text[p->pos] != '"') return json_fail(p, "expected a string key");
+            if (json_parse_string(p, &key, &key_len)) return -1;
+            json_skip_ws(p);
+            if (p->pos >= p->len || p->text[p->pos] != ':') { free(key); return json_fail(p, "expected ':'"); }
+            p->pos++;
+        }
+        Json *child;
+        if (json_parse_value(p, &child, depth + 1)) { free(key); return -1; }
+        if (json_append(j, key, child)) { free(key); json_free(child); return -1; }
+        json_skip_ws(p);
+        if (p->pos >= p->len) return json_fail(p, "unexpected end of input");
+        char c = p->text[p->pos++];
+        if (c == close) return 0;
+        if (c != ',') { p->pos--; return json_fail(p, j->type == JSON_OBJECT ? "expected ',' or '}'" : "expected ',' or ']'"); }
+    }
+}
+
+static int json_parse_value(JsonParser *p, Json **out, int depth)
+{
+    *out = NULL;
+    if (depth > JSON_MAX_DEPTH) return json_fail(p, "nesting too deep");
+    json_skip_ws(p);
+    if (p->pos >= p->len) return json_fail(p, "unexpected end of input");
+    char c = p->text[p->pos];
+    Json *j = NULL;
+    if (c == '{' || c == '[') {
+        j = json_new(c == '{' ? JSON_OBJECT : JSON_ARRAY);
+        if (!j) return -1;
+        if (json_parse_container(p, j, depth)) { json_free(j); return -1; }
+    } else if (c == '"') {
+        j = json_new(JSON_STRING);
+        if (!j) return -1;
+        if (json_parse_string(p, &j->string, &j->length)) { json_free(j); return -1; }
+    } else if (c == '-' || isdigit((unsigned char)c)) {
+        j = json_new(JSON_NUMBER);
+        if (!j) return -1;
+        if (json_parse_number(p, &j->number)) { json_free(j); return -1; }
+    } else {
+        static const char *const words[3] = {"null", "true", "false"};
+        int k;
+        for (k = 0; k < 3; k++) {
+            size_t n = strlen(words[k]);
+            if (p->len - p->pos >= n && memcmp(p->text + p->pos, words[k], n) == 0) break;
+        }
+        if (k == 3) return json_fail(p, "unexpected character");
+        j = json_new(k == 0 ? JSON_NULL : JSON_BOOL);
+        if (!j) return -1;
+        j->boolean = k == 1;
+        p->pos += strlen(words[k]);
+    }
+    *out = j;
+    return 0;
+}
+
+/* Parses a whole document: one value, surrounded only by whitespace. */
+static int json_parse(Json **out, const char *text, size_t len, const char *where)
+{
+    JsonParser p = {text, len, 0, where};
+    if (json_parse_value(&p, out, 0)) return -1;
+    json_skip_ws(&p);
+    if (p.pos != p.len) {
+        json_free(*out);
+        *out = NULL;
+        return json_fail(&p, "trailing characters after the value");
+    }
+    return 0;
+}
+
+/* Member of an object by key; the last one wins when a key repeats. NULL if absent. */
+static const Json *json_get(const Json *obj, const char *key)
+{
+    if (!obj || obj->type != JSON_OBJECT) return NULL;
+    for (size_t i = obj->length; i-- > 0;)
+        if (strcmp(obj->keys[i], key) == 0) return obj->children[i];
+    return NULL;
+}
+
+/* A number that is an exact integer in [lo, hi]. */
+static int json_int(const Json *j, long long lo, long long hi, long long *out)
+{
+    if (!j || j->type != JSON_NUMBER) return -1;
+    double d = j->number;
+    if (d != floor(d) || d < (double)lo || d > (double)hi) return -1;
+    *out = (long long)d;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* 3. safetensors: read (validated) and write                                            */
+/*                                                                                       */
+/* The format: 8 bytes, little-endian, N = the header's length; N bytes of JSON mapping  */
+/* each tensor name to {dtype, shape, data_offsets: [begin, end]} (and an optional       */
+/* "__metadata__" of strings); then the data section, which the byte ranges index. We    */
+/* check everything the format's own reference implementation checks before any byte of  */
+/* data is used: the header fits in the file and is at most 100 MB, the dtype is known,  */
+/* shape x dtype size (overflow-checked) equals the range's length, and the ranges,      */
+/* sorted, tile the data section exactly, with no gap, overlap or slack at the end.      */
+
+#define ST_MAX_HEADER_BYTES (100u * 1024 * 1024)
+
+static const struct { const char *name; int bytes; } dtype_table[KVL_N_DTYPES] = {
+    [KVL_F64] = {"F64", 8}, [KVL_F32] = {"F32", 4}, [KVL_F16] = {"F16", 2}, [KVL_BF16] = {"BF16", 2},
+    [KVL_I64] = {"I64", 8}, [KVL_I32] = {"I32", 4}, [KVL_I16] = {"I16", 2}, [KVL_I8] = {"I8", 1},
+    [KVL_U8] = {"U8", 1}, [KVL_BOOL] = {"BOOL", 1}, [KVL_U16] = {"U16", 2}, [KVL_U32] = {"U32", 4},
+    [KVL_U64] = {"U64", 8}, [KVL_F8_E4M3] = {"F8_E4M3", 1}, [KVL_F8_E5M2] = {"F8_E5M2", 1},
+};
+
+static int dtype_from_name(const char *name, KvlDtype *out)
+{
+    for (int i = 0; i < KVL_N_DTYPES; i++)
+        if (strcmp(dtype_table[i].name, name) == 0) { *out = (KvlDtype)i; return 0; }
+    return -1;
+}
+
+int64_t kvl_tensor_numel(const KvlTensorInfo *t)
+{
+    int64_t n = 1;
+    for (int i = 0; i < t->n_dims; i++) n *= t->shape[i];   /* validated not to overflow */
+    return n;
+}
+
+void kvl_st_close(KvlSafetensors *st)
+{
+    if (st->file) fclose((FILE *)st->file);
+    for (int i = 0; i < st->n_tensors; i++) free(st->tensors[i].name);
+    for (int i = 0; i < st->n_meta; i++) { free(st->meta_keys[i]); free(st->meta_values[i]); }
+    free(st->tensors);
+    free(st->meta_keys);
+    free(st->meta_values);
+    free(st->path);
+    memset(st, 0, sizeof *st);
+}
+
+/* fseek with a 64-bit offset, refused where long cannot hold it. */
+static int seek_to(FILE *f, uint64_t offset, const char *path)
+{
+    if (offset > (uint64_t)LONG_MAX) return fail("%s: offset %llu is beyond what this platform's fseek can reach", path, (unsigned long long)offset);
+    if (fseek(f, (long)offset, SEEK_SET) != 0) return fail("%s: cannot seek to byte %llu", path, (unsigned long long)offset);
+    return 0;
+}
+
+static int compare_begin(const void *a, const void *b)
+{
+    const KvlTensorInfo *x = *(const KvlTensorInfo *const *)a, *y = *(const KvlTensorInfo *const *)b;
+    return x->begin < y->begin ? -1 : x->begin > y->begin ? 1 : (x->end > y->end) - (x->end < y->end);
+}
+
+/* Reads one header entry ("name": {dtype, shape, data_offsets}) into t. */
+static int st_parse_entry(KvlTensorInfo *t, const char *name, const Json *e, uint64_t data_bytes)
+{
+    if (e->type != JSON_OBJECT) return fail("tensor '%s': header entry is not an object", name);
+    for (size_t i = 0; i < e->length; i++)
+        if (strcmp(e->keys[i], "dtype") && strcmp(e->keys[i], "shape") && strcmp(e->keys[i], "data_offsets"))
+            return fail("tensor '%s': unknown field '%s' in the header", name, e->keys[i]);
+    const Json *dtype = json_get(e, "dtype"), *shape = json_get(e, "shape"), *offsets = json_get(e, "data_offsets");
+    if (!dtype || dtype->type != JSON_STRING) return fail("tensor '%s': missing or non-string dtype", name);
+    if (dtype_from_name(dtype->string, &t->dtype)) return fail("tensor '%s': unknown dtype '%s'", name, dtype->string);
+    if (!shape || shape->type != JSON_ARRAY) return fail("tensor '%s': missing shape", name);
+    if (shape->length > KVL_MAX_DIMS) return fail("tensor '%s': %zu dimensions, at most %d supported", name, shape->length, KVL_MAX_DIMS);
+    t->n_dims = (int)shape->length;
+    uint64_t bytes = (uint64_t)dtype_table[t->dtype].bytes;
+    for (int i = 0; i < t->n_dims; i++) {
+        long long d;
+        if (json_int(shape->children[i], 0, INT64_MAX / 2, &d)) return fail("tensor '%s': shape[%d] is not a non-negative integer", name, i);
+        t->shape[i] = d;
+        if (d != 0 && bytes > UINT64_MAX / (uint64_t)d) return fail("tensor '%s': shape x dtype size overflows", name);
+        bytes *= (uint64_t)d;
+    }
+    if (!offsets || offsets->type != JSON_ARRAY || offsets->length != 2) return fail("tensor '%s': data_offsets must be [begin, end]", name);
+    long long b, en;
+    if (json_int(offsets->children[0], 0, INT64_MAX / 2, &b) || json_int(offsets->children[1], 0, INT64_MAX / 2, &en))
+        return fail("tensor '%s': data_offsets are not non-negative integers", name);
+    if (b > en) return fail("tensor '%s': data_offsets [%lld, %lld] run backwards", name, b, en);
+    if ((uint64_t)en > data_bytes) return fail("tensor '%s': data_offsets end %lld is past the data section (%llu bytes)", name, en, (unsigned long long)data_bytes);
+    if ((uint64_t)(en - b) != bytes) return fail("tensor '%s': shape x dtype size is %llu bytes but data_offsets cover %lld", name, (unsigned long long)bytes, en - b);
+    t->begin = (uint64_t)b;
+    t->end = (uint64_t)en;
+    return 0;
+}
+
+static int st_parse_header(KvlSafetensors *st, const Json *h)
+{
+    if (h->type != JSON_OBJECT) return fail("header is not a JSON object");
+    st->tensors = xcalloc(h->length, sizeof *st->tensors);
+    if (!st->tensors) return -1;
+    for (size_t i = 0; i < h->length; i++) {
+        const char *key = h->keys[i];
+        const Json *e = h->children[i];
+        for (size_t k = 0; k < i; k++)
+            if (strcmp(h->keys[k], key) == 0) return fail("'%s' appears twice in the header", key);
+        if (strcmp(key, "__metadata__") == 0) {
+            if (e->type != JSON_OBJECT) return fail("__metadata__ is not an object");
+            st->meta_keys = xcalloc(e->length, sizeof(char *));
+            st->meta_values = xcalloc(e->length, sizeof(char *));
+            if (!st->meta_keys || !st->meta_values) return -1;
+            for (size_t m = 0; m < e->length; m++) {
+                if (e->children[m]->type != JSON_STRING) return fail("__metadata__ value of '%s' is not a string", e->keys[m]);
+                st->meta_keys[m] = xstrdup(e->keys[m]);
+                st->meta_values[m] = xstrdup(e->children[m]->string);
+                st->n_meta++;
+                if (!st->meta_keys[m] || !st->meta_values[m]) return -1;
+            }
+            continue;
+        }
+        KvlTensorInfo *t = &st->tensors[st->n_tensors];
+        if (st_parse_entry(t, key, e, st->data_bytes)) return -1;
+        t->name = xstrdup(key);
+        if (!t->name) return -1;
+        st->n_tensors++;
+    }
+    /* The ranges, sorted by start, must tile [0, data_bytes) exactly. */
+    KvlTensorInfo **order = xmalloc((size_t)st->n_tensors * sizeof *order + 1);
+    if (!order) return -1;
+    for (int i = 0; i < st->n_tensors; i++) order[i] = &st->tensors[i];
+    qsort(order, (size_t)st->n_tensors, sizeof *order, compare_begin);
+    uint64_t expect = 0;
+    for (int i = 0; i < st->n_tensors; i++) {
+        if (order[i]->begin != expect) {
+            int r = fail("tensor '%s' starts at data byte %llu, expected %llu (ranges overlap or leave a gap)",
+                         order[i]->name, (unsigned long long)order[i]->begin, (unsigned long long)expect);
+            free(order);
+            return r;
+        }
+        expect = order[i]->end;
+    }
+    free(order);
+    if (expect != st->data_bytes)
+        return fail("the tensors cover %llu bytes of data but the data section holds %llu", (unsigned long long)expect, (unsigned long long)st->data_bytes);
+    return 0;
+}
+
+int kvl_st_open(KvlSafetensors *st, const char *path)
+{
+    memset(st, 0, sizeof *st);
+    FILE *f = fopen(path, "rb");
+    if (!f) return fail("%s: cannot open: %s", path, strerror(errno));
+    st->file = f;
+    st->path = xstrdup(path);
+    if (!st->path) { kvl_st_close(st); return -1; }
+    unsigned char len_bytes[8];
+    if (fseek(f, 0, SEEK_END) != 0) { kvl_st_close(st); return fail("%s: cannot seek", path); }
+    long file_size = ftell(f);
+    rewind(f);
+    if (file_size < 8 || fread(len_bytes, 1, 8, f) != 8) { kvl_st_close(st); return fail("%s: truncated: shorter than the 8-byte header length", path); }
+    uint64_t header_len = read_u64_le(len_bytes);
+    if (header_len > ST_MAX_HEADER_BYTES) { kvl_st_close(st); return fail("%s: header length %llu exceeds the limit of %u bytes", path, (unsigned long long)header_len, ST_MAX_HEADER_BYTES); }
+    if (header_len > (uint64_t)file_size - 8) { kvl_st_close(st); return fail("%s: header length %llu runs past the end of the file (%ld bytes)", path, (unsigned long long)header_len, file_size); }
+    if (header_len < 2) { kvl_st_close(st); return fail("%s: header of %llu bytes cannot hold a JSON object", path, (unsigned long long)header_len); }
+    char *header = xmalloc((size_t)header_len + 1);
+    if (!header) { kvl_st_close(st); return error_wrap("%s", path); }
+    if (fread(header, 1, (size_t)header_len, f) != header_len) { free(header); kvl_st_close(st); return fail("%s: truncated header", path); }
+    header[header_len] = 0;
+    if (header[0] != '{') { free(header); kvl_st_close(st); return fail("%s: header does not start with '{'", path); }
+    st->data_start = 8 + header_len;
+    st->data_bytes = (uint64_t)file_size - st->data_start;
+    Json *h;
+    int r = json_parse(&h, header, (size_t)header_len, path);
+    free(header);
+    if (r) { kvl_st_close(st); return -1; }
+    r = st_parse_header(st, h);
+    json_free(h);
+    if (r) { error_wrap("%s", path); kvl_st_close(st); return -1; }
+    return 0;
+}
+
+const KvlTensorInfo *kvl_st_find(const KvlSafetensors *st, const char *name)
+{
+    for (int i = 0; i < st->n_tensors; i++)
+        if (strcmp(st->tensors[i].name, name) == 0) return &st->tensors[i];
+    return NULL;
+}
+
+const char *kvl_st_meta(const KvlSafetensors *st, const char *key)
+{
+    for (int i = 0; i < st->n_meta; i++)
+        if (strcmp(st->meta_keys[i], key) == 0) return st->meta_values[i];
+    return NULL;
+}
+
+/* Reads a tensor's bytes in pieces of at most ST_CHUNK elements and converts each. */
+#define ST_CHUNK 65536
+
+static int st_read_raw(const KvlSafetensors *st, const KvlTensorInfo *t, uint64_t offset, void *dst, size_t bytes)
+{
+    FILE *f = st->file;
+    if (seek_to(f, st->data_start + t->begin + offset, st->path)) return -1;
+    if (fread(dst, 1, bytes, f) != bytes) return fail("%s: tensor '%s': file ends inside its data", st->path, t->name);
+    return 0;
+}
+
+int kvl_st_read_f32(const KvlSafetensors *st, const KvlTensorInfo *t, float *dst)
+{
+    if (t->dtype != KVL_F32 && t->dtype != KVL_F16 && t->dtype != KVL_BF16)
+        return fail("%s: tensor '%s' has dtype %s; expected F32, F16 or BF16", st->path, t->name, dtype_table[t->dtype].name);
+    int esize = dtype_table[t->dtype].bytes;
+    int64_t n = kvl_tensor_numel(t);
+    unsigned char *chunk = xmalloc((size_t)ST_CHUNK * 4);
+    if (!chunk) return -1;
+    for (int64_t done = 0; done < n; done += ST_CHUNK) {
+        int64_t m = n - done < ST_CHUNK ? n - done : ST_CHUNK;
+        if (st_read_raw(st, t, (uint64_t)(done * esize), chunk, (size_t)(m * esize))) { free(chunk); return -1; }
+        for (int64_t i = 0; i < m; i++) {
+            const unsigned char *p = chunk + i * esize;
+            dst[done + i] = t->dtype == KVL_F32 ? f32_from_bits(read_u32_le(p))
+                          : t->dtype == KVL_F16 ? f16_to_f32(read_u16_le(p)) : bf16_to_f32(read_u16_le(p));
+        }
+    }
+    free(chunk);
+    return 0;
+}
+
+int kvl_st_read_i32(const KvlSafetensors *st, const KvlTensorInfo *t, int32_t *dst)
+{
+    if (t->dtype != KVL_I32 && t->dtype != KVL_I64)
+        return fail("%s: tensor '%s' has dtype %s; expected I32 or I64", st->path, t->name, dtype_table[t->dtype].name);
+    int esize = dtype_table[t->dtype].bytes;
+    int64_t n = kvl_tensor_numel(t);
+    unsigned char *chunk = xmalloc((size_t)ST_CHUNK * 8);
+    if (!chunk) return -1;
+    for (int64_t done = 0; done < n; done += ST_CHUNK) {
+        int64_t m = n - done < ST_CHUNK ? n - done : ST_CHUNK;
+        if (st_read_raw(st, t, (uint64_t)(done * esize), chunk, (size_t)(m * esize))) { free(chunk); return -1; }
+        for (int64_t i = 0; i < m; i++) {
+            if (esize == 4) { dst[done + i] = (int32_t)read_u32_le(chunk + 4 * i); continue; }
+            int64_t v = (int64_t)read_u64_le(chunk + 8 * i);
+            if (v < INT32_MIN || v > INT32_MAX) { free(chunk); return fail("%s: tensor '%s': value %lld does not fit 32 bits", st->path, t->name, (long long)v); }
+            dst[done + i] = (int32_t)v;
+        }
+    }
+    free(chunk);
+    return 0;
+}
+
+/* JSON string literal of s (quotes and escapes added) appended to b. */
+static int buf_push_json_string(Buf *b, const char *s)
+{
+    if (buf_push(b, "\"", 1)) return -1;
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        char esc[8];
+        if (c == '"' || c == '\\') { esc[0] = '\\'; esc[1] = (char)c; if (buf_push(b, esc, 2)) return -1; }
+        else if (c < 0x20) { snprintf(esc, sizeof esc, "\\u%04x", c); if (buf_push(b, esc, 6)) return -1; }
+        else if (buf_push(b, s, 1)) return -1;
+    }
+    return buf_push(b, "\"", 1);
+}
+
+static int buf_printf(Buf *b, const char *fmt, ...)
+{
+    char tmp[256];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof tmp) return fail("formatting overflow");
+    return buf_push(b, tmp, (size_t)n);
+}
+
+static int st_build_header(Buf *h, const KvlTensorOut *ts, int n, const char *const *mk, const char *const *mv, int n_meta)
+{
+    uint64_t offset = 0;
+    if (buf_push(h, "{", 1)) return -1;
+    if (n_meta > 0) {
+        if (buf_push(h, "\"__metadata__\":{", 16)) return -1;
+        for (int i = 0; i < n_meta; i++) {
+            if (i && buf_push(h, ",", 1)) return -1;
+            if (buf_push_json_string(h, mk[i]) || buf_push(h, ":", 1) || buf_push_json_string(h, mv[i])) return -1;
+        }
+        if (buf_push(h, "}", 1)) return -1;
+    }
+    for (int i = 0; i < n; i++) {
+        const KvlTensorOut *t = &ts[i];
+        if (t->dtype != KVL_F32 && t->dtype != KVL_F16 && t->dtype != KVL_BF16 && t->dtype != KVL_I32)
+            return fail("tensor '%s': kvlora writes F32, F16, BF16 or I32, not %s", t->name, dtype_table[t->dtype].name);
+        if (t->n_dims < 0 || t->n_dims > KVL_MAX_DIMS) return fail("tensor '%s': %d dimensions", t->name, t->n_dims);
+        uint64_t bytes = (uint64_t)dtype_table[t->dtype].bytes;
+        if ((n_meta > 0 || i > 0) && buf_push(h, ",", 1)) return -1;
+        if (buf_push_json_string(h, t->name) || buf_printf(h, ":{\"dtype\":\"%s\",\"shape\":[", dtype_table[t->dtype].name)) return -1;
+        for (int d = 0; d < t->n_dims; d++) {
+            if (t->shape[d] < 0) return fail("tensor '%s': negative dimension", t->name);
+            bytes *= (uint64_t)t->shape[d];
+            if (buf_printf(h, d ? ",%lld" : "%lld", (long long)t->shape[d])) return -1;
+        }
+        if (buf_printf(h, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)offset, (unsigned long long)(offset + bytes))) return -1;
+        offset += bytes;
+    }
+    if (buf_push(h, "}", 1)) return -1;
+    while (h->len % 8) if (buf_push(h, " ", 1)) return -1;    /* pad so the data starts 8-aligned */
+    return 0;
+}
+
+int kvl_st_write(const char *path, const KvlTensorOut *tensors, int n_tensors,
+                 const char *const *meta_keys, const char *const *meta_values, int n_meta)
+{
+    Buf h = {0};
+    if (st_build_header(&h, tensors, n_tensors, meta_keys, meta_values, n_meta)) { free(h.data); return error_wrap("%s", path); }
+    AtomicFile a;
+    if (atomic_open(&a, path)) { free(h.data); return -1; }
+    unsigned char len_bytes[8];
+    write_u64_le(len_bytes, h.len);
+    int r = atomic_write(&a, len_bytes, 8) || atomic_write(&a, h.data, h.len);
+    free(h.data);
+    unsigned char *chunk = r ? NULL : xmalloc((size_t)ST_CHUNK * 4);
+    if (!chunk) r = -1;
+    for (int i = 0; i < n_tensors && !r; i++) {
+        const KvlTensorOut *t = &tensors[i];
+        int64_t n = 1;
+        for (int d = 0; d < t->n_dims; d++) n *= t->shape[d];
+        int esize = dtype_table[t->dtype].bytes;
+        for (int64_t done = 0; done < n && !r; done += ST_CHUNK) {
+            int64_t m = n - done < ST_CHUNK ? n - done : ST_CHUNK;
+            for (int64_t k = 0; k < m; k++) {
+                unsigned char *p = chunk + k * esize;
+                if (t->dtype == KVL_I32) { write_u32_le(p, (uint32_t)((const int32_t *)t->data)[done + k]); continue; }
+                float v = ((const float *)t->data)[done + k];
+                if (t->dtype == KVL_F32) write_u32_le(p, bits_from_f32(v));
+                else write_u16_le(p, t->dtype == KVL_F16 ? f32_to_f16(v) : f32_to_bf16(v));
+            }
+            r = atomic_write(&a, chunk, (size_t)(m * esize));
+        }
+    }
+    free(chunk);
+    if (r) { atomic_abort(&a); return -1; }
+    return atomic_commit(&a);
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* 5. The model: config.json, the weights, the KV cache                                  */
+/*                                                                                       */
+/* config.json is read the way transformers reads it for the four supported classes:    */
+/* the same defaults for absent fields, and a refusal for anything that would change    */
+/* the numbers in a way this file does not implement (another activation, a rope        */
+/* scaling type other than llama3, biases on layers that have none here ...).           */
+/* (Section 4, the tokenizer, arrives with its own issue.)                              */
+
+static int config_int(const Json *cfg, const char *key, int required, int def, int lo, int hi, int *out, const char *where)
+{
+    const Json *j = json_get(cfg, key);
+    if (!j || j->type == JSON_NULL) {
+        if (required) return fail("%s: missing field '%s'", where, key);
+        *out = def;
+        return 0;
+    }
+    long long v;
+    if (json_int(j, lo, hi, &v)) return fail("%s: field '%s' must be an integer in [%d, %d]", where, key, lo, hi);
+    *out = (int)v;
+    return 0;
+}
+
+static int config_float(const Json *j, const char *key, float def, float *out, const char *where)
+{
+    if (!j || j->type == JSON_NULL) { *out = def; return 0; }
+    if (j->type != JSON_NUMBER) return fail("%s: field '%s' must be a number", where, key);
+    *out = (float)j->number;
+    return 0;
+}
+
+static int config_bool(const Json *cfg, const char *key, int def, int *out, const char *where)
+{
+    const Json *j = json_get(cfg, key);
+    if (!j || j->type == JSON_NULL) { *out = def; return 0; }
+    if (j->type != JSON_BOOL) return fail("%s: field '%s' must be true or false", where, key);
+    *out = j->boolean;
+    return 0;
+}
+
+/* bos/eos may be a number, a list of numbers (the first is used) or null. */
+static int config_token_id(const Json *cfg, const char *key, int vocab, int *out, const char *where)
+{
+    const Json *j = json_get(cfg, key);
+    long long v;
+    *out = -1;
+    if (j && j->type == JSON_ARRAY) j = j->length ? j->children[0] : NULL;
+    if (!j || j->type == JSON_NULL) return 0;
+    if (json_int(j, 0, vocab - 1, &v)) return fail("%s: field '%s' must be a token id in [0, %d)", where, key, vocab);
+    *out = (int)v;
+    return 0;
+}
+
+/* Rope settings live either at the top level (rope_theta, rope_scaling) or, as recent
+   transformers versions write them, in one "rope_parameters" object that holds
+   rope_theta and rope_type together with the scaling fields. */
+static int config_rope(KvlConfig *c, const Json *cfg, const char *where)
+{
+    const Json *params = json_get(cfg, "rope_parameters");
+    const Json *scaling = json_get(cfg, "rope_scaling");
+    const Json *theta = json_get(cfg, "rope_theta");
+    if (params && params->type != JSON_NULL) {
+        if (params->type != JSON_OBJECT) return fail("%s: 'rope_parameters' must be an object", where);
+        if (json_get(params, "rope_theta")) theta = json_get(params, "rope_theta");
+        scaling = params;
+    }
+    if (config_float(theta, "rope_theta", 10000.0f, &c->rope_theta, where)) return -1;
+    if (!(c->rope_theta > 1.0f)) return fail("%s: rope_theta must be greater than 1", where);
+    if (!scaling || scaling->type == JSON_NULL) return 0;
+    if (scaling->type != JSON_OBJECT) return fail("%s: 'rope_scaling' must be an object or null", where);
+    const Json *type = json_get(scaling, "rope_type");
+    if (!type) type = json_get(scaling, "type");                 /* the older spelling */
+    if (!type || type->type == JSON_NULL) {
+        if (scaling == params) return 0;                         /* rope_parameters with only rope_theta */
+        return fail("%s: rope_scaling has no 'rope_type'", where);
+    }
+    if (type->type != JSON_STRING) return fail("%s: rope_type must be a string", where);
+    if (strcmp(type->string, "default") == 0) return 0;
+    if (strcmp(type->string, "llama3") != 0)
+        return fail("%s: rope scaling type '%s' is not supported (supported: default, llama3)", where, type->string);
+    c->rope_llama3 = 1;
+    int r = config_float(json_get(scaling, "factor"), "factor", -1, &c->rope_factor, where) ||
+            config_float(json_get(scaling, "low_freq_factor"), "low_freq_factor", -1, &c->rope_low_freq_factor, where) ||
+            config_float(json_get(scaling, "high_freq_factor"), "high_freq_factor", -1, &c->rope_high_freq_factor, where) ||
+            config_int(scaling, "original_max_position_embeddings", 1, 0, 1, 1 << 30, &c->rope_original_max_positions, where);
+    if (r) return -1;
+    if (!(c->rope_factor >= 1) || !(c->rope_low_freq_factor > 0) || !(c->rope_high_freq_factor > c->rope_low_freq_factor))
+        return fail("%s: llama3 rope scaling needs factor >= 1 and high_freq_factor > low_freq_factor > 0", where);
+    const Json *af = json_get(scaling, "attention_factor");
+    if (af && af->type != JSON_NULL && !(af->type == JSON_NUMBER && af->number == 1.0))
+        return fail("%s: rope attention_factor other than 1 is not supported", where);
+    return 0;
+}
+
+int kvl_config_parse(KvlConfig *c, const char *text, size_t len, const char *where)
+{
+    Json *cfg;
+    memset(c, 0, sizeof *c);
+    if (json_parse(&cfg, text, len, where)) return -1;
+    int r = -1;
+    if (cfg->type != JSON_OBJECT) { fail("%s: not a JSON object", where); goto done; }
+
+    /* The architecture: "architectures": ["LlamaForCausalLM"], else model_type. */
+    static const struct { const char *arch, *model_type; KvlArch id; } archs[] = {
+        {"LlamaForCausalLM", "llama", KVL_LLAMA}, {"MistralForCausalLM", "mistral", KVL_MISTRAL},
+        {"Qwen2ForCausalLM", "qwen2", KVL_QWEN2}, {"Qwen3ForCausalLM", "qwen3", KVL_QWEN3},
+    };
+    const Json *archj = json_get(cfg, "architectures"), *mt = json_get(cfg, "model_type");
+    const char *name = NULL;
+    int found = -1;
+    if (archj && archj->type == JSON_ARRAY && archj->length == 1 && archj->children[0]->type == JSON_STRING)
+        name = archj->children[0]->string;
+    else if (archj && archj->type != JSON_NULL) { fail("%s: 'architectures' must be a list of one class name", where); goto done; }
+    for (int i = 0; i < 4; i++) {
+        if (name && strcmp(name, archs[i].arch) == 0) found = i;
+        if (!name && mt && mt->type == JSON_STRING && strcmp(mt->string, archs[i].model_type) == 0) found = i;
+    }
+    if (found < 0) {
+        fail("%s: architecture '%s' is not supported (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM)",
+             where, name ? name : (mt && mt->type == JSON_STRING) ? mt->string : "(none given)");
+        goto done;
+    }
+    c->arch = archs[found].id;
+    snprintf(c->arch_name, sizeof c->arch_name, "%s", archs[found].arch);
+
+    const int big = 1 << 24;
+    if (config_int(cfg, "hidden_size", 1, 0, 1, big, &c->dim, where) ||
+        config_int(cfg, "num_hidden_layers", 1, 0, 1, 4096, &c->n_layers, where) ||
+        config_int(cfg, "num_attention_heads", 1, 0, 1, 4096, &c->n_heads, where) ||
+        config_int(cfg, "num_key_value_heads", 0, c->n_heads, 1, 4096, &c->n_kv_heads, where) ||
+        config_int(cfg, "intermediate_size", 1, 0, 1, big, &c->ffn_dim, where) ||
+        config_int(cfg, "vocab_size", 1, 0, 1, big, &c->vocab_size, where) ||
+        config_int(cfg, "max_position_embeddings", 0, 2048, 1, 1 << 24, &c->max_positions, where))
+        goto done;
+    if (c->n_heads % c->n_kv_heads) {
+        fail("%s: num_attention_heads (%d) is not a multiple of num_key_value_heads (%d)", where, c->n_heads, c->n_kv_heads);
+        goto done;
+    }
+    /* head_dim: explicit when given (Qwen3, some Llamas), else hidden_size / heads. */
+    if (json_get(cfg, "head_dim") && json_get(cfg, "head_dim")->type != JSON_NULL) {
+        if (config_int(cfg, "head_dim", 1, 0, 2, 1 << 16, &c->head_dim, where)) goto done;
+    } else {
+        if (c->dim % c->n_heads) { fail("%s: hidden_size (%d) is not a multiple of num_attention_heads (%d)", where, c->dim, c->n_heads); goto done; }
+        c->head_dim = c->dim / c->n_heads;
+    }
+    if (c->head_dim % 2) { fail("%s: head_dim %d is odd; rotary embeddings need pairs", where, c->head_dim); goto done; }
+
+    const Json *act = json_get(cfg, "hidden_act");
+    if (act && !(act->type == JSON_STRING && strcmp(act->string, "silu") == 0)) {
+        fail("%s: hidden_act '%s' is not supported (only silu)", where, act->type == JSON_STRING ? act->string : "?");
+        goto done;
+    }
+    if (config_float(json_get(cfg, "rms_norm_eps"), "rms_norm_eps", 1e-6f, &c->rms_eps, where)) goto done;
+    if (!(c->rms_eps > 0)) { fail("%s: rms_norm_eps must be positive", where); goto done; }
+    if (config_rope(c, cfg, where)) goto done;
+    const Json *partial = json_get(cfg, "partial_rotary_factor");
+    if (partial && !(partial->type == JSON_NUMBER && partial->number == 1.0)) { fail("%s: partial_rotary_factor is not supported", where); goto done; }
+
+    if (config_bool(cfg, "tie_word_embeddings", 0, &c->tie_embeddings, where)) goto done;
+    int attention_bias, mlp_bias, use_sliding;
+    if (config_bool(cfg, "attention_bias", 0, &attention_bias, where) ||
+        config_bool(cfg, "mlp_bias", 0, &mlp_bias, where) ||
+        config_bool(cfg, "use_sliding_window", 0, &use_sliding, where))
+        goto done;
+    if (attention_bias) { fail("%s: attention_bias = true is not supported", where); goto done; }
+    if (mlp_bias) { fail("%s: mlp_bias = true is not supported", where); goto done; }
+    c->qkv_bias = c->arch == KVL_QWEN2;
+    c->qk_norm = c->arch == KVL_QWEN3;
+
+    /* Mistral applies its sliding window whenever one is set; Qwen2/3 only with
+       use_sliding_window, and then only on some layers, which we do not implement. */
+    if (c->arch == KVL_MISTRAL) {
+        if (config_int(cfg, "sliding_window", 0, 0, 1, 1 << 30, &c->sliding_window, where)) goto done;
+    } else if (use_sliding) {
+        fail("%s: use_sliding_window = true is not supported", where);
+        goto done;
+    } else if (c->arch == KVL_LLAMA && json_get(cfg, "sliding_window") && json_get(cfg, "sliding_window")->type != JSON_NULL) {
+        fail("%s: sliding_window is not supported for Llama models", where);
+        goto done;
+    }
+    if (config_token_id(cfg, "bos_token_id", c->vocab_size, &c->bos_token_id, where) ||
+        config_token_id(cfg, "eos_token_id", c->vocab_size, &c->eos_token_id, where))
+        goto done;
+    r = 0;
+done:
+    json_free(cfg);
+    return r;
+}
+
+size_t kvl_cache_bytes_per_token(const KvlConfig *c)
+{
+    return 2 * (size_t)c->n_layers * c->n_kv_heads * c->head_dim * sizeof(float);
+}
+
+/* The weights as llm.c keeps its parameters: one table of (name, shape) entries, one
+   allocation, and the named pointers of KvlWeights pointing into it. The table is also
+   what the loader walks: the Hugging Face name of every tensor and its expected shape. */
+typedef struct {
+    char name[96];        /* Hugging Face name; %d is the layer */
+    float **ptr;
+    int per_layer;        /* one tensor per layer, stacked [L][...] */
+    int rows, cols;       /* cols == 0 for a vector */
+} WeightSpec;
+
+static int weight_specs(const KvlConfig *c, KvlWeights *w, WeightSpec *s)
+{
+    int D = c->dim, QD = c->n_heads * c->head_dim, KD = c->n_kv_heads * c->head_dim, n = 0;
+#define SPEC(nm, p, layer, r, k) do { snprintf(s[n].name, sizeof s[n].name, "%s", nm); s[n].ptr = p; \
+        s[n].per_layer = layer; s[n].rows = r; s[n].cols = k; n++; } while (0)
+    SPEC("model.embed_tokens.weight", &w->embed, 0, c->vocab_size, D);
+    SPEC("model.layers.%d.input_layernorm.weight", &w->attn_norm, 1, D, 0);
+    SPEC("model.layers.%d.self_attn.q_proj.weight", &w->wq, 1, QD, D);
+    SPEC("model.layers.%d.self_attn.k_proj.weight", &w->wk, 1, KD, D);
+    SPEC("model.layers.%d.self_attn.v_proj.weight", &w->wv, 1, KD, D);
+    SPEC("model.layers.%d.self_attn.o_proj.weight", &w->wo, 1, D, QD);
+    if (c->qkv_bias) {
+        SPEC("model.layers.%d.self_attn.q_proj.bias", &w->bq, 1, QD, 0);
+        SPEC("model.layers.%d.self_attn.k_proj.bias", &w->bk, 1, KD, 0);
+        SPEC("model.layers.%d.self_attn.v_proj.bias", &w->bv, 1, KD, 0);
+    }
+    if (c->qk_norm) {
+        SPEC("model.layers.%d.self_attn.q_norm.weight", &w->q_norm, 1, c->head_dim, 0);
+        SPEC("model.layers.%d.self_attn.k_norm.weight", &w->k_norm, 1, c->head_dim, 0);
+    }
+    SPEC("model.layers.%d.post_attention_layernorm.weight", &w->mlp_norm, 1, D, 0);
+    SPEC("model.layers.%d.mlp.gate_proj.weight", &w->w_gate, 1, c->ffn_dim, D);
+    SPEC("model.layers.%d.mlp.up_proj.weight", &w->w_up, 1, c->ffn_dim, D);
+    SPEC("model.layers.%d.mlp.down_proj.weight", &w->w_down, 1, D, c->ffn_dim);
+    SPEC("model.norm.weight", &w->final_norm, 0, D, 0);
+    if (!c->tie_embeddings) SPEC("lm_head.weight", &w->lm_head, 0, c->vocab_size, D);
+#undef SPEC
+    return n;
+}
+#define MAX_WEIGHT_SPECS 20
+
+static size_t spec_numel(const WeightSpec *s, int n_layers)
+{
+    return (size_t)(s->per_layer ? n_layers : 1) * s->rows * (s->cols ? s->cols : 1);
+}
+
+/* The weight files of a model directory: model.safetensors, or the shards that
+   model.safetensors.index.json lists. A shard name must be a plain file name. */
+typedef struct { int n; KvlSafetensors files[64]; } ShardSet;
+
+static void shards_close(ShardSet *s)
+{
+    for (int i = 0; i < s->n; i++) kvl_st_close(&s->files[i]);
+    s->n = 0;
+}
+
+static int shards_open(ShardSet *s, const char *dir)
+{
+    char path[4096];
+    s->n = 0;
+    path_join(path, sizeof path, dir, "model.safetensors");
+    if (file_exists(path)) {
+        if (kvl_st_open(&s->files[0], path)) return -1;
+        s->n = 1;
+        return 0;
+    }
+    path_join(path, sizeof path, dir, "model.safetensors.index.json");
+    if (!file_exists(path)) return fail("%s: no weights: neither model.safetensors nor model.safetensors.index.json", dir);
+    char *text;
+    size_t len;
+    Json *index;
+    if (read_file(path, &text, &len)) return -1;
+    int r = json_parse(&index, text, len, path);
+    free(text);
+    if (r) return -1;
+    const Json *map = json_get(index, "weight_map");
+    r = -1;
+    if (!map || map->type != JSON_OBJECT) { fail("%s: no 'weight_map' object", path); goto done; }
+    for (size_t i = 0; i < map->length; i++) {
+        const Json *file = map->children[i];
+        if (file->type != JSON_STRING) { fail("%s: weight_map['%s'] is not a file name", path, map->keys[i]); goto done; }
+        if (strchr(file->string, '/') || strchr(file->string, '\\') || strcmp(file->string, "..") == 0 || file->string[0] == '.' || file->length != strlen(file->string)) {
+            fail("%s: weight_map['%s'] = '%s' is not a plain file name in the model directory", path, map->keys[i], file->string);
+            goto done;
+        }
+        int k;
+        for (k = 0; k < s->n; k++) {
+            const char *base = strrchr(s->files[k].path, '/');
+            if (strcmp(base ? base + 1 : s->files[k].path, file->string) == 0) break;
+        }
+        if (k == s->n) {                        /* a shard not opened yet */
+            if (s->n == 64) { fail("%s: more than 64 shards", path); goto done; }
+            char shard[4096];
+            path_join(shard, sizeof shard, dir, file->string);
+            if (kvl_st_open(&s->files[s->n], shard)) goto done;
+            s->n++;
+        }
+        if (!kvl_st_find(&s->files[k], map->keys[i])) {
+            fail("%s: weight_map puts '%s' in %s, which does not hold it", path, map->keys[i], file->string);
+            goto done;
+        }
+    }
+    r = 0;
+done:
+    json_free(index);
+    if (r) shards_close(s);
+    return r;
+}
+
+/* Finds a tensor in exactly one shard. */
+static int shards_find(const ShardSet *s, const char *name, const KvlSafetensors **file, const KvlTensorInfo **t)
+{
+    *t = NULL;
+    for (int i = 0; i < s->n; i++) {
+        const KvlTensorInfo *found = kvl_st_find(&s->files[i], name);
+        if (!found) continue;
+        if (*t) return fail("tensor '%s' appears in both %s and %s", name, (*file)->path, s->files[i].path);
+        *t = found;
+        *file = &s->files[i];
+    }
+    if (!*t) return fail("missing tensor '%s'", name);
+    return 0;
+}
+
+/* Loads one tensor into dst after checking its shape; refuses NaN and infinity, which
+   would otherwise spread silently through every logit. */
+static int load_tensor(const ShardSet *s, const char *name, int rows, int cols, float *dst, const char **dtype_name)
+{
+    const KvlSafetensors *file = NULL;
+    const KvlTensorInfo *t;
+    if (shards_find(s, name, &file, &t)) return -1;
+    int ok = cols ? (t->n_dims == 2 && t->shape[0] == rows && t->shape[1] == cols)
+                  : (t->n_dims == 1 && t->shape[0] == rows);
+    if (!ok) {
+        char got[128] = "", want[64];
+        for (int d = 0; d < t->n_dims; d++)
+            snprintf(got + strlen(got), sizeof got - strlen(got), d ? ", %lld" : "%lld", (long long)t->shape[d]);
+        if (cols) snprintf(want, sizeof want, "%d, %d", rows, cols); else snprintf(want, sizeof want, "%d", rows);
+        return fail("%s: tensor '%s' has shape [%s], but config.json implies [%s]", file->path, name, got, want);
+    }
+    if (kvl_st_read_f32(file, t, dst)) return -1;
+    size_t n = (size_t)rows * (cols ? cols : 1);
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(dst[i])) return fail("%s: tensor '%s' holds a non-finite value (%g) at element %zu", file->path, name, dst[i], i);
+    *dtype_name = dtype_table[t->dtype].name;
+    return 0;
+}
+
+/* Every tensor in the files must be one we load: an unknown one could mean a feature we
+   do not implement (a bias, a norm), and ignoring it would give silently wrong logits. */
+static int check_no_extra_tensors(const ShardSet *s, const KvlConfig *c, const WeightSpec *specs, int n_specs)
+{
+    char name[128];
+    for (int f = 0; f < s->n; f++)
+        for (int i = 0; i < s->files[f].n_tensors; i++) {
+            const char *t = s->files[f].tensors[i].name;
+            int known = 0, layer;
+            for (int k = 0; k < n_specs && !known; k++) {
+                if (!specs[k].per_layer) { known = strcmp(t, specs[k].name) == 0; continue; }
+                for (layer = 0; layer < c->n_layers && !known; layer++) {
+                    snprintf(name, sizeof name, specs[k].name, layer);
+                    known = strcmp(t, name) == 0;
+                }
+            }
+            if (strstr(t, "rotary_emb.inv_freq")) known = 1;              /* old checkpoints: recomputed */
+            if (c->tie_embeddings && strcmp(t, "lm_head.weight") == 0) known = 1;   /* tied: transformers ignores it */
+            if (!known) return fail("%s: unexpected tensor '%s' (not part of a %s with this config.json)", s->files[f].path, t, c->arch_name);
+        }
+    return 0;
+}
+
+void kvl_model_free(KvlModel *m);
+static void scratch_free(KvlScratch *s);
+
+int kvl_model_load(KvlModel **out, const char *dir)
+{
+    char path[4096];
+    char *text;
+    size_t len;
+    *out = NULL;
+    KvlModel *m = xcalloc(1, sizeof *m);
+    if (!m) return -1;
+    path_join(path, sizeof path, dir, "config.json");
+    if (read_file(path, &text, &len)) { free(m); return -1; }
+    int r = kvl_config_parse(&m->config, text, len, path);
+    free(text);
+    if (r) { free(m); return -1; }
+    const KvlConfig *c = &m->config;
+
+    WeightSpec specs[MAX_WEIGHT_SPECS];
+    int n_specs = weight_specs(c, &m->w, specs);
+    size_t total = 0;
+    for (int i = 0; i < n_specs; i++) total += spec_numel(&specs[i], c->n_layers);
+    size_t bytes = 0;
+    if (mul_size(total, sizeof(float), &bytes)) { free(m); return error_wrap("%s", dir); }
+    m->memory = xmalloc(bytes);
+    if (!m->memory) { free(m); return error_wrap("%s: the weights", dir); }
+    m->n_params = total;
+
+    ShardSet *shards = xcalloc(1, sizeof *shards);
+    if (!shards || shards_open(shards, dir)) { free(shards); kvl_model_free(m); return -1; }
+    r = check_no_extra_tensors(shards, c, specs, n_specs);
+    float *p = m->memory;
+    for (int i = 0; i < n_specs && !r; i++) {
+        *specs[i].ptr = p;
+        int copies = specs[i].per_layer ? c->n_layers : 1;
+        size_t each = (size_t)specs[i].rows * (specs[i].cols ? specs[i].cols : 1);
+        for (int l = 0; l < copies && !r; l++) {
+            char name[128];
+            const char *dtype = "";
+            snprintf(name, sizeof name, specs[i].name, l);
+            r = load_tensor(shards, name, specs[i].rows, specs[i].cols, p, &dtype);
+            if (!r && !strstr(m->file_dtype, dtype)) {       /* e.g. "BF16" or "BF16+F32" */
+                if (m->file_dtype[0]) strncat(m->file_dtype, "+", sizeof m->file_dtype - strlen(m->file_dtype) - 1);
+                strncat(m->file_dtype, dtype, sizeof m->file_dtype - strlen(m->file_dtype) - 1);
+            }
+            p += each;
+        }
+    }
+    shards_close(shards);
+    free(shards);
+    if (r) { kvl_model_free(m); return -1; }
+    if (c->tie_embeddings) m->w.lm_head = m->w.embed;
+    *out = m;
+    return 0;
+}
+
+void kvl_model_free(KvlModel *m)
+{
+    if (!m) return;
+    scratch_free(m->scratch);
+    free(m->memory);
+    free(m);
+}
+
+int kvl_cache_init(KvlCache *c, const KvlConfig *config, int max_tokens)
+{
+    memset(c, 0, sizeof *c);
+    if (max_tokens < 1) return fail("KV cache: capacity must be at least 1 token");
+    if (max_tokens > config->max_positions)
+        return fail("KV cache: %d tokens exceed the model's %d positions (max_position_embeddings)", max_tokens, config->max_positions);
+    c->n_layers = config->n_layers;
+    c->n_kv_heads = config->n_kv_heads;
+    c->head_dim = config->head_dim;
+    c->max_tokens = max_tokens;
+    size_t n = 0;
+    if (mul_size((size_t)config->n_layers * config->n_kv_heads * config->head_dim, (size_t)max_tokens, &n)) return -1;
+    c->k = xcalloc(n, sizeof(float));
+    c->v = xcalloc(n, sizeof(float));
+    if (!c->k || !c->v) { kvl_cache_free(c); return error_wrap("KV cache of %d tokens", max_tokens); }
+    return 0;
+}
+
+void kvl_cache_free(KvlCache *c)
+{
+    free(c->k);
+    free(c->v);
+    memset(c, 0, sizeof *c);
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* 6. The forward pass                                                                   */
+/*                                                                                       */
+/* For each token: embed; per layer, x += Attention(RMSNorm(x)) then x += MLP(RMSNorm(x)); */
+/* finally logits = lm_head(RMSNorm(x)). Tokens are processed in chunks of up to          */
+/* CHUNK_TOKENS so that each weight matrix is read once per chunk instead of once per    */
+/* token; the keys and values of every token go into the KV cache, and each query        */
+/* attends to the cache up to and including its own position.                           */
+
+#define CHUNK_TOKENS 256
+
+struct KvlScratch {
+    int max_tokens;       /* T capacity */
+    int max_keys;         /* P capacity of one attention row */
+    float *x;             /* [T][D] the residual stream */
+    float *xb;            /* [T][D] normalised input of the current sublayer */
+    float *q;             /* [T][H*HD] */
+    float *k;             /* [T][KVH*HD] */
+    float *v;             /* [T][KVH*HD] */
+    float *att_out;       /* [T][H*HD] attention output before o_proj */
+    float *att;           /* [H][P] one row of attention weights per head */
+    float *gate;          /* [T][F] */
+    float *up;            /* [T][F] */
+    float *rope_cos;      /* [T][HD/2] */
+    float *rope_sin;      /* [T][HD/2] */
+    float *inv_freq;      /* [HD/2] rotary frequencies */
+};
+
+static void scratch_free(KvlScratch *s)
+{
+    if (!s) return;
+    float **bufs[] = {&s->x, &s->xb, &s->q, &s->k, &s->v, &s->att_out, &s->att, &s->gate, &s->up,
+                      &s->rope_cos, &s->rope_sin, &s->inv_freq};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(*bufs[i]);
+    free(s);
+}
+
+static void rope_frequencies(float *inv_freq, const KvlConfig *c);
+
+/* (Re)allocates the activations when a call needs more tokens or keys than they hold. */
+static int scratch_reserve(KvlModel *m, int n_tokens, int n_keys)
+{
+    KvlScratch *s = m->scratch;
+    if (s && s->max_tokens >= n_tokens && s->max_keys >= n_keys) return 0;
+    const KvlConfig *c = &m->config;
+    int T = n_tokens, P = n_keys;
+    if (s) {
+        if (s->max_tokens > T) T = s->max_tokens;
+        if (s->max_keys > P) P = s->max_keys;
+        scratch_free(s);
+        m->scratch = NULL;
+    }
+    s = xcalloc(1, sizeof *s);
+    if (!s) return -1;
+    int QD = c->n_heads * c->head_dim, KD = c->n_kv_heads * c->head_dim;
+    s->max_tokens = T;
+    s->max_keys = P;
+    s->x = xmalloc(sizeof(float) * T * c->dim);
+    s->xb = xmalloc(sizeof(float) * T * c->dim);
+    s->q = xmalloc(sizeof(float) * T * QD);
+    s->k = xmalloc(sizeof(float) * T * KD);
+    s->v = xmalloc(sizeof(float) * T * KD);
+    s->att_out = xmalloc(sizeof(float) * T * QD);
+    s->att = xmalloc(sizeof(float) * c->n_heads * P);
+    s->gate = xmalloc(sizeof(float) * T * c->ffn_dim);
+    s->up = xmalloc(sizeof(float) * T * c->ffn_dim);
+    s->rope_cos = xmalloc(sizeof(float) * T * c->head_dim / 2);
+    s->rope_sin = xmalloc(sizeof(float) * T * c->head_dim / 2);
+    s->inv_freq = xmalloc(sizeof(float) * c->head_dim / 2);
+    if (!s->x || !s->xb || !s->q || !s->k || !s->v || !s->att_out || !s->att || !s->gate || !s->up ||
+        !s->rope_cos || !s->rope_sin || !s->inv_freq) {
+        scratch_free(s);
+        return error_wrap("activations for %d tokens", T);
+    }
+    rope_frequencies(s->inv_freq, c);
+    m->scratch = s;
+    return 0;
+}
+
+/* The matmul of every linear layer: out[t][o] = sum_i x[t][i] w[o][i] + b[o].
+   x is [T][in], w is [out][in] (nn.Linear's layout), b is [out] or NULL.
+
+   matmul_naive is the definition. matmul computes exactly the same sums in exactly the
+   same order (each output starts at 0 and adds x[t][i] w[o][i] for i = 0, 1, ... in
+   turn, then adds the bias), so the two agree bit for bit; a test checks it. What makes
+   it fast is the order of the loops around that sum: a panel of MM_COLS rows of w is
+   copied transposed into a small buffer that stays in L1, so that the innermost loop
+   runs along MM_COLS independent outputs, which the compiler turns into vector
+   multiplies and adds with no reordering of any sum; a tile of MM_ROWS tokens reuses
+   each loaded panel row. OpenMP splits the panels, never a sum, so the result does not
+   depend on the thread count. (Measured on the SmolLM2-135M shape: see README.) */
+void kvl_matmul_naive(float *out, const float *x, const float *w, const float *b, int T, int in, int n_out)
+{
+    for (int t = 0; t < T; t++)
+        for (int o = 0; o < n_out; o++) {
+            float sum = 0.0f;
+            for (int i = 0; i < in; i++) sum += x[(size_t)t * in + i] * w[(size_t)o * in + i];
+            out[(size_t)t * n_out + o] = b ? sum + b[o] : sum;
+        }
+}
+
+#define MM_COLS 16      /* outputs per panel: one or two vector registers wide */
+#define MM_ROWS 4       /* tokens per register tile */
+#define MM_DEPTH 256    /* inputs per packed block: MM_DEPTH * MM_COLS floats = 16 KB */
+
+static void matmul(float *out, const float *x, const float *w, const float *b, int T, int in, int n_out)
+{
+    int n_panels = (n_out + MM_COLS - 1) / MM_COLS;
+    PARALLEL_FOR
+    for (int p = 0; p < n_panels; p++) {
+        float panel[MM_DEPTH * MM_COLS];        /* panel[i][j] = w[o0 + j][i0 + i] */
+        int o0 = p * MM_COLS, n_cols = n_out - o0 < MM_COLS ? n_out - o0 : MM_COLS;
+        for (int i0 = 0; i0 < in; i0 += MM_DEPTH) {
+            int depth = in - i0 < MM_DEPTH ? in - i0 : MM_DEPTH;
+            for (int j = 0; j < MM_COLS; j++)
+                for (int i = 0; i < depth; i++)
+                    panel[i * MM_COLS + j] = j < n_cols ? w[(size_t)(o0 + j) * in + i0 + i] : 0.0f;
+            for (int t0 = 0; t0 < T; t0 += MM_ROWS) {
+                int n_rows = T - t0 < MM_ROWS ? T - t0 : MM_ROWS;
+                float acc[MM_ROWS][MM_COLS];
+                for (int r = 0; r < MM_ROWS; r++)       /* resume the sums of earlier blocks */
+                    for (int j = 0; j < MM_COLS; j++)
+                        acc[r][j] = (i0 == 0 || r >= n_rows || j >= n_cols) ? 0.0f : out[(size_t)(t0 + r) * n_out + o0 + j];
+                if (n_rows == MM_ROWS) {
+                    const float *x0 = x + (size_t)t0 * in + i0;
+                    for (int i = 0; i < depth; i++) {
+                        const float *wi = panel + i * MM_COLS;
+                        for (int r = 0; r < MM_ROWS; r++) {
+                            float xr = x0[(size_t)r * in + i];
+                            for (int j = 0; j < MM_COLS; j++) acc[r][j] += xr * wi[j];
+                        }
+                    }
+                } else {
+                    for (int r = 0; r < n_rows; r++) {
+                        const float *xr = x + (size_t)(t0 + r) * in + i0;
+                        for (int i = 0; i < depth; i++)
+                            for (int j = 0; j < MM_COLS; j++) acc[r][j] += xr[i] * panel[i * MM_COLS + j];
+                    }
+                }
+                for (int r = 0; r < n_rows; r++)
+                    for (int j = 0; j < n_cols; j++) out[(size_t)(t0 + r) * n_out + o0 + j] = acc[r][j];
+            }
+        }
+        if (b)
+            for (int t = 0; t < T; t++)
+                for (int j = 0; j < n_cols; j++) out[(size_t)t * n_out + o0 + j] += b[o0 + j];
+    }
+}
+
+/* A dot product with a fixed summation order: eight running partial sums, combined
+   pairwise at the end. The order is written out, so the compiler may vectorise it but
+   not change it; the result is the same on every machine. */
+static float dot(const float *a, const float *b, int n)
+{
+    float acc[8] = {0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; l++) acc[l] += a[i + l] * b[i + l];
+    for (int l = 0; i < n; i++, l++) acc[l] += a[i] * b[i];
+    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
+/* RMSNorm (Zhang & Sennrich 2019), as transformers' LlamaRMSNorm computes it:
+   y = x / sqrt(mean(x^2) + eps) * w. The mean is accumulated in double. */
+static void rmsnorm_forward(float *out, const float *x, const float *w, int n, float eps)
+{
+    double ss = 0.0;
+    for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    float inv_rms = 1.0f / sqrtf((float)(ss / n) + eps);
+    for (int i = 0; i < n; i++) out[i] = x[i] * inv_rms * w[i];
+}
+
+/* Rotary embeddings, Hugging Face's "rotate half" convention: a head vector's first and
+   second halves are the two coordinates of HD/2 planes, and pair i turns by the angle
+   pos * inv_freq[i], inv_freq[i] = theta^(-2i/HD). Computed in float32 as transformers
+   does, so that cos and sin agree to the last bit or two.
+
+   llama3 scaling (Llama 3.1) stretches the long wavelengths: frequencies whose
+   wavelength exceeds original_max / low_freq_factor are divided by factor, those below
+   original_max / high_freq_factor are kept, and those in between are interpolated. */
+static void rope_frequencies(float *inv_freq, const KvlConfig *c)
+{
+    int half = c->head_dim / 2;
+    for (int i = 0; i < half; i++) {
+        float f = 1.0f / powf(c->rope_theta, (float)(2 * i) / (float)c->head_dim);
+        if (c->rope_llama3) {
+            float old_len = (float)c->rope_original_max_positions;
+            float low_wavelen = old_len / c->rope_low_freq_factor, high_wavelen = old_len / c->rope_high_freq_factor;
+            float wavelen = 2.0f * (float)3.14159265358979323846 / f;
+            float scaled = wavelen > low_wavelen ? f / c->rope_factor : f;
+            if (!(wavelen < high_wavelen) && !(wavelen > low_wavelen)) {
+                float smooth = (old_len / wavelen - c->rope_low_freq_factor) / (c->rope_high_freq_factor - c->rope_low_freq_factor);
+                scaled = (1.0f - smooth) * scaled / c->rope_factor + smooth * scaled;
+            }
+            f = scaled;
+        }
+        inv_freq[i] = f;
+    }
+}
+
+static void rope_tables(float *cos_t, float *sin_t, const float *inv_freq, int pos0, int T, int half)
+{
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < half; i++) {
+            float angle = (float)(pos0 + t) * inv_freq[i];
+            cos_t[t * half + i] = cosf(angle);
+            sin_t[t * half + i] = sinf(angle);
+        }
+}
+
+/* Rotates each of n_heads head vectors of v ([n_heads][HD]) by the angles of one position. */
+static void rope_forward(float *v, const float *cos_t, const float *sin_t, int n_heads, int head_dim)
+{
+    int half = head_dim / 2;
+    for (int h = 0; h < n_heads; h++) {
+        float *a = v + h * head_dim, *b = a + half;
+        for (int i = 0; i < half; i++) {
+            float x1 = a[i], x2 = b[i];
+            a[i] = x1 * cos_t[i] - x2 * sin_t[i];
+            b[i] = x2 * cos_t[i] + x1 * sin_t[i];
+        }
+    }
+}
+
+/* Causal attention of T new queries over the cache (which already holds their own keys):
+   for head h, query t at position pos = pos0 + t attends to the positions j <= pos
+   (and j > pos - window with a sliding window),
+       out = sum_j softmax_j(q . k_j / sqrt(HD)) v_j,
+   with key/value head h / (H / KVH) (grouped-query attention). Threads split the heads. */
+static void attention_forward(float *out, float *att, const float *q, const KvlCache *cache, int layer,
+                              int pos0, int T, const KvlConfig *c, int max_keys)
+{
+    int H = c->n_heads, HD = c->head_dim, group = c->n_heads / c->n_kv_heads;
+    float scale = 1.0f / sqrtf((float)HD);
+    PARALLEL_FOR
+    for (int h = 0; h < H; h++) {
+        size_t head_offset = ((size_t)layer * c->n_kv_heads + h / group) * cache->max_tokens * HD;
+        const float *keys = cache->k + head_offset, *values = cache->v + head_offset;
+        float *scores = att + (size_t)h * max_keys;
+        for (int t = 0; t < T; t++) {
+            int pos = pos0 + t;
+            int first = (c->sliding_window && pos - c->sliding_window + 1 > 0) ? pos - c->sliding_window + 1 : 0;
+            const float *qt = q + ((size_t)t * H + h) * HD;
+            float max_score = -INFINITY, sum = 0.0f;
+            for (int j = first; j <= pos; j++) {
+                scores[j] = dot(qt, keys + (size_t)j * HD, HD) * scale;
+                if (scores[j] > max_score) max_score = scores[j];
+            }
+            for (int j = first; j <= pos; j++) {
+                scores[j] = expf(scores[j] - max_score);
+                sum += scores[j];
+            }
+            float *o = out + ((size_t)t * H + h) * HD;
+            for (int d = 0; d < HD; d++) o[d] = 0.0f;
+            for (int j = first; j <= pos; j++) {
+                float p = scores[j] / sum;
+                const float *vj = values + (size_t)j * HD;
+                for (int d = 0; d < HD; d++) o[d] += p * vj[d];
+            }
+        }
+    }
+}
+
+static float silu(float x) { return x / (1.0f + expf(-x)); }
+
+/* One chunk of tokens through every layer; writes the chunk's keys and values into the
+   cache at positions pos0 .. pos0 + T - 1 and leaves the final residual stream in s->x. */
+static void forward_chunk(KvlModel *m, KvlCache *cache, const int *tokens, int T)
+{
+    const KvlConfig *c = &m->config;
+    const KvlWeights *w = &m->w;
+    KvlScratch *s = m->scratch;
+    int D = c->dim, H = c->n_heads, KVH = c->n_kv_heads, HD = c->head_dim, F = c->ffn_dim;
+    int QD = H * HD, KD = KVH * HD, half = HD / 2, pos0 = cache->n_tokens;
+
+    for (int t = 0; t < T; t++) memcpy(s->x + (size_t)t * D, w->embed + (size_t)tokens[t] * D, sizeof(float) * D);
+    rope_tables(s->rope_cos, s->rope_sin, s->inv_freq, pos0, T, half);
+
+    for (int l = 0; l < c->n_layers; l++) {
+        /* attention block */
+        for (int t = 0; t < T; t++) rmsnorm_forward(s->xb + (size_t)t * D, s->x + (size_t)t * D, w->attn_norm + (size_t)l * D, D, c->rms_eps);
+        matmul(s->q, s->xb, w->wq + (size_t)l * QD * D, w->bq ? w->bq + (size_t)l * QD : NULL, T, D, QD);
+        matmul(s->k, s->xb, w->wk + (size_t)l * KD * D, w->bk ? w->bk + (size_t)l * KD : NULL, T, D, KD);
+        matmul(s->v, s->xb, w->wv + (size_t)l * KD * D, w->bv ? w->bv + (size_t)l * KD : NULL, T, D, KD);
+        for (int t = 0; t < T; t++) {
+            float *qt = s->q + (size_t)t * QD, *kt = s->k + (size_t)t * KD;
+            if (c->qk_norm) {       /* Qwen3: RMSNorm over each head, before the rotation */
+                for (int h = 0; h < H; h++) rmsnorm_forward(qt + h * HD, qt + h * HD, w->q_norm + (size_t)l * HD, HD, c->rms_eps);
+                for (int h = 0; h < KVH; h++) rmsnorm_forward(kt + h * HD, kt + h * HD, w->k_norm + (size_t)l * HD, HD, c->rms_eps);
+            }
+            rope_forward(qt, s->rope_cos + (size_t)t * half, s->rope_sin + (size_t)t * half, H, HD);
+            rope_forward(kt, s->rope_cos + (size_t)t * half, s->rope_sin + (size_t)t * half, KVH, HD);
+            for (int h = 0; h < KVH; h++) {      /* the cache is [L][KVH][positions][HD] */
+                size_t at = (((size_t)l * KVH + h) * cache->max_tokens + pos0 + t) * HD;
+                memcpy(cache->k + at, kt + h * HD, sizeof(float) * HD);
+                memcpy(cache->v + at, s->v + (size_t)t * KD + h * HD, sizeof(float) * HD);
+            }
+        }
+        attention_forward(s->att_out, s->att, s->q, cache, l, pos0, T, c, s->max_keys);
+        matmul(s->xb, s->att_out, w->wo + (size_t)l * D * QD, NULL, T, QD, D);
+        for (size_t i = 0; i < (size_t)T * D; i++) s->x[i] += s->xb[i];
+
+        /* MLP block: down(silu(gate(x)) * up(x)) */
+        for (int t = 0; t < T; t++) rmsnorm_forward(s->xb + (size_t)t * D, s->x + (size_t)t * D, w->mlp_norm + (size_t)l * D, D, c->rms_eps);
+        matmul(s->gate, s->xb, w->w_gate + (size_t)l * F * D, NULL, T, D, F);
+        matmul(s->up, s->xb, w->w_up + (size_t)l * F * D, NULL, T, D, F);
+        for (size_t i = 0; i < (size_t)T * F; i++) s->gate[i] = silu(s->gate[i]) * s->up[i];
+        matmul(s->xb, s->gate, w->w_down + (size_t)l * D * F, NULL, T, F, D);
+        for (size_t i = 0; i < (size_t)T * D; i++) s->x[i] += s->xb[i];
+    }
+    cache->n_tokens += T;
+}
+
+int kvl_forward(KvlModel *m, KvlCache *cache, const int *tokens, int n_tokens, float *logits, int n_logits)
+{
+    const KvlConfig *c = &m->config;
+    if (n_tokens < 1) return fail("forward: no tokens");
+    if (logits && (n_logits < 1 || n_logits > n_tokens)) return fail("forward: n_logits = %d, expected 1..%d", n_logits, n_tokens);
+    if (cache->n_layers != c->n_layers || cache->n_kv_heads != c->n_kv_heads || cache->head_dim != c->head_dim)
+        return fail("forward: the KV cache was made for another model shape");
+    if (n_tokens > cache->max_tokens - cache->n_tokens)
+        return fail("forward: %d more tokens do not fit the KV cache (%d of %d positions used)", n_tokens, cache->n_tokens, cache->max_tokens);
+    for (int t = 0; t < n_tokens; t++)
+        if (tokens[t] < 0 || tokens[t] >= c->vocab_size) return fail("forward: token id %d at index %d is outside the vocabulary [0, %d)", tokens[t], t, c->vocab_size);
+    int chunk = n_tokens < CHUNK_TOKENS ? n_tokens : CHUNK_TOKENS;
+    if (scratch_reserve(m, chunk, cache->max_tokens)) return -1;
+    KvlScratch *s = m->scratch;
+    int first_logit = n_tokens - (logits ? n_logits : 0);
+    for (int t0 = 0; t0 < n_tokens; t0 += chunk) {
+        int T = n_tokens - t0 < chunk ? n_tokens - t0 : chunk;
+        forward_chunk(m, cache, tokens + t0, T);
+        /* logits of the wanted positions of this chunk: lm_head(RMSNorm(x)) */
+        int from = first_logit > t0 ? first_logit - t0 : 0;
+        if (!logits || from >= T) continue;
+        for (int t = from; t < T; t++)
+            rmsnorm_forward(s->xb + (size_t)(t - from) * c->dim, s->x + (size_t)t * c->dim, m->w.final_norm, c->dim, c->rms_eps);
+        matmul(logits + (size_t)(t0 + from - first_logit) * c->vocab_size, s->xb, m->w.lm_head, NULL, T - from, c->dim, c->vocab_size);
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* 7. Sampling                                                                           */
+/*                                                                                       */
+/* Greedy decoding takes the first maximum, as torch.argmax does. Sampling divides the    */
+/* logits by the temperature, keeps the smallest set of most likely tokens whose          */
+/* probability reaches top_p (nucleus sampling, as transformers' TopPLogitsWarper), and  */
+/* draws from it with the seeded PRNG.                                                    */
+
+int kvl_argmax(const float *x, int n)
+{
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[best]) best = i;
+    return best;
+}
+
+typedef struct { float p; int id; } ProbIndex;
+
+static int compare_prob_desc(const void *a, const void *b)
+{
+    const ProbIndex *x = a, *y = b;
+    if (x->p != y->p) return x->p > y->p ? -1 : 1;
+    return x->id - y->id;                      /* ties: lower id first, deterministic */
+}
+
+int kvl_sample(float *logits, int n, float temperature, float top_p, KvlRng *rng)
+{
+    if (temperature <= 0.0f) return kvl_argmax(logits, n);
+    float max_logit = logits[kvl_argmax(logits, n)];
+    double sum = 0.0;
+    for (int i = 0; i < n; i++) {
+        logits[i] = expf((logits[i] - max_logit) / temperature);
+        sum += logits[i];
+    }
+    ProbIndex *order = malloc(sizeof *order * (size_t)n);
+    if (!order) return kvl_argmax(logits, n);  /* out of memory: degrade to greedy */
+    for (int i = 0; i < n; i++) { order[i].p = (float)(logits[i] / sum); order[i].id = i; }
+    qsort(order, (size_t)n, sizeof *order, compare_prob_desc);
+    int keep = n;
+    if (top_p > 0.0f && top_p < 1.0f) {
+        double cumulative = 0.0;
+        for (int i = 0; i < n; i++) {
+            cumulative += order[i].p;
+            if (cumulative >= top_p) { keep = i + 1; break; }
+        }
+    }
+    double kept = 0.0;
+    for (int i = 0; i < keep; i++) kept += order[i].p;
+    double r = kvl_rng_float(rng) * kept, cumulative = 0.0;
+    int chosen = order[keep - 1].id;
+    for (int i = 0; i < keep; i++) {
+        cumulative += order[i].p;
+        if (r < cumulative) { chosen = order[i].id; break; }
+    }
+    free(order);
+    return chosen;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* 9. Distillation: the losses (forward; their backward arrives with the LoRA issue)     */
+/*                                                                                       */
+/* Over T positions with logits z_s (student) and z_t (teacher), vocabulary V:           */
+/*   kl  = 1/T sum_t KL(p_t || p_s) = 1/T sum_t sum_v p_t,v (log p_t,v - log p_s,v)      */
+/*   mse = 1/(T V) sum_t sum_v (z_s,t,v - z_t,t,v)^2                                     */
+/* with p = softmax(z) over the full vocabulary. Sums in double.                         */
+
+static void log_softmax(double *out, const float *z, int n)
+{
+    float mx = z[kvl_argmax(z, n)];
+    double sum = 0.0;
+    for (int i = 0; i < n; i++) sum += exp((double)z[i] - mx);
+    double log_sum = log(sum) + mx;
+    for (int i = 0; i < n; i++) out[i] = (double)z[i] - log_sum;
+}
+
+static int loss_forward(double *loss, const float *student, const float *teacher, int T, int V, int use_kl)
+{
+    double total = 0.0;
+    if (!use_kl) {
+        for (size_t i = 0; i < (size_t)T * V; i++) {
+            double d = (double)student[i] - teacher[i];
+            total += d * d;
+        }
+        *loss = total / ((double)T * V);
+        return 0;
+    }
+    double *ls = xmalloc(sizeof(double) * V), *lt = xmalloc(sizeof(double) * V);
+    if (!ls || !lt) { free(ls); free(lt); return -1; }
+    for (int t = 0; t < T; t++) {
+        log_softmax(ls, student + (size_t)t * V, V);
+        log_softmax(lt, teacher + (size_t)t * V, V);
+        for (int v = 0; v < V; v++) total += exp(lt[v]) * (lt[v] - ls[v]);
+    }
+    free(ls);
+    free(lt);
+    *loss = total / T;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* 11. The command-line tool (compiled only with -DKVLORA_MAIN)                          */
+/*                                                                                       */
+/* Only this section prints and picks exit codes: 0 success, 1 the work failed (the      */
+/* message says why), 2 the command line was wrong.                                      */
+
+#ifdef KVLORA_MAIN
+
+static int cli_error(const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "kvlora: error: ");
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\n");
+    return 1;
+}
+
+static int usage_error(const char *command, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "kvlora %s: ", command);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, " (see kvlora %s --help)\n", command);
+    return 2;
+}
+
+/* The value after option argv[*i], or NULL when there is none. */
+static const char *option_value(int *i, int argc, char **argv)
+{
+    if (*i + 1 >= argc) return NULL;
+    return argv[++*i];
+}
+
+static int parse_long(const char *s, long long lo, long long hi, long long *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (end == s || *end || errno || v < lo || v > hi) return -1;
+    *out = v;
+    return 0;
+}
+
+static int parse_float(const char *s, float *out)
+{
+    char *end;
+    double v = strtod(s, &end);
+    if (end == s || *end || !isfinite(v)) return -1;
+    *out = (float)v;
+    return 0;
+}
+
+/* "5,9,12" (spaces allowed around the commas) into a fresh array. */
+static int parse_ids(const char *s, int **out, int *n)
+{
+    int cap = 16, count = 0;
+    int *ids = malloc(sizeof(int) * cap);
+    if (!ids) return fail("out of memory");
+    const char *p = s;
+    for (;;) {
+        while (*p == ' ') p++;
+        char *end;
+        errno = 0;
+        long v = strtol(p, &end, 10);
+        if (end == p || errno || v < 0 || v > INT_MAX) { free(ids); return fail("'%s' is not a comma-separated list of token ids", s); }
+        if (count == cap) {
+            int *bigger = realloc(ids, sizeof(int) * (cap *= 2));
+            if (!bigger) { free(ids); return fail("out of memory"); }
+            ids = bigger;
+        }
+        ids[count++] = (int)v;
+        p = end;
+        while (*p == ' ') p++;
+        if (*p == 0) break;
+        if (*p != ',') { free(ids); return fail("'%s' is not a comma-separated list of token ids", s); }
+        p++;
+    }
+    *out = ids;
+    *n = count;
+    return 0;
+}
+
+static int check_ids(const int *ids, int n, const KvlConfig *c, const char *what)
+{
+    for (int i = 0; i < n; i++)
+        if (ids[i] >= c->vocab_size) return fail("%s: token id %d is outside the vocabulary [0, %d)", what, ids[i], c->vocab_size);
+    return 0;
+}
+
+/* --- kvlora info --- */
+
+static const char *info_help =
+    "usage: kvlora info MODEL_DIR\n"
+    "\n"
+    "Loads a Hugging Face model directory (config.json + safetensors weights), checks it,\n"
+    "and prints its architecture, shape, parameter count, the dtype of its weight files\n"
+    "and the bytes of KV cache that each token of context costs.\n";
+
+static void print_count(const char *label, size_t n)
+{
+    char digits[32], grouped[48];
+    snprintf(digits, sizeof digits, "%zu", n);
+    size_t len = strlen(digits), j = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (i && (len - i) % 3 == 0) grouped[j++] = ',';
+        grouped[j++] = digits[i];
+    }
+    grouped[j] = 0;
+    printf("%-18s%s\n", label, grouped);
+}
+
+static int cmd_info(int argc, char **argv)
+{
+    const char *dir = NULL;
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { fputs(info_help, stdout); return 0; }
+        if (argv[i][0] == '-') return usage_error("info", "unknown option '%s'", argv[i]);
+        if (dir) return usage_error("info", "one model directory expected, got '%s' too", argv[i]);
+        dir = argv[i];
+    }
+    if (!dir) return usage_error("info", "missing MODEL_DIR");
+    KvlModel *m;
+    if (kvl_model_load(&m, dir)) return cli_error("%s", kvl_last_error());
+    const KvlConfig *c = &m->config;
+    printf("%-18s%s\n", "model", dir);
+    printf("%-18s%s\n", "architecture", c->arch_name);
+    printf("%-18s%d\n", "layers", c->n_layers);
+    printf("%-18s%d\n", "hidden size", c->dim);
+    printf("%-18s%d query, %d key/value (grouped-query: %d per group), head dim %d\n", "heads",
+           c->n_heads, c->n_kv_heads, c->n_heads / c->n_kv_heads, c->head_dim);
+    printf("%-18s%d\n", "ffn size", c->ffn_dim);
+    printf("%-18s%d\n", "vocabulary", c->vocab_size);
+    printf("%-18s%d\n", "max positions", c->max_positions);
+    if (c->rope_llama3)
+        printf("%-18stheta %g, llama3 scaling (factor %g, low %g, high %g, original %d)\n", "rope", c->rope_theta,
+               c->rope_factor, c->rope_low_freq_factor, c->rope_high_freq_factor, c->rope_original_max_positions);
+    else
+        printf("%-18stheta %g\n", "rope", c->rope_theta);
+    printf("%-18s%g\n", "rms norm eps", c->rms_eps);
+    printf("%-18s%s%s%s\n", "features", c->tie_embeddings ? "tied embeddings " : "",
+           c->qkv_bias ? "q/k/v biases " : "", c->qk_norm ? "q/k norms " : "");
+    if (c->sliding_window) printf("%-18s%d\n", "sliding window", c->sliding_window);
+    print_count("parameters", m->n_params);
+    printf("%-18s%s\n", "file dtype", m->file_dtype);
+    size_t per_token = kvl_cache_bytes_per_token(c);
+    printf("%-18s%zu bytes per token as float32 (%zu as f16/bf16); %zu at %d positions\n", "KV cache",
+           per_token, per_token / 2, per_token * (size_t)c->max_positions, c->max_positions);
+    kvl_model_free(m);
+    return 0;
+}
+
+/* --- kvlora generate --- */
+
+static const char *generate_help =
+    "usage: kvlora generate MODEL_DIR --ids 1,2,3 [-n N] [--temperature T] [--top-p P] [--seed S]\n"
+    "\n"
+    "Reads the prompt's token ids, then generates N more (default 32), one at a time with\n"
+    "the KV cache, and prints all ids (prompt and generated) comma-separated as they come.\n"
+    "Stops early at the model's eos_token_id.\n"
+    "\n"
+    "  --ids LIST          prompt token ids, e.g. 1,415,2936\n"
+    "  -n N                tokens to generate (default 32)\n"
+    "  --temperature T     0 = greedy, the default; > 0 samples from softmax(logits / T)\n"
+    "  --top-p P           nucleus sampling: keep the most likely tokens up to probability P\n"
+    "                      (default 1 = all)\n"
+    "  --seed S            seed of the sampler (default 0): same seed, same tokens\n";
+
+static int cmd_generate(int argc, char **argv)
+{
+    const char *dir = NULL, *ids_arg = NULL;
+    long long n_new = 32, seed = 0;
+    float temperature = 0.0f, top_p = 1.0f;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *v;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(generate_help, stdout); return 0; }
+        if (a[0] != '-') {
+            if (dir) return usage_error("generate", "one model directory expected, got '%s' too", a);
+            dir = a;
+            continue;
+        }
+        if (!(v = option_value(&i, argc, argv))) return usage_error("generate", "option %s needs a value", a);
+        if (!strcmp(a, "--ids")) ids_arg = v;
+        else if (!strcmp(a, "-n")) { if (parse_long(v, 0, 1 << 24, &n_new)) return usage_error("generate", "-n must be a count, got '%s'", v); }
+        else if (!strcmp(a, "--temperature")) { if (parse_float(v, &temperature) || temperature < 0) return usage_error("generate", "--temperature must be >= 0, got '%s'", v); }
+        else if (!strcmp(a, "--top-p")) { if (parse_float(v, &top_p) || !(top_p > 0 && top_p <= 1)) return usage_error("generate", "--top-p must be in (0, 1], got '%s'", v); }
+        else if (!strcmp(a, "--seed")) { if (parse_long(v, 0, LLONG_MAX, &seed)) return usage_error("generate", "--seed must be a non-negative integer, got '%s'", v); }
+        else if (!strcmp(a, "--prompt")) return usage_error("generate", "--prompt needs the tokenizer, which is not implemented yet; use --ids");
+        else return usage_error("generate", "unknown option '%s'", a);
+    }
+    if (!dir) return usage_error("generate", "missing MODEL_DIR");
+    if (!ids_arg) return usage_error("generate", "missing --ids (the prompt's token ids)");
+    int *prompt, n_prompt;
+    if (parse_ids(ids_arg, &prompt, &n_prompt)) return usage_error("generate", "--ids: %s", kvl_last_error());
+    KvlModel *m;
+    if (kvl_model_load(&m, dir)) { free(prompt); return cli_error("%s", kvl_last_error()); }
+    const KvlConfig *c = &m->config;
+    int rc = 1;
+    KvlCache cache = {0};
+    float *logits = NULL;
+    if (check_ids(prompt, n_prompt, c, "--ids")) { cli_error("%s", kvl_last_error()); goto done; }
+    if (n_prompt + n_new > c->max_positions) {
+        cli_error("the prompt (%d tokens) and -n %lld exceed the model's %d positions", n_prompt, n_new, c->max_positions);
+        goto done;
+    }
+    logits = malloc(sizeof(float) * c->vocab_size);
+    if (!logits || kvl_cache_init(&cache, c, n_prompt + (int)n_new)) { cli_error("%s", logits ? kvl_last_error() : "out of memory"); goto done; }
+    KvlRng rng;
+    kvl_rng_seed(&rng, (uint64_t)seed);
+    for (int i = 0; i < n_prompt; i++) printf(i ? ",%d" : "%d", prompt[i]);
+    fflush(stdout);
+    double start = now_seconds();
+    if (kvl_forward(m, &cache, prompt, n_prompt, logits, 1)) { cli_error("%s", kvl_last_error()); goto done; }
+    double prefilled = now_seconds();
+    int produced = 0;
+    for (; produced < n_new; produced++) {
+        int next = kvl_sample(logits, c->vocab_size, temperature, top_p, &rng);
+        printf(",%d", next);
+        fflush(stdout);
+        if (next == c->eos_token_id) { produced++; break; }
+        if (produced + 1 < n_new && kvl_forward(m, &cache, &next, 1, logits, 1)) { cli_error("%s", kvl_last_error()); goto done; }
+    }
+    printf("\n");
+    double end = now_seconds();
+    fprintf(stderr, "kvlora: prefill %d tokens in %.3f s, generated %d tokens in %.3f s (%.1f tokens/s)\n",
+            n_prompt, prefilled - start, produced, end - prefilled, produced / (end - prefilled + 1e-9));
+    rc = 0;
+done:
+    free(logits);
+    kvl_cache_free(&cache);
+    kvl_model_free(m);
+    free(prompt);
+    return rc;
+}
+
+/* --- kvlora dump --- */
+
+static const char *dump_help =
+    "usage: kvlora dump MODEL_DIR --tokens 5,9,12 [--prefix-tokens LIST] [--context-tokens LIST]\n"
+    "                   [--adapter DIR] [--loss kl|mse] -o OUT.safetensors\n"
+    "\n"
+    "The numerics contract that optimised builds and the tests diff against. Runs the model\n"
+    "on prefix ++ tokens and writes a safetensors file with:\n"
+    "  logits          F32 [T, vocab]  at the T positions of --tokens\n"
+    "  tokens          I32 [T]\n"
+    "With --context-tokens, also the teacher, which reads prefix ++ context ++ tokens:\n"
+    "  teacher_logits  F32 [T, vocab]  at the same T tokens\n"
+    "  loss            F32 [1]         the distillation loss between the two (--loss, default kl):\n"
+    "                                  kl = mean over positions of KL(teacher || student),\n"
+    "                                  mse = mean over positions and vocabulary of the squared\n"
+    "                                  logit difference\n"
+    "--adapter (the student with a LoRA adapter, and the gradients) arrives with the\n"
+    "distillation issue; today it is refused.\n";
+
+static int cmd_dump(int argc, char **argv)
+{
+    const char *dir = NULL, *out = NULL, *adapter = NULL, *lists[3] = {NULL, NULL, NULL};
+    static const char *const list_opts[3] = {"--tokens", "--prefix-tokens", "--context-tokens"};
+    int use_kl = 1;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *v;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(dump_help, stdout); return 0; }
+        if (a[0] != '-') {
+            if (dir) return usage_error("dump", "one model directory expected, got '%s' too", a);
+            dir = a;
+            continue;
+        }
+        if (!(v = option_value(&i, argc, argv))) return usage_error("dump", "option %s needs a value", a);
+        int k;
+        for (k = 0; k < 3 && strcmp(a, list_opts[k]); k++) {}
+        if (k < 3) lists[k] = v;
+        else if (!strcmp(a, "-o")) out = v;
+        else if (!strcmp(a, "--adapter")) adapter = v;
+        else if (!strcmp(a, "--loss")) {
+            if (!strcmp(v, "kl")) use_kl = 1;
+            else if (!strcmp(v, "mse")) use_kl = 0;
+            else return usage_error("dump", "--loss must be kl or mse, got '%s'", v);
+        } else return usage_error("dump", "unknown option '%s'", a);
+    }
+    if (!dir) return usage_error("dump", "missing MODEL_DIR");
+    if (!lists[0]) return usage_error("dump", "missing --tokens");
+    if (!out) return usage_error("dump", "missing -o OUT.safetensors");
+    if (adapter) return cli_error("dump --adapter: LoRA adapters are not implemented yet (they arrive with the distillation issue)");
+    int *ids[3] = {NULL, NULL, NULL}, n[3] = {0, 0, 0};
+    for (int k = 0; k < 3; k++)
+        if (lists[k] && parse_ids(lists[k], &ids[k], &n[k])) {
+            for (int j = 0; j < k; j++) free(ids[j]);
+            return usage_error("dump", "%s: %s", list_opts[k], kvl_last_error());
+        }
+    KvlModel *m = NULL;
+    KvlCache cache = {0};
+    float *logits = NULL, *teacher = NULL;
+    int rc = 1, T = n[0];
+    if (kvl_model_load(&m, dir)) { cli_error("%s", kvl_last_error()); goto done; }
+    const KvlConfig *c = &m->config;
+    for (int k = 0; k < 3; k++)
+        if (check_ids(ids[k], n[k], c, list_opts[k])) { cli_error("%s", kvl_last_error()); goto done; }
+    logits = malloc(sizeof(float) * (size_t)T * c->vocab_size);
+    teacher = malloc(sizeof(float) * (size_t)T * c->vocab_size);
+    if (!logits || !teacher) { cli_error("out of memory"); goto done; }
+
+    /* the student (today: the base model) on prefix ++ tokens; then, with a context, the
+       teacher on prefix ++ context ++ tokens. Prefix and context go in as one prefill. */
+    for (int pass = 0; pass < (lists[2] ? 2 : 1); pass++) {
+        int n_before = n[1] + (pass ? n[2] : 0);
+        int *seq = malloc(sizeof(int) * (size_t)(n_before + T));
+        if (!seq) { cli_error("out of memory"); goto done; }
+        memcpy(seq, ids[1], sizeof(int) * n[1]);
+        if (pass) memcpy(seq + n[1], ids[2], sizeof(int) * n[2]);
+        memcpy(seq + n_before, ids[0], sizeof(int) * T);
+        int r = kvl_cache_init(&cache, c, n_before + T) || kvl_forward(m, &cache, seq, n_before + T, pass ? teacher : logits, T);
+        free(seq);
+        kvl_cache_free(&cache);
+        if (r) { cli_error("%s", kvl_last_error()); goto done; }
+    }
+    KvlTensorOut tensors[4] = {
+        {"logits", KVL_F32, 2, {T, c->vocab_size}, logits},
+        {"tokens", KVL_I32, 1, {T}, ids[0]},
+        {"teacher_logits", KVL_F32, 2, {T, c->vocab_size}, teacher},
+        {"loss", KVL_F32, 1, {1}, NULL},
+    };
+    float loss_value = 0.0f;
+    int n_tensors = 2;
+    if (lists[2]) {
+        double loss;
+        if (loss_forward(&loss, logits, teacher, T, c->vocab_size, use_kl)) { cli_error("%s", kvl_last_error()); goto done; }
+        loss_value = (float)loss;
+        tensors[3].data = &loss_value;
+        n_tensors = 4;
+    }
+    const char *mk[6] = {"format", "kvlora_version", "model", "prefix_tokens", "context_tokens", "loss"};
+    const char *mv[6] = {"kvlora dump", KVL_VERSION, dir, lists[1] ? lists[1] : "", lists[2] ? lists[2] : "", use_kl ? "kl" : "mse"};
+    if (kvl_st_write(out, tensors, n_tensors, mk, mv, lists[2] ? 6 : 5)) { cli_error("%s", kvl_last_error()); goto done; }
+    fprintf(stderr, "kvlora: wrote %s (%d positions x %d logits%s)\n", out, T, c->vocab_size, lists[2] ? ", teacher logits and loss" : "");
+    rc = 0;
+done:
+    free(logits);
+    free(teacher);
+    kvl_model_free(m);
+    for (int k = 0; k < 3; k++) free(ids[k]);
+    return rc;
+}
+
+static const char *main_help =
+    "kvlora " KVL_VERSION " — distil a KV cache into a LoRA adapter (plain C reference)\n"
+    "\n"
+    "usage: kvlora COMMAND [options]     (kvlora COMMAND --help for each)\n"
+    "\n"
+    "commands:\n"
+    "  info      MODEL_DIR                      what a model directory holds\n"
+    "  generate  MODEL_DIR --ids 1,2,3 -n N     continue a prompt of token ids\n"
+    "  dump      MODEL_DIR --tokens ... -o F    write logits (the numerics contract)\n";
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        fputs(main_help, argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (!strcmp(argv[1], "--version")) { printf("kvlora %s\n", KVL_VERSION); return 0; }
+    if (!strcmp(argv[1], "info")) return cmd_info(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "generate")) return cmd_generate(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "dump")) return cmd_dump(argc - 2, argv + 2);
+    fprintf(stderr, "kvlora: unknown command '%s'\n\n%s", argv[1], main_help);
+    return 2;
+}
+
+#endif /* KVLORA_MAIN */

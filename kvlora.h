@@ -1,0 +1,192 @@
+/* kvlora.h — public API of kvlora, KV-cache distillation into LoRA, in plain C99.
+
+   kvlora loads a Hugging Face Llama-family model directory (config.json plus
+   safetensors weights), runs its forward pass with a KV cache, and — in later
+   sections — distils a context's KV cache into a LoRA adapter. Everything lives in
+   kvlora.c; this header is the part a program links against.
+
+   Usage:
+
+       #include "kvlora.h"
+
+       KvlModel *model;
+       if (kvl_model_load(&model, "data/model") != 0) {
+           fprintf(stderr, "%s\n", kvl_last_error());
+           return 1;
+       }
+       KvlCache cache;
+       kvl_cache_init(&cache, &model->config, 64);          // room for 64 tokens
+       int prompt[] = {1, 415, 2936};
+       float *logits = malloc(sizeof(float) * model->config.vocab_size);
+       kvl_forward(model, &cache, prompt, 3, logits, 1);    // prefill; logits of the last token
+       int next = kvl_argmax(logits, model->config.vocab_size);
+       kvl_forward(model, &cache, &next, 1, logits, 1);     // one decoding step, attends to the cache
+       kvl_cache_free(&cache);
+       kvl_model_free(model);
+
+   Conventions: every fallible function returns an int status, 0 on success; on failure
+   kvl_last_error() says what was wrong and where (file, tensor, field, byte offset). The
+   library never prints and never exits. The error buffer is shared by the whole process:
+   call the library from one thread at a time (it uses OpenMP inside when built with it).
+   Weights are [out][in], row-major, float32 in memory whatever the file's dtype. */
+#ifndef KVLORA_H
+#define KVLORA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define KVL_VERSION "0.1.0"
+
+const char *kvl_last_error(void);
+
+/* ---- safetensors: the file format of weights, caches, adapters and dumps ---- */
+
+typedef enum {
+    KVL_F64, KVL_F32, KVL_F16, KVL_BF16, KVL_I64, KVL_I32, KVL_I16, KVL_I8, KVL_U8, KVL_BOOL,
+    KVL_U16, KVL_U32, KVL_U64, KVL_F8_E4M3, KVL_F8_E5M2, KVL_N_DTYPES
+} KvlDtype;
+
+#define KVL_MAX_DIMS 8
+
+typedef struct {
+    char *name;
+    KvlDtype dtype;
+    int n_dims;
+    int64_t shape[KVL_MAX_DIMS];
+    uint64_t begin, end;          /* byte range inside the data section */
+} KvlTensorInfo;
+
+typedef struct {
+    char *path;
+    void *file;                   /* FILE *, kept open while the reader is */
+    uint64_t data_start;          /* file offset of the data section: 8 + header length */
+    uint64_t data_bytes;
+    int n_tensors;
+    KvlTensorInfo *tensors;       /* in the header's order */
+    int n_meta;
+    char **meta_keys, **meta_values;   /* __metadata__, string to string */
+} KvlSafetensors;
+
+int  kvl_st_open(KvlSafetensors *st, const char *path);
+void kvl_st_close(KvlSafetensors *st);
+const KvlTensorInfo *kvl_st_find(const KvlSafetensors *st, const char *name);
+const char *kvl_st_meta(const KvlSafetensors *st, const char *key);   /* NULL if absent */
+int64_t kvl_tensor_numel(const KvlTensorInfo *t);
+/* Reads a F32/F16/BF16 tensor into dst (numel floats), converting to float32. */
+int  kvl_st_read_f32(const KvlSafetensors *st, const KvlTensorInfo *t, float *dst);
+/* Reads an I32 or I64 tensor into dst (numel ints); I64 values must fit an int. */
+int  kvl_st_read_i32(const KvlSafetensors *st, const KvlTensorInfo *t, int32_t *dst);
+
+typedef struct {
+    const char *name;
+    KvlDtype dtype;               /* F32, F16, BF16 (data: float *) or I32 (data: int32_t *) */
+    int n_dims;
+    int64_t shape[KVL_MAX_DIMS];
+    const void *data;             /* host values; written little-endian whatever the host */
+} KvlTensorOut;
+
+/* Writes a safetensors file to a temporary name in the same directory, then renames it
+   over path, so a crash never leaves a half-written file. meta is n_meta key/value pairs. */
+int kvl_st_write(const char *path, const KvlTensorOut *tensors, int n_tensors,
+                 const char *const *meta_keys, const char *const *meta_values, int n_meta);
+
+/* ---- the model ---- */
+
+typedef enum { KVL_LLAMA, KVL_MISTRAL, KVL_QWEN2, KVL_QWEN3 } KvlArch;
+
+typedef struct {
+    KvlArch arch;
+    char arch_name[48];           /* as config.json names it, e.g. "LlamaForCausalLM" */
+    int dim;                      /* D, hidden_size */
+    int n_layers;                 /* L */
+    int n_heads;                  /* H */
+    int n_kv_heads;               /* KVH, divides H (grouped-query attention) */
+    int head_dim;                 /* HD */
+    int ffn_dim;                  /* F, intermediate_size */
+    int vocab_size;               /* V */
+    int max_positions;            /* max_position_embeddings */
+    int sliding_window;           /* 0 = full causal attention; else a query sees this many keys */
+    float rms_eps;
+    float rope_theta;
+    int rope_llama3;              /* rope_scaling type llama3 */
+    float rope_factor, rope_low_freq_factor, rope_high_freq_factor;
+    int rope_original_max_positions;
+    int tie_embeddings;           /* lm_head shares the embedding matrix */
+    int qkv_bias;                 /* q/k/v projections have biases (Qwen2) */
+    int qk_norm;                  /* per-head RMSNorm on q and k before RoPE (Qwen3) */
+    int bos_token_id, eos_token_id;    /* -1 when the config has none */
+} KvlConfig;
+
+typedef struct {
+    float *embed;                 /* [V][D] */
+    float *attn_norm;             /* [L][D] */
+    float *wq;                    /* [L][H*HD][D] */
+    float *wk;                    /* [L][KVH*HD][D] */
+    float *wv;                    /* [L][KVH*HD][D] */
+    float *wo;                    /* [L][D][H*HD] */
+    float *bq;                    /* [L][H*HD]   (qkv_bias only, else NULL) */
+    float *bk;                    /* [L][KVH*HD] (qkv_bias only) */
+    float *bv;                    /* [L][KVH*HD] (qkv_bias only) */
+    float *q_norm;                /* [L][HD]     (qk_norm only) */
+    float *k_norm;                /* [L][HD]     (qk_norm only) */
+    float *mlp_norm;              /* [L][D] */
+    float *w_gate;                /* [L][F][D] */
+    float *w_up;                  /* [L][F][D] */
+    float *w_down;                /* [L][D][F] */
+    float *final_norm;            /* [D] */
+    float *lm_head;               /* [V][D]; points at embed when tied */
+} KvlWeights;
+
+typedef struct KvlScratch KvlScratch;
+
+typedef struct {
+    KvlConfig config;
+    KvlWeights w;
+    float *memory;                /* the one block the weights point into */
+    size_t n_params;              /* distinct parameters (a tied lm_head counted once) */
+    char file_dtype[16];          /* dtype(s) of the weight files: "F32", "BF16", "F16+F32" ... */
+    KvlScratch *scratch;          /* activations of the forward pass, grown on demand */
+} KvlModel;
+
+int  kvl_model_load(KvlModel **out, const char *model_dir);
+void kvl_model_free(KvlModel *m);
+/* Parses a config.json text into c, refusing what kvlora does not support. */
+int  kvl_config_parse(KvlConfig *c, const char *json_text, size_t len, const char *where);
+
+/* The KV cache: keys and values of every layer for the tokens read so far. */
+typedef struct {
+    int n_layers, n_kv_heads, head_dim;
+    int max_tokens;               /* capacity */
+    int n_tokens;                 /* positions 0..n_tokens-1 are filled */
+    float *k;                     /* [L][KVH][max_tokens][HD], keys after RoPE */
+    float *v;                     /* [L][KVH][max_tokens][HD] */
+} KvlCache;
+
+int  kvl_cache_init(KvlCache *c, const KvlConfig *config, int max_tokens);
+void kvl_cache_free(KvlCache *c);
+/* Bytes of float32 keys and values one token adds to the cache. */
+size_t kvl_cache_bytes_per_token(const KvlConfig *config);
+
+/* Reads n_tokens tokens at positions cache->n_tokens, ..., appending their keys and values
+   to the cache. If logits is not NULL, writes the logits of the last n_logits of these
+   tokens: logits[n_logits][V] (n_logits = 1 for decoding, n_tokens for every position). */
+int kvl_forward(KvlModel *m, KvlCache *cache, const int *tokens, int n_tokens,
+                float *logits, int n_logits);
+
+/* The definition of every linear layer's product, out[t][o] = sum_i x[t][i] w[o][i] + b[o]
+   (x [T][in], w [out][in], b [out] or NULL), summed in order i = 0, 1, ... from zero, bias
+   last. kvlora's fast kernel gives exactly these bits; a port can check against it. */
+void kvl_matmul_naive(float *out, const float *x, const float *w, const float *b, int T, int in, int n_out);
+
+/* ---- sampling ---- */
+
+typedef struct { uint64_t state; } KvlRng;
+void     kvl_rng_seed(KvlRng *r, uint64_t seed);
+uint32_t kvl_rng_u32(KvlRng *r);
+float    kvl_rng_float(KvlRng *r);          /* uniform in [0, 1) */
+int      kvl_argmax(const float *x, int n);  /* first index of the maximum */
+/* temperature 0 = greedy; top_p in (0, 1] keeps the smallest set of tokens whose
+   probability reaches top_p. Overwrites logits. */
+int      kvl_sample(float *logits, int n, float temperature, float top_p, KvlRng *rng);
+
+#endif
