@@ -240,6 +240,36 @@ static uint16_t f32_to_f16(float f)
     return (uint16_t)(sign | h);
 }
 
+/* A list of token ids, "5,9,12" (spaces allowed around the commas), into a fresh array. */
+static int parse_ids(const char *s, int **out, int *n)
+{
+    int cap = 16, count = 0;
+    int *ids = malloc(sizeof(int) * cap);
+    if (!ids) return fail("out of memory");
+    const char *p = s;
+    for (;;) {
+        while (*p == ' ') p++;
+        char *end;
+        errno = 0;
+        long v = strtol(p, &end, 10);
+        if (end == p || errno || v < 0 || v > INT_MAX) { free(ids); return fail("'%s' is not a comma-separated list of token ids", s); }
+        if (count == cap) {
+            int *bigger = realloc(ids, sizeof(int) * (cap *= 2));
+            if (!bigger) { free(ids); return fail("out of memory"); }
+            ids = bigger;
+        }
+        ids[count++] = (int)v;
+        p = end;
+        while (*p == ' ') p++;
+        if (*p == 0) break;
+        if (*p != ',') { free(ids); return fail("'%s' is not a comma-separated list of token ids", s); }
+        p++;
+    }
+    *out = ids;
+    *n = count;
+    return 0;
+}
+
 /* Reads a whole file; adds a terminating zero that is not counted in *len. */
 static int read_file(const char *path, char **out, size_t *len)
 {
@@ -1396,6 +1426,51 @@ static int check_no_extra_tensors(const ShardSet *s, const KvlConfig *c, const W
 void kvl_model_free(KvlModel *m);
 static void scratch_free(KvlScratch *s);
 
+/* One block for all weights; the spec table's pointers are set to their places in it. */
+static int model_alloc(KvlModel *m, WeightSpec *specs, int n_specs)
+{
+    size_t total = 0, bytes = 0;
+    for (int i = 0; i < n_specs; i++) total += spec_numel(&specs[i], m->config.n_layers);
+    if (mul_size(total, sizeof(float), &bytes)) return -1;
+    m->memory = xmalloc(bytes);
+    if (!m->memory) return -1;
+    m->n_params = total;
+    float *p = m->memory;
+    for (int i = 0; i < n_specs; i++) {
+        *specs[i].ptr = p;
+        p += spec_numel(&specs[i], m->config.n_layers);
+    }
+    if (m->config.tie_embeddings) m->w.lm_head = m->w.embed;
+    return 0;
+}
+
+/* A model with random weights, for benchmarks and as the start of training: matrices
+   uniform in +-sqrt(3 / in) (unit variance of each output for unit inputs), embeddings
+   uniform in +-1, norm weights 1, biases 0. */
+int kvl_model_random(KvlModel **out, const KvlConfig *c, uint64_t seed)
+{
+    *out = NULL;
+    KvlModel *m = xcalloc(1, sizeof *m);
+    if (!m) return -1;
+    m->config = *c;
+    WeightSpec specs[MAX_WEIGHT_SPECS];
+    int n_specs = weight_specs(c, &m->w, specs);
+    if (model_alloc(m, specs, n_specs)) { free(m); return error_wrap("random model"); }
+    KvlRng rng;
+    kvl_rng_seed(&rng, seed);
+    for (int i = 0; i < n_specs; i++) {
+        float *p = *specs[i].ptr;
+        size_t n = spec_numel(&specs[i], c->n_layers);
+        int is_norm = strstr(specs[i].name, "norm") != NULL, is_bias = strstr(specs[i].name, "bias") != NULL;
+        float scale = strstr(specs[i].name, "embed") ? 1.0f : specs[i].cols ? sqrtf(3.0f / specs[i].cols) : 0.0f;
+        for (size_t k = 0; k < n; k++)
+            p[k] = is_norm ? 1.0f : is_bias ? 0.0f : (2.0f * kvl_rng_float(&rng) - 1.0f) * scale;
+    }
+    snprintf(m->file_dtype, sizeof m->file_dtype, "random");
+    *out = m;
+    return 0;
+}
+
 int kvl_model_load(KvlModel **out, const char *dir)
 {
     char path[4096];
@@ -1410,23 +1485,15 @@ int kvl_model_load(KvlModel **out, const char *dir)
     free(text);
     if (r) { free(m); return -1; }
     const KvlConfig *c = &m->config;
-
     WeightSpec specs[MAX_WEIGHT_SPECS];
     int n_specs = weight_specs(c, &m->w, specs);
-    size_t total = 0;
-    for (int i = 0; i < n_specs; i++) total += spec_numel(&specs[i], c->n_layers);
-    size_t bytes = 0;
-    if (mul_size(total, sizeof(float), &bytes)) { free(m); return error_wrap("%s", dir); }
-    m->memory = xmalloc(bytes);
-    if (!m->memory) { free(m); return error_wrap("%s: the weights", dir); }
-    m->n_params = total;
+    if (model_alloc(m, specs, n_specs)) { free(m); return error_wrap("%s: the weights", dir); }
 
     ShardSet *shards = xcalloc(1, sizeof *shards);
     if (!shards || shards_open(shards, dir)) { free(shards); kvl_model_free(m); return -1; }
     r = check_no_extra_tensors(shards, c, specs, n_specs);
-    float *p = m->memory;
     for (int i = 0; i < n_specs && !r; i++) {
-        *specs[i].ptr = p;
+        float *p = *specs[i].ptr;
         int copies = specs[i].per_layer ? c->n_layers : 1;
         size_t each = (size_t)specs[i].rows * (specs[i].cols ? specs[i].cols : 1);
         for (int l = 0; l < copies && !r; l++) {
@@ -1444,7 +1511,6 @@ int kvl_model_load(KvlModel **out, const char *dir)
     shards_close(shards);
     free(shards);
     if (r) { kvl_model_free(m); return -1; }
-    if (c->tie_embeddings) m->w.lm_head = m->w.embed;
     *out = m;
     return 0;
 }
@@ -1570,7 +1636,7 @@ static int scratch_reserve(KvlModel *m, int n_tokens, int n_keys)
    it fast is the order of the loops around that sum: a panel of MM_COLS rows of w is
    copied transposed into a small buffer that stays in L1, so that the innermost loop
    runs along MM_COLS independent outputs, which the compiler turns into vector
-   multiplies and adds with no reordering of any sum; a tile of MM_ROWS tokens reuses
+   multiplies and adds with no reordering of any sum; a tile of four tokens reuses
    each loaded panel row. OpenMP splits the panels, never a sum, so the result does not
    depend on the thread count. (Measured on the SmolLM2-135M shape: see README.) */
 void kvl_matmul_naive(float *out, const float *x, const float *w, const float *b, int T, int in, int n_out)
@@ -1583,9 +1649,41 @@ void kvl_matmul_naive(float *out, const float *x, const float *w, const float *b
         }
 }
 
-#define MM_COLS 16      /* outputs per panel: one or two vector registers wide */
-#define MM_ROWS 4       /* tokens per register tile */
+#define MM_COLS 16      /* outputs per panel: one to four vector registers wide */
 #define MM_DEPTH 256    /* inputs per packed block: MM_DEPTH * MM_COLS floats = 16 KB */
+
+/* The register tile: four tokens x MM_COLS outputs, resumed from and stored to out. The
+   four rows are four separate arrays on purpose: GCC 12 keeps these in vector registers
+   but not a float[4][MM_COLS] (measured on the 512x576x1536 prefill product, one core:
+   180 GFLOP/s against 12). */
+static void matmul_tile4(float *out, int n_out, const float *x, int in, const float *panel, int depth, int fresh)
+{
+    float a0[MM_COLS], a1[MM_COLS], a2[MM_COLS], a3[MM_COLS];
+    float *o0 = out, *o1 = out + n_out, *o2 = out + 2 * (size_t)n_out, *o3 = out + 3 * (size_t)n_out;
+    for (int j = 0; j < MM_COLS; j++) {
+        a0[j] = fresh ? 0.0f : o0[j];
+        a1[j] = fresh ? 0.0f : o1[j];
+        a2[j] = fresh ? 0.0f : o2[j];
+        a3[j] = fresh ? 0.0f : o3[j];
+    }
+    const float *x0 = x, *x1 = x + in, *x2 = x + 2 * (size_t)in, *x3 = x + 3 * (size_t)in;
+    for (int i = 0; i < depth; i++) {
+        const float *wi = panel + i * MM_COLS;
+        float b0 = x0[i], b1 = x1[i], b2 = x2[i], b3 = x3[i];
+        for (int j = 0; j < MM_COLS; j++) {
+            a0[j] += b0 * wi[j];
+            a1[j] += b1 * wi[j];
+            a2[j] += b2 * wi[j];
+            a3[j] += b3 * wi[j];
+        }
+    }
+    for (int j = 0; j < MM_COLS; j++) {
+        o0[j] = a0[j];
+        o1[j] = a1[j];
+        o2[j] = a2[j];
+        o3[j] = a3[j];
+    }
+}
 
 static void matmul(float *out, const float *x, const float *w, const float *b, int T, int in, int n_out)
 {
@@ -1593,36 +1691,26 @@ static void matmul(float *out, const float *x, const float *w, const float *b, i
     PARALLEL_FOR
     for (int p = 0; p < n_panels; p++) {
         float panel[MM_DEPTH * MM_COLS];        /* panel[i][j] = w[o0 + j][i0 + i] */
+        float edge[4 * MM_COLS];                /* a tile of the last, narrower panel */
         int o0 = p * MM_COLS, n_cols = n_out - o0 < MM_COLS ? n_out - o0 : MM_COLS;
         for (int i0 = 0; i0 < in; i0 += MM_DEPTH) {
             int depth = in - i0 < MM_DEPTH ? in - i0 : MM_DEPTH;
             for (int j = 0; j < MM_COLS; j++)
                 for (int i = 0; i < depth; i++)
                     panel[i * MM_COLS + j] = j < n_cols ? w[(size_t)(o0 + j) * in + i0 + i] : 0.0f;
-            for (int t0 = 0; t0 < T; t0 += MM_ROWS) {
-                int n_rows = T - t0 < MM_ROWS ? T - t0 : MM_ROWS;
-                float acc[MM_ROWS][MM_COLS];
-                for (int r = 0; r < MM_ROWS; r++)       /* resume the sums of earlier blocks */
-                    for (int j = 0; j < MM_COLS; j++)
-                        acc[r][j] = (i0 == 0 || r >= n_rows || j >= n_cols) ? 0.0f : out[(size_t)(t0 + r) * n_out + o0 + j];
-                if (n_rows == MM_ROWS) {
-                    const float *x0 = x + (size_t)t0 * in + i0;
-                    for (int i = 0; i < depth; i++) {
-                        const float *wi = panel + i * MM_COLS;
-                        for (int r = 0; r < MM_ROWS; r++) {
-                            float xr = x0[(size_t)r * in + i];
-                            for (int j = 0; j < MM_COLS; j++) acc[r][j] += xr * wi[j];
-                        }
-                    }
-                } else {
-                    for (int r = 0; r < n_rows; r++) {
-                        const float *xr = x + (size_t)(t0 + r) * in + i0;
-                        for (int i = 0; i < depth; i++)
-                            for (int j = 0; j < MM_COLS; j++) acc[r][j] += xr[i] * panel[i * MM_COLS + j];
-                    }
+            int t0 = 0;
+            for (; t0 + 4 <= T && n_cols == MM_COLS; t0 += 4)
+                matmul_tile4(out + (size_t)t0 * n_out + o0, n_out, x + (size_t)t0 * in + i0, in, panel, depth, i0 == 0);
+            for (; t0 < T; t0 += 4) {           /* the edges: fewer tokens or outputs, same sums */
+                int n_rows = T - t0 < 4 ? T - t0 : 4;
+                float rows[4 * MM_DEPTH] = {0};
+                for (int r = 0; r < n_rows; r++) {
+                    memcpy(rows + r * MM_DEPTH, x + (size_t)(t0 + r) * in + i0, sizeof(float) * depth);
+                    for (int j = 0; j < n_cols; j++) edge[r * MM_COLS + j] = out[(size_t)(t0 + r) * n_out + o0 + j];
                 }
+                matmul_tile4(edge, MM_COLS, rows, MM_DEPTH, panel, depth, i0 == 0);
                 for (int r = 0; r < n_rows; r++)
-                    for (int j = 0; j < n_cols; j++) out[(size_t)(t0 + r) * n_out + o0 + j] = acc[r][j];
+                    for (int j = 0; j < n_cols; j++) out[(size_t)(t0 + r) * n_out + o0 + j] = edge[r * MM_COLS + j];
             }
         }
         if (b)
@@ -1978,36 +2066,6 @@ static int parse_float(const char *s, float *out)
     return 0;
 }
 
-/* "5,9,12" (spaces allowed around the commas) into a fresh array. */
-static int parse_ids(const char *s, int **out, int *n)
-{
-    int cap = 16, count = 0;
-    int *ids = malloc(sizeof(int) * cap);
-    if (!ids) return fail("out of memory");
-    const char *p = s;
-    for (;;) {
-        while (*p == ' ') p++;
-        char *end;
-        errno = 0;
-        long v = strtol(p, &end, 10);
-        if (end == p || errno || v < 0 || v > INT_MAX) { free(ids); return fail("'%s' is not a comma-separated list of token ids", s); }
-        if (count == cap) {
-            int *bigger = realloc(ids, sizeof(int) * (cap *= 2));
-            if (!bigger) { free(ids); return fail("out of memory"); }
-            ids = bigger;
-        }
-        ids[count++] = (int)v;
-        p = end;
-        while (*p == ' ') p++;
-        if (*p == 0) break;
-        if (*p != ',') { free(ids); return fail("'%s' is not a comma-separated list of token ids", s); }
-        p++;
-    }
-    *out = ids;
-    *n = count;
-    return 0;
-}
-
 static int check_ids(const int *ids, int n, const KvlConfig *c, const char *what)
 {
     for (int i = 0; i < n; i++)
@@ -2268,6 +2326,116 @@ done:
     return rc;
 }
 
+/* --- kvlora bench --- */
+
+static const char *bench_help =
+    "usage: kvlora bench [MODEL_DIR] [--threads N] [--tokens T] [--repeat R]\n"
+    "\n"
+    "Measures the forward pass: prefill of T tokens (default 512) into an empty cache, the\n"
+    "matmuls alone on the same shapes, and decoding with a T-token cache. Without MODEL_DIR\n"
+    "it uses a random model of SmolLM2-135M's shape (30 layers, hidden 576, 9 heads, 3 KV\n"
+    "heads, ffn 1536, vocab 49152). GFLOP/s counts 2 flops per multiply-add of the linear\n"
+    "layers and of attention (q.k and p.v); the best of R runs (default 3) is reported.\n"
+    "\n"
+    "  --threads N    OpenMP threads (default: OpenMP's own choice; ignored without OpenMP)\n";
+
+/* Multiply-adds of the linear layers for one token (lm_head not included). */
+static double linear_macs_per_token(const KvlConfig *c)
+{
+    double D = c->dim, QD = (double)c->n_heads * c->head_dim, KD = (double)c->n_kv_heads * c->head_dim;
+    return c->n_layers * (D * QD + 2 * D * KD + QD * D + 3 * D * c->ffn_dim);
+}
+
+static int cmd_bench(int argc, char **argv)
+{
+    const char *dir = NULL;
+    long long threads = 0, T = 512, repeat = 3;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *v;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(bench_help, stdout); return 0; }
+        if (a[0] != '-') { dir = a; continue; }
+        if (!(v = option_value(&i, argc, argv))) return usage_error("bench", "option %s needs a value", a);
+        if (!strcmp(a, "--threads")) { if (parse_long(v, 1, 1024, &threads)) return usage_error("bench", "--threads must be 1..1024"); }
+        else if (!strcmp(a, "--tokens")) { if (parse_long(v, 1, 1 << 20, &T)) return usage_error("bench", "--tokens must be positive"); }
+        else if (!strcmp(a, "--repeat")) { if (parse_long(v, 1, 1000, &repeat)) return usage_error("bench", "--repeat must be positive"); }
+        else return usage_error("bench", "unknown option '%s'", a);
+    }
+#ifdef _OPENMP
+    if (threads) omp_set_num_threads((int)threads);
+    int n_threads = omp_get_max_threads();
+#else
+    int n_threads = 1;
+#endif
+    KvlModel *m;
+    if (dir) {
+        if (kvl_model_load(&m, dir)) return cli_error("%s", kvl_last_error());
+    } else {
+        KvlConfig c = {0};
+        c.arch = KVL_LLAMA;
+        snprintf(c.arch_name, sizeof c.arch_name, "LlamaForCausalLM");
+        c.dim = 576; c.n_layers = 30; c.n_heads = 9; c.n_kv_heads = 3; c.head_dim = 64; c.ffn_dim = 1536;
+        c.vocab_size = 49152; c.max_positions = 8192; c.rms_eps = 1e-5f; c.rope_theta = 100000.0f;
+        c.tie_embeddings = 1; c.bos_token_id = c.eos_token_id = -1;
+        fprintf(stderr, "kvlora: building a random SmolLM2-135M-shaped model\n");
+        if (kvl_model_random(&m, &c, 1)) return cli_error("%s", kvl_last_error());
+    }
+    const KvlConfig *c = &m->config;
+    if (T + 1 > c->max_positions) { kvl_model_free(m); return cli_error("--tokens %lld exceeds the model's positions", T); }
+    int *ids = malloc(sizeof(int) * (size_t)T);
+    float *logits = malloc(sizeof(float) * c->vocab_size);
+    if (!ids || !logits) { kvl_model_free(m); return cli_error("out of memory"); }
+    for (int t = 0; t < T; t++) ids[t] = (int)((t * 7919u + 1) % (unsigned)c->vocab_size);
+    double attn_macs = 0;      /* q.k and p.v over the causal triangle */
+    for (int t = 0; t < T; t++) attn_macs += 2.0 * c->n_heads * c->head_dim * (t + 1);
+    double prefill_flops = 2.0 * (T * linear_macs_per_token(c) + attn_macs + (double)c->dim * c->vocab_size);
+
+    printf("model             %s (%zu parameters)\n", dir ? dir : "random SmolLM2-135M shape", m->n_params);
+    printf("threads           %d\n", n_threads);
+    double best = 1e30;
+    for (int r = 0; r < repeat; r++) {
+        KvlCache cache;
+        if (kvl_cache_init(&cache, c, (int)T + 1)) { kvl_model_free(m); return cli_error("%s", kvl_last_error()); }
+        double t0 = now_seconds();
+        if (kvl_forward(m, &cache, ids, (int)T, logits, 1)) { kvl_cache_free(&cache); kvl_model_free(m); return cli_error("%s", kvl_last_error()); }
+        double dt = now_seconds() - t0;
+        if (dt < best) best = dt;
+        if (r == repeat - 1) {       /* decoding: a few tokens with the T-token cache */
+            double d0 = now_seconds();
+            int n_decode = 0, next = ids[0];
+            for (; n_decode < 1 && cache.n_tokens < cache.max_tokens; n_decode++) kvl_forward(m, &cache, &next, 1, logits, 1);
+            double dd = now_seconds() - d0;
+            printf("decode            %.1f tokens/s with a %lld-token cache\n", n_decode / dd, T);
+        }
+        kvl_cache_free(&cache);
+    }
+    printf("prefill           %lld tokens in %.3f s: %.1f tokens/s, %.1f GFLOP/s\n", T, best, T / best, prefill_flops / best * 1e-9);
+
+    /* the matmuls alone, on the prefill's shapes */
+    int QD = c->n_heads * c->head_dim, KD = c->n_kv_heads * c->head_dim;
+    int shapes[4][2] = {{c->dim, QD}, {c->dim, KD}, {c->dim, c->ffn_dim}, {c->ffn_dim, c->dim}};
+    for (int s = 0; s < 4; s++) {
+        int in = shapes[s][0], out = shapes[s][1];
+        float *x = malloc(sizeof(float) * (size_t)T * in), *y = malloc(sizeof(float) * (size_t)T * out);
+        const float *w = s == 0 ? m->w.wq : s == 1 ? m->w.wk : s == 2 ? m->w.w_gate : m->w.w_down;
+        if (!x || !y) { free(x); free(y); break; }
+        for (size_t i = 0; i < (size_t)T * in; i++) x[i] = (float)((i * 2654435761u) % 1000) / 1000.0f - 0.5f;
+        double best_mm = 1e30;
+        for (int r = 0; r < repeat + 2; r++) {
+            double t0 = now_seconds();
+            matmul(y, x, w, NULL, (int)T, in, out);
+            double dt = now_seconds() - t0;
+            if (dt < best_mm) best_mm = dt;
+        }
+        printf("matmul %4lldx%-4dx%-5d %.1f GFLOP/s\n", T, in, out, 2.0 * T * in * out / best_mm * 1e-9);
+        free(x);
+        free(y);
+    }
+    free(ids);
+    free(logits);
+    kvl_model_free(m);
+    return 0;
+}
+
 static const char *main_help =
     "kvlora " KVL_VERSION " — distil a KV cache into a LoRA adapter (plain C reference)\n"
     "\n"
@@ -2276,7 +2444,8 @@ static const char *main_help =
     "commands:\n"
     "  info      MODEL_DIR                      what a model directory holds\n"
     "  generate  MODEL_DIR --ids 1,2,3 -n N     continue a prompt of token ids\n"
-    "  dump      MODEL_DIR --tokens ... -o F    write logits (the numerics contract)\n";
+    "  dump      MODEL_DIR --tokens ... -o F    write logits (the numerics contract)\n"
+    "  bench     [MODEL_DIR] [--threads N]      forward-pass speed (default: SmolLM2-135M shape)\n";
 
 int main(int argc, char **argv)
 {
@@ -2288,6 +2457,7 @@ int main(int argc, char **argv)
     if (!strcmp(argv[1], "info")) return cmd_info(argc - 2, argv + 2);
     if (!strcmp(argv[1], "generate")) return cmd_generate(argc - 2, argv + 2);
     if (!strcmp(argv[1], "dump")) return cmd_dump(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "bench")) return cmd_bench(argc - 2, argv + 2);
     fprintf(stderr, "kvlora: unknown command '%s'\n\n%s", argv[1], main_help);
     return 2;
 }

@@ -150,6 +150,8 @@ typedef struct {
 
 int  kvl_model_load(KvlModel **out, const char *model_dir);
 void kvl_model_free(KvlModel *m);
+/* A model of the given shape with seeded random weights (benchmarks, training from scratch). */
+int  kvl_model_random(KvlModel **out, const KvlConfig *config, uint64_t seed);
 /* Parses a config.json text into c, refusing what kvlora does not support. */
 int  kvl_config_parse(KvlConfig *c, const char *json_text, size_t len, const char *where);
 

@@ -1,0 +1,777 @@
+/* test.c — kvlora's tests. Builds with the library itself (#include "kvlora.c") so that
+   the static kernels can be tested directly. Each test_* function checks one behaviour;
+   the last line printed is "N passed, N failed", and the exit code is 1 on any failure.
+
+   Tolerances, and why:
+   - kernels that compute the same sums in the same order (fast matmul vs the naive one,
+     whole-sequence vs token-by-token forward, 1 vs 2 threads) must agree bit for bit;
+   - logits against the PyTorch / transformers goldens in data/golden: max|d| / max|z|
+     <= 1e-4. Both sides are float32 but sum in different orders (BLAS blocking, torch's
+     softmax and rsqrt); the generator measured the float32-vs-float64 gap of the
+     reference itself at ~1e-6 of max|z| (data/golden/README.md), so 1e-4 leaves two
+     orders of magnitude for accumulation-order noise and still catches any real bug
+     (a wrong rope, norm or head mapping moves logits by O(1)). */
+#include "kvlora.c"
+
+static int n_passed, n_failed;
+
+#define CHECK(cond, ...) do { \
+        if (cond) n_passed++; \
+        else { n_failed++; printf("  NOT OK %s:%d: ", __FILE__, __LINE__); printf(__VA_ARGS__); printf("\n"); } \
+    } while (0)
+
+/* Compares two tensors: OK when every |got - want| <= atol + rtol * |want|. Prints the
+   largest difference and the first few mismatches. Returns 1 when OK. */
+static int check_tensor(const char *name, const float *got, const float *want, size_t n, float atol, float rtol)
+{
+    double max_diff = 0.0;
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)got[i] - want[i]);
+        if (d > max_diff || d != d) max_diff = d;
+        if (!(d <= atol + rtol * fabs(want[i]))) {
+            if (bad < 3) printf("    %s[%zu]: got %.9g want %.9g\n", name, i, got[i], want[i]);
+            bad++;
+        }
+    }
+    CHECK(bad == 0, "%s: %zu of %zu elements differ, max |diff| %.3g", name, bad, n, max_diff);
+    return bad == 0;
+}
+
+/* max|got - want| / max|want| */
+static double relative_max_diff(const float *got, const float *want, size_t n)
+{
+    double max_diff = 0.0, max_want = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)got[i] - want[i]);
+        if (d > max_diff || d != d) max_diff = d;
+        if (fabs(want[i]) > max_want) max_want = fabs(want[i]);
+    }
+    return max_want > 0 ? max_diff / max_want : max_diff;
+}
+
+static int bits_equal(const float *a, const float *b, size_t n) { return memcmp(a, b, n * sizeof(float)) == 0; }
+
+static const char *tmp_path(const char *name)
+{
+    static char buf[8][512];
+    static int next;
+    char *p = buf[next++ % 8];
+    const char *dir = getenv("TMPDIR");
+    snprintf(p, 512, "%s/kvlora_test_%ld_%s", dir ? dir : "/tmp", (long)getpid(), name);
+    return p;
+}
+
+static void write_bytes(const char *path, const void *data, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    if (f) { fwrite(data, 1, n, f); fclose(f); }
+}
+
+/* ---------------------------------------------------------------------------------- */
+/* JSON                                                                               */
+
+static int parse_ok(const char *text, Json **out)
+{
+    return json_parse(out, text, strlen(text), "test") == 0;
+}
+
+static void test_json_valid(void)
+{
+    Json *j;
+    CHECK(parse_ok(" {\"a\": [1, -2.5e3, true, false, null], \"b\": {\"c\": \"d\"}} ", &j), "%s", kvl_last_error());
+    const Json *a = json_get(j, "a");
+    CHECK(a && a->type == JSON_ARRAY && a->length == 5, "array of 5");
+    CHECK(a && a->children[1]->number == -2500.0, "number -2.5e3");
+    CHECK(a && a->children[2]->type == JSON_BOOL && a->children[2]->boolean, "true");
+    CHECK(a && a->children[4]->type == JSON_NULL, "null");
+    CHECK(json_get(json_get(j, "b"), "c") && strcmp(json_get(json_get(j, "b"), "c")->string, "d") == 0, "nested object");
+    json_free(j);
+
+    /* escapes: \uXXXX, a surrogate pair (U+1F600), \u0000 inside a string */
+    CHECK(parse_ok("\"a\\n\\t\\\"\\\\\\/\\u00e9\\u4e2d\\ud83d\\ude00\\u0000z\"", &j), "%s", kvl_last_error());
+    const char want[] = "a\n\t\"\\/\xc3\xa9\xe4\xb8\xad\xf0\x9f\x98\x80\0z";
+    CHECK(j->length == sizeof want - 1 && memcmp(j->string, want, sizeof want - 1) == 0, "escapes decoded (length %zu)", j->length);
+    json_free(j);
+
+    /* raw UTF-8 passes through */
+    CHECK(parse_ok("\"\xe2\x96\x81hello \xf0\x9f\x98\x80\"", &j) && strcmp(j->string, "\xe2\x96\x81hello \xf0\x9f\x98\x80") == 0, "raw UTF-8");
+    json_free(j);
+
+    /* duplicate keys: the last one wins, as in Python's json */
+    CHECK(parse_ok("{\"k\": 1, \"k\": 2}", &j) && json_get(j, "k")->number == 2.0, "duplicate key: last wins");
+    json_free(j);
+
+    /* numbers at the edges */
+    CHECK(parse_ok("[0, -0, 1e-5, 1E+2, 0.5, 123456789012, 1e308]", &j), "%s", kvl_last_error());
+    CHECK(j->children[2]->number == 1e-5 && j->children[3]->number == 100 && j->children[5]->number == 123456789012.0, "number values");
+    json_free(j);
+
+    /* nesting up to the limit is fine */
+    char deep[2 * JSON_MAX_DEPTH + 3];
+    int n = 0;
+    for (int i = 0; i <= JSON_MAX_DEPTH; i++) deep[n++] = '[';
+    for (int i = 0; i <= JSON_MAX_DEPTH; i++) deep[n++] = ']';
+    deep[n] = 0;
+    CHECK(parse_ok(deep, &j), "nesting of %d accepted: %s", JSON_MAX_DEPTH, kvl_last_error());
+    json_free(j);
+}
+
+static void test_json_invalid(void)
+{
+    static const char *const bad[] = {
+        "", "   ", "{", "[1,]", "{\"a\":1,}", "{\"a\" 1}", "{a:1}", "[01]", "[1.]", "[.5]", "[1e]", "[-]",
+        "[NaN]", "[Infinity]", "[1e999]", "\"\\x\"", "\"abc", "\"a\tb\"", "\"\\ud800\"", "\"\\udc00\"",
+        "\"\\ud800\\u0041\"", "\"\\u12g4\"", "\"\xff\"", "\"\xc0\xaf\"", "\"\xed\xa0\x80\"", "\"\xf4\x90\x80\x80\"",
+        "[1] 2", "// c\n1", "[1,,2]", "tru", "nul", "{\"a\":1}}", "'a'",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        Json *j = NULL;
+        int r = json_parse(&j, bad[i], strlen(bad[i]), "test");
+        CHECK(r != 0 && j == NULL, "refuses invalid JSON #%zu '%s'", i, bad[i]);
+        CHECK(strstr(kvl_last_error(), "byte") != NULL, "message gives a byte offset: %s", kvl_last_error());
+    }
+    /* one level too deep */
+    char deep[2 * JSON_MAX_DEPTH + 5];
+    int n = 0;
+    for (int i = 0; i <= JSON_MAX_DEPTH + 1; i++) deep[n++] = '[';
+    for (int i = 0; i <= JSON_MAX_DEPTH + 1; i++) deep[n++] = ']';
+    deep[n] = 0;
+    Json *j = NULL;
+    CHECK(json_parse(&j, deep, strlen(deep), "test") != 0 && strstr(kvl_last_error(), "too deep"), "depth limit: %s", kvl_last_error());
+    /* an embedded NUL outside a string is an error, not the end of the text */
+    CHECK(json_parse(&j, "[1]\0", 4, "test") != 0, "NUL after the value");
+}
+
+/* ---------------------------------------------------------------------------------- */
+/* Numbers: half and bfloat16                                                          */
+
+static void test_half_conversions(void)
+{
+    /* every half converts to a float and back to itself (NaNs stay NaN) */
+    int bad = 0;
+    for (uint32_t h = 0; h < 65536; h++) {
+        float f = f16_to_f32((uint16_t)h);
+        uint16_t back = f32_to_f16(f);
+        if (isnan(f) ? !((back & 0x7C00) == 0x7C00 && (back & 0x3FF)) : back != h) bad++;
+    }
+    CHECK(bad == 0, "f16 -> f32 -> f16 round trip: %d of 65536 differ", bad);
+    bad = 0;
+    for (uint32_t b = 0; b < 65536; b++) {
+        float f = bf16_to_f32((uint16_t)b);
+        uint16_t back = f32_to_bf16(f);
+        if (isnan(f) ? !isnan(bf16_to_f32(back)) : back != b) bad++;
+    }
+    CHECK(bad == 0, "bf16 -> f32 -> bf16 round trip: %d of 65536 differ", bad);
+    CHECK(f16_to_f32(0x3C00) == 1.0f && f16_to_f32(0xC000) == -2.0f && f16_to_f32(0x7BFF) == 65504.0f, "f16 values");
+    CHECK(f16_to_f32(0x0001) == ldexpf(1, -24) && f16_to_f32(0x7C00) == INFINITY, "f16 subnormal and inf");
+    /* rounding to nearest even: 1 + 2^-11 is halfway between 1 and 1 + 2^-10 -> 1 */
+    CHECK(f32_to_f16(1.0f + ldexpf(1, -11)) == 0x3C00, "f16 tie to even (down)");
+    CHECK(f32_to_f16(1.0f + 3 * ldexpf(1, -11)) == 0x3C02, "f16 tie to even (up)");
+    CHECK(f32_to_f16(65520.0f) == 0x7C00 && f32_to_f16(65519.0f) == 0x7BFF, "f16 overflow threshold");
+    CHECK(f32_to_f16(ldexpf(1, -25)) == 0 && f32_to_f16(ldexpf(3, -26)) == 1, "f16 subnormal rounding");
+    CHECK(f32_to_bf16(1.0f + ldexpf(1, -8)) == 0x3F80 && f32_to_bf16(1.0f + 3 * ldexpf(1, -8)) == 0x3F82, "bf16 tie to even");
+    unsigned char b[8];
+    write_u64_le(b, 0x0102030405060708ull);
+    CHECK(b[0] == 8 && b[7] == 1 && read_u64_le(b) == 0x0102030405060708ull, "little-endian u64");
+}
+
+/* ---------------------------------------------------------------------------------- */
+/* safetensors                                                                          */
+
+static void test_safetensors_roundtrip(void)
+{
+    const char *path = tmp_path("rt.safetensors");
+    float a[6] = {1.5f, -2.0f, 3.25f, 1e-3f, -65504.0f, 0.0f};
+    int32_t ids[3] = {7, -1, 123456};
+    KvlTensorOut ts[4] = {
+        {"a.f32", KVL_F32, 2, {2, 3}, a},
+        {"a \"quoted\"\\name", KVL_F16, 1, {6}, a},
+        {"a.bf16", KVL_BF16, 2, {3, 2}, a},
+        {"ids", KVL_I32, 1, {3}, ids},
+    };
+    const char *mk[2] = {"format", "note"}, *mv[2] = {"pt", "line\nbreak \"q\""};
+    CHECK(kvl_st_write(path, ts, 4, mk, mv, 2) == 0, "write: %s", kvl_last_error());
+    KvlSafetensors st;
+    CHECK(kvl_st_open(&st, path) == 0, "open: %s", kvl_last_error());
+    if (st.path == NULL) return;
+    CHECK(st.n_tensors == 4 && st.data_start % 8 == 0, "4 tensors, data 8-aligned (starts at %llu)", (unsigned long long)st.data_start);
+    CHECK(kvl_st_meta(&st, "note") && strcmp(kvl_st_meta(&st, "note"), "line\nbreak \"q\"") == 0, "metadata kept as strings");
+    float got[6];
+    const KvlTensorInfo *t = kvl_st_find(&st, "a.f32");
+    CHECK(t && t->n_dims == 2 && t->shape[0] == 2 && t->shape[1] == 3 && kvl_st_read_f32(&st, t, got) == 0 && bits_equal(got, a, 6), "F32 exact");
+    t = kvl_st_find(&st, "a \"quoted\"\\name");
+    CHECK(t && t->dtype == KVL_F16 && kvl_st_read_f32(&st, t, got) == 0 && got[0] == 1.5f && got[4] == -65504.0f && fabsf(got[3] - 1e-3f) < 1e-6f, "F16 values and escaped name");
+    t = kvl_st_find(&st, "a.bf16");
+    CHECK(t && kvl_st_read_f32(&st, t, got) == 0 && got[2] == 3.25f && fabsf(got[3] - 1e-3f) < 1e-5f, "BF16 values");
+    int32_t got_ids[3];
+    t = kvl_st_find(&st, "ids");
+    CHECK(t && kvl_st_read_i32(&st, t, got_ids) == 0 && got_ids[0] == 7 && got_ids[1] == -1 && got_ids[2] == 123456, "I32 values");
+    CHECK(kvl_st_read_f32(&st, t, got) != 0, "reading I32 as float is refused");
+    kvl_st_close(&st);
+    remove(path);
+}
+
+/* Builds a safetensors file from a header text and a number of data bytes. */
+static void write_st(const char *path, const char *header, uint64_t declared_len, size_t data_bytes)
+{
+    size_t hl = strlen(header);
+    unsigned char *buf = calloc(1, 8 + hl + data_bytes);
+    write_u64_le(buf, declared_len);
+    memcpy(buf + 8, header, hl);
+    write_bytes(path, buf, 8 + hl + data_bytes);
+    free(buf);
+}
+
+static void test_safetensors_invalid(void)
+{
+    static const struct { const char *header; size_t data; const char *expect; } cases[] = {
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 4, "past the data"},
+        {"{\"a\":{\"dtype\":\"Q4\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8, "unknown dtype"},
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,8]}}", 8, "shape x dtype"},
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}", 12, "overlap"},
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},\"b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[8,12]}}", 12, "gap"},
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 12, "cover 8 bytes"},
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,0]}}", 8, "backwards"},
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[-2],\"data_offsets\":[0,8]}}", 8, "shape[0]"},
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296,4294967296],\"data_offsets\":[0,8]}}", 8, "overflow"},
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2]}}", 8, "data_offsets"},
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8],\"x\":1}}", 8, "unknown field"},
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8, "twice"},
+        {"{\"__metadata__\":{\"k\":1}}", 0, "not a string"},
+        {"[1,2]", 0, "does not start with '{'"},
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}", 8, "invalid JSON"},
+    };
+    const char *path = tmp_path("bad.safetensors");
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        write_st(path, cases[i].header, strlen(cases[i].header), cases[i].data);
+        KvlSafetensors st;
+        int r = kvl_st_open(&st, path);
+        CHECK(r != 0 && strstr(kvl_last_error(), cases[i].expect), "bad file #%zu refused naming '%s': got '%s'", i, cases[i].expect, r ? kvl_last_error() : "(accepted)");
+        if (r == 0) kvl_st_close(&st);
+    }
+    /* header length fields that lie */
+    const char *h = "{}";
+    write_st(path, h, 1ull << 63, 0);
+    KvlSafetensors st;
+    CHECK(kvl_st_open(&st, path) != 0 && strstr(kvl_last_error(), "exceeds the limit"), "header length 2^63: %s", kvl_last_error());
+    write_st(path, h, 1000, 0);
+    CHECK(kvl_st_open(&st, path) != 0 && strstr(kvl_last_error(), "past the end"), "header past the end: %s", kvl_last_error());
+    write_bytes(path, "\x02\0\0", 3);
+    CHECK(kvl_st_open(&st, path) != 0 && strstr(kvl_last_error(), "truncated"), "3-byte file: %s", kvl_last_error());
+    /* the empty table and a header padded with spaces are valid */
+    write_st(path, "{}      ", 8, 0);
+    CHECK(kvl_st_open(&st, path) == 0 && st.n_tensors == 0, "empty padded header accepted: %s", kvl_last_error());
+    kvl_st_close(&st);
+    CHECK(kvl_st_open(&st, tmp_path("does_not_exist")) != 0 && strstr(kvl_last_error(), "cannot open"), "missing file: %s", kvl_last_error());
+    remove(path);
+}
+
+static void test_atomic_write_keeps_old_file(void)
+{
+    /* a write that fails (here: a tensor kvlora refuses to write) leaves the old file as
+       it was and no temporary file behind */
+    const char *path = tmp_path("keep.safetensors");
+    write_bytes(path, "precious", 8);
+    double d = 1.0;
+    KvlTensorOut bad = {"x", KVL_F64, 1, {1}, &d};
+    CHECK(kvl_st_write(path, &bad, 1, NULL, NULL, 0) != 0, "F64 output refused");
+    char buf[16] = {0};
+    FILE *f = fopen(path, "rb");
+    size_t n = f ? fread(buf, 1, sizeof buf, f) : 0;
+    if (f) fclose(f);
+    CHECK(n == 8 && memcmp(buf, "precious", 8) == 0, "old file untouched");
+    CHECK(kvl_st_write("/nonexistent_dir_kvlora/x.safetensors", &bad, 0, NULL, NULL, 0) != 0 && strstr(kvl_last_error(), "cannot create"), "unwritable directory: %s", kvl_last_error());
+    remove(path);
+}
+
+/* ---------------------------------------------------------------------------------- */
+/* config.json                                                                          */
+
+static int config_ok(const char *text, KvlConfig *c) { return kvl_config_parse(c, text, strlen(text), "config.json") == 0; }
+
+#define BASE_CFG "\"hidden_size\":64,\"num_hidden_layers\":2,\"num_attention_heads\":4,\"intermediate_size\":96,\"vocab_size\":128"
+
+static void test_config(void)
+{
+    KvlConfig c;
+    CHECK(config_ok("{\"architectures\":[\"LlamaForCausalLM\"]," BASE_CFG "}", &c), "%s", kvl_last_error());
+    CHECK(c.arch == KVL_LLAMA && c.n_kv_heads == 4 && c.head_dim == 16 && c.rope_theta == 10000.0f && c.rms_eps == 1e-6f &&
+          c.max_positions == 2048 && !c.tie_embeddings && c.bos_token_id == -1, "llama defaults");
+    CHECK(config_ok("{\"model_type\":\"qwen3\",\"head_dim\":24,\"num_key_value_heads\":2," BASE_CFG "}", &c) &&
+          c.arch == KVL_QWEN3 && c.head_dim == 24 && c.qk_norm && !c.qkv_bias, "qwen3 by model_type, explicit head_dim: %s", kvl_last_error());
+    CHECK(config_ok("{\"architectures\":[\"Qwen2ForCausalLM\"],\"eos_token_id\":[7,8]," BASE_CFG "}", &c) && c.qkv_bias && c.eos_token_id == 7, "qwen2 biases, eos list");
+    /* the two layouts of rope settings give the same config */
+    KvlConfig legacy, params;
+    CHECK(config_ok("{\"architectures\":[\"LlamaForCausalLM\"],\"rope_theta\":500000,\"rope_scaling\":{\"rope_type\":\"llama3\",\"factor\":8,"
+                    "\"low_freq_factor\":1,\"high_freq_factor\":4,\"original_max_position_embeddings\":64}," BASE_CFG "}", &legacy), "%s", kvl_last_error());
+    CHECK(config_ok("{\"architectures\":[\"LlamaForCausalLM\"],\"rope_parameters\":{\"rope_type\":\"llama3\",\"rope_theta\":500000,\"factor\":8,"
+                    "\"low_freq_factor\":1,\"high_freq_factor\":4,\"original_max_position_embeddings\":64}," BASE_CFG "}", &params), "%s", kvl_last_error());
+    CHECK(memcmp(&legacy, &params, sizeof legacy) == 0 && params.rope_llama3 && params.rope_theta == 500000.0f, "rope_parameters == rope_theta + rope_scaling");
+    CHECK(config_ok("{\"architectures\":[\"MistralForCausalLM\"],\"sliding_window\":4096," BASE_CFG "}", &c) && c.sliding_window == 4096, "mistral window");
+
+    static const struct { const char *json, *expect; } bad[] = {
+        {"{\"architectures\":[\"GPT2LMHeadModel\"]," BASE_CFG "}", "GPT2LMHeadModel"},
+        {"{\"architectures\":[\"LlamaForCausalLM\"],\"hidden_act\":\"gelu\"," BASE_CFG "}", "hidden_act"},
+        {"{\"architectures\":[\"LlamaForCausalLM\"],\"rope_scaling\":{\"rope_type\":\"yarn\",\"factor\":4}," BASE_CFG "}", "yarn"},
+        {"{\"architectures\":[\"LlamaForCausalLM\"],\"num_key_value_heads\":3," BASE_CFG "}", "multiple of num_key_value_heads"},
+        {"{\"architectures\":[\"LlamaForCausalLM\"],\"num_attention_heads\":0,\"hidden_size\":64,\"num_hidden_layers\":2}", "num_attention_heads"},
+        {"{\"architectures\":[\"LlamaForCausalLM\"],\"hidden_size\":64,\"num_hidden_layers\":2,\"num_attention_heads\":4,\"vocab_size\":128}", "intermediate_size"},
+        {"{\"architectures\":[\"LlamaForCausalLM\"],\"hidden_size\":66,\"num_hidden_layers\":2,\"num_attention_heads\":4,\"intermediate_size\":96,\"vocab_size\":128}", "multiple of num_attention_heads"},
+        {"{\"architectures\":[\"LlamaForCausalLM\"],\"attention_bias\":true," BASE_CFG "}", "attention_bias"},
+        {"{\"architectures\":[\"Qwen2ForCausalLM\"],\"use_sliding_window\":true," BASE_CFG "}", "use_sliding_window"},
+        {"{\"architectures\":[\"LlamaForCausalLM\"],\"vocab_size\":\"128\",\"hidden_size\":64,\"num_hidden_layers\":2,\"num_attention_heads\":4,\"intermediate_size\":96}", "vocab_size"},
+        {"{\"architectures\":[\"LlamaForCausalLM\"],\"rope_scaling\":{\"rope_type\":\"llama3\",\"factor\":8}," BASE_CFG "}", "original_max_position_embeddings"},
+        {"{\"architectures\":[\"LlamaForCausalLM\"],\"partial_rotary_factor\":0.5," BASE_CFG "}", "partial_rotary_factor"},
+        {"{\"architectures\":[\"LlamaForCausalLM\"],\"bos_token_id\":128," BASE_CFG "}", "bos_token_id"},
+        {"[]", "not a JSON object"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int r = kvl_config_parse(&c, bad[i].json, strlen(bad[i].json), "config.json");
+        CHECK(r != 0 && strstr(kvl_last_error(), bad[i].expect), "bad config #%zu refused naming '%s': got '%s'", i, bad[i].expect, r ? kvl_last_error() : "(accepted)");
+    }
+}
+
+/* ---------------------------------------------------------------------------------- */
+/* Kernels                                                                              */
+
+static void fill_random(float *x, size_t n, KvlRng *rng, float scale)
+{
+    for (size_t i = 0; i < n; i++) x[i] = (kvl_rng_float(rng) * 2.0f - 1.0f) * scale;
+}
+
+static void test_matmul_matches_naive(void)
+{
+    static const int sizes[][3] = {{1, 1, 1}, {1, 3, 17}, {3, 17, 5}, {4, 16, 16}, {5, 65, 33}, {17, 257, 31},
+                                   {7, 577, 65}, {64, 64, 64}, {2, 513, 1}, {9, 300, 49}};
+    KvlRng rng;
+    kvl_rng_seed(&rng, 1);
+    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+        int T = sizes[s][0], in = sizes[s][1], out = sizes[s][2];
+        float *x = malloc(sizeof(float) * T * in), *w = malloc(sizeof(float) * out * in), *b = malloc(sizeof(float) * out);
+        float *y1 = malloc(sizeof(float) * T * out), *y2 = malloc(sizeof(float) * T * out);
+        fill_random(x, (size_t)T * in, &rng, 1.0f);
+        fill_random(w, (size_t)out * in, &rng, 1.0f);
+        fill_random(b, (size_t)out, &rng, 1.0f);
+        for (int with_bias = 0; with_bias < 2; with_bias++) {
+            kvl_matmul_naive(y1, x, w, with_bias ? b : NULL, T, in, out);
+            matmul(y2, x, w, with_bias ? b : NULL, T, in, out);
+            CHECK(bits_equal(y1, y2, (size_t)T * out), "matmul T=%d in=%d out=%d bias=%d: bitwise equal to naive (max rel diff %.3g)",
+                  T, in, out, with_bias, relative_max_diff(y2, y1, (size_t)T * out));
+        }
+        free(x); free(w); free(b); free(y1); free(y2);
+    }
+}
+
+static void test_rmsnorm_and_rope(void)
+{
+    float x[4] = {1, 2, 3, 4}, w[4] = {1, 1, 2, 0.5f}, y[4];
+    rmsnorm_forward(y, x, w, 4, 0.0f);
+    float r = sqrtf(30.0f / 4);
+    float want[4] = {1 / r, 2 / r, 6 / r, 2 / r};
+    check_tensor("rmsnorm", y, want, 4, 0, 1e-6f);
+    /* rotation by pos * inv_freq keeps the norm and composes: rope(p1) then rope(p2) = rope(p1 + p2) */
+    KvlConfig c = {0};
+    c.head_dim = 8;
+    c.rope_theta = 10000.0f;
+    float inv[4], cs[3][4], sn[3][4], v1[8], v2[8];
+    rope_frequencies(inv, &c);
+    CHECK(inv[0] == 1.0f && fabsf(inv[1] - 0.1f) < 1e-7f, "inv_freq = theta^(-2i/HD)");
+    rope_tables(cs[0], sn[0], inv, 3, 1, 4);
+    rope_tables(cs[1], sn[1], inv, 4, 1, 4);
+    rope_tables(cs[2], sn[2], inv, 7, 1, 4);
+    for (int i = 0; i < 8; i++) v1[i] = v2[i] = (float)(i + 1);
+    rope_forward(v1, cs[0], sn[0], 1, 8);
+    rope_forward(v1, cs[1], sn[1], 1, 8);
+    rope_forward(v2, cs[2], sn[2], 1, 8);
+    check_tensor("rope composes", v1, v2, 8, 1e-5f, 1e-5f);
+    /* llama3 scaling: high frequencies kept, low ones divided by factor */
+    c.rope_llama3 = 1; c.rope_factor = 8; c.rope_low_freq_factor = 1; c.rope_high_freq_factor = 4;
+    c.rope_original_max_positions = 64;
+    c.head_dim = 16;
+    float base[8], scaled[8];
+    KvlConfig plain = c;
+    plain.rope_llama3 = 0;
+    rope_frequencies(base, &plain);
+    rope_frequencies(scaled, &c);
+    CHECK(scaled[0] == base[0] && fabsf(scaled[7] - base[7] / 8) <= 1e-6f * base[7], "llama3: keeps high, divides low frequencies");
+    int interpolated = 0;
+    for (int i = 0; i < 8; i++) interpolated += scaled[i] < base[i] && scaled[i] > base[i] / 8;
+    CHECK(interpolated > 0, "llama3: some frequencies in between");
+}
+
+/* ---------------------------------------------------------------------------------- */
+/* The model: goldens from transformers, cache consistency, thread independence         */
+
+static const char *golden_dir(void)
+{
+    return getenv("KVLORA_GOLDEN") ? getenv("KVLORA_GOLDEN") : "data/golden";
+}
+
+/* Reads tokens and logits of a golden.safetensors. */
+static int load_golden(const char *path, int32_t **tokens, int *T, float **logits, int *V)
+{
+    KvlSafetensors st;
+    if (kvl_st_open(&st, path)) return -1;
+    const KvlTensorInfo *tt = kvl_st_find(&st, "tokens"), *lt = kvl_st_find(&st, "logits");
+    int r = -1;
+    if (tt && lt && tt->n_dims == 1 && lt->n_dims == 2 && lt->shape[0] == tt->shape[0]) {
+        *T = (int)tt->shape[0];
+        *V = (int)lt->shape[1];
+        *tokens = malloc(sizeof(int32_t) * *T);
+        *logits = malloc(sizeof(float) * (size_t)*T * *V);
+        r = kvl_st_read_i32(&st, tt, *tokens) || kvl_st_read_f32(&st, lt, *logits);
+    }
+    kvl_st_close(&st);
+    return r;
+}
+
+static const char *const golden_models[] = {
+    "llama_gqa", "llama_tied", "llama3_rope", "llama3_rope_legacy", "mistral", "qwen2", "qwen3",
+};
+
+/* Whole-sequence logits vs transformers, for every variant and dtype. */
+static void test_golden_logits(void)
+{
+    static const char *const dtypes[] = {"f32", "f16", "bf16"};
+    char dir[512], path[600];
+    int n_found = 0;
+    for (size_t g = 0; g < sizeof golden_models / sizeof golden_models[0] + 1; g++)
+        for (int d = 0; d < 3; d++) {
+            if (g == sizeof golden_models / sizeof golden_models[0]) {   /* the sharded copy */
+                if (d) continue;
+                snprintf(dir, sizeof dir, "%s/llama_gqa_sharded", golden_dir());
+            } else snprintf(dir, sizeof dir, "%s/%s_%s", golden_dir(), golden_models[g], dtypes[d]);
+            snprintf(path, sizeof path, "%s/golden.safetensors", dir);
+            if (!file_exists(path)) { CHECK(0, "golden file %s is missing", path); continue; }
+            n_found++;
+            KvlModel *m;
+            int32_t *tokens = NULL;
+            float *want = NULL;
+            int T, V;
+            if (kvl_model_load(&m, dir)) { CHECK(0, "load %s: %s", dir, kvl_last_error()); continue; }
+            if (load_golden(path, &tokens, &T, &want, &V) || V != m->config.vocab_size) { CHECK(0, "read %s", path); kvl_model_free(m); continue; }
+            float *got = malloc(sizeof(float) * (size_t)T * V);
+            KvlCache cache;
+            int ids[512];
+            for (int t = 0; t < T; t++) ids[t] = tokens[t];
+            int r = kvl_cache_init(&cache, &m->config, T) || kvl_forward(m, &cache, ids, T, got, T);
+            CHECK(r == 0, "forward %s: %s", dir, kvl_last_error());
+            double rel = relative_max_diff(got, want, (size_t)T * V);
+            CHECK(rel <= 1e-4, "%s: max|dlogit|/max|logit| = %.3g > 1e-4", dir, rel);
+            printf("  golden %-28s %s  T=%d  max|d|/max|z| = %.2e\n", dir + strlen(golden_dir()) + 1, m->file_dtype, T, rel);
+            kvl_cache_free(&cache);
+            kvl_model_free(m);
+            free(got); free(tokens); free(want);
+        }
+    CHECK(n_found > 0, "no golden models found under %s", golden_dir());
+}
+
+/* Prefill of the whole sequence, token-by-token decoding with the cache, and a mix of
+   chunks must give the same logits bit for bit: every output is the same sum in the
+   same order, however the tokens are grouped. */
+static void test_cache_consistency(void)
+{
+    static const char *const models[] = {"llama_gqa_f32", "qwen3_f32", "qwen2_bf16", "llama3_rope_f32"};
+    for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) {
+        char dir[512];
+        snprintf(dir, sizeof dir, "%s/%s", golden_dir(), models[i]);
+        KvlModel *m;
+        if (kvl_model_load(&m, dir)) { CHECK(0, "load %s: %s", dir, kvl_last_error()); continue; }
+        int V = m->config.vocab_size, T = 300;          /* more than one CHUNK_TOKENS chunk */
+        if (T > m->config.max_positions) T = m->config.max_positions;
+        int *ids = malloc(sizeof(int) * T);
+        KvlRng rng;
+        kvl_rng_seed(&rng, 7);
+        for (int t = 0; t < T; t++) ids[t] = (int)(kvl_rng_u32(&rng) % (uint32_t)V);
+        float *full = malloc(sizeof(float) * (size_t)T * V), *step = malloc(sizeof(float) * (size_t)T * V);
+        KvlCache a, b;
+        kvl_cache_init(&a, &m->config, T);
+        kvl_cache_init(&b, &m->config, T);
+        int r = kvl_forward(m, &a, ids, T, full, T);
+        /* 10 tokens of prefill, then one at a time, then the rest as one chunk */
+        int split = T - 40;
+        r |= kvl_forward(m, &b, ids, 10, step, 10);
+        for (int t = 10; t < split; t++) r |= kvl_forward(m, &b, ids + t, 1, step + (size_t)t * V, 1);
+        r |= kvl_forward(m, &b, ids + split, T - split, step + (size_t)split * V, T - split);
+        CHECK(r == 0, "forwards: %s", kvl_last_error());
+        CHECK(bits_equal(full, step, (size_t)T * V), "%s: whole-sequence vs token-by-token logits bitwise equal (max rel diff %.3g)",
+              models[i], relative_max_diff(step, full, (size_t)T * V));
+        size_t cache_floats = (size_t)m->config.n_layers * m->config.n_kv_heads * T * m->config.head_dim;
+        CHECK(bits_equal(a.k, b.k, cache_floats) && bits_equal(a.v, b.v, cache_floats), "%s: same KV cache both ways", models[i]);
+        /* the cache refuses to overflow, and bad ids are refused */
+        CHECK(kvl_forward(m, &a, ids, 1, NULL, 0) != 0 && strstr(kvl_last_error(), "do not fit"), "full cache refused: %s", kvl_last_error());
+        kvl_cache_free(&a);
+        kvl_cache_init(&a, &m->config, 4);
+        int bad_id = V;
+        CHECK(kvl_forward(m, &a, &bad_id, 1, NULL, 0) != 0 && strstr(kvl_last_error(), "outside the vocabulary"), "bad token id refused");
+        kvl_cache_free(&a);
+        kvl_cache_free(&b);
+        free(full); free(step); free(ids);
+        kvl_model_free(m);
+    }
+}
+
+static void test_threads_do_not_change_results(void)
+{
+#ifdef _OPENMP
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/llama_gqa_f32", golden_dir());
+    KvlModel *m;
+    if (kvl_model_load(&m, dir)) { CHECK(0, "load %s: %s", dir, kvl_last_error()); return; }
+    int T = 64, V = m->config.vocab_size, ids[64];
+    for (int t = 0; t < T; t++) ids[t] = (t * 37 + 1) % V;
+    float *one = malloc(sizeof(float) * T * V), *two = malloc(sizeof(float) * T * V);
+    int saved = omp_get_max_threads();
+    for (int k = 0; k < 2; k++) {
+        KvlCache c;
+        omp_set_num_threads(k == 0 ? 1 : 3);
+        kvl_cache_init(&c, &m->config, T);
+        kvl_forward(m, &c, ids, T, k == 0 ? one : two, T);
+        kvl_cache_free(&c);
+    }
+    omp_set_num_threads(saved);
+    CHECK(bits_equal(one, two, (size_t)T * V), "logits with 1 and 3 threads bitwise equal");
+    free(one); free(two);
+    kvl_model_free(m);
+#else
+    printf("  (built without OpenMP: thread-count test skipped)\n");
+#endif
+}
+
+/* Loading refuses models that do not match their config, naming the tensor. */
+static void test_model_refusals(void)
+{
+    char dir[512], path[600];
+    snprintf(dir, sizeof dir, "%s", tmp_path("model"));
+#ifdef KVL_POSIX
+    mkdir(dir, 0755);
+#endif
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    const char *cfg = "{\"architectures\":[\"LlamaForCausalLM\"],\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,"
+                      "\"intermediate_size\":4,\"vocab_size\":6,\"tie_word_embeddings\":true}";
+    write_bytes(path, cfg, strlen(cfg));
+    KvlModel *m;
+    CHECK(kvl_model_load(&m, dir) != 0 && strstr(kvl_last_error(), "no weights"), "directory without weights: %s", kvl_last_error());
+
+    /* a complete tiny model, then one broken thing at a time */
+    static float zeros[64];
+    float bad_value[64] = {0};
+    bad_value[5] = NAN;
+    KvlTensorOut ts[] = {
+        {"model.embed_tokens.weight", KVL_F32, 2, {6, 8}, zeros},
+        {"model.layers.0.input_layernorm.weight", KVL_F32, 1, {8}, zeros},
+        {"model.layers.0.self_attn.q_proj.weight", KVL_F32, 2, {8, 8}, zeros},
+        {"model.layers.0.self_attn.k_proj.weight", KVL_F32, 2, {8, 8}, zeros},
+        {"model.layers.0.self_attn.v_proj.weight", KVL_F32, 2, {8, 8}, zeros},
+        {"model.layers.0.self_attn.o_proj.weight", KVL_F32, 2, {8, 8}, zeros},
+        {"model.layers.0.post_attention_layernorm.weight", KVL_F32, 1, {8}, zeros},
+        {"model.layers.0.mlp.gate_proj.weight", KVL_F32, 2, {4, 8}, zeros},
+        {"model.layers.0.mlp.up_proj.weight", KVL_F32, 2, {4, 8}, zeros},
+        {"model.layers.0.mlp.down_proj.weight", KVL_F32, 2, {8, 4}, zeros},
+        {"model.norm.weight", KVL_F32, 1, {8}, zeros},
+        {"model.layers.0.self_attn.o_proj.bias", KVL_F32, 1, {8}, zeros},
+    };
+    int n = (int)(sizeof ts / sizeof ts[0]);
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    kvl_st_write(path, ts, n - 1, NULL, NULL, 0);
+    CHECK(kvl_model_load(&m, dir) == 0, "tiny model loads: %s", kvl_last_error());
+    kvl_model_free(m);
+    kvl_st_write(path, ts, n, NULL, NULL, 0);
+    CHECK(kvl_model_load(&m, dir) != 0 && strstr(kvl_last_error(), "o_proj.bias"), "unexpected tensor refused: %s", kvl_last_error());
+    kvl_st_write(path, ts, n - 2, NULL, NULL, 0);
+    CHECK(kvl_model_load(&m, dir) != 0 && strstr(kvl_last_error(), "missing tensor 'model.norm.weight'"), "missing tensor: %s", kvl_last_error());
+    ts[2].shape[0] = 16;
+    kvl_st_write(path, ts, n - 1, NULL, NULL, 0);
+    CHECK(kvl_model_load(&m, dir) != 0 && strstr(kvl_last_error(), "q_proj.weight' has shape [16, 8]"), "wrong shape: %s", kvl_last_error());
+    ts[2].shape[0] = 8;
+    ts[0].shape[0] = 7;
+    kvl_st_write(path, ts, n - 1, NULL, NULL, 0);
+    CHECK(kvl_model_load(&m, dir) != 0 && strstr(kvl_last_error(), "embed_tokens"), "vocab mismatch: %s", kvl_last_error());
+    ts[0].shape[0] = 6;
+    ts[3].data = bad_value;
+    kvl_st_write(path, ts, n - 1, NULL, NULL, 0);
+    CHECK(kvl_model_load(&m, dir) != 0 && strstr(kvl_last_error(), "non-finite"), "NaN weight refused: %s", kvl_last_error());
+    ts[3].data = zeros;
+    remove(path);
+    /* sharded: an index pointing outside the directory is refused */
+    snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
+    const char *index = "{\"weight_map\":{\"model.norm.weight\":\"../evil.safetensors\"}}";
+    write_bytes(path, index, strlen(index));
+    CHECK(kvl_model_load(&m, dir) != 0 && strstr(kvl_last_error(), "not a plain file name"), "index escaping the directory: %s", kvl_last_error());
+    remove(path);
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    remove(path);
+    CHECK(kvl_model_load(&m, dir) != 0 && strstr(kvl_last_error(), "config.json"), "no config.json: %s", kvl_last_error());
+    remove(dir);
+}
+
+/* stories260K, a real pretrained model: greedy decoding must reproduce transformers'. */
+static void test_stories260k(void)
+{
+    const char *dir = getenv("KVLORA_STORIES") ? getenv("KVLORA_STORIES") : "../shared/models/stories260K";
+    char cfg[600], golden[600];
+    snprintf(cfg, sizeof cfg, "%s/config.json", dir);
+    if (!file_exists(cfg)) { printf("  SKIP stories260K: %s not present\n", dir); return; }
+    snprintf(golden, sizeof golden, "%s/stories260K_greedy.txt", golden_dir());
+    char *text;
+    size_t len;
+    if (read_file(golden, &text, &len)) { CHECK(0, "%s", kvl_last_error()); return; }
+    int *prompt = NULL, *want = NULL, n_prompt = 0, n_want = 0;
+    char *line2 = strchr(text, '\n');
+    if (line2) { *line2++ = 0; char *end = strchr(line2, '\n'); if (end) *end = 0; }
+    if (!line2 || parse_ids(text, &prompt, &n_prompt) || parse_ids(line2, &want, &n_want)) { CHECK(0, "bad %s", golden); free(text); return; }
+    KvlModel *m;
+    if (kvl_model_load(&m, dir)) { CHECK(0, "load %s: %s", dir, kvl_last_error()); free(text); return; }
+    KvlCache cache;
+    kvl_cache_init(&cache, &m->config, n_want);
+    float *logits = malloc(sizeof(float) * m->config.vocab_size);
+    int *got = malloc(sizeof(int) * n_want), n_got = n_prompt;
+    memcpy(got, prompt, sizeof(int) * n_prompt);
+    kvl_forward(m, &cache, prompt, n_prompt, logits, 1);
+    while (n_got < n_want) {
+        got[n_got] = kvl_argmax(logits, m->config.vocab_size);
+        if (++n_got < n_want) kvl_forward(m, &cache, &got[n_got - 1], 1, logits, 1);
+    }
+    int same = 0;
+    while (same < n_want && got[same] == want[same]) same++;
+    CHECK(same == n_want, "stories260K greedy: first difference at token %d of %d", same, n_want);
+    printf("  stories260K: greedy decoding matches transformers for %d of %d tokens\n", same, n_want);
+    kvl_cache_free(&cache);
+    kvl_model_free(m);
+    free(logits); free(got); free(prompt); free(want); free(text);
+}
+
+/* ---------------------------------------------------------------------------------- */
+/* Sampling and losses                                                                  */
+
+static void test_sampling(void)
+{
+    float z[5] = {1, 3, 3, 0, -1};
+    CHECK(kvl_argmax(z, 5) == 1, "argmax takes the first maximum");
+    KvlRng a, b;
+    kvl_rng_seed(&a, 42);
+    kvl_rng_seed(&b, 42);
+    int same = 1, counts[5] = {0};
+    for (int i = 0; i < 2000; i++) {
+        float z1[5] = {1, 3, 3, 0, -1}, z2[5] = {1, 3, 3, 0, -1};
+        int x = kvl_sample(z1, 5, 1.0f, 1.0f, &a), y = kvl_sample(z2, 5, 1.0f, 1.0f, &b);
+        same &= x == y;
+        counts[x]++;
+    }
+    CHECK(same, "same seed, same samples");
+    /* p = softmax(z): 0.0577, 0.4263, 0.4263, 0.0212, 0.0078 of 2000 draws */
+    CHECK(counts[1] > 750 && counts[1] < 950 && counts[4] < 40, "sample frequencies follow softmax: %d %d %d %d %d", counts[0], counts[1], counts[2], counts[3], counts[4]);
+    kvl_rng_seed(&a, 1);
+    int in_nucleus = 1;
+    for (int i = 0; i < 200; i++) {
+        float z1[5] = {1, 3, 2.5f, 0, -1};
+        int x = kvl_sample(z1, 5, 1.0f, 0.5f, &a);
+        in_nucleus &= x == 1 || x == 2;
+    }
+    CHECK(in_nucleus, "top-p 0.5 keeps the two most likely tokens only");
+}
+
+static void test_losses(void)
+{
+    float s[6] = {1, 2, 3, 0, 0, 0}, t[6] = {1, 2, 3, 0, 0, 0};
+    double loss;
+    loss_forward(&loss, s, t, 2, 3, 1);
+    CHECK(fabs(loss) < 1e-12, "kl of identical logits is 0 (%g)", loss);
+    t[3] = 2.0f;                    /* row 2: teacher (2,0,0) vs student (0,0,0) */
+    loss_forward(&loss, s, t, 2, 3, 0);
+    CHECK(fabs(loss - 4.0 / 6) < 1e-12, "mse = 4/6 (%g)", loss);
+    loss_forward(&loss, s, t, 2, 3, 1);
+    double p0 = exp(2.0) / (exp(2.0) + 2), p1 = 1 / (exp(2.0) + 2);
+    double want = (p0 * log(p0 / (1.0 / 3)) + 2 * p1 * log(p1 / (1.0 / 3))) / 2;
+    CHECK(fabs(loss - want) < 1e-9, "kl by hand: %g vs %g", loss, want);
+}
+
+/* ---------------------------------------------------------------------------------- */
+/* The command-line tool: dump writes the logits the library computes                   */
+
+static void test_cli_dump(void)
+{
+    if (!file_exists("./kvlora")) { CHECK(0, "./kvlora not built (make test builds it)"); return; }
+    char cmd[2048], dir[512];
+    const char *out = tmp_path("dump.safetensors");
+    snprintf(dir, sizeof dir, "%s/qwen2_f32", golden_dir());
+    snprintf(cmd, sizeof cmd, "./kvlora dump %s --prefix-tokens 1,5 --tokens 9,12,40 --context-tokens 7,8,9,10 --loss mse -o %s 2>/dev/null", dir, out);
+    CHECK(system(cmd) == 0, "%s", cmd);
+    KvlSafetensors st;
+    if (kvl_st_open(&st, out)) { CHECK(0, "%s", kvl_last_error()); return; }
+    KvlModel *m;
+    if (kvl_model_load(&m, dir)) { CHECK(0, "%s", kvl_last_error()); kvl_st_close(&st); return; }
+    int V = m->config.vocab_size;
+    const KvlTensorInfo *lt = kvl_st_find(&st, "logits"), *tt = kvl_st_find(&st, "teacher_logits"), *ls = kvl_st_find(&st, "loss");
+    CHECK(lt && lt->n_dims == 2 && lt->shape[0] == 3 && lt->shape[1] == V, "logits [3, V]");
+    CHECK(tt && ls && kvl_st_find(&st, "tokens"), "teacher_logits, loss and tokens present");
+    float got[3 * 512], teacher[3 * 512], want[3 * 512], want_teacher[3 * 512], loss = -1;
+    if (lt && tt && ls && V <= 512) {
+        kvl_st_read_f32(&st, lt, got);
+        kvl_st_read_f32(&st, tt, teacher);
+        kvl_st_read_f32(&st, ls, &loss);
+        int student_seq[5] = {1, 5, 9, 12, 40}, teacher_seq[9] = {1, 5, 7, 8, 9, 10, 9, 12, 40};
+        KvlCache c;
+        kvl_cache_init(&c, &m->config, 9);
+        kvl_forward(m, &c, student_seq, 5, want, 3);
+        kvl_cache_free(&c);
+        kvl_cache_init(&c, &m->config, 9);
+        kvl_forward(m, &c, teacher_seq, 9, want_teacher, 3);
+        kvl_cache_free(&c);
+        CHECK(bits_equal(got, want, 3 * V) && bits_equal(teacher, want_teacher, 3 * V), "dump's logits are the library's, bit for bit");
+        double want_loss;
+        loss_forward(&want_loss, want, want_teacher, 3, V, 0);
+        CHECK(loss == (float)want_loss && loss > 0, "dump's loss %g = %g", loss, want_loss);
+    }
+    kvl_model_free(m);
+    kvl_st_close(&st);
+    /* errors: nonzero exit, and the existing output file is left as it was */
+    write_bytes(out, "keep", 4);
+    snprintf(cmd, sizeof cmd, "./kvlora dump %s --tokens 9,99999 -o %s 2>/dev/null", dir, out);
+    CHECK(system(cmd) != 0, "out-of-vocabulary token: nonzero exit");
+    snprintf(cmd, sizeof cmd, "./kvlora dump %s --tokens 9,x -o %s 2>/dev/null", dir, out);
+    CHECK(system(cmd) != 0, "malformed token list: nonzero exit");
+    snprintf(cmd, sizeof cmd, "./kvlora dump /nonexistent --tokens 9 -o %s 2>/dev/null", out);
+    CHECK(system(cmd) != 0, "missing model: nonzero exit");
+    char buf[8] = {0};
+    FILE *f = fopen(out, "rb");
+    size_t n = f ? fread(buf, 1, 8, f) : 0;
+    if (f) fclose(f);
+    CHECK(n == 4 && memcmp(buf, "keep", 4) == 0, "failed runs leave the output file alone");
+    CHECK(system("./kvlora dump --help >/dev/null") == 0 && system("./kvlora info --help >/dev/null") == 0 &&
+          system("./kvlora generate --help >/dev/null") == 0, "--help on every command");
+    remove(out);
+}
+
+int main(void)
+{
+    struct { const char *name; void (*fn)(void); } tests[] = {
+        {"json_valid", test_json_valid},
+        {"json_invalid", test_json_invalid},
+        {"half_conversions", test_half_conversions},
+        {"safetensors_roundtrip", test_safetensors_roundtrip},
+        {"safetensors_invalid", test_safetensors_invalid},
+        {"atomic_write_keeps_old_file", test_atomic_write_keeps_old_file},
+        {"config", test_config},
+        {"matmul_matches_naive", test_matmul_matches_naive},
+        {"rmsnorm_and_rope", test_rmsnorm_and_rope},
+        {"model_refusals", test_model_refusals},
+        {"golden_logits", test_golden_logits},
+        {"cache_consistency", test_cache_consistency},
+        {"threads_do_not_change_results", test_threads_do_not_change_results},
+        {"stories260k", test_stories260k},
+        {"sampling", test_sampling},
+        {"losses", test_losses},
+        {"cli_dump", test_cli_dump},
+    };
+    double start = now_seconds();
+    for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
+        int failed_before = n_failed;
+        double t0 = now_seconds();
+        tests[i].fn();
+        printf("%-6s %-32s %.2f s\n", n_failed == failed_before ? "ok" : "FAIL", tests[i].name, now_seconds() - t0);
+    }
+    printf("%.1f s; %d passed, %d failed\n", now_seconds() - start, n_passed, n_failed);
+    return n_failed ? 1 : 0;
+}
