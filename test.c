@@ -427,7 +427,7 @@ static int load_golden(const char *path, int32_t **tokens, int *T, float **logit
 }
 
 static const char *const golden_models[] = {
-    "llama_gqa", "llama_tied", "llama3_rope", "llama3_rope_legacy", "mistral", "qwen2", "qwen3",
+    "llama_gqa", "llama_tied", "llama3_rope", "llama3_rope_legacy", "mistral", "mistral_window", "qwen2", "qwen3",
 };
 
 /* Whole-sequence logits vs transformers, for every variant and dtype. */
@@ -472,7 +472,7 @@ static void test_golden_logits(void)
    same order, however the tokens are grouped. */
 static void test_cache_consistency(void)
 {
-    static const char *const models[] = {"llama_gqa_f32", "qwen3_f32", "qwen2_bf16", "llama3_rope_f32"};
+    static const char *const models[] = {"llama_gqa_f32", "qwen3_f32", "qwen2_bf16", "llama3_rope_f32", "mistral_window_f32"};
     for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) {
         char dir[512];
         snprintf(dir, sizeof dir, "%s/%s", golden_dir(), models[i]);
@@ -635,6 +635,24 @@ static void test_stories260k(void)
     }
     int same = 0;
     while (same < n_want && got[same] == want[same]) same++;
+    /* and the logits of the first 32 tokens, as for the random goldens */
+    int32_t *tokens = NULL;
+    float *want_logits = NULL;
+    int T, V;
+    snprintf(golden, sizeof golden, "%s/stories260K_logits.safetensors", golden_dir());
+    if (load_golden(golden, &tokens, &T, &want_logits, &V) == 0 && V == m->config.vocab_size && T <= n_want) {
+        float *all = malloc(sizeof(float) * (size_t)T * V);
+        KvlCache c2;
+        kvl_cache_init(&c2, &m->config, T);
+        kvl_forward(m, &c2, tokens, T, all, T);
+        double rel = relative_max_diff(all, want_logits, (size_t)T * V);
+        CHECK(rel <= 1e-4, "stories260K logits: max|d|/max|z| = %.3g", rel);
+        printf("  stories260K: logits of %d tokens, max|d|/max|z| = %.2e\n", T, rel);
+        kvl_cache_free(&c2);
+        free(all);
+    } else CHECK(0, "cannot read %s", golden);
+    free(tokens);
+    free(want_logits);
     CHECK(same == n_want, "stories260K greedy: first difference at token %d of %d", same, n_want);
     printf("  stories260K: greedy decoding matches transformers for %d of %d tokens\n", same, n_want);
     kvl_cache_free(&cache);
