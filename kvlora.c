@@ -2206,6 +2206,7 @@ static int cmd_generate(int argc, char **argv)
         if (produced + 1 < n_new && kvl_forward(m, &cache, &next, 1, logits, 1)) { cli_error("%s", kvl_last_error()); goto done; }
     }
     printf("\n");
+    fflush(stdout);
     double end = now_seconds();
     fprintf(stderr, "kvlora: prefill %d tokens in %.3f s, generated %d tokens in %.3f s (%.1f tokens/s)\n",
             n_prompt, prefilled - start, produced, end - prefilled, produced / (end - prefilled + 1e-9));
