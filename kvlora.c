@@ -325,7 +325,7 @@ static void dir_of(char *out, size_t cap, const char *path)
 
 /* Atomic replacement: write to "<path>.tmp.<pid>", flush, fsync, rename over path. A
    crash at any moment leaves either the old file or the new one, never half of one. */
-typedef struct { FILE *f; char tmp[4096]; const char *path; } AtomicFile;
+typedef struct { FILE *f; char tmp[4200]; const char *path; } AtomicFile;
 
 static int atomic_open(AtomicFile *a, const char *path)
 {
@@ -1574,32 +1574,41 @@ struct KvlScratch {
     float *rope_cos;      /* [T][HD/2] */
     float *rope_sin;      /* [T][HD/2] */
     float *inv_freq;      /* [HD/2] rotary frequencies */
+    int max_rank;         /* R capacity of the LoRA buffers */
+    float *lora_u;        /* [T][R] A x of the current adapted layer */
+    float *lora_out;      /* [T][max(H*HD, F, D)] B (A x) before scaling */
 };
 
 static void scratch_free(KvlScratch *s)
 {
     if (!s) return;
     float **bufs[] = {&s->x, &s->xb, &s->q, &s->k, &s->v, &s->att_out, &s->att, &s->gate, &s->up,
-                      &s->rope_cos, &s->rope_sin, &s->inv_freq};
+                      &s->rope_cos, &s->rope_sin, &s->inv_freq, &s->lora_u, &s->lora_out};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(*bufs[i]);
     free(s);
 }
 
 static void rope_frequencies(float *inv_freq, const KvlConfig *c);
 
-/* (Re)allocates the activations when a call needs more tokens or keys than they hold. */
+/* (Re)allocates the activations when a call needs more tokens, keys or LoRA rank than
+   they hold. */
 static int scratch_reserve(KvlModel *m, int n_tokens, int n_keys)
 {
     KvlScratch *s = m->scratch;
-    if (s && s->max_tokens >= n_tokens && s->max_keys >= n_keys) return 0;
+    int R = m->lora ? m->lora->rank : 1;
+    if (s && s->max_tokens >= n_tokens && s->max_keys >= n_keys && s->max_rank >= R) return 0;
     const KvlConfig *c = &m->config;
     int T = n_tokens, P = n_keys;
     if (s) {
         if (s->max_tokens > T) T = s->max_tokens;
         if (s->max_keys > P) P = s->max_keys;
+        if (s->max_rank > R) R = s->max_rank;
         scratch_free(s);
         m->scratch = NULL;
     }
+    int widest = c->n_heads * c->head_dim;
+    if (c->ffn_dim > widest) widest = c->ffn_dim;
+    if (c->dim > widest) widest = c->dim;
     s = xcalloc(1, sizeof *s);
     if (!s) return -1;
     int QD = c->n_heads * c->head_dim, KD = c->n_kv_heads * c->head_dim;
@@ -1617,8 +1626,11 @@ static int scratch_reserve(KvlModel *m, int n_tokens, int n_keys)
     s->rope_cos = xmalloc(sizeof(float) * T * c->head_dim / 2);
     s->rope_sin = xmalloc(sizeof(float) * T * c->head_dim / 2);
     s->inv_freq = xmalloc(sizeof(float) * c->head_dim / 2);
+    s->max_rank = R;
+    s->lora_u = xmalloc(sizeof(float) * T * R);
+    s->lora_out = xmalloc(sizeof(float) * T * widest);
     if (!s->x || !s->xb || !s->q || !s->k || !s->v || !s->att_out || !s->att || !s->gate || !s->up ||
-        !s->rope_cos || !s->rope_sin || !s->inv_freq) {
+        !s->rope_cos || !s->rope_sin || !s->inv_freq || !s->lora_u || !s->lora_out) {
         scratch_free(s);
         return error_wrap("activations for %d tokens", T);
     }
@@ -1685,38 +1697,50 @@ static void matmul_tile4(float *out, int n_out, const float *x, int in, const fl
     }
 }
 
-static void matmul(float *out, const float *x, const float *w, const float *b, int T, int in, int n_out)
+/* The product behind matmul and its backward: out[t][n] (+)= sum_k x[t][k] w(k, n), for
+   k = 0, 1, ... in turn, x [T][K]. w(k, n) is w[n][k] when w_is_nk (nn.Linear's [out][in]:
+   the forward) and w[k][n] otherwise (the backward's dx = dy W). With accumulate, the sums
+   continue from what out holds. */
+static void gemm(float *out, const float *x, const float *w, int T, int K, int N, int w_is_nk, int accumulate)
 {
-    int n_panels = (n_out + MM_COLS - 1) / MM_COLS;
+    int n_panels = (N + MM_COLS - 1) / MM_COLS;
     PARALLEL_FOR
     for (int p = 0; p < n_panels; p++) {
-        float panel[MM_DEPTH * MM_COLS];        /* panel[i][j] = w[o0 + j][i0 + i] */
+        float panel[MM_DEPTH * MM_COLS];        /* panel[k][j] = w(k0 + k, n0 + j) */
         float edge[4 * MM_COLS];                /* a tile of the last, narrower panel */
-        int o0 = p * MM_COLS, n_cols = n_out - o0 < MM_COLS ? n_out - o0 : MM_COLS;
-        for (int i0 = 0; i0 < in; i0 += MM_DEPTH) {
-            int depth = in - i0 < MM_DEPTH ? in - i0 : MM_DEPTH;
-            for (int j = 0; j < MM_COLS; j++)
-                for (int i = 0; i < depth; i++)
-                    panel[i * MM_COLS + j] = j < n_cols ? w[(size_t)(o0 + j) * in + i0 + i] : 0.0f;
+        int n0 = p * MM_COLS, n_cols = N - n0 < MM_COLS ? N - n0 : MM_COLS;
+        for (int k0 = 0; k0 < K; k0 += MM_DEPTH) {
+            int depth = K - k0 < MM_DEPTH ? K - k0 : MM_DEPTH, fresh = k0 == 0 && !accumulate;
+            for (int j = 0; j < MM_COLS; j++)       /* (loops in the order that reads w contiguously) */
+                for (int k = 0; k < depth && w_is_nk; k++)
+                    panel[k * MM_COLS + j] = j < n_cols ? w[(size_t)(n0 + j) * K + k0 + k] : 0.0f;
+            for (int k = 0; k < depth && !w_is_nk; k++)
+                for (int j = 0; j < MM_COLS; j++)
+                    panel[k * MM_COLS + j] = j < n_cols ? w[(size_t)(k0 + k) * N + n0 + j] : 0.0f;
             int t0 = 0;
             for (; t0 + 4 <= T && n_cols == MM_COLS; t0 += 4)
-                matmul_tile4(out + (size_t)t0 * n_out + o0, n_out, x + (size_t)t0 * in + i0, in, panel, depth, i0 == 0);
+                matmul_tile4(out + (size_t)t0 * N + n0, N, x + (size_t)t0 * K + k0, K, panel, depth, fresh);
             for (; t0 < T; t0 += 4) {           /* the edges: fewer tokens or outputs, same sums */
                 int n_rows = T - t0 < 4 ? T - t0 : 4;
                 float rows[4 * MM_DEPTH] = {0};
                 for (int r = 0; r < n_rows; r++) {
-                    memcpy(rows + r * MM_DEPTH, x + (size_t)(t0 + r) * in + i0, sizeof(float) * depth);
-                    for (int j = 0; j < n_cols; j++) edge[r * MM_COLS + j] = out[(size_t)(t0 + r) * n_out + o0 + j];
+                    memcpy(rows + r * MM_DEPTH, x + (size_t)(t0 + r) * K + k0, sizeof(float) * depth);
+                    for (int j = 0; j < n_cols; j++) edge[r * MM_COLS + j] = out[(size_t)(t0 + r) * N + n0 + j];
                 }
-                matmul_tile4(edge, MM_COLS, rows, MM_DEPTH, panel, depth, i0 == 0);
+                matmul_tile4(edge, MM_COLS, rows, MM_DEPTH, panel, depth, fresh);
                 for (int r = 0; r < n_rows; r++)
-                    for (int j = 0; j < n_cols; j++) out[(size_t)(t0 + r) * n_out + o0 + j] = edge[r * MM_COLS + j];
+                    for (int j = 0; j < n_cols; j++) out[(size_t)(t0 + r) * N + n0 + j] = edge[r * MM_COLS + j];
             }
         }
-        if (b)
-            for (int t = 0; t < T; t++)
-                for (int j = 0; j < n_cols; j++) out[(size_t)t * n_out + o0 + j] += b[o0 + j];
     }
+}
+
+static void matmul(float *out, const float *x, const float *w, const float *b, int T, int in, int n_out)
+{
+    gemm(out, x, w, T, in, n_out, 1, 0);
+    if (b)
+        for (int t = 0; t < T; t++)
+            for (int o = 0; o < n_out; o++) out[(size_t)t * n_out + o] += b[o];
 }
 
 /* A dot product with a fixed summation order: eight running partial sums, combined
@@ -1730,6 +1754,20 @@ static float dot(const float *a, const float *b, int n)
         for (int l = 0; l < 8; l++) acc[l] += a[i + l] * b[i + l];
     for (int l = 0; i < n; i++, l++) acc[l] += a[i] * b[i];
     return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
+/* A linear layer of the model, with its LoRA adapter when one is attached:
+       y = W x + b + scale * B (A x)      (PEFT: base(x) + lora_B(lora_A(x)) * scaling)
+   u receives A x ([T][R]), which the backward pass needs; tmp is [T][n_out] scratch. */
+static void linear_forward(float *out, float *u, float *tmp, const float *x, const float *w, const float *b,
+                           const KvlLora *lora, KvlTarget target, int layer, int T, int in, int n_out)
+{
+    matmul(out, x, w, b, T, in, n_out);
+    if (!lora || !lora->has[target]) return;
+    int R = lora->rank;
+    matmul(u, x, lora->A[target] + (size_t)layer * R * in, NULL, T, in, R);
+    matmul(tmp, u, lora->B[target] + (size_t)layer * n_out * R, NULL, T, R, n_out);
+    for (size_t i = 0; i < (size_t)T * n_out; i++) out[i] += tmp[i] * lora->scale;
 }
 
 /* RMSNorm (Zhang & Sennrich 2019), as transformers' LlamaRMSNorm computes it:
@@ -1851,9 +1889,10 @@ static void forward_chunk(KvlModel *m, KvlCache *cache, const int *tokens, int T
     for (int l = 0; l < c->n_layers; l++) {
         /* attention block */
         for (int t = 0; t < T; t++) rmsnorm_forward(s->xb + (size_t)t * D, s->x + (size_t)t * D, w->attn_norm + (size_t)l * D, D, c->rms_eps);
-        matmul(s->q, s->xb, w->wq + (size_t)l * QD * D, w->bq ? w->bq + (size_t)l * QD : NULL, T, D, QD);
-        matmul(s->k, s->xb, w->wk + (size_t)l * KD * D, w->bk ? w->bk + (size_t)l * KD : NULL, T, D, KD);
-        matmul(s->v, s->xb, w->wv + (size_t)l * KD * D, w->bv ? w->bv + (size_t)l * KD : NULL, T, D, KD);
+        const KvlLora *lora = m->lora;
+        linear_forward(s->q, s->lora_u, s->lora_out, s->xb, w->wq + (size_t)l * QD * D, w->bq ? w->bq + (size_t)l * QD : NULL, lora, KVL_Q_PROJ, l, T, D, QD);
+        linear_forward(s->k, s->lora_u, s->lora_out, s->xb, w->wk + (size_t)l * KD * D, w->bk ? w->bk + (size_t)l * KD : NULL, lora, KVL_K_PROJ, l, T, D, KD);
+        linear_forward(s->v, s->lora_u, s->lora_out, s->xb, w->wv + (size_t)l * KD * D, w->bv ? w->bv + (size_t)l * KD : NULL, lora, KVL_V_PROJ, l, T, D, KD);
         for (int t = 0; t < T; t++) {
             float *qt = s->q + (size_t)t * QD, *kt = s->k + (size_t)t * KD;
             if (c->qk_norm) {       /* Qwen3: RMSNorm over each head, before the rotation */
@@ -1869,15 +1908,15 @@ static void forward_chunk(KvlModel *m, KvlCache *cache, const int *tokens, int T
             }
         }
         attention_forward(s->att_out, s->att, s->q, cache, l, pos0, T, c, s->max_keys);
-        matmul(s->xb, s->att_out, w->wo + (size_t)l * D * QD, NULL, T, QD, D);
+        linear_forward(s->xb, s->lora_u, s->lora_out, s->att_out, w->wo + (size_t)l * D * QD, NULL, lora, KVL_O_PROJ, l, T, QD, D);
         for (size_t i = 0; i < (size_t)T * D; i++) s->x[i] += s->xb[i];
 
         /* MLP block: down(silu(gate(x)) * up(x)) */
         for (int t = 0; t < T; t++) rmsnorm_forward(s->xb + (size_t)t * D, s->x + (size_t)t * D, w->mlp_norm + (size_t)l * D, D, c->rms_eps);
-        matmul(s->gate, s->xb, w->w_gate + (size_t)l * F * D, NULL, T, D, F);
-        matmul(s->up, s->xb, w->w_up + (size_t)l * F * D, NULL, T, D, F);
+        linear_forward(s->gate, s->lora_u, s->lora_out, s->xb, w->w_gate + (size_t)l * F * D, NULL, lora, KVL_GATE_PROJ, l, T, D, F);
+        linear_forward(s->up, s->lora_u, s->lora_out, s->xb, w->w_up + (size_t)l * F * D, NULL, lora, KVL_UP_PROJ, l, T, D, F);
         for (size_t i = 0; i < (size_t)T * F; i++) s->gate[i] = silu(s->gate[i]) * s->up[i];
-        matmul(s->xb, s->gate, w->w_down + (size_t)l * D * F, NULL, T, F, D);
+        linear_forward(s->xb, s->lora_u, s->lora_out, s->gate, w->w_down + (size_t)l * D * F, NULL, lora, KVL_DOWN_PROJ, l, T, F, D);
         for (size_t i = 0; i < (size_t)T * D; i++) s->x[i] += s->xb[i];
     }
     cache->n_tokens += T;
@@ -1909,6 +1948,681 @@ int kvl_forward(KvlModel *m, KvlCache *cache, const int *tokens, int n_tokens, f
         matmul(logits + (size_t)(t0 + from - first_logit) * c->vocab_size, s->xb, m->w.lm_head, NULL, T - from, c->dim, c->vocab_size);
     }
     return 0;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* 7. The backward pass                                                                  */
+/*                                                                                       */
+/* Distillation trains only the LoRA matrices, but their gradients need the gradient of  */
+/* the loss with respect to every activation: it flows back from the logits through      */
+/* lm_head, the final norm, and each layer's MLP and attention, down the residual stream. */
+/* The student forward below is the forward pass of section 6 on one sequence from       */
+/* position 0, keeping what the backward needs (llm.c's ActivationTensors); each         */
+/* x_backward follows below its x_forward's twin and accumulates with +=. The model's    */
+/* own weights are constants here: no gradient is formed for them.                       */
+
+typedef struct {
+    int max_tokens, rank;
+    KvlCache cache;       /* the student's own keys (after RoPE) and values, all layers */
+    float *res_attn;      /* [L][T][D] residual stream entering each layer */
+    float *xn_attn;       /* [L][T][D] its RMSNorm */
+    float *q_raw;         /* [L][T][H*HD] q_proj output before q_norm (qk_norm only) */
+    float *k_raw;         /* [L][T][KVH*HD] k_proj output before k_norm (qk_norm only) */
+    float *q;             /* [L][T][H*HD] queries after norm and RoPE */
+    float *att;           /* [L][H][T][T] attention probabilities */
+    float *att_out;       /* [L][T][H*HD] */
+    float *res_mlp;       /* [L][T][D] residual stream entering the MLP */
+    float *xn_mlp;        /* [L][T][D] its RMSNorm */
+    float *gate;          /* [L][T][F] gate_proj output, before silu */
+    float *up;            /* [L][T][F] */
+    float *hidden;        /* [L][T][F] silu(gate) * up */
+    float *lora_u[KVL_N_TARGETS];   /* [L][T][R] A x of each adapted layer */
+    float *res_final;     /* [T][D] */
+    float *xn_final;      /* [T][D] */
+    float *logits;        /* [T][V] */
+    float *lora_tmp;      /* [T][max(H*HD, F, D)] scratch */
+    /* gradients of one layer at a time */
+    float *d_res;         /* [T][D] d loss / d residual stream */
+    float *d_xn;          /* [T][D] */
+    float *d_q;           /* [T][H*HD] */
+    float *d_k;           /* [KVH][T][HD] (the cache's layout) */
+    float *d_v;           /* [KVH][T][HD] */
+    float *d_att_out;     /* [T][H*HD] */
+    float *d_gate;        /* [T][F] */
+    float *d_up;          /* [T][F] */
+    float *d_hidden;      /* [T][F] */
+    float *d_u;           /* [T][R] */
+    float *d_tmp;         /* [T][max(H*HD, KVH*HD)] */
+    float *d_p;           /* [H][T] d loss / d attention probability, one row per head */
+    float *d_logits;      /* [T][V] */
+} Acts;
+
+static void acts_free(Acts *a)
+{
+    float **bufs[] = {&a->res_attn, &a->xn_attn, &a->q_raw, &a->k_raw, &a->q, &a->att, &a->att_out, &a->res_mlp,
+                      &a->xn_mlp, &a->gate, &a->up, &a->hidden, &a->res_final, &a->xn_final, &a->logits, &a->lora_tmp,
+                      &a->d_res, &a->d_xn, &a->d_q, &a->d_k, &a->d_v, &a->d_att_out, &a->d_gate, &a->d_up, &a->d_hidden,
+                      &a->d_u, &a->d_tmp, &a->d_p, &a->d_logits};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(*bufs[i]);
+    for (int t = 0; t < KVL_N_TARGETS; t++) free(a->lora_u[t]);
+    kvl_cache_free(&a->cache);
+    memset(a, 0, sizeof *a);
+}
+
+static int acts_init(Acts *a, const KvlConfig *c, int max_tokens, int rank)
+{
+    memset(a, 0, sizeof *a);
+    size_t T = (size_t)max_tokens, L = (size_t)c->n_layers, D = (size_t)c->dim, F = (size_t)c->ffn_dim;
+    size_t QD = (size_t)c->n_heads * c->head_dim, KD = (size_t)c->n_kv_heads * c->head_dim, H = (size_t)c->n_heads;
+    size_t widest = QD > F ? QD : F;
+    if (D > widest) widest = D;
+    a->max_tokens = max_tokens;
+    a->rank = rank;
+    if (kvl_cache_init(&a->cache, c, max_tokens)) return -1;
+    struct { float **p; size_t n; } bufs[] = {
+        {&a->res_attn, L * T * D}, {&a->xn_attn, L * T * D}, {&a->q, L * T * QD}, {&a->att, L * H * T * T},
+        {&a->att_out, L * T * QD}, {&a->res_mlp, L * T * D}, {&a->xn_mlp, L * T * D}, {&a->gate, L * T * F},
+        {&a->up, L * T * F}, {&a->hidden, L * T * F}, {&a->res_final, T * D}, {&a->xn_final, T * D},
+        {&a->logits, T * c->vocab_size}, {&a->lora_tmp, T * widest}, {&a->d_res, T * D}, {&a->d_xn, T * D},
+        {&a->d_q, T * QD}, {&a->d_k, T * KD}, {&a->d_v, T * KD}, {&a->d_att_out, T * QD}, {&a->d_gate, T * F},
+        {&a->d_up, T * F}, {&a->d_hidden, T * F}, {&a->d_u, T * rank}, {&a->d_tmp, T * QD}, {&a->d_p, H * T},
+        {&a->d_logits, T * c->vocab_size},
+        {&a->q_raw, c->qk_norm ? L * T * QD : 0}, {&a->k_raw, c->qk_norm ? L * T * KD : 0},
+    };
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        if (bufs[i].n && !(*bufs[i].p = xmalloc(sizeof(float) * bufs[i].n))) { acts_free(a); return error_wrap("activations for %d tokens", max_tokens); }
+    for (int t = 0; t < KVL_N_TARGETS; t++)
+        if (!(a->lora_u[t] = xmalloc(sizeof(float) * L * T * rank))) { acts_free(a); return error_wrap("activations"); }
+    return 0;
+}
+
+/* The attention of section 6 for one sequence from position 0, keeping the probabilities
+   att[h][t][j] for the backward. */
+static void attention_forward_keep(float *out, float *att, const float *q, const KvlCache *cache, int layer, int T, const KvlConfig *c)
+{
+    int H = c->n_heads, HD = c->head_dim, group = c->n_heads / c->n_kv_heads;
+    float scale = 1.0f / sqrtf((float)HD);
+    PARALLEL_FOR
+    for (int h = 0; h < H; h++) {
+        size_t head_offset = ((size_t)layer * c->n_kv_heads + h / group) * cache->max_tokens * HD;
+        const float *keys = cache->k + head_offset, *values = cache->v + head_offset;
+        for (int t = 0; t < T; t++) {
+            float *p = att + ((size_t)h * T + t) * T;
+            int first = (c->sliding_window && t - c->sliding_window + 1 > 0) ? t - c->sliding_window + 1 : 0;
+            const float *qt = q + ((size_t)t * H + h) * HD;
+            float max_score = -INFINITY, sum = 0.0f;
+            for (int j = 0; j < T; j++) p[j] = 0.0f;
+            for (int j = first; j <= t; j++) {
+                p[j] = dot(qt, keys + (size_t)j * HD, HD) * scale;
+                if (p[j] > max_score) max_score = p[j];
+            }
+            for (int j = first; j <= t; j++) {
+                p[j] = expf(p[j] - max_score);
+                sum += p[j];
+            }
+            float *o = out + ((size_t)t * H + h) * HD;
+            for (int d = 0; d < HD; d++) o[d] = 0.0f;
+            for (int j = first; j <= t; j++) {
+                p[j] = p[j] / sum;
+                const float *vj = values + (size_t)j * HD;
+                for (int d = 0; d < HD; d++) o[d] += p[j] * vj[d];
+            }
+        }
+    }
+}
+
+/* The student's forward pass over tokens[0..T) from position 0 with the model's adapter
+   (m->lora), keeping every activation in a. Same arithmetic as forward_chunk, so the
+   logits are the same bits (a test checks it). */
+static void student_forward(KvlModel *m, Acts *a, const int *tokens, int T)
+{
+    const KvlConfig *c = &m->config;
+    const KvlWeights *w = &m->w;
+    const KvlLora *lora = m->lora;
+    KvlScratch *s = m->scratch;                 /* for the rope tables */
+    int D = c->dim, H = c->n_heads, KVH = c->n_kv_heads, HD = c->head_dim, F = c->ffn_dim, R = a->rank;
+    int QD = H * HD, KD = KVH * HD, half = HD / 2;
+    KvlCache *cache = &a->cache;
+    cache->n_tokens = 0;
+    float *x = a->res_final;                    /* the running residual stream */
+    for (int t = 0; t < T; t++) memcpy(x + (size_t)t * D, w->embed + (size_t)tokens[t] * D, sizeof(float) * D);
+    rope_tables(s->rope_cos, s->rope_sin, s->inv_freq, 0, T, half);
+    for (int l = 0; l < c->n_layers; l++) {
+        float *res_attn = a->res_attn + (size_t)l * T * D, *xn_attn = a->xn_attn + (size_t)l * T * D;
+        float *q = a->q + (size_t)l * T * QD, *att_out = a->att_out + (size_t)l * T * QD;
+        float *res_mlp = a->res_mlp + (size_t)l * T * D, *xn_mlp = a->xn_mlp + (size_t)l * T * D;
+        float *gate = a->gate + (size_t)l * T * F, *up = a->up + (size_t)l * T * F, *hidden = a->hidden + (size_t)l * T * F;
+        float *u[KVL_N_TARGETS];
+        for (int k = 0; k < KVL_N_TARGETS; k++) u[k] = a->lora_u[k] + (size_t)l * T * R;
+        float *k_new = s->k, *v_new = s->v;
+        memcpy(res_attn, x, sizeof(float) * T * D);
+        for (int t = 0; t < T; t++) rmsnorm_forward(xn_attn + (size_t)t * D, x + (size_t)t * D, w->attn_norm + (size_t)l * D, D, c->rms_eps);
+        linear_forward(q, u[KVL_Q_PROJ], a->lora_tmp, xn_attn, w->wq + (size_t)l * QD * D, w->bq ? w->bq + (size_t)l * QD : NULL, lora, KVL_Q_PROJ, l, T, D, QD);
+        linear_forward(k_new, u[KVL_K_PROJ], a->lora_tmp, xn_attn, w->wk + (size_t)l * KD * D, w->bk ? w->bk + (size_t)l * KD : NULL, lora, KVL_K_PROJ, l, T, D, KD);
+        linear_forward(v_new, u[KVL_V_PROJ], a->lora_tmp, xn_attn, w->wv + (size_t)l * KD * D, w->bv ? w->bv + (size_t)l * KD : NULL, lora, KVL_V_PROJ, l, T, D, KD);
+        if (c->qk_norm) {
+            memcpy(a->q_raw + (size_t)l * T * QD, q, sizeof(float) * T * QD);
+            memcpy(a->k_raw + (size_t)l * T * KD, k_new, sizeof(float) * T * KD);
+        }
+        for (int t = 0; t < T; t++) {
+            float *qt = q + (size_t)t * QD, *kt = k_new + (size_t)t * KD;
+            if (c->qk_norm) {
+                for (int h = 0; h < H; h++) rmsnorm_forward(qt + h * HD, qt + h * HD, w->q_norm + (size_t)l * HD, HD, c->rms_eps);
+                for (int h = 0; h < KVH; h++) rmsnorm_forward(kt + h * HD, kt + h * HD, w->k_norm + (size_t)l * HD, HD, c->rms_eps);
+            }
+            rope_forward(qt, s->rope_cos + (size_t)t * half, s->rope_sin + (size_t)t * half, H, HD);
+            rope_forward(kt, s->rope_cos + (size_t)t * half, s->rope_sin + (size_t)t * half, KVH, HD);
+            for (int h = 0; h < KVH; h++) {
+                size_t at = (((size_t)l * KVH + h) * cache->max_tokens + t) * HD;
+                memcpy(cache->k + at, kt + h * HD, sizeof(float) * HD);
+                memcpy(cache->v + at, v_new + (size_t)t * KD + h * HD, sizeof(float) * HD);
+            }
+        }
+        attention_forward_keep(att_out, a->att + (size_t)l * H * T * T, q, cache, l, T, c);
+        linear_forward(s->xb, u[KVL_O_PROJ], a->lora_tmp, att_out, w->wo + (size_t)l * D * QD, NULL, lora, KVL_O_PROJ, l, T, QD, D);
+        for (size_t i = 0; i < (size_t)T * D; i++) x[i] += s->xb[i];
+        memcpy(res_mlp, x, sizeof(float) * T * D);
+        for (int t = 0; t < T; t++) rmsnorm_forward(xn_mlp + (size_t)t * D, x + (size_t)t * D, w->mlp_norm + (size_t)l * D, D, c->rms_eps);
+        linear_forward(gate, u[KVL_GATE_PROJ], a->lora_tmp, xn_mlp, w->w_gate + (size_t)l * F * D, NULL, lora, KVL_GATE_PROJ, l, T, D, F);
+        linear_forward(up, u[KVL_UP_PROJ], a->lora_tmp, xn_mlp, w->w_up + (size_t)l * F * D, NULL, lora, KVL_UP_PROJ, l, T, D, F);
+        for (size_t i = 0; i < (size_t)T * F; i++) hidden[i] = silu(gate[i]) * up[i];
+        linear_forward(s->xb, u[KVL_DOWN_PROJ], a->lora_tmp, hidden, w->w_down + (size_t)l * D * F, NULL, lora, KVL_DOWN_PROJ, l, T, F, D);
+        for (size_t i = 0; i < (size_t)T * D; i++) x[i] += s->xb[i];
+    }
+    cache->n_tokens = T;
+    for (int t = 0; t < T; t++) rmsnorm_forward(a->xn_final + (size_t)t * D, x + (size_t)t * D, w->final_norm, D, c->rms_eps);
+    matmul(a->logits, a->xn_final, w->lm_head, NULL, T, D, c->vocab_size);
+}
+
+/* RMSNorm backward. With r = 1 / sqrt(mean(x^2) + eps) and y_i = x_i r w_i,
+       dy_i/dx_k = r w_i [i = k] - x_i w_i r^3 x_k / n,
+   so  dx_k += r w_k dy_k - x_k r^3 / n * sum_i dy_i w_i x_i.   (w is not trained here.) */
+static void rmsnorm_backward(float *dx, const float *dy, const float *x, const float *w, int n, float eps)
+{
+    double ss = 0.0, dot_dy = 0.0;
+    for (int i = 0; i < n; i++) {
+        ss += (double)x[i] * x[i];
+        dot_dy += (double)dy[i] * w[i] * x[i];
+    }
+    float r = 1.0f / sqrtf((float)(ss / n) + eps);
+    float k = (float)(dot_dy * r * r * r / n);
+    for (int i = 0; i < n; i++) dx[i] += r * w[i] * dy[i] - x[i] * k;
+}
+
+/* RoPE backward: the rotation is orthogonal, so the gradient turns back by -angle:
+   (a, b) -> (a c - b s, b c + a s) has transpose (da, db) = (dy_a c + dy_b s, dy_b c - dy_a s).
+   In place on d ([n_heads][HD]). */
+static void rope_backward(float *d, const float *cos_t, const float *sin_t, int n_heads, int head_dim)
+{
+    int half = head_dim / 2;
+    for (int h = 0; h < n_heads; h++) {
+        float *a = d + h * head_dim, *b = a + half;
+        for (int i = 0; i < half; i++) {
+            float da = a[i], db = b[i];
+            a[i] = da * cos_t[i] + db * sin_t[i];
+            b[i] = db * cos_t[i] - da * sin_t[i];
+        }
+    }
+}
+
+/* Attention backward, for o_t = sum_j p_tj v_j, p_t = softmax_j(s_tj), s_tj = q_t . k_j / sqrt(HD):
+       dv_j  += sum_t p_tj do_t            dp_tj = do_t . v_j
+       ds_tj  = p_tj (dp_tj - sum_j' p_tj' dp_tj')           (the softmax Jacobian)
+       dq_t  += sum_j ds_tj k_j / sqrt(HD)   dk_j += sum_t ds_tj q_t / sqrt(HD)
+   A key/value head collects from every query head of its group, so threads split the
+   key/value heads (each sum keeps one order whatever the thread count).
+   d_q is [T][H*HD] and written (not accumulated); d_k, d_v are [KVH][T][HD], zeroed here. */
+static void attention_backward(float *d_q, float *d_k, float *d_v, float *d_p, const float *d_out, const float *att,
+                               const float *q, const KvlCache *cache, int layer, int T, const KvlConfig *c)
+{
+    int H = c->n_heads, KVH = c->n_kv_heads, HD = c->head_dim, group = H / KVH;
+    float scale = 1.0f / sqrtf((float)HD);
+    PARALLEL_FOR
+    for (int g = 0; g < KVH; g++) {
+        size_t head_offset = ((size_t)layer * KVH + g) * cache->max_tokens * HD;
+        const float *keys = cache->k + head_offset, *values = cache->v + head_offset;
+        float *dk = d_k + (size_t)g * T * HD, *dv = d_v + (size_t)g * T * HD;
+        memset(dk, 0, sizeof(float) * T * HD);
+        memset(dv, 0, sizeof(float) * T * HD);
+        for (int h = g * group; h < (g + 1) * group; h++) {
+            float *dp = d_p + (size_t)h * T;
+            for (int t = 0; t < T; t++) {
+                const float *p = att + ((size_t)h * T + t) * T;
+                const float *dot_ = d_out + ((size_t)t * H + h) * HD, *qt = q + ((size_t)t * H + h) * HD;
+                float *dqt = d_q + ((size_t)t * H + h) * HD;
+                int first = (c->sliding_window && t - c->sliding_window + 1 > 0) ? t - c->sliding_window + 1 : 0;
+                float p_dot_dp = 0.0f;
+                for (int j = first; j <= t; j++) {
+                    dp[j] = dot(dot_, values + (size_t)j * HD, HD);
+                    p_dot_dp += p[j] * dp[j];
+                    for (int d = 0; d < HD; d++) dv[(size_t)j * HD + d] += p[j] * dot_[d];
+                }
+                for (int d = 0; d < HD; d++) dqt[d] = 0.0f;
+                for (int j = first; j <= t; j++) {
+                    float ds = p[j] * (dp[j] - p_dot_dp) * scale;
+                    for (int d = 0; d < HD; d++) {
+                        dqt[d] += ds * keys[(size_t)j * HD + d];
+                        dk[(size_t)j * HD + d] += ds * qt[d];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* dw[o][i] += scale * sum_t dy[t][o] x[t][i]: the gradient of a weight from its layer's
+   output gradient dy [T][O] and input x [T][I]. Threads split the rows o. */
+static void matmul_weight_backward(float *dw, const float *dy, const float *x, float scale, int T, int O, int I)
+{
+    PARALLEL_FOR
+    for (int o = 0; o < O; o++)
+        for (int t = 0; t < T; t++) {
+            float g = dy[(size_t)t * O + o] * scale;
+            const float *xt = x + (size_t)t * I;
+            float *row = dw + (size_t)o * I;
+            for (int i = 0; i < I; i++) row[i] += g * xt[i];
+        }
+}
+
+/* Linear layer backward, y = W x + b + s B (A x) with u = A x:
+       dx += dy W + du A,   du = s dy B,   dB += s dy^T u,   dA += du^T x.
+   W and b are constants; dlora (same layout as lora) receives dA and dB. */
+static void linear_backward(float *dx, const float *dy, const float *x, const float *u, float *du, const float *w,
+                            const KvlLora *lora, KvlLora *dlora, KvlTarget target, int layer, int T, int in, int n_out)
+{
+    gemm(dx, dy, w, T, n_out, in, 0, 1);
+    if (!lora || !lora->has[target]) return;
+    int R = lora->rank;
+    const float *A = lora->A[target] + (size_t)layer * R * in, *B = lora->B[target] + (size_t)layer * n_out * R;
+    float *dA = dlora->A[target] + (size_t)layer * R * in, *dB = dlora->B[target] + (size_t)layer * n_out * R;
+    gemm(du, dy, B, T, n_out, R, 0, 0);
+    for (size_t i = 0; i < (size_t)T * R; i++) du[i] *= lora->scale;
+    matmul_weight_backward(dB, dy, u, lora->scale, T, n_out, R);
+    matmul_weight_backward(dA, du, x, 1.0f, T, R, in);
+    gemm(dx, du, A, T, R, in, 0, 1);
+}
+
+/* SwiGLU backward, h = silu(g) u with silu(g) = g sigmoid(g):
+       dg = dh u silu'(g),  silu'(g) = sigmoid(g) (1 + g (1 - sigmoid(g))),   du = dh silu(g). */
+static void swiglu_backward(float *d_gate, float *d_up, const float *d_hidden, const float *gate, const float *up, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        float sig = 1.0f / (1.0f + expf(-gate[i]));
+        d_gate[i] = d_hidden[i] * up[i] * sig * (1.0f + gate[i] * (1.0f - sig));
+        d_up[i] = d_hidden[i] * gate[i] * sig;
+    }
+}
+
+/* Backward of the whole student: from a->d_logits ([T][V], zero on rows outside the loss)
+   to the LoRA gradients, which are added to dlora. */
+static void student_backward(KvlModel *m, Acts *a, KvlLora *dlora, int T)
+{
+    const KvlConfig *c = &m->config;
+    const KvlWeights *w = &m->w;
+    const KvlLora *lora = m->lora;
+    KvlScratch *s = m->scratch;
+    int D = c->dim, H = c->n_heads, KVH = c->n_kv_heads, HD = c->head_dim, F = c->ffn_dim, R = a->rank;
+    int QD = H * HD, KD = KVH * HD, half = HD / 2;
+
+    /* logits = lm_head(RMSNorm(x)) */
+    memset(a->d_xn, 0, sizeof(float) * T * D);
+    gemm(a->d_xn, a->d_logits, w->lm_head, T, c->vocab_size, D, 0, 1);
+    memset(a->d_res, 0, sizeof(float) * T * D);
+    for (int t = 0; t < T; t++)
+        rmsnorm_backward(a->d_res + (size_t)t * D, a->d_xn + (size_t)t * D, a->res_final + (size_t)t * D, w->final_norm, D, c->rms_eps);
+
+    for (int l = c->n_layers - 1; l >= 0; l--) {
+        const float *res_attn = a->res_attn + (size_t)l * T * D, *xn_attn = a->xn_attn + (size_t)l * T * D;
+        const float *q = a->q + (size_t)l * T * QD, *att_out = a->att_out + (size_t)l * T * QD;
+        const float *res_mlp = a->res_mlp + (size_t)l * T * D, *xn_mlp = a->xn_mlp + (size_t)l * T * D;
+        const float *gate = a->gate + (size_t)l * T * F, *up = a->up + (size_t)l * T * F, *hidden = a->hidden + (size_t)l * T * F;
+        const float *u[KVL_N_TARGETS];
+        for (int k = 0; k < KVL_N_TARGETS; k++) u[k] = a->lora_u[k] + (size_t)l * T * R;
+
+        /* MLP: x_out = x_mid + down(swiglu(gate(n), up(n))), n = RMSNorm(x_mid) */
+        memset(a->d_hidden, 0, sizeof(float) * T * F);
+        linear_backward(a->d_hidden, a->d_res, hidden, u[KVL_DOWN_PROJ], a->d_u, w->w_down + (size_t)l * D * F, lora, dlora, KVL_DOWN_PROJ, l, T, F, D);
+        swiglu_backward(a->d_gate, a->d_up, a->d_hidden, gate, up, (size_t)T * F);
+        memset(a->d_xn, 0, sizeof(float) * T * D);
+        linear_backward(a->d_xn, a->d_gate, xn_mlp, u[KVL_GATE_PROJ], a->d_u, w->w_gate + (size_t)l * F * D, lora, dlora, KVL_GATE_PROJ, l, T, D, F);
+        linear_backward(a->d_xn, a->d_up, xn_mlp, u[KVL_UP_PROJ], a->d_u, w->w_up + (size_t)l * F * D, lora, dlora, KVL_UP_PROJ, l, T, D, F);
+        for (int t = 0; t < T; t++)
+            rmsnorm_backward(a->d_res + (size_t)t * D, a->d_xn + (size_t)t * D, res_mlp + (size_t)t * D, w->mlp_norm + (size_t)l * D, D, c->rms_eps);
+
+        /* attention: x_mid = x_in + o(attention(rope(q(n)), rope(k(n)), v(n))), n = RMSNorm(x_in) */
+        memset(a->d_att_out, 0, sizeof(float) * T * QD);
+        linear_backward(a->d_att_out, a->d_res, att_out, u[KVL_O_PROJ], a->d_u, w->wo + (size_t)l * D * QD, lora, dlora, KVL_O_PROJ, l, T, QD, D);
+        attention_backward(a->d_q, a->d_k, a->d_v, a->d_p, a->d_att_out, a->att + (size_t)l * H * T * T, q, &a->cache, l, T, c);
+        /* d_k, d_v are [KVH][T][HD]; the projections want [T][KVH*HD] */
+        float *dk_rows = a->d_tmp, *dv_rows = s->k;
+        for (int g = 0; g < KVH; g++)
+            for (int t = 0; t < T; t++) {
+                memcpy(dk_rows + (size_t)t * KD + g * HD, a->d_k + ((size_t)g * T + t) * HD, sizeof(float) * HD);
+                memcpy(dv_rows + (size_t)t * KD + g * HD, a->d_v + ((size_t)g * T + t) * HD, sizeof(float) * HD);
+            }
+        for (int t = 0; t < T; t++) {
+            float *dq = a->d_q + (size_t)t * QD, *dk = dk_rows + (size_t)t * KD;
+            rope_backward(dq, s->rope_cos + (size_t)t * half, s->rope_sin + (size_t)t * half, H, HD);
+            rope_backward(dk, s->rope_cos + (size_t)t * half, s->rope_sin + (size_t)t * half, KVH, HD);
+            if (c->qk_norm) {       /* the norm was applied in place: its input is q_raw / k_raw */
+                float *tmp = a->lora_tmp;
+                const float *qr = a->q_raw + ((size_t)l * T + t) * QD, *kr = a->k_raw + ((size_t)l * T + t) * KD;
+                for (int h = 0; h < H; h++) {
+                    memset(tmp, 0, sizeof(float) * HD);
+                    rmsnorm_backward(tmp, dq + h * HD, qr + h * HD, w->q_norm + (size_t)l * HD, HD, c->rms_eps);
+                    memcpy(dq + h * HD, tmp, sizeof(float) * HD);
+                }
+                for (int h = 0; h < KVH; h++) {
+                    memset(tmp, 0, sizeof(float) * HD);
+                    rmsnorm_backward(tmp, dk + h * HD, kr + h * HD, w->k_norm + (size_t)l * HD, HD, c->rms_eps);
+                    memcpy(dk + h * HD, tmp, sizeof(float) * HD);
+                }
+            }
+        }
+        memset(a->d_xn, 0, sizeof(float) * T * D);
+        linear_backward(a->d_xn, a->d_q, xn_attn, u[KVL_Q_PROJ], a->d_u, w->wq + (size_t)l * QD * D, lora, dlora, KVL_Q_PROJ, l, T, D, QD);
+        linear_backward(a->d_xn, dk_rows, xn_attn, u[KVL_K_PROJ], a->d_u, w->wk + (size_t)l * KD * D, lora, dlora, KVL_K_PROJ, l, T, D, KD);
+        linear_backward(a->d_xn, dv_rows, xn_attn, u[KVL_V_PROJ], a->d_u, w->wv + (size_t)l * KD * D, lora, dlora, KVL_V_PROJ, l, T, D, KD);
+        for (int t = 0; t < T; t++)
+            rmsnorm_backward(a->d_res + (size_t)t * D, a->d_xn + (size_t)t * D, res_attn + (size_t)t * D, w->attn_norm + (size_t)l * D, D, c->rms_eps);
+    }
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* 8. LoRA adapters: create, save and load in PEFT's format                              */
+/*                                                                                       */
+/* An adapter puts y += scale * B (A x) on chosen linear layers of every decoder layer.   */
+/* PEFT names the tensors base_model.model.model.layers.N.self_attn.q_proj.lora_A.weight */
+/* ([R, in]) and ...lora_B.weight ([out, R]); adapter_config.json holds r, lora_alpha,   */
+/* target_modules and use_rslora. The scale is alpha / r, or alpha / sqrt(r) (rsLoRA).   */
+
+const char *const kvl_target_names[KVL_N_TARGETS] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+
+static const char *target_module(KvlTarget t) { return t <= KVL_O_PROJ ? "self_attn" : "mlp"; }
+
+static void target_shape(const KvlConfig *c, KvlTarget t, int *in, int *out)
+{
+    int D = c->dim, QD = c->n_heads * c->head_dim, KD = c->n_kv_heads * c->head_dim, F = c->ffn_dim;
+    switch (t) {
+    case KVL_Q_PROJ: *in = D; *out = QD; break;
+    case KVL_K_PROJ: case KVL_V_PROJ: *in = D; *out = KD; break;
+    case KVL_O_PROJ: *in = QD; *out = D; break;
+    case KVL_GATE_PROJ: case KVL_UP_PROJ: *in = D; *out = F; break;
+    default: *in = F; *out = D; break;
+    }
+}
+
+int kvl_lora_parse_targets(const char *list, int has[KVL_N_TARGETS])
+{
+    memset(has, 0, sizeof(int) * KVL_N_TARGETS);
+    if (strcmp(list, "all") == 0 || strcmp(list, "all-linear") == 0) {
+        for (int t = 0; t < KVL_N_TARGETS; t++) has[t] = 1;
+        return 0;
+    }
+    const char *p = list;
+    int n = 0;
+    while (*p) {
+        size_t len = strcspn(p, ",");
+        int t;
+        for (t = 0; t < KVL_N_TARGETS; t++)
+            if (strlen(kvl_target_names[t]) == len && strncmp(p, kvl_target_names[t], len) == 0) break;
+        if (t == KVL_N_TARGETS)
+            return fail("unknown LoRA target '%.*s' (known: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, all)", (int)len, p);
+        has[t] = 1;
+        n++;
+        p += len;
+        if (*p == ',') p++;
+    }
+    if (n == 0) return fail("no LoRA targets given");
+    return 0;
+}
+
+void kvl_lora_free(KvlLora *lora)
+{
+    free(lora->params);
+    memset(lora, 0, sizeof *lora);
+}
+
+/* The shapes of an adapter for config, and its one zeroed block. */
+static int lora_alloc(KvlLora *lora, const KvlConfig *c, int rank, float alpha, int use_rslora, const int has[KVL_N_TARGETS])
+{
+    memset(lora, 0, sizeof *lora);
+    if (rank < 1 || rank > 65536) return fail("LoRA rank %d is out of range (1..65536)", rank);
+    if (!(alpha > 0) || !isfinite(alpha)) return fail("LoRA alpha must be positive");
+    lora->rank = rank;
+    lora->alpha = alpha;
+    lora->use_rslora = use_rslora;
+    lora->scale = use_rslora ? alpha / sqrtf((float)rank) : alpha / (float)rank;
+    lora->n_layers = c->n_layers;
+    size_t total = 0;
+    for (int t = 0; t < KVL_N_TARGETS; t++) {
+        lora->has[t] = has[t] != 0;
+        target_shape(c, (KvlTarget)t, &lora->in[t], &lora->out[t]);
+        if (has[t]) total += (size_t)c->n_layers * rank * ((size_t)lora->in[t] + lora->out[t]);
+    }
+    if (total == 0) return fail("an adapter needs at least one target");
+    lora->params = xcalloc(total, sizeof(float));
+    if (!lora->params) return error_wrap("LoRA adapter");
+    lora->n_params = total;
+    float *p = lora->params;
+    for (int t = 0; t < KVL_N_TARGETS; t++) {
+        if (!has[t]) continue;
+        lora->A[t] = p;
+        p += (size_t)c->n_layers * rank * lora->in[t];
+        lora->B[t] = p;
+        p += (size_t)c->n_layers * rank * lora->out[t];
+    }
+    return 0;
+}
+
+/* A zeroed adapter of the same shapes: the gradients, AdamW's moments. */
+static int lora_alloc_like(KvlLora *like, const KvlLora *lora, const KvlConfig *c)
+{
+    return lora_alloc(like, c, lora->rank, lora->alpha, lora->use_rslora, lora->has);
+}
+
+int kvl_lora_init(KvlLora *lora, const KvlConfig *c, int rank, float alpha, int use_rslora,
+                  const int has[KVL_N_TARGETS], uint64_t seed)
+{
+    if (lora_alloc(lora, c, rank, alpha, use_rslora, has)) return -1;
+    KvlRng rng;
+    kvl_rng_seed(&rng, seed);
+    for (int t = 0; t < KVL_N_TARGETS; t++) {
+        if (!has[t]) continue;
+        float bound = 1.0f / sqrtf((float)lora->in[t]);
+        size_t n = (size_t)c->n_layers * rank * lora->in[t];
+        for (size_t i = 0; i < n; i++) lora->A[t][i] = (2.0f * kvl_rng_float(&rng) - 1.0f) * bound;
+    }
+    return 0;
+}
+
+static void lora_tensor_name(char *out, size_t cap, int layer, KvlTarget t, char ab)
+{
+    snprintf(out, cap, "base_model.model.model.layers.%d.%s.%s.lora_%c.weight", layer, target_module(t), kvl_target_names[t], ab);
+}
+
+/* Writes a small text file atomically. */
+static int write_text_file(const char *path, const char *text)
+{
+    AtomicFile a;
+    if (atomic_open(&a, path)) return -1;
+    if (atomic_write(&a, text, strlen(text))) { atomic_abort(&a); return -1; }
+    return atomic_commit(&a);
+}
+
+static int make_dir(const char *dir)
+{
+#ifdef KVL_POSIX
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) return fail("%s: cannot create the directory: %s", dir, strerror(errno));
+#else
+    (void)dir;
+#endif
+    return 0;
+}
+
+/* The tensors of an adapter (or of its gradient, with prefix "grad."), in PEFT's names. */
+static int lora_tensor_list(const KvlLora *lora, const char *prefix, KvlTensorOut **out, char **names_out, int *n_out)
+{
+    int n = 0;
+    for (int t = 0; t < KVL_N_TARGETS; t++) n += lora->has[t] ? 2 * lora->n_layers : 0;
+    KvlTensorOut *ts = xcalloc((size_t)n, sizeof *ts);
+    char *names = xcalloc((size_t)n, 160);
+    if (!ts || !names) { free(ts); free(names); return -1; }
+    int k = 0;
+    for (int t = 0; t < KVL_N_TARGETS; t++) {
+        if (!lora->has[t]) continue;
+        for (int l = 0; l < lora->n_layers; l++)
+            for (int ab = 0; ab < 2; ab++, k++) {
+                char base[128];
+                lora_tensor_name(base, sizeof base, l, (KvlTarget)t, ab ? 'B' : 'A');
+                snprintf(names + (size_t)k * 160, 160, "%s%s", prefix, base);
+                ts[k].name = names + (size_t)k * 160;
+                ts[k].dtype = KVL_F32;
+                ts[k].n_dims = 2;
+                ts[k].shape[0] = ab ? lora->out[t] : lora->rank;
+                ts[k].shape[1] = ab ? lora->rank : lora->in[t];
+                ts[k].data = ab ? lora->B[t] + (size_t)l * lora->out[t] * lora->rank
+                                : lora->A[t] + (size_t)l * lora->rank * lora->in[t];
+            }
+    }
+    *out = ts;
+    *names_out = names;
+    *n_out = n;
+    return 0;
+}
+
+int kvl_lora_save(const KvlLora *lora, const char *dir)
+{
+    char path[4096];
+    KvlTensorOut *ts;
+    char *names;
+    int n;
+    if (make_dir(dir)) return -1;
+    if (lora_tensor_list(lora, "", &ts, &names, &n)) return -1;
+    const char *mk[1] = {"format"}, *mv[1] = {"pt"};
+    path_join(path, sizeof path, dir, "adapter_model.safetensors");
+    int r = kvl_st_write(path, ts, n, mk, mv, 1);
+    free(ts);
+    free(names);
+    if (r) return -1;
+    Buf j = {0};
+    if (buf_printf(&j, "{\n  \"peft_type\": \"LORA\",\n  \"task_type\": \"CAUSAL_LM\",\n  \"r\": %d,\n  \"lora_alpha\": %.9g,\n", lora->rank, lora->alpha) ||
+        buf_printf(&j, "  \"lora_dropout\": 0.0,\n  \"bias\": \"none\",\n  \"fan_in_fan_out\": false,\n  \"use_rslora\": %s,\n", lora->use_rslora ? "true" : "false") ||
+        buf_push(&j, "  \"inference_mode\": true,\n  \"base_model_name_or_path\": ", 54) || buf_push_json_string(&j, lora->base_model) ||
+        buf_push(&j, ",\n  \"target_modules\": [", 22)) { free(j.data); return -1; }
+    int first = 1;
+    for (int t = 0; t < KVL_N_TARGETS; t++)
+        if (lora->has[t]) {
+            if (buf_printf(&j, "%s\"%s\"", first ? "" : ", ", kvl_target_names[t])) { free(j.data); return -1; }
+            first = 0;
+        }
+    if (buf_push(&j, "]\n}\n", 4)) { free(j.data); return -1; }
+    path_join(path, sizeof path, dir, "adapter_config.json");
+    r = write_text_file(path, j.data);
+    free(j.data);
+    return r;
+}
+
+/* Loads a PEFT LoRA adapter for a model of config's shapes, refusing what kvlora cannot
+   apply exactly: other PEFT types, dropout-free assumptions aside, per-module rank or
+   alpha patterns, fan_in_fan_out, bias training, DoRA, and tensors of other shapes. */
+int kvl_lora_load(KvlLora *lora, const char *dir, const KvlConfig *c)
+{
+    char path[4096];
+    char *text;
+    size_t len;
+    Json *cfg;
+    memset(lora, 0, sizeof *lora);
+    path_join(path, sizeof path, dir, "adapter_config.json");
+    if (read_file(path, &text, &len)) return -1;
+    int r = json_parse(&cfg, text, len, path);
+    free(text);
+    if (r) return -1;
+    r = -1;
+    int rank = 0, has[KVL_N_TARGETS] = {0}, rslora = 0;
+    float alpha = 0;
+    const Json *type = json_get(cfg, "peft_type"), *targets = json_get(cfg, "target_modules");
+    if (!type || type->type != JSON_STRING || strcmp(type->string, "LORA") != 0) { fail("%s: peft_type must be \"LORA\"", path); goto done; }
+    if (config_int(cfg, "r", 1, 0, 1, 65536, &rank, path) || config_float(json_get(cfg, "lora_alpha"), "lora_alpha", (float)rank, &alpha, path) ||
+        config_bool(cfg, "use_rslora", 0, &rslora, path))
+        goto done;
+    static const char *const must_be_false[] = {"fan_in_fan_out", "use_dora"};
+    for (int i = 0; i < 2; i++) {
+        int v = 0;
+        if (config_bool(cfg, must_be_false[i], 0, &v, path)) goto done;
+        if (v) { fail("%s: %s = true is not supported", path, must_be_false[i]); goto done; }
+    }
+    const Json *bias = json_get(cfg, "bias");
+    if (bias && !(bias->type == JSON_STRING && strcmp(bias->string, "none") == 0)) { fail("%s: bias must be \"none\"", path); goto done; }
+    static const char *const must_be_empty[] = {"rank_pattern", "alpha_pattern", "layers_to_transform", "modules_to_save"};
+    for (int i = 0; i < 4; i++) {
+        const Json *v = json_get(cfg, must_be_empty[i]);
+        if (v && v->type != JSON_NULL && !((v->type == JSON_OBJECT || v->type == JSON_ARRAY) && v->length == 0)) {
+            fail("%s: '%s' is not supported", path, must_be_empty[i]);
+            goto done;
+        }
+    }
+    if (targets && targets->type == JSON_STRING) {
+        if (kvl_lora_parse_targets(targets->string, has)) { error_wrap("%s: target_modules", path); goto done; }
+    } else if (targets && targets->type == JSON_ARRAY && targets->length > 0) {
+        for (size_t i = 0; i < targets->length; i++) {
+            const Json *tj = targets->children[i];
+            int one[KVL_N_TARGETS];
+            if (tj->type != JSON_STRING || kvl_lora_parse_targets(tj->string, one)) { error_wrap("%s: target_modules", path); goto done; }
+            for (int t = 0; t < KVL_N_TARGETS; t++) has[t] |= one[t];
+        }
+    } else { fail("%s: target_modules must be a list of module names", path); goto done; }
+    if (lora_alloc(lora, c, rank, alpha, rslora, has)) { error_wrap("%s", path); goto done; }
+    const Json *base = json_get(cfg, "base_model_name_or_path");
+    if (base && base->type == JSON_STRING) snprintf(lora->base_model, sizeof lora->base_model, "%s", base->string);
+
+    path_join(path, sizeof path, dir, "adapter_model.safetensors");
+    KvlSafetensors st;
+    if (kvl_st_open(&st, path)) { kvl_lora_free(lora); goto done; }
+    int expected = 0;
+    for (int t = 0; t < KVL_N_TARGETS; t++) {
+        if (!has[t]) continue;
+        for (int l = 0; l < c->n_layers; l++)
+            for (int ab = 0; ab < 2; ab++) {
+                char name[160];
+                lora_tensor_name(name, sizeof name, l, (KvlTarget)t, ab ? 'B' : 'A');
+                const KvlTensorInfo *ti = kvl_st_find(&st, name);
+                int rows = ab ? lora->out[t] : rank, cols = ab ? rank : lora->in[t];
+                float *dst = ab ? lora->B[t] + (size_t)l * lora->out[t] * rank : lora->A[t] + (size_t)l * rank * lora->in[t];
+                if (!ti) { fail("%s: missing tensor '%s'", path, name); goto bad; }
+                if (ti->n_dims != 2 || ti->shape[0] != rows || ti->shape[1] != cols) {
+                    fail("%s: tensor '%s' has shape [%lld, %lld], but r = %d and the model imply [%d, %d] (an adapter for another model, or a rank mismatch)",
+                         path, name, ti->n_dims > 0 ? (long long)ti->shape[0] : -1, ti->n_dims > 1 ? (long long)ti->shape[1] : -1, rank, rows, cols);
+                    goto bad;
+                }
+                if (kvl_st_read_f32(&st, ti, dst)) goto bad;
+                for (size_t i = 0; i < (size_t)rows * cols; i++)
+                    if (!isfinite(dst[i])) { fail("%s: tensor '%s' holds a non-finite value", path, name); goto bad; }
+                expected++;
+            }
+    }
+    if (st.n_tensors != expected) {
+        for (int i = 0; i < st.n_tensors; i++) {
+            int known = 0;
+            for (int t = 0; t < KVL_N_TARGETS && !known; t++)
+                for (int l = 0; l < c->n_layers && has[t] && !known; l++)
+                    for (int ab = 0; ab < 2 && !known; ab++) {
+                        char name[160];
+                        lora_tensor_name(name, sizeof name, l, (KvlTarget)t, ab ? 'B' : 'A');
+                        known = strcmp(name, st.tensors[i].name) == 0;
+                    }
+            if (!known) { fail("%s: unexpected tensor '%s' (not a LoRA matrix of the targets in adapter_config.json, or a layer the model does not have)", path, st.tensors[i].name); goto bad; }
+        }
+    }
+    kvl_st_close(&st);
+    r = 0;
+    goto done;
+bad:
+    kvl_st_close(&st);
+    kvl_lora_free(lora);
+done:
+    json_free(cfg);
+    return r;
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -2007,6 +2721,53 @@ static int loss_forward(double *loss, const float *student, const float *teacher
     free(ls);
     free(lt);
     *loss = total / T;
+    return 0;
+}
+
+/* The gradient of the loss with respect to the student's logits, for T positions that
+   are part of n_total positions of a batch (the loss is the mean over all of them):
+       kl:  d/dz_s = (softmax(z_s) - softmax(z_t)) / n_total
+       mse: d/dz_s = 2 (z_s - z_t) / (n_total V)                                          */
+static void loss_backward(float *d_student, const float *student, const float *teacher, int T, int V, int use_kl, int n_total)
+{
+    if (!use_kl) {
+        float k = 2.0f / ((float)n_total * V);
+        for (size_t i = 0; i < (size_t)T * V; i++) d_student[i] = (student[i] - teacher[i]) * k;
+        return;
+    }
+    for (int t = 0; t < T; t++) {
+        const float *zs = student + (size_t)t * V, *zt = teacher + (size_t)t * V;
+        float *d = d_student + (size_t)t * V;
+        float ms = zs[kvl_argmax(zs, V)], mt = zt[kvl_argmax(zt, V)];
+        double ss = 0.0, st = 0.0;
+        for (int v = 0; v < V; v++) {
+            ss += exp((double)zs[v] - ms);
+            st += exp((double)zt[v] - mt);
+        }
+        for (int v = 0; v < V; v++)
+            d[v] = (float)((exp((double)zs[v] - ms) / ss - exp((double)zt[v] - mt) / st) / n_total);
+    }
+}
+
+/* One probe of distillation: the student (the model with m->lora) reads prefix ++ probe,
+   the teacher's logits for the probe's n_probe positions are given; adds d loss / d LoRA
+   to dlora (when not NULL) and returns this probe's share of the batch loss
+   (its summed loss / n_total). a must hold n_prefix + n_probe tokens. */
+static int distill_probe(KvlModel *m, Acts *a, KvlLora *dlora, const int *tokens, int n_prefix, int n_probe,
+                         const float *teacher, int use_kl, int n_total, double *loss)
+{
+    const KvlConfig *c = &m->config;
+    int T = n_prefix + n_probe, V = c->vocab_size;
+    if (T > a->max_tokens) return fail("probe of %d tokens exceeds the %d the activations hold", T, a->max_tokens);
+    if (scratch_reserve(m, T, T)) return -1;
+    student_forward(m, a, tokens, T);
+    const float *zs = a->logits + (size_t)n_prefix * V;
+    if (loss_forward(loss, zs, teacher, n_probe, V, use_kl)) return -1;
+    *loss *= use_kl ? (double)n_probe / n_total : (double)n_probe / n_total;
+    if (!dlora) return 0;
+    memset(a->d_logits, 0, sizeof(float) * (size_t)n_prefix * V);
+    loss_backward(a->d_logits + (size_t)n_prefix * V, zs, teacher, n_probe, V, use_kl, n_total);
+    student_backward(m, a, dlora, T);
     return 0;
 }
 

@@ -139,6 +139,31 @@ typedef struct {
 
 typedef struct KvlScratch KvlScratch;
 
+/* ---- LoRA: y = W x + b + scale * B (A x), as PEFT computes it ---- */
+
+typedef enum {
+    KVL_Q_PROJ, KVL_K_PROJ, KVL_V_PROJ, KVL_O_PROJ, KVL_GATE_PROJ, KVL_UP_PROJ, KVL_DOWN_PROJ,
+    KVL_N_TARGETS
+} KvlTarget;
+
+extern const char *const kvl_target_names[KVL_N_TARGETS];   /* "q_proj", ... "down_proj" */
+
+typedef struct {
+    int rank;                     /* R */
+    float alpha;
+    int use_rslora;
+    float scale;                  /* alpha / R, or alpha / sqrt(R) with rsLoRA */
+    int n_layers;
+    int has[KVL_N_TARGETS];       /* which linear layers carry an adapter (in every layer) */
+    int in[KVL_N_TARGETS];        /* input size of each target */
+    int out[KVL_N_TARGETS];       /* output size of each target */
+    float *A[KVL_N_TARGETS];      /* [L][R][in], NULL where has[] is 0 */
+    float *B[KVL_N_TARGETS];      /* [L][out][R] */
+    float *params;                /* the one block every A and B points into */
+    size_t n_params;
+    char base_model[512];         /* base_model_name_or_path */
+} KvlLora;
+
 typedef struct {
     KvlConfig config;
     KvlWeights w;
@@ -146,6 +171,7 @@ typedef struct {
     size_t n_params;              /* distinct parameters (a tied lm_head counted once) */
     char file_dtype[16];          /* dtype(s) of the weight files: "F32", "BF16", "F16+F32" ... */
     KvlScratch *scratch;          /* activations of the forward pass, grown on demand */
+    const KvlLora *lora;          /* the adapter the forward pass applies, or NULL */
 } KvlModel;
 
 int  kvl_model_load(KvlModel **out, const char *model_dir);
@@ -179,6 +205,19 @@ int kvl_forward(KvlModel *m, KvlCache *cache, const int *tokens, int n_tokens,
    (x [T][in], w [out][in], b [out] or NULL), summed in order i = 0, 1, ... from zero, bias
    last. kvlora's fast kernel gives exactly these bits; a port can check against it. */
 void kvl_matmul_naive(float *out, const float *x, const float *w, const float *b, int T, int in, int n_out);
+
+/* ---- LoRA adapters ---- */
+
+/* An adapter for the model's shapes: A uniform in +-1/sqrt(in) (PEFT's kaiming-uniform
+   with a = sqrt(5)), B zero, so a fresh adapter changes nothing. */
+int  kvl_lora_init(KvlLora *lora, const KvlConfig *config, int rank, float alpha, int use_rslora,
+                   const int has[KVL_N_TARGETS], uint64_t seed);
+void kvl_lora_free(KvlLora *lora);
+/* "q_proj,v_proj" or "all" into has[]; 0 on success. */
+int  kvl_lora_parse_targets(const char *list, int has[KVL_N_TARGETS]);
+/* PEFT's layout: DIR/adapter_model.safetensors + DIR/adapter_config.json. */
+int  kvl_lora_save(const KvlLora *lora, const char *dir);
+int  kvl_lora_load(KvlLora *lora, const char *dir, const KvlConfig *config);
 
 /* ---- sampling ---- */
 

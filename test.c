@@ -661,6 +661,276 @@ static void test_stories260k(void)
 }
 
 /* ---------------------------------------------------------------------------------- */
+/* Backward: finite differences                                                         */
+/*                                                                                      */
+/* Central differences (f(x+h) - f(x-h)) / 2h of a float32 computation carry rounding    */
+/* noise of about eps_f32 * |f| / h, and a truncation error of h^2 / 6 times the third   */
+/* derivative. The checks evaluate in float32 with h = 1e-2 on inputs of size 0.1-1:     */
+/* both errors stay near 1e-4 of the gradient's scale, so the tolerance is               */
+/* atol 2e-3 * max|grad| + rtol 1e-2. A wrong sign, factor or index moves a gradient by  */
+/* O(1) of its scale.                                                                    */
+
+static int fd_close(double analytic, double numeric, double scale)
+{
+    return fabs(analytic - numeric) <= 2e-3 * scale + 1e-2 * fabs(numeric);
+}
+
+/* A scalar probe of an output: f = sum_i y_i c_i with fixed random c, so dy = c. */
+static double weighted_sum(const float *y, const float *c, int n)
+{
+    double s = 0;
+    for (int i = 0; i < n; i++) s += (double)y[i] * c[i];
+    return s;
+}
+
+static void test_rmsnorm_rope_swiglu_backward(void)
+{
+    KvlRng rng;
+    kvl_rng_seed(&rng, 3);
+    enum { N = 24 };
+    float x[N], w[N], c[N], y[N], dx[N] = {0};
+    fill_random(x, N, &rng, 1.0f);
+    fill_random(w, N, &rng, 1.0f);
+    fill_random(c, N, &rng, 1.0f);
+    rmsnorm_backward(dx, c, x, w, N, 1e-5f);
+    int bad = 0;
+    double scale = 0;
+    for (int i = 0; i < N; i++) scale = fmax(scale, fabs(dx[i]));
+    for (int i = 0; i < N; i++) {
+        float keep = x[i];
+        x[i] = keep + 1e-2f; rmsnorm_forward(y, x, w, N, 1e-5f); double fp = weighted_sum(y, c, N);
+        x[i] = keep - 1e-2f; rmsnorm_forward(y, x, w, N, 1e-5f); double fm = weighted_sum(y, c, N);
+        x[i] = keep;
+        bad += !fd_close(dx[i], (fp - fm) / 2e-2, scale);
+    }
+    CHECK(bad == 0, "rmsnorm_backward vs finite differences: %d of %d off", bad, N);
+
+    /* RoPE is a rotation: its backward is its inverse, so backward(forward(v)) = v */
+    float cs[4], sn[4], inv[4], v[16], orig[16];
+    KvlConfig cfg = {0};
+    cfg.head_dim = 8;
+    cfg.rope_theta = 10000.0f;
+    rope_frequencies(inv, &cfg);
+    rope_tables(cs, sn, inv, 11, 1, 4);
+    fill_random(v, 16, &rng, 1.0f);
+    memcpy(orig, v, sizeof v);
+    rope_forward(v, cs, sn, 2, 8);
+    rope_backward(v, cs, sn, 2, 8);
+    check_tensor("rope_backward(rope_forward(v))", v, orig, 16, 1e-6f, 1e-6f);
+
+    float g[N], u[N], dg[N], du[N], h[N];
+    fill_random(g, N, &rng, 3.0f);
+    fill_random(u, N, &rng, 1.0f);
+    swiglu_backward(dg, du, c, g, u, N);
+    bad = 0;
+    for (int i = 0; i < N; i++) {
+        for (int which = 0; which < 2; which++) {
+            float *p = which ? u : g, keep = p[i];
+            double f[2];
+            for (int sgn = 0; sgn < 2; sgn++) {
+                p[i] = keep + (sgn ? -1e-2f : 1e-2f);
+                for (int k = 0; k < N; k++) h[k] = silu(g[k]) * u[k];
+                f[sgn] = weighted_sum(h, c, N);
+            }
+            p[i] = keep;
+            bad += !fd_close(which ? du[i] : dg[i], (f[0] - f[1]) / 2e-2, 3.0);
+        }
+    }
+    CHECK(bad == 0, "swiglu_backward vs finite differences: %d of %d off", bad, 2 * N);
+}
+
+/* attention of one layer over T tokens held in a KvlCache, with GQA, with and without a
+   sliding window */
+static void test_attention_backward(void)
+{
+    KvlConfig c = {0};
+    c.n_layers = 1; c.n_heads = 4; c.n_kv_heads = 2; c.head_dim = 8; c.max_positions = 16;
+    for (int window = 0; window <= 3; window += 3) {
+        c.sliding_window = window;
+        int T = 7, H = 4, KVH = 2, HD = 8, QD = H * HD;
+        KvlCache cache;
+        kvl_cache_init(&cache, &c, T);
+        KvlRng rng;
+        kvl_rng_seed(&rng, 5);
+        float q[7 * 32], out[7 * 32], cw[7 * 32], att[4 * 7 * 7], dq[7 * 32], dk[2 * 7 * 8], dv[2 * 7 * 8], dp[4 * 7];
+        fill_random(q, (size_t)T * QD, &rng, 1.5f);
+        fill_random(cache.k, (size_t)KVH * T * HD, &rng, 1.5f);
+        fill_random(cache.v, (size_t)KVH * T * HD, &rng, 1.0f);
+        fill_random(cw, (size_t)T * QD, &rng, 1.0f);
+        attention_forward_keep(out, att, q, &cache, 0, T, &c);
+        attention_backward(dq, dk, dv, dp, cw, att, q, &cache, 0, T, &c);
+        float *params[3] = {q, cache.k, cache.v}, *grads[3] = {dq, dk, dv};
+        int sizes[3] = {T * QD, KVH * T * HD, KVH * T * HD}, bad = 0, n = 0;
+        for (int p = 0; p < 3; p++) {
+            double scale = 0;
+            for (int i = 0; i < sizes[p]; i++) scale = fmax(scale, fabs(grads[p][i]));
+            for (int i = 0; i < sizes[p]; i++, n++) {
+                float keep = params[p][i];
+                params[p][i] = keep + 1e-2f; attention_forward_keep(out, att, q, &cache, 0, T, &c); double fp = weighted_sum(out, cw, T * QD);
+                params[p][i] = keep - 1e-2f; attention_forward_keep(out, att, q, &cache, 0, T, &c); double fm = weighted_sum(out, cw, T * QD);
+                params[p][i] = keep;
+                if (!fd_close(grads[p][i], (fp - fm) / 2e-2, scale)) {
+                    if (bad < 3) printf("    %s[%d]: analytic %g numeric %g\n", p == 0 ? "dq" : p == 1 ? "dk" : "dv", i, grads[p][i], (fp - fm) / 2e-2);
+                    bad++;
+                }
+            }
+        }
+        CHECK(bad == 0, "attention_backward (GQA, window %d) vs finite differences: %d of %d off", window, bad, n);
+        kvl_cache_free(&cache);
+    }
+}
+
+static void test_linear_backward(void)
+{
+    KvlConfig c = {0};
+    c.dim = 12; c.n_heads = 2; c.n_kv_heads = 1; c.head_dim = 6; c.ffn_dim = 10; c.n_layers = 1;
+    int has[KVL_N_TARGETS] = {0};
+    has[KVL_UP_PROJ] = 1;
+    KvlLora lora, dlora;
+    kvl_lora_init(&lora, &c, 3, 6.0f, 0, has, 9);
+    lora_alloc(&dlora, &c, 3, 6.0f, 0, has);
+    KvlRng rng;
+    kvl_rng_seed(&rng, 11);
+    int T = 5, in = 12, out = 10;
+    float x[5 * 12], w[10 * 12], b[10], y[5 * 10], cw[5 * 10], u[5 * 3], du[5 * 3], tmp[5 * 10], dx[5 * 12] = {0};
+    fill_random(x, sizeof x / 4, &rng, 1.0f);
+    fill_random(w, sizeof w / 4, &rng, 0.5f);
+    fill_random(b, 10, &rng, 0.5f);
+    fill_random(cw, sizeof cw / 4, &rng, 1.0f);
+    fill_random(lora.B[KVL_UP_PROJ], (size_t)out * 3, &rng, 0.3f);
+    linear_forward(y, u, tmp, x, w, b, &lora, KVL_UP_PROJ, 0, T, in, out);
+    linear_backward(dx, cw, x, u, du, w, &lora, &dlora, KVL_UP_PROJ, 0, T, in, out);
+    float *params[3] = {x, lora.A[KVL_UP_PROJ], lora.B[KVL_UP_PROJ]}, *grads[3] = {dx, dlora.A[KVL_UP_PROJ], dlora.B[KVL_UP_PROJ]};
+    int sizes[3] = {T * in, 3 * in, out * 3}, bad = 0, n = 0;
+    for (int p = 0; p < 3; p++) {
+        double scale = 0;
+        for (int i = 0; i < sizes[p]; i++) scale = fmax(scale, fabs(grads[p][i]));
+        for (int i = 0; i < sizes[p]; i++, n++) {
+            float keep = params[p][i];
+            params[p][i] = keep + 1e-2f; linear_forward(y, u, tmp, x, w, b, &lora, KVL_UP_PROJ, 0, T, in, out); double fp = weighted_sum(y, cw, T * out);
+            params[p][i] = keep - 1e-2f; linear_forward(y, u, tmp, x, w, b, &lora, KVL_UP_PROJ, 0, T, in, out); double fm = weighted_sum(y, cw, T * out);
+            params[p][i] = keep;
+            bad += !fd_close(grads[p][i], (fp - fm) / 2e-2, scale);
+        }
+    }
+    CHECK(bad == 0, "linear_backward with LoRA (dx, dA, dB) vs finite differences: %d of %d off", bad, n);
+    /* the transposed product against a plain loop */
+    float dy[5 * 10], want[5 * 12], got[5 * 12];
+    fill_random(dy, sizeof dy / 4, &rng, 1.0f);
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < in; i++) {
+            float sum = 0.0f;
+            for (int o = 0; o < out; o++) sum += dy[t * out + o] * w[o * in + i];
+            want[t * in + i] = sum;
+        }
+    gemm(got, dy, w, T, out, in, 0, 0);
+    CHECK(bits_equal(got, want, (size_t)T * in), "gemm (dx = dy W) bitwise equal to the plain loop");
+    kvl_lora_free(&lora);
+    kvl_lora_free(&dlora);
+}
+
+/* An adapter with random A and B (B = 0 would make every dA vanish) on all targets. */
+static void random_adapter(KvlLora *lora, const KvlConfig *c, int rank, uint64_t seed, float b_scale)
+{
+    int has[KVL_N_TARGETS];
+    for (int t = 0; t < KVL_N_TARGETS; t++) has[t] = 1;
+    kvl_lora_init(lora, c, rank, 2.0f * rank, 0, has, seed);
+    KvlRng rng;
+    kvl_rng_seed(&rng, seed + 1);
+    for (int t = 0; t < KVL_N_TARGETS; t++)
+        fill_random(lora->B[t], (size_t)c->n_layers * lora->out[t] * rank, &rng, b_scale);
+}
+
+/* Teacher logits: the base model reading prefix ++ context ++ probe. */
+static void teacher_logits(KvlModel *m, const int *prefix, int n_prefix, const int *context, int n_context,
+                           const int *probe, int n_probe, float *out)
+{
+    const KvlLora *keep = m->lora;
+    m->lora = NULL;
+    KvlCache cache;
+    int n = n_prefix + n_context + n_probe, seq[256];
+    memcpy(seq, prefix, sizeof(int) * n_prefix);
+    memcpy(seq + n_prefix, context, sizeof(int) * n_context);
+    memcpy(seq + n_prefix + n_context, probe, sizeof(int) * n_probe);
+    kvl_cache_init(&cache, &m->config, n);
+    kvl_forward(m, &cache, seq, n, out, n_probe);
+    kvl_cache_free(&cache);
+    m->lora = keep;
+}
+
+/* The whole model: the loss of one probe as a function of single LoRA entries, for each
+   variant with something of its own (GQA, biases, q/k norms, a sliding window, tied
+   embeddings) and both losses. */
+static void test_model_backward(void)
+{
+    static const char *const models[] = {"llama_gqa_f32", "qwen2_f32", "qwen3_f32", "mistral_window_f32", "llama_tied_f32"};
+    for (size_t mi = 0; mi < sizeof models / sizeof models[0]; mi++) {
+        char dir[512];
+        snprintf(dir, sizeof dir, "%s/%s", golden_dir(), models[mi]);
+        KvlModel *m;
+        if (kvl_model_load(&m, dir)) { CHECK(0, "load %s: %s", dir, kvl_last_error()); continue; }
+        const KvlConfig *c = &m->config;
+        int V = c->vocab_size, prefix[1] = {1}, context[12], probe[10];
+        for (int i = 0; i < 12; i++) context[i] = (i * 37 + 5) % V;
+        for (int i = 0; i < 10; i++) probe[i] = (i * 53 + 7) % V;
+        float *teacher = malloc(sizeof(float) * 10 * V);
+        teacher_logits(m, prefix, 1, context, 12, probe, 10, teacher);
+        KvlLora lora, dlora;
+        random_adapter(&lora, c, 4, 100 + mi, 0.1f);
+        lora_alloc_like(&dlora, &lora, c);
+        m->lora = &lora;
+        Acts a;
+        acts_init(&a, c, 11, 4);
+        int seq[11];
+        seq[0] = 1;
+        memcpy(seq + 1, probe, sizeof probe);
+        for (int use_kl = 1; use_kl >= 0; use_kl--) {
+            memset(dlora.params, 0, sizeof(float) * dlora.n_params);
+            double loss, lp, lm;
+            distill_probe(m, &a, &dlora, seq, 1, 10, teacher, use_kl, 10, &loss);
+            KvlRng rng;
+            kvl_rng_seed(&rng, 77);
+            int bad = 0, n = 0;
+            double scale = 0;
+            for (size_t i = 0; i < dlora.n_params; i++) scale = fmax(scale, fabs(dlora.params[i]));
+            for (int t = 0; t < KVL_N_TARGETS; t++)
+                for (int ab = 0; ab < 2; ab++)
+                    for (int k = 0; k < 3; k++, n++) {       /* 3 random entries of each A and B */
+                        size_t count = (size_t)c->n_layers * lora.rank * (ab ? lora.out[t] : lora.in[t]);
+                        size_t i = kvl_rng_u32(&rng) % count;
+                        float *p = (ab ? lora.B[t] : lora.A[t]) + i, keep = *p;
+                        float g = (ab ? dlora.B[t] : dlora.A[t])[i];
+                        *p = keep + 1e-2f; distill_probe(m, &a, NULL, seq, 1, 10, teacher, use_kl, 10, &lp);
+                        *p = keep - 1e-2f; distill_probe(m, &a, NULL, seq, 1, 10, teacher, use_kl, 10, &lm);
+                        *p = keep;
+                        double numeric = (lp - lm) / 2e-2;
+                        if (!fd_close(g, numeric, scale)) {
+                            if (bad < 3) printf("    %s %s lora_%c[%zu]: analytic %g numeric %g\n", models[mi], kvl_target_names[t], ab ? 'B' : 'A', i, g, numeric);
+                            bad++;
+                        }
+                    }
+            CHECK(bad == 0, "%s, %s loss %.4f: %d of %d LoRA gradients off the finite differences", models[mi], use_kl ? "kl" : "mse", loss, bad, n);
+        }
+        /* the student forward gives the inference forward's logits, bit for bit */
+        double unused;
+        distill_probe(m, &a, NULL, seq, 1, 10, teacher, 1, 10, &unused);
+        float *inference = malloc(sizeof(float) * 11 * V);
+        KvlCache cache;
+        kvl_cache_init(&cache, c, 11);
+        kvl_forward(m, &cache, seq, 11, inference, 11);
+        CHECK(bits_equal(inference, a.logits, (size_t)11 * V), "%s: student forward == kvl_forward with the adapter (max rel diff %.3g)", models[mi], relative_max_diff(a.logits, inference, (size_t)11 * V));
+        kvl_cache_free(&cache);
+        free(inference);
+        acts_free(&a);
+        m->lora = NULL;
+        kvl_lora_free(&lora);
+        kvl_lora_free(&dlora);
+        free(teacher);
+        kvl_model_free(m);
+    }
+}
+
+/* ---------------------------------------------------------------------------------- */
 /* Sampling and losses                                                                  */
 
 static void test_sampling(void)
@@ -779,6 +1049,10 @@ int main(void)
         {"cache_consistency", test_cache_consistency},
         {"threads_do_not_change_results", test_threads_do_not_change_results},
         {"stories260k", test_stories260k},
+        {"rmsnorm_rope_swiglu_backward", test_rmsnorm_rope_swiglu_backward},
+        {"attention_backward", test_attention_backward},
+        {"linear_backward", test_linear_backward},
+        {"model_backward", test_model_backward},
         {"sampling", test_sampling},
         {"losses", test_losses},
         {"cli_dump", test_cli_dump},
