@@ -2684,7 +2684,7 @@ int kvl_sample(float *logits, int n, float temperature, float top_p, KvlRng *rng
 }
 
 /* ------------------------------------------------------------------------------------ */
-/* 9. Distillation: the losses (forward; their backward arrives with the LoRA issue)     */
+/* 9. Distillation: losses, AdamW, the cache file, probes, the training loop           */
 /*                                                                                       */
 /* Over T positions with logits z_s (student) and z_t (teacher), vocabulary V:           */
 /*   kl  = 1/T sum_t KL(p_t || p_s) = 1/T sum_t sum_v p_t,v (log p_t,v - log p_s,v)      */
@@ -2769,6 +2769,335 @@ static int distill_probe(KvlModel *m, Acts *a, KvlLora *dlora, const int *tokens
     loss_backward(a->d_logits + (size_t)n_prefix * V, zs, teacher, n_probe, V, use_kl, n_total);
     student_backward(m, a, dlora, T);
     return 0;
+}
+
+/* AdamW (Loshchilov & Hutter), as torch.optim.AdamW: decoupled weight decay, then
+       m = b1 m + (1 - b1) g,  v = b2 v + (1 - b2) g^2,
+       p -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps).
+   One loop over the adapter's one block of parameters. */
+typedef struct { float lr, beta1, beta2, eps, weight_decay; int t; float *m, *v; } AdamW;
+
+static void adamw_step(AdamW *opt, float *params, const float *grads, size_t n)
+{
+    opt->t++;
+    float c1 = 1.0f - powf(opt->beta1, (float)opt->t), c2 = 1.0f - powf(opt->beta2, (float)opt->t);
+    for (size_t i = 0; i < n; i++) {
+        float g = grads[i];
+        opt->m[i] = opt->beta1 * opt->m[i] + (1.0f - opt->beta1) * g;
+        opt->v[i] = opt->beta2 * opt->v[i] + (1.0f - opt->beta2) * g * g;
+        params[i] -= opt->lr * opt->weight_decay * params[i];
+        params[i] -= opt->lr * (opt->m[i] / c1) / (sqrtf(opt->v[i] / c2) + opt->eps);
+    }
+}
+
+/* A fingerprint of a model: its shape and a sample of its weights' bits, hashed with
+   FNV-1a. Caches and adapters carry it, so that one made for another model is refused. */
+static void model_fingerprint(const KvlModel *m, char out[17])
+{
+    const KvlConfig *c = &m->config;
+    uint64_t h = 0xcbf29ce484222325ull;
+    int dims[] = {c->dim, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, c->ffn_dim, c->vocab_size, (int)c->arch};
+    unsigned char b[4];
+    for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++) {
+        write_u32_le(b, (uint32_t)dims[i]);
+        for (int k = 0; k < 4; k++) h = (h ^ b[k]) * 0x100000001b3ull;
+    }
+    for (size_t i = 0; i < m->n_params; i += 997) {
+        write_u32_le(b, bits_from_f32(m->memory[i]));
+        for (int k = 0; k < 4; k++) h = (h ^ b[k]) * 0x100000001b3ull;
+    }
+    snprintf(out, 17, "%016llx", (unsigned long long)h);
+}
+
+/* The KV cache as a file: layers.N.k and layers.N.v, [KVH, T, HD] each, and tokens
+   (I32 [T]); the metadata names the model (fingerprint) and the prefix length. */
+int kvl_cache_save(const KvlCache *cache, const KvlModel *m, const int *tokens, int n_prefix, KvlDtype dtype, const char *path)
+{
+    int L = cache->n_layers, T = cache->n_tokens, KVH = cache->n_kv_heads, HD = cache->head_dim;
+    KvlTensorOut *ts = xcalloc((size_t)2 * L + 1, sizeof *ts);
+    char *names = xcalloc((size_t)2 * L, 32);
+    float *packed = xmalloc(sizeof(float) * 2 * (size_t)L * KVH * T * HD + 1);
+    if (!ts || !names || !packed) { free(ts); free(names); free(packed); return error_wrap("%s", path); }
+    /* the cache holds max_tokens positions per head; the file holds the T filled ones */
+    for (int l = 0; l < L; l++)
+        for (int kv = 0; kv < 2; kv++) {
+            float *dst = packed + ((size_t)(2 * l + kv)) * KVH * T * HD;
+            const float *src = kv ? cache->v : cache->k;
+            for (int h = 0; h < KVH; h++)
+                memcpy(dst + (size_t)h * T * HD, src + (((size_t)l * KVH + h) * cache->max_tokens) * HD, sizeof(float) * T * HD);
+            char *name = names + (size_t)(2 * l + kv) * 32;
+            snprintf(name, 32, "layers.%d.%c", l, kv ? 'v' : 'k');
+            KvlTensorOut t = {name, dtype, 3, {KVH, T, HD}, dst};
+            ts[2 * l + kv] = t;
+        }
+    KvlTensorOut tok = {"tokens", KVL_I32, 1, {T}, tokens};
+    ts[2 * L] = tok;
+    char fingerprint[17], prefix[16];
+    model_fingerprint(m, fingerprint);
+    snprintf(prefix, sizeof prefix, "%d", n_prefix);
+    const char *mk[4] = {"format", "kvlora_version", "model_fingerprint", "prefix_length"};
+    const char *mv[4] = {"kvlora cache", KVL_VERSION, fingerprint, prefix};
+    int r = kvl_st_write(path, ts, 2 * L + 1, mk, mv, 4);
+    free(ts);
+    free(names);
+    free(packed);
+    return r;
+}
+
+/* Reads a cache file written by kvl_cache_save for this model into a fresh cache with
+   room for extra more tokens; *tokens (allocated) gets its ids, *n_prefix the prefix length. */
+int kvl_cache_load(KvlCache *cache, const KvlModel *m, const char *path, int extra, int **tokens, int *n_tokens, int *n_prefix)
+{
+    const KvlConfig *c = &m->config;
+    KvlSafetensors st;
+    *tokens = NULL;
+    if (kvl_st_open(&st, path)) return -1;
+    char fingerprint[17];
+    model_fingerprint(m, fingerprint);
+    const char *format = kvl_st_meta(&st, "format"), *fp = kvl_st_meta(&st, "model_fingerprint"), *pl = kvl_st_meta(&st, "prefix_length");
+    const KvlTensorInfo *tt = kvl_st_find(&st, "tokens");
+    long long prefix = -1;
+    int r = -1;
+    if (!format || strcmp(format, "kvlora cache") != 0) { fail("%s: not a kvlora cache (no __metadata__ format \"kvlora cache\")", path); goto done; }
+    if (!fp || strcmp(fp, fingerprint) != 0) { fail("%s: the cache was recorded with another model (fingerprint %s, this model's is %s)", path, fp ? fp : "none", fingerprint); goto done; }
+    if (!tt || tt->n_dims != 1 || tt->shape[0] < 1 || tt->shape[0] > c->max_positions) { fail("%s: bad or missing 'tokens'", path); goto done; }
+    int T = (int)tt->shape[0];
+    if (!pl || parse_ids(pl, tokens, n_tokens) || *n_tokens != 1 || (prefix = (*tokens)[0]) > T) { fail("%s: bad prefix_length", path); goto done; }
+    free(*tokens);
+    *tokens = xmalloc(sizeof(int) * T);
+    if (!*tokens || kvl_cache_init(cache, c, T + extra > c->max_positions ? c->max_positions : T + extra)) goto done;
+    if (kvl_st_read_i32(&st, tt, *tokens)) goto done;
+    for (int i = 0; i < T; i++)
+        if ((*tokens)[i] < 0 || (*tokens)[i] >= c->vocab_size) { fail("%s: token %d outside the vocabulary", path, (*tokens)[i]); goto done; }
+    float *plane = xmalloc(sizeof(float) * (size_t)c->n_kv_heads * T * c->head_dim);
+    if (!plane) goto done;
+    for (int l = 0; l < c->n_layers; l++)
+        for (int kv = 0; kv < 2; kv++) {
+            char name[32];
+            snprintf(name, sizeof name, "layers.%d.%c", l, kv ? 'v' : 'k');
+            const KvlTensorInfo *t = kvl_st_find(&st, name);
+            if (!t || t->n_dims != 3 || t->shape[0] != c->n_kv_heads || t->shape[1] != T || t->shape[2] != c->head_dim) {
+                fail("%s: tensor '%s' is missing or not [%d, %d, %d]", path, name, c->n_kv_heads, T, c->head_dim);
+                free(plane);
+                goto done;
+            }
+            if (kvl_st_read_f32(&st, t, plane)) { free(plane); goto done; }
+            float *dst = kv ? cache->v : cache->k;
+            for (int h = 0; h < c->n_kv_heads; h++)
+                memcpy(dst + (((size_t)l * c->n_kv_heads + h) * cache->max_tokens) * c->head_dim, plane + (size_t)h * T * c->head_dim,
+                       sizeof(float) * T * c->head_dim);
+        }
+    free(plane);
+    cache->n_tokens = T;
+    *n_tokens = T;
+    *n_prefix = (int)prefix;
+    r = 0;
+done:
+    if (r) { free(*tokens); *tokens = NULL; kvl_cache_free(cache); }
+    kvl_st_close(&st);
+    return r;
+}
+
+/* The teacher's logits for a probe: the base model reading it after the cached prefix ++
+   context (n_ctx positions). The cache is rewound afterwards, so it serves every probe. */
+static int teacher_forward(KvlModel *m, KvlCache *cache, int n_ctx, const KvlProbe *p, float *logits)
+{
+    const KvlLora *keep = m->lora;
+    m->lora = NULL;
+    cache->n_tokens = n_ctx;
+    int r = kvl_forward(m, cache, p->ids, p->n, logits, p->n);
+    cache->n_tokens = n_ctx;
+    m->lora = keep;
+    return r;
+}
+
+/* The teacher's logits after the whole cached context: rewind the cache by one position
+   and read the context's last token again (same arithmetic, so the same keys and values
+   are written back). */
+static int logits_after_context(KvlModel *m, KvlCache *cache, int last_token, float *logits)
+{
+    int n_ctx = cache->n_tokens;
+    cache->n_tokens = n_ctx - 1;
+    return kvl_forward(m, cache, &last_token, 1, logits, 1);
+}
+
+/* Self-study: the teacher, reading the cached context, writes its own probes: n
+   continuations of len tokens, sampled at temperature 1 from a seeded stream. No
+   ground truth of any kind goes in: the probes are the model's own words. */
+int kvl_self_study(KvlModel *m, KvlCache *cache, int last_token, int n, int len, uint64_t seed, KvlProbe *out)
+{
+    int V = m->config.vocab_size, n_ctx = cache->n_tokens;
+    if (len < 1 || n_ctx + len > cache->max_tokens) return fail("self-study: %d tokens do not fit after the %d-token context", len, n_ctx);
+    float *after = xmalloc(sizeof(float) * V), *logits = xmalloc(sizeof(float) * V);
+    if (!after || !logits) { free(after); free(logits); return -1; }
+    const KvlLora *keep = m->lora;
+    m->lora = NULL;
+    KvlRng rng;
+    kvl_rng_seed(&rng, seed ^ 0x5e1f57d7ull);
+    int r = logits_after_context(m, cache, last_token, after);
+    for (int i = 0; i < n && !r; i++) {
+        out[i].n = len;
+        out[i].ids = xmalloc(sizeof(int) * len);
+        if (!out[i].ids) { r = -1; break; }
+        memcpy(logits, after, sizeof(float) * V);
+        for (int t = 0; t < len && !r; t++) {
+            out[i].ids[t] = kvl_sample(logits, V, 1.0f, 1.0f, &rng);
+            if (t + 1 < len) r = kvl_forward(m, cache, &out[i].ids[t], 1, logits, 1);
+        }
+        cache->n_tokens = n_ctx;
+    }
+    m->lora = keep;
+    free(after);
+    free(logits);
+    return r;
+}
+
+/* Context chunks: windows of len tokens over the context (after the prefix), every
+   len / 2 tokens, so each token is seen in two windows. */
+int kvl_context_chunks(const int *context, int n_context, int len, KvlProbe **out, int *n_out)
+{
+    if (len < 1) return fail("context chunks: length must be positive");
+    if (len > n_context) len = n_context;
+    int stride = len / 2 > 0 ? len / 2 : 1, n = n_context <= len ? 1 : (n_context - len + stride - 1) / stride + 1;
+    KvlProbe *p = xcalloc((size_t)n, sizeof *p);
+    if (!p) return -1;
+    for (int i = 0; i < n; i++) {
+        int start = i * stride;
+        if (start + len > n_context) start = n_context - len;
+        p[i].n = len;
+        p[i].ids = xmalloc(sizeof(int) * len);
+        if (!p[i].ids) { for (int k = 0; k < i; k++) free(p[k].ids); free(p); return -1; }
+        memcpy(p[i].ids, context + start, sizeof(int) * len);
+    }
+    *out = p;
+    *n_out = n;
+    return 0;
+}
+
+/* The distillation loop. The student is the model with the adapter lora; the teacher the
+   model alone reading cache (prefix ++ context, n_ctx positions) then each probe. Each step
+   takes the next batch of probes from a seeded shuffle, sums the gradient of the mean loss
+   over the batch's positions, and takes one AdamW step. Teacher logits are computed once
+   when they fit in 256 MB, else again at every step. */
+int kvl_distill(KvlModel *m, KvlCache *cache, const int *prefix, int n_prefix, const KvlProbe *probes, int n_probes,
+                KvlLora *lora, const KvlDistillOptions *opt, double *final_loss)
+{
+    const KvlConfig *c = &m->config;
+    int V = c->vocab_size, n_ctx = cache->n_tokens, max_len = 0, r = -1;
+    size_t total_tokens = 0;
+    if (n_probes < 1) return fail("distill: no probes");
+    for (int i = 0; i < n_probes; i++) {
+        if (probes[i].n < 1) return fail("distill: probe %d is empty", i);
+        if (probes[i].n > max_len) max_len = probes[i].n;
+        total_tokens += (size_t)probes[i].n;
+    }
+    if (n_ctx + max_len > cache->max_tokens) return fail("distill: a probe of %d tokens does not fit after the %d-token context", max_len, n_ctx);
+    if (n_prefix + max_len > c->max_positions) return fail("distill: prefix and probe exceed the model's positions");
+    int batch = opt->batch < 1 ? 1 : opt->batch > n_probes ? n_probes : opt->batch;
+    if (batch > 4096) return fail("distill: batch %d is larger than 4096", batch);
+    KvlLora grad = {0};
+    AdamW adam = {opt->lr, 0.9f, 0.999f, 1e-8f, opt->weight_decay, 0, NULL, NULL};
+    Acts acts = {0};
+    int *order = xmalloc(sizeof(int) * n_probes), *seq = xmalloc(sizeof(int) * (n_prefix + max_len));
+    float *teacher = NULL, *teacher_one = xmalloc(sizeof(float) * (size_t)max_len * V);
+    size_t *teacher_at = xcalloc((size_t)n_probes, sizeof(size_t));
+    int keep_teacher = total_tokens * V <= (size_t)64 << 20;
+    if (!order || !seq || !teacher_one || !teacher_at || lora_alloc_like(&grad, lora, c) ||
+        !(adam.m = xcalloc(lora->n_params, sizeof(float))) || !(adam.v = xcalloc(lora->n_params, sizeof(float))) ||
+        acts_init(&acts, c, n_prefix + max_len, lora->rank) || scratch_reserve(m, n_prefix + max_len, cache->max_tokens))
+        goto done;
+    if (keep_teacher) {
+        if (!(teacher = xmalloc(sizeof(float) * total_tokens * V))) goto done;
+        size_t at = 0;
+        for (int i = 0; i < n_probes; i++) {
+            teacher_at[i] = at;
+            if (teacher_forward(m, cache, n_ctx, &probes[i], teacher + at)) goto done;
+            at += (size_t)probes[i].n * V;
+        }
+    }
+    memcpy(seq, prefix, sizeof(int) * n_prefix);
+    const KvlLora *keep = m->lora;
+    m->lora = lora;
+    KvlRng rng;
+    kvl_rng_seed(&rng, opt->seed ^ 0xd15711ull);
+    for (int i = 0; i < n_probes; i++) order[i] = i;
+    int next = n_probes;                            /* position in the shuffled order */
+    double start = now_seconds(), loss = 0.0;
+    for (int step = 0; step < opt->steps; step++) {
+        int chosen[4096], n_chosen = 0, n_total = 0;
+        for (int b = 0; b < batch && b < 4096; b++) {
+            if (next == n_probes) {                 /* a new epoch: Fisher-Yates shuffle */
+                for (int i = n_probes - 1; i > 0; i--) {
+                    int j = (int)(kvl_rng_u32(&rng) % (uint32_t)(i + 1)), t = order[i];
+                    order[i] = order[j];
+                    order[j] = t;
+                }
+                next = 0;
+            }
+            chosen[n_chosen++] = order[next++];
+            n_total += probes[chosen[n_chosen - 1]].n;
+        }
+        memset(grad.params, 0, sizeof(float) * grad.n_params);
+        loss = 0.0;
+        for (int b = 0; b < n_chosen; b++) {
+            const KvlProbe *p = &probes[chosen[b]];
+            const float *zt = teacher ? teacher + teacher_at[chosen[b]] : teacher_one;
+            if (!teacher && teacher_forward(m, cache, n_ctx, p, teacher_one)) { m->lora = keep; goto done; }
+            memcpy(seq + n_prefix, p->ids, sizeof(int) * p->n);
+            double part = 0.0;
+            if (distill_probe(m, &acts, &grad, seq, n_prefix, p->n, zt, opt->use_kl, n_total, &part)) { m->lora = keep; goto done; }
+            loss += part;
+        }
+        adamw_step(&adam, lora->params, grad.params, lora->n_params);
+        if (opt->progress) {
+            double elapsed = now_seconds() - start;
+            opt->progress(opt->progress_ctx, step + 1, opt->steps, loss, elapsed, elapsed / (step + 1) * (opt->steps - step - 1), n_total);
+        }
+    }
+    m->lora = keep;
+    if (final_loss) *final_loss = loss;
+    r = 0;
+done:
+    cache->n_tokens = n_ctx;
+    free(order); free(seq); free(teacher); free(teacher_one); free(teacher_at);
+    free(adam.m); free(adam.v);
+    kvl_lora_free(&grad);
+    acts_free(&acts);
+    return r;
+}
+
+/* The mean distillation loss over every probe with the model's current adapter. */
+int kvl_distill_loss(KvlModel *m, KvlCache *cache, const int *prefix, int n_prefix, const KvlProbe *probes, int n_probes,
+                     int use_kl, double *loss)
+{
+    const KvlConfig *c = &m->config;
+    int n_ctx = cache->n_tokens, max_len = 0, n_total = 0, r = -1;
+    for (int i = 0; i < n_probes; i++) {
+        if (probes[i].n > max_len) max_len = probes[i].n;
+        n_total += probes[i].n;
+    }
+    Acts acts = {0};
+    int *seq = xmalloc(sizeof(int) * (n_prefix + max_len));
+    float *teacher = xmalloc(sizeof(float) * (size_t)max_len * c->vocab_size);
+    *loss = 0.0;
+    if (!seq || !teacher || acts_init(&acts, c, n_prefix + max_len, m->lora ? m->lora->rank : 1) ||
+        scratch_reserve(m, n_prefix + max_len, cache->max_tokens))
+        goto done;
+    memcpy(seq, prefix, sizeof(int) * n_prefix);
+    for (int i = 0; i < n_probes; i++) {
+        double part = 0.0;
+        memcpy(seq + n_prefix, probes[i].ids, sizeof(int) * probes[i].n);
+        if (teacher_forward(m, cache, n_ctx, &probes[i], teacher) ||
+            distill_probe(m, &acts, NULL, seq, n_prefix, probes[i].n, teacher, use_kl, n_total, &part))
+            goto done;
+        *loss += part;
+    }
+    r = 0;
+done:
+    free(seq);
+    free(teacher);
+    acts_free(&acts);
+    return r;
 }
 
 /* ------------------------------------------------------------------------------------ */

@@ -219,6 +219,39 @@ int  kvl_lora_parse_targets(const char *list, int has[KVL_N_TARGETS]);
 int  kvl_lora_save(const KvlLora *lora, const char *dir);
 int  kvl_lora_load(KvlLora *lora, const char *dir, const KvlConfig *config);
 
+/* ---- distillation ---- */
+
+/* Writes the cache's n_tokens positions (prefix ++ context) to a safetensors file:
+   layers.N.k / layers.N.v [KVH, T, HD] in dtype (F32, F16 or BF16), tokens I32 [T]. */
+int kvl_cache_save(const KvlCache *cache, const KvlModel *m, const int *tokens, int n_prefix, KvlDtype dtype, const char *path);
+/* Reads it back for the same model (refused otherwise) with room for extra more tokens. */
+int kvl_cache_load(KvlCache *cache, const KvlModel *m, const char *path, int extra, int **tokens, int *n_tokens, int *n_prefix);
+
+typedef struct { int *ids; int n; } KvlProbe;   /* token ids a probe reads after the prefix */
+
+/* Probes the teacher writes itself from the cached context (last_token: the context's last id). */
+int kvl_self_study(KvlModel *m, KvlCache *cache, int last_token, int n, int len, uint64_t seed, KvlProbe *out);
+/* Windows of len tokens over the context, every len / 2. */
+int kvl_context_chunks(const int *context, int n_context, int len, KvlProbe **out, int *n_out);
+
+typedef struct {
+    int use_kl;                   /* 1: KL(teacher || student); 0: squared logit difference */
+    int steps, batch;             /* optimizer steps; probes per step */
+    float lr, weight_decay;       /* AdamW (betas 0.9, 0.999, eps 1e-8) */
+    uint64_t seed;                /* the probes' shuffle */
+    /* called after each step (may be NULL) */
+    void (*progress)(void *ctx, int step, int steps, double loss, double elapsed_s, double eta_s, int tokens);
+    void *progress_ctx;
+} KvlDistillOptions;
+
+/* Trains lora so that the model with it, reading prefix ++ probe, matches the model alone
+   reading the cache (prefix ++ context) ++ probe. *final_loss: the last step's batch loss. */
+int kvl_distill(KvlModel *m, KvlCache *cache, const int *prefix, int n_prefix, const KvlProbe *probes, int n_probes,
+                KvlLora *lora, const KvlDistillOptions *opt, double *final_loss);
+/* The mean loss over all probes with the model's current adapter (m->lora). */
+int kvl_distill_loss(KvlModel *m, KvlCache *cache, const int *prefix, int n_prefix, const KvlProbe *probes, int n_probes,
+                     int use_kl, double *loss);
+
 /* ---- sampling ---- */
 
 typedef struct { uint64_t state; } KvlRng;

@@ -886,7 +886,7 @@ static void test_model_backward(void)
         memcpy(seq + 1, probe, sizeof probe);
         for (int use_kl = 1; use_kl >= 0; use_kl--) {
             memset(dlora.params, 0, sizeof(float) * dlora.n_params);
-            double loss, lp, lm;
+            double loss = 0, lp = 0, lm = 0;
             distill_probe(m, &a, &dlora, seq, 1, 10, teacher, use_kl, 10, &loss);
             KvlRng rng;
             kvl_rng_seed(&rng, 77);
@@ -928,6 +928,60 @@ static void test_model_backward(void)
         free(teacher);
         kvl_model_free(m);
     }
+}
+
+/* A small distillation on a golden model: context chunks and self-study probes, all
+   seven targets; the loss over the probes must fall at least 10x. */
+static void test_distill_lowers_loss(void)
+{
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/llama_gqa_f32", golden_dir());
+    KvlModel *m;
+    if (kvl_model_load(&m, dir)) { CHECK(0, "load %s: %s", dir, kvl_last_error()); return; }
+    const KvlConfig *c = &m->config;
+    int prefix[1] = {1}, context[48], n_ctx = 49, seq[49];
+    for (int i = 0; i < 48; i++) context[i] = (i * 29 + 3) % c->vocab_size;
+    seq[0] = 1;
+    memcpy(seq + 1, context, sizeof context);
+    KvlCache cache;
+    kvl_cache_init(&cache, c, n_ctx + 16);
+    kvl_forward(m, &cache, seq, n_ctx, NULL, 0);
+    KvlProbe *chunks = NULL, probes[16];
+    int n_chunks = 0;
+    CHECK(kvl_context_chunks(context, 48, 16, &chunks, &n_chunks) == 0 && n_chunks == 5, "5 chunks of 16 over 48 tokens (%d)", n_chunks);
+    CHECK(kvl_self_study(m, &cache, context[47], 8, 12, 1, probes) == 0 && cache.n_tokens == n_ctx, "self-study: %s", kvl_last_error());
+    KvlProbe again[8];
+    kvl_self_study(m, &cache, context[47], 8, 12, 1, again);
+    int same = 1;
+    for (int i = 0; i < 8; i++) same &= memcmp(probes[i].ids, again[i].ids, sizeof(int) * 12) == 0;
+    CHECK(same, "self-study is reproducible from its seed");
+    for (int i = 0; i < n_chunks; i++) probes[8 + i] = chunks[i];
+    int n_probes = 8 + n_chunks;
+    KvlLora lora;
+    int has[KVL_N_TARGETS];
+    kvl_lora_parse_targets("all", has);
+    kvl_lora_init(&lora, c, 8, 16.0f, 0, has, 1);
+    double before, after, last;
+    m->lora = &lora;
+    kvl_distill_loss(m, &cache, prefix, 1, probes, n_probes, 1, &before);
+    KvlDistillOptions opt = {1, 60, 4, 1e-2f, 0.0f, 1, NULL, NULL};
+    CHECK(kvl_distill(m, &cache, prefix, 1, probes, n_probes, &lora, &opt, &last) == 0, "distill: %s", kvl_last_error());
+    kvl_distill_loss(m, &cache, prefix, 1, probes, n_probes, 1, &after);
+    printf("  distill: kl over %d probes %.4f -> %.4f (%.0fx lower) in 60 steps\n", n_probes, before, after, before / after);
+    CHECK(after * 10 <= before, "loss falls at least 10x: %.4f -> %.4f", before, after);
+    /* same seed, same adapter */
+    KvlLora again_lora;
+    kvl_lora_init(&again_lora, c, 8, 16.0f, 0, has, 1);
+    kvl_distill(m, &cache, prefix, 1, probes, n_probes, &again_lora, &opt, &last);
+    CHECK(memcmp(again_lora.params, lora.params, sizeof(float) * lora.n_params) == 0, "same seed, same adapter, bit for bit");
+    m->lora = NULL;
+    for (int i = 0; i < n_probes; i++) free(probes[i].ids);
+    for (int i = 0; i < 8; i++) free(again[i].ids);
+    free(chunks);
+    kvl_lora_free(&lora);
+    kvl_lora_free(&again_lora);
+    kvl_cache_free(&cache);
+    kvl_model_free(m);
 }
 
 /* ---------------------------------------------------------------------------------- */
@@ -1053,6 +1107,7 @@ int main(void)
         {"attention_backward", test_attention_backward},
         {"linear_backward", test_linear_backward},
         {"model_backward", test_model_backward},
+        {"distill_lowers_loss", test_distill_lowers_loss},
         {"sampling", test_sampling},
         {"losses", test_losses},
         {"cli_dump", test_cli_dump},
