@@ -454,6 +454,8 @@ static int buf_push(Buf *b, const void *bytes, size_t n)
     return 0;
 }
 
+static int buf_puts(Buf *b, const char *s) { return buf_push(b, s, strlen(s)); }
+
 /* Length of the valid UTF-8 sequence at s (at most n bytes), or 0 if it is not valid:
    no overlong forms, no surrogates, nothing above U+10FFFF. */
 static int utf8_valid_len(const unsigned char *s, size_t n)
@@ -509,7 +511,7 @@ static int json_parse_string(JsonParser *p, char **out, size_t *out_len)
 {
     Buf b = {0};
     p->pos++;                                   /* opening quote */
-    if (buf_push(&b, "", 0)) return -1;
+    if (buf_puts(&b, "")) return -1;
     for (;;) {
         if (p->pos >= p->len) { free(b.data); return json_fail(p, "unterminated string"); }
         unsigned char c = (unsigned char)p->text[p->pos];
@@ -968,7 +970,7 @@ int kvl_st_read_i32(const KvlSafetensors *st, const KvlTensorInfo *t, int32_t *d
 /* JSON string literal of s (quotes and escapes added) appended to b. */
 static int buf_push_json_string(Buf *b, const char *s)
 {
-    if (buf_push(b, "\"", 1)) return -1;
+    if (buf_puts(b, "\"")) return -1;
     for (; *s; s++) {
         unsigned char c = (unsigned char)*s;
         char esc[8];
@@ -976,7 +978,7 @@ static int buf_push_json_string(Buf *b, const char *s)
         else if (c < 0x20) { snprintf(esc, sizeof esc, "\\u%04x", c); if (buf_push(b, esc, 6)) return -1; }
         else if (buf_push(b, s, 1)) return -1;
     }
-    return buf_push(b, "\"", 1);
+    return buf_puts(b, "\"");
 }
 
 static int buf_printf(Buf *b, const char *fmt, ...)
@@ -993,14 +995,14 @@ static int buf_printf(Buf *b, const char *fmt, ...)
 static int st_build_header(Buf *h, const KvlTensorOut *ts, int n, const char *const *mk, const char *const *mv, int n_meta)
 {
     uint64_t offset = 0;
-    if (buf_push(h, "{", 1)) return -1;
+    if (buf_puts(h, "{")) return -1;
     if (n_meta > 0) {
-        if (buf_push(h, "\"__metadata__\":{", 16)) return -1;
+        if (buf_puts(h, "\"__metadata__\":{")) return -1;
         for (int i = 0; i < n_meta; i++) {
-            if (i && buf_push(h, ",", 1)) return -1;
-            if (buf_push_json_string(h, mk[i]) || buf_push(h, ":", 1) || buf_push_json_string(h, mv[i])) return -1;
+            if (i && buf_puts(h, ",")) return -1;
+            if (buf_push_json_string(h, mk[i]) || buf_puts(h, ":") || buf_push_json_string(h, mv[i])) return -1;
         }
-        if (buf_push(h, "}", 1)) return -1;
+        if (buf_puts(h, "}")) return -1;
     }
     for (int i = 0; i < n; i++) {
         const KvlTensorOut *t = &ts[i];
@@ -1008,7 +1010,7 @@ static int st_build_header(Buf *h, const KvlTensorOut *ts, int n, const char *co
             return fail("tensor '%s': kvlora writes F32, F16, BF16 or I32, not %s", t->name, dtype_table[t->dtype].name);
         if (t->n_dims < 0 || t->n_dims > KVL_MAX_DIMS) return fail("tensor '%s': %d dimensions", t->name, t->n_dims);
         uint64_t bytes = (uint64_t)dtype_table[t->dtype].bytes;
-        if ((n_meta > 0 || i > 0) && buf_push(h, ",", 1)) return -1;
+        if ((n_meta > 0 || i > 0) && buf_puts(h, ",")) return -1;
         if (buf_push_json_string(h, t->name) || buf_printf(h, ":{\"dtype\":\"%s\",\"shape\":[", dtype_table[t->dtype].name)) return -1;
         for (int d = 0; d < t->n_dims; d++) {
             if (t->shape[d] < 0) return fail("tensor '%s': negative dimension", t->name);
@@ -1018,8 +1020,8 @@ static int st_build_header(Buf *h, const KvlTensorOut *ts, int n, const char *co
         if (buf_printf(h, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)offset, (unsigned long long)(offset + bytes))) return -1;
         offset += bytes;
     }
-    if (buf_push(h, "}", 1)) return -1;
-    while (h->len % 8) if (buf_push(h, " ", 1)) return -1;    /* pad so the data starts 8-aligned */
+    if (buf_puts(h, "}")) return -1;
+    while (h->len % 8) if (buf_puts(h, " ")) return -1;    /* pad so the data starts 8-aligned */
     return 0;
 }
 
@@ -2508,15 +2510,15 @@ int kvl_lora_save(const KvlLora *lora, const char *dir)
     Buf j = {0};
     if (buf_printf(&j, "{\n  \"peft_type\": \"LORA\",\n  \"task_type\": \"CAUSAL_LM\",\n  \"r\": %d,\n  \"lora_alpha\": %.9g,\n", lora->rank, lora->alpha) ||
         buf_printf(&j, "  \"lora_dropout\": 0.0,\n  \"bias\": \"none\",\n  \"fan_in_fan_out\": false,\n  \"use_rslora\": %s,\n", lora->use_rslora ? "true" : "false") ||
-        buf_push(&j, "  \"inference_mode\": true,\n  \"base_model_name_or_path\": ", 54) || buf_push_json_string(&j, lora->base_model) ||
-        buf_push(&j, ",\n  \"target_modules\": [", 22)) { free(j.data); return -1; }
+        buf_puts(&j, "  \"inference_mode\": true,\n  \"base_model_name_or_path\": ") || buf_push_json_string(&j, lora->base_model) ||
+        buf_puts(&j, ",\n  \"target_modules\": [")) { free(j.data); return -1; }
     int first = 1;
     for (int t = 0; t < KVL_N_TARGETS; t++)
         if (lora->has[t]) {
             if (buf_printf(&j, "%s\"%s\"", first ? "" : ", ", kvl_target_names[t])) { free(j.data); return -1; }
             first = 0;
         }
-    if (buf_push(&j, "]\n}\n", 4)) { free(j.data); return -1; }
+    if (buf_puts(&j, "]\n}\n")) { free(j.data); return -1; }
     path_join(path, sizeof path, dir, "adapter_config.json");
     r = write_text_file(path, j.data);
     free(j.data);
@@ -3229,6 +3231,7 @@ static int cmd_info(int argc, char **argv)
 
 static const char *generate_help =
     "usage: kvlora generate MODEL_DIR --ids 1,2,3 [-n N] [--temperature T] [--top-p P] [--seed S]\n"
+    "                       [--adapter DIR]\n"
     "\n"
     "Reads the prompt's token ids, then generates N more (default 32), one at a time with\n"
     "the KV cache, and prints all ids (prompt and generated) comma-separated as they come.\n"
@@ -3239,11 +3242,13 @@ static const char *generate_help =
     "  --temperature T     0 = greedy, the default; > 0 samples from softmax(logits / T)\n"
     "  --top-p P           nucleus sampling: keep the most likely tokens up to probability P\n"
     "                      (default 1 = all)\n"
-    "  --seed S            seed of the sampler (default 0): same seed, same tokens\n";
+    "  --seed S            seed of the sampler (default 0): same seed, same tokens\n"
+    "  --adapter DIR       apply a LoRA adapter (PEFT layout: adapter_config.json +\n"
+    "                      adapter_model.safetensors)\n";
 
 static int cmd_generate(int argc, char **argv)
 {
-    const char *dir = NULL, *ids_arg = NULL;
+    const char *dir = NULL, *ids_arg = NULL, *adapter = NULL;
     long long n_new = 32, seed = 0;
     float temperature = 0.0f, top_p = 1.0f;
     for (int i = 0; i < argc; i++) {
@@ -3260,6 +3265,7 @@ static int cmd_generate(int argc, char **argv)
         else if (!strcmp(a, "--temperature")) { if (parse_float(v, &temperature) || temperature < 0) return usage_error("generate", "--temperature must be >= 0, got '%s'", v); }
         else if (!strcmp(a, "--top-p")) { if (parse_float(v, &top_p) || !(top_p > 0 && top_p <= 1)) return usage_error("generate", "--top-p must be in (0, 1], got '%s'", v); }
         else if (!strcmp(a, "--seed")) { if (parse_long(v, 0, LLONG_MAX, &seed)) return usage_error("generate", "--seed must be a non-negative integer, got '%s'", v); }
+        else if (!strcmp(a, "--adapter")) adapter = v;
         else if (!strcmp(a, "--prompt")) return usage_error("generate", "--prompt needs the tokenizer, which is not implemented yet; use --ids");
         else return usage_error("generate", "unknown option '%s'", a);
     }
@@ -3272,8 +3278,13 @@ static int cmd_generate(int argc, char **argv)
     const KvlConfig *c = &m->config;
     int rc = 1;
     KvlCache cache = {0};
+    KvlLora lora = {0};
     float *logits = NULL;
     if (check_ids(prompt, n_prompt, c, "--ids")) { cli_error("%s", kvl_last_error()); goto done; }
+    if (adapter) {
+        if (kvl_lora_load(&lora, adapter, c)) { cli_error("%s", kvl_last_error()); goto done; }
+        m->lora = &lora;
+    }
     if (n_prompt + n_new > c->max_positions) {
         cli_error("the prompt (%d tokens) and -n %lld exceed the model's %d positions", n_prompt, n_new, c->max_positions);
         goto done;
@@ -3304,6 +3315,7 @@ static int cmd_generate(int argc, char **argv)
 done:
     free(logits);
     kvl_cache_free(&cache);
+    kvl_lora_free(&lora);
     kvl_model_free(m);
     free(prompt);
     return rc;
@@ -3316,17 +3328,19 @@ static const char *dump_help =
     "                   [--adapter DIR] [--loss kl|mse] -o OUT.safetensors\n"
     "\n"
     "The numerics contract that optimised builds and the tests diff against. Runs the model\n"
-    "on prefix ++ tokens and writes a safetensors file with:\n"
+    "(with the LoRA adapter, if given: the student) on prefix ++ tokens and writes a\n"
+    "safetensors file with:\n"
     "  logits          F32 [T, vocab]  at the T positions of --tokens\n"
     "  tokens          I32 [T]\n"
-    "With --context-tokens, also the teacher, which reads prefix ++ context ++ tokens:\n"
+    "With --context-tokens, also the teacher, the model alone on prefix ++ context ++ tokens:\n"
     "  teacher_logits  F32 [T, vocab]  at the same T tokens\n"
     "  loss            F32 [1]         the distillation loss between the two (--loss, default kl):\n"
     "                                  kl = mean over positions of KL(teacher || student),\n"
     "                                  mse = mean over positions and vocabulary of the squared\n"
     "                                  logit difference\n"
-    "--adapter (the student with a LoRA adapter, and the gradients) arrives with the\n"
-    "distillation issue; today it is refused.\n";
+    "With --context-tokens and --adapter, also the gradient of that loss for every LoRA tensor:\n"
+    "  grad.<PEFT name>                same shape as the tensor, e.g.\n"
+    "                                  grad.base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight\n";
 
 static int cmd_dump(int argc, char **argv)
 {
@@ -3356,7 +3370,6 @@ static int cmd_dump(int argc, char **argv)
     if (!dir) return usage_error("dump", "missing MODEL_DIR");
     if (!lists[0]) return usage_error("dump", "missing --tokens");
     if (!out) return usage_error("dump", "missing -o OUT.safetensors");
-    if (adapter) return cli_error("dump --adapter: LoRA adapters are not implemented yet (they arrive with the distillation issue)");
     int *ids[3] = {NULL, NULL, NULL}, n[3] = {0, 0, 0};
     for (int k = 0; k < 3; k++)
         if (lists[k] && parse_ids(lists[k], &ids[k], &n[k])) {
@@ -3364,56 +3377,357 @@ static int cmd_dump(int argc, char **argv)
             return usage_error("dump", "%s: %s", list_opts[k], kvl_last_error());
         }
     KvlModel *m = NULL;
+    KvlLora lora = {0}, grad = {0};
     KvlCache cache = {0};
+    Acts acts = {0};
+    KvlTensorOut *tensors = NULL, *grad_tensors = NULL;
+    char *grad_names = NULL;
     float *logits = NULL, *teacher = NULL;
-    int rc = 1, T = n[0];
+    int rc = 1, T = n[0], n_grad = 0, *seq = NULL;
     if (kvl_model_load(&m, dir)) { cli_error("%s", kvl_last_error()); goto done; }
     const KvlConfig *c = &m->config;
     for (int k = 0; k < 3; k++)
         if (check_ids(ids[k], n[k], c, list_opts[k])) { cli_error("%s", kvl_last_error()); goto done; }
+    if (adapter && kvl_lora_load(&lora, adapter, c)) { cli_error("%s", kvl_last_error()); goto done; }
     logits = malloc(sizeof(float) * (size_t)T * c->vocab_size);
     teacher = malloc(sizeof(float) * (size_t)T * c->vocab_size);
-    if (!logits || !teacher) { cli_error("out of memory"); goto done; }
+    seq = malloc(sizeof(int) * (size_t)(n[1] + n[2] + T));
+    if (!logits || !teacher || !seq) { cli_error("out of memory"); goto done; }
 
-    /* the student (today: the base model) on prefix ++ tokens; then, with a context, the
-       teacher on prefix ++ context ++ tokens. Prefix and context go in as one prefill. */
+    /* the student (the model with the adapter, if any) on prefix ++ tokens; then, with a
+       context, the teacher (the model alone) on prefix ++ context ++ tokens */
     for (int pass = 0; pass < (lists[2] ? 2 : 1); pass++) {
         int n_before = n[1] + (pass ? n[2] : 0);
-        int *seq = malloc(sizeof(int) * (size_t)(n_before + T));
-        if (!seq) { cli_error("out of memory"); goto done; }
         memcpy(seq, ids[1], sizeof(int) * n[1]);
         if (pass) memcpy(seq + n[1], ids[2], sizeof(int) * n[2]);
         memcpy(seq + n_before, ids[0], sizeof(int) * T);
+        m->lora = (!pass && adapter) ? &lora : NULL;
         int r = kvl_cache_init(&cache, c, n_before + T) || kvl_forward(m, &cache, seq, n_before + T, pass ? teacher : logits, T);
-        free(seq);
         kvl_cache_free(&cache);
         if (r) { cli_error("%s", kvl_last_error()); goto done; }
     }
-    KvlTensorOut tensors[4] = {
-        {"logits", KVL_F32, 2, {T, c->vocab_size}, logits},
-        {"tokens", KVL_I32, 1, {T}, ids[0]},
-        {"teacher_logits", KVL_F32, 2, {T, c->vocab_size}, teacher},
-        {"loss", KVL_F32, 1, {1}, NULL},
-    };
     float loss_value = 0.0f;
-    int n_tensors = 2;
     if (lists[2]) {
         double loss;
         if (loss_forward(&loss, logits, teacher, T, c->vocab_size, use_kl)) { cli_error("%s", kvl_last_error()); goto done; }
         loss_value = (float)loss;
-        tensors[3].data = &loss_value;
-        n_tensors = 4;
     }
-    const char *mk[6] = {"format", "kvlora_version", "model", "prefix_tokens", "context_tokens", "loss"};
-    const char *mv[6] = {"kvlora dump", KVL_VERSION, dir, lists[1] ? lists[1] : "", lists[2] ? lists[2] : "", use_kl ? "kl" : "mse"};
-    if (kvl_st_write(out, tensors, n_tensors, mk, mv, lists[2] ? 6 : 5)) { cli_error("%s", kvl_last_error()); goto done; }
-    fprintf(stderr, "kvlora: wrote %s (%d positions x %d logits%s)\n", out, T, c->vocab_size, lists[2] ? ", teacher logits and loss" : "");
+    if (lists[2] && adapter) {                  /* the gradient of that loss for every LoRA tensor */
+        double loss;
+        memcpy(seq, ids[1], sizeof(int) * n[1]);
+        memcpy(seq + n[1], ids[0], sizeof(int) * T);
+        m->lora = &lora;
+        if (lora_alloc_like(&grad, &lora, c) || acts_init(&acts, c, n[1] + T, lora.rank) ||
+            distill_probe(m, &acts, &grad, seq, n[1], T, teacher, use_kl, T, &loss) ||
+            lora_tensor_list(&grad, "grad.", &grad_tensors, &grad_names, &n_grad)) {
+            cli_error("%s", kvl_last_error());
+            goto done;
+        }
+    }
+    tensors = calloc((size_t)4 + n_grad, sizeof *tensors);
+    if (!tensors) { cli_error("out of memory"); goto done; }
+    KvlTensorOut base[4] = {
+        {"logits", KVL_F32, 2, {T, c->vocab_size}, logits},
+        {"tokens", KVL_I32, 1, {T}, ids[0]},
+        {"teacher_logits", KVL_F32, 2, {T, c->vocab_size}, teacher},
+        {"loss", KVL_F32, 1, {1}, &loss_value},
+    };
+    int n_tensors = lists[2] ? 4 : 2;
+    memcpy(tensors, base, sizeof(KvlTensorOut) * n_tensors);
+    memcpy(tensors + n_tensors, grad_tensors, sizeof(KvlTensorOut) * n_grad);
+    const char *mk[7] = {"format", "kvlora_version", "model", "prefix_tokens", "context_tokens", "adapter", "loss"};
+    const char *mv[7] = {"kvlora dump", KVL_VERSION, dir, lists[1] ? lists[1] : "", lists[2] ? lists[2] : "", adapter ? adapter : "", use_kl ? "kl" : "mse"};
+    if (kvl_st_write(out, tensors, n_tensors + n_grad, mk, mv, lists[2] ? 7 : 6)) { cli_error("%s", kvl_last_error()); goto done; }
+    fprintf(stderr, "kvlora: wrote %s (%d positions x %d logits%s%s)\n", out, T, c->vocab_size,
+            lists[2] ? ", teacher logits and loss" : "", n_grad ? ", LoRA gradients" : "");
     rc = 0;
 done:
     free(logits);
     free(teacher);
+    free(seq);
+    free(tensors);
+    free(grad_tensors);
+    free(grad_names);
+    acts_free(&acts);
+    kvl_lora_free(&grad);
+    kvl_lora_free(&lora);
     kvl_model_free(m);
     for (int k = 0; k < 3; k++) free(ids[k]);
+    return rc;
+}
+
+/* --- kvlora record --- */
+
+/* The prefix P both sides see: --prefix-ids, else the model's BOS token, else nothing. */
+static int default_prefix(const char *arg, const KvlConfig *c, int **ids, int *n)
+{
+    if (arg) return parse_ids(arg, ids, n) || check_ids(*ids, *n, c, "--prefix-ids");
+    *ids = malloc(sizeof(int));
+    if (!*ids) return fail("out of memory");
+    *n = 0;
+    if (c->bos_token_id >= 0) (*ids)[(*n)++] = c->bos_token_id;
+    return 0;
+}
+
+static const char *record_help =
+    "usage: kvlora record MODEL_DIR --context-ids LIST [--prefix-ids LIST] [--dtype f32|f16|bf16]\n"
+    "                     -o CACHE.safetensors\n"
+    "\n"
+    "Reads prefix ++ context and writes its KV cache: layers.N.k and layers.N.v, each\n"
+    "[kv_heads, T, head_dim] (keys after RoPE), tokens I32 [T], and metadata naming the model\n"
+    "(a fingerprint of its shape and weights) and the prefix length. The prefix defaults to\n"
+    "the model's BOS token. --dtype sets the stored precision (default f32: reading the file\n"
+    "back gives exactly the logits of recomputing the cache). Text (--context FILE) arrives\n"
+    "with the tokenizer.\n";
+
+static int cmd_record(int argc, char **argv)
+{
+    const char *dir = NULL, *out = NULL, *context_arg = NULL, *prefix_arg = NULL;
+    KvlDtype dtype = KVL_F32;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *v;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(record_help, stdout); return 0; }
+        if (a[0] != '-') { if (dir) return usage_error("record", "one model directory expected, got '%s' too", a); dir = a; continue; }
+        if (!(v = option_value(&i, argc, argv))) return usage_error("record", "option %s needs a value", a);
+        if (!strcmp(a, "--context-ids")) context_arg = v;
+        else if (!strcmp(a, "--prefix-ids")) prefix_arg = v;
+        else if (!strcmp(a, "-o")) out = v;
+        else if (!strcmp(a, "--dtype")) {
+            if (!strcmp(v, "f32")) dtype = KVL_F32;
+            else if (!strcmp(v, "f16")) dtype = KVL_F16;
+            else if (!strcmp(v, "bf16")) dtype = KVL_BF16;
+            else return usage_error("record", "--dtype must be f32, f16 or bf16, got '%s'", v);
+        } else if (!strcmp(a, "--context") || !strcmp(a, "--prefix")) return usage_error("record", "%s takes text, which needs the tokenizer (not implemented yet); use %s-ids", a, a);
+        else return usage_error("record", "unknown option '%s'", a);
+    }
+    if (!dir) return usage_error("record", "missing MODEL_DIR");
+    if (!context_arg) return usage_error("record", "missing --context-ids");
+    if (!out) return usage_error("record", "missing -o CACHE.safetensors");
+    KvlModel *m = NULL;
+    KvlCache cache = {0};
+    int *prefix = NULL, *context = NULL, *seq = NULL, n_prefix = 0, n_context = 0, rc = 1;
+    if (parse_ids(context_arg, &context, &n_context)) { usage_error("record", "--context-ids: %s", kvl_last_error()); rc = 2; goto done; }
+    if (kvl_model_load(&m, dir) || check_ids(context, n_context, &m->config, "--context-ids") ||
+        default_prefix(prefix_arg, &m->config, &prefix, &n_prefix)) { cli_error("%s", kvl_last_error()); goto done; }
+    seq = malloc(sizeof(int) * (size_t)(n_prefix + n_context));
+    if (!seq) { cli_error("out of memory"); goto done; }
+    memcpy(seq, prefix, sizeof(int) * n_prefix);
+    memcpy(seq + n_prefix, context, sizeof(int) * n_context);
+    double t0 = now_seconds();
+    if (kvl_cache_init(&cache, &m->config, n_prefix + n_context) || kvl_forward(m, &cache, seq, n_prefix + n_context, NULL, 0) ||
+        kvl_cache_save(&cache, m, seq, n_prefix, dtype, out)) { cli_error("%s", kvl_last_error()); goto done; }
+    fprintf(stderr, "kvlora: recorded %d tokens (prefix %d) in %.2f s: %s, %zu bytes of keys and values as float32\n",
+            n_prefix + n_context, n_prefix, now_seconds() - t0, out, kvl_cache_bytes_per_token(&m->config) * (size_t)(n_prefix + n_context));
+    rc = 0;
+done:
+    kvl_cache_free(&cache);
+    kvl_model_free(m);
+    free(prefix); free(context); free(seq);
+    return rc;
+}
+
+/* --- kvlora distill --- */
+
+static const char *distill_help =
+    "usage: kvlora distill MODEL_DIR (--cache CACHE | --context-ids LIST) [--prefix-ids LIST]\n"
+    "                      [--query-ids FILE] [--self-study N] [--self-study-len L]\n"
+    "                      [--context-chunks] [--chunk-len L] [--rank R] [--alpha A] [--rslora]\n"
+    "                      [--targets LIST] [--loss kl|mse] [--steps S] [--lr LR] [--batch B]\n"
+    "                      [--weight-decay W] [--seed S] [--init ADAPTER] -o ADAPTER_DIR\n"
+    "\n"
+    "Trains a LoRA adapter so that the model with it, reading prefix ++ probe, answers like\n"
+    "the model reading the cached prefix ++ context ++ probe, and writes it in PEFT's layout\n"
+    "(ADAPTER_DIR/adapter_model.safetensors + adapter_config.json). One progress line per\n"
+    "step on stderr. Same seed, same adapter, whatever the number of threads.\n"
+    "\n"
+    "the context:\n"
+    "  --cache CACHE        a file from kvlora record (refused if made by another model)\n"
+    "  --context-ids LIST   or the context's token ids (the prefix defaults to BOS)\n"
+    "probes (any combination; default: --context-chunks and --self-study 16):\n"
+    "  --query-ids FILE     one probe per line, comma-separated token ids\n"
+    "  --self-study N       N continuations the teacher samples from the cached context\n"
+    "  --self-study-len L   their length (default 32)\n"
+    "  --context-chunks     windows of the context itself, every chunk-len / 2 tokens\n"
+    "  --chunk-len L        their length (default 32)\n"
+    "the adapter and its training:\n"
+    "  --rank R             default 8          --alpha A       default 2 R\n"
+    "  --rslora             scale alpha / sqrt(R) instead of alpha / R\n"
+    "  --targets LIST       q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj or all (default)\n"
+    "  --loss kl|mse        default kl         --steps S       default 100\n"
+    "  --lr LR              default 2e-3       --batch B       probes per step, default 4\n"
+    "  --weight-decay W     default 0          --seed S        default 0\n"
+    "  --init ADAPTER       start from an existing adapter (its rank, alpha and targets)\n";
+
+static void print_progress(void *ctx, int step, int steps, double loss, double elapsed, double eta, int tokens)
+{
+    (void)ctx;
+    fprintf(stderr, "step %4d/%d  loss %.6f  %7.0f tok/s  %6.1f s elapsed  %6.1f s left\n",
+            step, steps, loss, tokens * step / (elapsed + 1e-9), elapsed, eta);
+}
+
+static int read_probe_file(const char *path, const KvlConfig *c, KvlProbe **probes, int *n)
+{
+    char *text;
+    size_t len;
+    if (read_file(path, &text, &len)) return -1;
+    int count = 0, cap = 0;
+    char *line = text;
+    while (line && *line) {
+        char *end = strchr(line, '\n');
+        if (end) *end = 0;
+        char *p = line;
+        while (*p == ' ' || *p == '\t' || *p == '\r') p++;
+        if (*p) {
+            if (count == cap) {
+                KvlProbe *bigger = realloc(*probes, sizeof(KvlProbe) * (cap = cap ? 2 * cap : 16));
+                if (!bigger) { free(text); return fail("out of memory"); }
+                *probes = bigger;
+            }
+            size_t l = strlen(p);
+            while (l && (p[l - 1] == '\r' || p[l - 1] == ' ')) p[--l] = 0;
+            if (parse_ids(p, &(*probes)[count].ids, &(*probes)[count].n) ||
+                check_ids((*probes)[count].ids, (*probes)[count].n, c, path)) { free(text); return error_wrap("%s, probe %d", path, count + 1); }
+            count++;
+        }
+        line = end ? end + 1 : NULL;
+    }
+    free(text);
+    *n = count;
+    if (count == 0) return fail("%s: no probes in the file (one line of comma-separated token ids each)", path);
+    return 0;
+}
+
+static int cmd_distill(int argc, char **argv)
+{
+    const char *dir = NULL, *out = NULL, *cache_path = NULL, *context_arg = NULL, *prefix_arg = NULL, *query_path = NULL;
+    const char *targets = "all", *init = NULL;
+    long long rank = 8, self_study = -1, self_study_len = 32, chunk_len = 32, seed = 0, steps = 100, batch = 4;
+    float alpha = -1, lr = 2e-3f, weight_decay = 0.0f;
+    int chunks = 0, rslora = 0, use_kl = 1;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *v;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(distill_help, stdout); return 0; }
+        if (a[0] != '-') { if (dir) return usage_error("distill", "one model directory expected, got '%s' too", a); dir = a; continue; }
+        if (!strcmp(a, "--context-chunks")) { chunks = 1; continue; }
+        if (!strcmp(a, "--rslora")) { rslora = 1; continue; }
+        if (!(v = option_value(&i, argc, argv))) return usage_error("distill", "option %s needs a value", a);
+        int bad = 0;
+        if (!strcmp(a, "--cache")) cache_path = v;
+        else if (!strcmp(a, "--context-ids")) context_arg = v;
+        else if (!strcmp(a, "--prefix-ids")) prefix_arg = v;
+        else if (!strcmp(a, "--query-ids")) query_path = v;
+        else if (!strcmp(a, "--self-study")) bad = parse_long(v, 0, 1 << 20, &self_study);
+        else if (!strcmp(a, "--self-study-len")) bad = parse_long(v, 1, 1 << 20, &self_study_len);
+        else if (!strcmp(a, "--chunk-len")) bad = parse_long(v, 1, 1 << 20, &chunk_len);
+        else if (!strcmp(a, "--rank")) bad = parse_long(v, 1, 65536, &rank);
+        else if (!strcmp(a, "--alpha")) bad = parse_float(v, &alpha) || !(alpha > 0);
+        else if (!strcmp(a, "--targets")) targets = v;
+        else if (!strcmp(a, "--loss")) { if (!strcmp(v, "kl")) use_kl = 1; else if (!strcmp(v, "mse")) use_kl = 0; else bad = 1; }
+        else if (!strcmp(a, "--steps")) bad = parse_long(v, 0, 1 << 30, &steps);
+        else if (!strcmp(a, "--lr")) bad = parse_float(v, &lr) || !(lr > 0);
+        else if (!strcmp(a, "--batch")) bad = parse_long(v, 1, 4096, &batch);
+        else if (!strcmp(a, "--weight-decay")) bad = parse_float(v, &weight_decay) || weight_decay < 0;
+        else if (!strcmp(a, "--seed")) bad = parse_long(v, 0, LLONG_MAX, &seed);
+        else if (!strcmp(a, "--init")) init = v;
+        else if (!strcmp(a, "-o")) out = v;
+        else if (!strcmp(a, "--context") || !strcmp(a, "--queries") || !strcmp(a, "--prefix"))
+            return usage_error("distill", "%s takes text, which needs the tokenizer (not implemented yet); use the -ids form", a);
+        else return usage_error("distill", "unknown option '%s'", a);
+        if (bad) return usage_error("distill", "bad value '%s' for %s", v, a);
+    }
+    if (!dir) return usage_error("distill", "missing MODEL_DIR");
+    if (!cache_path == !context_arg) return usage_error("distill", "give the context as exactly one of --cache or --context-ids");
+    if (!out) return usage_error("distill", "missing -o ADAPTER_DIR");
+    int has[KVL_N_TARGETS];
+    if (kvl_lora_parse_targets(targets, has)) return usage_error("distill", "--targets: %s", kvl_last_error());
+    if (self_study < 0 && !chunks && !query_path) { self_study = 16; chunks = 1; }
+    if (self_study < 0) self_study = 0;
+
+    KvlModel *m = NULL;
+    KvlCache cache = {0};
+    KvlLora lora = {0};
+    KvlProbe *probes = NULL, *more = NULL;
+    int n_probes = 0, n_more = 0, rc = 1, *prefix = NULL, *tokens = NULL, n_prefix = 0, n_tokens = 0, *context = NULL, n_context = 0;
+    if (kvl_model_load(&m, dir)) { cli_error("%s", kvl_last_error()); goto done; }
+    const KvlConfig *c = &m->config;
+    int room = (int)(self_study_len > chunk_len ? self_study_len : chunk_len);
+    if (cache_path) {
+        if (kvl_cache_load(&cache, m, cache_path, room + 4096, &tokens, &n_tokens, &n_prefix)) { cli_error("%s", kvl_last_error()); goto done; }
+        prefix = tokens;
+    } else {
+        if (parse_ids(context_arg, &context, &n_context) || check_ids(context, n_context, c, "--context-ids") ||
+            default_prefix(prefix_arg, c, &prefix, &n_prefix)) { cli_error("%s", kvl_last_error()); goto done; }
+        n_tokens = n_prefix + n_context;
+        tokens = malloc(sizeof(int) * n_tokens);
+        if (!tokens) { cli_error("out of memory"); goto done; }
+        memcpy(tokens, prefix, sizeof(int) * n_prefix);
+        memcpy(tokens + n_prefix, context, sizeof(int) * n_context);
+        int capacity = n_tokens + room + 4096 > c->max_positions ? c->max_positions : n_tokens + room + 4096;
+        if (kvl_cache_init(&cache, c, capacity) || kvl_forward(m, &cache, tokens, n_tokens, NULL, 0)) { cli_error("%s", kvl_last_error()); goto done; }
+    }
+    if (n_tokens - n_prefix < 1) { cli_error("the context is empty: nothing to distil"); goto done; }
+    fprintf(stderr, "kvlora: context of %d tokens after a prefix of %d\n", n_tokens - n_prefix, n_prefix);
+
+    /* probes */
+    if (query_path && read_probe_file(query_path, c, &probes, &n_probes)) { cli_error("%s", kvl_last_error()); goto done; }
+    if (chunks) {
+        if (kvl_context_chunks(tokens + n_prefix, n_tokens - n_prefix, (int)chunk_len, &more, &n_more)) { cli_error("%s", kvl_last_error()); goto done; }
+        KvlProbe *all = realloc(probes, sizeof(KvlProbe) * (n_probes + n_more + self_study));
+        if (!all) { cli_error("out of memory"); goto done; }
+        probes = all;
+        memcpy(probes + n_probes, more, sizeof(KvlProbe) * n_more);
+        n_probes += n_more;
+        free(more);
+        more = NULL;
+    }
+    if (self_study > 0) {
+        KvlProbe *all = realloc(probes, sizeof(KvlProbe) * (n_probes + self_study));
+        if (!all) { cli_error("out of memory"); goto done; }
+        probes = all;
+        memset(probes + n_probes, 0, sizeof(KvlProbe) * self_study);
+        if (kvl_self_study(m, &cache, tokens[n_tokens - 1], (int)self_study, (int)self_study_len, (uint64_t)seed, probes + n_probes)) {
+            n_probes += (int)self_study;
+            cli_error("%s", kvl_last_error());
+            goto done;
+        }
+        n_probes += (int)self_study;
+    }
+    fprintf(stderr, "kvlora: %d probes (%s%s%s)\n", n_probes, query_path ? "queries " : "", chunks ? "context chunks " : "", self_study ? "self-study" : "");
+
+    /* the adapter */
+    if (init) {
+        if (kvl_lora_load(&lora, init, c)) { cli_error("%s", kvl_last_error()); goto done; }
+    } else if (kvl_lora_init(&lora, c, (int)rank, alpha > 0 ? alpha : 2.0f * rank, rslora, has, (uint64_t)seed)) {
+        cli_error("%s", kvl_last_error());
+        goto done;
+    }
+    snprintf(lora.base_model, sizeof lora.base_model, "%s", dir);
+    double before, after, last;
+    m->lora = &lora;
+    if (kvl_distill_loss(m, &cache, tokens, n_prefix, probes, n_probes, use_kl, &before)) { cli_error("%s", kvl_last_error()); goto done; }
+    fprintf(stderr, "kvlora: rank %d, alpha %g, %zu parameters; %s loss over the probes before: %.6f\n",
+            lora.rank, lora.alpha, lora.n_params, use_kl ? "kl" : "mse", before);
+    KvlDistillOptions opt = {use_kl, (int)steps, (int)batch, lr, weight_decay, (uint64_t)seed, print_progress, NULL};
+    double t0 = now_seconds();
+    if (kvl_distill(m, &cache, tokens, n_prefix, probes, n_probes, &lora, &opt, &last) ||
+        kvl_distill_loss(m, &cache, tokens, n_prefix, probes, n_probes, use_kl, &after)) { cli_error("%s", kvl_last_error()); goto done; }
+    double seconds = now_seconds() - t0;
+    if (kvl_lora_save(&lora, out)) { cli_error("%s", kvl_last_error()); goto done; }
+    size_t kv_bytes = kvl_cache_bytes_per_token(c) * (size_t)(n_tokens - n_prefix);
+    fprintf(stderr, "kvlora: loss %.6f -> %.6f in %.1f s; wrote %s: %zu bytes of float32 LoRA for %zu bytes of float32 KV cache (%.1f%%)\n",
+            before, after, seconds, out, lora.n_params * 4, kv_bytes, 100.0 * lora.n_params * 4 / (kv_bytes ? kv_bytes : 1));
+    rc = 0;
+done:
+    if (m) m->lora = NULL;
+    for (int i = 0; i < n_probes; i++) free(probes[i].ids);
+    free(probes);
+    free(more);
+    if (prefix != tokens) free(prefix);
+    free(tokens);
+    free(context);
+    kvl_lora_free(&lora);
+    kvl_cache_free(&cache);
+    kvl_model_free(m);
     return rc;
 }
 
@@ -3536,6 +3850,8 @@ static const char *main_help =
     "  info      MODEL_DIR                      what a model directory holds\n"
     "  generate  MODEL_DIR --ids 1,2,3 -n N     continue a prompt of token ids\n"
     "  dump      MODEL_DIR --tokens ... -o F    write logits (the numerics contract)\n"
+    "  record    MODEL_DIR --context-ids ... -o CACHE   save a context's KV cache\n"
+    "  distill   MODEL_DIR --cache CACHE -o DIR  distil a KV cache into a LoRA adapter\n"
     "  bench     [MODEL_DIR] [--threads N]      forward-pass speed (default: SmolLM2-135M shape)\n";
 
 int main(int argc, char **argv)
@@ -3549,6 +3865,8 @@ int main(int argc, char **argv)
     if (!strcmp(argv[1], "generate")) return cmd_generate(argc - 2, argv + 2);
     if (!strcmp(argv[1], "dump")) return cmd_dump(argc - 2, argv + 2);
     if (!strcmp(argv[1], "bench")) return cmd_bench(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "record")) return cmd_record(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "distill")) return cmd_distill(argc - 2, argv + 2);
     fprintf(stderr, "kvlora: unknown command '%s'\n\n%s", argv[1], main_help);
     return 2;
 }
