@@ -2548,16 +2548,17 @@ int kvl_lora_load(KvlLora *lora, const char *dir, const KvlConfig *c)
     if (config_int(cfg, "r", 1, 0, 1, 65536, &rank, path) || config_float(json_get(cfg, "lora_alpha"), "lora_alpha", (float)rank, &alpha, path) ||
         config_bool(cfg, "use_rslora", 0, &rslora, path))
         goto done;
-    static const char *const must_be_false[] = {"fan_in_fan_out", "use_dora"};
-    for (int i = 0; i < 2; i++) {
+    static const char *const must_be_false[] = {"fan_in_fan_out", "use_dora", "lora_bias"};
+    for (int i = 0; i < 3; i++) {
         int v = 0;
         if (config_bool(cfg, must_be_false[i], 0, &v, path)) goto done;
         if (v) { fail("%s: %s = true is not supported", path, must_be_false[i]); goto done; }
     }
     const Json *bias = json_get(cfg, "bias");
     if (bias && !(bias->type == JSON_STRING && strcmp(bias->string, "none") == 0)) { fail("%s: bias must be \"none\"", path); goto done; }
-    static const char *const must_be_empty[] = {"rank_pattern", "alpha_pattern", "layers_to_transform", "modules_to_save"};
-    for (int i = 0; i < 4; i++) {
+    static const char *const must_be_empty[] = {"rank_pattern", "alpha_pattern", "layers_to_transform", "modules_to_save",
+                                                "layer_replication", "target_parameters", "trainable_token_indices"};
+    for (int i = 0; i < 7; i++) {
         const Json *v = json_get(cfg, must_be_empty[i]);
         if (v && v->type != JSON_NULL && !((v->type == JSON_OBJECT || v->type == JSON_ARRAY) && v->length == 0)) {
             fail("%s: '%s' is not supported", path, must_be_empty[i]);
