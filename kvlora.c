@@ -2628,6 +2628,127 @@ done:
     return r;
 }
 
+/* Merging: W' = W + weight * scale * B A for every adapted matrix, in place. A model
+   with the merged weights and no adapter computes what the model with the adapter
+   computes (up to rounding: the sums are grouped differently). */
+int kvl_lora_merge(KvlModel *m, const KvlLora *lora, float weight)
+{
+    const KvlConfig *c = &m->config;
+    float *matrices[KVL_N_TARGETS] = {m->w.wq, m->w.wk, m->w.wv, m->w.wo, m->w.w_gate, m->w.w_up, m->w.w_down};
+    if (lora->n_layers != c->n_layers) return fail("merge: the adapter has %d layers, the model %d", lora->n_layers, c->n_layers);
+    int R = lora->rank;
+    float *bt = NULL;
+    for (int t = 0; t < KVL_N_TARGETS; t++) {
+        if (!lora->has[t]) continue;
+        int in, out;
+        target_shape(c, (KvlTarget)t, &in, &out);
+        if (in != lora->in[t] || out != lora->out[t]) return fail("merge: the adapter's %s is [%d x %d], the model's [%d x %d]", kvl_target_names[t], lora->out[t], lora->in[t], out, in);
+        free(bt);
+        if (!(bt = xmalloc(sizeof(float) * (size_t)R * out))) return -1;
+        for (int l = 0; l < c->n_layers; l++) {
+            const float *A = lora->A[t] + (size_t)l * R * in, *B = lora->B[t] + (size_t)l * out * R;
+            for (int o = 0; o < out; o++)
+                for (int r = 0; r < R; r++) bt[(size_t)r * out + o] = B[(size_t)o * R + r];
+            /* W[o][i] += weight scale sum_r B[o][r] A[r][i]: the product of section 7's weight gradient */
+            matmul_weight_backward(matrices[t] + (size_t)l * out * in, bt, A, weight * lora->scale, R, out, in);
+        }
+    }
+    free(bt);
+    return 0;
+}
+
+/* Combining: one adapter equal to sum_k weight_k * adapter_k. Ranks concatenate:
+   A = [A_1; A_2; ...], B = [w_1 s_1 B_1, w_2 s_2 B_2, ...], with alpha = rank so that the
+   new scale is 1. A target missing from an adapter contributes zero rows. */
+int kvl_lora_combine(KvlLora *out, const KvlLora *adapters, const float *weights, int n, const KvlConfig *c)
+{
+    int rank = 0, has[KVL_N_TARGETS] = {0};
+    for (int k = 0; k < n; k++) {
+        if (adapters[k].n_layers != c->n_layers) return fail("combine: adapter %d is for a model of %d layers", k + 1, adapters[k].n_layers);
+        rank += adapters[k].rank;
+        for (int t = 0; t < KVL_N_TARGETS; t++) has[t] |= adapters[k].has[t];
+    }
+    if (lora_alloc(out, c, rank, (float)rank, 0, has)) return -1;
+    int r0 = 0;
+    for (int k = 0; k < n; k++) {
+        const KvlLora *a = &adapters[k];
+        for (int t = 0; t < KVL_N_TARGETS; t++) {
+            if (!a->has[t]) continue;
+            int in = out->in[t], o_dim = out->out[t];
+            for (int l = 0; l < c->n_layers; l++) {
+                float *A = out->A[t] + (size_t)l * rank * in, *B = out->B[t] + (size_t)l * o_dim * rank;
+                memcpy(A + (size_t)r0 * in, a->A[t] + (size_t)l * a->rank * in, sizeof(float) * a->rank * in);
+                for (int o = 0; o < o_dim; o++)
+                    for (int r = 0; r < a->rank; r++)
+                        B[(size_t)o * rank + r0 + r] = weights[k] * a->scale * a->B[t][((size_t)l * o_dim + o) * a->rank + r];
+            }
+        }
+        r0 += a->rank;
+    }
+    snprintf(out->base_model, sizeof out->base_model, "%s", adapters[0].base_model);
+    return 0;
+}
+
+/* Copies a small file (config.json, tokenizer.json) atomically. */
+static int copy_file(const char *from, const char *to)
+{
+    char *text;
+    size_t len;
+    if (read_file(from, &text, &len)) return -1;
+    AtomicFile a;
+    int r = atomic_open(&a, to);
+    if (!r) {
+        r = atomic_write(&a, text, len);
+        if (r) atomic_abort(&a); else r = atomic_commit(&a);
+    }
+    free(text);
+    return r;
+}
+
+/* Writes a model directory: src_dir's config.json (and tokenizer.json, if any) and the
+   model's weights, float32, under their Hugging Face names. */
+int kvl_model_save(const KvlModel *m, const char *src_dir, const char *out_dir)
+{
+    const KvlConfig *c = &m->config;
+    KvlWeights w = m->w;
+    WeightSpec specs[MAX_WEIGHT_SPECS];
+    int n_specs = weight_specs(c, &w, specs), n = 0;
+    for (int i = 0; i < n_specs; i++) n += specs[i].per_layer ? c->n_layers : 1;
+    KvlTensorOut *ts = xcalloc((size_t)n, sizeof *ts);
+    char *names = xcalloc((size_t)n, 128);
+    char from[4096], to[4096];
+    int r = -1;
+    if (!ts || !names || make_dir(out_dir)) goto done;
+    int k = 0;
+    for (int i = 0; i < n_specs; i++) {
+        int copies = specs[i].per_layer ? c->n_layers : 1;
+        size_t each = (size_t)specs[i].rows * (specs[i].cols ? specs[i].cols : 1);
+        for (int l = 0; l < copies; l++, k++) {
+            snprintf(names + (size_t)k * 128, 128, specs[i].name, l);
+            ts[k].name = names + (size_t)k * 128;
+            ts[k].dtype = KVL_F32;
+            ts[k].n_dims = specs[i].cols ? 2 : 1;
+            ts[k].shape[0] = specs[i].rows;
+            ts[k].shape[1] = specs[i].cols;
+            ts[k].data = *specs[i].ptr + (size_t)l * each;
+        }
+    }
+    const char *mk[1] = {"format"}, *mv[1] = {"pt"};
+    path_join(to, sizeof to, out_dir, "model.safetensors");
+    if (kvl_st_write(to, ts, n, mk, mv, 1)) goto done;
+    path_join(from, sizeof from, src_dir, "config.json");
+    path_join(to, sizeof to, out_dir, "config.json");
+    if (copy_file(from, to)) goto done;
+    path_join(from, sizeof from, src_dir, "tokenizer.json");
+    path_join(to, sizeof to, out_dir, "tokenizer.json");
+    if (file_exists(from) && copy_file(from, to)) goto done;
+    r = 0;
+done:
+    free(ts);
+    free(names);
+    return r;
+}
+
 /* ------------------------------------------------------------------------------------ */
 /* 7. Sampling                                                                           */
 /*                                                                                       */
@@ -3732,6 +3853,71 @@ done:
     return rc;
 }
 
+/* --- kvlora merge --- */
+
+static const char *merge_help =
+    "usage: kvlora merge MODEL_DIR --adapter A [--adapter B ...] [--weights w1,w2,...] -o OUT_DIR\n"
+    "       kvlora merge MODEL_DIR --adapter A [--adapter B ...] [--weights ...] --combine -o ADAPTER_DIR\n"
+    "\n"
+    "Without --combine: writes a model directory (config.json, model.safetensors in F32,\n"
+    "tokenizer.json if the model has one) whose weights are W + sum_k w_k * scale_k * B_k A_k:\n"
+    "its logits equal the base model's with the weighted adapters. With --combine: writes one\n"
+    "adapter equal to the weighted sum (ranks concatenated, alpha = rank). Weights default to 1.\n";
+
+static int cmd_merge(int argc, char **argv)
+{
+    const char *dir = NULL, *out = NULL, *weights_arg = NULL, *adapters[64];
+    int n_adapters = 0, combine = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *v;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(merge_help, stdout); return 0; }
+        if (a[0] != '-') { if (dir) return usage_error("merge", "one model directory expected, got '%s' too", a); dir = a; continue; }
+        if (!strcmp(a, "--combine")) { combine = 1; continue; }
+        if (!(v = option_value(&i, argc, argv))) return usage_error("merge", "option %s needs a value", a);
+        if (!strcmp(a, "--adapter")) { if (n_adapters == 64) return usage_error("merge", "at most 64 adapters"); adapters[n_adapters++] = v; }
+        else if (!strcmp(a, "--weights")) weights_arg = v;
+        else if (!strcmp(a, "-o")) out = v;
+        else return usage_error("merge", "unknown option '%s'", a);
+    }
+    if (!dir) return usage_error("merge", "missing MODEL_DIR");
+    if (!n_adapters) return usage_error("merge", "missing --adapter");
+    if (!out) return usage_error("merge", "missing -o OUT_DIR");
+    float weights[64];
+    for (int k = 0; k < n_adapters; k++) weights[k] = 1.0f;
+    if (weights_arg) {
+        const char *p = weights_arg;
+        int k = 0;
+        for (; k < n_adapters && *p; k++) {
+            char *end;
+            weights[k] = strtof(p, &end);
+            if (end == p || !isfinite(weights[k])) return usage_error("merge", "--weights: '%s' is not a list of numbers", weights_arg);
+            p = *end == ',' ? end + 1 : end;
+        }
+        if (k != n_adapters || *p) return usage_error("merge", "--weights needs one number per --adapter (%d)", n_adapters);
+    }
+    KvlModel *m = NULL;
+    KvlLora loras[64], combined = {0};
+    int n_loaded = 0, rc = 1;
+    if (kvl_model_load(&m, dir)) { cli_error("%s", kvl_last_error()); goto done; }
+    for (; n_loaded < n_adapters; n_loaded++)
+        if (kvl_lora_load(&loras[n_loaded], adapters[n_loaded], &m->config)) { cli_error("%s", kvl_last_error()); goto done; }
+    if (combine) {
+        if (kvl_lora_combine(&combined, loras, weights, n_adapters, &m->config) || kvl_lora_save(&combined, out)) { cli_error("%s", kvl_last_error()); goto done; }
+        fprintf(stderr, "kvlora: wrote %s: one adapter of rank %d from %d adapters\n", out, combined.rank, n_adapters);
+    } else {
+        for (int k = 0; k < n_adapters; k++)
+            if (kvl_lora_merge(m, &loras[k], weights[k])) { cli_error("%s", kvl_last_error()); goto done; }
+        if (kvl_model_save(m, dir, out)) { cli_error("%s", kvl_last_error()); goto done; }
+        fprintf(stderr, "kvlora: wrote %s: %s with %d adapter(s) merged into its weights\n", out, dir, n_adapters);
+    }
+    rc = 0;
+done:
+    for (int k = 0; k < n_loaded; k++) kvl_lora_free(&loras[k]);
+    kvl_lora_free(&combined);
+    kvl_model_free(m);
+    return rc;
+}
+
 /* --- kvlora bench --- */
 
 static const char *bench_help =
@@ -3853,6 +4039,7 @@ static const char *main_help =
     "  dump      MODEL_DIR --tokens ... -o F    write logits (the numerics contract)\n"
     "  record    MODEL_DIR --context-ids ... -o CACHE   save a context's KV cache\n"
     "  distill   MODEL_DIR --cache CACHE -o DIR  distil a KV cache into a LoRA adapter\n"
+    "  merge     MODEL_DIR --adapter A -o DIR    merge adapters into the weights, or --combine them\n"
     "  bench     [MODEL_DIR] [--threads N]      forward-pass speed (default: SmolLM2-135M shape)\n";
 
 int main(int argc, char **argv)
@@ -3868,6 +4055,7 @@ int main(int argc, char **argv)
     if (!strcmp(argv[1], "bench")) return cmd_bench(argc - 2, argv + 2);
     if (!strcmp(argv[1], "record")) return cmd_record(argc - 2, argv + 2);
     if (!strcmp(argv[1], "distill")) return cmd_distill(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "merge")) return cmd_merge(argc - 2, argv + 2);
     fprintf(stderr, "kvlora: unknown command '%s'\n\n%s", argv[1], main_help);
     return 2;
 }

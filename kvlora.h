@@ -219,6 +219,13 @@ int  kvl_lora_parse_targets(const char *list, int has[KVL_N_TARGETS]);
 int  kvl_lora_save(const KvlLora *lora, const char *dir);
 int  kvl_lora_load(KvlLora *lora, const char *dir, const KvlConfig *config);
 
+/* W += weight * scale * B A for every adapted matrix of the model, in place. */
+int  kvl_lora_merge(KvlModel *m, const KvlLora *lora, float weight);
+/* One adapter equal to sum_k weights[k] * adapters[k] (ranks concatenated, alpha = rank). */
+int  kvl_lora_combine(KvlLora *out, const KvlLora *adapters, const float *weights, int n, const KvlConfig *config);
+/* A model directory: config.json and tokenizer.json copied from src_dir, weights as F32. */
+int  kvl_model_save(const KvlModel *m, const char *src_dir, const char *out_dir);
+
 /* ---- distillation ---- */
 
 /* Writes the cache's n_tokens positions (prefix ++ context) to a safetensors file:

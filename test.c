@@ -1083,6 +1083,206 @@ static void test_distill_lowers_loss(void)
     kvl_model_free(m);
 }
 
+/* Adapters: PEFT layout round trip, refusals. */
+static void test_adapter_roundtrip_and_refusals(void)
+{
+    char dir[512], other[512];
+    snprintf(dir, sizeof dir, "%s/llama_gqa_f32", golden_dir());
+    snprintf(other, sizeof other, "%s/lora_qwen3_f32", golden_dir());
+    KvlModel *m;
+    if (kvl_model_load(&m, dir)) { CHECK(0, "%s", kvl_last_error()); return; }
+    KvlLora lora, back;
+    random_adapter(&lora, &m->config, 3, 5, 0.2f);
+    lora.use_rslora = 1;
+    lora.scale = lora.alpha / sqrtf(3.0f);
+    snprintf(lora.base_model, sizeof lora.base_model, "some \"model\"");
+    const char *out = tmp_path("adapter");
+    CHECK(kvl_lora_save(&lora, out) == 0, "save: %s", kvl_last_error());
+    CHECK(kvl_lora_load(&back, out, &m->config) == 0, "load: %s", kvl_last_error());
+    CHECK(back.rank == 3 && back.alpha == lora.alpha && back.use_rslora && back.scale == lora.scale && back.n_params == lora.n_params &&
+          memcmp(back.params, lora.params, sizeof(float) * lora.n_params) == 0 && strcmp(back.base_model, "some \"model\"") == 0,
+          "adapter round trip: same rank, alpha, rsLoRA scale, parameters (bitwise), base model");
+    kvl_lora_free(&back);
+    /* an adapter made for another model's shapes */
+    CHECK(kvl_lora_load(&back, other, &m->config) != 0 && strstr(kvl_last_error(), "another model"), "qwen3's adapter on llama: %s", kvl_last_error());
+    /* an unknown target, a non-LoRA type */
+    char path[700];
+    snprintf(path, sizeof path, "%s/adapter_config.json", out);
+    const char *bad_target = "{\"peft_type\":\"LORA\",\"r\":3,\"lora_alpha\":6,\"target_modules\":[\"q_proj\",\"lm_head\"]}";
+    write_bytes(path, bad_target, strlen(bad_target));
+    CHECK(kvl_lora_load(&back, out, &m->config) != 0 && strstr(kvl_last_error(), "lm_head"), "unknown target: %s", kvl_last_error());
+    const char *bad_type = "{\"peft_type\":\"IA3\",\"r\":3,\"target_modules\":[\"q_proj\"]}";
+    write_bytes(path, bad_type, strlen(bad_type));
+    CHECK(kvl_lora_load(&back, out, &m->config) != 0 && strstr(kvl_last_error(), "peft_type"), "IA3 refused: %s", kvl_last_error());
+    const char *bad_rank = "{\"peft_type\":\"LORA\",\"r\":5,\"lora_alpha\":6,\"target_modules\":[\"q_proj\"]}";
+    write_bytes(path, bad_rank, strlen(bad_rank));
+    CHECK(kvl_lora_load(&back, out, &m->config) != 0 && strstr(kvl_last_error(), "rank mismatch"), "rank mismatch: %s", kvl_last_error());
+    CHECK(kvl_lora_parse_targets("q_proj,foo", lora.has) != 0 && strstr(kvl_last_error(), "foo"), "unknown target name");
+    snprintf(path, sizeof path, "%s/adapter_config.json", out); remove(path);
+    snprintf(path, sizeof path, "%s/adapter_model.safetensors", out); remove(path);
+    remove(out);
+    kvl_lora_free(&lora);
+    kvl_model_free(m);
+}
+
+/* Merge and combine against the adapter applied at run time. */
+static void test_merge_and_combine(void)
+{
+    char dir[512], a1[512], a2[512];
+    snprintf(dir, sizeof dir, "%s/llama_gqa_f32", golden_dir());
+    snprintf(a1, sizeof a1, "%s/kvlora_adapter", golden_dir());
+    snprintf(a2, sizeof a2, "%s/lora_llama_gqa_f32", golden_dir());
+    KvlModel *m, *merged;
+    KvlLora l[2], combined;
+    if (kvl_model_load(&m, dir) || kvl_model_load(&merged, dir) || kvl_lora_load(&l[0], a1, &m->config) || kvl_lora_load(&l[1], a2, &m->config)) {
+        CHECK(0, "%s", kvl_last_error());
+        return;
+    }
+    int T = 12, V = m->config.vocab_size, ids[12];
+    for (int t = 0; t < T; t++) ids[t] = (t * 11 + 1) % V;
+    float *with_adapter = malloc(sizeof(float) * T * V), *got = malloc(sizeof(float) * T * V);
+    KvlCache c;
+    /* one adapter: merged weights == adapter at run time */
+    m->lora = &l[1];
+    kvl_cache_init(&c, &m->config, T); kvl_forward(m, &c, ids, T, with_adapter, T); kvl_cache_free(&c);
+    m->lora = NULL;
+    kvl_lora_merge(merged, &l[1], 1.0f);
+    kvl_cache_init(&c, &m->config, T); kvl_forward(merged, &c, ids, T, got, T); kvl_cache_free(&c);
+    double rel = relative_max_diff(got, with_adapter, (size_t)T * V);
+    CHECK(rel <= 1e-5, "merged weights vs adapter at run time: %.3g", rel);
+    /* two adapters, weights 0.5 and 1: merged model == combined adapter */
+    kvl_lora_merge(merged, &l[0], 0.5f);
+    kvl_cache_init(&c, &m->config, T); kvl_forward(merged, &c, ids, T, got, T); kvl_cache_free(&c);
+    float w[2] = {0.5f, 1.0f};
+    CHECK(kvl_lora_combine(&combined, l, w, 2, &m->config) == 0 && combined.rank == 8 && combined.has[KVL_GATE_PROJ], "combine: rank 8, union of targets");
+    m->lora = &combined;
+    kvl_cache_init(&c, &m->config, T); kvl_forward(m, &c, ids, T, with_adapter, T); kvl_cache_free(&c);
+    m->lora = NULL;
+    double rel2 = relative_max_diff(got, with_adapter, (size_t)T * V);
+    CHECK(rel2 <= 1e-5, "two adapters merged vs combined: %.3g", rel2);
+    printf("  merge: one adapter %.2e, two adapters merged vs combined %.2e (max|d|/max|z|)\n", rel, rel2);
+    /* the merged model saved and loaded again gives the same logits */
+    const char *out = tmp_path("merged");
+    CHECK(kvl_model_save(merged, dir, out) == 0, "save merged: %s", kvl_last_error());
+    KvlModel *reloaded;
+    if (kvl_model_load(&reloaded, out) == 0) {
+        float *again = malloc(sizeof(float) * T * V);
+        kvl_cache_init(&c, &m->config, T); kvl_forward(reloaded, &c, ids, T, again, T); kvl_cache_free(&c);
+        CHECK(bits_equal(again, got, (size_t)T * V), "merged model directory reloads to the same logits");
+        free(again);
+        kvl_model_free(reloaded);
+    } else CHECK(0, "reload merged: %s", kvl_last_error());
+    char path[700];
+    snprintf(path, sizeof path, "%s/config.json", out); remove(path);
+    snprintf(path, sizeof path, "%s/model.safetensors", out); remove(path);
+    remove(out);
+    kvl_lora_free(&combined);
+    kvl_lora_free(&l[0]);
+    kvl_lora_free(&l[1]);
+    free(with_adapter); free(got);
+    kvl_model_free(merged);
+    kvl_model_free(m);
+}
+
+/* The cache file: reading it back gives exactly the logits of recomputing it; F16 close;
+   another model's cache refused. */
+static void test_cache_file(void)
+{
+    char dir[512], other_dir[512];
+    snprintf(dir, sizeof dir, "%s/qwen2_f32", golden_dir());
+    snprintf(other_dir, sizeof other_dir, "%s/qwen2_bf16", golden_dir());
+    KvlModel *m, *other;
+    if (kvl_model_load(&m, dir) || kvl_model_load(&other, other_dir)) { CHECK(0, "%s", kvl_last_error()); return; }
+    int V = m->config.vocab_size, seq[30], probe[6] = {3, 9, 27, 81, 115, 60};
+    for (int i = 0; i < 30; i++) seq[i] = (i * 7 + 1) % V;
+    KvlCache cache, loaded;
+    kvl_cache_init(&cache, &m->config, 36);
+    float *want = malloc(sizeof(float) * 6 * V), *got = malloc(sizeof(float) * 6 * V);
+    kvl_forward(m, &cache, seq, 30, NULL, 0);
+    const char *path = tmp_path("cache.safetensors");
+    CHECK(kvl_cache_save(&cache, m, seq, 1, KVL_F32, path) == 0, "save cache: %s", kvl_last_error());
+    kvl_forward(m, &cache, probe, 6, want, 6);
+    int *tokens = NULL, n_tokens = 0, n_prefix = 0;
+    CHECK(kvl_cache_load(&loaded, m, path, 6, &tokens, &n_tokens, &n_prefix) == 0, "load cache: %s", kvl_last_error());
+    CHECK(n_tokens == 30 && n_prefix == 1 && tokens && memcmp(tokens, seq, sizeof seq) == 0, "tokens and prefix length back");
+    kvl_forward(m, &loaded, probe, 6, got, 6);
+    CHECK(bits_equal(got, want, (size_t)6 * V), "logits after a loaded F32 cache == recomputed, bit for bit");
+    free(tokens);
+    kvl_cache_free(&loaded);
+    cache.n_tokens = 30;
+    kvl_cache_save(&cache, m, seq, 1, KVL_F16, path);
+    kvl_cache_load(&loaded, m, path, 6, &tokens, &n_tokens, &n_prefix);
+    kvl_forward(m, &loaded, probe, 6, got, 6);
+    double rel = relative_max_diff(got, want, (size_t)6 * V);
+    CHECK(rel < 1e-2, "F16 cache: logits within 1e-2 (%.2e)", rel);
+    printf("  cache file: F32 exact, F16 max|d|/max|z| = %.2e\n", rel);
+    free(tokens);
+    kvl_cache_free(&loaded);
+    CHECK(kvl_cache_load(&loaded, other, path, 6, &tokens, &n_tokens, &n_prefix) != 0 && strstr(kvl_last_error(), "another model"),
+          "a cache from another model (same shapes, other weights) is refused: %s", kvl_last_error());
+    remove(path);
+    kvl_cache_free(&cache);
+    free(want); free(got);
+    kvl_model_free(m);
+    kvl_model_free(other);
+}
+
+/* The CLI's dump --adapter gradients are the library's, and distill's refusals. */
+static void test_cli_distill(void)
+{
+    char cmd[2048], dir[512], adir[512];
+    snprintf(dir, sizeof dir, "%s/qwen3_f32", golden_dir());
+    snprintf(adir, sizeof adir, "%s/lora_qwen3_f32", golden_dir());
+    const char *out = tmp_path("dump_grad.safetensors");
+    snprintf(cmd, sizeof cmd, "./kvlora dump %s --adapter %s --prefix-tokens 1 --context-tokens 5,42,79,116,25,62,99,8,45,82,119,28 "
+                              "--tokens 7,60,113,38,91,16,69,122,47,100 -o %s 2>/dev/null", dir, adir, out);
+    CHECK(system(cmd) == 0, "%s", cmd);
+    KvlSafetensors st;
+    char golden[600];
+    snprintf(golden, sizeof golden, "%s/golden_lora.safetensors", adir);
+    KvlSafetensors gs;
+    if (kvl_st_open(&st, out) || kvl_st_open(&gs, golden)) { CHECK(0, "%s", kvl_last_error()); return; }
+    const char *name = "base_model.model.model.layers.1.mlp.down_proj.lora_A.weight";
+    char a_name[200], b_name[200];
+    snprintf(a_name, sizeof a_name, "grad.%s", name);
+    snprintf(b_name, sizeof b_name, "grad_kl.%s", name);
+    const KvlTensorInfo *ga = kvl_st_find(&st, a_name), *gb = kvl_st_find(&gs, b_name);
+    int n_grads = 0;
+    for (int i = 0; i < st.n_tensors; i++) n_grads += strncmp(st.tensors[i].name, "grad.", 5) == 0;
+    CHECK(n_grads == 28, "dump writes 28 grad.* tensors (%d)", n_grads);
+    if (ga && gb && kvl_tensor_numel(ga) == kvl_tensor_numel(gb)) {
+        size_t n = (size_t)kvl_tensor_numel(ga);
+        float *x = malloc(sizeof(float) * n), *y = malloc(sizeof(float) * n);
+        kvl_st_read_f32(&st, ga, x);
+        kvl_st_read_f32(&gs, gb, y);
+        double rel = relative_max_diff(x, y, n);
+        CHECK(rel <= 1e-3, "dump's grad of %s vs autograd: %.3g", name, rel);
+        free(x); free(y);
+    } else CHECK(0, "gradient tensors missing");
+    kvl_st_close(&st);
+    kvl_st_close(&gs);
+    remove(out);
+    /* distill refuses an empty probe file and a cache of another model, leaving -o alone */
+    const char *probes = tmp_path("probes.txt"), *cache = tmp_path("c.safetensors"), *adapter = tmp_path("never");
+    write_bytes(probes, "\n  \n", 4);
+    snprintf(cmd, sizeof cmd, "./kvlora distill %s --context-ids 5,6,7 --query-ids %s -o %s 2>/dev/null", dir, probes, adapter);
+    CHECK(system(cmd) != 0 && !file_exists(adapter), "empty probe file refused");
+    snprintf(cmd, sizeof cmd, "./kvlora record %s/llama_gqa_f32 --context-ids 5,6,7 -o %s 2>/dev/null && "
+                              "./kvlora distill %s --cache %s -o %s 2>/dev/null", golden_dir(), cache, dir, cache, adapter);
+    CHECK(system(cmd) != 0 && !file_exists(adapter), "cache of another model refused");
+    snprintf(cmd, sizeof cmd, "./kvlora distill %s --context-ids 5,6,7,8,9,10,11,12 --steps 3 --self-study 2 --self-study-len 4 -o %s 2>/dev/null", dir, adapter);
+    CHECK(system(cmd) == 0, "a short distill runs: %s", cmd);
+    char path[700];
+    snprintf(path, sizeof path, "%s/adapter_config.json", adapter);
+    CHECK(file_exists(path), "and writes the adapter");
+    remove(path);
+    snprintf(path, sizeof path, "%s/adapter_model.safetensors", adapter);
+    remove(path);
+    remove(adapter); remove(probes); remove(cache);
+    CHECK(system("./kvlora distill --help >/dev/null") == 0 && system("./kvlora record --help >/dev/null") == 0 &&
+          system("./kvlora merge --help >/dev/null") == 0, "--help on record, distill, merge");
+}
+
 /* ---------------------------------------------------------------------------------- */
 /* Sampling and losses                                                                  */
 
@@ -1208,6 +1408,10 @@ int main(void)
         {"model_backward", test_model_backward},
         {"lora_golden", test_lora_golden},
         {"distill_lowers_loss", test_distill_lowers_loss},
+        {"adapter_roundtrip_and_refusals", test_adapter_roundtrip_and_refusals},
+        {"merge_and_combine", test_merge_and_combine},
+        {"cache_file", test_cache_file},
+        {"cli_distill", test_cli_distill},
         {"sampling", test_sampling},
         {"losses", test_losses},
         {"cli_dump", test_cli_dump},
