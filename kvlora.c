@@ -50,6 +50,7 @@
 #include <time.h>
 #if defined(_POSIX_VERSION) || defined(__unix__) || defined(__APPLE__)
 #include <unistd.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #define KVL_POSIX 1
 #endif
@@ -3928,6 +3929,8 @@ static const char *bench_help =
     "it uses a random model of SmolLM2-135M's shape (30 layers, hidden 576, 9 heads, 3 KV\n"
     "heads, ffn 1536, vocab 49152). GFLOP/s counts 2 flops per multiply-add of the linear\n"
     "layers and of attention (q.k and p.v); the best of R runs (default 3) is reported.\n"
+    "Then one distillation step (r 8, all seven targets, a 128-token probe after the T-token\n"
+    "cache: teacher forward, student forward and backward, AdamW) and the peak RSS.\n"
     "\n"
     "  --threads N    OpenMP threads (default: OpenMP's own choice; ignored without OpenMP)\n";
 
@@ -4022,6 +4025,36 @@ static int cmd_bench(int argc, char **argv)
         free(x);
         free(y);
     }
+    /* one distillation step: r = 8 on all seven targets, a 128-token probe after a
+       T-token cached context (teacher forward, student forward and backward, AdamW) */
+    {
+        int n_probe = 128 < c->max_positions - (int)T ? 128 : c->max_positions - (int)T - 1, has[KVL_N_TARGETS];
+        KvlCache cache;
+        KvlLora lora;
+        KvlProbe probe = {ids, n_probe};
+        kvl_lora_parse_targets("all", has);
+        if (n_probe > 0 && kvl_cache_init(&cache, c, (int)T + n_probe) == 0) {
+            int prefix = ids[0];
+            kvl_forward(m, &cache, ids, (int)T, NULL, 0);
+            kvl_lora_init(&lora, c, 8, 16.0f, 0, has, 1);
+            double times[2];
+            for (int k = 0; k < 2; k++) {      /* 1 step and 1 + repeat steps: the difference is the steps alone */
+                KvlDistillOptions opt = {1, k ? 1 + (int)repeat : 1, 1, 1e-4f, 0.0f, 1, NULL, NULL};
+                double t0 = now_seconds(), loss;
+                if (kvl_distill(m, &cache, &prefix, 1, &probe, 1, &lora, &opt, &loss)) { fprintf(stderr, "kvlora: %s\n", kvl_last_error()); break; }
+                times[k] = now_seconds() - t0;
+            }
+            printf("distill step      %.3f s (r 8, all targets, %d probe tokens, %lld cached tokens)\n", (times[1] - times[0]) / repeat, n_probe, T);
+            kvl_lora_free(&lora);
+            kvl_cache_free(&cache);
+        }
+    }
+#ifdef KVL_POSIX
+    {
+        struct rusage ru;
+        if (getrusage(RUSAGE_SELF, &ru) == 0) printf("peak RSS          %.1f MB\n", ru.ru_maxrss / 1024.0);
+    }
+#endif
     free(ids);
     free(logits);
     kvl_model_free(m);
