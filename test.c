@@ -530,8 +530,27 @@ static void test_threads_do_not_change_results(void)
         kvl_forward(m, &c, ids, T, k == 0 ? one : two, T);
         kvl_cache_free(&c);
     }
-    omp_set_num_threads(saved);
     CHECK(bits_equal(one, two, (size_t)T * V), "logits with 1 and 3 threads bitwise equal");
+    /* a distillation, forward and backward: the same adapter on 1 and 3 threads */
+    KvlLora adapters[2];
+    int has[KVL_N_TARGETS];
+    kvl_lora_parse_targets("all", has);
+    for (int k = 0; k < 2; k++) {
+        KvlCache c;
+        omp_set_num_threads(k == 0 ? 1 : 3);
+        kvl_cache_init(&c, &m->config, T + 16);
+        kvl_forward(m, &c, ids, T, NULL, 0);
+        KvlProbe probe = {ids + 3, 16};
+        kvl_lora_init(&adapters[k], &m->config, 4, 8.0f, 0, has, 1);
+        KvlDistillOptions opt = {1, 5, 1, 1e-2f, 0.0f, 1, NULL, NULL};
+        double loss;
+        kvl_distill(m, &c, ids, 1, &probe, 1, &adapters[k], &opt, &loss);
+        kvl_cache_free(&c);
+    }
+    CHECK(memcmp(adapters[0].params, adapters[1].params, sizeof(float) * adapters[0].n_params) == 0, "adapter after 5 distillation steps bitwise equal on 1 and 3 threads");
+    kvl_lora_free(&adapters[0]);
+    kvl_lora_free(&adapters[1]);
+    omp_set_num_threads(saved);
     free(one); free(two);
     kvl_model_free(m);
 #else
