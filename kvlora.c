@@ -1954,6 +1954,64 @@ int kvl_forward(KvlModel *m, KvlCache *cache, const int *tokens, int n_tokens, f
 }
 
 /* ------------------------------------------------------------------------------------ */
+/* 6b. Sampling: from logits to the next token                                          */
+/*                                                                                       */
+/* Greedy decoding takes the first maximum, as torch.argmax does. Sampling divides the    */
+/* logits by the temperature, keeps the smallest set of most likely tokens whose          */
+/* probability reaches top_p (nucleus sampling, as transformers' TopPLogitsWarper), and  */
+/* draws from it with the seeded PRNG.                                                    */
+
+int kvl_argmax(const float *x, int n)
+{
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[best]) best = i;
+    return best;
+}
+
+typedef struct { float p; int id; } ProbIndex;
+
+static int compare_prob_desc(const void *a, const void *b)
+{
+    const ProbIndex *x = a, *y = b;
+    if (x->p != y->p) return x->p > y->p ? -1 : 1;
+    return x->id - y->id;                      /* ties: lower id first, deterministic */
+}
+
+int kvl_sample(float *logits, int n, float temperature, float top_p, KvlRng *rng)
+{
+    if (temperature <= 0.0f) return kvl_argmax(logits, n);
+    float max_logit = logits[kvl_argmax(logits, n)];
+    double sum = 0.0;
+    for (int i = 0; i < n; i++) {
+        logits[i] = expf((logits[i] - max_logit) / temperature);
+        sum += logits[i];
+    }
+    ProbIndex *order = malloc(sizeof *order * (size_t)n);
+    if (!order) return kvl_argmax(logits, n);  /* out of memory: degrade to greedy */
+    for (int i = 0; i < n; i++) { order[i].p = (float)(logits[i] / sum); order[i].id = i; }
+    qsort(order, (size_t)n, sizeof *order, compare_prob_desc);
+    int keep = n;
+    if (top_p > 0.0f && top_p < 1.0f) {
+        double cumulative = 0.0;
+        for (int i = 0; i < n; i++) {
+            cumulative += order[i].p;
+            if (cumulative >= top_p) { keep = i + 1; break; }
+        }
+    }
+    double kept = 0.0;
+    for (int i = 0; i < keep; i++) kept += order[i].p;
+    double r = kvl_rng_float(rng) * kept, cumulative = 0.0;
+    int chosen = order[keep - 1].id;
+    for (int i = 0; i < keep; i++) {
+        cumulative += order[i].p;
+        if (r < cumulative) { chosen = order[i].id; break; }
+    }
+    free(order);
+    return chosen;
+}
+
+/* ------------------------------------------------------------------------------------ */
 /* 7. The backward pass                                                                  */
 /*                                                                                       */
 /* Distillation trains only the LoRA matrices, but their gradients need the gradient of  */
@@ -2748,64 +2806,6 @@ done:
     free(ts);
     free(names);
     return r;
-}
-
-/* ------------------------------------------------------------------------------------ */
-/* 7. Sampling                                                                           */
-/*                                                                                       */
-/* Greedy decoding takes the first maximum, as torch.argmax does. Sampling divides the    */
-/* logits by the temperature, keeps the smallest set of most likely tokens whose          */
-/* probability reaches top_p (nucleus sampling, as transformers' TopPLogitsWarper), and  */
-/* draws from it with the seeded PRNG.                                                    */
-
-int kvl_argmax(const float *x, int n)
-{
-    int best = 0;
-    for (int i = 1; i < n; i++)
-        if (x[i] > x[best]) best = i;
-    return best;
-}
-
-typedef struct { float p; int id; } ProbIndex;
-
-static int compare_prob_desc(const void *a, const void *b)
-{
-    const ProbIndex *x = a, *y = b;
-    if (x->p != y->p) return x->p > y->p ? -1 : 1;
-    return x->id - y->id;                      /* ties: lower id first, deterministic */
-}
-
-int kvl_sample(float *logits, int n, float temperature, float top_p, KvlRng *rng)
-{
-    if (temperature <= 0.0f) return kvl_argmax(logits, n);
-    float max_logit = logits[kvl_argmax(logits, n)];
-    double sum = 0.0;
-    for (int i = 0; i < n; i++) {
-        logits[i] = expf((logits[i] - max_logit) / temperature);
-        sum += logits[i];
-    }
-    ProbIndex *order = malloc(sizeof *order * (size_t)n);
-    if (!order) return kvl_argmax(logits, n);  /* out of memory: degrade to greedy */
-    for (int i = 0; i < n; i++) { order[i].p = (float)(logits[i] / sum); order[i].id = i; }
-    qsort(order, (size_t)n, sizeof *order, compare_prob_desc);
-    int keep = n;
-    if (top_p > 0.0f && top_p < 1.0f) {
-        double cumulative = 0.0;
-        for (int i = 0; i < n; i++) {
-            cumulative += order[i].p;
-            if (cumulative >= top_p) { keep = i + 1; break; }
-        }
-    }
-    double kept = 0.0;
-    for (int i = 0; i < keep; i++) kept += order[i].p;
-    double r = kvl_rng_float(rng) * kept, cumulative = 0.0;
-    int chosen = order[keep - 1].id;
-    for (int i = 0; i < keep; i++) {
-        cumulative += order[i].p;
-        if (r < cumulative) { chosen = order[i].id; break; }
-    }
-    free(order);
-    return chosen;
 }
 
 /* ------------------------------------------------------------------------------------ */
