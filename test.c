@@ -776,7 +776,7 @@ static void test_attention_backward(void)
         fill_random(cache.k, (size_t)KVH * T * HD, &rng, 1.5f);
         fill_random(cache.v, (size_t)KVH * T * HD, &rng, 1.0f);
         fill_random(cw, (size_t)T * QD, &rng, 1.0f);
-        attention_forward_keep(out, att, q, &cache, 0, T, &c);
+        attention_forward(out, att, (size_t)T * T, (size_t)T, q, &cache, 0, 0, T, &c);
         attention_backward(dq, dk, dv, dp, cw, att, q, &cache, 0, T, &c);
         float *params[3] = {q, cache.k, cache.v}, *grads[3] = {dq, dk, dv};
         int sizes[3] = {T * QD, KVH * T * HD, KVH * T * HD}, bad = 0, n = 0;
@@ -785,8 +785,8 @@ static void test_attention_backward(void)
             for (int i = 0; i < sizes[p]; i++) scale = fmax(scale, fabs(grads[p][i]));
             for (int i = 0; i < sizes[p]; i++, n++) {
                 float keep = params[p][i];
-                params[p][i] = keep + 1e-2f; attention_forward_keep(out, att, q, &cache, 0, T, &c); double fp = weighted_sum(out, cw, T * QD);
-                params[p][i] = keep - 1e-2f; attention_forward_keep(out, att, q, &cache, 0, T, &c); double fm = weighted_sum(out, cw, T * QD);
+                params[p][i] = keep + 1e-2f; attention_forward(out, att, (size_t)T * T, (size_t)T, q, &cache, 0, 0, T, &c); double fp = weighted_sum(out, cw, T * QD);
+                params[p][i] = keep - 1e-2f; attention_forward(out, att, (size_t)T * T, (size_t)T, q, &cache, 0, 0, T, &c); double fm = weighted_sum(out, cw, T * QD);
                 params[p][i] = keep;
                 if (!fd_close(grads[p][i], (fp - fm) / 2e-2, scale)) {
                     if (bad < 3) printf("    %s[%d]: analytic %g numeric %g\n", p == 0 ? "dq" : p == 1 ? "dk" : "dv", i, grads[p][i], (fp - fm) / 2e-2);

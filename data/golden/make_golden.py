@@ -13,6 +13,20 @@ OUTDIR/llama_gqa_sharded/ (three or more shards with model.safetensors.index.jso
 OUTDIR/VERSIONS.txt, and, with stories260K, OUTDIR/stories260K_greedy.txt and
 OUTDIR/stories260K_logits.safetensors. golden.safetensors holds `tokens` I32 [T] and
 `logits` F32 [T, vocab]; its metadata names the versions used.
+
+How the committed files were made: once, on the project's GPU machine but on its CPU, with
+torch 2.11.0+cu130, transformers 5.17.0, tokenizers 0.23.2, safetensors (Python 3.12):
+
+    CUDA_VISIBLE_DEVICES= PYTHONUNBUFFERED=1 python3 data/golden/make_golden.py OUTDIR .carry/stories260K
+
+(stories260K copied into the git-ignored .carry/ so that it travels to that machine; it is
+never committed). To rerun: `python3 data/golden/make_golden.py OUTDIR [STORIES260K_DIR]`.
+Seeds are fixed (torch.manual_seed(i) per variant, weights from Generator(1000+i), tokens
+from Generator(2000+i)), so the same versions give the same files; VERSIONS.txt records the
+versions and, per variant, max|logit|, std and the float32-vs-float64 noise.
+transformers 5.17 writes rope settings as a `rope_parameters` object, so llama3_rope_legacy_*
+is the same model with config.json rewritten by hand in the old layout (top-level
+`rope_theta` + `rope_scaling`); with an older transformers the script does the reverse.
 """
 import json, math, os, shutil, sys
 
