@@ -1062,13 +1062,1165 @@ int kvl_st_write(const char *path, const KvlTensorOut *tensors, int n_tensors,
 }
 
 /* ------------------------------------------------------------------------------------ */
+/* 4. Tokenizer: Hugging Face tokenizer.json, BPE (byte-level and SentencePiece-style)   */
+/*                                                                                       */
+/* Encoding runs the pipeline of the tokenizers library: added tokens are found in the   */
+/* raw text first and never split; each piece between them is normalized (Prepend,       */
+/* Replace, NFC), pre-tokenized into words (ByteLevel, Metaspace, Split with the regexes  */
+/* of GPT-2, Llama 3 and Qwen2, Digits), and each word is cut into vocabulary tokens by   */
+/* BPE: start from single characters (byte-level: one character per byte) and apply the  */
+/* lowest-ranked merge of adjacent tokens until none applies. Characters missing from    */
+/* the vocabulary become <0xNN> byte tokens (byte_fallback) or the unknown token. The    */
+/* post-processor adds BOS/EOS. Decoding maps ids back to token strings and runs the     */
+/* decoders. No regex engine: the three regexes are matched by hand (pretok_match), with  */
+/* the Unicode classes \p{L}, \p{N} and \s from the range tables below.                  */
+
+/* Unicode 14.0.0, from data/tokenizers/make_unicode_tables.py */
+static const uint32_t unicode_letters[][2] = {   /* 648 ranges */
+    {0x41, 0x5A}, {0x61, 0x7A}, {0xAA, 0xAA}, {0xB5, 0xB5}, {0xBA, 0xBA}, {0xC0, 0xD6},
+    {0xD8, 0xF6}, {0xF8, 0x2C1}, {0x2C6, 0x2D1}, {0x2E0, 0x2E4}, {0x2EC, 0x2EC}, {0x2EE, 0x2EE},
+    {0x370, 0x374}, {0x376, 0x377}, {0x37A, 0x37D}, {0x37F, 0x37F}, {0x386, 0x386}, {0x388, 0x38A},
+    {0x38C, 0x38C}, {0x38E, 0x3A1}, {0x3A3, 0x3F5}, {0x3F7, 0x481}, {0x48A, 0x52F}, {0x531, 0x556},
+    {0x559, 0x559}, {0x560, 0x588}, {0x5D0, 0x5EA}, {0x5EF, 0x5F2}, {0x620, 0x64A}, {0x66E, 0x66F},
+    {0x671, 0x6D3}, {0x6D5, 0x6D5}, {0x6E5, 0x6E6}, {0x6EE, 0x6EF}, {0x6FA, 0x6FC}, {0x6FF, 0x6FF},
+    {0x710, 0x710}, {0x712, 0x72F}, {0x74D, 0x7A5}, {0x7B1, 0x7B1}, {0x7CA, 0x7EA}, {0x7F4, 0x7F5},
+    {0x7FA, 0x7FA}, {0x800, 0x815}, {0x81A, 0x81A}, {0x824, 0x824}, {0x828, 0x828}, {0x840, 0x858},
+    {0x860, 0x86A}, {0x870, 0x887}, {0x889, 0x88E}, {0x8A0, 0x8C9}, {0x904, 0x939}, {0x93D, 0x93D},
+    {0x950, 0x950}, {0x958, 0x961}, {0x971, 0x980}, {0x985, 0x98C}, {0x98F, 0x990}, {0x993, 0x9A8},
+    {0x9AA, 0x9B0}, {0x9B2, 0x9B2}, {0x9B6, 0x9B9}, {0x9BD, 0x9BD}, {0x9CE, 0x9CE}, {0x9DC, 0x9DD},
+    {0x9DF, 0x9E1}, {0x9F0, 0x9F1}, {0x9FC, 0x9FC}, {0xA05, 0xA0A}, {0xA0F, 0xA10}, {0xA13, 0xA28},
+    {0xA2A, 0xA30}, {0xA32, 0xA33}, {0xA35, 0xA36}, {0xA38, 0xA39}, {0xA59, 0xA5C}, {0xA5E, 0xA5E},
+    {0xA72, 0xA74}, {0xA85, 0xA8D}, {0xA8F, 0xA91}, {0xA93, 0xAA8}, {0xAAA, 0xAB0}, {0xAB2, 0xAB3},
+    {0xAB5, 0xAB9}, {0xABD, 0xABD}, {0xAD0, 0xAD0}, {0xAE0, 0xAE1}, {0xAF9, 0xAF9}, {0xB05, 0xB0C},
+    {0xB0F, 0xB10}, {0xB13, 0xB28}, {0xB2A, 0xB30}, {0xB32, 0xB33}, {0xB35, 0xB39}, {0xB3D, 0xB3D},
+    {0xB5C, 0xB5D}, {0xB5F, 0xB61}, {0xB71, 0xB71}, {0xB83, 0xB83}, {0xB85, 0xB8A}, {0xB8E, 0xB90},
+    {0xB92, 0xB95}, {0xB99, 0xB9A}, {0xB9C, 0xB9C}, {0xB9E, 0xB9F}, {0xBA3, 0xBA4}, {0xBA8, 0xBAA},
+    {0xBAE, 0xBB9}, {0xBD0, 0xBD0}, {0xC05, 0xC0C}, {0xC0E, 0xC10}, {0xC12, 0xC28}, {0xC2A, 0xC39},
+    {0xC3D, 0xC3D}, {0xC58, 0xC5A}, {0xC5D, 0xC5D}, {0xC60, 0xC61}, {0xC80, 0xC80}, {0xC85, 0xC8C},
+    {0xC8E, 0xC90}, {0xC92, 0xCA8}, {0xCAA, 0xCB3}, {0xCB5, 0xCB9}, {0xCBD, 0xCBD}, {0xCDD, 0xCDE},
+    {0xCE0, 0xCE1}, {0xCF1, 0xCF2}, {0xD04, 0xD0C}, {0xD0E, 0xD10}, {0xD12, 0xD3A}, {0xD3D, 0xD3D},
+    {0xD4E, 0xD4E}, {0xD54, 0xD56}, {0xD5F, 0xD61}, {0xD7A, 0xD7F}, {0xD85, 0xD96}, {0xD9A, 0xDB1},
+    {0xDB3, 0xDBB}, {0xDBD, 0xDBD}, {0xDC0, 0xDC6}, {0xE01, 0xE30}, {0xE32, 0xE33}, {0xE40, 0xE46},
+    {0xE81, 0xE82}, {0xE84, 0xE84}, {0xE86, 0xE8A}, {0xE8C, 0xEA3}, {0xEA5, 0xEA5}, {0xEA7, 0xEB0},
+    {0xEB2, 0xEB3}, {0xEBD, 0xEBD}, {0xEC0, 0xEC4}, {0xEC6, 0xEC6}, {0xEDC, 0xEDF}, {0xF00, 0xF00},
+    {0xF40, 0xF47}, {0xF49, 0xF6C}, {0xF88, 0xF8C}, {0x1000, 0x102A}, {0x103F, 0x103F}, {0x1050, 0x1055},
+    {0x105A, 0x105D}, {0x1061, 0x1061}, {0x1065, 0x1066}, {0x106E, 0x1070}, {0x1075, 0x1081}, {0x108E, 0x108E},
+    {0x10A0, 0x10C5}, {0x10C7, 0x10C7}, {0x10CD, 0x10CD}, {0x10D0, 0x10FA}, {0x10FC, 0x1248}, {0x124A, 0x124D},
+    {0x1250, 0x1256}, {0x1258, 0x1258}, {0x125A, 0x125D}, {0x1260, 0x1288}, {0x128A, 0x128D}, {0x1290, 0x12B0},
+    {0x12B2, 0x12B5}, {0x12B8, 0x12BE}, {0x12C0, 0x12C0}, {0x12C2, 0x12C5}, {0x12C8, 0x12D6}, {0x12D8, 0x1310},
+    {0x1312, 0x1315}, {0x1318, 0x135A}, {0x1380, 0x138F}, {0x13A0, 0x13F5}, {0x13F8, 0x13FD}, {0x1401, 0x166C},
+    {0x166F, 0x167F}, {0x1681, 0x169A}, {0x16A0, 0x16EA}, {0x16F1, 0x16F8}, {0x1700, 0x1711}, {0x171F, 0x1731},
+    {0x1740, 0x1751}, {0x1760, 0x176C}, {0x176E, 0x1770}, {0x1780, 0x17B3}, {0x17D7, 0x17D7}, {0x17DC, 0x17DC},
+    {0x1820, 0x1878}, {0x1880, 0x1884}, {0x1887, 0x18A8}, {0x18AA, 0x18AA}, {0x18B0, 0x18F5}, {0x1900, 0x191E},
+    {0x1950, 0x196D}, {0x1970, 0x1974}, {0x1980, 0x19AB}, {0x19B0, 0x19C9}, {0x1A00, 0x1A16}, {0x1A20, 0x1A54},
+    {0x1AA7, 0x1AA7}, {0x1B05, 0x1B33}, {0x1B45, 0x1B4C}, {0x1B83, 0x1BA0}, {0x1BAE, 0x1BAF}, {0x1BBA, 0x1BE5},
+    {0x1C00, 0x1C23}, {0x1C4D, 0x1C4F}, {0x1C5A, 0x1C7D}, {0x1C80, 0x1C88}, {0x1C90, 0x1CBA}, {0x1CBD, 0x1CBF},
+    {0x1CE9, 0x1CEC}, {0x1CEE, 0x1CF3}, {0x1CF5, 0x1CF6}, {0x1CFA, 0x1CFA}, {0x1D00, 0x1DBF}, {0x1E00, 0x1F15},
+    {0x1F18, 0x1F1D}, {0x1F20, 0x1F45}, {0x1F48, 0x1F4D}, {0x1F50, 0x1F57}, {0x1F59, 0x1F59}, {0x1F5B, 0x1F5B},
+    {0x1F5D, 0x1F5D}, {0x1F5F, 0x1F7D}, {0x1F80, 0x1FB4}, {0x1FB6, 0x1FBC}, {0x1FBE, 0x1FBE}, {0x1FC2, 0x1FC4},
+    {0x1FC6, 0x1FCC}, {0x1FD0, 0x1FD3}, {0x1FD6, 0x1FDB}, {0x1FE0, 0x1FEC}, {0x1FF2, 0x1FF4}, {0x1FF6, 0x1FFC},
+    {0x2071, 0x2071}, {0x207F, 0x207F}, {0x2090, 0x209C}, {0x2102, 0x2102}, {0x2107, 0x2107}, {0x210A, 0x2113},
+    {0x2115, 0x2115}, {0x2119, 0x211D}, {0x2124, 0x2124}, {0x2126, 0x2126}, {0x2128, 0x2128}, {0x212A, 0x212D},
+    {0x212F, 0x2139}, {0x213C, 0x213F}, {0x2145, 0x2149}, {0x214E, 0x214E}, {0x2183, 0x2184}, {0x2C00, 0x2CE4},
+    {0x2CEB, 0x2CEE}, {0x2CF2, 0x2CF3}, {0x2D00, 0x2D25}, {0x2D27, 0x2D27}, {0x2D2D, 0x2D2D}, {0x2D30, 0x2D67},
+    {0x2D6F, 0x2D6F}, {0x2D80, 0x2D96}, {0x2DA0, 0x2DA6}, {0x2DA8, 0x2DAE}, {0x2DB0, 0x2DB6}, {0x2DB8, 0x2DBE},
+    {0x2DC0, 0x2DC6}, {0x2DC8, 0x2DCE}, {0x2DD0, 0x2DD6}, {0x2DD8, 0x2DDE}, {0x2E2F, 0x2E2F}, {0x3005, 0x3006},
+    {0x3031, 0x3035}, {0x303B, 0x303C}, {0x3041, 0x3096}, {0x309D, 0x309F}, {0x30A1, 0x30FA}, {0x30FC, 0x30FF},
+    {0x3105, 0x312F}, {0x3131, 0x318E}, {0x31A0, 0x31BF}, {0x31F0, 0x31FF}, {0x3400, 0x4DBF}, {0x4E00, 0xA48C},
+    {0xA4D0, 0xA4FD}, {0xA500, 0xA60C}, {0xA610, 0xA61F}, {0xA62A, 0xA62B}, {0xA640, 0xA66E}, {0xA67F, 0xA69D},
+    {0xA6A0, 0xA6E5}, {0xA717, 0xA71F}, {0xA722, 0xA788}, {0xA78B, 0xA7CA}, {0xA7D0, 0xA7D1}, {0xA7D3, 0xA7D3},
+    {0xA7D5, 0xA7D9}, {0xA7F2, 0xA801}, {0xA803, 0xA805}, {0xA807, 0xA80A}, {0xA80C, 0xA822}, {0xA840, 0xA873},
+    {0xA882, 0xA8B3}, {0xA8F2, 0xA8F7}, {0xA8FB, 0xA8FB}, {0xA8FD, 0xA8FE}, {0xA90A, 0xA925}, {0xA930, 0xA946},
+    {0xA960, 0xA97C}, {0xA984, 0xA9B2}, {0xA9CF, 0xA9CF}, {0xA9E0, 0xA9E4}, {0xA9E6, 0xA9EF}, {0xA9FA, 0xA9FE},
+    {0xAA00, 0xAA28}, {0xAA40, 0xAA42}, {0xAA44, 0xAA4B}, {0xAA60, 0xAA76}, {0xAA7A, 0xAA7A}, {0xAA7E, 0xAAAF},
+    {0xAAB1, 0xAAB1}, {0xAAB5, 0xAAB6}, {0xAAB9, 0xAABD}, {0xAAC0, 0xAAC0}, {0xAAC2, 0xAAC2}, {0xAADB, 0xAADD},
+    {0xAAE0, 0xAAEA}, {0xAAF2, 0xAAF4}, {0xAB01, 0xAB06}, {0xAB09, 0xAB0E}, {0xAB11, 0xAB16}, {0xAB20, 0xAB26},
+    {0xAB28, 0xAB2E}, {0xAB30, 0xAB5A}, {0xAB5C, 0xAB69}, {0xAB70, 0xABE2}, {0xAC00, 0xD7A3}, {0xD7B0, 0xD7C6},
+    {0xD7CB, 0xD7FB}, {0xF900, 0xFA6D}, {0xFA70, 0xFAD9}, {0xFB00, 0xFB06}, {0xFB13, 0xFB17}, {0xFB1D, 0xFB1D},
+    {0xFB1F, 0xFB28}, {0xFB2A, 0xFB36}, {0xFB38, 0xFB3C}, {0xFB3E, 0xFB3E}, {0xFB40, 0xFB41}, {0xFB43, 0xFB44},
+    {0xFB46, 0xFBB1}, {0xFBD3, 0xFD3D}, {0xFD50, 0xFD8F}, {0xFD92, 0xFDC7}, {0xFDF0, 0xFDFB}, {0xFE70, 0xFE74},
+    {0xFE76, 0xFEFC}, {0xFF21, 0xFF3A}, {0xFF41, 0xFF5A}, {0xFF66, 0xFFBE}, {0xFFC2, 0xFFC7}, {0xFFCA, 0xFFCF},
+    {0xFFD2, 0xFFD7}, {0xFFDA, 0xFFDC}, {0x10000, 0x1000B}, {0x1000D, 0x10026}, {0x10028, 0x1003A}, {0x1003C, 0x1003D},
+    {0x1003F, 0x1004D}, {0x10050, 0x1005D}, {0x10080, 0x100FA}, {0x10280, 0x1029C}, {0x102A0, 0x102D0}, {0x10300, 0x1031F},
+    {0x1032D, 0x10340}, {0x10342, 0x10349}, {0x10350, 0x10375}, {0x10380, 0x1039D}, {0x103A0, 0x103C3}, {0x103C8, 0x103CF},
+    {0x10400, 0x1049D}, {0x104B0, 0x104D3}, {0x104D8, 0x104FB}, {0x10500, 0x10527}, {0x10530, 0x10563}, {0x10570, 0x1057A},
+    {0x1057C, 0x1058A}, {0x1058C, 0x10592}, {0x10594, 0x10595}, {0x10597, 0x105A1}, {0x105A3, 0x105B1}, {0x105B3, 0x105B9},
+    {0x105BB, 0x105BC}, {0x10600, 0x10736}, {0x10740, 0x10755}, {0x10760, 0x10767}, {0x10780, 0x10785}, {0x10787, 0x107B0},
+    {0x107B2, 0x107BA}, {0x10800, 0x10805}, {0x10808, 0x10808}, {0x1080A, 0x10835}, {0x10837, 0x10838}, {0x1083C, 0x1083C},
+    {0x1083F, 0x10855}, {0x10860, 0x10876}, {0x10880, 0x1089E}, {0x108E0, 0x108F2}, {0x108F4, 0x108F5}, {0x10900, 0x10915},
+    {0x10920, 0x10939}, {0x10980, 0x109B7}, {0x109BE, 0x109BF}, {0x10A00, 0x10A00}, {0x10A10, 0x10A13}, {0x10A15, 0x10A17},
+    {0x10A19, 0x10A35}, {0x10A60, 0x10A7C}, {0x10A80, 0x10A9C}, {0x10AC0, 0x10AC7}, {0x10AC9, 0x10AE4}, {0x10B00, 0x10B35},
+    {0x10B40, 0x10B55}, {0x10B60, 0x10B72}, {0x10B80, 0x10B91}, {0x10C00, 0x10C48}, {0x10C80, 0x10CB2}, {0x10CC0, 0x10CF2},
+    {0x10D00, 0x10D23}, {0x10E80, 0x10EA9}, {0x10EB0, 0x10EB1}, {0x10F00, 0x10F1C}, {0x10F27, 0x10F27}, {0x10F30, 0x10F45},
+    {0x10F70, 0x10F81}, {0x10FB0, 0x10FC4}, {0x10FE0, 0x10FF6}, {0x11003, 0x11037}, {0x11071, 0x11072}, {0x11075, 0x11075},
+    {0x11083, 0x110AF}, {0x110D0, 0x110E8}, {0x11103, 0x11126}, {0x11144, 0x11144}, {0x11147, 0x11147}, {0x11150, 0x11172},
+    {0x11176, 0x11176}, {0x11183, 0x111B2}, {0x111C1, 0x111C4}, {0x111DA, 0x111DA}, {0x111DC, 0x111DC}, {0x11200, 0x11211},
+    {0x11213, 0x1122B}, {0x11280, 0x11286}, {0x11288, 0x11288}, {0x1128A, 0x1128D}, {0x1128F, 0x1129D}, {0x1129F, 0x112A8},
+    {0x112B0, 0x112DE}, {0x11305, 0x1130C}, {0x1130F, 0x11310}, {0x11313, 0x11328}, {0x1132A, 0x11330}, {0x11332, 0x11333},
+    {0x11335, 0x11339}, {0x1133D, 0x1133D}, {0x11350, 0x11350}, {0x1135D, 0x11361}, {0x11400, 0x11434}, {0x11447, 0x1144A},
+    {0x1145F, 0x11461}, {0x11480, 0x114AF}, {0x114C4, 0x114C5}, {0x114C7, 0x114C7}, {0x11580, 0x115AE}, {0x115D8, 0x115DB},
+    {0x11600, 0x1162F}, {0x11644, 0x11644}, {0x11680, 0x116AA}, {0x116B8, 0x116B8}, {0x11700, 0x1171A}, {0x11740, 0x11746},
+    {0x11800, 0x1182B}, {0x118A0, 0x118DF}, {0x118FF, 0x11906}, {0x11909, 0x11909}, {0x1190C, 0x11913}, {0x11915, 0x11916},
+    {0x11918, 0x1192F}, {0x1193F, 0x1193F}, {0x11941, 0x11941}, {0x119A0, 0x119A7}, {0x119AA, 0x119D0}, {0x119E1, 0x119E1},
+    {0x119E3, 0x119E3}, {0x11A00, 0x11A00}, {0x11A0B, 0x11A32}, {0x11A3A, 0x11A3A}, {0x11A50, 0x11A50}, {0x11A5C, 0x11A89},
+    {0x11A9D, 0x11A9D}, {0x11AB0, 0x11AF8}, {0x11C00, 0x11C08}, {0x11C0A, 0x11C2E}, {0x11C40, 0x11C40}, {0x11C72, 0x11C8F},
+    {0x11D00, 0x11D06}, {0x11D08, 0x11D09}, {0x11D0B, 0x11D30}, {0x11D46, 0x11D46}, {0x11D60, 0x11D65}, {0x11D67, 0x11D68},
+    {0x11D6A, 0x11D89}, {0x11D98, 0x11D98}, {0x11EE0, 0x11EF2}, {0x11FB0, 0x11FB0}, {0x12000, 0x12399}, {0x12480, 0x12543},
+    {0x12F90, 0x12FF0}, {0x13000, 0x1342E}, {0x14400, 0x14646}, {0x16800, 0x16A38}, {0x16A40, 0x16A5E}, {0x16A70, 0x16ABE},
+    {0x16AD0, 0x16AED}, {0x16B00, 0x16B2F}, {0x16B40, 0x16B43}, {0x16B63, 0x16B77}, {0x16B7D, 0x16B8F}, {0x16E40, 0x16E7F},
+    {0x16F00, 0x16F4A}, {0x16F50, 0x16F50}, {0x16F93, 0x16F9F}, {0x16FE0, 0x16FE1}, {0x16FE3, 0x16FE3}, {0x17000, 0x187F7},
+    {0x18800, 0x18CD5}, {0x18D00, 0x18D08}, {0x1AFF0, 0x1AFF3}, {0x1AFF5, 0x1AFFB}, {0x1AFFD, 0x1AFFE}, {0x1B000, 0x1B122},
+    {0x1B150, 0x1B152}, {0x1B164, 0x1B167}, {0x1B170, 0x1B2FB}, {0x1BC00, 0x1BC6A}, {0x1BC70, 0x1BC7C}, {0x1BC80, 0x1BC88},
+    {0x1BC90, 0x1BC99}, {0x1D400, 0x1D454}, {0x1D456, 0x1D49C}, {0x1D49E, 0x1D49F}, {0x1D4A2, 0x1D4A2}, {0x1D4A5, 0x1D4A6},
+    {0x1D4A9, 0x1D4AC}, {0x1D4AE, 0x1D4B9}, {0x1D4BB, 0x1D4BB}, {0x1D4BD, 0x1D4C3}, {0x1D4C5, 0x1D505}, {0x1D507, 0x1D50A},
+    {0x1D50D, 0x1D514}, {0x1D516, 0x1D51C}, {0x1D51E, 0x1D539}, {0x1D53B, 0x1D53E}, {0x1D540, 0x1D544}, {0x1D546, 0x1D546},
+    {0x1D54A, 0x1D550}, {0x1D552, 0x1D6A5}, {0x1D6A8, 0x1D6C0}, {0x1D6C2, 0x1D6DA}, {0x1D6DC, 0x1D6FA}, {0x1D6FC, 0x1D714},
+    {0x1D716, 0x1D734}, {0x1D736, 0x1D74E}, {0x1D750, 0x1D76E}, {0x1D770, 0x1D788}, {0x1D78A, 0x1D7A8}, {0x1D7AA, 0x1D7C2},
+    {0x1D7C4, 0x1D7CB}, {0x1DF00, 0x1DF1E}, {0x1E100, 0x1E12C}, {0x1E137, 0x1E13D}, {0x1E14E, 0x1E14E}, {0x1E290, 0x1E2AD},
+    {0x1E2C0, 0x1E2EB}, {0x1E7E0, 0x1E7E6}, {0x1E7E8, 0x1E7EB}, {0x1E7ED, 0x1E7EE}, {0x1E7F0, 0x1E7FE}, {0x1E800, 0x1E8C4},
+    {0x1E900, 0x1E943}, {0x1E94B, 0x1E94B}, {0x1EE00, 0x1EE03}, {0x1EE05, 0x1EE1F}, {0x1EE21, 0x1EE22}, {0x1EE24, 0x1EE24},
+    {0x1EE27, 0x1EE27}, {0x1EE29, 0x1EE32}, {0x1EE34, 0x1EE37}, {0x1EE39, 0x1EE39}, {0x1EE3B, 0x1EE3B}, {0x1EE42, 0x1EE42},
+    {0x1EE47, 0x1EE47}, {0x1EE49, 0x1EE49}, {0x1EE4B, 0x1EE4B}, {0x1EE4D, 0x1EE4F}, {0x1EE51, 0x1EE52}, {0x1EE54, 0x1EE54},
+    {0x1EE57, 0x1EE57}, {0x1EE59, 0x1EE59}, {0x1EE5B, 0x1EE5B}, {0x1EE5D, 0x1EE5D}, {0x1EE5F, 0x1EE5F}, {0x1EE61, 0x1EE62},
+    {0x1EE64, 0x1EE64}, {0x1EE67, 0x1EE6A}, {0x1EE6C, 0x1EE72}, {0x1EE74, 0x1EE77}, {0x1EE79, 0x1EE7C}, {0x1EE7E, 0x1EE7E},
+    {0x1EE80, 0x1EE89}, {0x1EE8B, 0x1EE9B}, {0x1EEA1, 0x1EEA3}, {0x1EEA5, 0x1EEA9}, {0x1EEAB, 0x1EEBB}, {0x20000, 0x2A6DF},
+    {0x2A700, 0x2B738}, {0x2B740, 0x2B81D}, {0x2B820, 0x2CEA1}, {0x2CEB0, 0x2EBE0}, {0x2F800, 0x2FA1D}, {0x30000, 0x3134A},
+};
+static const uint32_t unicode_numbers[][2] = {   /* 134 ranges */
+    {0x30, 0x39}, {0xB2, 0xB3}, {0xB9, 0xB9}, {0xBC, 0xBE}, {0x660, 0x669}, {0x6F0, 0x6F9},
+    {0x7C0, 0x7C9}, {0x966, 0x96F}, {0x9E6, 0x9EF}, {0x9F4, 0x9F9}, {0xA66, 0xA6F}, {0xAE6, 0xAEF},
+    {0xB66, 0xB6F}, {0xB72, 0xB77}, {0xBE6, 0xBF2}, {0xC66, 0xC6F}, {0xC78, 0xC7E}, {0xCE6, 0xCEF},
+    {0xD58, 0xD5E}, {0xD66, 0xD78}, {0xDE6, 0xDEF}, {0xE50, 0xE59}, {0xED0, 0xED9}, {0xF20, 0xF33},
+    {0x1040, 0x1049}, {0x1090, 0x1099}, {0x1369, 0x137C}, {0x16EE, 0x16F0}, {0x17E0, 0x17E9}, {0x17F0, 0x17F9},
+    {0x1810, 0x1819}, {0x1946, 0x194F}, {0x19D0, 0x19DA}, {0x1A80, 0x1A89}, {0x1A90, 0x1A99}, {0x1B50, 0x1B59},
+    {0x1BB0, 0x1BB9}, {0x1C40, 0x1C49}, {0x1C50, 0x1C59}, {0x2070, 0x2070}, {0x2074, 0x2079}, {0x2080, 0x2089},
+    {0x2150, 0x2182}, {0x2185, 0x2189}, {0x2460, 0x249B}, {0x24EA, 0x24FF}, {0x2776, 0x2793}, {0x2CFD, 0x2CFD},
+    {0x3007, 0x3007}, {0x3021, 0x3029}, {0x3038, 0x303A}, {0x3192, 0x3195}, {0x3220, 0x3229}, {0x3248, 0x324F},
+    {0x3251, 0x325F}, {0x3280, 0x3289}, {0x32B1, 0x32BF}, {0xA620, 0xA629}, {0xA6E6, 0xA6EF}, {0xA830, 0xA835},
+    {0xA8D0, 0xA8D9}, {0xA900, 0xA909}, {0xA9D0, 0xA9D9}, {0xA9F0, 0xA9F9}, {0xAA50, 0xAA59}, {0xABF0, 0xABF9},
+    {0xFF10, 0xFF19}, {0x10107, 0x10133}, {0x10140, 0x10178}, {0x1018A, 0x1018B}, {0x102E1, 0x102FB}, {0x10320, 0x10323},
+    {0x10341, 0x10341}, {0x1034A, 0x1034A}, {0x103D1, 0x103D5}, {0x104A0, 0x104A9}, {0x10858, 0x1085F}, {0x10879, 0x1087F},
+    {0x108A7, 0x108AF}, {0x108FB, 0x108FF}, {0x10916, 0x1091B}, {0x109BC, 0x109BD}, {0x109C0, 0x109CF}, {0x109D2, 0x109FF},
+    {0x10A40, 0x10A48}, {0x10A7D, 0x10A7E}, {0x10A9D, 0x10A9F}, {0x10AEB, 0x10AEF}, {0x10B58, 0x10B5F}, {0x10B78, 0x10B7F},
+    {0x10BA9, 0x10BAF}, {0x10CFA, 0x10CFF}, {0x10D30, 0x10D39}, {0x10E60, 0x10E7E}, {0x10F1D, 0x10F26}, {0x10F51, 0x10F54},
+    {0x10FC5, 0x10FCB}, {0x11052, 0x1106F}, {0x110F0, 0x110F9}, {0x11136, 0x1113F}, {0x111D0, 0x111D9}, {0x111E1, 0x111F4},
+    {0x112F0, 0x112F9}, {0x11450, 0x11459}, {0x114D0, 0x114D9}, {0x11650, 0x11659}, {0x116C0, 0x116C9}, {0x11730, 0x1173B},
+    {0x118E0, 0x118F2}, {0x11950, 0x11959}, {0x11C50, 0x11C6C}, {0x11D50, 0x11D59}, {0x11DA0, 0x11DA9}, {0x11FC0, 0x11FD4},
+    {0x12400, 0x1246E}, {0x16A60, 0x16A69}, {0x16AC0, 0x16AC9}, {0x16B50, 0x16B59}, {0x16B5B, 0x16B61}, {0x16E80, 0x16E96},
+    {0x1D2E0, 0x1D2F3}, {0x1D360, 0x1D378}, {0x1D7CE, 0x1D7FF}, {0x1E140, 0x1E149}, {0x1E2F0, 0x1E2F9}, {0x1E8C7, 0x1E8CF},
+    {0x1E950, 0x1E959}, {0x1EC71, 0x1ECAB}, {0x1ECAD, 0x1ECAF}, {0x1ECB1, 0x1ECB4}, {0x1ED01, 0x1ED2D}, {0x1ED2F, 0x1ED3D},
+    {0x1F100, 0x1F10C}, {0x1FBF0, 0x1FBF9},
+};
+static const uint32_t unicode_spaces[][2] = {   /* 10 ranges */
+    {0x9, 0xD}, {0x20, 0x20}, {0x85, 0x85}, {0xA0, 0xA0}, {0x1680, 0x1680}, {0x2000, 0x200A},
+    {0x2028, 0x2029}, {0x202F, 0x202F}, {0x205F, 0x205F}, {0x3000, 0x3000},
+};
+
+static int in_ranges(uint32_t cp, const uint32_t (*r)[2], int n)
+{
+    int lo = 0, hi = n - 1;
+    while (lo <= hi) {
+        int mid = (lo + hi) / 2;
+        if (cp < r[mid][0]) hi = mid - 1;
+        else if (cp > r[mid][1]) lo = mid + 1;
+        else return 1;
+    }
+    return 0;
+}
+
+#define N_RANGES(t) ((int)(sizeof t / sizeof t[0]))
+static int is_letter(uint32_t cp) { return cp < 0x80 ? ((cp | 32) >= 'a' && (cp | 32) <= 'z') : in_ranges(cp, unicode_letters, N_RANGES(unicode_letters)); }
+static int is_number(uint32_t cp) { return cp < 0x80 ? (cp >= '0' && cp <= '9') : in_ranges(cp, unicode_numbers, N_RANGES(unicode_numbers)); }
+static int is_space(uint32_t cp) { return in_ranges(cp, unicode_spaces, N_RANGES(unicode_spaces)); }
+
+/* Decodes the code point at s[*i] (advancing *i); invalid UTF-8 yields 0xFFFD and one byte. */
+static uint32_t utf8_next(const char *s, size_t n, size_t *i)
+{
+    const unsigned char *u = (const unsigned char *)s + *i;
+    int len = utf8_valid_len(u, n - *i);
+    if (len == 0) { (*i)++; return 0xFFFD; }
+    *i += (size_t)len;
+    if (len == 1) return u[0];
+    if (len == 2) return (uint32_t)(u[0] & 0x1F) << 6 | (u[1] & 0x3F);
+    if (len == 3) return (uint32_t)(u[0] & 0x0F) << 12 | (uint32_t)(u[1] & 0x3F) << 6 | (u[2] & 0x3F);
+    return (uint32_t)(u[0] & 0x07) << 18 | (uint32_t)(u[1] & 0x3F) << 12 | (uint32_t)(u[2] & 0x3F) << 6 | (u[3] & 0x3F);
+}
+
+/* A string -> int hash map (open addressing, FNV-1a), for the vocabulary and caches. */
+typedef struct { char *key; int len; int value; } MapSlot;
+typedef struct { MapSlot *slots; size_t cap, count; } StrMap;
+
+static uint64_t fnv1a(const char *s, size_t n)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 0x100000001b3ull;
+    return h;
+}
+
+static void strmap_free(StrMap *m)
+{
+    for (size_t i = 0; i < m->cap; i++) free(m->slots[i].key);
+    free(m->slots);
+    memset(m, 0, sizeof *m);
+}
+
+static MapSlot *strmap_slot(const StrMap *m, const char *key, size_t len)
+{
+    size_t i = (size_t)fnv1a(key, len) & (m->cap - 1);
+    while (m->slots[i].key && !((size_t)m->slots[i].len == len && memcmp(m->slots[i].key, key, len) == 0)) i = (i + 1) & (m->cap - 1);
+    return &m->slots[i];
+}
+
+static int strmap_get(const StrMap *m, const char *key, size_t len)
+{
+    if (!m->cap) return -1;
+    MapSlot *s = strmap_slot(m, key, len);
+    return s->key ? s->value : -1;
+}
+
+/* Sets key to value; returns the previous value or -1. */
+static int strmap_put(StrMap *m, const char *key, size_t len, int value, int *previous)
+{
+    *previous = -1;
+    if (m->count * 2 >= m->cap) {                   /* keep the table at most half full */
+        StrMap bigger = {xcalloc(m->cap ? m->cap * 2 : 1024, sizeof(MapSlot)), m->cap ? m->cap * 2 : 1024, 0};
+        if (!bigger.slots) return -1;
+        for (size_t i = 0; i < m->cap; i++)
+            if (m->slots[i].key) { *strmap_slot(&bigger, m->slots[i].key, (size_t)m->slots[i].len) = m->slots[i]; bigger.count++; }
+        free(m->slots);
+        *m = bigger;
+    }
+    MapSlot *s = strmap_slot(m, key, len);
+    if (s->key) { *previous = s->value; s->value = value; return 0; }
+    if (!(s->key = xmalloc(len + 1))) return -1;
+    memcpy(s->key, key, len);
+    s->key[len] = 0;
+    s->len = (int)len;
+    s->value = value;
+    m->count++;
+    return 0;
+}
+
+/* GPT-2's reversible map of the 256 bytes onto printable characters: printable Latin-1
+   bytes stand for themselves, the other 68 take code points 256, 257, ... in order. */
+static void byte_level_map(uint32_t byte_to_cp[256])
+{
+    int next = 256;
+    for (int b = 0; b < 256; b++) {
+        int printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
+        byte_to_cp[b] = printable ? (uint32_t)b : (uint32_t)next++;
+    }
+}
+
+enum { PRE_BYTELEVEL, PRE_METASPACE, PRE_SPLIT, PRE_DIGITS };
+enum { REGEX_GPT2, REGEX_LLAMA3, REGEX_QWEN2 };
+enum { NORM_PREPEND, NORM_REPLACE };
+enum { DEC_BYTELEVEL, DEC_METASPACE, DEC_REPLACE, DEC_BYTEFALLBACK, DEC_FUSE, DEC_STRIP };
+enum { PREPEND_ALWAYS, PREPEND_FIRST, PREPEND_NEVER };
+
+typedef struct { int kind; char *from, *to; } NormStep;               /* Prepend: to; Replace: from -> to */
+typedef struct { int kind, add_prefix_space, use_regex, regex, individual_digits, prepend_scheme, split; } PreStep;
+typedef struct { int kind, prepend_scheme, start, stop; char *from, *to; } DecStep;
+typedef struct { char *text; int len, id, special, lstrip, rstrip; } AddedToken;
+
+#define TOK_MAX_STEPS 8
+#define TOK_CACHE_WORDS 32768
+
+struct KvlTokenizer {
+    int vocab_size;                 /* 1 + the largest id */
+    char **id_to_token;             /* [vocab_size] token strings (NULL for unused ids) */
+    int *id_len;
+    StrMap vocab;                   /* token string -> id */
+    StrMap merges;                  /* "left-id right-id" (8 bytes) -> rank */
+    int *merge_result;              /* [n_merges] the id a merge makes */
+    int n_merges;
+    int unk_id, byte_fallback, fuse_unk, ignore_merges;
+    int byte_ids[256];              /* <0xNN> ids for byte_fallback, -1 when absent */
+    int byte_level;                 /* ByteLevel pre-tokenizer: words are byte-mapped */
+    uint32_t byte_to_cp[256];
+    int cp_to_byte[512];            /* the inverse, for code points below 512; -1 elsewhere */
+    AddedToken *added;
+    int n_added;
+    NormStep norm[TOK_MAX_STEPS];
+    int n_norm;
+    PreStep pre[TOK_MAX_STEPS];
+    int n_pre;
+    DecStep dec[TOK_MAX_STEPS];
+    int n_dec;
+    int has_decoder;
+    int *post_before, n_post_before, *post_after, n_post_after;   /* ids around $A */
+    StrMap cache;                   /* word -> index into cache_ids */
+    int *cache_ids;                 /* [n][...] length-prefixed id lists */
+    size_t cache_ids_len, cache_ids_cap;
+};
+
+void kvl_tokenizer_free(KvlTokenizer *t)
+{
+    if (!t) return;
+    for (int i = 0; i < t->vocab_size; i++) free(t->id_to_token[i]);
+    free(t->id_to_token);
+    free(t->id_len);
+    strmap_free(&t->vocab);
+    strmap_free(&t->merges);
+    strmap_free(&t->cache);
+    free(t->cache_ids);
+    free(t->merge_result);
+    for (int i = 0; i < t->n_added; i++) free(t->added[i].text);
+    free(t->added);
+    for (int i = 0; i < t->n_norm; i++) { free(t->norm[i].from); free(t->norm[i].to); }
+    for (int i = 0; i < t->n_dec; i++) { free(t->dec[i].from); free(t->dec[i].to); }
+    free(t->post_before);
+    free(t->post_after);
+    free(t);
+}
+
+int kvl_tokenizer_vocab_size(const KvlTokenizer *t) { return t->vocab_size; }
+
+/* Matches ' ?' (an optional space, ASCII 0x20) then a run of characters of a class. */
+typedef int (*CharClass)(uint32_t cp);
+static int is_other(uint32_t cp) { return !is_space(cp) && !is_letter(cp) && !is_number(cp); }
+
+static size_t match_run(const char *s, size_t n, size_t i, CharClass cls, int optional_space, size_t max_count)
+{
+    size_t j = i, count = 0;
+    if (optional_space && j < n && s[j] == ' ') j++;
+    size_t start = j;
+    while (j < n && count < max_count) {
+        size_t k = j;
+        uint32_t cp = utf8_next(s, n, &k);
+        if (!cls(cp)) break;
+        j = k;
+        count++;
+    }
+    if (j == start) return 0;
+    return j - i;
+}
+
+/* \s+(?!\S) then \s+ : a whitespace run, leaving its last character to the next word when a
+   non-space follows (so that " word" keeps its space), unless the run is one character. */
+static size_t match_spaces(const char *s, size_t n, size_t i)
+{
+    size_t j = i, last = i;
+    while (j < n) {
+        size_t k = j;
+        if (!is_space(utf8_next(s, n, &k))) break;
+        last = j;
+        j = k;
+    }
+    if (j == i) return 0;
+    if (j < n && last > i) return last - i;         /* followed by \S: give back one character */
+    return j - i;
+}
+
+/* The contractions 's 't 're 've 'm 'll 'd, case-insensitive for Llama 3 and Qwen2. */
+static size_t match_contraction(const char *s, size_t n, size_t i, int ignore_case)
+{
+    static const char *const forms[] = {"s", "t", "re", "ve", "m", "ll", "d"};
+    if (i >= n || s[i] != '\'') return 0;
+    for (int f = 0; f < 7; f++) {
+        size_t len = strlen(forms[f]), k;
+        if (i + 1 + len > n) continue;
+        for (k = 0; k < len; k++) {
+            char c = s[i + 1 + k];
+            if (ignore_case && c >= 'A' && c <= 'Z') c = (char)(c + 32);
+            if (c != forms[f][k]) break;
+        }
+        if (k == len) return 1 + len;
+    }
+    return 0;
+}
+
+static int is_newline(uint32_t cp) { return cp == '\r' || cp == '\n'; }
+static int not_newline_letter_number(uint32_t cp) { return !is_newline(cp) && !is_letter(cp) && !is_number(cp); }
+
+/* The length of the regex's match at s[i] (its alternatives tried in order, as the regex
+   engine does), or 0 where it does not match there.
+     GPT-2:  's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+     Llama 3: (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}
+              | ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
+     Qwen2:  the same with \p{N} for \p{N}{1,3}                                            */
+static size_t pretok_match(int regex, const char *s, size_t n, size_t i)
+{
+    size_t len;
+    if (regex == REGEX_GPT2) {
+        if ((len = match_contraction(s, n, i, 0))) return len;
+        if ((len = match_run(s, n, i, is_letter, 1, SIZE_MAX))) return len;
+        if ((len = match_run(s, n, i, is_number, 1, SIZE_MAX))) return len;
+        if ((len = match_run(s, n, i, is_other, 1, SIZE_MAX))) return len;
+        return match_spaces(s, n, i);
+    }
+    if ((len = match_contraction(s, n, i, 1))) return len;
+    {   /* [^\r\n\p{L}\p{N}]?\p{L}+ */
+        size_t k = i;
+        uint32_t cp = i < n ? utf8_next(s, n, &k) : 0;
+        if (i < n && not_newline_letter_number(cp) && (len = match_run(s, n, k, is_letter, 0, SIZE_MAX))) return k - i + len;
+        if ((len = match_run(s, n, i, is_letter, 0, SIZE_MAX))) return len;
+    }
+    if ((len = match_run(s, n, i, is_number, 0, regex == REGEX_LLAMA3 ? 3 : 1))) return len;
+    if ((len = match_run(s, n, i, is_other, 1, SIZE_MAX))) {       /*  ?[^\s\p{L}\p{N}]+[\r\n]* */
+        size_t j = i + len;
+        while (j < n && (s[j] == '\r' || s[j] == '\n')) j++;
+        return j - i;
+    }
+    {   /* \s*[\r\n]+ : up to and including the last newline of the whitespace run */
+        size_t j = i, end = 0;
+        while (j < n) {
+            size_t k = j;
+            uint32_t cp = utf8_next(s, n, &k);
+            if (!is_space(cp)) break;
+            if (is_newline(cp)) end = k;
+            j = k;
+        }
+        if (end) return end - i;
+    }
+    return match_spaces(s, n, i);
+}
+
+/* ---- loading tokenizer.json ---- */
+
+static const char *json_str(const Json *obj, const char *key)
+{
+    const Json *j = json_get(obj, key);
+    return j && j->type == JSON_STRING ? j->string : NULL;
+}
+
+static int json_flag(const Json *obj, const char *key, int def)
+{
+    const Json *j = json_get(obj, key);
+    return j && j->type == JSON_BOOL ? j->boolean : def;
+}
+
+/* A pattern {"String": "..."}; a {"Regex": ...} is refused (no regex engine here). */
+static int tok_pattern(const Json *p, char **out, const char *what)
+{
+    const char *s = json_str(p, "String");
+    if (!s) return fail("tokenizer.json: %s: only {\"String\": ...} patterns are supported", what);
+    return (*out = xstrdup(s)) ? 0 : -1;
+}
+
+static int tok_prepend_scheme(const Json *j, int *out)
+{
+    const char *s = json_str(j, "prepend_scheme");
+    if (!s) { *out = json_flag(j, "add_prefix_space", 1) ? PREPEND_ALWAYS : PREPEND_NEVER; return 0; }
+    if (!strcmp(s, "always")) *out = PREPEND_ALWAYS;
+    else if (!strcmp(s, "first")) *out = PREPEND_FIRST;
+    else if (!strcmp(s, "never")) *out = PREPEND_NEVER;
+    else return fail("tokenizer.json: Metaspace prepend_scheme '%s' is unknown", s);
+    return 0;
+}
+
+static int tok_check_replacement(const Json *j)
+{
+    const char *r = json_str(j, "replacement");
+    if (r && strcmp(r, "\xe2\x96\x81")) return fail("tokenizer.json: Metaspace replacement other than U+2581 is not supported");
+    return 0;
+}
+
+static int tok_normalizer(KvlTokenizer *t, const Json *n)
+{
+    if (!n || n->type == JSON_NULL) return 0;
+    const char *type = json_str(n, "type");
+    if (!type) return fail("tokenizer.json: normalizer without a type");
+    if (!strcmp(type, "Sequence")) {
+        const Json *list = json_get(n, "normalizers");
+        if (!list || list->type != JSON_ARRAY) return fail("tokenizer.json: Sequence normalizer without 'normalizers'");
+        for (size_t i = 0; i < list->length; i++)
+            if (tok_normalizer(t, list->children[i])) return -1;
+        return 0;
+    }
+    if (!strcmp(type, "NFC")) return 0;   /* identity: kvlora assumes NFC input (see README) */
+    if (t->n_norm == TOK_MAX_STEPS) return fail("tokenizer.json: too many normalizers");
+    NormStep *s = &t->norm[t->n_norm];
+    if (!strcmp(type, "Prepend")) {
+        const char *p = json_str(n, "prepend");
+        if (!p || !(s->to = xstrdup(p))) return fail("tokenizer.json: Prepend normalizer without 'prepend'");
+        s->kind = NORM_PREPEND;
+    } else if (!strcmp(type, "Replace")) {
+        const char *c = json_str(n, "content");
+        if (!c || tok_pattern(json_get(n, "pattern"), &s->from, "Replace normalizer") || !(s->to = xstrdup(c))) return -1;
+        if (!*s->from) return fail("tokenizer.json: Replace normalizer with an empty pattern");
+        s->kind = NORM_REPLACE;
+    } else return fail("tokenizer.json: normalizer '%s' is not supported (supported: Prepend, Replace, NFC, Sequence)", type);
+    t->n_norm++;
+    return 0;
+}
+
+static int tok_pre_tokenizer(KvlTokenizer *t, const Json *p)
+{
+    static const char *const regexes[3] = {
+        "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+",
+        "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+        "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+    };
+    if (!p || p->type == JSON_NULL) return 0;
+    const char *type = json_str(p, "type");
+    if (!type) return fail("tokenizer.json: pre_tokenizer without a type");
+    if (!strcmp(type, "Sequence")) {
+        const Json *list = json_get(p, "pretokenizers");
+        if (!list || list->type != JSON_ARRAY) return fail("tokenizer.json: Sequence pre_tokenizer without 'pretokenizers'");
+        for (size_t i = 0; i < list->length; i++)
+            if (tok_pre_tokenizer(t, list->children[i])) return -1;
+        return 0;
+    }
+    if (t->n_pre == TOK_MAX_STEPS) return fail("tokenizer.json: too many pre-tokenizers");
+    PreStep *s = &t->pre[t->n_pre];
+    memset(s, 0, sizeof *s);
+    if (!strcmp(type, "ByteLevel")) {
+        s->kind = PRE_BYTELEVEL;
+        s->add_prefix_space = json_flag(p, "add_prefix_space", 1);
+        s->use_regex = json_flag(p, "use_regex", 1);
+        s->regex = REGEX_GPT2;
+        t->byte_level = 1;
+    } else if (!strcmp(type, "Metaspace")) {
+        s->kind = PRE_METASPACE;
+        if (tok_check_replacement(p) || tok_prepend_scheme(p, &s->prepend_scheme)) return -1;
+        s->split = json_flag(p, "split", 1);
+    } else if (!strcmp(type, "Split")) {
+        const Json *pattern = json_get(p, "pattern");
+        const char *re = json_str(pattern, "Regex"), *behavior = json_str(p, "behavior");
+        s->kind = PRE_SPLIT;
+        s->regex = -1;
+        for (int r = 0; r < 3 && re; r++)
+            if (!strcmp(re, regexes[r])) s->regex = r;
+        if (s->regex < 0) return fail("tokenizer.json: Split pattern %s is not one kvlora knows (GPT-2, Llama 3, Qwen2)", re ? re : "(not a Regex)");
+        if (!behavior || strcmp(behavior, "Isolated") || json_flag(p, "invert", 0))
+            return fail("tokenizer.json: Split with behavior '%s' is not supported (only Isolated, not inverted)", behavior ? behavior : "?");
+    } else if (!strcmp(type, "Digits")) {
+        s->kind = PRE_DIGITS;
+        s->individual_digits = json_flag(p, "individual_digits", 0);
+    } else return fail("tokenizer.json: pre_tokenizer '%s' is not supported (supported: ByteLevel, Metaspace, Split, Digits, Sequence)", type);
+    t->n_pre++;
+    return 0;
+}
+
+static int tok_decoder(KvlTokenizer *t, const Json *d)
+{
+    if (!d || d->type == JSON_NULL) return 0;
+    const char *type = json_str(d, "type");
+    if (!type) return fail("tokenizer.json: decoder without a type");
+    t->has_decoder = 1;
+    if (!strcmp(type, "Sequence")) {
+        const Json *list = json_get(d, "decoders");
+        if (!list || list->type != JSON_ARRAY) return fail("tokenizer.json: Sequence decoder without 'decoders'");
+        for (size_t i = 0; i < list->length; i++)
+            if (tok_decoder(t, list->children[i])) return -1;
+        return 0;
+    }
+    if (t->n_dec == TOK_MAX_STEPS) return fail("tokenizer.json: too many decoders");
+    DecStep *s = &t->dec[t->n_dec];
+    memset(s, 0, sizeof *s);
+    if (!strcmp(type, "ByteLevel")) s->kind = DEC_BYTELEVEL;
+    else if (!strcmp(type, "ByteFallback")) s->kind = DEC_BYTEFALLBACK;
+    else if (!strcmp(type, "Fuse")) s->kind = DEC_FUSE;
+    else if (!strcmp(type, "Metaspace")) {
+        s->kind = DEC_METASPACE;
+        if (tok_check_replacement(d) || tok_prepend_scheme(d, &s->prepend_scheme)) return -1;
+    } else if (!strcmp(type, "Replace")) {
+        const char *c = json_str(d, "content");
+        s->kind = DEC_REPLACE;
+        if (!c || tok_pattern(json_get(d, "pattern"), &s->from, "Replace decoder") || !(s->to = xstrdup(c))) return -1;
+    } else if (!strcmp(type, "Strip")) {
+        const char *c = json_str(d, "content");
+        long long start, stop;
+        s->kind = DEC_STRIP;
+        if (!c || strlen(c) != 1 || json_int(json_get(d, "start"), 0, 1 << 20, &start) || json_int(json_get(d, "stop"), 0, 1 << 20, &stop))
+            return fail("tokenizer.json: Strip decoder needs a one-character content, start and stop");
+        s->from = xstrdup(c);
+        s->start = (int)start;
+        s->stop = (int)stop;
+    } else return fail("tokenizer.json: decoder '%s' is not supported (supported: ByteLevel, Metaspace, Replace, ByteFallback, Fuse, Strip, Sequence)", type);
+    t->n_dec++;
+    return 0;
+}
+
+static int tok_id_of(const KvlTokenizer *t, const char *token)
+{
+    for (int i = 0; i < t->n_added; i++)
+        if (!strcmp(t->added[i].text, token)) return t->added[i].id;
+    return strmap_get(&t->vocab, token, strlen(token));
+}
+
+/* TemplateProcessing's "single" template: the special tokens before and after $A. */
+static int tok_post_processor(KvlTokenizer *t, const Json *p)
+{
+    if (!p || p->type == JSON_NULL) return 0;
+    const char *type = json_str(p, "type");
+    if (!type) return fail("tokenizer.json: post_processor without a type");
+    if (!strcmp(type, "ByteLevel")) return 0;            /* offsets only: the ids do not change */
+    if (!strcmp(type, "Sequence")) {
+        const Json *list = json_get(p, "processors");
+        if (!list || list->type != JSON_ARRAY) return fail("tokenizer.json: Sequence post_processor without 'processors'");
+        for (size_t i = 0; i < list->length; i++)
+            if (tok_post_processor(t, list->children[i])) return -1;
+        return 0;
+    }
+    if (strcmp(type, "TemplateProcessing")) return fail("tokenizer.json: post_processor '%s' is not supported (supported: TemplateProcessing, ByteLevel, Sequence)", type);
+    const Json *single = json_get(p, "single"), *specials = json_get(p, "special_tokens");
+    if (!single || single->type != JSON_ARRAY) return fail("tokenizer.json: TemplateProcessing without 'single'");
+    int seen_a = 0;
+    free(t->post_before);
+    free(t->post_after);
+    t->post_before = xcalloc(64, sizeof(int));
+    t->post_after = xcalloc(64, sizeof(int));
+    t->n_post_before = t->n_post_after = 0;
+    if (!t->post_before || !t->post_after) return -1;
+    for (size_t i = 0; i < single->length; i++) {
+        const Json *item = single->children[i], *st = json_get(item, "SpecialToken"), *seq = json_get(item, "Sequence");
+        if (seq) { seen_a = 1; continue; }
+        const char *name = json_str(st, "id");
+        if (!name) return fail("tokenizer.json: TemplateProcessing item %zu is neither SpecialToken nor Sequence", i);
+        const Json *entry = json_get(specials, name), *ids = json_get(entry, "ids");
+        int n_ids = ids && ids->type == JSON_ARRAY ? (int)ids->length : 0;
+        for (int k = 0; k < (n_ids ? n_ids : 1); k++) {
+            long long id;
+            if (n_ids) {
+                if (json_int(ids->children[k], 0, INT_MAX, &id)) return fail("tokenizer.json: bad id of special token '%s'", name);
+            } else if ((id = tok_id_of(t, name)) < 0) return fail("tokenizer.json: special token '%s' is not in the vocabulary", name);
+            int *list = seen_a ? t->post_after : t->post_before, *n = seen_a ? &t->n_post_after : &t->n_post_before;
+            if (*n == 64) return fail("tokenizer.json: template too long");
+            list[(*n)++] = (int)id;
+        }
+    }
+    return 0;
+}
+
+/* Registers token string s as id (the vocabulary and the added tokens). */
+static int tok_set_token(KvlTokenizer *t, const char *s, size_t len, int id)
+{
+    if (id < 0 || id >= t->vocab_size) return fail("tokenizer.json: token id %d out of range", id);
+    if (t->id_to_token[id] && ((size_t)t->id_len[id] != len || memcmp(t->id_to_token[id], s, len)))
+        return fail("tokenizer.json: id %d names two different tokens", id);
+    if (!t->id_to_token[id]) {
+        if (!(t->id_to_token[id] = xmalloc(len + 1))) return -1;
+        memcpy(t->id_to_token[id], s, len);
+        t->id_to_token[id][len] = 0;
+        t->id_len[id] = (int)len;
+    }
+    return 0;
+}
+
+static int compare_added_length(const void *a, const void *b)
+{
+    const AddedToken *x = a, *y = b;
+    return y->len != x->len ? y->len - x->len : x->id - y->id;     /* longest first */
+}
+
+static int tok_model(KvlTokenizer *t, const Json *model, const Json *added)
+{
+    const char *type = json_str(model, "type");
+    if (!type || strcmp(type, "BPE")) return fail("tokenizer.json: model '%s' is not supported (only BPE)", type ? type : "(none)");
+    if (json_str(model, "continuing_subword_prefix") || json_str(model, "end_of_word_suffix"))
+        return fail("tokenizer.json: BPE continuing_subword_prefix / end_of_word_suffix are not supported");
+    const Json *dropout = json_get(model, "dropout");
+    if (dropout && dropout->type == JSON_NUMBER && dropout->number != 0.0) return fail("tokenizer.json: BPE dropout is not supported");
+    const Json *vocab = json_get(model, "vocab"), *merges = json_get(model, "merges");
+    if (!vocab || vocab->type != JSON_OBJECT) return fail("tokenizer.json: model.vocab must be an object");
+    if (!merges || merges->type != JSON_ARRAY) return fail("tokenizer.json: model.merges must be a list");
+    long long max_id = -1, id;
+    for (size_t i = 0; i < vocab->length; i++) {
+        if (json_int(vocab->children[i], 0, 1 << 24, &id)) return fail("tokenizer.json: vocab['%s'] is not an id", vocab->keys[i]);
+        if (id > max_id) max_id = id;
+    }
+    for (size_t i = 0; added && added->type == JSON_ARRAY && i < added->length; i++)
+        if (!json_int(json_get(added->children[i], "id"), 0, 1 << 24, &id) && id > max_id) max_id = id;
+    t->vocab_size = (int)max_id + 1;
+    t->id_to_token = xcalloc((size_t)t->vocab_size + 1, sizeof(char *));
+    t->id_len = xcalloc((size_t)t->vocab_size + 1, sizeof(int));
+    if (!t->id_to_token || !t->id_len) return -1;
+    for (size_t i = 0; i < vocab->length; i++) {
+        int previous;
+        json_int(vocab->children[i], 0, 1 << 24, &id);
+        size_t len = strlen(vocab->keys[i]);
+        if (tok_set_token(t, vocab->keys[i], len, (int)id) || strmap_put(&t->vocab, vocab->keys[i], len, (int)id, &previous)) return -1;
+    }
+    t->byte_fallback = json_flag(model, "byte_fallback", 0);
+    t->fuse_unk = json_flag(model, "fuse_unk", 0);
+    t->ignore_merges = json_flag(model, "ignore_merges", 0);
+    const char *unk = json_str(model, "unk_token");
+    t->unk_id = unk ? strmap_get(&t->vocab, unk, strlen(unk)) : -1;
+    if (unk && t->unk_id < 0) return fail("tokenizer.json: unk_token '%s' is not in the vocabulary", unk);
+    for (int b = 0; b < 256; b++) {
+        char name[8];
+        snprintf(name, sizeof name, "<0x%02X>", b);
+        t->byte_ids[b] = strmap_get(&t->vocab, name, strlen(name));
+    }
+    /* merges: "a b" strings or ["a", "b"] pairs; rank = position in the list */
+    t->merge_result = xmalloc(sizeof(int) * (merges->length + 1));
+    if (!t->merge_result) return -1;
+    for (size_t r = 0; r < merges->length; r++) {
+        const Json *m = merges->children[r];
+        char left[1024], right[1024];
+        if (m->type == JSON_STRING) {
+            const char *space = strchr(m->string, ' ');
+            if (!space || strchr(space + 1, ' ') || (size_t)(space - m->string) >= sizeof left || strlen(space + 1) >= sizeof right)
+                return fail("tokenizer.json: merge %zu '%s' is not two tokens separated by one space", r, m->string);
+            memcpy(left, m->string, (size_t)(space - m->string));
+            left[space - m->string] = 0;
+            strcpy(right, space + 1);
+        } else if (m->type == JSON_ARRAY && m->length == 2 && m->children[0]->type == JSON_STRING && m->children[1]->type == JSON_STRING &&
+                   m->children[0]->length < sizeof left && m->children[1]->length < sizeof right) {
+            strcpy(left, m->children[0]->string);
+            strcpy(right, m->children[1]->string);
+        } else return fail("tokenizer.json: merge %zu is neither \"a b\" nor [\"a\", \"b\"]", r);
+        char joined[2048];
+        snprintf(joined, sizeof joined, "%s%s", left, right);
+        int a = strmap_get(&t->vocab, left, strlen(left)), b = strmap_get(&t->vocab, right, strlen(right));
+        int c = strmap_get(&t->vocab, joined, strlen(joined)), previous;
+        if (a < 0 || b < 0 || c < 0) return fail("tokenizer.json: merge %zu ('%s' '%s') uses or makes a token that is not in the vocabulary", r, left, right);
+        unsigned char key[8];
+        write_u32_le(key, (uint32_t)a);
+        write_u32_le(key + 4, (uint32_t)b);
+        if (strmap_put(&t->merges, (const char *)key, 8, (int)r, &previous)) return -1;
+        if (previous >= 0) { int keep = previous; strmap_put(&t->merges, (const char *)key, 8, keep, &previous); }  /* the first rank wins */
+        t->merge_result[r] = c;
+    }
+    t->n_merges = (int)merges->length;
+    /* added tokens: matched in the raw text, longest first */
+    if (added && added->type == JSON_ARRAY && added->length) {
+        t->added = xcalloc(added->length, sizeof *t->added);
+        if (!t->added) return -1;
+        for (size_t i = 0; i < added->length; i++) {
+            const Json *a = added->children[i];
+            const char *content = json_str(a, "content");
+            if (!content || !*content || json_int(json_get(a, "id"), 0, 1 << 24, &id)) return fail("tokenizer.json: added_tokens[%zu] needs content and id", i);
+            if (json_flag(a, "single_word", 0)) return fail("tokenizer.json: added token '%s': single_word is not supported", content);
+            AddedToken *at = &t->added[t->n_added++];
+            if (!(at->text = xstrdup(content))) return -1;
+            at->len = (int)strlen(content);
+            at->id = (int)id;
+            at->special = json_flag(a, "special", 0);
+            at->lstrip = json_flag(a, "lstrip", 0);
+            at->rstrip = json_flag(a, "rstrip", 0);
+            if (tok_set_token(t, content, (size_t)at->len, at->id)) return -1;
+        }
+        qsort(t->added, (size_t)t->n_added, sizeof *t->added, compare_added_length);
+    }
+    return 0;
+}
+
+int kvl_tokenizer_load(KvlTokenizer **out, const char *path)
+{
+    char *text;
+    size_t len;
+    Json *j;
+    *out = NULL;
+    if (read_file(path, &text, &len)) return -1;
+    int r = json_parse(&j, text, len, path);
+    free(text);
+    if (r) return -1;
+    KvlTokenizer *t = xcalloc(1, sizeof *t);
+    r = -1;
+    if (!t) goto done;
+    byte_level_map(t->byte_to_cp);
+    for (int i = 0; i < 512; i++) t->cp_to_byte[i] = -1;
+    for (int b = 0; b < 256; b++) t->cp_to_byte[t->byte_to_cp[b]] = b;
+    if (j->type != JSON_OBJECT) { fail("not a JSON object"); goto done; }
+    if (tok_model(t, json_get(j, "model"), json_get(j, "added_tokens")) || tok_normalizer(t, json_get(j, "normalizer")) ||
+        tok_pre_tokenizer(t, json_get(j, "pre_tokenizer")) || tok_decoder(t, json_get(j, "decoder")) ||
+        tok_post_processor(t, json_get(j, "post_processor")))
+        goto done;
+    const Json *trunc = json_get(j, "truncation"), *pad = json_get(j, "padding");
+    if ((trunc && trunc->type != JSON_NULL) || (pad && pad->type != JSON_NULL)) { fail("truncation and padding are not supported"); goto done; }
+    r = 0;
+done:
+    json_free(j);
+    if (r) { error_wrap("%s", path); kvl_tokenizer_free(t); return -1; }
+    *out = t;
+    return 0;
+}
+
+/* ---- encoding ---- */
+
+typedef struct { int *data; int n, cap; } IntList;
+
+static int ints_push(IntList *l, int v)
+{
+    if (l->n == l->cap) {
+        int cap = l->cap ? 2 * l->cap : 64;
+        int *bigger = realloc(l->data, sizeof(int) * cap);
+        if (!bigger) return fail("out of memory");
+        l->data = bigger;
+        l->cap = cap;
+    }
+    l->data[l->n++] = v;
+    return 0;
+}
+
+/* BPE on one word: characters (or their <0xNN> bytes, or unk), then the lowest-ranked
+   merge of two neighbours, leftmost first, again and again. Words seen before come from
+   a cache. */
+static int bpe_word(KvlTokenizer *t, const char *w, size_t n, IntList *out)
+{
+    if (t->ignore_merges) {
+        int id = strmap_get(&t->vocab, w, n);
+        if (id >= 0) return ints_push(out, id);
+    }
+    int cached = strmap_get(&t->cache, w, n);
+    if (cached >= 0) {
+        for (int k = 0; k < t->cache_ids[cached]; k++)
+            if (ints_push(out, t->cache_ids[cached + 1 + k])) return -1;
+        return 0;
+    }
+    IntList sym = {0};
+    int r = 0;
+    for (size_t i = 0; i < n && !r;) {
+        size_t start = i;
+        utf8_next(w, n, &i);
+        int id = strmap_get(&t->vocab, w + start, i - start), all_bytes = 1;
+        if (id >= 0) { r = ints_push(&sym, id); continue; }
+        for (size_t b = start; b < i; b++) all_bytes &= t->byte_ids[(unsigned char)w[b]] >= 0;
+        if (t->byte_fallback && all_bytes) {
+            for (size_t b = start; b < i && !r; b++) r = ints_push(&sym, t->byte_ids[(unsigned char)w[b]]);
+        } else if (t->unk_id >= 0 && !(t->fuse_unk && sym.n && sym.data[sym.n - 1] == t->unk_id)) {
+            r = ints_push(&sym, t->unk_id);
+        }
+    }
+    while (!r && sym.n > 1) {
+        int best = -1, best_rank = INT_MAX;
+        for (int k = 0; k + 1 < sym.n; k++) {
+            unsigned char key[8];
+            write_u32_le(key, (uint32_t)sym.data[k]);
+            write_u32_le(key + 4, (uint32_t)sym.data[k + 1]);
+            int rank = strmap_get(&t->merges, (const char *)key, 8);
+            if (rank >= 0 && rank < best_rank) { best_rank = rank; best = k; }
+        }
+        if (best < 0) break;
+        sym.data[best] = t->merge_result[best_rank];
+        memmove(sym.data + best + 1, sym.data + best + 2, sizeof(int) * (sym.n - best - 2));
+        sym.n--;
+    }
+    for (int k = 0; k < sym.n && !r; k++) r = ints_push(out, sym.data[k]);
+    /* remember the word (the cache starts over when full) */
+    if (!r && n < 256) {
+        if (t->cache.count >= TOK_CACHE_WORDS) { strmap_free(&t->cache); t->cache_ids_len = 0; }
+        if (t->cache_ids_len + sym.n + 1 > t->cache_ids_cap) {
+            size_t cap = t->cache_ids_cap ? 2 * t->cache_ids_cap : 65536;
+            while (cap < t->cache_ids_len + sym.n + 1) cap *= 2;
+            int *bigger = realloc(t->cache_ids, sizeof(int) * cap);
+            if (bigger) { t->cache_ids = bigger; t->cache_ids_cap = cap; }
+        }
+        int previous;
+        if (t->cache_ids_len + sym.n + 1 <= t->cache_ids_cap &&
+            strmap_put(&t->cache, w, n, (int)t->cache_ids_len, &previous) == 0) {
+            t->cache_ids[t->cache_ids_len] = sym.n;
+            memcpy(t->cache_ids + t->cache_ids_len + 1, sym.data, sizeof(int) * sym.n);
+            t->cache_ids_len += (size_t)sym.n + 1;
+        }
+    }
+    free(sym.data);
+    return r;
+}
+
+/* A word during pre-tokenization: bytes in buf, and whether it starts the original text. */
+typedef struct { size_t start, len; int first; } Piece;
+typedef struct { Piece *data; int n, cap; } PieceList;
+
+static int pieces_push(PieceList *l, size_t start, size_t len, int first)
+{
+    if (len == 0) return 0;
+    if (l->n == l->cap) {
+        int cap = l->cap ? 2 * l->cap : 64;
+        Piece *bigger = realloc(l->data, sizeof(Piece) * cap);
+        if (!bigger) return fail("out of memory");
+        l->data = bigger;
+        l->cap = cap;
+    }
+    Piece p = {start, len, first};
+    l->data[l->n++] = p;
+    return 0;
+}
+
+/* Runs one pre-tokenizer over every piece. New text (a prefix space, byte-mapped
+   characters, the metaspace) is appended to buf, and pieces point into buf. */
+static int pretokenize_step(const KvlTokenizer *t, const PreStep *s, Buf *buf, PieceList *in, PieceList *out)
+{
+    static const char meta[] = "\xe2\x96\x81";          /* U+2581, SentencePiece's space */
+    out->n = 0;
+    for (int p = 0; p < in->n; p++) {
+        Piece pc = in->data[p];
+        if (s->kind == PRE_BYTELEVEL || s->kind == PRE_METASPACE) {
+            /* rewrite the piece into new text at the end of buf */
+            size_t at = buf->len;
+            int add_space = s->kind == PRE_BYTELEVEL ? s->add_prefix_space && buf->data[pc.start] != ' '
+                          : (s->prepend_scheme == PREPEND_ALWAYS || (s->prepend_scheme == PREPEND_FIRST && pc.first)) &&
+                            !(pc.len >= 3 && !memcmp(buf->data + pc.start, meta, 3) ) && buf->data[pc.start] != ' ';
+            if (add_space && buf_puts(buf, s->kind == PRE_BYTELEVEL ? " " : meta)) return -1;
+            for (size_t i = 0; i < pc.len; i++) {
+                char c = buf->data[pc.start + i];
+                if (s->kind == PRE_METASPACE && c == ' ') { if (buf_puts(buf, meta)) return -1; }
+                else if (buf_push(buf, &c, 1)) return -1;
+            }
+            size_t len = buf->len - at;
+            if (s->kind == PRE_METASPACE) {
+                if (!s->split) { if (pieces_push(out, at, len, pc.first)) return -1; continue; }
+                size_t begin = 0;                       /* split before each metaspace */
+                for (size_t i = 3; i + 3 <= len; i++)
+                    if (!memcmp(buf->data + at + i, meta, 3)) {
+                        if (pieces_push(out, at + begin, i - begin, pc.first && begin == 0)) return -1;
+                        begin = i;
+                    }
+                if (pieces_push(out, at + begin, len - begin, pc.first && begin == 0)) return -1;
+                continue;
+            }
+            /* ByteLevel: split with GPT-2's regex, then map each byte to its character */
+            size_t i = 0;
+            while (i < len) {
+                size_t m = s->use_regex ? pretok_match(REGEX_GPT2, buf->data + at, len, i) : len - i;
+                if (m == 0) m = 1;
+                size_t mapped = buf->len;
+                for (size_t k = 0; k < m; k++) {
+                    char enc[4];
+                    int e = utf8_encode(t->byte_to_cp[(unsigned char)buf->data[at + i + k]], enc);
+                    if (buf_push(buf, enc, (size_t)e)) return -1;
+                }
+                if (pieces_push(out, mapped, buf->len - mapped, pc.first && i == 0)) return -1;
+                i += m;
+            }
+        } else if (s->kind == PRE_SPLIT) {
+            const char *w = buf->data + pc.start;
+            size_t i = 0, gap = 0;
+            while (i < pc.len) {
+                size_t m = pretok_match(s->regex, w, pc.len, i);
+                if (m == 0) { size_t k = i; utf8_next(w, pc.len, &k); i = k; continue; }   /* not matched: part of a gap */
+                if (i > gap && pieces_push(out, pc.start + gap, i - gap, pc.first && gap == 0)) return -1;
+                if (pieces_push(out, pc.start + i, m, pc.first && i == 0)) return -1;
+                i += m;
+                gap = i;
+            }
+            if (pc.len > gap && pieces_push(out, pc.start + gap, pc.len - gap, pc.first && gap == 0)) return -1;
+        } else {                                        /* Digits: ASCII digits apart from the rest */
+            const char *w = buf->data + pc.start;
+            size_t i = 0;
+            while (i < pc.len) {
+                int digit = w[i] >= '0' && w[i] <= '9';
+                size_t j = i + 1;
+                if (!(digit && s->individual_digits))
+                    while (j < pc.len && (w[j] >= '0' && w[j] <= '9') == digit) j++;
+                if (pieces_push(out, pc.start + i, j - i, pc.first && i == 0)) return -1;
+                i = j;
+            }
+        }
+    }
+    return 0;
+}
+
+/* Normalizes, pre-tokenizes and BPE-encodes one piece of text between added tokens. */
+static int encode_segment(KvlTokenizer *t, const char *text, size_t n, int first, IntList *out)
+{
+    if (n == 0) return 0;
+    Buf buf = {0};
+    PieceList a = {0}, b = {0};
+    int r = buf_push(&buf, text, n);
+    for (int i = 0; i < t->n_norm && !r; i++) {
+        const NormStep *s = &t->norm[i];
+        Buf next = {0};
+        if (s->kind == NORM_PREPEND) r = buf_puts(&next, s->to) || buf_push(&next, buf.data, buf.len);
+        else {
+            size_t from_len = strlen(s->from);
+            r = buf_push(&next, "", 0);
+            for (size_t k = 0; k < buf.len && !r;) {
+                if (k + from_len <= buf.len && !memcmp(buf.data + k, s->from, from_len)) { r = buf_puts(&next, s->to); k += from_len; }
+                else r = buf_push(&next, buf.data + k++, 1);
+            }
+        }
+        free(buf.data);
+        buf = next;
+    }
+    if (!r) r = pieces_push(&a, 0, buf.len, first);
+    for (int i = 0; i < t->n_pre && !r; i++) {
+        r = pretokenize_step(t, &t->pre[i], &buf, &a, &b);
+        PieceList tmp = a;
+        a = b;
+        b = tmp;
+    }
+    for (int p = 0; p < a.n && !r; p++) r = bpe_word(t, buf.data + a.data[p].start, a.data[p].len, out);
+    free(buf.data);
+    free(a.data);
+    free(b.data);
+    return r;
+}
+
+static int is_ascii_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
+
+int kvl_encode(KvlTokenizer *t, const char *text, size_t n, int add_special, int **ids, int *n_ids)
+{
+    IntList out = {0};
+    int r = 0;
+    for (int k = 0; add_special && k < t->n_post_before && !r; k++) r = ints_push(&out, t->post_before[k]);
+    size_t seg = 0, i = 0;
+    while (i < n && !r) {
+        const AddedToken *hit = NULL;
+        for (int k = 0; k < t->n_added && !hit; k++)
+            if ((size_t)t->added[k].len <= n - i && text[i] == t->added[k].text[0] && !memcmp(text + i, t->added[k].text, (size_t)t->added[k].len))
+                hit = &t->added[k];
+        if (!hit) { i++; continue; }
+        size_t end = i;
+        if (hit->lstrip) while (end > seg && is_ascii_space(text[end - 1])) end--;
+        r = encode_segment(t, text + seg, end - seg, seg == 0, &out) || ints_push(&out, hit->id);
+        i += (size_t)hit->len;
+        if (hit->rstrip) while (i < n && is_ascii_space(text[i])) i++;
+        seg = i;
+    }
+    if (!r) r = encode_segment(t, text + seg, n - seg, seg == 0, &out);
+    for (int k = 0; add_special && k < t->n_post_after && !r; k++) r = ints_push(&out, t->post_after[k]);
+    if (r) { free(out.data); return -1; }
+    *ids = out.data ? out.data : malloc(sizeof(int));
+    *n_ids = out.n;
+    return *ids ? 0 : fail("out of memory");
+}
+
+/* ---- decoding ---- */
+
+/* Appends bytes as text, each ill-formed UTF-8 sequence replaced by U+FFFD (as Rust's
+   String::from_utf8_lossy: one replacement per maximal ill-formed subpart). */
+static int buf_push_lossy(Buf *b, const unsigned char *s, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        int len = utf8_valid_len(s + i, n - i);
+        if (len > 0) { if (buf_push(b, s + i, (size_t)len)) return -1; i += (size_t)len; continue; }
+        size_t bad = 1;                     /* a lead byte and the continuation bytes it accepted */
+        unsigned c = s[i];
+        int need = c >= 0xC2 && c <= 0xDF ? 1 : c >= 0xE0 && c <= 0xEF ? 2 : c >= 0xF0 && c <= 0xF4 ? 3 : 0;
+        unsigned lo = c == 0xE0 ? 0xA0 : c == 0xF0 ? 0x90 : 0x80, hi = c == 0xED ? 0x9F : c == 0xF4 ? 0x8F : 0xBF;
+        for (int k = 0; k < need && i + bad < n; k++) {
+            unsigned d = s[i + bad];
+            if (k == 0 ? (d < lo || d > hi) : (d & 0xC0) != 0x80) break;
+            bad++;
+        }
+        if (buf_puts(b, "\xef\xbf\xbd")) return -1;
+        i += bad;
+    }
+    return 0;
+}
+
+typedef struct { Buf *items; int n; } TokenStrings;
+
+static int decode_step(const KvlTokenizer *t, const DecStep *s, TokenStrings *ts)
+{
+    if (s->kind == DEC_FUSE || s->kind == DEC_BYTELEVEL) {         /* into one string */
+        Buf joined = {0};
+        if (buf_push(&joined, "", 0)) return -1;
+        for (int i = 0; i < ts->n; i++) {
+            const Buf *item = &ts->items[i];
+            if (s->kind == DEC_FUSE) { if (buf_push(&joined, item->data, item->len)) return -1; continue; }
+            /* ByteLevel: each character back to its byte, unless the token has a character
+               outside the map (then its own bytes); the whole as lossy UTF-8 */
+            Buf bytes = {0};
+            int mapped = 1;
+            for (size_t k = 0; k < item->len && mapped;) {
+                uint32_t cp = utf8_next(item->data, item->len, &k);
+                int b = cp < 512 ? t->cp_to_byte[cp] : -1;
+                if (b < 0) mapped = 0;
+                else { unsigned char byte = (unsigned char)b; if (buf_push(&bytes, &byte, 1)) return -1; }
+            }
+            int r = mapped ? buf_push(&joined, bytes.data ? bytes.data : "", bytes.len) : buf_push(&joined, item->data, item->len);
+            free(bytes.data);
+            if (r) return -1;
+        }
+        if (s->kind == DEC_BYTELEVEL) {
+            Buf lossy = {0};
+            if (buf_push(&lossy, "", 0) || buf_push_lossy(&lossy, (const unsigned char *)joined.data, joined.len)) return -1;
+            free(joined.data);
+            joined = lossy;
+        }
+        for (int i = 0; i < ts->n; i++) free(ts->items[i].data);
+        ts->items[0] = joined;
+        ts->n = ts->n ? 1 : 0;
+        if (!ts->n) free(joined.data);
+        return 0;
+    }
+    if (s->kind == DEC_BYTEFALLBACK) {                             /* runs of <0xNN> into text */
+        int out = 0;
+        for (int i = 0; i < ts->n;) {
+            int j = i;
+            Buf bytes = {0};
+            while (j < ts->n && ts->items[j].len == 6 && !memcmp(ts->items[j].data, "<0x", 3) && ts->items[j].data[5] == '>' &&
+                   isxdigit((unsigned char)ts->items[j].data[3]) && isxdigit((unsigned char)ts->items[j].data[4])) {
+                unsigned char byte = (unsigned char)strtol(ts->items[j].data + 3, NULL, 16);
+                if (buf_push(&bytes, &byte, 1)) return -1;
+                j++;
+            }
+            if (j == i) { ts->items[out++] = ts->items[i++]; continue; }
+            Buf text = {0};
+            int valid = 1;
+            for (size_t k = 0; k < bytes.len && valid;) {
+                int len = utf8_valid_len((const unsigned char *)bytes.data + k, bytes.len - k);
+                if (!len) valid = 0; else k += (size_t)len;
+            }
+            for (int k = i; k < j; k++) free(ts->items[k].data);
+            if (valid) {
+                if (buf_push(&text, bytes.data, bytes.len)) return -1;
+                ts->items[out++] = text;
+            } else {
+                for (int k = i; k < j; k++) {
+                    Buf one = {0};
+                    if (buf_puts(&one, "\xef\xbf\xbd")) return -1;
+                    ts->items[out++] = one;
+                }
+            }
+            free(bytes.data);
+            i = j;
+        }
+        ts->n = out;
+        return 0;
+    }
+    for (int i = 0; i < ts->n; i++) {                              /* token by token */
+        Buf *item = &ts->items[i], next = {0};
+        if (buf_push(&next, "", 0)) return -1;
+        if (s->kind == DEC_REPLACE || s->kind == DEC_METASPACE) {
+            const char *from = s->kind == DEC_REPLACE ? s->from : "\xe2\x96\x81", *to = s->kind == DEC_REPLACE ? s->to : " ";
+            size_t from_len = strlen(from);
+            for (size_t k = 0; k < item->len;) {
+                if (from_len && k + from_len <= item->len && !memcmp(item->data + k, from, from_len)) { if (buf_puts(&next, to)) return -1; k += from_len; }
+                else if (buf_push(&next, item->data + k++, 1)) return -1;
+            }
+            if (s->kind == DEC_METASPACE && i == 0 && s->prepend_scheme != PREPEND_NEVER && next.len && next.data[0] == ' ') {
+                memmove(next.data, next.data + 1, next.len);
+                next.len--;
+            }
+        } else {                                                   /* Strip */
+            size_t a = 0, z = item->len;
+            for (int k = 0; k < s->start && a < z && item->data[a] == s->from[0]; k++) a++;
+            for (int k = 0; k < s->stop && z > a && item->data[z - 1] == s->from[0]; k++) z--;
+            if (buf_push(&next, item->data + a, z - a)) return -1;
+        }
+        free(item->data);
+        *item = next;
+    }
+    return 0;
+}
+
+int kvl_decode(const KvlTokenizer *t, const int *ids, int n, char **text, size_t *len)
+{
+    TokenStrings ts = {xcalloc((size_t)n + 1, sizeof(Buf)), 0};
+    Buf out = {0};
+    int r = ts.items ? 0 : -1;
+    for (int i = 0; i < n && !r; i++) {
+        if (ids[i] < 0 || ids[i] >= t->vocab_size || !t->id_to_token[ids[i]]) { r = fail("decode: token id %d is not in the vocabulary", ids[i]); break; }
+        r = buf_push(&ts.items[ts.n++], t->id_to_token[ids[i]], (size_t)t->id_len[ids[i]]);
+    }
+    for (int i = 0; i < t->n_dec && !r; i++) r = decode_step(t, &t->dec[i], &ts);
+    if (!r) r = buf_push(&out, "", 0);
+    for (int i = 0; i < ts.n && !r; i++)     /* no decoder: tokens joined by spaces, as the library does */
+        r = (i && !t->has_decoder && buf_puts(&out, " ")) || buf_push(&out, ts.items[i].data ? ts.items[i].data : "", ts.items[i].len);
+    for (int i = 0; i < ts.n; i++) free(ts.items[i].data);
+    free(ts.items);
+    if (r) { free(out.data); return -1; }
+    *text = out.data;
+    *len = out.len;
+    return 0;
+}
+
+/* The id of a token string (added tokens included), or -1. */
+int kvl_token_id(const KvlTokenizer *t, const char *token) { return tok_id_of(t, token); }
+
+/* ------------------------------------------------------------------------------------ */
 /* 5. The model: config.json, the weights, the KV cache                                  */
 /*                                                                                       */
 /* config.json is read the way transformers reads it for the four supported classes:    */
 /* the same defaults for absent fields, and a refusal for anything that would change    */
 /* the numbers in a way this file does not implement (another activation, a rope        */
 /* scaling type other than llama3, biases on layers that have none here ...).           */
-/* (Section 4, the tokenizer, arrives with its own issue.)                              */
 
 static int config_int(const Json *cfg, const char *key, int required, int def, int lo, int hi, int *out, const char *where)
 {

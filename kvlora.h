@@ -90,6 +90,19 @@ typedef struct {
 int kvl_st_write(const char *path, const KvlTensorOut *tensors, int n_tensors,
                  const char *const *meta_keys, const char *const *meta_values, int n_meta);
 
+/* ---- the tokenizer: Hugging Face tokenizer.json (BPE) ---- */
+
+typedef struct KvlTokenizer KvlTokenizer;
+int  kvl_tokenizer_load(KvlTokenizer **out, const char *path);
+void kvl_tokenizer_free(KvlTokenizer *t);
+int  kvl_tokenizer_vocab_size(const KvlTokenizer *t);
+/* Text (UTF-8; invalid bytes are encoded as bytes) to ids, with the post-processor's
+   BOS/EOS when add_special. *ids is allocated; free() it. */
+int  kvl_encode(KvlTokenizer *t, const char *text, size_t len, int add_special, int **ids, int *n_ids);
+/* Ids to text (allocated, zero-terminated; *len excludes the zero). */
+int  kvl_decode(const KvlTokenizer *t, const int *ids, int n, char **text, size_t *len);
+int  kvl_token_id(const KvlTokenizer *t, const char *token);   /* -1 if absent */
+
 /* ---- the model ---- */
 
 typedef enum { KVL_LLAMA, KVL_MISTRAL, KVL_QWEN2, KVL_QWEN3 } KvlArch;

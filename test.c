@@ -1303,6 +1303,78 @@ static void test_cli_distill(void)
 }
 
 /* ---------------------------------------------------------------------------------- */
+/* Tokenizer: ids and decoded text exactly as the tokenizers library gives them          */
+
+static const char *tokenizer_dir(void)
+{
+    return getenv("KVLORA_TOKENIZERS") ? getenv("KVLORA_TOKENIZERS") : "data/tokenizers";
+}
+
+static void check_tokenizer_family(const char *family, const char *path, const Json *cases)
+{
+    const Json *strings = json_get(cases, "strings"), *fam = json_get(cases, family);
+    const Json *ids = json_get(fam, "ids"), *decoded = json_get(fam, "decoded");
+    KvlTokenizer *t;
+    if (!ids || !decoded) { CHECK(0, "cases.json has no %s", family); return; }
+    if (kvl_tokenizer_load(&t, path)) { CHECK(0, "load %s: %s", path, kvl_last_error()); return; }
+    int enc_ok = 0, dec_ok = 0, n = (int)strings->length;
+    for (int i = 0; i < n; i++) {
+        const Json *s = strings->children[i], *want = ids->children[i];
+        int *got, n_got;
+        if (kvl_encode(t, s->string, s->length, 1, &got, &n_got)) { CHECK(0, "%s encode: %s", family, kvl_last_error()); continue; }
+        int same = n_got == (int)want->length;
+        for (int k = 0; same && k < n_got; k++) same = got[k] == (int)want->children[k]->number;
+        enc_ok += same;
+        if (!same) {
+            printf("    %s: \"%.40s\"\n      got ", family, s->string);
+            for (int k = 0; k < n_got && k < 24; k++) printf("%d ", got[k]);
+            printf("\n      want ");
+            for (size_t k = 0; k < want->length && k < 24; k++) printf("%d ", (int)want->children[k]->number);
+            printf("\n");
+        }
+        /* decode the library's ids, compare with the library's text */
+        int *w = malloc(sizeof(int) * (want->length + 1));
+        for (size_t k = 0; k < want->length; k++) w[k] = (int)want->children[k]->number;
+        char *text;
+        size_t len;
+        if (kvl_decode(t, w, (int)want->length, &text, &len) == 0) {
+            const Json *d = decoded->children[i];
+            int dsame = len == d->length && !memcmp(text, d->string, len);
+            dec_ok += dsame;
+            if (!dsame) printf("    %s decode: got \"%.60s\" want \"%.60s\"\n", family, text, d->string);
+            free(text);
+        } else CHECK(0, "%s decode: %s", family, kvl_last_error());
+        free(w);
+        free(got);
+    }
+    CHECK(enc_ok == n, "%s: encode matches tokenizers for %d of %d strings", family, enc_ok, n);
+    CHECK(dec_ok == n, "%s: decode matches tokenizers for %d of %d", family, dec_ok, n);
+    printf("  tokenizer %-10s encode %d/%d, decode %d/%d\n", family, enc_ok, n, dec_ok, n);
+    kvl_tokenizer_free(t);
+}
+
+static void test_tokenizers(void)
+{
+    static const char *const families[] = {"gpt2", "llama3", "qwen2", "smollm", "sp_bpe", "metaspace", "big50k"};
+    char path[600];
+    char *text;
+    size_t len;
+    Json *cases;
+    snprintf(path, sizeof path, "%s/cases.json", tokenizer_dir());
+    if (read_file(path, &text, &len) || json_parse(&cases, text, len, path)) { CHECK(0, "%s", kvl_last_error()); return; }
+    free(text);
+    for (size_t f = 0; f < sizeof families / sizeof families[0]; f++) {
+        snprintf(path, sizeof path, "%s/%s/tokenizer.json", tokenizer_dir(), families[f]);
+        check_tokenizer_family(families[f], path, cases);
+    }
+    const char *stories = getenv("KVLORA_STORIES") ? getenv("KVLORA_STORIES") : "../shared/models/stories260K";
+    snprintf(path, sizeof path, "%s/tokenizer.json", stories);
+    if (file_exists(path)) check_tokenizer_family("stories260K", path, cases);
+    else printf("  SKIP stories260K tokenizer: %s not present\n", path);
+    json_free(cases);
+}
+
+/* ---------------------------------------------------------------------------------- */
 /* Sampling and losses                                                                  */
 
 static void test_sampling(void)
@@ -1431,6 +1503,7 @@ int main(void)
         {"merge_and_combine", test_merge_and_combine},
         {"cache_file", test_cache_file},
         {"cli_distill", test_cli_distill},
+        {"tokenizers", test_tokenizers},
         {"sampling", test_sampling},
         {"losses", test_losses},
         {"cli_dump", test_cli_dump},
