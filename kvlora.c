@@ -2190,13 +2190,21 @@ static int decode_step(const KvlTokenizer *t, const DecStep *s, TokenStrings *ts
     return 0;
 }
 
-int kvl_decode(const KvlTokenizer *t, const int *ids, int n, char **text, size_t *len)
+static int is_special(const KvlTokenizer *t, int id)
+{
+    for (int i = 0; i < t->n_added; i++)
+        if (t->added[i].id == id) return t->added[i].special;
+    return 0;
+}
+
+int kvl_decode(const KvlTokenizer *t, const int *ids, int n, int skip_special, char **text, size_t *len)
 {
     TokenStrings ts = {xcalloc((size_t)n + 1, sizeof(Buf)), 0};
     Buf out = {0};
     int r = ts.items ? 0 : -1;
     for (int i = 0; i < n && !r; i++) {
         if (ids[i] < 0 || ids[i] >= t->vocab_size || !t->id_to_token[ids[i]]) { r = fail("decode: token id %d is not in the vocabulary", ids[i]); break; }
+        if (skip_special && is_special(t, ids[i])) continue;
         r = buf_push(&ts.items[ts.n++], t->id_to_token[ids[i]], (size_t)t->id_len[ids[i]]);
     }
     for (int i = 0; i < t->n_dec && !r; i++) r = decode_step(t, &t->dec[i], &ts);
@@ -4421,6 +4429,168 @@ static int check_ids(const int *ids, int n, const KvlConfig *c, const char *what
     return 0;
 }
 
+/* The tokenizer of a model directory (DIR/tokenizer.json), or a tokenizer.json itself. */
+static int load_tokenizer(const char *dir_or_file, KvlTokenizer **t)
+{
+    char path[4096];
+    size_t n = strlen(dir_or_file);
+    if (n >= 5 && !strcmp(dir_or_file + n - 5, ".json")) snprintf(path, sizeof path, "%s", dir_or_file);
+    else path_join(path, sizeof path, dir_or_file, "tokenizer.json");
+    if (!file_exists(path)) return fail("%s: no tokenizer.json (text needs one; give token ids instead)", dir_or_file);
+    return kvl_tokenizer_load(t, path);
+}
+
+/* Text to ids with a model's tokenizer; with_special adds its BOS/EOS template. */
+static int encode_text(const char *dir, const char *text, size_t len, int with_special, int **ids, int *n)
+{
+    KvlTokenizer *t;
+    if (load_tokenizer(dir, &t)) return -1;
+    int r = kvl_encode(t, text, len, with_special, ids, n);
+    kvl_tokenizer_free(t);
+    return r;
+}
+
+/* Reads standard input to the end. */
+static int read_stdin(char **out, size_t *len)
+{
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    if (!buf) return fail("out of memory");
+    for (;;) {
+        if (n + 1 >= cap) {
+            char *bigger = realloc(buf, cap *= 2);
+            if (!bigger) { free(buf); return fail("out of memory"); }
+            buf = bigger;
+        }
+        size_t got = fread(buf + n, 1, cap - 1 - n, stdin);
+        n += got;
+        if (got == 0) break;
+    }
+    buf[n] = 0;
+    *out = buf;
+    *len = n;
+    return 0;
+}
+
+/* --- kvlora tokenize / detokenize --- */
+
+static const char *tokenize_help =
+    "usage: kvlora tokenize MODEL_DIR [--text TEXT | < FILE] [--no-special] [--bench]\n"
+    "\n"
+    "Prints the token ids of the text (or of standard input), comma-separated, with the\n"
+    "tokenizer's BOS/EOS template unless --no-special. MODEL_DIR may also be a tokenizer.json.\n"
+    "--bench encodes 4 MB of generated English-like text (100 common words: the word cache\n"
+    "helps) and 4 MB of random letter strings (no word repeats), and reports MB/s.\n";
+
+static const char *const bench_words[] = {
+    "the", "of", "and", "a", "to", "in", "is", "was", "that", "for", "it", "with", "as", "he", "she", "on", "his", "her",
+    "they", "at", "by", "this", "had", "from", "but", "not", "are", "or", "one", "all", "were", "when", "there", "can",
+    "an", "which", "their", "said", "if", "do", "will", "each", "about", "how", "up", "out", "them", "then", "many",
+    "some", "so", "these", "would", "other", "into", "has", "more", "time", "two", "like", "see", "number", "way",
+    "could", "people", "my", "than", "first", "water", "been", "called", "who", "long", "down", "day", "did", "get",
+    "come", "made", "may", "part", "little", "girl", "named", "loved", "play", "outside", "park", "secret", "code",
+    "garden", "morning", "quickly", "remembered", "mountain", "river", "because", "through", "between", "important",
+};
+
+static int cmd_tokenize(int argc, char **argv)
+{
+    const char *dir = NULL, *text_arg = NULL;
+    int special = 1, bench = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(tokenize_help, stdout); return 0; }
+        if (!strcmp(a, "--no-special")) { special = 0; continue; }
+        if (!strcmp(a, "--bench")) { bench = 1; continue; }
+        if (!strcmp(a, "--text")) { if (!(text_arg = option_value(&i, argc, argv))) return usage_error("tokenize", "--text needs a value"); continue; }
+        if (a[0] == '-') return usage_error("tokenize", "unknown option '%s'", a);
+        if (dir) return usage_error("tokenize", "one model directory expected, got '%s' too", a);
+        dir = a;
+    }
+    if (!dir) return usage_error("tokenize", "missing MODEL_DIR");
+    KvlTokenizer *t;
+    if (load_tokenizer(dir, &t)) return cli_error("%s", kvl_last_error());
+    int rc = 1, *ids = NULL, n = 0;
+    char *text = NULL;
+    size_t len = 0;
+    if (bench) {
+        Buf b = {0};
+        KvlRng rng;
+        kvl_rng_seed(&rng, 1);
+        int words = (int)(sizeof bench_words / sizeof bench_words[0]);
+        while (b.len < (size_t)4 << 20) {
+            const char *w = bench_words[kvl_rng_u32(&rng) % words];
+            uint32_t r = kvl_rng_u32(&rng) % 100;
+            if (buf_puts(&b, w) || buf_puts(&b, r < 6 ? ". " : r < 10 ? ", " : r < 11 ? ".\n" : " ")) { free(b.data); goto done; }
+        }
+        for (int pass = 0; pass < 2; pass++) {
+            if (pass == 1) {        /* the same amount of words never seen before: no cache hits */
+                b.len = 0;
+                while (b.len < (size_t)4 << 20) {
+                    char w[16];
+                    int wl = 3 + (int)(kvl_rng_u32(&rng) % 8);
+                    for (int k = 0; k < wl; k++) w[k] = (char)('a' + kvl_rng_u32(&rng) % 26);
+                    w[wl] = ' ';
+                    if (buf_push(&b, w, (size_t)wl + 1)) { free(b.data); goto done; }
+                }
+            }
+            free(ids);
+            ids = NULL;
+            double t0 = now_seconds();
+            if (kvl_encode(t, b.data, b.len, 0, &ids, &n)) { free(b.data); cli_error("%s", kvl_last_error()); goto done; }
+            double dt = now_seconds() - t0;
+            printf("%-34s %.2f MB, %d tokens, %.3f s: %.2f MB/s (%d vocabulary entries)\n", pass ? "random letter strings (no reuse):" : "English-like text (100 words):",
+                   b.len / 1048576.0, n, dt, b.len / 1048576.0 / dt, kvl_tokenizer_vocab_size(t));
+        }
+        free(b.data);
+        rc = 0;
+        goto done;
+    }
+    if (text_arg) { text = xstrdup(text_arg); len = strlen(text_arg); if (!text) goto done; }
+    else if (read_stdin(&text, &len)) { cli_error("%s", kvl_last_error()); goto done; }
+    if (kvl_encode(t, text, len, special, &ids, &n)) { cli_error("%s", kvl_last_error()); goto done; }
+    for (int i = 0; i < n; i++) printf(i ? ",%d" : "%d", ids[i]);
+    printf("\n");
+    rc = 0;
+done:
+    free(text);
+    free(ids);
+    kvl_tokenizer_free(t);
+    return rc;
+}
+
+static const char *detokenize_help =
+    "usage: kvlora detokenize MODEL_DIR --ids 1,2,3 [--skip-special]\n"
+    "\n"
+    "Prints the text of the token ids. MODEL_DIR may also be a tokenizer.json.\n";
+
+static int cmd_detokenize(int argc, char **argv)
+{
+    const char *dir = NULL, *ids_arg = NULL;
+    int skip = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(detokenize_help, stdout); return 0; }
+        if (!strcmp(a, "--skip-special")) { skip = 1; continue; }
+        if (!strcmp(a, "--ids")) { if (!(ids_arg = option_value(&i, argc, argv))) return usage_error("detokenize", "--ids needs a value"); continue; }
+        if (a[0] == '-') return usage_error("detokenize", "unknown option '%s'", a);
+        if (dir) return usage_error("detokenize", "one model directory expected, got '%s' too", a);
+        dir = a;
+    }
+    if (!dir) return usage_error("detokenize", "missing MODEL_DIR");
+    if (!ids_arg) return usage_error("detokenize", "missing --ids");
+    int *ids, n;
+    if (parse_ids(ids_arg, &ids, &n)) return usage_error("detokenize", "--ids: %s", kvl_last_error());
+    KvlTokenizer *t;
+    char *text;
+    size_t len;
+    if (load_tokenizer(dir, &t)) { free(ids); return cli_error("%s", kvl_last_error()); }
+    int rc = kvl_decode(t, ids, n, skip, &text, &len) ? cli_error("%s", kvl_last_error()) : 0;
+    if (!rc) { fwrite(text, 1, len, stdout); printf("\n"); free(text); }
+    kvl_tokenizer_free(t);
+    free(ids);
+    return rc;
+}
+
 /* --- kvlora info --- */
 
 static const char *info_help =
@@ -4486,14 +4656,16 @@ static int cmd_info(int argc, char **argv)
 /* --- kvlora generate --- */
 
 static const char *generate_help =
-    "usage: kvlora generate MODEL_DIR --ids 1,2,3 [-n N] [--temperature T] [--top-p P] [--seed S]\n"
-    "                       [--adapter DIR]\n"
+    "usage: kvlora generate MODEL_DIR (--prompt TEXT | --ids 1,2,3) [-n N] [--temperature T]\n"
+    "                       [--top-p P] [--seed S] [--adapter DIR]\n"
     "\n"
-    "Reads the prompt's token ids, then generates N more (default 32), one at a time with\n"
-    "the KV cache, and prints all ids (prompt and generated) comma-separated as they come.\n"
-    "Stops early at the model's eos_token_id.\n"
+    "Reads the prompt, then generates N more tokens (default 32), one at a time with the KV\n"
+    "cache. With --prompt (needs the model's tokenizer.json) it streams the text; with --ids\n"
+    "it prints all ids (prompt and generated) comma-separated as they come. Stops early at\n"
+    "the model's eos_token_id.\n"
     "\n"
-    "  --ids LIST          prompt token ids, e.g. 1,415,2936\n"
+    "  --prompt TEXT       the prompt as text (the tokenizer adds its BOS)\n"
+    "  --ids LIST          or as token ids, e.g. 1,415,2936\n"
     "  -n N                tokens to generate (default 32)\n"
     "  --temperature T     0 = greedy, the default; > 0 samples from softmax(logits / T)\n"
     "  --top-p P           nucleus sampling: keep the most likely tokens up to probability P\n"
@@ -4502,9 +4674,24 @@ static const char *generate_help =
     "  --adapter DIR       apply a LoRA adapter (PEFT layout: adapter_config.json +\n"
     "                      adapter_model.safetensors)\n";
 
+/* Streams text: decodes all ids so far (so that spaces and multi-byte characters come out
+   right) and prints what is new, holding back a trailing U+FFFD that the next token may
+   complete. */
+static int print_new_text(const KvlTokenizer *t, const int *ids, int n, size_t *printed)
+{
+    char *text;
+    size_t len;
+    if (kvl_decode(t, ids, n, 1, &text, &len)) return cli_error("%s", kvl_last_error());
+    size_t end = len;
+    if (end >= 3 && !memcmp(text + end - 3, "\xef\xbf\xbd", 3)) end -= 3;
+    if (end > *printed) { fwrite(text + *printed, 1, end - *printed, stdout); *printed = end; }
+    free(text);
+    return 0;
+}
+
 static int cmd_generate(int argc, char **argv)
 {
-    const char *dir = NULL, *ids_arg = NULL, *adapter = NULL;
+    const char *dir = NULL, *ids_arg = NULL, *adapter = NULL, *prompt_text = NULL;
     long long n_new = 32, seed = 0;
     float temperature = 0.0f, top_p = 1.0f;
     for (int i = 0; i < argc; i++) {
@@ -4522,15 +4709,21 @@ static int cmd_generate(int argc, char **argv)
         else if (!strcmp(a, "--top-p")) { if (parse_float(v, &top_p) || !(top_p > 0 && top_p <= 1)) return usage_error("generate", "--top-p must be in (0, 1], got '%s'", v); }
         else if (!strcmp(a, "--seed")) { if (parse_long(v, 0, LLONG_MAX, &seed)) return usage_error("generate", "--seed must be a non-negative integer, got '%s'", v); }
         else if (!strcmp(a, "--adapter")) adapter = v;
-        else if (!strcmp(a, "--prompt")) return usage_error("generate", "--prompt needs the tokenizer, which is not implemented yet; use --ids");
+        else if (!strcmp(a, "--prompt")) prompt_text = v;
         else return usage_error("generate", "unknown option '%s'", a);
     }
     if (!dir) return usage_error("generate", "missing MODEL_DIR");
-    if (!ids_arg) return usage_error("generate", "missing --ids (the prompt's token ids)");
+    if (!ids_arg == !prompt_text) return usage_error("generate", "give the prompt as exactly one of --prompt TEXT or --ids LIST");
     int *prompt, n_prompt;
-    if (parse_ids(ids_arg, &prompt, &n_prompt)) return usage_error("generate", "--ids: %s", kvl_last_error());
+    KvlTokenizer *tok = NULL;
+    if (ids_arg && parse_ids(ids_arg, &prompt, &n_prompt)) return usage_error("generate", "--ids: %s", kvl_last_error());
+    if (prompt_text && (load_tokenizer(dir, &tok) || kvl_encode(tok, prompt_text, strlen(prompt_text), 1, &prompt, &n_prompt))) {
+        kvl_tokenizer_free(tok);
+        return cli_error("%s", kvl_last_error());
+    }
+    if (n_prompt == 0) { kvl_tokenizer_free(tok); free(prompt); return cli_error("the prompt is empty"); }
     KvlModel *m;
-    if (kvl_model_load(&m, dir)) { free(prompt); return cli_error("%s", kvl_last_error()); }
+    if (kvl_model_load(&m, dir)) { kvl_tokenizer_free(tok); free(prompt); return cli_error("%s", kvl_last_error()); }
     const KvlConfig *c = &m->config;
     int rc = 1;
     KvlCache cache = {0};
@@ -4549,7 +4742,12 @@ static int cmd_generate(int argc, char **argv)
     if (!logits || kvl_cache_init(&cache, c, n_prompt + (int)n_new)) { cli_error("%s", logits ? kvl_last_error() : "out of memory"); goto done; }
     KvlRng rng;
     kvl_rng_seed(&rng, (uint64_t)seed);
-    for (int i = 0; i < n_prompt; i++) printf(i ? ",%d" : "%d", prompt[i]);
+    int *all = malloc(sizeof(int) * (size_t)(n_prompt + n_new + 1));
+    size_t printed = 0;                         /* bytes of decoded text already printed */
+    if (!all) { cli_error("out of memory"); goto done; }
+    memcpy(all, prompt, sizeof(int) * n_prompt);
+    if (!tok) for (int i = 0; i < n_prompt; i++) printf(i ? ",%d" : "%d", prompt[i]);
+    else if (print_new_text(tok, all, n_prompt, &printed)) { free(all); goto done; }
     fflush(stdout);
     double start = now_seconds();
     if (kvl_forward(m, &cache, prompt, n_prompt, logits, 1)) { cli_error("%s", kvl_last_error()); goto done; }
@@ -4557,11 +4755,14 @@ static int cmd_generate(int argc, char **argv)
     int produced = 0;
     for (; produced < n_new; produced++) {
         int next = kvl_sample(logits, c->vocab_size, temperature, top_p, &rng);
-        printf(",%d", next);
+        all[n_prompt + produced] = next;
+        if (!tok) printf(",%d", next);
+        else if (print_new_text(tok, all, n_prompt + produced + 1, &printed)) { free(all); goto done; }
         fflush(stdout);
         if (next == c->eos_token_id) { produced++; break; }
-        if (produced + 1 < n_new && kvl_forward(m, &cache, &next, 1, logits, 1)) { cli_error("%s", kvl_last_error()); goto done; }
+        if (produced + 1 < n_new && kvl_forward(m, &cache, &next, 1, logits, 1)) { free(all); cli_error("%s", kvl_last_error()); goto done; }
     }
+    free(all);
     printf("\n");
     fflush(stdout);
     double end = now_seconds();
@@ -4573,6 +4774,7 @@ done:
     kvl_cache_free(&cache);
     kvl_lora_free(&lora);
     kvl_model_free(m);
+    kvl_tokenizer_free(tok);
     free(prompt);
     return rc;
 }
@@ -4714,57 +4916,86 @@ done:
 
 /* --- kvlora record --- */
 
-/* The prefix P both sides see: --prefix-ids, else the model's BOS token, else nothing. */
-static int default_prefix(const char *arg, const KvlConfig *c, int **ids, int *n)
+/* The prefix P both sides see and the context C, from the command line: token ids, or
+   text through the model's tokenizer (the prefix with the tokenizer's BOS, the context
+   without). The prefix defaults to the model's BOS token. */
+typedef struct { const char *context_ids, *context_file, *prefix_ids, *prefix_text; } ContextArgs;
+
+static int context_from_args(const char *dir, const ContextArgs *a, const KvlConfig *c, int **prefix, int *n_prefix, int **context, int *n_context)
 {
-    if (arg) return parse_ids(arg, ids, n) || check_ids(*ids, *n, c, "--prefix-ids");
-    *ids = malloc(sizeof(int));
-    if (!*ids) return fail("out of memory");
-    *n = 0;
-    if (c->bos_token_id >= 0) (*ids)[(*n)++] = c->bos_token_id;
-    return 0;
+    *prefix = *context = NULL;
+    if (a->context_ids) {
+        if (parse_ids(a->context_ids, context, n_context)) return error_wrap("--context-ids");
+    } else {
+        char *text;
+        size_t len;
+        if (read_file(a->context_file, &text, &len)) return -1;
+        int r = encode_text(dir, text, len, 0, context, n_context);
+        free(text);
+        if (r) return -1;
+    }
+    if (*n_context == 0) return fail("the context is empty: nothing to distil");
+    if (a->prefix_ids) {
+        if (parse_ids(a->prefix_ids, prefix, n_prefix)) return error_wrap("--prefix-ids");
+    } else if (a->prefix_text) {
+        if (encode_text(dir, a->prefix_text, strlen(a->prefix_text), 1, prefix, n_prefix)) return -1;
+    } else {
+        if (!(*prefix = malloc(sizeof(int)))) return fail("out of memory");
+        *n_prefix = 0;
+        if (c->bos_token_id >= 0) (*prefix)[(*n_prefix)++] = c->bos_token_id;
+    }
+    return check_ids(*context, *n_context, c, "the context") || check_ids(*prefix, *n_prefix, c, "the prefix");
+}
+
+/* Takes the context and prefix options; 1 if argv[*i] was one of them, -1 on a missing value. */
+static int context_option(ContextArgs *ca, int *i, int argc, char **argv)
+{
+    const char *a = argv[*i], **slot = !strcmp(a, "--context-ids") ? &ca->context_ids : !strcmp(a, "--context") ? &ca->context_file
+                                     : !strcmp(a, "--prefix-ids") ? &ca->prefix_ids : !strcmp(a, "--prefix") ? &ca->prefix_text : NULL;
+    if (!slot) return 0;
+    return (*slot = option_value(i, argc, argv)) ? 1 : -1;
 }
 
 static const char *record_help =
-    "usage: kvlora record MODEL_DIR --context-ids LIST [--prefix-ids LIST] [--dtype f32|f16|bf16]\n"
-    "                     -o CACHE.safetensors\n"
+    "usage: kvlora record MODEL_DIR (--context FILE | --context-ids LIST) [--prefix TEXT | --prefix-ids LIST]\n"
+    "                     [--dtype f32|f16|bf16] -o CACHE.safetensors\n"
     "\n"
     "Reads prefix ++ context and writes its KV cache: layers.N.k and layers.N.v, each\n"
     "[kv_heads, T, head_dim] (keys after RoPE), tokens I32 [T], and metadata naming the model\n"
     "(a fingerprint of its shape and weights) and the prefix length. The prefix defaults to\n"
     "the model's BOS token. --dtype sets the stored precision (default f32: reading the file\n"
-    "back gives exactly the logits of recomputing the cache). Text (--context FILE) arrives\n"
-    "with the tokenizer.\n";
+    "back gives exactly the logits of recomputing the cache). Text needs the model's\n"
+    "tokenizer.json: the context is encoded without BOS, a --prefix with it.\n";
 
 static int cmd_record(int argc, char **argv)
 {
-    const char *dir = NULL, *out = NULL, *context_arg = NULL, *prefix_arg = NULL;
+    const char *dir = NULL, *out = NULL;
+    ContextArgs ca = {0};
     KvlDtype dtype = KVL_F32;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(record_help, stdout); return 0; }
         if (a[0] != '-') { if (dir) return usage_error("record", "one model directory expected, got '%s' too", a); dir = a; continue; }
+        int taken = context_option(&ca, &i, argc, argv);
+        if (taken < 0) return usage_error("record", "option %s needs a value", a);
+        if (taken) continue;
         if (!(v = option_value(&i, argc, argv))) return usage_error("record", "option %s needs a value", a);
-        if (!strcmp(a, "--context-ids")) context_arg = v;
-        else if (!strcmp(a, "--prefix-ids")) prefix_arg = v;
-        else if (!strcmp(a, "-o")) out = v;
+        if (!strcmp(a, "-o")) out = v;
         else if (!strcmp(a, "--dtype")) {
             if (!strcmp(v, "f32")) dtype = KVL_F32;
             else if (!strcmp(v, "f16")) dtype = KVL_F16;
             else if (!strcmp(v, "bf16")) dtype = KVL_BF16;
             else return usage_error("record", "--dtype must be f32, f16 or bf16, got '%s'", v);
-        } else if (!strcmp(a, "--context") || !strcmp(a, "--prefix")) return usage_error("record", "%s takes text, which needs the tokenizer (not implemented yet); use %s-ids", a, a);
-        else return usage_error("record", "unknown option '%s'", a);
+        } else return usage_error("record", "unknown option '%s'", a);
     }
     if (!dir) return usage_error("record", "missing MODEL_DIR");
-    if (!context_arg) return usage_error("record", "missing --context-ids");
+    if (!ca.context_ids == !ca.context_file) return usage_error("record", "give the context as exactly one of --context FILE or --context-ids LIST");
+    if (ca.prefix_ids && ca.prefix_text) return usage_error("record", "give at most one of --prefix and --prefix-ids");
     if (!out) return usage_error("record", "missing -o CACHE.safetensors");
     KvlModel *m = NULL;
     KvlCache cache = {0};
     int *prefix = NULL, *context = NULL, *seq = NULL, n_prefix = 0, n_context = 0, rc = 1;
-    if (parse_ids(context_arg, &context, &n_context)) { usage_error("record", "--context-ids: %s", kvl_last_error()); rc = 2; goto done; }
-    if (kvl_model_load(&m, dir) || check_ids(context, n_context, &m->config, "--context-ids") ||
-        default_prefix(prefix_arg, &m->config, &prefix, &n_prefix)) { cli_error("%s", kvl_last_error()); goto done; }
+    if (kvl_model_load(&m, dir) || context_from_args(dir, &ca, &m->config, &prefix, &n_prefix, &context, &n_context)) { cli_error("%s", kvl_last_error()); goto done; }
     seq = malloc(sizeof(int) * (size_t)(n_prefix + n_context));
     if (!seq) { cli_error("out of memory"); goto done; }
     memcpy(seq, prefix, sizeof(int) * n_prefix);
@@ -4785,8 +5016,9 @@ done:
 /* --- kvlora distill --- */
 
 static const char *distill_help =
-    "usage: kvlora distill MODEL_DIR (--cache CACHE | --context-ids LIST) [--prefix-ids LIST]\n"
-    "                      [--query-ids FILE] [--self-study N] [--self-study-len L]\n"
+    "usage: kvlora distill MODEL_DIR (--cache CACHE | --context FILE | --context-ids LIST)\n"
+    "                      [--prefix TEXT | --prefix-ids LIST] [--queries FILE | --query-ids FILE]\n"
+    "                      [--self-study N] [--self-study-len L]\n"
     "                      [--context-chunks] [--chunk-len L] [--rank R] [--alpha A] [--rslora]\n"
     "                      [--targets LIST] [--loss kl|mse] [--steps S] [--lr LR] [--batch B]\n"
     "                      [--weight-decay W] [--seed S] [--init ADAPTER] -o ADAPTER_DIR\n"
@@ -4798,9 +5030,12 @@ static const char *distill_help =
     "\n"
     "the context:\n"
     "  --cache CACHE        a file from kvlora record (refused if made by another model)\n"
-    "  --context-ids LIST   or the context's token ids (the prefix defaults to BOS)\n"
+    "  --context FILE       or a text file (needs the model's tokenizer.json)\n"
+    "  --context-ids LIST   or the context's token ids\n"
+    "  --prefix TEXT        the shared prefix (default: the model's BOS token); or --prefix-ids\n"
     "probes (any combination; default: --context-chunks and --self-study 16):\n"
-    "  --query-ids FILE     one probe per line, comma-separated token ids\n"
+    "  --queries FILE       one probe per line, text: what later sessions will ask\n"
+    "  --query-ids FILE     the same as comma-separated token ids\n"
     "  --self-study N       N continuations the teacher samples from the cached context\n"
     "  --self-study-len L   their length (default 32)\n"
     "  --context-chunks     windows of the context itself, every chunk-len / 2 tokens\n"
@@ -4821,7 +5056,8 @@ static void print_progress(void *ctx, int step, int steps, double loss, double e
             step, steps, loss, tokens * step / (elapsed + 1e-9), elapsed, eta);
 }
 
-static int read_probe_file(const char *path, const KvlConfig *c, KvlProbe **probes, int *n)
+/* One probe per non-blank line: comma-separated ids, or text encoded with tok (no BOS). */
+static int read_probe_file(const char *path, const KvlConfig *c, KvlTokenizer *tok, KvlProbe **probes, int *n)
 {
     char *text;
     size_t len;
@@ -4833,30 +5069,36 @@ static int read_probe_file(const char *path, const KvlConfig *c, KvlProbe **prob
         if (end) *end = 0;
         char *p = line;
         while (*p == ' ' || *p == '\t' || *p == '\r') p++;
+        size_t l = strlen(p);
+        while (l && (p[l - 1] == '\r' || p[l - 1] == ' ' || p[l - 1] == '\t')) p[--l] = 0;
         if (*p) {
             if (count == cap) {
                 KvlProbe *bigger = realloc(*probes, sizeof(KvlProbe) * (cap = cap ? 2 * cap : 16));
                 if (!bigger) { free(text); return fail("out of memory"); }
                 *probes = bigger;
             }
-            size_t l = strlen(p);
-            while (l && (p[l - 1] == '\r' || p[l - 1] == ' ')) p[--l] = 0;
-            if (parse_ids(p, &(*probes)[count].ids, &(*probes)[count].n) ||
-                check_ids((*probes)[count].ids, (*probes)[count].n, c, path)) { free(text); return error_wrap("%s, probe %d", path, count + 1); }
+            KvlProbe *pr = &(*probes)[count];
+            int r = tok ? kvl_encode(tok, p, l, 0, &pr->ids, &pr->n) : parse_ids(p, &pr->ids, &pr->n);
+            if (r || check_ids(pr->ids, pr->n, c, path) || pr->n == 0) {
+                if (!r) free(pr->ids);
+                free(text);
+                return pr->n == 0 && !r ? fail("%s, probe %d: no tokens", path, count + 1) : error_wrap("%s, probe %d", path, count + 1);
+            }
             count++;
         }
         line = end ? end + 1 : NULL;
     }
     free(text);
     *n = count;
-    if (count == 0) return fail("%s: no probes in the file (one line of comma-separated token ids each)", path);
+    if (count == 0) return fail("%s: no probes in the file (one per line)", path);
     return 0;
 }
 
 static int cmd_distill(int argc, char **argv)
 {
-    const char *dir = NULL, *out = NULL, *cache_path = NULL, *context_arg = NULL, *prefix_arg = NULL, *query_path = NULL;
+    const char *dir = NULL, *out = NULL, *cache_path = NULL, *query_path = NULL, *query_text_path = NULL;
     const char *targets = "all", *init = NULL;
+    ContextArgs ca = {0};
     long long rank = 8, self_study = -1, self_study_len = 32, chunk_len = 32, seed = 0, steps = 100, batch = 4;
     float alpha = -1, lr = 2e-3f, weight_decay = 0.0f;
     int chunks = 0, rslora = 0, use_kl = 1;
@@ -4866,12 +5108,14 @@ static int cmd_distill(int argc, char **argv)
         if (a[0] != '-') { if (dir) return usage_error("distill", "one model directory expected, got '%s' too", a); dir = a; continue; }
         if (!strcmp(a, "--context-chunks")) { chunks = 1; continue; }
         if (!strcmp(a, "--rslora")) { rslora = 1; continue; }
+        int taken = context_option(&ca, &i, argc, argv);
+        if (taken < 0) return usage_error("distill", "option %s needs a value", a);
+        if (taken) continue;
         if (!(v = option_value(&i, argc, argv))) return usage_error("distill", "option %s needs a value", a);
         int bad = 0;
         if (!strcmp(a, "--cache")) cache_path = v;
-        else if (!strcmp(a, "--context-ids")) context_arg = v;
-        else if (!strcmp(a, "--prefix-ids")) prefix_arg = v;
         else if (!strcmp(a, "--query-ids")) query_path = v;
+        else if (!strcmp(a, "--queries")) query_text_path = v;
         else if (!strcmp(a, "--self-study")) bad = parse_long(v, 0, 1 << 20, &self_study);
         else if (!strcmp(a, "--self-study-len")) bad = parse_long(v, 1, 1 << 20, &self_study_len);
         else if (!strcmp(a, "--chunk-len")) bad = parse_long(v, 1, 1 << 20, &chunk_len);
@@ -4886,17 +5130,18 @@ static int cmd_distill(int argc, char **argv)
         else if (!strcmp(a, "--seed")) bad = parse_long(v, 0, LLONG_MAX, &seed);
         else if (!strcmp(a, "--init")) init = v;
         else if (!strcmp(a, "-o")) out = v;
-        else if (!strcmp(a, "--context") || !strcmp(a, "--queries") || !strcmp(a, "--prefix"))
-            return usage_error("distill", "%s takes text, which needs the tokenizer (not implemented yet); use the -ids form", a);
         else return usage_error("distill", "unknown option '%s'", a);
         if (bad) return usage_error("distill", "bad value '%s' for %s", v, a);
     }
     if (!dir) return usage_error("distill", "missing MODEL_DIR");
-    if (!cache_path == !context_arg) return usage_error("distill", "give the context as exactly one of --cache or --context-ids");
+    if ((cache_path != NULL) + (ca.context_file != NULL) + (ca.context_ids != NULL) != 1)
+        return usage_error("distill", "give the context as exactly one of --cache, --context or --context-ids");
+    if (cache_path && (ca.prefix_ids || ca.prefix_text)) return usage_error("distill", "a cache holds its prefix: --prefix goes to kvlora record");
+    if (query_path && query_text_path) return usage_error("distill", "give at most one of --queries and --query-ids");
     if (!out) return usage_error("distill", "missing -o ADAPTER_DIR");
     int has[KVL_N_TARGETS];
     if (kvl_lora_parse_targets(targets, has)) return usage_error("distill", "--targets: %s", kvl_last_error());
-    if (self_study < 0 && !chunks && !query_path) { self_study = 16; chunks = 1; }
+    if (self_study < 0 && !chunks && !query_path && !query_text_path) { self_study = 16; chunks = 1; }
     if (self_study < 0) self_study = 0;
 
     KvlModel *m = NULL;
@@ -4911,8 +5156,7 @@ static int cmd_distill(int argc, char **argv)
         if (kvl_cache_load(&cache, m, cache_path, room + 4096, &tokens, &n_tokens, &n_prefix)) { cli_error("%s", kvl_last_error()); goto done; }
         prefix = tokens;
     } else {
-        if (parse_ids(context_arg, &context, &n_context) || check_ids(context, n_context, c, "--context-ids") ||
-            default_prefix(prefix_arg, c, &prefix, &n_prefix)) { cli_error("%s", kvl_last_error()); goto done; }
+        if (context_from_args(dir, &ca, c, &prefix, &n_prefix, &context, &n_context)) { cli_error("%s", kvl_last_error()); goto done; }
         n_tokens = n_prefix + n_context;
         tokens = malloc(sizeof(int) * n_tokens);
         if (!tokens) { cli_error("out of memory"); goto done; }
@@ -4925,7 +5169,14 @@ static int cmd_distill(int argc, char **argv)
     fprintf(stderr, "kvlora: context of %d tokens after a prefix of %d\n", n_tokens - n_prefix, n_prefix);
 
     /* probes */
-    if (query_path && read_probe_file(query_path, c, &probes, &n_probes)) { cli_error("%s", kvl_last_error()); goto done; }
+    if (query_path && read_probe_file(query_path, c, NULL, &probes, &n_probes)) { cli_error("%s", kvl_last_error()); goto done; }
+    if (query_text_path) {
+        KvlTokenizer *tok;
+        if (load_tokenizer(dir, &tok)) { cli_error("%s", kvl_last_error()); goto done; }
+        int r = read_probe_file(query_text_path, c, tok, &probes, &n_probes);
+        kvl_tokenizer_free(tok);
+        if (r) { cli_error("%s", kvl_last_error()); goto done; }
+    }
     if (chunks) {
         if (kvl_context_chunks(tokens + n_prefix, n_tokens - n_prefix, (int)chunk_len, &more, &n_more)) { cli_error("%s", kvl_last_error()); goto done; }
         KvlProbe *all = realloc(probes, sizeof(KvlProbe) * (n_probes + n_more + self_study));
@@ -4948,7 +5199,7 @@ static int cmd_distill(int argc, char **argv)
         }
         n_probes += (int)self_study;
     }
-    fprintf(stderr, "kvlora: %d probes (%s%s%s)\n", n_probes, query_path ? "queries " : "", chunks ? "context chunks " : "", self_study ? "self-study" : "");
+    fprintf(stderr, "kvlora: %d probes (%s%s%s)\n", n_probes, query_path || query_text_path ? "queries " : "", chunks ? "context chunks " : "", self_study ? "self-study" : "");
 
     /* the adapter */
     if (init) {
@@ -5209,7 +5460,9 @@ static const char *main_help =
     "\n"
     "commands:\n"
     "  info      MODEL_DIR                      what a model directory holds\n"
-    "  generate  MODEL_DIR --ids 1,2,3 -n N     continue a prompt of token ids\n"
+    "  generate  MODEL_DIR --prompt TEXT -n N   continue a prompt (or --ids 1,2,3)\n"
+    "  tokenize  MODEL_DIR --text TEXT          text to token ids (or from standard input)\n"
+    "  detokenize MODEL_DIR --ids 1,2,3         token ids to text\n"
     "  dump      MODEL_DIR --tokens ... -o F    write logits (the numerics contract)\n"
     "  record    MODEL_DIR --context-ids ... -o CACHE   save a context's KV cache\n"
     "  distill   MODEL_DIR --cache CACHE -o DIR  distil a KV cache into a LoRA adapter\n"
@@ -5226,6 +5479,8 @@ int main(int argc, char **argv)
     if (!strcmp(argv[1], "info")) return cmd_info(argc - 2, argv + 2);
     if (!strcmp(argv[1], "generate")) return cmd_generate(argc - 2, argv + 2);
     if (!strcmp(argv[1], "dump")) return cmd_dump(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "tokenize")) return cmd_tokenize(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "detokenize")) return cmd_detokenize(argc - 2, argv + 2);
     if (!strcmp(argv[1], "bench")) return cmd_bench(argc - 2, argv + 2);
     if (!strcmp(argv[1], "record")) return cmd_record(argc - 2, argv + 2);
     if (!strcmp(argv[1], "distill")) return cmd_distill(argc - 2, argv + 2);

@@ -99,8 +99,9 @@ int  kvl_tokenizer_vocab_size(const KvlTokenizer *t);
 /* Text (UTF-8; invalid bytes are encoded as bytes) to ids, with the post-processor's
    BOS/EOS when add_special. *ids is allocated; free() it. */
 int  kvl_encode(KvlTokenizer *t, const char *text, size_t len, int add_special, int **ids, int *n_ids);
-/* Ids to text (allocated, zero-terminated; *len excludes the zero). */
-int  kvl_decode(const KvlTokenizer *t, const int *ids, int n, char **text, size_t *len);
+/* Ids to text (allocated, zero-terminated; *len excludes the zero), leaving out special
+   added tokens (BOS, EOS, ...) when skip_special. */
+int  kvl_decode(const KvlTokenizer *t, const int *ids, int n, int skip_special, char **text, size_t *len);
 int  kvl_token_id(const KvlTokenizer *t, const char *token);   /* -1 if absent */
 
 /* ---- the model ---- */
