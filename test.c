@@ -1337,7 +1337,7 @@ static void check_tokenizer_family(const char *family, const char *path, const J
         for (size_t k = 0; k < want->length; k++) w[k] = (int)want->children[k]->number;
         char *text;
         size_t len;
-        if (kvl_decode(t, w, (int)want->length, &text, &len) == 0) {
+        if (kvl_decode(t, w, (int)want->length, 0, &text, &len) == 0) {
             const Json *d = decoded->children[i];
             int dsame = len == d->length && !memcmp(text, d->string, len);
             dec_ok += dsame;
@@ -1372,6 +1372,113 @@ static void test_tokenizers(void)
     if (file_exists(path)) check_tokenizer_family("stories260K", path, cases);
     else printf("  SKIP stories260K tokenizer: %s not present\n", path);
     json_free(cases);
+}
+
+/* decode(encode(s)) == s for the byte-level families; invalid UTF-8 still encodes; the
+   SentencePiece-style family round-trips through its Prepend/Strip pair. */
+static void test_tokenizer_roundtrip_and_bad_input(void)
+{
+    static const char *const families[] = {"gpt2", "llama3", "qwen2", "smollm", "big50k", "sp_bpe"};
+    char path[600];
+    char *text;
+    size_t len;
+    Json *cases;
+    snprintf(path, sizeof path, "%s/cases.json", tokenizer_dir());
+    if (read_file(path, &text, &len) || json_parse(&cases, text, len, path)) { CHECK(0, "%s", kvl_last_error()); return; }
+    free(text);
+    const Json *strings = json_get(cases, "strings");
+    for (size_t f = 0; f < sizeof families / sizeof families[0]; f++) {
+        KvlTokenizer *t;
+        snprintf(path, sizeof path, "%s/%s/tokenizer.json", tokenizer_dir(), families[f]);
+        if (kvl_tokenizer_load(&t, path)) { CHECK(0, "%s", kvl_last_error()); continue; }
+        int same = 0;
+        for (size_t i = 0; i < strings->length; i++) {
+            int *ids, n;
+            char *back;
+            size_t back_len;
+            const Json *s = strings->children[i];
+            if (kvl_encode(t, s->string, s->length, 0, &ids, &n) || kvl_decode(t, ids, n, 0, &back, &back_len)) { CHECK(0, "%s", kvl_last_error()); continue; }
+            /* SentencePiece-style text after a special token gets its own prepended space
+               back as a space, as in the tokenizers library: no exact round trip there */
+            int sp_special = !strcmp(families[f], "sp_bpe") && strstr(s->string, "<s>");
+            same += sp_special || (back_len == s->length && !memcmp(back, s->string, back_len));
+            free(ids);
+            free(back);
+        }
+        CHECK(same == (int)strings->length, "%s: decode(encode(s)) == s for %d of %zu", families[f], same, strings->length);
+        /* invalid UTF-8: bytes (byte-level) or <0xNN> tokens (byte_fallback), back as U+FFFD */
+        const char bad[] = "ok \xff\xfe then \xe2\x82 end \xc3";
+        int *ids, n;
+        char *back;
+        size_t back_len;
+        int r = kvl_encode(t, bad, sizeof bad - 1, 0, &ids, &n);
+        CHECK(r == 0 && n > 0, "%s: invalid UTF-8 encodes: %s", families[f], r ? kvl_last_error() : "");
+        if (!r && kvl_decode(t, ids, n, 0, &back, &back_len) == 0) {
+            CHECK(strstr(back, "ok ") && strstr(back, " then ") && strstr(back, "\xef\xbf\xbd") && utf8_valid_len((const unsigned char *)back, back_len) >= 0,
+                  "%s: invalid bytes decode to U+FFFD around the valid text: '%s'", families[f], back);
+            free(back);
+        }
+        if (!r) free(ids);
+        kvl_tokenizer_free(t);
+    }
+    json_free(cases);
+
+    /* unsupported or malformed tokenizer.json: refused, naming the part */
+    static const struct { const char *json, *expect; } bad_files[] = {
+        {"{\"model\":{\"type\":\"WordPiece\",\"vocab\":{}}}", "WordPiece"},
+        {"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]},\"normalizer\":{\"type\":\"Lowercase\"}}", "Lowercase"},
+        {"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]},\"pre_tokenizer\":{\"type\":\"Whitespace\"}}", "Whitespace"},
+        {"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]},\"pre_tokenizer\":{\"type\":\"Split\",\"pattern\":{\"Regex\":\"\\\\w+\"},\"behavior\":\"Isolated\"}}", "Split pattern"},
+        {"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]},\"decoder\":{\"type\":\"WordPiece\"}}", "WordPiece"},
+        {"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]},\"post_processor\":{\"type\":\"BertProcessing\"}}", "BertProcessing"},
+        {"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1},\"merges\":[\"a b\"]}}", "not in the vocabulary"},
+        {"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[\"a\"]}}", "two tokens"},
+        {"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":-1},\"merges\":[]}}", "not an id"},
+        {"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]},", "invalid JSON"},
+    };
+    const char *tpath = tmp_path("tokenizer.json");
+    for (size_t i = 0; i < sizeof bad_files / sizeof bad_files[0]; i++) {
+        KvlTokenizer *t;
+        write_bytes(tpath, bad_files[i].json, strlen(bad_files[i].json));
+        int r = kvl_tokenizer_load(&t, tpath);
+        CHECK(r != 0 && strstr(kvl_last_error(), bad_files[i].expect), "bad tokenizer.json #%zu refused naming '%s': %s", i, bad_files[i].expect, r ? kvl_last_error() : "(accepted)");
+        if (!r) kvl_tokenizer_free(t);
+    }
+    remove(tpath);
+}
+
+/* The CLI with text: tokenize / detokenize, and generate --prompt on stories260K. */
+static void test_cli_text(void)
+{
+    char cmd[2048];
+    const char *out = tmp_path("cli_text.txt");
+    snprintf(cmd, sizeof cmd, "./kvlora tokenize %s/gpt2 --text 'Hello world, caf\xc3\xa9!' > %s", tokenizer_dir(), out);
+    CHECK(system(cmd) == 0, "%s", cmd);
+    char *text;
+    size_t len;
+    if (read_file(out, &text, &len) == 0) {
+        char *nl = strchr(text, '\n');
+        if (nl) *nl = 0;
+        snprintf(cmd, sizeof cmd, "./kvlora detokenize %s/gpt2 --ids %s > %s", tokenizer_dir(), text, out);
+        free(text);
+        CHECK(system(cmd) == 0, "%s", cmd);
+        if (read_file(out, &text, &len) == 0) {
+            CHECK(!strcmp(text, "Hello world, caf\xc3\xa9!\n"), "tokenize then detokenize gives the text back: '%s'", text);
+            free(text);
+        }
+    }
+    const char *stories = getenv("KVLORA_STORIES") ? getenv("KVLORA_STORIES") : "../shared/models/stories260K";
+    char cfg[600];
+    snprintf(cfg, sizeof cfg, "%s/config.json", stories);
+    if (!file_exists(cfg)) { printf("  SKIP generate --prompt: %s not present\n", stories); remove(out); return; }
+    snprintf(cmd, sizeof cmd, "./kvlora generate %s --prompt 'Once upon a time' -n 30 > %s 2>/dev/null", stories, out);
+    CHECK(system(cmd) == 0, "%s", cmd);
+    if (read_file(out, &text, &len) == 0) {
+        CHECK(!strncmp(text, "Once upon a time, there was a little girl named Lily. She loved to play outside in the park.", 90),
+              "generate --prompt streams stories260K's greedy text: '%.100s'", text);
+        free(text);
+    }
+    remove(out);
 }
 
 /* ---------------------------------------------------------------------------------- */
@@ -1504,6 +1611,8 @@ int main(void)
         {"cache_file", test_cache_file},
         {"cli_distill", test_cli_distill},
         {"tokenizers", test_tokenizers},
+        {"tokenizer_roundtrip_and_bad_input", test_tokenizer_roundtrip_and_bad_input},
+        {"cli_text", test_cli_text},
         {"sampling", test_sampling},
         {"losses", test_losses},
         {"cli_dump", test_cli_dump},
