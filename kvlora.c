@@ -4856,7 +4856,7 @@ static int cmd_dump(int argc, char **argv)
        context, the teacher (the model alone) on prefix ++ context ++ tokens */
     for (int pass = 0; pass < (lists[2] ? 2 : 1); pass++) {
         int n_before = n[1] + (pass ? n[2] : 0);
-        memcpy(seq, ids[1], sizeof(int) * n[1]);
+        if (n[1]) memcpy(seq, ids[1], sizeof(int) * n[1]);
         if (pass) memcpy(seq + n[1], ids[2], sizeof(int) * n[2]);
         memcpy(seq + n_before, ids[0], sizeof(int) * T);
         m->lora = (!pass && adapter) ? &lora : NULL;
@@ -4872,7 +4872,7 @@ static int cmd_dump(int argc, char **argv)
     }
     if (lists[2] && adapter) {                  /* the gradient of that loss for every LoRA tensor */
         double loss;
-        memcpy(seq, ids[1], sizeof(int) * n[1]);
+        if (n[1]) memcpy(seq, ids[1], sizeof(int) * n[1]);
         memcpy(seq + n[1], ids[0], sizeof(int) * T);
         m->lora = &lora;
         if (lora_alloc_like(&grad, &lora, c) || acts_init(&acts, c, n[1] + T, lora.rank) ||
@@ -4892,7 +4892,7 @@ static int cmd_dump(int argc, char **argv)
     };
     int n_tensors = lists[2] ? 4 : 2;
     memcpy(tensors, base, sizeof(KvlTensorOut) * n_tensors);
-    memcpy(tensors + n_tensors, grad_tensors, sizeof(KvlTensorOut) * n_grad);
+    if (n_grad) memcpy(tensors + n_tensors, grad_tensors, sizeof(KvlTensorOut) * n_grad);
     const char *mk[7] = {"format", "kvlora_version", "model", "prefix_tokens", "context_tokens", "adapter", "loss"};
     const char *mv[7] = {"kvlora dump", KVL_VERSION, dir, lists[1] ? lists[1] : "", lists[2] ? lists[2] : "", adapter ? adapter : "", use_kl ? "kl" : "mse"};
     if (kvl_st_write(out, tensors, n_tensors + n_grad, mk, mv, lists[2] ? 7 : 6)) { cli_error("%s", kvl_last_error()); goto done; }

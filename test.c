@@ -574,7 +574,7 @@ static void test_model_refusals(void)
     CHECK(kvl_model_load(&m, dir) != 0 && strstr(kvl_last_error(), "no weights"), "directory without weights: %s", kvl_last_error());
 
     /* a complete tiny model, then one broken thing at a time */
-    static float zeros[64];
+    static float zeros[256];                   /* room for the largest shape tried below */
     float bad_value[64] = {0};
     bad_value[5] = NAN;
     KvlTensorOut ts[] = {
