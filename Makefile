@@ -5,6 +5,8 @@
 #   make run        the main job on the built-in model in data/
 #   make bench      forward and distillation speed on a random SmolLM2-135M-shaped model
 #   make bench-tokenizer   encoding speed of a 50k-vocabulary byte-level BPE
+#   make sanitize   the tests under ASan + UBSan (also part of make test where supported)
+#   make fuzz       fuzz the parsers and loaders (libFuzzer with clang; FUZZ_SECONDS each)
 #   make OMP=0      build without OpenMP (same results, one thread)
 #   make ARCH=      build for the generic target instead of this machine's CPU
 #
@@ -25,8 +27,11 @@ ifeq ($(OMP),1)
 OMPFLAGS := $(shell printf 'int main(void){return 0;}' | $(CC) -fopenmp -x c - -o /dev/null >/dev/null 2>&1 && echo -fopenmp)
 endif
 ALL_CFLAGS = $(CFLAGS) $(ARCH) $(OMPFLAGS) -ffp-contract=off
+# make test also runs the suite under the sanitizers when the compiler can build them
+SANITIZE ?= $(shell printf 'int main(void){return 0;}' | $(CC) -fsanitize=address,undefined -x c - -o /dev/null >/dev/null 2>&1 && echo 1)
 
-.PHONY: all test run bench bench-tokenizer clean
+
+.PHONY: all test run bench bench-tokenizer sanitize fuzz clean
 
 all: kvlora
 
@@ -38,6 +43,36 @@ test_kvlora: test.c kvlora.c kvlora.h
 
 test: kvlora test_kvlora
 	./test_kvlora
+ifeq ($(SANITIZE),1)
+	$(MAKE) --no-print-directory sanitize
+endif
+
+# The whole suite again under AddressSanitizer + UndefinedBehaviorSanitizer, CLI included.
+# Part of `make test` when the compiler can build it (SANITIZE=0 skips it).
+SAN_FLAGS = -std=c99 -g -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -ffp-contract=off
+sanitize: kvlora.c kvlora.h test.c
+	$(CC) $(SAN_FLAGS) -DKVLORA_MAIN -o kvlora_san kvlora.c $(LDLIBS)
+	$(CC) $(SAN_FLAGS) '-DKVLORA_CLI="./kvlora_san"' -o test_san test.c $(LDLIBS)
+	ASAN_OPTIONS=detect_leaks=1 ./test_san
+
+# Fuzzing: with clang, libFuzzer runs each target for FUZZ_SECONDS on the seed corpus in
+# data/fuzz/NAME (new inputs go to FUZZ_WORK); with another compiler a plain driver replays
+# the seed corpus. Every crash found becomes a file in data/fuzz/NAME.
+FUZZ_TARGETS = json config safetensors tokenizer encode adapter cache
+FUZZ_SECONDS ?= 60
+FUZZ_CC ?= clang
+FUZZ_WORK ?= /tmp/kvlora_fuzz
+LIBFUZZER := $(shell printf 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n){(void)d;(void)n;return 0;}' | $(FUZZ_CC) -fsanitize=fuzzer -x c - -o /dev/null >/dev/null 2>&1 && echo 1)
+fuzz: test.c kvlora.c kvlora.h
+ifeq ($(LIBFUZZER),1)
+	@for t in $(FUZZ_TARGETS); do \
+	  $(FUZZ_CC) $(SAN_FLAGS) -fsanitize=fuzzer -DKVLORA_FUZZ -DKVLORA_LIBFUZZER -DFUZZ_TARGET="\"$$t\"" -o fuzz_$$t test.c $(LDLIBS) || exit 1; \
+	  mkdir -p $(FUZZ_WORK)/$$t; echo "== fuzz $$t for $(FUZZ_SECONDS) s"; \
+	  ./fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 $(FUZZ_WORK)/$$t data/fuzz/$$t 2>&1 | grep -E "stat::number_of_executed_units|ERROR|SUMMARY|Done" || exit 1; done
+else
+	@for t in $(FUZZ_TARGETS); do \
+	  $(CC) -std=c99 -g -O1 -DKVLORA_FUZZ -DFUZZ_TARGET="\"$$t\"" -o fuzz_$$t test.c $(LDLIBS) && ./fuzz_$$t data/fuzz/$$t || exit 1; done
+endif
 
 # Until the built-in needle model lands: distil a short context on a small golden model.
 RUN_MODEL = data/golden/llama_gqa_f32
@@ -54,4 +89,4 @@ bench-tokenizer: kvlora
 	./kvlora tokenize data/tokenizers/big50k --bench
 
 clean:
-	rm -f kvlora test_kvlora
+	rm -f kvlora test_kvlora kvlora_san test_san $(addprefix fuzz_,$(FUZZ_TARGETS))

@@ -13,6 +13,11 @@
      (a wrong rope, norm or head mapping moves logits by O(1)). */
 #include "kvlora.c"
 
+/* The command-line tool the CLI tests run (make sanitize points it at a sanitized build). */
+#ifndef KVLORA_CLI
+#define KVLORA_CLI "./kvlora"
+#endif
+
 static int n_passed, n_failed;
 
 #define CHECK(cond, ...) do { \
@@ -1253,7 +1258,7 @@ static void test_cli_distill(void)
     snprintf(dir, sizeof dir, "%s/qwen3_f32", golden_dir());
     snprintf(adir, sizeof adir, "%s/lora_qwen3_f32", golden_dir());
     const char *out = tmp_path("dump_grad.safetensors");
-    snprintf(cmd, sizeof cmd, "./kvlora dump %s --adapter %s --prefix-tokens 1 --context-tokens 5,42,79,116,25,62,99,8,45,82,119,28 "
+    snprintf(cmd, sizeof cmd, KVLORA_CLI " dump %s --adapter %s --prefix-tokens 1 --context-tokens 5,42,79,116,25,62,99,8,45,82,119,28 "
                               "--tokens 7,60,113,38,91,16,69,122,47,100 -o %s 2>/dev/null", dir, adir, out);
     CHECK(system(cmd) == 0, "%s", cmd);
     KvlSafetensors st;
@@ -1284,12 +1289,12 @@ static void test_cli_distill(void)
     /* distill refuses an empty probe file and a cache of another model, leaving -o alone */
     const char *probes = tmp_path("probes.txt"), *cache = tmp_path("c.safetensors"), *adapter = tmp_path("never");
     write_bytes(probes, "\n  \n", 4);
-    snprintf(cmd, sizeof cmd, "./kvlora distill %s --context-ids 5,6,7 --query-ids %s -o %s 2>/dev/null", dir, probes, adapter);
+    snprintf(cmd, sizeof cmd, KVLORA_CLI " distill %s --context-ids 5,6,7 --query-ids %s -o %s 2>/dev/null", dir, probes, adapter);
     CHECK(system(cmd) != 0 && !file_exists(adapter), "empty probe file refused");
-    snprintf(cmd, sizeof cmd, "./kvlora record %s/llama_gqa_f32 --context-ids 5,6,7 -o %s 2>/dev/null && "
-                              "./kvlora distill %s --cache %s -o %s 2>/dev/null", golden_dir(), cache, dir, cache, adapter);
+    snprintf(cmd, sizeof cmd, KVLORA_CLI " record %s/llama_gqa_f32 --context-ids 5,6,7 -o %s 2>/dev/null && "
+                              KVLORA_CLI " distill %s --cache %s -o %s 2>/dev/null", golden_dir(), cache, dir, cache, adapter);
     CHECK(system(cmd) != 0 && !file_exists(adapter), "cache of another model refused");
-    snprintf(cmd, sizeof cmd, "./kvlora distill %s --context-ids 5,6,7,8,9,10,11,12 --steps 3 --self-study 2 --self-study-len 4 -o %s 2>/dev/null", dir, adapter);
+    snprintf(cmd, sizeof cmd, KVLORA_CLI " distill %s --context-ids 5,6,7,8,9,10,11,12 --steps 3 --self-study 2 --self-study-len 4 -o %s 2>/dev/null", dir, adapter);
     CHECK(system(cmd) == 0, "a short distill runs: %s", cmd);
     char path[700];
     snprintf(path, sizeof path, "%s/adapter_config.json", adapter);
@@ -1298,8 +1303,8 @@ static void test_cli_distill(void)
     snprintf(path, sizeof path, "%s/adapter_model.safetensors", adapter);
     remove(path);
     remove(adapter); remove(probes); remove(cache);
-    CHECK(system("./kvlora distill --help >/dev/null") == 0 && system("./kvlora record --help >/dev/null") == 0 &&
-          system("./kvlora merge --help >/dev/null") == 0, "--help on record, distill, merge");
+    CHECK(system(KVLORA_CLI " distill --help >/dev/null") == 0 && system(KVLORA_CLI " record --help >/dev/null") == 0 &&
+          system(KVLORA_CLI " merge --help >/dev/null") == 0, "--help on record, distill, merge");
 }
 
 /* ---------------------------------------------------------------------------------- */
@@ -1452,14 +1457,14 @@ static void test_cli_text(void)
 {
     char cmd[2048];
     const char *out = tmp_path("cli_text.txt");
-    snprintf(cmd, sizeof cmd, "./kvlora tokenize %s/gpt2 --text 'Hello world, caf\xc3\xa9!' > %s", tokenizer_dir(), out);
+    snprintf(cmd, sizeof cmd, KVLORA_CLI " tokenize %s/gpt2 --text 'Hello world, caf\xc3\xa9!' > %s", tokenizer_dir(), out);
     CHECK(system(cmd) == 0, "%s", cmd);
     char *text;
     size_t len;
     if (read_file(out, &text, &len) == 0) {
         char *nl = strchr(text, '\n');
         if (nl) *nl = 0;
-        snprintf(cmd, sizeof cmd, "./kvlora detokenize %s/gpt2 --ids %s > %s", tokenizer_dir(), text, out);
+        snprintf(cmd, sizeof cmd, KVLORA_CLI " detokenize %s/gpt2 --ids %s > %s", tokenizer_dir(), text, out);
         free(text);
         CHECK(system(cmd) == 0, "%s", cmd);
         if (read_file(out, &text, &len) == 0) {
@@ -1471,7 +1476,7 @@ static void test_cli_text(void)
     char cfg[600];
     snprintf(cfg, sizeof cfg, "%s/config.json", stories);
     if (!file_exists(cfg)) { printf("  SKIP generate --prompt: %s not present\n", stories); remove(out); return; }
-    snprintf(cmd, sizeof cmd, "./kvlora generate %s --prompt 'Once upon a time' -n 30 > %s 2>/dev/null", stories, out);
+    snprintf(cmd, sizeof cmd, KVLORA_CLI " generate %s --prompt 'Once upon a time' -n 30 > %s 2>/dev/null", stories, out);
     CHECK(system(cmd) == 0, "%s", cmd);
     if (read_file(out, &text, &len) == 0) {
         CHECK(!strncmp(text, "Once upon a time, there was a little girl named Lily. She loved to play outside in the park.", 90),
@@ -1531,11 +1536,11 @@ static void test_losses(void)
 
 static void test_cli_dump(void)
 {
-    if (!file_exists("./kvlora")) { CHECK(0, "./kvlora not built (make test builds it)"); return; }
+    if (!file_exists(KVLORA_CLI)) { CHECK(0, KVLORA_CLI " not built (make test builds it)"); return; }
     char cmd[2048], dir[512];
     const char *out = tmp_path("dump.safetensors");
     snprintf(dir, sizeof dir, "%s/qwen2_f32", golden_dir());
-    snprintf(cmd, sizeof cmd, "./kvlora dump %s --prefix-tokens 1,5 --tokens 9,12,40 --context-tokens 7,8,9,10 --loss mse -o %s 2>/dev/null", dir, out);
+    snprintf(cmd, sizeof cmd, KVLORA_CLI " dump %s --prefix-tokens 1,5 --tokens 9,12,40 --context-tokens 7,8,9,10 --loss mse -o %s 2>/dev/null", dir, out);
     CHECK(system(cmd) == 0, "%s", cmd);
     KvlSafetensors st;
     if (kvl_st_open(&st, out)) { CHECK(0, "%s", kvl_last_error()); return; }
@@ -1567,22 +1572,23 @@ static void test_cli_dump(void)
     kvl_st_close(&st);
     /* errors: nonzero exit, and the existing output file is left as it was */
     write_bytes(out, "keep", 4);
-    snprintf(cmd, sizeof cmd, "./kvlora dump %s --tokens 9,99999 -o %s 2>/dev/null", dir, out);
+    snprintf(cmd, sizeof cmd, KVLORA_CLI " dump %s --tokens 9,99999 -o %s 2>/dev/null", dir, out);
     CHECK(system(cmd) != 0, "out-of-vocabulary token: nonzero exit");
-    snprintf(cmd, sizeof cmd, "./kvlora dump %s --tokens 9,x -o %s 2>/dev/null", dir, out);
+    snprintf(cmd, sizeof cmd, KVLORA_CLI " dump %s --tokens 9,x -o %s 2>/dev/null", dir, out);
     CHECK(system(cmd) != 0, "malformed token list: nonzero exit");
-    snprintf(cmd, sizeof cmd, "./kvlora dump /nonexistent --tokens 9 -o %s 2>/dev/null", out);
+    snprintf(cmd, sizeof cmd, KVLORA_CLI " dump /nonexistent --tokens 9 -o %s 2>/dev/null", out);
     CHECK(system(cmd) != 0, "missing model: nonzero exit");
     char buf[8] = {0};
     FILE *f = fopen(out, "rb");
     size_t n = f ? fread(buf, 1, 8, f) : 0;
     if (f) fclose(f);
     CHECK(n == 4 && memcmp(buf, "keep", 4) == 0, "failed runs leave the output file alone");
-    CHECK(system("./kvlora dump --help >/dev/null") == 0 && system("./kvlora info --help >/dev/null") == 0 &&
-          system("./kvlora generate --help >/dev/null") == 0, "--help on every command");
+    CHECK(system(KVLORA_CLI " dump --help >/dev/null") == 0 && system(KVLORA_CLI " info --help >/dev/null") == 0 &&
+          system(KVLORA_CLI " generate --help >/dev/null") == 0, "--help on every command");
     remove(out);
 }
 
+#ifndef KVLORA_FUZZ
 int main(void)
 {
     struct { const char *name; void (*fn)(void); } tests[] = {
@@ -1627,3 +1633,199 @@ int main(void)
     printf("%.1f s; %d passed, %d failed\n", now_seconds() - start, n_passed, n_failed);
     return n_failed ? 1 : 0;
 }
+#endif /* KVLORA_FUZZ */
+
+/* ---------------------------------------------------------------------------------- */
+/* Fuzz targets (make fuzz). Built with -DKVLORA_FUZZ -DFUZZ_TARGET='"name"': with clang's  */
+/* -fsanitize=fuzzer libFuzzer drives LLVMFuzzerTestOneInput; otherwise the main below     */
+/* replays the files and directories it is given (the seed corpus in data/fuzz/NAME).    */
+/* Every input must be refused or accepted cleanly: no crash, no sanitizer report.       */
+
+#ifdef KVLORA_FUZZ
+#ifndef FUZZ_TARGET
+#define FUZZ_TARGET "json"
+#endif
+
+static const char *fuzz_file(const char *name, const uint8_t *data, size_t size)
+{
+    const char *path = tmp_path(name);
+    FILE *f = fopen(path, "wb");
+    if (f) { if (size) fwrite(data, 1, size, f); fclose(f); }
+    return path;
+}
+
+static void fuzz_json(const uint8_t *data, size_t size)
+{
+    Json *j;
+    if (json_parse(&j, (const char *)data, size, "fuzz") == 0) json_free(j);
+}
+
+static void fuzz_config(const uint8_t *data, size_t size)
+{
+    KvlConfig c;
+    if (kvl_config_parse(&c, (const char *)data, size, "fuzz") == 0) {
+        /* a valid config must describe a model whose shapes multiply without overflow */
+        KvlWeights w;
+        WeightSpec specs[MAX_WEIGHT_SPECS];
+        int n = weight_specs(&c, &w, specs);
+        for (int i = 0; i < n; i++) (void)spec_numel(&specs[i], c.n_layers);
+    }
+}
+
+static void fuzz_safetensors(const uint8_t *data, size_t size)
+{
+    KvlSafetensors st;
+    if (kvl_st_open(&st, fuzz_file("fuzz.safetensors", data, size))) return;
+    for (int i = 0; i < st.n_tensors; i++) {            /* read what is small enough */
+        const KvlTensorInfo *t = &st.tensors[i];
+        int64_t n = kvl_tensor_numel(t);
+        if (n > (1 << 16)) continue;
+        if (t->dtype == KVL_F32 || t->dtype == KVL_F16 || t->dtype == KVL_BF16) {
+            float *x = malloc(sizeof(float) * (size_t)(n + 1));
+            if (x) { kvl_st_read_f32(&st, t, x); free(x); }
+        } else if (t->dtype == KVL_I32 || t->dtype == KVL_I64) {
+            int32_t *x = malloc(sizeof(int32_t) * (size_t)(n + 1));
+            if (x) { kvl_st_read_i32(&st, t, x); free(x); }
+        }
+    }
+    kvl_st_close(&st);
+}
+
+static void fuzz_tokenizer(const uint8_t *data, size_t size)
+{
+    KvlTokenizer *t;
+    if (kvl_tokenizer_load(&t, fuzz_file("fuzz_tokenizer.json", data, size))) return;
+    static const char text[] = "Hello world, caf\xc3\xa9 123 \xff <s> \xe6\x9d\xb1";
+    int *ids, n;
+    if (kvl_encode(t, text, sizeof text - 1, 1, &ids, &n) == 0) {
+        char *back;
+        size_t len;
+        if (kvl_decode(t, ids, n, 0, &back, &len) == 0) free(back);
+        free(ids);
+    }
+    kvl_tokenizer_free(t);
+}
+
+/* the encoder of three real families on arbitrary bytes, and decoding what it gives */
+static void fuzz_encode(const uint8_t *data, size_t size)
+{
+    static KvlTokenizer *toks[3];
+    static const char *const families[3] = {"gpt2", "llama3", "sp_bpe"};
+    for (int f = 0; f < 3; f++) {
+        if (!toks[f]) {
+            char path[600];
+            snprintf(path, sizeof path, "%s/%s/tokenizer.json", tokenizer_dir(), families[f]);
+            if (kvl_tokenizer_load(&toks[f], path)) { fprintf(stderr, "%s\n", kvl_last_error()); abort(); }
+        }
+        int *ids, n;
+        if (kvl_encode(toks[f], (const char *)data, size, 1, &ids, &n)) continue;
+        char *back;
+        size_t len;
+        if (kvl_decode(toks[f], ids, n, 0, &back, &len) == 0) free(back);
+        free(ids);
+    }
+}
+
+static KvlModel *fuzz_model(void)
+{
+    static KvlModel *m;
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/llama_gqa_f32", golden_dir());
+    if (!m && kvl_model_load(&m, dir)) { fprintf(stderr, "%s\n", kvl_last_error()); abort(); }
+    return m;
+}
+
+/* input: 4 bytes little-endian n, then n bytes of adapter_config.json, then the safetensors */
+static void fuzz_adapter(const uint8_t *data, size_t size)
+{
+    if (size < 4) return;
+    size_t n = read_u32_le(data);
+    if (n > size - 4) n = size - 4;
+    const char *dir = tmp_path("fuzz_adapter");
+    char path[600];
+#ifdef KVL_POSIX
+    mkdir(dir, 0755);
+#endif
+    snprintf(path, sizeof path, "%s/adapter_config.json", dir);
+    FILE *f = fopen(path, "wb");
+    if (f) { fwrite(data + 4, 1, n, f); fclose(f); }
+    snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
+    f = fopen(path, "wb");
+    if (f) { fwrite(data + 4 + n, 1, size - 4 - n, f); fclose(f); }
+    KvlModel *m = fuzz_model();
+    KvlLora lora;
+    if (kvl_lora_load(&lora, dir, &m->config)) return;
+    KvlCache c;                                      /* an accepted adapter must run */
+    int ids[3] = {1, 5, 9};
+    float logits[3 * 128];
+    m->lora = &lora;
+    if (kvl_cache_init(&c, &m->config, 3) == 0) { kvl_forward(m, &c, ids, 3, logits, 3); kvl_cache_free(&c); }
+    m->lora = NULL;
+    kvl_lora_free(&lora);
+}
+
+static void fuzz_cache(const uint8_t *data, size_t size)
+{
+    KvlModel *m = fuzz_model();
+    KvlCache c;
+    int *tokens, n_tokens, n_prefix;
+    if (kvl_cache_load(&c, m, fuzz_file("fuzz_cache.safetensors", data, size), 2, &tokens, &n_tokens, &n_prefix)) return;
+    int ids[2] = {1, 2};
+    float logits[2 * 128];
+    kvl_forward(m, &c, ids, 2, logits, 2);       /* an accepted cache must run */
+    kvl_cache_free(&c);
+    free(tokens);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    static void (*target)(const uint8_t *, size_t);
+    if (!target) {
+        static const struct { const char *name; void (*fn)(const uint8_t *, size_t); } targets[] = {
+            {"json", fuzz_json}, {"config", fuzz_config}, {"safetensors", fuzz_safetensors}, {"tokenizer", fuzz_tokenizer},
+            {"encode", fuzz_encode}, {"adapter", fuzz_adapter}, {"cache", fuzz_cache},
+        };
+        for (size_t i = 0; i < sizeof targets / sizeof targets[0]; i++)
+            if (!strcmp(FUZZ_TARGET, targets[i].name)) target = targets[i].fn;
+        if (!target) { fprintf(stderr, "unknown FUZZ_TARGET %s\n", FUZZ_TARGET); abort(); }
+    }
+    target(data, size);
+    return 0;
+}
+
+#ifndef KVLORA_LIBFUZZER
+#include <dirent.h>
+/* Without libFuzzer: replay every file named, or every file in the directories named. */
+static int replay(const char *path)
+{
+    char *text;
+    size_t len;
+    DIR *d = opendir(path);
+    if (d) {
+        struct dirent *e;
+        int n = 0;
+        while ((e = readdir(d))) {
+            if (e->d_name[0] == '.') continue;
+            char sub[4096];
+            snprintf(sub, sizeof sub, "%s/%s", path, e->d_name);
+            n += replay(sub);
+        }
+        closedir(d);
+        return n;
+    }
+    if (read_file(path, &text, &len)) { fprintf(stderr, "%s\n", kvl_last_error()); return 0; }
+    LLVMFuzzerTestOneInput((const uint8_t *)text, len);
+    free(text);
+    return 1;
+}
+
+int main(int argc, char **argv)
+{
+    int n = 0;
+    for (int i = 1; i < argc; i++) n += replay(argv[i]);
+    printf("fuzz target %s: replayed %d inputs without a crash\n", FUZZ_TARGET, n);
+    return 0;
+}
+#endif
+#endif /* KVLORA_FUZZ */
