@@ -47,6 +47,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <time.h>
 #if defined(_POSIX_VERSION) || defined(__unix__) || defined(__APPLE__)
 #include <unistd.h>
@@ -370,8 +371,25 @@ static int atomic_commit(AtomicFile *a)
     return 0;
 }
 
+/* For the tests: KVLORA_TEST_DISK_BYTES=N makes writes fail once N bytes have been written,
+   as a full disk does, so that the path a real ENOSPC takes can be checked. */
+static long long *disk_budget(void)
+{
+    static long long left = -2;
+    if (left == -2) {
+        const char *e = getenv("KVLORA_TEST_DISK_BYTES");
+        left = e ? strtoll(e, NULL, 10) : -1;
+    }
+    return &left;
+}
+
 static int atomic_write(AtomicFile *a, const void *data, size_t bytes)
 {
+    long long *left = disk_budget();
+    if (*left >= 0) {
+        if ((long long)bytes > *left) { *left = 0; return fail("%s: write failed: No space left on device (KVLORA_TEST_DISK_BYTES)", a->path); }
+        *left -= (long long)bytes;
+    }
     if (bytes && fwrite(data, 1, bytes, a->f) != bytes)
         return fail("%s: write failed: %s", a->path, strerror(errno));
     return 0;
@@ -4315,9 +4333,9 @@ int kvl_distill(KvlModel *m, KvlCache *cache, const int *prefix, int n_prefix, c
             loss += part;
         }
         adamw_step(&adam, lora->params, grad.params, lora->n_params);
-        if (opt->progress) {
+        if (opt->progress) {           /* nonzero: stop here, with the adapter of this step */
             double elapsed = now_seconds() - start;
-            opt->progress(opt->progress_ctx, step + 1, opt->steps, loss, elapsed, elapsed / (step + 1) * (opt->steps - step - 1), n_total);
+            if (opt->progress(opt->progress_ctx, step + 1, opt->steps, loss, elapsed, elapsed / (step + 1) * (opt->steps - step - 1), n_total)) break;
         }
     }
     m->lora = keep;
@@ -5047,13 +5065,27 @@ static const char *distill_help =
     "  --loss kl|mse        default kl         --steps S       default 100\n"
     "  --lr LR              default 2e-3       --batch B       probes per step, default 4\n"
     "  --weight-decay W     default 0          --seed S        default 0\n"
-    "  --init ADAPTER       start from an existing adapter (its rank, alpha and targets)\n";
+    "  --init ADAPTER       start from an existing adapter (its rank, alpha and targets)\n"
+    "  --checkpoint-every N write the adapter every N steps (atomically: a crash or a kill\n"
+    "                       leaves the last one whole). SIGINT/SIGTERM stop after the current\n"
+    "                       step and save the adapter as it is; the exit code is then 130.\n";
 
-static void print_progress(void *ctx, int step, int steps, double loss, double elapsed, double eta, int tokens)
+/* SIGINT / SIGTERM ask distill to stop after the current step and keep its adapter. */
+static volatile sig_atomic_t stop_requested;
+static void request_stop(int sig) { (void)sig; stop_requested = 1; }
+
+typedef struct { KvlLora *lora; const char *out; long long every; } DistillProgress;
+
+static int print_progress(void *ctx, int step, int steps, double loss, double elapsed, double eta, int tokens)
 {
-    (void)ctx;
+    DistillProgress *p = ctx;
     fprintf(stderr, "step %4d/%d  loss %.6f  %7.0f tok/s  %6.1f s elapsed  %6.1f s left\n",
             step, steps, loss, tokens * step / (elapsed + 1e-9), elapsed, eta);
+    if (p->every > 0 && step % p->every == 0 && step < steps) {
+        if (kvl_lora_save(p->lora, p->out)) fprintf(stderr, "kvlora: checkpoint failed: %s\n", kvl_last_error());
+        else fprintf(stderr, "kvlora: checkpoint at step %d in %s\n", step, p->out);
+    }
+    return stop_requested != 0;
 }
 
 /* One probe per non-blank line: comma-separated ids, or text encoded with tok (no BOS). */
@@ -5099,7 +5131,7 @@ static int cmd_distill(int argc, char **argv)
     const char *dir = NULL, *out = NULL, *cache_path = NULL, *query_path = NULL, *query_text_path = NULL;
     const char *targets = "all", *init = NULL;
     ContextArgs ca = {0};
-    long long rank = 8, self_study = -1, self_study_len = 32, chunk_len = 32, seed = 0, steps = 100, batch = 4;
+    long long rank = 8, self_study = -1, self_study_len = 32, chunk_len = 32, seed = 0, steps = 100, batch = 4, every = 0;
     float alpha = -1, lr = 2e-3f, weight_decay = 0.0f;
     int chunks = 0, rslora = 0, use_kl = 1;
     for (int i = 0; i < argc; i++) {
@@ -5129,6 +5161,7 @@ static int cmd_distill(int argc, char **argv)
         else if (!strcmp(a, "--weight-decay")) bad = parse_float(v, &weight_decay) || weight_decay < 0;
         else if (!strcmp(a, "--seed")) bad = parse_long(v, 0, LLONG_MAX, &seed);
         else if (!strcmp(a, "--init")) init = v;
+        else if (!strcmp(a, "--checkpoint-every")) bad = parse_long(v, 1, 1 << 30, &every);
         else if (!strcmp(a, "-o")) out = v;
         else return usage_error("distill", "unknown option '%s'", a);
         if (bad) return usage_error("distill", "bad value '%s' for %s", v, a);
@@ -5214,12 +5247,20 @@ static int cmd_distill(int argc, char **argv)
     if (kvl_distill_loss(m, &cache, tokens, n_prefix, probes, n_probes, use_kl, &before)) { cli_error("%s", kvl_last_error()); goto done; }
     fprintf(stderr, "kvlora: rank %d, alpha %g, %zu parameters; %s loss over the probes before: %.6f\n",
             lora.rank, lora.alpha, lora.n_params, use_kl ? "kl" : "mse", before);
-    KvlDistillOptions opt = {use_kl, (int)steps, (int)batch, lr, weight_decay, (uint64_t)seed, print_progress, NULL};
+    DistillProgress progress = {&lora, out, every};
+    KvlDistillOptions opt = {use_kl, (int)steps, (int)batch, lr, weight_decay, (uint64_t)seed, print_progress, &progress};
+    signal(SIGINT, request_stop);
+    signal(SIGTERM, request_stop);
     double t0 = now_seconds();
     if (kvl_distill(m, &cache, tokens, n_prefix, probes, n_probes, &lora, &opt, &last) ||
         kvl_distill_loss(m, &cache, tokens, n_prefix, probes, n_probes, use_kl, &after)) { cli_error("%s", kvl_last_error()); goto done; }
     double seconds = now_seconds() - t0;
     if (kvl_lora_save(&lora, out)) { cli_error("%s", kvl_last_error()); goto done; }
+    if (stop_requested) {
+        fprintf(stderr, "kvlora: interrupted; the adapter as trained so far is in %s (loss %.6f)\n", out, after);
+        rc = 130;
+        goto done;
+    }
     size_t kv_bytes = kvl_cache_bytes_per_token(c) * (size_t)(n_tokens - n_prefix);
     fprintf(stderr, "kvlora: loss %.6f -> %.6f in %.1f s; wrote %s: %zu bytes of float32 LoRA for %zu bytes of float32 KV cache (%.1f%%)\n",
             before, after, seconds, out, lora.n_params * 4, kv_bytes, 100.0 * lora.n_params * 4 / (kv_bytes ? kv_bytes : 1));
@@ -5319,12 +5360,13 @@ static const char *bench_help =
     "  --threads N    OpenMP threads (default: OpenMP's own choice; ignored without OpenMP)\n";
 
 /* Records the elapsed time after the first and after the last step. */
-static void bench_progress(void *ctx, int step, int steps, double loss, double elapsed_s, double eta_s, int tokens)
+static int bench_progress(void *ctx, int step, int steps, double loss, double elapsed_s, double eta_s, int tokens)
 {
     double *elapsed = ctx;
     (void)loss; (void)eta_s; (void)tokens;
     if (step == 1) elapsed[0] = elapsed_s;
     if (step == steps) elapsed[1] = elapsed_s;
+    return 0;
 }
 
 /* Multiply-adds of the linear layers for one token (lm_head not included). */

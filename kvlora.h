@@ -260,8 +260,8 @@ typedef struct {
     int steps, batch;             /* optimizer steps; probes per step */
     float lr, weight_decay;       /* AdamW (betas 0.9, 0.999, eps 1e-8) */
     uint64_t seed;                /* the probes' shuffle */
-    /* called after each step (may be NULL) */
-    void (*progress)(void *ctx, int step, int steps, double loss, double elapsed_s, double eta_s, int tokens);
+    /* called after each step (may be NULL); a nonzero return stops the training there */
+    int (*progress)(void *ctx, int step, int steps, double loss, double elapsed_s, double eta_s, int tokens);
     void *progress_ctx;
 } KvlDistillOptions;
 

@@ -12,6 +12,7 @@
      orders of magnitude for accumulation-order noise and still catches any real bug
      (a wrong rope, norm or head mapping moves logits by O(1)). */
 #include "kvlora.c"
+#include <sys/wait.h>
 
 /* The command-line tool the CLI tests run (make sanitize points it at a sanitized build). */
 #ifndef KVLORA_CLI
@@ -1487,6 +1488,231 @@ static void test_cli_text(void)
 }
 
 /* ---------------------------------------------------------------------------------- */
+/* Bad input through the command-line tool: each case must be refused with a message     */
+/* naming what is wrong, a nonzero exit, no crash (no signal), and the output file that  */
+/* was there before left byte for byte as it was.                                         */
+
+static char *slurp(const char *path, size_t *len)
+{
+    char *text;
+    if (read_file(path, &text, len)) return NULL;
+    return text;
+}
+
+/* A copy of a golden model directory in dir, with config.json replaced when config is
+   not NULL and the weights passed through edit (which may change them in place). */
+static void bad_model(const char *dir, const char *config, void (*edit)(char **st, size_t *len))
+{
+    char src[600], dst[1024];
+    size_t len;
+#ifdef KVL_POSIX
+    mkdir(dir, 0755);
+#endif
+    snprintf(src, sizeof src, "%s/llama_gqa_f32/config.json", golden_dir());
+    char *text = slurp(src, &len);
+    snprintf(dst, sizeof dst, "%s/config.json", dir);
+    if (config) write_bytes(dst, config, strlen(config)); else if (text) write_bytes(dst, text, len);
+    free(text);
+    snprintf(src, sizeof src, "%s/llama_gqa_f32/model.safetensors", golden_dir());
+    text = slurp(src, &len);
+    if (text && edit) edit(&text, &len);
+    snprintf(dst, sizeof dst, "%s/model.safetensors", dir);
+    if (text) write_bytes(dst, text, len);
+    free(text);
+}
+
+/* Replaces the first occurrence of from by to (same length) in the safetensors header. */
+static void header_replace(char *st, const char *from, const char *to)
+{
+    char *at = strstr(st + 8, from);
+    if (at) memcpy(at, to, strlen(to));
+}
+static void edit_truncate(char **st, size_t *len) { (void)st; *len -= 100; }
+static void edit_huge_header(char **st, size_t *len) { (void)len; write_u64_le((unsigned char *)*st, 1ull << 63); }
+static void edit_header_past_end(char **st, size_t *len) { write_u64_le((unsigned char *)*st, *len); }
+static void edit_dtype(char **st, size_t *len) { (void)len; header_replace(*st, "\"F32\"", "\"F99\""); }
+static void edit_shape(char **st, size_t *len) { (void)len; header_replace(*st, "[128,64]", "[128,65]"); }
+static void edit_rename(char **st, size_t *len) { (void)len; header_replace(*st, "model.norm.weight", "model.nxrm.weight"); }
+static void edit_nan(char **st, size_t *len)
+{
+    (void)len;
+    uint64_t header = read_u64_le((unsigned char *)*st);
+    write_u32_le((unsigned char *)*st + 8 + header + 64, 0x7FC00000u);
+}
+static void edit_overlap(char **st, size_t *len)
+{
+    (void)len;
+    char *at = strstr(*st + 8, "[32768,");      /* the second tensor's range, moved 4 bytes back */
+    if (!at) return;
+    long end = strtol(at + 7, NULL, 10);
+    char repl[40];
+    snprintf(repl, sizeof repl, "[32764,%ld]", end - 4);
+    if (strlen(repl) == (size_t)(strchr(at, ']') - at + 1)) memcpy(at, repl, strlen(repl));
+}
+
+static void test_bad_input_table(void)
+{
+    char base[512], cmd[8192], out[600], err[600], m[600], tok[600];
+    snprintf(base, sizeof base, "%s", tmp_path("bad"));
+#ifdef KVL_POSIX
+    mkdir(base, 0755);
+#endif
+    snprintf(out, sizeof out, "%s/out.safetensors", base);
+    snprintf(err, sizeof err, "%s/stderr.txt", base);
+    const char *g = golden_dir();
+    static const char *cfg_fmt = "{\"architectures\":[\"%s\"],\"hidden_size\":64,\"num_hidden_layers\":%d,\"num_attention_heads\":%d,"
+                                 "\"num_key_value_heads\":%d,\"intermediate_size\":%d,\"vocab_size\":%d,\"max_position_embeddings\":256%s}";
+    struct { const char *what, *expect; char cmd[4096]; } cases[40];
+    int n = 0;
+    char cfg[1024];
+#define CASE(w, e, ...) do { cases[n].what = w; cases[n].expect = e; snprintf(cases[n].cmd, sizeof cases[n].cmd, __VA_ARGS__); n++; } while (0)
+#define MODEL(name, config, edit) (snprintf(m, sizeof m, "%s/%s", base, name), bad_model(m, config, edit), m)
+#define DUMP_TO(dir) KVLORA_CLI " dump %s --tokens 1,2,3 -o %s", dir, out
+    CASE("truncated weights", "past the data section", DUMP_TO(MODEL("truncated", NULL, edit_truncate)));
+    CASE("header length 2^63", "exceeds the limit", DUMP_TO(MODEL("huge_header", NULL, edit_huge_header)));
+    CASE("header past the end", "past the end of the file", DUMP_TO(MODEL("past_end", NULL, edit_header_past_end)));
+    CASE("overlapping ranges", "overlap", DUMP_TO(MODEL("overlap", NULL, edit_overlap)));
+    CASE("unknown dtype", "unknown dtype 'F99'", DUMP_TO(MODEL("dtype", NULL, edit_dtype)));
+    CASE("shape x dtype != bytes", "shape x dtype", DUMP_TO(MODEL("shape_bytes", NULL, edit_shape)));
+    CASE("unexpected tensor", "unexpected tensor 'model.nxrm.weight'", DUMP_TO(MODEL("renamed", NULL, edit_rename)));
+    CASE("NaN in a weight", "non-finite", DUMP_TO(MODEL("nan", NULL, edit_nan)));
+    snprintf(cfg, sizeof cfg, cfg_fmt, "LlamaForCausalLM", 3, 4, 2, 96, 128, "");
+    CASE("missing tensor", "missing tensor 'model.layers.2.", DUMP_TO(MODEL("missing", cfg, NULL)));
+    snprintf(cfg, sizeof cfg, cfg_fmt, "LlamaForCausalLM", 2, 4, 2, 97, 128, "");
+    CASE("tensor shape != config", "config.json implies", DUMP_TO(MODEL("ffn", cfg, NULL)));
+    snprintf(cfg, sizeof cfg, cfg_fmt, "LlamaForCausalLM", 2, 0, 2, 96, 128, "");
+    CASE("zero heads", "num_attention_heads", DUMP_TO(MODEL("zero_heads", cfg, NULL)));
+    snprintf(cfg, sizeof cfg, cfg_fmt, "LlamaForCausalLM", 2, 4, 3, 96, 128, "");
+    CASE("heads that do not divide", "multiple of num_key_value_heads", DUMP_TO(MODEL("heads", cfg, NULL)));
+    snprintf(cfg, sizeof cfg, cfg_fmt, "LlamaForCausalLM", 2, 4, 2, 96, 129, "");
+    CASE("vocab != embeddings", "embed_tokens.weight' has shape [128, 64]", DUMP_TO(MODEL("vocab", cfg, NULL)));
+    snprintf(cfg, sizeof cfg, cfg_fmt, "GPT2LMHeadModel", 2, 4, 2, 96, 128, "");
+    CASE("unknown architecture", "GPT2LMHeadModel", DUMP_TO(MODEL("arch", cfg, NULL)));
+    snprintf(cfg, sizeof cfg, cfg_fmt, "LlamaForCausalLM", 2, 4, 2, 96, 128, ",\"rope_scaling\":{\"rope_type\":\"yarn\",\"factor\":4}");
+    CASE("unknown rope scaling", "yarn", DUMP_TO(MODEL("yarn", cfg, NULL)));
+    snprintf(cfg, sizeof cfg, cfg_fmt, "LlamaForCausalLM", 2, 4, 2, 96, 128, ",\"hidden_act\":\"gelu\"");
+    CASE("another activation", "hidden_act 'gelu'", DUMP_TO(MODEL("gelu", cfg, NULL)));
+    static const struct { const char *name, *json; } bad_json[] = {
+        {"trailing comma", "{\"architectures\":[\"LlamaForCausalLM\"],}"}, {"NaN", "{\"rms_norm_eps\":NaN}"},
+        {"unterminated string", "{\"architectures\":[\"Llama"}, {"invalid UTF-8", "{\"a\":\"\xff\"}"},
+        {"nesting too deep", "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["},
+        {"lone surrogate", "{\"a\":\"\\ud800\"}"},
+    };
+    for (size_t i = 0; i < sizeof bad_json / sizeof bad_json[0]; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "json%zu", i);
+        CASE(bad_json[i].name, "invalid JSON at byte", DUMP_TO(MODEL(name, bad_json[i].json, NULL)));
+    }
+    snprintf(m, sizeof m, "%s/no_weights", base);
+#ifdef KVL_POSIX
+    mkdir(m, 0755);
+#endif
+    snprintf(cfg, sizeof cfg, "%s/config.json", m);
+    { size_t l; char *c = NULL; char p[600]; snprintf(p, sizeof p, "%s/llama_gqa_f32/config.json", g); c = slurp(p, &l); if (c) { write_bytes(cfg, c, l); free(c); } }
+    CASE("a model directory with no weights", "no weights", DUMP_TO(m));
+    CASE("no config.json", "config.json: cannot open", KVLORA_CLI " dump %s --tokens 1 -o %s", base, out);
+    CASE("token id outside the vocabulary", "outside the vocabulary", KVLORA_CLI " dump %s/llama_gqa_f32 --tokens 1,128 -o %s", g, out);
+    CASE("adapter for another model", "another model", KVLORA_CLI " dump %s/llama_gqa_f32 --tokens 1,2 --adapter %s/lora_qwen3_f32 -o %s", g, g, out);
+    /* adapters with an unknown target and a rank mismatch: PEFT's files with edited configs */
+    char adir[700], p[1024];
+    snprintf(adir, sizeof adir, "%s/adapter_target", base);
+#ifdef KVL_POSIX
+    mkdir(adir, 0755);
+#endif
+    snprintf(p, sizeof p, "%s/adapter_config.json", adir);
+    const char *at = "{\"peft_type\":\"LORA\",\"r\":4,\"lora_alpha\":8,\"target_modules\":[\"q_proj\",\"embed_tokens\"]}";
+    write_bytes(p, at, strlen(at));
+    CASE("adapter with an unknown target", "embed_tokens", KVLORA_CLI " dump %s/llama_gqa_f32 --tokens 1,2 --adapter %s -o %s", g, adir, out);
+    snprintf(adir, sizeof adir, "%s/adapter_rank", base);
+#ifdef KVL_POSIX
+    mkdir(adir, 0755);
+#endif
+    snprintf(p, sizeof p, "%s/adapter_config.json", adir);
+    const char *ar = "{\"peft_type\":\"LORA\",\"r\":5,\"lora_alpha\":8,\"target_modules\":[\"q_proj\"]}";
+    write_bytes(p, ar, strlen(ar));
+    { size_t l; char src[700]; snprintf(src, sizeof src, "%s/lora_llama_gqa_f32/adapter_model.safetensors", g);
+      char *c = slurp(src, &l); snprintf(p, sizeof p, "%s/adapter_model.safetensors", adir); if (c) { write_bytes(p, c, l); free(c); } }
+    CASE("adapter rank mismatch", "rank mismatch", KVLORA_CLI " dump %s/llama_gqa_f32 --tokens 1,2 --adapter %s -o %s", g, adir, out);
+    /* caches */
+    char cache[1024];
+    snprintf(cache, sizeof cache, "%s/qwen2_cache.safetensors", base);
+    snprintf(cmd, sizeof cmd, KVLORA_CLI " record %s/qwen2_f32 --context-ids 5,6,7 -o %s 2>/dev/null", g, cache);
+    CHECK(system(cmd) == 0, "%s", cmd);
+    CASE("cache for another model", "another model", KVLORA_CLI " distill %s/llama_gqa_f32 --cache %s -o %s", g, cache, out);
+    {   /* a context longer than the model's 256 positions */
+        char ids[2000] = "1";
+        for (int i = 0; i < 300; i++) strcat(ids, ",5");
+        CASE("context longer than the positions", "exceed the model's 256 positions", KVLORA_CLI " record %s/llama_gqa_f32 --context-ids %s -o %s", g, ids, out);
+    }
+    snprintf(tok, sizeof tok, "%s/with_tokenizer", base);
+    bad_model(tok, NULL, NULL);
+    { size_t l; char src[700]; snprintf(src, sizeof src, "%s/gpt2/tokenizer.json", tokenizer_dir());
+      char *c = slurp(src, &l); snprintf(p, sizeof p, "%s/tokenizer.json", tok); if (c) { write_bytes(p, c, l); free(c); } }
+    snprintf(p, sizeof p, "%s/empty.txt", base);
+    write_bytes(p, "", 0);
+    CASE("empty context", "the context is empty", KVLORA_CLI " record %s --context %s -o %s", tok, p, out);
+    CASE("empty probe file", "no probes", KVLORA_CLI " distill %s/llama_gqa_f32 --context-ids 5,6,7 --query-ids %s -o %s", g, p, out);
+    snprintf(p, sizeof p, "%s/tokenizer_unigram", base);
+#ifdef KVL_POSIX
+    mkdir(p, 0755);
+#endif
+    { char tp[1100]; snprintf(tp, sizeof tp, "%s/tokenizer.json", p); const char *u = "{\"model\":{\"type\":\"Unigram\",\"vocab\":[]}}"; write_bytes(tp, u, strlen(u)); }
+    CASE("tokenizer.json with an unknown component", "Unigram", KVLORA_CLI " tokenize %s --text hello", p);
+    CASE("output directory that does not exist", "cannot create", KVLORA_CLI " dump %s/llama_gqa_f32 --tokens 1,2 -o %s/no/such/dir/out.safetensors", g, base);
+    CASE("disk full while writing", "No space left on device", "KVLORA_TEST_DISK_BYTES=1000 " KVLORA_CLI " dump %s/llama_gqa_f32 --tokens 1,2,3,4,5,6,7,8 -o %s", g, out);
+#undef CASE
+#undef MODEL
+#undef DUMP_TO
+
+    int refused = 0;
+    for (int i = 0; i < n; i++) {
+        write_bytes(out, "precious", 8);
+        snprintf(cmd, sizeof cmd, "%s > /dev/null 2> %s", cases[i].cmd, err);
+        int status = system(cmd);
+        size_t len = 0, olen = 0;
+        char *msg = slurp(err, &len), *kept = slurp(out, &olen);
+        int exit_ok = status != -1 && WIFEXITED(status) && WEXITSTATUS(status) != 0 && WEXITSTATUS(status) < 128;
+        int named = msg && strstr(msg, cases[i].expect) != NULL;
+        int untouched = kept && olen == 8 && !memcmp(kept, "precious", 8);
+        CHECK(exit_ok && named && untouched, "bad input '%s': exit %d, message '%s' (expected to name '%s'), output %s",
+              cases[i].what, WIFEXITED(status) ? WEXITSTATUS(status) : -1, msg ? strtok(msg, "\n") : "", cases[i].expect, untouched ? "untouched" : "CHANGED");
+        refused += exit_ok && named && untouched;
+        free(msg);
+        free(kept);
+    }
+    printf("  bad input: %d of %d cases refused with a message naming the problem, nonzero exit, output untouched\n", refused, n);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", base);
+    if (system(cmd) != 0) printf("  (could not remove %s)\n", base);
+}
+
+/* distill --checkpoint-every keeps a whole adapter on disk, and SIGINT stops training
+   with the adapter saved. */
+static void test_checkpoint_and_interrupt(void)
+{
+    char cmd[2048], dir[600], path[1024];
+    snprintf(dir, sizeof dir, "%s", tmp_path("ckpt"));
+    snprintf(cmd, sizeof cmd, "timeout --preserve-status -s INT 1 " KVLORA_CLI " distill %s/llama_gqa_f32 --context-ids 5,6,7,8,9,10,11,12,13,14,15,16 "
+             "--steps 1000000 --checkpoint-every 20 -o %s 2> %s.log", golden_dir(), dir, dir);
+    int status = system(cmd);
+    CHECK(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 130, "SIGINT: distill exits with 130 (got %d)", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+    KvlModel *m;
+    KvlLora lora;
+    snprintf(path, sizeof path, "%s/llama_gqa_f32", golden_dir());
+    if (kvl_model_load(&m, path) == 0) {
+        CHECK(kvl_lora_load(&lora, dir, &m->config) == 0, "the interrupted run's adapter loads: %s", kvl_last_error());
+        kvl_lora_free(&lora);
+        kvl_model_free(m);
+    }
+    snprintf(path, sizeof path, "%s.log", dir);
+    size_t len;
+    char *log = slurp(path, &len);
+    CHECK(log && strstr(log, "checkpoint at step 20") && strstr(log, "interrupted"), "the log shows checkpoints and the interruption");
+    free(log);
+    snprintf(cmd, sizeof cmd, "rm -rf %s %s.log", dir, dir);
+    if (system(cmd) != 0) printf("  (could not remove %s)\n", dir);
+}
+
+/* ---------------------------------------------------------------------------------- */
 /* Sampling and losses                                                                  */
 
 static void test_sampling(void)
@@ -1619,6 +1845,8 @@ int main(void)
         {"tokenizers", test_tokenizers},
         {"tokenizer_roundtrip_and_bad_input", test_tokenizer_roundtrip_and_bad_input},
         {"cli_text", test_cli_text},
+        {"bad_input_table", test_bad_input_table},
+        {"checkpoint_and_interrupt", test_checkpoint_and_interrupt},
         {"sampling", test_sampling},
         {"losses", test_losses},
         {"cli_dump", test_cli_dump},
