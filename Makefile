@@ -31,7 +31,7 @@ ALL_CFLAGS = $(CFLAGS) $(ARCH) $(OMPFLAGS) -ffp-contract=off
 SANITIZE ?= $(shell printf 'int main(void){return 0;}' | $(CC) -fsanitize=address,undefined -x c - -o /dev/null >/dev/null 2>&1 && echo 1)
 
 
-.PHONY: all test run bench bench-tokenizer sanitize fuzz clean
+.PHONY: all test run bench bench-tokenizer sanitize fuzz test-s390x test-tcc clean
 
 all: kvlora
 
@@ -88,5 +88,17 @@ bench: kvlora
 bench-tokenizer: kvlora
 	./kvlora tokenize data/tokenizers/big50k --bench
 
+# Portability checks (their toolchains are for checking only, never needed to build):
+#   make test-s390x   big-endian: Debian's gcc-s390x-linux-gnu, the tests run under qemu-user
+#   make test-tcc     the Tiny C Compiler (no OpenMP, no sanitizers)
+CROSS ?= s390x-linux-gnu-
+test-s390x:
+	$(CROSS)gcc -std=c99 -O2 -static -ffp-contract=off -DKVLORA_MAIN -o kvlora_s390x kvlora.c -lm
+	$(CROSS)gcc -std=c99 -O2 -static -ffp-contract=off '-DKVLORA_CLI="qemu-s390x ./kvlora_s390x"' -o test_s390x test.c -lm
+	qemu-s390x ./test_s390x
+
+test-tcc:
+	$(MAKE) --no-print-directory CC=tcc OMP=0 SANITIZE=0 -B test
+
 clean:
-	rm -f kvlora test_kvlora kvlora_san test_san $(addprefix fuzz_,$(FUZZ_TARGETS))
+	rm -f kvlora test_kvlora kvlora_san test_san kvlora_s390x test_s390x $(addprefix fuzz_,$(FUZZ_TARGETS))

@@ -302,7 +302,7 @@ static void test_config(void)
 {
     KvlConfig c;
     CHECK(config_ok("{\"architectures\":[\"LlamaForCausalLM\"]," BASE_CFG "}", &c), "%s", kvl_last_error());
-    CHECK(c.arch == KVL_LLAMA && c.n_kv_heads == 4 && c.head_dim == 16 && c.rope_theta == 10000.0f && c.rms_eps == 1e-6f &&
+    CHECK(c.arch == KVL_LLAMA && c.n_kv_heads == 4 && c.head_dim == 16 && c.rope_theta == 10000.0f && c.rms_eps == (float)1e-6 &&
           c.max_positions == 2048 && !c.tie_embeddings && c.bos_token_id == -1, "llama defaults");
     CHECK(config_ok("{\"model_type\":\"qwen3\",\"head_dim\":24,\"num_key_value_heads\":2," BASE_CFG "}", &c) &&
           c.arch == KVL_QWEN3 && c.head_dim == 24 && c.qk_norm && !c.qkv_bias, "qwen3 by model_type, explicit head_dim: %s", kvl_last_error());
@@ -1693,8 +1693,8 @@ static void test_checkpoint_and_interrupt(void)
     snprintf(dir, sizeof dir, "%s", tmp_path("ckpt"));
     /* start a long run, wait for its first checkpoint (however slow the machine), then SIGINT */
     snprintf(cmd, sizeof cmd, KVLORA_CLI " distill %s/llama_gqa_f32 --context-ids 5,6,7,8,9,10,11,12,13,14,15,16 "
-             "--steps 1000000 --checkpoint-every 20 -o %s 2> %s.log & pid=$!; i=0; "
-             "while [ ! -f %s/adapter_config.json ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done; "
+             "--steps 1000000 --checkpoint-every 3 -o %s 2> %s.log & pid=$!; i=0; "
+             "while [ ! -f %s/adapter_config.json ] && [ $i -lt 6000 ]; do sleep 0.05; i=$((i+1)); done; "
              "kill -INT $pid; wait $pid", golden_dir(), dir, dir, dir);
     int status = system(cmd);
     CHECK(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 130, "SIGINT: distill exits with 130 (got %d)", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
@@ -1709,7 +1709,7 @@ static void test_checkpoint_and_interrupt(void)
     snprintf(path, sizeof path, "%s.log", dir);
     size_t len;
     char *log = slurp(path, &len);
-    CHECK(log && strstr(log, "checkpoint at step 20") && strstr(log, "interrupted"), "the log shows checkpoints and the interruption");
+    CHECK(log && strstr(log, "checkpoint at step 3") && strstr(log, "interrupted"), "the log shows checkpoints and the interruption");
     free(log);
     snprintf(cmd, sizeof cmd, "rm -rf %s %s.log", dir, dir);
     if (system(cmd) != 0) printf("  (could not remove %s)\n", dir);
@@ -1765,7 +1765,6 @@ static void test_losses(void)
 
 static void test_cli_dump(void)
 {
-    if (!file_exists(KVLORA_CLI)) { CHECK(0, KVLORA_CLI " not built (make test builds it)"); return; }
     char cmd[2048], dir[512];
     const char *out = tmp_path("dump.safetensors");
     snprintf(dir, sizeof dir, "%s/qwen2_f32", golden_dir());
