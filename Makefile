@@ -31,7 +31,7 @@ ALL_CFLAGS = $(CFLAGS) $(ARCH) $(OMPFLAGS) -ffp-contract=off
 SANITIZE ?= $(shell printf 'int main(void){return 0;}' | $(CC) -fsanitize=address,undefined -x c - -o /dev/null >/dev/null 2>&1 && echo 1)
 
 
-.PHONY: all test run bench bench-tokenizer sanitize fuzz test-s390x test-tcc clean
+.PHONY: all test run bench bench-tokenizer sanitize fuzz valgrind test-s390x test-tcc clean
 
 all: kvlora
 
@@ -97,8 +97,14 @@ test-s390x:
 	$(CROSS)gcc -std=c99 -O2 -static -ffp-contract=off '-DKVLORA_CLI="qemu-s390x ./kvlora_s390x"' -o test_s390x test.c -lm
 	qemu-s390x ./test_s390x
 
+# A short distillation under valgrind memcheck (generic build: valgrind lacks AVX-512).
+valgrind:
+	$(CC) -std=c99 -O1 -g -ffp-contract=off -DKVLORA_MAIN -o kvlora_vg kvlora.c $(LDLIBS)
+	valgrind --leak-check=full --show-leak-kinds=all --errors-for-leak-kinds=all --error-exitcode=9 ./kvlora_vg distill \
+	  data/golden/llama_gqa_f32 --context-ids 5,6,7,8,9,10,11,12,13,14,15,16 --self-study 2 --self-study-len 4 --steps 3 -o /tmp/kvlora_vg_adapter
+
 test-tcc:
 	$(MAKE) --no-print-directory CC=tcc OMP=0 SANITIZE=0 -B test
 
 clean:
-	rm -f kvlora test_kvlora kvlora_san test_san kvlora_s390x test_s390x $(addprefix fuzz_,$(FUZZ_TARGETS))
+	rm -f kvlora test_kvlora kvlora_san test_san kvlora_vg kvlora_s390x test_s390x $(addprefix fuzz_,$(FUZZ_TARGETS))
