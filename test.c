@@ -1373,6 +1373,9 @@ static void test_tokenizers(void)
         snprintf(path, sizeof path, "%s/%s/tokenizer.json", tokenizer_dir(), families[f]);
         check_tokenizer_family(families[f], path, cases);
     }
+    /* the same GPT-2 tokenizer with its merges written as "a b" strings (the older form) */
+    snprintf(path, sizeof path, "%s/gpt2_string_merges/tokenizer.json", tokenizer_dir());
+    check_tokenizer_family("gpt2", path, cases);
     const char *stories = getenv("KVLORA_STORIES") ? getenv("KVLORA_STORIES") : "../shared/models/stories260K";
     snprintf(path, sizeof path, "%s/tokenizer.json", stories);
     if (file_exists(path)) check_tokenizer_family("stories260K", path, cases);
@@ -1715,6 +1718,38 @@ static void test_checkpoint_and_interrupt(void)
     if (system(cmd) != 0) printf("  (could not remove %s)\n", dir);
 }
 
+/* With and without OpenMP, the tool writes the same bits: a dump with gradients and a
+   distilled adapter (make test builds ./kvlora_noomp for this). */
+static void test_openmp_and_plain_builds_agree(void)
+{
+    if (!file_exists("./kvlora_noomp") || strcmp(KVLORA_CLI, "./kvlora")) { printf("  SKIP: no ./kvlora_noomp beside ./kvlora\n"); return; }
+    const char *bins[2] = {"./kvlora", "./kvlora_noomp"};
+    char files[2][2][600], cmd[4096];
+    for (int b = 0; b < 2; b++) {
+        snprintf(files[b][0], sizeof files[b][0], "%s", tmp_path(b ? "dump_plain.safetensors" : "dump_omp.safetensors"));
+        snprintf(files[b][1], sizeof files[b][1], "%s", tmp_path(b ? "adapter_plain" : "adapter_omp"));
+        snprintf(cmd, sizeof cmd, "OMP_NUM_THREADS=2 %s dump %s/qwen3_f32 --adapter %s/lora_qwen3_f32 --prefix-tokens 1 --context-tokens 5,42,79 "
+                 "--tokens 7,60,113,38 -o %s 2>/dev/null && OMP_NUM_THREADS=2 %s distill %s/llama_gqa_f32 --context-ids 5,6,7,8,9,10,11,12 "
+                 "--steps 5 --self-study 2 --self-study-len 4 -o %s 2>/dev/null", bins[b], golden_dir(), golden_dir(), files[b][0], bins[b], golden_dir(), files[b][1]);
+        CHECK(system(cmd) == 0, "%s", cmd);
+    }
+    char a[700], b[700];
+    size_t la, lb;
+    char *x = slurp(files[0][0], &la), *y = slurp(files[1][0], &lb);
+    CHECK(x && y && la == lb && !memcmp(x, y, la), "dump (logits, loss, gradients): the same bytes with and without OpenMP");
+    free(x); free(y);
+    snprintf(a, sizeof a, "%s/adapter_model.safetensors", files[0][1]);
+    snprintf(b, sizeof b, "%s/adapter_model.safetensors", files[1][1]);
+    x = slurp(a, &la);
+    y = slurp(b, &lb);
+    CHECK(x && y && la == lb && !memcmp(x, y, la), "distilled adapter: the same bytes with and without OpenMP");
+    free(x); free(y);
+    for (int k = 0; k < 2; k++) {
+        snprintf(cmd, sizeof cmd, "rm -rf %s %s", files[k][0], files[k][1]);
+        if (system(cmd) != 0) printf("  (could not clean up)\n");
+    }
+}
+
 /* ---------------------------------------------------------------------------------- */
 /* Sampling and losses                                                                  */
 
@@ -1849,6 +1884,7 @@ int main(void)
         {"cli_text", test_cli_text},
         {"bad_input_table", test_bad_input_table},
         {"checkpoint_and_interrupt", test_checkpoint_and_interrupt},
+        {"openmp_and_plain_builds_agree", test_openmp_and_plain_builds_agree},
         {"sampling", test_sampling},
         {"losses", test_losses},
         {"cli_dump", test_cli_dump},
