@@ -4206,12 +4206,16 @@ static int logits_after_context(KvlModel *m, KvlCache *cache, int last_token, fl
 }
 
 /* Self-study: the teacher, reading the cached context, writes its own probes: n
-   continuations of len tokens, sampled at temperature 1 from a seeded stream. No
-   ground truth of any kind goes in: the probes are the model's own words. */
-int kvl_self_study(KvlModel *m, KvlCache *cache, int last_token, int n, int len, uint64_t seed, KvlProbe *out)
+   continuations of len tokens, sampled at temperature 1 from a seeded stream. Continuation
+   i starts with generic prompt i mod n_prompts (when there are prompts: "Q:", ...), which
+   becomes part of the probe. No ground truth goes in: the probes are the model's own words. */
+int kvl_self_study(KvlModel *m, KvlCache *cache, int last_token, const KvlProbe *prompts, int n_prompts,
+                   int n, int len, uint64_t seed, KvlProbe *out)
 {
-    int V = m->config.vocab_size, n_ctx = cache->n_tokens;
-    if (len < 1 || n_ctx + len > cache->max_tokens) return fail("self-study: %d tokens do not fit after the %d-token context", len, n_ctx);
+    int V = m->config.vocab_size, n_ctx = cache->n_tokens, longest = 0;
+    for (int k = 0; k < n_prompts; k++)
+        if (prompts[k].n > longest) longest = prompts[k].n;
+    if (len < 1 || n_ctx + longest + len > cache->max_tokens) return fail("self-study: %d tokens do not fit after the %d-token context", longest + len, n_ctx);
     float *after = xmalloc(sizeof(float) * V), *logits = xmalloc(sizeof(float) * V);
     if (!after || !logits) { free(after); free(logits); return -1; }
     const KvlLora *keep = m->lora;
@@ -4220,13 +4224,18 @@ int kvl_self_study(KvlModel *m, KvlCache *cache, int last_token, int n, int len,
     kvl_rng_seed(&rng, seed ^ 0x5e1f57d7ull);
     int r = logits_after_context(m, cache, last_token, after);
     for (int i = 0; i < n && !r; i++) {
-        out[i].n = len;
-        out[i].ids = xmalloc(sizeof(int) * len);
+        const KvlProbe *prompt = n_prompts ? &prompts[i % n_prompts] : NULL;
+        int n_prompt = prompt ? prompt->n : 0;
+        out[i].n = n_prompt + len;
+        out[i].ids = xmalloc(sizeof(int) * (size_t)(n_prompt + len));
         if (!out[i].ids) { r = -1; break; }
-        memcpy(logits, after, sizeof(float) * V);
+        if (n_prompt) {
+            memcpy(out[i].ids, prompt->ids, sizeof(int) * n_prompt);
+            r = kvl_forward(m, cache, prompt->ids, n_prompt, logits, 1);
+        } else memcpy(logits, after, sizeof(float) * V);
         for (int t = 0; t < len && !r; t++) {
-            out[i].ids[t] = kvl_sample(logits, V, 1.0f, 1.0f, &rng);
-            if (t + 1 < len) r = kvl_forward(m, cache, &out[i].ids[t], 1, logits, 1);
+            out[i].ids[n_prompt + t] = kvl_sample(logits, V, 1.0f, 1.0f, &rng);
+            if (t + 1 < len) r = kvl_forward(m, cache, &out[i].ids[n_prompt + t], 1, logits, 1);
         }
         cache->n_tokens = n_ctx;
     }
@@ -5054,7 +5063,8 @@ static const char *distill_help =
     "probes (any combination; default: --context-chunks and --self-study 16):\n"
     "  --queries FILE       one probe per line, text: what later sessions will ask\n"
     "  --query-ids FILE     the same as comma-separated token ids\n"
-    "  --self-study N       N continuations the teacher samples from the cached context\n"
+    "  --self-study N       N continuations the teacher samples from the cached context, after\n"
+    "                       generic prompts (\"Q:\", \"Question:\", ...) when the model has a tokenizer\n"
     "  --self-study-len L   their length (default 32)\n"
     "  --context-chunks     windows of the context itself, every chunk-len / 2 tokens\n"
     "  --chunk-len L        their length (default 32)\n"
@@ -5225,7 +5235,22 @@ static int cmd_distill(int argc, char **argv)
         if (!all) { cli_error("out of memory"); goto done; }
         probes = all;
         memset(probes + n_probes, 0, sizeof(KvlProbe) * self_study);
-        if (kvl_self_study(m, &cache, tokens[n_tokens - 1], (int)self_study, (int)self_study_len, (uint64_t)seed, probes + n_probes)) {
+        /* generic prompts start the teacher's continuations when the model has a tokenizer */
+        static const char *const generic[] = {"\nQ:", "\n", "\nQuestion:", "\nIn short,"};
+        KvlProbe prompts[4];
+        int n_prompts = 0;
+        KvlTokenizer *tok = NULL;
+        char tpath[4096];
+        path_join(tpath, sizeof tpath, dir, "tokenizer.json");
+        if (file_exists(tpath) && kvl_tokenizer_load(&tok, tpath) == 0) {
+            for (int k = 0; k < 4; k++)
+                if (kvl_encode(tok, generic[k], strlen(generic[k]), 0, &prompts[n_prompts].ids, &prompts[n_prompts].n) == 0 &&
+                    check_ids(prompts[n_prompts].ids, prompts[n_prompts].n, c, "prompt") == 0 && prompts[n_prompts].n > 0) n_prompts++;
+            kvl_tokenizer_free(tok);
+        }
+        int r = kvl_self_study(m, &cache, tokens[n_tokens - 1], prompts, n_prompts, (int)self_study, (int)self_study_len, (uint64_t)seed, probes + n_probes);
+        for (int k = 0; k < n_prompts; k++) free(prompts[k].ids);
+        if (r) {
             n_probes += (int)self_study;
             cli_error("%s", kvl_last_error());
             goto done;

@@ -250,8 +250,10 @@ int kvl_cache_load(KvlCache *cache, const KvlModel *m, const char *path, int ext
 
 typedef struct { int *ids; int n; } KvlProbe;   /* token ids a probe reads after the prefix */
 
-/* Probes the teacher writes itself from the cached context (last_token: the context's last id). */
-int kvl_self_study(KvlModel *m, KvlCache *cache, int last_token, int n, int len, uint64_t seed, KvlProbe *out);
+/* Probes the teacher writes itself from the cached context (last_token: the context's last
+   id): n continuations of len sampled tokens, each after one of the prompts (may be none). */
+int kvl_self_study(KvlModel *m, KvlCache *cache, int last_token, const KvlProbe *prompts, int n_prompts,
+                   int n, int len, uint64_t seed, KvlProbe *out);
 /* Windows of len tokens over the context, every len / 2. */
 int kvl_context_chunks(const int *context, int n_context, int len, KvlProbe **out, int *n_out);
 

@@ -1073,12 +1073,18 @@ static void test_distill_lowers_loss(void)
     KvlProbe *chunks = NULL, probes[16];
     int n_chunks = 0;
     CHECK(kvl_context_chunks(context, 48, 16, &chunks, &n_chunks) == 0 && n_chunks == 5, "5 chunks of 16 over 48 tokens (%d)", n_chunks);
-    CHECK(kvl_self_study(m, &cache, context[47], 8, 12, 1, probes) == 0 && cache.n_tokens == n_ctx, "self-study: %s", kvl_last_error());
+    CHECK(kvl_self_study(m, &cache, context[47], NULL, 0, 8, 12, 1, probes) == 0 && cache.n_tokens == n_ctx, "self-study: %s", kvl_last_error());
     KvlProbe again[8];
-    kvl_self_study(m, &cache, context[47], 8, 12, 1, again);
+    kvl_self_study(m, &cache, context[47], NULL, 0, 8, 12, 1, again);
     int same = 1;
     for (int i = 0; i < 8; i++) same &= memcmp(probes[i].ids, again[i].ids, sizeof(int) * 12) == 0;
     CHECK(same, "self-study is reproducible from its seed");
+    int prompt_ids[2] = {7, 8};
+    KvlProbe prompt = {prompt_ids, 2}, prompted[2];
+    CHECK(kvl_self_study(m, &cache, context[47], &prompt, 1, 2, 5, 3, prompted) == 0 && prompted[0].n == 7 && prompted[0].ids[0] == 7 &&
+          prompted[1].ids[1] == 8 && cache.n_tokens == n_ctx, "self-study after a prompt: the probe is the prompt and 5 sampled tokens");
+    free(prompted[0].ids);
+    free(prompted[1].ids);
     for (int i = 0; i < n_chunks; i++) probes[8 + i] = chunks[i];
     int n_probes = 8 + n_chunks;
     KvlLora lora;
