@@ -1080,7 +1080,7 @@ static void test_distill_lowers_loss(void)
     for (int i = 0; i < 8; i++) same &= memcmp(probes[i].ids, again[i].ids, sizeof(int) * 12) == 0;
     CHECK(same, "self-study is reproducible from its seed");
     int prompt_ids[2] = {7, 8};
-    KvlProbe prompt = {prompt_ids, 2}, prompted[2];
+    KvlProbe prompt = {prompt_ids, 2}, prompted[2] = {{NULL, 0}, {NULL, 0}};
     CHECK(kvl_self_study(m, &cache, context[47], &prompt, 1, 2, 5, 3, prompted) == 0 && prompted[0].n == 7 && prompted[0].ids[0] == 7 &&
           prompted[1].ids[1] == 8 && cache.n_tokens == n_ctx, "self-study after a prompt: the probe is the prompt and 5 sampled tokens");
     free(prompted[0].ids);
