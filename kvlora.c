@@ -3975,15 +3975,16 @@ done:
 /*   mse = 1/(T V) sum_t sum_v (z_s,t,v - z_t,t,v)^2                                     */
 /* with p = softmax(z) over the full vocabulary. Sums in double.                         */
 
-static void log_softmax(double *out, const float *z, int n)
+/* log sum_v exp(z_v), shifted by the maximum so that no exp overflows. */
+static double log_sum_exp(const float *z, int n)
 {
     float mx = z[kvl_argmax(z, n)];
     double sum = 0.0;
     for (int i = 0; i < n; i++) sum += exp((double)z[i] - mx);
-    double log_sum = log(sum) + mx;
-    for (int i = 0; i < n; i++) out[i] = (double)z[i] - log_sum;
+    return log(sum) + mx;
 }
 
+/* No allocation: the training loop calls this at every step. */
 static int loss_forward(double *loss, const float *student, const float *teacher, int T, int V, int use_kl)
 {
     double total = 0.0;
@@ -3995,15 +3996,14 @@ static int loss_forward(double *loss, const float *student, const float *teacher
         *loss = total / ((double)T * V);
         return 0;
     }
-    double *ls = xmalloc(sizeof(double) * V), *lt = xmalloc(sizeof(double) * V);
-    if (!ls || !lt) { free(ls); free(lt); return -1; }
     for (int t = 0; t < T; t++) {
-        log_softmax(ls, student + (size_t)t * V, V);
-        log_softmax(lt, teacher + (size_t)t * V, V);
-        for (int v = 0; v < V; v++) total += exp(lt[v]) * (lt[v] - ls[v]);
+        const float *zs = student + (size_t)t * V, *zt = teacher + (size_t)t * V;
+        double lse_s = log_sum_exp(zs, V), lse_t = log_sum_exp(zt, V);
+        for (int v = 0; v < V; v++) {
+            double lt = zt[v] - lse_t, ls = zs[v] - lse_s;
+            total += exp(lt) * (lt - ls);
+        }
     }
-    free(ls);
-    free(lt);
     *loss = total / T;
     return 0;
 }
