@@ -1534,18 +1534,22 @@ static int tok_check_replacement(const Json *j)
     return 0;
 }
 
+/* A "Sequence" component: each element of its list, in order, through the same loader. */
+static int tok_sequence(KvlTokenizer *t, const Json *j, const char *list_key, int (*each)(KvlTokenizer *, const Json *))
+{
+    const Json *list = json_get(j, list_key);
+    if (!list || list->type != JSON_ARRAY) return fail("tokenizer.json: Sequence without '%s'", list_key);
+    for (size_t i = 0; i < list->length; i++)
+        if (each(t, list->children[i])) return -1;
+    return 0;
+}
+
 static int tok_normalizer(KvlTokenizer *t, const Json *n)
 {
     if (!n || n->type == JSON_NULL) return 0;
     const char *type = json_str(n, "type");
     if (!type) return fail("tokenizer.json: normalizer without a type");
-    if (!strcmp(type, "Sequence")) {
-        const Json *list = json_get(n, "normalizers");
-        if (!list || list->type != JSON_ARRAY) return fail("tokenizer.json: Sequence normalizer without 'normalizers'");
-        for (size_t i = 0; i < list->length; i++)
-            if (tok_normalizer(t, list->children[i])) return -1;
-        return 0;
-    }
+    if (!strcmp(type, "Sequence")) return tok_sequence(t, n, "normalizers", tok_normalizer);
     if (!strcmp(type, "NFC")) return 0;   /* identity: kvlora assumes NFC input (see README) */
     if (t->n_norm == TOK_MAX_STEPS) return fail("tokenizer.json: too many normalizers");
     NormStep *s = &t->norm[t->n_norm];
@@ -1573,13 +1577,7 @@ static int tok_pre_tokenizer(KvlTokenizer *t, const Json *p)
     if (!p || p->type == JSON_NULL) return 0;
     const char *type = json_str(p, "type");
     if (!type) return fail("tokenizer.json: pre_tokenizer without a type");
-    if (!strcmp(type, "Sequence")) {
-        const Json *list = json_get(p, "pretokenizers");
-        if (!list || list->type != JSON_ARRAY) return fail("tokenizer.json: Sequence pre_tokenizer without 'pretokenizers'");
-        for (size_t i = 0; i < list->length; i++)
-            if (tok_pre_tokenizer(t, list->children[i])) return -1;
-        return 0;
-    }
+    if (!strcmp(type, "Sequence")) return tok_sequence(t, p, "pretokenizers", tok_pre_tokenizer);
     if (t->n_pre == TOK_MAX_STEPS) return fail("tokenizer.json: too many pre-tokenizers");
     PreStep *s = &t->pre[t->n_pre];
     memset(s, 0, sizeof *s);
@@ -1617,13 +1615,7 @@ static int tok_decoder(KvlTokenizer *t, const Json *d)
     const char *type = json_str(d, "type");
     if (!type) return fail("tokenizer.json: decoder without a type");
     t->has_decoder = 1;
-    if (!strcmp(type, "Sequence")) {
-        const Json *list = json_get(d, "decoders");
-        if (!list || list->type != JSON_ARRAY) return fail("tokenizer.json: Sequence decoder without 'decoders'");
-        for (size_t i = 0; i < list->length; i++)
-            if (tok_decoder(t, list->children[i])) return -1;
-        return 0;
-    }
+    if (!strcmp(type, "Sequence")) return tok_sequence(t, d, "decoders", tok_decoder);
     if (t->n_dec == TOK_MAX_STEPS) return fail("tokenizer.json: too many decoders");
     DecStep *s = &t->dec[t->n_dec];
     memset(s, 0, sizeof *s);
@@ -1665,13 +1657,7 @@ static int tok_post_processor(KvlTokenizer *t, const Json *p)
     const char *type = json_str(p, "type");
     if (!type) return fail("tokenizer.json: post_processor without a type");
     if (!strcmp(type, "ByteLevel")) return 0;            /* offsets only: the ids do not change */
-    if (!strcmp(type, "Sequence")) {
-        const Json *list = json_get(p, "processors");
-        if (!list || list->type != JSON_ARRAY) return fail("tokenizer.json: Sequence post_processor without 'processors'");
-        for (size_t i = 0; i < list->length; i++)
-            if (tok_post_processor(t, list->children[i])) return -1;
-        return 0;
-    }
+    if (!strcmp(type, "Sequence")) return tok_sequence(t, p, "processors", tok_post_processor);
     if (strcmp(type, "TemplateProcessing")) return fail("tokenizer.json: post_processor '%s' is not supported (supported: TemplateProcessing, ByteLevel, Sequence)", type);
     const Json *single = json_get(p, "single"), *specials = json_get(p, "special_tokens");
     if (!single || single->type != JSON_ARRAY) return fail("tokenizer.json: TemplateProcessing without 'single'");
