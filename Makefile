@@ -72,7 +72,9 @@ ifeq ($(LIBFUZZER),1)
 	@for t in $(FUZZ_TARGETS); do \
 	  $(FUZZ_CC) $(SAN_FLAGS) -fsanitize=fuzzer -DKVLORA_FUZZ -DKVLORA_LIBFUZZER -DFUZZ_TARGET="\"$$t\"" -o fuzz_$$t test.c $(LDLIBS) || exit 1; \
 	  mkdir -p $(FUZZ_WORK)/$$t; echo "== fuzz $$t for $(FUZZ_SECONDS) s"; \
-	  ./fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 $(FUZZ_WORK)/$$t data/fuzz/$$t 2>&1 | grep -E "stat::number_of_executed_units|ERROR|SUMMARY|Done" || exit 1; done
+	  ./fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 -artifact_prefix=$(FUZZ_WORK)/$$t- $(FUZZ_WORK)/$$t data/fuzz/$$t \
+	    > $(FUZZ_WORK)/$$t.log 2>&1; status=$$?; grep -E "Done|stat::number_of_executed_units|SUMMARY" $(FUZZ_WORK)/$$t.log; \
+	  if [ $$status -ne 0 ]; then echo "fuzz $$t FAILED: $(FUZZ_WORK)/$$t.log; the input is $(FUZZ_WORK)/$$t-crash-*"; exit 1; fi; done
 else
 	@for t in $(FUZZ_TARGETS); do \
 	  $(CC) -std=c99 -g -O1 -DKVLORA_FUZZ -DFUZZ_TARGET="\"$$t\"" -o fuzz_$$t test.c $(LDLIBS) && ./fuzz_$$t data/fuzz/$$t || exit 1; done

@@ -4121,6 +4121,7 @@ int kvl_cache_load(KvlCache *cache, const KvlModel *m, const char *path, int ext
     const KvlConfig *c = &m->config;
     KvlSafetensors st;
     *tokens = NULL;
+    memset(cache, 0, sizeof *cache);           /* the error paths free it */
     if (kvl_st_open(&st, path)) return -1;
     char fingerprint[17];
     model_fingerprint(m, fingerprint);

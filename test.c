@@ -1858,6 +1858,8 @@ static void test_cli_dump(void)
 }
 
 #ifndef KVLORA_FUZZ
+static void test_fuzz_corpus(void);
+
 int main(void)
 {
     struct { const char *name; void (*fn)(void); } tests[] = {
@@ -1891,6 +1893,7 @@ int main(void)
         {"bad_input_table", test_bad_input_table},
         {"checkpoint_and_interrupt", test_checkpoint_and_interrupt},
         {"openmp_and_plain_builds_agree", test_openmp_and_plain_builds_agree},
+        {"fuzz_corpus", test_fuzz_corpus},
         {"sampling", test_sampling},
         {"losses", test_losses},
         {"cli_dump", test_cli_dump},
@@ -1913,10 +1916,6 @@ int main(void)
 /* replays the files and directories it is given (the seed corpus in data/fuzz/NAME).    */
 /* Every input must be refused or accepted cleanly: no crash, no sanitizer report.       */
 
-#ifdef KVLORA_FUZZ
-#ifndef FUZZ_TARGET
-#define FUZZ_TARGET "json"
-#endif
 
 static const char *fuzz_file(const char *name, const uint8_t *data, size_t size)
 {
@@ -2049,27 +2048,14 @@ static void fuzz_cache(const uint8_t *data, size_t size)
     free(tokens);
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
-{
-    static void (*target)(const uint8_t *, size_t);
-    if (!target) {
-        static const struct { const char *name; void (*fn)(const uint8_t *, size_t); } targets[] = {
-            {"json", fuzz_json}, {"config", fuzz_config}, {"safetensors", fuzz_safetensors}, {"tokenizer", fuzz_tokenizer},
-            {"encode", fuzz_encode}, {"adapter", fuzz_adapter}, {"cache", fuzz_cache},
-        };
-        for (size_t i = 0; i < sizeof targets / sizeof targets[0]; i++)
-            if (!strcmp(FUZZ_TARGET, targets[i].name)) target = targets[i].fn;
-        if (!target) { fprintf(stderr, "unknown FUZZ_TARGET %s\n", FUZZ_TARGET); abort(); }
-    }
-    target(data, size);
-    return 0;
-}
+static const struct { const char *name; void (*fn)(const uint8_t *, size_t); } fuzz_targets[] = {
+    {"json", fuzz_json}, {"config", fuzz_config}, {"safetensors", fuzz_safetensors}, {"tokenizer", fuzz_tokenizer},
+    {"encode", fuzz_encode}, {"adapter", fuzz_adapter}, {"cache", fuzz_cache},
+};
 
-#ifndef KVLORA_LIBFUZZER
 #include <dirent.h>
-/* Without libFuzzer: replay every file named, or every file in the directories named. */
-static int replay(const char *path)
+/* Runs target on every file named, or every file in the directories named; returns the count. */
+static int replay(void (*target)(const uint8_t *, size_t), const char *path)
 {
     char *text;
     size_t len;
@@ -2081,23 +2067,61 @@ static int replay(const char *path)
             if (e->d_name[0] == '.') continue;
             char sub[4096];
             snprintf(sub, sizeof sub, "%s/%s", path, e->d_name);
-            n += replay(sub);
+            n += replay(target, sub);
         }
         closedir(d);
         return n;
     }
     if (read_file(path, &text, &len)) { fprintf(stderr, "%s\n", kvl_last_error()); return 0; }
-    LLVMFuzzerTestOneInput((const uint8_t *)text, len);
+    target((const uint8_t *)text, len);
     free(text);
     return 1;
 }
 
+#ifdef KVLORA_FUZZ
+#ifndef FUZZ_TARGET
+#define FUZZ_TARGET "json"
+#endif
+static void (*fuzz_target(void))(const uint8_t *, size_t)
+{
+    for (size_t i = 0; i < sizeof fuzz_targets / sizeof fuzz_targets[0]; i++)
+        if (!strcmp(FUZZ_TARGET, fuzz_targets[i].name)) return fuzz_targets[i].fn;
+    fprintf(stderr, "unknown FUZZ_TARGET %s\n", FUZZ_TARGET);
+    abort();
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    fuzz_target()(data, size);
+    return 0;
+}
+
+#ifndef KVLORA_LIBFUZZER
+/* Without libFuzzer: replay every file named, or every file in the directories named. */
 int main(int argc, char **argv)
 {
     int n = 0;
-    for (int i = 1; i < argc; i++) n += replay(argv[i]);
+    for (int i = 1; i < argc; i++) n += replay(fuzz_target(), argv[i]);
     printf("fuzz target %s: replayed %d inputs without a crash\n", FUZZ_TARGET, n);
     return 0;
 }
 #endif
 #endif /* KVLORA_FUZZ */
+
+#ifndef KVLORA_FUZZ
+/* Every seed input and every crash the fuzzers found (data/fuzz/NAME) through its target:
+   the regression cases run in every make test, under the sanitizers too. */
+static void test_fuzz_corpus(void)
+{
+    int total = 0;
+    for (size_t i = 0; i < sizeof fuzz_targets / sizeof fuzz_targets[0]; i++) {
+        char dir[600];
+        snprintf(dir, sizeof dir, "data/fuzz/%s", fuzz_targets[i].name);
+        int n = replay(fuzz_targets[i].fn, dir);
+        CHECK(n > 0, "no inputs in %s", dir);
+        total += n;
+    }
+    printf("  fuzz corpus: %d inputs through 7 targets without a crash\n", total);
+}
+#endif
