@@ -4381,6 +4381,92 @@ done:
 }
 
 /* ------------------------------------------------------------------------------------ */
+/* 10. The needle-in-a-haystack corpus                                                   */
+/*                                                                                       */
+/* Documents of English-like filler from a small grammar, with needles "The secret code   */
+/* of NAME is DDDDD." placed at chosen depths, and the questions "Q: What is the secret   */
+/* code of NAME? A:" whose answers only the needles hold. Everything follows from the     */
+/* seed, so a document can be made again anywhere. (The model trained on this corpus and  */
+/* the needle benchmark arrive with their own issue.)                                    */
+
+static const char *const corpus_dets[] = {"the", "a", "every", "one", "that", "this", "some", "each"};
+static const char *const corpus_adjs[] = {"old", "little", "quiet", "bright", "green", "tall", "happy", "cold", "small", "busy",
+                                          "gentle", "red", "lazy", "clever", "warm", "dark", "soft", "brave", "round", "proud"};
+static const char *const corpus_nouns[] = {"dog", "river", "teacher", "garden", "house", "bird", "city", "farmer", "boat", "tree",
+                                           "window", "child", "road", "market", "mountain", "cat", "village", "baker", "lamp", "forest",
+                                           "letter", "train", "king", "horse", "school", "bridge", "doctor", "storm", "field", "song"};
+static const char *const corpus_verbs[] = {"watched", "found", "carried", "followed", "painted", "visited", "remembered", "built",
+                                           "opened", "crossed", "heard", "cleaned", "loved", "passed", "helped", "moved"};
+static const char *const corpus_preps[] = {"near", "behind", "under", "beside", "across", "inside", "above", "around"};
+static const char *const name_heads[] = {"Al", "Ben", "Car", "Dan", "El", "Fen", "Gar", "Hal", "Is", "Jo", "Kel", "Lor", "Mar", "Nor",
+                                         "Ol", "Per", "Ros", "Sam", "Tor", "Val"};
+static const char *const name_tails[] = {"a", "en", "ia", "o", "us", "ine", "ard", "ie", "on", "ett", "is", "ana", "el", "wyn", "ora"};
+
+#define PICK(list, rng) list[kvl_rng_u32(rng) % (sizeof list / sizeof list[0])]
+
+/* Name number i of the 300 (20 heads x 15 tails). */
+static void corpus_name(int i, char *out, size_t cap)
+{
+    int heads = (int)(sizeof name_heads / sizeof name_heads[0]), tails = (int)(sizeof name_tails / sizeof name_tails[0]);
+    i %= heads * tails;
+    snprintf(out, cap, "%s%s", name_heads[i % heads], name_tails[i / heads]);
+}
+
+/* One filler sentence: "The quiet dog watched a river near the market." */
+static int corpus_sentence(Buf *b, KvlRng *rng)
+{
+    char first[32];
+    snprintf(first, sizeof first, "%s", PICK(corpus_dets, rng));
+    first[0] = (char)toupper((unsigned char)first[0]);
+    int r = buf_puts(b, first) || buf_puts(b, " ");
+    if (kvl_rng_u32(rng) % 2) r = r || buf_puts(b, PICK(corpus_adjs, rng)) || buf_puts(b, " ");
+    r = r || buf_puts(b, PICK(corpus_nouns, rng)) || buf_puts(b, " ") || buf_puts(b, PICK(corpus_verbs, rng)) || buf_puts(b, " ") ||
+        buf_puts(b, PICK(corpus_dets, rng)) || buf_puts(b, " ") || buf_puts(b, PICK(corpus_nouns, rng));
+    if (kvl_rng_u32(rng) % 2)
+        r = r || buf_puts(b, " ") || buf_puts(b, PICK(corpus_preps, rng)) || buf_puts(b, " the ") || buf_puts(b, PICK(corpus_nouns, rng));
+    return r || buf_puts(b, ". ");
+}
+
+/* A document of about n_sentences filler sentences with n_needles needles, needle k after
+   the fraction depths[k] of the filler (depths NULL: spread evenly). Names are distinct;
+   codes are five digits. *text is allocated. */
+int kvl_needle_document(char **text, size_t *len, KvlNeedle *needles, int n_needles, int n_sentences, const float *depths, uint64_t seed)
+{
+    if (n_needles < 0 || n_needles > 300) return fail("needle document: %d needles (0..300)", n_needles);
+    KvlRng rng;
+    kvl_rng_seed(&rng, seed ^ 0x4e33d1eull);
+    int used[300] = {0};
+    if (n_needles) memset(needles, 0, sizeof *needles * (size_t)n_needles);
+    for (int k = 0; k < n_needles; k++) {
+        int i;
+        do i = (int)(kvl_rng_u32(&rng) % 300); while (used[i]);
+        used[i] = 1;
+        corpus_name(i, needles[k].name, sizeof needles[k].name);
+        snprintf(needles[k].code, sizeof needles[k].code, "%05u", kvl_rng_u32(&rng) % 100000u);
+        needles[k].depth = depths ? depths[k] : (k + 0.5f) / n_needles;
+    }
+    Buf b = {0};
+    int r = buf_push(&b, "", 0);
+    for (int s = 0; s <= n_sentences && !r; s++) {
+        for (int k = 0; k < n_needles && !r; k++)       /* the needles due before sentence s */
+            if ((int)(needles[k].depth * n_sentences + 0.5f) == s)
+                r = buf_printf(&b, "The secret code of %s is %s. ", needles[k].name, needles[k].code);
+        if (s < n_sentences && !r) r = corpus_sentence(&b, &rng);
+    }
+    if (r) { free(b.data); return -1; }
+    while (b.len && b.data[b.len - 1] == ' ') b.data[--b.len] = 0;
+    *text = b.data;
+    *len = b.len;
+    return 0;
+}
+
+/* The question about a needle, up to the answer: "Q: What is the secret code of NAME? A:" */
+void kvl_needle_question(const KvlNeedle *needle, char *out, size_t cap)
+{
+    snprintf(out, cap, "Q: What is the secret code of %.31s? A:", needle->name);
+}
+
+/* ------------------------------------------------------------------------------------ */
 /* 11. The command-line tool (compiled only with -DKVLORA_MAIN)                          */
 /*                                                                                       */
 /* Only this section prints and picks exit codes: 0 success, 1 the work failed (the      */
@@ -5356,6 +5442,43 @@ done:
     return rc;
 }
 
+/* --- kvlora corpus --- */
+
+static const char *corpus_help =
+    "usage: kvlora corpus [--needles K] [--sentences N] [--seed S]\n"
+    "\n"
+    "Prints a needle-in-a-haystack document: N sentences of filler (default 40) with K needles\n"
+    "(default 4) \"The secret code of NAME is DDDDD.\" spread through it, then a line per needle\n"
+    "with its question and answer. The same seed gives the same text.\n";
+
+static int cmd_corpus(int argc, char **argv)
+{
+    long long needles = 4, sentences = 40, seed = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *v;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(corpus_help, stdout); return 0; }
+        if (!(v = option_value(&i, argc, argv))) return usage_error("corpus", "option %s needs a value", a);
+        int bad = 0;
+        if (!strcmp(a, "--needles")) bad = parse_long(v, 0, 300, &needles);
+        else if (!strcmp(a, "--sentences")) bad = parse_long(v, 0, 1 << 20, &sentences);
+        else if (!strcmp(a, "--seed")) bad = parse_long(v, 0, LLONG_MAX, &seed);
+        else return usage_error("corpus", "unknown option '%s'", a);
+        if (bad) return usage_error("corpus", "bad value '%s' for %s", v, a);
+    }
+    KvlNeedle list[300];
+    char *text;
+    size_t len;
+    if (kvl_needle_document(&text, &len, list, (int)needles, (int)sentences, NULL, (uint64_t)seed)) return cli_error("%s", kvl_last_error());
+    printf("%s\n\n", text);
+    for (int k = 0; k < needles; k++) {
+        char q[128];
+        kvl_needle_question(&list[k], q, sizeof q);
+        printf("%s %s\n", q, list[k].code);
+    }
+    free(text);
+    return 0;
+}
+
 /* --- kvlora bench --- */
 
 static const char *bench_help =
@@ -5521,7 +5644,8 @@ static const char *main_help =
     "  record    MODEL_DIR --context-ids ... -o CACHE   save a context's KV cache\n"
     "  distill   MODEL_DIR --cache CACHE -o DIR  distil a KV cache into a LoRA adapter\n"
     "  merge     MODEL_DIR --adapter A -o DIR    merge adapters into the weights, or --combine them\n"
-    "  bench     [MODEL_DIR] [--threads N]      forward-pass speed (default: SmolLM2-135M shape)\n";
+    "  bench     [MODEL_DIR] [--threads N]      forward-pass speed (default: SmolLM2-135M shape)\n"
+    "  corpus    [--needles K] [--seed S]       a needle-in-a-haystack document and its questions\n";
 
 int main(int argc, char **argv)
 {
@@ -5539,6 +5663,7 @@ int main(int argc, char **argv)
     if (!strcmp(argv[1], "record")) return cmd_record(argc - 2, argv + 2);
     if (!strcmp(argv[1], "distill")) return cmd_distill(argc - 2, argv + 2);
     if (!strcmp(argv[1], "merge")) return cmd_merge(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "corpus")) return cmd_corpus(argc - 2, argv + 2);
     fprintf(stderr, "kvlora: unknown command '%s'\n\n%s", argv[1], main_help);
     return 2;
 }

@@ -275,6 +275,15 @@ int kvl_distill(KvlModel *m, KvlCache *cache, const int *prefix, int n_prefix, c
 int kvl_distill_loss(KvlModel *m, KvlCache *cache, const int *prefix, int n_prefix, const KvlProbe *probes, int n_probes,
                      int use_kl, double *loss);
 
+/* ---- the needle-in-a-haystack corpus ---- */
+
+typedef struct { char name[32]; char code[8]; float depth; } KvlNeedle;
+/* A seeded document of n_sentences filler sentences and n_needles needles ("The secret
+   code of NAME is DDDDD.") at depths (fractions in [0, 1]; NULL: evenly spread). */
+int  kvl_needle_document(char **text, size_t *len, KvlNeedle *needles, int n_needles, int n_sentences, const float *depths, uint64_t seed);
+/* "Q: What is the secret code of NAME? A:" */
+void kvl_needle_question(const KvlNeedle *needle, char *out, size_t cap);
+
 /* ---- sampling ---- */
 
 typedef struct { uint64_t state; } KvlRng;

@@ -1756,6 +1756,37 @@ static void test_openmp_and_plain_builds_agree(void)
     }
 }
 
+/* The needle corpus: the same seed gives the same document; needles sit where asked;
+   names are distinct; nothing but the needles holds the codes. */
+static void test_needle_corpus(void)
+{
+    KvlNeedle a[8], b[8];
+    char *ta, *tb;
+    size_t la, lb;
+    float depths[4] = {0.0f, 0.25f, 0.5f, 1.0f};
+    CHECK(kvl_needle_document(&ta, &la, a, 4, 200, depths, 7) == 0 && kvl_needle_document(&tb, &lb, b, 4, 200, depths, 7) == 0, "documents");
+    CHECK(la == lb && !memcmp(ta, tb, la) && !memcmp(a, b, sizeof(KvlNeedle) * 4), "same seed, same document and needles");
+    free(tb);
+    CHECK(kvl_needle_document(&tb, &lb, b, 4, 200, depths, 8) == 0 && (la != lb || memcmp(ta, tb, la)), "another seed, another document");
+    free(tb);
+    int in_place = 1, distinct = 1;
+    for (int k = 0; k < 4; k++) {
+        char needle[96];
+        snprintf(needle, sizeof needle, "The secret code of %.31s is %.7s.", a[k].name, a[k].code);
+        const char *at = strstr(ta, needle), *code = strstr(ta, a[k].code);
+        double where = at ? (double)(at - ta) / la : -1;
+        in_place &= at && fabs(where - depths[k]) < 0.05 && strlen(a[k].code) == 5;
+        in_place &= at && code == at + strlen(needle) - 6 && !strstr(code + 1, a[k].code);   /* the code appears once */
+        for (int j = 0; j < k; j++) distinct &= strcmp(a[j].name, a[k].name) != 0;
+    }
+    CHECK(in_place, "each needle once, at its depth (within 5%% of the text)");
+    CHECK(distinct, "distinct names");
+    char q[128];
+    kvl_needle_question(&a[1], q, sizeof q);
+    CHECK(!strncmp(q, "Q: What is the secret code of ", 30) && strstr(q, a[1].name) && !strcmp(q + strlen(q) - 3, " A:"), "question: %s", q);
+    free(ta);
+}
+
 /* ---------------------------------------------------------------------------------- */
 /* Sampling and losses                                                                  */
 
@@ -1894,6 +1925,7 @@ int main(void)
         {"checkpoint_and_interrupt", test_checkpoint_and_interrupt},
         {"openmp_and_plain_builds_agree", test_openmp_and_plain_builds_agree},
         {"fuzz_corpus", test_fuzz_corpus},
+        {"needle_corpus", test_needle_corpus},
         {"sampling", test_sampling},
         {"losses", test_losses},
         {"cli_dump", test_cli_dump},
