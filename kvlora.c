@@ -1907,7 +1907,7 @@ static int bpe_word(KvlTokenizer *t, const char *w, size_t n, IntList *out)
         if (t->cache_ids_len + sym.n + 1 <= t->cache_ids_cap &&
             strmap_put(&t->cache, w, n, (int)t->cache_ids_len, &previous) == 0) {
             t->cache_ids[t->cache_ids_len] = sym.n;
-            memcpy(t->cache_ids + t->cache_ids_len + 1, sym.data, sizeof(int) * sym.n);
+            if (sym.n) memcpy(t->cache_ids + t->cache_ids_len + 1, sym.data, sizeof(int) * sym.n);   /* a word may give no token */
             t->cache_ids_len += (size_t)sym.n + 1;
         }
     }
