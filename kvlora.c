@@ -1552,7 +1552,8 @@ static int tok_normalizer(KvlTokenizer *t, const Json *n)
     if (!strcmp(type, "Sequence")) return tok_sequence(t, n, "normalizers", tok_normalizer);
     if (!strcmp(type, "NFC")) return 0;   /* identity: kvlora assumes NFC input (see README) */
     if (t->n_norm == TOK_MAX_STEPS) return fail("tokenizer.json: too many normalizers");
-    NormStep *s = &t->norm[t->n_norm];
+    NormStep *s = &t->norm[t->n_norm++];        /* counted now, so that a failure below frees its strings */
+    memset(s, 0, sizeof *s);
     if (!strcmp(type, "Prepend")) {
         const char *p = json_str(n, "prepend");
         if (!p || !(s->to = xstrdup(p))) return fail("tokenizer.json: Prepend normalizer without 'prepend'");
@@ -1563,7 +1564,6 @@ static int tok_normalizer(KvlTokenizer *t, const Json *n)
         if (!*s->from) return fail("tokenizer.json: Replace normalizer with an empty pattern");
         s->kind = NORM_REPLACE;
     } else return fail("tokenizer.json: normalizer '%s' is not supported (supported: Prepend, Replace, NFC, Sequence)", type);
-    t->n_norm++;
     return 0;
 }
 
@@ -1617,7 +1617,7 @@ static int tok_decoder(KvlTokenizer *t, const Json *d)
     t->has_decoder = 1;
     if (!strcmp(type, "Sequence")) return tok_sequence(t, d, "decoders", tok_decoder);
     if (t->n_dec == TOK_MAX_STEPS) return fail("tokenizer.json: too many decoders");
-    DecStep *s = &t->dec[t->n_dec];
+    DecStep *s = &t->dec[t->n_dec++];           /* counted now, so that a failure below frees its strings */
     memset(s, 0, sizeof *s);
     if (!strcmp(type, "ByteLevel")) s->kind = DEC_BYTELEVEL;
     else if (!strcmp(type, "ByteFallback")) s->kind = DEC_BYTEFALLBACK;
@@ -1639,7 +1639,6 @@ static int tok_decoder(KvlTokenizer *t, const Json *d)
         s->start = (int)start;
         s->stop = (int)stop;
     } else return fail("tokenizer.json: decoder '%s' is not supported (supported: ByteLevel, Metaspace, Replace, ByteFallback, Fuse, Strip, Sequence)", type);
-    t->n_dec++;
     return 0;
 }
 
