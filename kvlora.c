@@ -9,9 +9,10 @@
        min_{A,B}  E_x [ D( f_{W + dW}(P ++ x), f_W(P ++ C ++ x) ) ]   over the positions of x
 
    This file is the whole implementation, and it reads top to bottom in the order the
-   data flows: utilities, JSON, safetensors, the model and its KV cache, the forward pass,
-   sampling, and the command-line tool. A reader who stops after the forward pass has a
-   complete inference engine for Llama, Mistral, Qwen2 and Qwen3 models.
+   data flows: 1 utilities, 2 JSON, 3 safetensors, 4 the tokenizer, 5 the model and its KV
+   cache, 6 the forward pass and sampling, 7 the backward pass, 8 LoRA adapters, 9 the
+   distillation itself, 10 the needle corpus, 11 the command-line tool. A reader who stops
+   after section 6 has a complete inference engine for Llama, Mistral, Qwen2 and Qwen3.
 
    Non-goals: speed at any price (the kernels are plain C that a compiler vectorises;
    each fast path sits next to the simple loop it must agree with), quantised weights,

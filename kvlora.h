@@ -1,9 +1,9 @@
 /* kvlora.h — public API of kvlora, KV-cache distillation into LoRA, in plain C99.
 
-   kvlora loads a Hugging Face Llama-family model directory (config.json plus
-   safetensors weights), runs its forward pass with a KV cache, and — in later
-   sections — distils a context's KV cache into a LoRA adapter. Everything lives in
-   kvlora.c; this header is the part a program links against.
+   kvlora loads a Hugging Face Llama-family model directory (config.json, safetensors
+   weights, tokenizer.json), runs its forward pass with a KV cache, and distils a
+   context's KV cache into a LoRA adapter in PEFT's format (kvl_distill). Everything lives
+   in kvlora.c; this header is the part a program links against.
 
    Usage:
 
