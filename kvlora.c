@@ -944,31 +944,10 @@ static int st_read_raw(const KvlSafetensors *st, const KvlTensorInfo *t, uint64_
     return 0;
 }
 
-int kvl_st_read_f32(const KvlSafetensors *st, const KvlTensorInfo *t, float *dst)
+/* The element loop of both readers: the file's little-endian values, piece by piece,
+   converted to float (F32, F16, BF16 into fdst) or to int32 (I32, I64 into idst). */
+static int st_read_converted(const KvlSafetensors *st, const KvlTensorInfo *t, float *fdst, int32_t *idst)
 {
-    if (t->dtype != KVL_F32 && t->dtype != KVL_F16 && t->dtype != KVL_BF16)
-        return fail("%s: tensor '%s' has dtype %s; expected F32, F16 or BF16", st->path, t->name, dtype_table[t->dtype].name);
-    int esize = dtype_table[t->dtype].bytes;
-    int64_t n = kvl_tensor_numel(t);
-    unsigned char *chunk = xmalloc((size_t)ST_CHUNK * 4);
-    if (!chunk) return -1;
-    for (int64_t done = 0; done < n; done += ST_CHUNK) {
-        int64_t m = n - done < ST_CHUNK ? n - done : ST_CHUNK;
-        if (st_read_raw(st, t, (uint64_t)(done * esize), chunk, (size_t)(m * esize))) { free(chunk); return -1; }
-        for (int64_t i = 0; i < m; i++) {
-            const unsigned char *p = chunk + i * esize;
-            dst[done + i] = t->dtype == KVL_F32 ? f32_from_bits(read_u32_le(p))
-                          : t->dtype == KVL_F16 ? f16_to_f32(read_u16_le(p)) : bf16_to_f32(read_u16_le(p));
-        }
-    }
-    free(chunk);
-    return 0;
-}
-
-int kvl_st_read_i32(const KvlSafetensors *st, const KvlTensorInfo *t, int32_t *dst)
-{
-    if (t->dtype != KVL_I32 && t->dtype != KVL_I64)
-        return fail("%s: tensor '%s' has dtype %s; expected I32 or I64", st->path, t->name, dtype_table[t->dtype].name);
     int esize = dtype_table[t->dtype].bytes;
     int64_t n = kvl_tensor_numel(t);
     unsigned char *chunk = xmalloc((size_t)ST_CHUNK * 8);
@@ -977,14 +956,36 @@ int kvl_st_read_i32(const KvlSafetensors *st, const KvlTensorInfo *t, int32_t *d
         int64_t m = n - done < ST_CHUNK ? n - done : ST_CHUNK;
         if (st_read_raw(st, t, (uint64_t)(done * esize), chunk, (size_t)(m * esize))) { free(chunk); return -1; }
         for (int64_t i = 0; i < m; i++) {
-            if (esize == 4) { dst[done + i] = (int32_t)read_u32_le(chunk + 4 * i); continue; }
-            int64_t v = (int64_t)read_u64_le(chunk + 8 * i);
-            if (v < INT32_MIN || v > INT32_MAX) { free(chunk); return fail("%s: tensor '%s': value %lld does not fit 32 bits", st->path, t->name, (long long)v); }
-            dst[done + i] = (int32_t)v;
+            const unsigned char *p = chunk + i * esize;
+            int64_t v;
+            switch (t->dtype) {
+            case KVL_F32: fdst[done + i] = f32_from_bits(read_u32_le(p)); break;
+            case KVL_F16: fdst[done + i] = f16_to_f32(read_u16_le(p)); break;
+            case KVL_BF16: fdst[done + i] = bf16_to_f32(read_u16_le(p)); break;
+            case KVL_I32: idst[done + i] = (int32_t)read_u32_le(p); break;
+            default:                                    /* I64 */
+                v = (int64_t)read_u64_le(p);
+                if (v < INT32_MIN || v > INT32_MAX) { free(chunk); return fail("%s: tensor '%s': value %lld does not fit 32 bits", st->path, t->name, (long long)v); }
+                idst[done + i] = (int32_t)v;
+            }
         }
     }
     free(chunk);
     return 0;
+}
+
+int kvl_st_read_f32(const KvlSafetensors *st, const KvlTensorInfo *t, float *dst)
+{
+    if (t->dtype != KVL_F32 && t->dtype != KVL_F16 && t->dtype != KVL_BF16)
+        return fail("%s: tensor '%s' has dtype %s; expected F32, F16 or BF16", st->path, t->name, dtype_table[t->dtype].name);
+    return st_read_converted(st, t, dst, NULL);
+}
+
+int kvl_st_read_i32(const KvlSafetensors *st, const KvlTensorInfo *t, int32_t *dst)
+{
+    if (t->dtype != KVL_I32 && t->dtype != KVL_I64)
+        return fail("%s: tensor '%s' has dtype %s; expected I32 or I64", st->path, t->name, dtype_table[t->dtype].name);
+    return st_read_converted(st, t, NULL, dst);
 }
 
 /* JSON string literal of s (quotes and escapes added) appended to b. */
@@ -4540,14 +4541,12 @@ static int load_tokenizer(const char *dir_or_file, KvlTokenizer **t)
     return kvl_tokenizer_load(t, path);
 }
 
-/* Text to ids with a model's tokenizer; with_special adds its BOS/EOS template. */
-static int encode_text(const char *dir, const char *text, size_t len, int with_special, int **ids, int *n)
+/* Text to ids with a model's tokenizer; with_special adds its BOS/EOS template. *tok is
+   loaded on first use and kept for the caller's later texts (the caller frees it). */
+static int encode_text(const char *dir, KvlTokenizer **tok, const char *text, size_t len, int with_special, int **ids, int *n)
 {
-    KvlTokenizer *t;
-    if (load_tokenizer(dir, &t)) return -1;
-    int r = kvl_encode(t, text, len, with_special, ids, n);
-    kvl_tokenizer_free(t);
-    return r;
+    if (!*tok && load_tokenizer(dir, tok)) return -1;
+    return kvl_encode(*tok, text, len, with_special, ids, n);
 }
 
 /* Reads standard input to the end. */
@@ -5021,7 +5020,8 @@ done:
    without). The prefix defaults to the model's BOS token. */
 typedef struct { const char *context_ids, *context_file, *prefix_ids, *prefix_text; } ContextArgs;
 
-static int context_from_args(const char *dir, const ContextArgs *a, const KvlConfig *c, int **prefix, int *n_prefix, int **context, int *n_context)
+static int context_from_args(const char *dir, KvlTokenizer **tok, const ContextArgs *a, const KvlConfig *c,
+                             int **prefix, int *n_prefix, int **context, int *n_context)
 {
     *prefix = *context = NULL;
     if (a->context_ids) {
@@ -5030,7 +5030,7 @@ static int context_from_args(const char *dir, const ContextArgs *a, const KvlCon
         char *text;
         size_t len;
         if (read_file(a->context_file, &text, &len)) return -1;
-        int r = encode_text(dir, text, len, 0, context, n_context);
+        int r = encode_text(dir, tok, text, len, 0, context, n_context);
         free(text);
         if (r) return -1;
     }
@@ -5038,7 +5038,7 @@ static int context_from_args(const char *dir, const ContextArgs *a, const KvlCon
     if (a->prefix_ids) {
         if (parse_ids(a->prefix_ids, prefix, n_prefix)) return error_wrap("--prefix-ids");
     } else if (a->prefix_text) {
-        if (encode_text(dir, a->prefix_text, strlen(a->prefix_text), 1, prefix, n_prefix)) return -1;
+        if (encode_text(dir, tok, a->prefix_text, strlen(a->prefix_text), 1, prefix, n_prefix)) return -1;
     } else {
         if (!(*prefix = malloc(sizeof(int)))) return fail("out of memory");
         *n_prefix = 0;
@@ -5093,9 +5093,10 @@ static int cmd_record(int argc, char **argv)
     if (ca.prefix_ids && ca.prefix_text) return usage_error("record", "give at most one of --prefix and --prefix-ids");
     if (!out) return usage_error("record", "missing -o CACHE.safetensors");
     KvlModel *m = NULL;
+    KvlTokenizer *tok = NULL;
     KvlCache cache = {0};
     int *prefix = NULL, *context = NULL, *seq = NULL, n_prefix = 0, n_context = 0, rc = 1;
-    if (kvl_model_load(&m, dir) || context_from_args(dir, &ca, &m->config, &prefix, &n_prefix, &context, &n_context)) { cli_error("%s", kvl_last_error()); goto done; }
+    if (kvl_model_load(&m, dir) || context_from_args(dir, &tok, &ca, &m->config, &prefix, &n_prefix, &context, &n_context)) { cli_error("%s", kvl_last_error()); goto done; }
     seq = malloc(sizeof(int) * (size_t)(n_prefix + n_context));
     if (!seq) { cli_error("out of memory"); goto done; }
     memcpy(seq, prefix, sizeof(int) * n_prefix);
@@ -5109,6 +5110,7 @@ static int cmd_record(int argc, char **argv)
 done:
     kvl_cache_free(&cache);
     kvl_model_free(m);
+    kvl_tokenizer_free(tok);
     free(prefix); free(context); free(seq);
     return rc;
 }
@@ -5261,6 +5263,7 @@ static int cmd_distill(int argc, char **argv)
     if (self_study < 0) self_study = 0;
 
     KvlModel *m = NULL;
+    KvlTokenizer *tok = NULL;                   /* loaded once, if any text needs it */
     KvlCache cache = {0};
     KvlLora lora = {0};
     KvlProbe *probes = NULL, *more = NULL;
@@ -5272,7 +5275,7 @@ static int cmd_distill(int argc, char **argv)
         if (kvl_cache_load(&cache, m, cache_path, room + 4096, &tokens, &n_tokens, &n_prefix)) { cli_error("%s", kvl_last_error()); goto done; }
         prefix = tokens;
     } else {
-        if (context_from_args(dir, &ca, c, &prefix, &n_prefix, &context, &n_context)) { cli_error("%s", kvl_last_error()); goto done; }
+        if (context_from_args(dir, &tok, &ca, c, &prefix, &n_prefix, &context, &n_context)) { cli_error("%s", kvl_last_error()); goto done; }
         n_tokens = n_prefix + n_context;
         tokens = malloc(sizeof(int) * n_tokens);
         if (!tokens) { cli_error("out of memory"); goto done; }
@@ -5286,12 +5289,9 @@ static int cmd_distill(int argc, char **argv)
 
     /* probes */
     if (query_path && read_probe_file(query_path, c, NULL, &probes, &n_probes)) { cli_error("%s", kvl_last_error()); goto done; }
-    if (query_text_path) {
-        KvlTokenizer *tok;
-        if (load_tokenizer(dir, &tok)) { cli_error("%s", kvl_last_error()); goto done; }
-        int r = read_probe_file(query_text_path, c, tok, &probes, &n_probes);
-        kvl_tokenizer_free(tok);
-        if (r) { cli_error("%s", kvl_last_error()); goto done; }
+    if (query_text_path && ((!tok && load_tokenizer(dir, &tok)) || read_probe_file(query_text_path, c, tok, &probes, &n_probes))) {
+        cli_error("%s", kvl_last_error());
+        goto done;
     }
     if (chunks) {
         if (kvl_context_chunks(tokens + n_prefix, n_tokens - n_prefix, (int)chunk_len, &more, &n_more)) { cli_error("%s", kvl_last_error()); goto done; }
@@ -5312,15 +5312,15 @@ static int cmd_distill(int argc, char **argv)
         static const char *const generic[] = {"\nQ:", "\n", "\nQuestion:", "\nIn short,"};
         KvlProbe prompts[4];
         int n_prompts = 0;
-        KvlTokenizer *tok = NULL;
         char tpath[4096];
         path_join(tpath, sizeof tpath, dir, "tokenizer.json");
-        if (file_exists(tpath) && kvl_tokenizer_load(&tok, tpath) == 0) {
-            for (int k = 0; k < 4; k++)
-                if (kvl_encode(tok, generic[k], strlen(generic[k]), 0, &prompts[n_prompts].ids, &prompts[n_prompts].n) == 0 &&
-                    check_ids(prompts[n_prompts].ids, prompts[n_prompts].n, c, "prompt") == 0 && prompts[n_prompts].n > 0) n_prompts++;
-            kvl_tokenizer_free(tok);
-        }
+        if (tok || (file_exists(tpath) && kvl_tokenizer_load(&tok, tpath) == 0))
+            for (int k = 0; k < 4; k++) {
+                KvlProbe *p = &prompts[n_prompts];
+                if (kvl_encode(tok, generic[k], strlen(generic[k]), 0, &p->ids, &p->n)) continue;
+                if (p->n > 0 && check_ids(p->ids, p->n, c, "prompt") == 0) n_prompts++;
+                else free(p->ids);                      /* a prompt this model cannot take */
+            }
         int r = kvl_self_study(m, &cache, tokens[n_tokens - 1], prompts, n_prompts, (int)self_study, (int)self_study_len, (uint64_t)seed, probes + n_probes);
         for (int k = 0; k < n_prompts; k++) free(prompts[k].ids);
         if (r) {
@@ -5373,6 +5373,7 @@ done:
     free(context);
     kvl_lora_free(&lora);
     kvl_cache_free(&cache);
+    kvl_tokenizer_free(tok);
     kvl_model_free(m);
     return rc;
 }
