@@ -458,16 +458,23 @@ static void json_skip_ws(JsonParser *p)
 /* Growable byte buffer for decoded strings. */
 typedef struct { char *data; size_t len, cap; } Buf;
 
-static int buf_push(Buf *b, const void *bytes, size_t n)
+/* Room for extra more bytes and a terminating NUL. */
+static int buf_reserve(Buf *b, size_t extra)
 {
-    if (b->len + n + 1 > b->cap) {
+    if (b->len + extra + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 32;
-        while (cap < b->len + n + 1) cap *= 2;
+        while (cap < b->len + extra + 1) cap *= 2;
         char *bigger = realloc(b->data, cap);
         if (!bigger) return fail("out of memory");
         b->data = bigger;
         b->cap = cap;
     }
+    return 0;
+}
+
+static int buf_push(Buf *b, const void *bytes, size_t n)
+{
+    if (buf_reserve(b, n)) return -1;
     memcpy(b->data + b->len, bytes, n);
     b->len += n;
     b->data[b->len] = 0;
@@ -1004,13 +1011,17 @@ static int buf_push_json_string(Buf *b, const char *s)
 
 static int buf_printf(Buf *b, const char *fmt, ...)
 {
-    char tmp[256];
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    int n = vsnprintf(NULL, 0, fmt, ap);        /* the length first, then the text in place */
     va_end(ap);
-    if (n < 0 || (size_t)n >= sizeof tmp) return fail("formatting overflow");
-    return buf_push(b, tmp, (size_t)n);
+    if (n < 0) return fail("formatting failed");
+    if (buf_reserve(b, (size_t)n)) return -1;
+    va_start(ap, fmt);
+    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+    return 0;
 }
 
 static int st_build_header(Buf *h, const KvlTensorOut *ts, int n, const char *const *mk, const char *const *mv, int n_meta)
@@ -2227,6 +2238,179 @@ int kvl_decode(const KvlTokenizer *t, const int *ids, int n, int skip_special, c
 /* The id of a token string (added tokens included), or -1. */
 int kvl_token_id(const KvlTokenizer *t, const char *token) { return tok_id_of(t, token); }
 
+/* ---- training a byte-level BPE tokenizer (for the model kvlora trains itself) ---- */
+
+typedef struct { int left, right; long long count; } PairCount;
+
+static int compare_pairs(const void *a, const void *b)
+{
+    const PairCount *x = a, *y = b;
+    if (x->left != y->left) return x->left < y->left ? -1 : 1;
+    return x->right < y->right ? -1 : x->right > y->right;
+}
+
+/* A token's string as tokenizer.json spells it: each byte through GPT-2's byte map. */
+static int buf_push_byte_level(Buf *b, const char *bytes, size_t n, const uint32_t byte_to_cp[256])
+{
+    Buf mapped = {0};
+    int r = buf_push(&mapped, "", 0);
+    for (size_t i = 0; i < n && !r; i++) {
+        uint32_t cp = byte_to_cp[(unsigned char)bytes[i]];
+        char u[3];
+        if (cp < 0x80) { u[0] = (char)cp; r = buf_push(&mapped, u, 1); }
+        else { u[0] = (char)(0xC0 | (cp >> 6)); u[1] = (char)(0x80 | (cp & 0x3F)); r = buf_push(&mapped, u, 2); }
+    }
+    r = r || buf_push_json_string(b, mapped.data);
+    free(mapped.data);
+    return r;
+}
+
+/* Byte-pair encoding (Sennrich et al. 2016) learnt from text: cut the text into words with
+   GPT-2's pre-tokenizer, start every word from its bytes, and repeatedly merge the most
+   frequent adjacent pair of tokens (ties: the smallest pair of ids) into a new token, until
+   there are vocab_size tokens or no pair occurs twice. A pair that touches a digit is never
+   merged, so that a number is one token per digit (a needle's code is copied digit by
+   digit). *json receives a tokenizer.json that kvl_tokenizer_load and Hugging Face's
+   tokenizers both read: ids 0 and 1 are <s> and </s>, 2..257 the bytes, then the merges in
+   the order they were learnt; encoding adds <s> in front. */
+int kvl_bpe_train(const char *text, size_t len, int vocab_size, char **json, size_t *json_len)
+{
+    enum { N_SPECIAL = 2, N_BYTES = 256 };
+    if (vocab_size < N_SPECIAL + N_BYTES || vocab_size > 1 << 20)
+        return fail("BPE training: vocabulary of %d tokens (%d .. %d)", vocab_size, N_SPECIAL + N_BYTES, 1 << 20);
+    StrMap word_index = {0};
+    IntList *words = NULL;          /* each distinct word as a list of token ids (ids here: 0 = byte 0) */
+    long long *freq = NULL;
+    int n_words = 0, cap_words = 0, n_tokens = N_BYTES, r = -1;
+    Buf *strings = xcalloc((size_t)vocab_size, sizeof(Buf));       /* each token's bytes */
+    int *merge_left = xmalloc(sizeof(int) * vocab_size), *merge_right = xmalloc(sizeof(int) * vocab_size);
+    char *has_digit = xcalloc((size_t)vocab_size, 1);
+    PairCount *pairs = NULL;
+    size_t n_pairs_cap = 0;
+    Buf out = {0};
+    if (!strings || !merge_left || !merge_right || !has_digit) goto done;
+    for (int b = 0; b < N_BYTES; b++) {
+        char c = (char)b;
+        if (buf_push(&strings[b], &c, 1)) goto done;
+        has_digit[b] = b >= '0' && b <= '9';
+    }
+    /* the distinct words and how often each occurs */
+    for (size_t i = 0; i < len;) {
+        size_t n = pretok_match(REGEX_GPT2, text, len, i);
+        if (n == 0) n = 1;              /* (cannot happen: the last alternative matches any space) */
+        int k = strmap_get(&word_index, text + i, n), previous;
+        if (k < 0) {
+            if (n_words == cap_words) {
+                int cap = cap_words ? 2 * cap_words : 1024;
+                IntList *w2 = realloc(words, sizeof *w2 * cap);
+                if (!w2) { fail("out of memory"); goto done; }
+                words = w2;
+                long long *f2 = realloc(freq, sizeof *f2 * cap);
+                if (!f2) { fail("out of memory"); goto done; }
+                freq = f2;
+                cap_words = cap;
+            }
+            k = n_words++;
+            memset(&words[k], 0, sizeof words[k]);
+            freq[k] = 0;
+            for (size_t j = 0; j < n; j++)
+                if (ints_push(&words[k], (unsigned char)text[i + j])) goto done;
+            if (strmap_put(&word_index, text + i, n, k, &previous)) goto done;
+        }
+        freq[k]++;
+        i += n;
+    }
+    while (n_tokens + N_SPECIAL < vocab_size) {
+        /* count every adjacent pair, weighted by its word's frequency */
+        size_t n_pairs = 0;
+        for (int k = 0; k < n_words; k++) {
+            if (n_pairs + (size_t)words[k].n > n_pairs_cap) {
+                size_t cap = n_pairs_cap ? 2 * n_pairs_cap : 65536;
+                while (cap < n_pairs + (size_t)words[k].n) cap *= 2;
+                PairCount *p2 = realloc(pairs, sizeof *p2 * cap);
+                if (!p2) { fail("out of memory"); goto done; }
+                pairs = p2;
+                n_pairs_cap = cap;
+            }
+            for (int j = 0; j + 1 < words[k].n; j++) {
+                int a = words[k].data[j], b = words[k].data[j + 1];
+                if (has_digit[a] || has_digit[b]) continue;
+                pairs[n_pairs++] = (PairCount){a, b, freq[k]};
+            }
+        }
+        if (n_pairs == 0) break;
+        qsort(pairs, n_pairs, sizeof *pairs, compare_pairs);
+        PairCount best = {-1, -1, 0};
+        for (size_t i = 0; i < n_pairs;) {
+            PairCount sum = pairs[i];
+            size_t j = i + 1;
+            for (; j < n_pairs && pairs[j].left == sum.left && pairs[j].right == sum.right; j++) sum.count += pairs[j].count;
+            if (sum.count > best.count) best = sum;     /* strictly greater: the first (smallest) pair wins ties */
+            i = j;
+        }
+        if (best.count < 2) break;
+        int id = n_tokens++;
+        merge_left[id] = best.left;
+        merge_right[id] = best.right;
+        if (buf_push(&strings[id], strings[best.left].data, strings[best.left].len) ||
+            buf_push(&strings[id], strings[best.right].data, strings[best.right].len))
+            goto done;
+        for (int k = 0; k < n_words; k++) {             /* apply the merge, left to right */
+            IntList *w = &words[k];
+            int to = 0;
+            for (int j = 0; j < w->n; j++) {
+                if (j + 1 < w->n && w->data[j] == best.left && w->data[j + 1] == best.right) { w->data[to++] = id; j++; }
+                else w->data[to++] = w->data[j];
+            }
+            w->n = to;
+        }
+    }
+    /* tokenizer.json */
+    uint32_t byte_to_cp[256];
+    byte_level_map(byte_to_cp);
+    if (buf_puts(&out, "{\n  \"version\": \"1.0\",\n  \"truncation\": null,\n  \"padding\": null,\n  \"added_tokens\": [\n")) goto done;
+    for (int i = 0; i < N_SPECIAL; i++)
+        if (buf_printf(&out, "    {\"id\": %d, \"content\": \"%s\", \"single_word\": false, \"lstrip\": false, \"rstrip\": false, "
+                             "\"normalized\": false, \"special\": true}%s\n", i, i ? "</s>" : "<s>", i + 1 < N_SPECIAL ? "," : ""))
+            goto done;
+    if (buf_puts(&out, "  ],\n  \"normalizer\": null,\n"
+                       "  \"pre_tokenizer\": {\"type\": \"ByteLevel\", \"add_prefix_space\": false, \"trim_offsets\": true, \"use_regex\": true},\n"
+                       "  \"post_processor\": {\"type\": \"TemplateProcessing\",\n"
+                       "    \"single\": [{\"SpecialToken\": {\"id\": \"<s>\", \"type_id\": 0}}, {\"Sequence\": {\"id\": \"A\", \"type_id\": 0}}],\n"
+                       "    \"pair\": [{\"SpecialToken\": {\"id\": \"<s>\", \"type_id\": 0}}, {\"Sequence\": {\"id\": \"A\", \"type_id\": 0}}, "
+                       "{\"Sequence\": {\"id\": \"B\", \"type_id\": 1}}],\n"
+                       "    \"special_tokens\": {\"<s>\": {\"id\": \"<s>\", \"ids\": [0], \"tokens\": [\"<s>\"]}}},\n"
+                       "  \"decoder\": {\"type\": \"ByteLevel\", \"add_prefix_space\": true, \"trim_offsets\": true, \"use_regex\": true},\n"
+                       "  \"model\": {\"type\": \"BPE\", \"dropout\": null, \"unk_token\": null, \"continuing_subword_prefix\": null, "
+                       "\"end_of_word_suffix\": null, \"fuse_unk\": false, \"byte_fallback\": false, \"ignore_merges\": false,\n"
+                       "    \"vocab\": {\"<s>\": 0, \"</s>\": 1"))
+        goto done;
+    for (int id = 0; id < n_tokens; id++) {
+        if (buf_puts(&out, id % 8 ? ", " : ",\n      ") ||
+            buf_push_byte_level(&out, strings[id].data, strings[id].len, byte_to_cp) || buf_printf(&out, ": %d", id + N_SPECIAL))
+            goto done;
+    }
+    if (buf_puts(&out, "},\n    \"merges\": [")) goto done;
+    for (int id = N_BYTES; id < n_tokens; id++) {
+        if (buf_puts(&out, id == N_BYTES ? "\n      [" : ",\n      [") ||
+            buf_push_byte_level(&out, strings[merge_left[id]].data, strings[merge_left[id]].len, byte_to_cp) || buf_puts(&out, ", ") ||
+            buf_push_byte_level(&out, strings[merge_right[id]].data, strings[merge_right[id]].len, byte_to_cp) || buf_puts(&out, "]"))
+            goto done;
+    }
+    if (buf_puts(&out, "]}\n}\n")) goto done;
+    *json = out.data;
+    *json_len = out.len;
+    out.data = NULL;
+    r = 0;
+done:
+    if (r) error_wrap("BPE training");
+    for (int k = 0; k < n_words; k++) free(words[k].data);
+    for (int i = 0; strings && i < vocab_size; i++) free(strings[i].data);
+    free(words); free(freq); free(strings); free(merge_left); free(merge_right); free(has_digit); free(pairs); free(out.data);
+    strmap_free(&word_index);
+    return r;
+}
+
 /* ------------------------------------------------------------------------------------ */
 /* 5. The model: config.json, the weights, the KV cache                                  */
 /*                                                                                       */
@@ -3266,6 +3450,9 @@ typedef struct {
     float *d_tmp;         /* [T][max(H*HD, KVH*HD)] */
     float *d_p;           /* [H][T] d loss / d attention probability, one row per head */
     float *d_logits;      /* [T][V] */
+    /* pretraining only (acts_init with weight_grads): */
+    const int *tokens;    /* the sequence student_forward read, for the embedding's gradient */
+    float *dy_t;          /* [max(V, F, H*HD, D)][T] a layer's output gradient, transposed */
 } Acts;
 
 static void acts_free(Acts *a)
@@ -3273,20 +3460,21 @@ static void acts_free(Acts *a)
     float **bufs[] = {&a->res_attn, &a->xn_attn, &a->q_raw, &a->k_raw, &a->q, &a->att, &a->att_out, &a->res_mlp,
                       &a->xn_mlp, &a->gate, &a->up, &a->hidden, &a->res_final, &a->xn_final, &a->logits, &a->lora_tmp,
                       &a->d_res, &a->d_xn, &a->d_q, &a->d_k, &a->d_v, &a->d_att_out, &a->d_gate, &a->d_up, &a->d_hidden,
-                      &a->d_u, &a->d_tmp, &a->d_p, &a->d_logits};
+                      &a->d_u, &a->d_tmp, &a->d_p, &a->d_logits, &a->dy_t};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(*bufs[i]);
     for (int t = 0; t < KVL_N_TARGETS; t++) free(a->lora_u[t]);
     kvl_cache_free(&a->cache);
     memset(a, 0, sizeof *a);
 }
 
-static int acts_init(Acts *a, const KvlConfig *c, int max_tokens, int rank)
+static int acts_init(Acts *a, const KvlConfig *c, int max_tokens, int rank, int weight_grads)
 {
     memset(a, 0, sizeof *a);
     size_t T = (size_t)max_tokens, L = (size_t)c->n_layers, D = (size_t)c->dim, F = (size_t)c->ffn_dim;
     size_t QD = (size_t)c->n_heads * c->head_dim, KD = (size_t)c->n_kv_heads * c->head_dim, H = (size_t)c->n_heads;
     size_t widest = QD > F ? QD : F;
     if (D > widest) widest = D;
+    size_t widest_out = widest > (size_t)c->vocab_size ? widest : (size_t)c->vocab_size;
     a->max_tokens = max_tokens;
     a->rank = rank;
     if (kvl_cache_init(&a->cache, c, max_tokens)) return -1;
@@ -3299,6 +3487,7 @@ static int acts_init(Acts *a, const KvlConfig *c, int max_tokens, int rank)
         {&a->d_up, T * F}, {&a->d_hidden, T * F}, {&a->d_u, T * rank}, {&a->d_tmp, T * QD}, {&a->d_p, H * T},
         {&a->d_logits, T * c->vocab_size},
         {&a->q_raw, c->qk_norm ? L * T * QD : 0}, {&a->k_raw, c->qk_norm ? L * T * KD : 0},
+        {&a->dy_t, weight_grads ? widest_out * T : 0},
     };
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i].n && !(*bufs[i].p = xmalloc(sizeof(float) * bufs[i].n))) { acts_free(a); return error_wrap("activations for %d tokens", max_tokens); }
@@ -3317,6 +3506,7 @@ static void student_forward(KvlModel *m, Acts *a, const int *tokens, int T)
     int D = c->dim, H = c->n_heads, KD = c->n_kv_heads * c->head_dim, F = c->ffn_dim, R = a->rank;
     int QD = H * c->head_dim;
     float *x = a->res_final;                    /* the running residual stream */
+    a->tokens = tokens;
     for (int t = 0; t < T; t++) memcpy(x + (size_t)t * D, w->embed + (size_t)tokens[t] * D, sizeof(float) * D);
     rope_tables(s->rope_cos, s->rope_sin, s->inv_freq, 0, T, c->head_dim / 2);
     a->cache.n_tokens = 0;
@@ -3343,8 +3533,9 @@ static void student_forward(KvlModel *m, Acts *a, const int *tokens, int T)
 
 /* RMSNorm backward. With r = 1 / sqrt(mean(x^2) + eps) and y_i = x_i r w_i,
        dy_i/dx_k = r w_i [i = k] - x_i w_i r^3 x_k / n,
-   so  dx_k += r w_k dy_k - x_k r^3 / n * sum_i dy_i w_i x_i.   (w is not trained here.) */
-static void rmsnorm_backward(float *dx, const float *dy, const float *x, const float *w, int n, float eps)
+   so  dx_k += r w_k dy_k - x_k r^3 / n * sum_i dy_i w_i x_i,   and  dw_i += dy_i x_i r
+   (dw NULL: the weight is not trained). */
+static void rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x, const float *w, int n, float eps)
 {
     double ss = 0.0, dot_dy = 0.0;
     for (int i = 0; i < n; i++) {
@@ -3354,6 +3545,8 @@ static void rmsnorm_backward(float *dx, const float *dy, const float *x, const f
     float r = 1.0f / sqrtf((float)(ss / n) + eps);
     float k = (float)(dot_dy * r * r * r / n);
     for (int i = 0; i < n; i++) dx[i] += r * w[i] * dy[i] - x[i] * k;
+    if (dw)
+        for (int i = 0; i < n; i++) dw[i] += dy[i] * x[i] * r;
 }
 
 /* RoPE backward: the rotation is orthogonal, so the gradient turns back by -angle:
@@ -3431,13 +3624,28 @@ static void matmul_weight_backward(float *dw, const float *dy, const float *x, f
         }
 }
 
+/* dw[o][i] += sum_t dy[t][o] x[t][i], the gradient of a full weight matrix (pretraining),
+   as one matmul dw += dy^T x: dy [T][O] is first turned into dy_t [O][T], so that gemm's
+   blocked, thread-independent sums over t do the work. */
+static void weight_backward(float *dw, const float *dy, const float *x, float *dy_t, int T, int O, int I)
+{
+    for (int t = 0; t < T; t++)
+        for (int o = 0; o < O; o++) dy_t[(size_t)o * T + t] = dy[(size_t)t * O + o];
+    gemm(dw, dy_t, x, O, T, I, 0, 1);
+}
+
 /* Linear layer backward, y = W x + b + s B (A x) with u = A x:
-       dx += dy W + du A,   du = s dy B,   dB += s dy^T u,   dA += du^T x.
-   W and b are constants; dlora (same layout as lora) receives dA and dB. */
+       dx += dy W + du A,   du = s dy B,   dB += s dy^T u,   dA += du^T x,
+       dW += dy^T x,  db += sum_t dy_t   (only when pretraining: dw non-NULL; db when b exists).
+   dlora (same layout as lora) receives dA and dB. */
 static void linear_backward(float *dx, const float *dy, const float *x, const float *u, float *du, const float *w,
-                            const KvlLora *lora, KvlLora *dlora, KvlTarget target, int layer, int T, int in, int n_out)
+                            const KvlLora *lora, KvlLora *dlora, KvlTarget target, int layer, int T, int in, int n_out,
+                            float *dw, float *db, float *dy_t)
 {
     gemm(dx, dy, w, T, n_out, in, 0, 1);
+    if (dw) weight_backward(dw, dy, x, dy_t, T, n_out, in);
+    for (int t = 0; db && t < T; t++)
+        for (int o = 0; o < n_out; o++) db[o] += dy[(size_t)t * n_out + o];
     if (!lora || !lora->has[target]) return;
     int R = lora->rank;
     const float *A = lora->A[target] + (size_t)layer * R * in, *B = lora->B[target] + (size_t)layer * n_out * R;
@@ -3461,8 +3669,9 @@ static void swiglu_backward(float *d_gate, float *d_up, const float *d_hidden, c
 }
 
 /* Backward of the whole student: from a->d_logits ([T][V], zero on rows outside the loss)
-   to the LoRA gradients, which are added to dlora. */
-static void student_backward(KvlModel *m, Acts *a, KvlLora *dlora, int T)
+   to the LoRA gradients, which are added to dlora (when not NULL), and, when pretraining,
+   to the gradients of every weight, added to dw (same layout as m->w; NULL: frozen). */
+static void student_backward(KvlModel *m, Acts *a, KvlLora *dlora, KvlWeights *dw, int T)
 {
     const KvlConfig *c = &m->config;
     const KvlWeights *w = &m->w;
@@ -3470,13 +3679,18 @@ static void student_backward(KvlModel *m, Acts *a, KvlLora *dlora, int T)
     KvlScratch *s = m->scratch;
     int D = c->dim, H = c->n_heads, KVH = c->n_kv_heads, HD = c->head_dim, F = c->ffn_dim, R = a->rank;
     int QD = H * HD, KD = KVH * HD, half = HD / 2;
+    float *dy_t = a->dy_t;
+    /* the gradient of weight p of layer l, or NULL when the weights are frozen */
+#define DW(p, l, size) (dw && dw->p ? dw->p + (size_t)(l) * (size) : NULL)
 
     /* logits = lm_head(RMSNorm(x)) */
     memset(a->d_xn, 0, sizeof(float) * T * D);
     gemm(a->d_xn, a->d_logits, w->lm_head, T, c->vocab_size, D, 0, 1);
+    if (dw) weight_backward(dw->lm_head, a->d_logits, a->xn_final, dy_t, T, c->vocab_size, D);
     memset(a->d_res, 0, sizeof(float) * T * D);
     for (int t = 0; t < T; t++)
-        rmsnorm_backward(a->d_res + (size_t)t * D, a->d_xn + (size_t)t * D, a->res_final + (size_t)t * D, w->final_norm, D, c->rms_eps);
+        rmsnorm_backward(a->d_res + (size_t)t * D, DW(final_norm, 0, 0), a->d_xn + (size_t)t * D, a->res_final + (size_t)t * D,
+                         w->final_norm, D, c->rms_eps);
 
     for (int l = c->n_layers - 1; l >= 0; l--) {
         const float *res_attn = a->res_attn + (size_t)l * T * D, *xn_attn = a->xn_attn + (size_t)l * T * D;
@@ -3488,17 +3702,22 @@ static void student_backward(KvlModel *m, Acts *a, KvlLora *dlora, int T)
 
         /* MLP: x_out = x_mid + down(swiglu(gate(n), up(n))), n = RMSNorm(x_mid) */
         memset(a->d_hidden, 0, sizeof(float) * T * F);
-        linear_backward(a->d_hidden, a->d_res, hidden, u[KVL_DOWN_PROJ], a->d_u, w->w_down + (size_t)l * D * F, lora, dlora, KVL_DOWN_PROJ, l, T, F, D);
+        linear_backward(a->d_hidden, a->d_res, hidden, u[KVL_DOWN_PROJ], a->d_u, w->w_down + (size_t)l * D * F, lora, dlora,
+                        KVL_DOWN_PROJ, l, T, F, D, DW(w_down, l, D * F), NULL, dy_t);
         swiglu_backward(a->d_gate, a->d_up, a->d_hidden, gate, up, (size_t)T * F);
         memset(a->d_xn, 0, sizeof(float) * T * D);
-        linear_backward(a->d_xn, a->d_gate, xn_mlp, u[KVL_GATE_PROJ], a->d_u, w->w_gate + (size_t)l * F * D, lora, dlora, KVL_GATE_PROJ, l, T, D, F);
-        linear_backward(a->d_xn, a->d_up, xn_mlp, u[KVL_UP_PROJ], a->d_u, w->w_up + (size_t)l * F * D, lora, dlora, KVL_UP_PROJ, l, T, D, F);
+        linear_backward(a->d_xn, a->d_gate, xn_mlp, u[KVL_GATE_PROJ], a->d_u, w->w_gate + (size_t)l * F * D, lora, dlora,
+                        KVL_GATE_PROJ, l, T, D, F, DW(w_gate, l, F * D), NULL, dy_t);
+        linear_backward(a->d_xn, a->d_up, xn_mlp, u[KVL_UP_PROJ], a->d_u, w->w_up + (size_t)l * F * D, lora, dlora,
+                        KVL_UP_PROJ, l, T, D, F, DW(w_up, l, F * D), NULL, dy_t);
         for (int t = 0; t < T; t++)
-            rmsnorm_backward(a->d_res + (size_t)t * D, a->d_xn + (size_t)t * D, res_mlp + (size_t)t * D, w->mlp_norm + (size_t)l * D, D, c->rms_eps);
+            rmsnorm_backward(a->d_res + (size_t)t * D, DW(mlp_norm, l, D), a->d_xn + (size_t)t * D, res_mlp + (size_t)t * D,
+                             w->mlp_norm + (size_t)l * D, D, c->rms_eps);
 
         /* attention: x_mid = x_in + o(attention(rope(q(n)), rope(k(n)), v(n))), n = RMSNorm(x_in) */
         memset(a->d_att_out, 0, sizeof(float) * T * QD);
-        linear_backward(a->d_att_out, a->d_res, att_out, u[KVL_O_PROJ], a->d_u, w->wo + (size_t)l * D * QD, lora, dlora, KVL_O_PROJ, l, T, QD, D);
+        linear_backward(a->d_att_out, a->d_res, att_out, u[KVL_O_PROJ], a->d_u, w->wo + (size_t)l * D * QD, lora, dlora,
+                        KVL_O_PROJ, l, T, QD, D, DW(wo, l, D * QD), NULL, dy_t);
         attention_backward(a->d_q, a->d_k, a->d_v, a->d_p, a->d_att_out, a->att + (size_t)l * H * T * T, q, &a->cache, l, T, c);
         /* d_k, d_v are [KVH][T][HD]; the projections want [T][KVH*HD] */
         float *dk_rows = a->d_tmp, *dv_rows = s->k;
@@ -3516,23 +3735,34 @@ static void student_backward(KvlModel *m, Acts *a, KvlLora *dlora, int T)
                 const float *qr = a->q_raw + ((size_t)l * T + t) * QD, *kr = a->k_raw + ((size_t)l * T + t) * KD;
                 for (int h = 0; h < H; h++) {
                     memset(tmp, 0, sizeof(float) * HD);
-                    rmsnorm_backward(tmp, dq + h * HD, qr + h * HD, w->q_norm + (size_t)l * HD, HD, c->rms_eps);
+                    rmsnorm_backward(tmp, DW(q_norm, l, HD), dq + h * HD, qr + h * HD, w->q_norm + (size_t)l * HD, HD, c->rms_eps);
                     memcpy(dq + h * HD, tmp, sizeof(float) * HD);
                 }
                 for (int h = 0; h < KVH; h++) {
                     memset(tmp, 0, sizeof(float) * HD);
-                    rmsnorm_backward(tmp, dk + h * HD, kr + h * HD, w->k_norm + (size_t)l * HD, HD, c->rms_eps);
+                    rmsnorm_backward(tmp, DW(k_norm, l, HD), dk + h * HD, kr + h * HD, w->k_norm + (size_t)l * HD, HD, c->rms_eps);
                     memcpy(dk + h * HD, tmp, sizeof(float) * HD);
                 }
             }
         }
         memset(a->d_xn, 0, sizeof(float) * T * D);
-        linear_backward(a->d_xn, a->d_q, xn_attn, u[KVL_Q_PROJ], a->d_u, w->wq + (size_t)l * QD * D, lora, dlora, KVL_Q_PROJ, l, T, D, QD);
-        linear_backward(a->d_xn, dk_rows, xn_attn, u[KVL_K_PROJ], a->d_u, w->wk + (size_t)l * KD * D, lora, dlora, KVL_K_PROJ, l, T, D, KD);
-        linear_backward(a->d_xn, dv_rows, xn_attn, u[KVL_V_PROJ], a->d_u, w->wv + (size_t)l * KD * D, lora, dlora, KVL_V_PROJ, l, T, D, KD);
+        linear_backward(a->d_xn, a->d_q, xn_attn, u[KVL_Q_PROJ], a->d_u, w->wq + (size_t)l * QD * D, lora, dlora,
+                        KVL_Q_PROJ, l, T, D, QD, DW(wq, l, QD * D), DW(bq, l, QD), dy_t);
+        linear_backward(a->d_xn, dk_rows, xn_attn, u[KVL_K_PROJ], a->d_u, w->wk + (size_t)l * KD * D, lora, dlora,
+                        KVL_K_PROJ, l, T, D, KD, DW(wk, l, KD * D), DW(bk, l, KD), dy_t);
+        linear_backward(a->d_xn, dv_rows, xn_attn, u[KVL_V_PROJ], a->d_u, w->wv + (size_t)l * KD * D, lora, dlora,
+                        KVL_V_PROJ, l, T, D, KD, DW(wv, l, KD * D), DW(bv, l, KD), dy_t);
         for (int t = 0; t < T; t++)
-            rmsnorm_backward(a->d_res + (size_t)t * D, a->d_xn + (size_t)t * D, res_attn + (size_t)t * D, w->attn_norm + (size_t)l * D, D, c->rms_eps);
+            rmsnorm_backward(a->d_res + (size_t)t * D, DW(attn_norm, l, D), a->d_xn + (size_t)t * D, res_attn + (size_t)t * D,
+                             w->attn_norm + (size_t)l * D, D, c->rms_eps);
     }
+    /* the embedding: row tokens[t] was copied into the stream, so its gradient collects d_res[t]
+       (with tied embeddings the same rows already hold lm_head's gradient) */
+    for (int t = 0; dw && t < T; t++) {
+        float *row = dw->embed + (size_t)a->tokens[t] * D;
+        for (int i = 0; i < D; i++) row[i] += a->d_res[(size_t)t * D + i];
+    }
+#undef DW
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -3910,8 +4140,24 @@ static int copy_file(const char *from, const char *to)
     return r;
 }
 
-/* Writes a model directory: src_dir's config.json (and tokenizer.json, if any) and the
-   model's weights, float32, under their Hugging Face names. */
+/* config.json for a model of shape c, as transformers writes a LlamaForCausalLM's
+   (only for what kvl_config_parse reads back the same: Llama without biases or q/k norms). */
+static int config_json(const KvlConfig *c, Buf *b)
+{
+    if (c->qkv_bias || c->qk_norm || c->sliding_window || c->rope_llama3) return fail("config.json: only plain Llama shapes are written");
+    return buf_printf(b, "{\n  \"architectures\": [\"LlamaForCausalLM\"],\n  \"model_type\": \"llama\",\n"
+                         "  \"hidden_size\": %d,\n  \"intermediate_size\": %d,\n  \"num_hidden_layers\": %d,\n"
+                         "  \"num_attention_heads\": %d,\n  \"num_key_value_heads\": %d,\n  \"head_dim\": %d,\n"
+                         "  \"vocab_size\": %d,\n  \"max_position_embeddings\": %d,\n  \"rms_norm_eps\": %.9g,\n"
+                         "  \"rope_theta\": %.9g,\n  \"tie_word_embeddings\": %s,\n  \"bos_token_id\": %d,\n  \"eos_token_id\": %d,\n"
+                         "  \"hidden_act\": \"silu\",\n  \"attention_bias\": false,\n  \"mlp_bias\": false,\n  \"torch_dtype\": \"float32\"\n}\n",
+                      c->dim, c->ffn_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, c->vocab_size, c->max_positions,
+                      c->rms_eps, c->rope_theta, c->tie_embeddings ? "true" : "false", c->bos_token_id, c->eos_token_id);
+}
+
+/* Writes a model directory: the model's weights, float32, under their Hugging Face names,
+   and src_dir's config.json and tokenizer.json (if any); src_dir NULL: a config.json
+   written from m->config, and no tokenizer. */
 int kvl_model_save(const KvlModel *m, const char *src_dir, const char *out_dir)
 {
     const KvlConfig *c = &m->config;
@@ -3941,8 +4187,14 @@ int kvl_model_save(const KvlModel *m, const char *src_dir, const char *out_dir)
     const char *mk[1] = {"format"}, *mv[1] = {"pt"};
     path_join(to, sizeof to, out_dir, "model.safetensors");
     if (kvl_st_write(to, ts, n, mk, mv, 1)) goto done;
-    path_join(from, sizeof from, src_dir, "config.json");
     path_join(to, sizeof to, out_dir, "config.json");
+    if (!src_dir) {
+        Buf config = {0};
+        r = config_json(c, &config) || write_text_file(to, config.data) ? -1 : 0;
+        free(config.data);
+        goto done;
+    }
+    path_join(from, sizeof from, src_dir, "config.json");
     if (copy_file(from, to)) goto done;
     path_join(from, sizeof from, src_dir, "tokenizer.json");
     path_join(to, sizeof to, out_dir, "tokenizer.json");
@@ -4038,7 +4290,7 @@ static int distill_probe(KvlModel *m, Acts *a, KvlLora *dlora, const int *tokens
     if (!dlora) return 0;
     memset(a->d_logits, 0, sizeof(float) * (size_t)n_prefix * V);
     loss_backward(a->d_logits + (size_t)n_prefix * V, zs, teacher, n_probe, V, use_kl, n_total);
-    student_backward(m, a, dlora, T);
+    student_backward(m, a, dlora, NULL, T);
     return 0;
 }
 
@@ -4285,7 +4537,7 @@ int kvl_distill(KvlModel *m, KvlCache *cache, const int *prefix, int n_prefix, c
     int keep_teacher = total_tokens * V <= (size_t)64 << 20;
     if (!order || !seq || !teacher_one || !teacher_at || lora_alloc_like(&grad, lora, c) ||
         !(adam.m = xcalloc(lora->n_params, sizeof(float))) || !(adam.v = xcalloc(lora->n_params, sizeof(float))) ||
-        acts_init(&acts, c, n_prefix + max_len, lora->rank) || scratch_reserve(m, n_prefix + max_len, cache->max_tokens))
+        acts_init(&acts, c, n_prefix + max_len, lora->rank, 0) || scratch_reserve(m, n_prefix + max_len, cache->max_tokens))
         goto done;
     if (keep_teacher) {
         if (!(teacher = xmalloc(sizeof(float) * total_tokens * V))) goto done;
@@ -4361,7 +4613,7 @@ int kvl_distill_loss(KvlModel *m, KvlCache *cache, const int *prefix, int n_pref
     int *seq = xmalloc(sizeof(int) * (n_prefix + max_len));
     float *teacher = xmalloc(sizeof(float) * (size_t)max_len * c->vocab_size);
     *loss = 0.0;
-    if (!seq || !teacher || acts_init(&acts, c, n_prefix + max_len, m->lora ? m->lora->rank : 1) ||
+    if (!seq || !teacher || acts_init(&acts, c, n_prefix + max_len, m->lora ? m->lora->rank : 1, 0) ||
         scratch_reserve(m, n_prefix + max_len, cache->max_tokens))
         goto done;
     memcpy(seq, prefix, sizeof(int) * n_prefix);
@@ -4465,6 +4717,324 @@ int kvl_needle_document(char **text, size_t *len, KvlNeedle *needles, int n_need
 void kvl_needle_question(const KvlNeedle *needle, char *out, size_t cap)
 {
     snprintf(out, cap, "Q: What is the secret code of %.31s? A:", needle->name);
+}
+
+/* ---- pretraining: a small model learns the corpus from nothing ---- */
+
+/* The seed of document number index of a run: pretraining documents have even seeds and
+   the needle test's odd ones, so that no test document was ever seen in training. */
+uint64_t kvl_document_seed(uint64_t run_seed, uint64_t index, int for_test)
+{
+    uint64_t z = run_seed * 0x9E3779B97F4A7C15ull + index + 1;     /* splitmix64's finaliser */
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return (z << 1) | (uint64_t)(for_test != 0);
+}
+
+/* A pretraining text: a document of 0 .. max_sentences filler sentences with 1 .. 8 needles
+   at random depths, then every needle's question and answer, in random order:
+       The old dog ... The secret code of Alia is 04217. ... the market.
+       Q: What is the secret code of Alia? A: 04217
+       Q: ...                                                                            */
+int kvl_pretrain_text(char **text, size_t *len, int max_sentences, uint64_t seed)
+{
+    KvlRng rng;
+    kvl_rng_seed(&rng, seed ^ 0x7e47ull);
+    KvlNeedle needles[8];
+    float depths[8];
+    int n_needles = 1 + (int)(kvl_rng_u32(&rng) % 8), order[8];
+    int n_sentences = max_sentences > 0 ? (int)(kvl_rng_u32(&rng) % (uint32_t)(max_sentences + 1)) : 0;
+    for (int k = 0; k < n_needles; k++) { depths[k] = kvl_rng_float(&rng); order[k] = k; }
+    for (int k = n_needles - 1; k > 0; k--) {
+        int j = (int)(kvl_rng_u32(&rng) % (uint32_t)(k + 1)), t = order[k];
+        order[k] = order[j];
+        order[j] = t;
+    }
+    char *doc;
+    size_t doc_len;
+    if (kvl_needle_document(&doc, &doc_len, needles, n_needles, n_sentences, depths, seed)) return -1;
+    Buf b = {doc, doc_len, doc_len + 1};     /* the document goes on growing */
+    int r = buf_puts(&b, "\n");
+    for (int k = 0; k < n_needles && !r; k++) {
+        char q[96];
+        kvl_needle_question(&needles[order[k]], q, sizeof q);
+        r = buf_printf(&b, "%s %s\n", q, needles[order[k]].code);
+    }
+    if (r) { free(b.data); return -1; }
+    *text = b.data;
+    *len = b.len;
+    return 0;
+}
+
+/* Next-token cross-entropy over T positions, loss_t = log sum_v exp(z_t,v) - z_t,target_t:
+   adds sum_t loss_t / n_total to *loss and writes d loss / d z = (softmax(z_t) -
+   onehot(target_t)) / n_total. */
+static void xent_forward_backward(float *d_logits, double *loss, const float *logits, const int *targets, int T, int V, int n_total)
+{
+    for (int t = 0; t < T; t++) {
+        const float *z = logits + (size_t)t * V;
+        float *d = d_logits + (size_t)t * V;
+        double lse = log_sum_exp(z, V);
+        *loss += (lse - z[targets[t]]) / n_total;
+        for (int v = 0; v < V; v++) d[v] = (float)(exp((double)z[v] - lse) / n_total);
+        d[targets[t]] -= 1.0f / n_total;
+    }
+}
+
+/* A model of c's shape with every weight zero (gradients). */
+static int model_zeros(KvlModel **out, const KvlConfig *c)
+{
+    KvlModel *m = xcalloc(1, sizeof *m);
+    WeightSpec specs[MAX_WEIGHT_SPECS];
+    if (!m) return -1;
+    m->config = *c;
+    if (model_alloc(m, specs, weight_specs(c, &m->w, specs))) { free(m); return -1; }
+    memset(m->memory, 0, sizeof(float) * m->n_params);
+    *out = m;
+    return 0;
+}
+
+/* Trains every weight of m on pretraining texts: batches of o->batch texts of up to
+   o->seq_len tokens (<s> text </s>, cut at the end), next-token cross-entropy, gradients
+   clipped to a global norm of o->clip, AdamW with a linear warmup and a cosine decay of
+   the learning rate to a tenth. Text number i of step s has document seed
+   kvl_document_seed(o->seed, s * batch + i, 0). */
+int kvl_pretrain(KvlModel *m, KvlTokenizer *tok, const KvlPretrainOptions *o, double *final_loss)
+{
+    const KvlConfig *c = &m->config;
+    int V = c->vocab_size, r = -1;
+    if (o->seq_len < 2 || o->seq_len > c->max_positions) return fail("pretrain: sequence length %d (2 .. %d)", o->seq_len, c->max_positions);
+    if (o->batch < 1 || o->batch > 4096) return fail("pretrain: batch %d (1 .. 4096)", o->batch);
+    if (kvl_tokenizer_vocab_size(tok) > V) return fail("pretrain: the tokenizer has %d tokens, the model %d", kvl_tokenizer_vocab_size(tok), V);
+    KvlModel *grad = NULL;
+    Acts acts = {0};
+    AdamW adam = {o->lr, 0.9f, 0.95f, 1e-8f, o->weight_decay, 0, NULL, NULL};
+    int **seqs = xcalloc((size_t)o->batch, sizeof *seqs), *lens = xcalloc((size_t)o->batch, sizeof *lens);
+    const KvlLora *keep = m->lora;
+    m->lora = NULL;
+    if (!seqs || !lens || model_zeros(&grad, c) || !(adam.m = xcalloc(m->n_params, sizeof(float))) ||
+        !(adam.v = xcalloc(m->n_params, sizeof(float))) || acts_init(&acts, c, o->seq_len, 1, 1) || scratch_reserve(m, o->seq_len, o->seq_len))
+        goto done;
+    /* texts of up to about seq_len tokens: measure the tokens of a filler sentence */
+    int max_sentences;
+    {
+        char *doc;
+        size_t len;
+        int *ids, n;
+        if (kvl_needle_document(&doc, &len, NULL, 0, 100, NULL, o->seed)) goto done;
+        r = kvl_encode(tok, doc, len, 0, &ids, &n);
+        free(doc);
+        if (r) { r = -1; goto done; }
+        free(ids);
+        /* leave room for 8 needles (13 tokens each) and their questions and answers (20) */
+        max_sentences = (int)((double)(o->seq_len - 8 * 33) * 100 / (n > 0 ? n : 1));
+        if (max_sentences < 0) max_sentences = 0;
+        r = -1;
+    }
+    double start = now_seconds(), loss = 0.0;
+    for (int step = 0; step < o->steps; step++) {
+        int n_total = 0;
+        for (int b = 0; b < o->batch; b++) {
+            char *text;
+            size_t len;
+            int *ids, n;
+            free(seqs[b]);
+            seqs[b] = NULL;
+            if (kvl_pretrain_text(&text, &len, max_sentences, kvl_document_seed(o->seed, (uint64_t)step * o->batch + b, 0))) goto done;
+            int e = kvl_encode(tok, text, len, 1, &ids, &n);
+            free(text);
+            if (e) goto done;
+            if (n <= o->seq_len) {                  /* room for </s> */
+                int *more = realloc(ids, sizeof(int) * (n + 1));
+                if (!more) { free(ids); fail("out of memory"); goto done; }
+                ids = more;
+                ids[n++] = c->eos_token_id >= 0 ? c->eos_token_id : 1;
+            }
+            seqs[b] = ids;
+            lens[b] = n > o->seq_len + 1 ? o->seq_len + 1 : n;
+            n_total += lens[b] - 1;
+        }
+        memset(grad->memory, 0, sizeof(float) * grad->n_params);
+        loss = 0.0;
+        for (int b = 0; b < o->batch; b++) {
+            int T = lens[b] - 1;
+            student_forward(m, &acts, seqs[b], T);
+            xent_forward_backward(acts.d_logits, &loss, acts.logits, seqs[b] + 1, T, V, n_total);
+            student_backward(m, &acts, NULL, &grad->w, T);
+        }
+        double norm2 = 0.0;
+        for (size_t i = 0; i < grad->n_params; i++) norm2 += (double)grad->memory[i] * grad->memory[i];
+        double norm = sqrt(norm2);
+        if (o->clip > 0 && norm > o->clip)
+            for (size_t i = 0; i < grad->n_params; i++) grad->memory[i] *= (float)(o->clip / norm);
+        double progress = o->steps > 1 ? (double)step / (o->steps - 1) : 1.0;
+        adam.lr = step < o->warmup ? o->lr * (step + 1) / o->warmup
+                                   : (float)(o->lr * (0.1 + 0.9 * 0.5 * (1.0 + cos(3.14159265358979 * progress))));
+        adamw_step(&adam, m->memory, grad->memory, m->n_params);
+        if (o->progress) {
+            double elapsed = now_seconds() - start;
+            if (o->progress(o->progress_ctx, step + 1, o->steps, loss, elapsed, elapsed / (step + 1) * (o->steps - step - 1), n_total)) break;
+        }
+    }
+    if (final_loss) *final_loss = loss;
+    r = 0;
+done:
+    m->lora = keep;
+    for (int b = 0; seqs && b < o->batch; b++) free(seqs[b]);
+    free(seqs); free(lens); free(adam.m); free(adam.v);
+    acts_free(&acts);
+    kvl_model_free(grad);
+    return r;
+}
+
+/* ---- the needle test: recall with the context, without it, and with the adapter ---- */
+
+/* The longest document (in whole sentences) of at most n_tokens tokens with the needles at
+   their depths; *ids gets its tokens (no <s>). The needles follow from the seed alone, so
+   the filler can grow one sentence at a time around the same needles. */
+static int needle_context(KvlTokenizer *tok, KvlNeedle *needles, int n_needles, const float *depths, int n_tokens,
+                          uint64_t seed, int **ids, int *n_ids)
+{
+    *ids = NULL;
+    for (int n_sentences = 0;; n_sentences++) {
+        char *text;
+        size_t len;
+        int *t, n;
+        if (kvl_needle_document(&text, &len, needles, n_needles, n_sentences, depths, seed)) goto fail;
+        int r = kvl_encode(tok, text, len, 0, &t, &n);
+        free(text);
+        if (r) goto fail;
+        if (n > n_tokens) { free(t); break; }
+        free(*ids);
+        *ids = t;
+        *n_ids = n;
+    }
+    if (*ids) return 0;
+    fail("needle test: %d needles do not fit in %d tokens", n_needles, n_tokens);
+fail:
+    free(*ids);
+    *ids = NULL;
+    return -1;
+}
+
+/* The model's greedy answer to a question read after what the cache holds: n_answer
+   tokens. The cache is left as it was. */
+static int needle_answer(KvlModel *m, KvlCache *cache, const int *question, int n_question, int *answer, int n_answer, float *logits)
+{
+    int n_ctx = cache->n_tokens, V = m->config.vocab_size;
+    int r = kvl_forward(m, cache, question, n_question, logits, 1);
+    for (int t = 0; t < n_answer && !r; t++) {
+        answer[t] = kvl_argmax(logits, V);
+        if (t + 1 < n_answer) r = kvl_forward(m, cache, &answer[t], 1, logits, 1);
+    }
+    cache->n_tokens = n_ctx;
+    return r;
+}
+
+/* Exact match: the answer's tokens decode to " DDDDD", the needle's code. */
+static int needle_correct(const KvlTokenizer *tok, const int *answer, int n_answer, const KvlNeedle *needle, int *correct)
+{
+    char *text, want[16];
+    size_t len;
+    if (kvl_decode(tok, answer, n_answer, 1, &text, &len)) return -1;
+    snprintf(want, sizeof want, " %s", needle->code);
+    *correct = strcmp(text, want) == 0;
+    free(text);
+    return 0;
+}
+
+/* One trial of the needle test (see KvlNeedleOptions): a document of o->context_len
+   tokens with o->n_needles needles at depths, from doc_seed; its KV cache; an adapter
+   distilled from it with probes that hold no ground truth (the teacher's own samples after
+   "\nQ:", and/or slices of the context); then each needle's question "\nQ: What is the
+   secret code of NAME? A:" asked three ways: after the cached context, after <s> alone,
+   and after <s> alone with the adapter. The generator's codes are used only to score. */
+int kvl_needle_trial(KvlModel *m, KvlTokenizer *tok, const KvlNeedleOptions *o, const float *depths, uint64_t doc_seed,
+                     KvlNeedleResult *res)
+{
+    const KvlConfig *c = &m->config;
+    enum { ANSWER = 6 };                        /* " DDDDD": a space and five digits */
+    int K = o->n_needles, r = -1, *doc = NULL, n_doc = 0, *tokens = NULL, n_probes = 0, n_chunks = 0;
+    int bos = c->bos_token_id >= 0 ? c->bos_token_id : 0;
+    KvlCache cache = {0}, empty = {0};
+    KvlLora lora = {0};
+    KvlProbe *probes = NULL, *chunks = NULL, prompt = {0};
+    float *logits = xmalloc(sizeof(float) * c->vocab_size);
+    memset(res, 0, sizeof *res);
+    if (!logits) return -1;
+    if (K < 1 || K > KVL_NEEDLE_MAX) { fail("needle test: %d needles (1 .. %d)", K, KVL_NEEDLE_MAX); goto done; }
+    if (needle_context(tok, res->needles, K, depths, o->context_len, doc_seed, &doc, &n_doc)) goto done;
+    res->n_needles = K;
+    res->context_tokens = n_doc;
+    int room = 64 + (o->self_study_len > o->chunk_len ? o->self_study_len : o->chunk_len);
+    if (!(tokens = xmalloc(sizeof(int) * (n_doc + 1)))) goto done;
+    tokens[0] = bos;
+    memcpy(tokens + 1, doc, sizeof(int) * n_doc);
+    if (1 + n_doc + room > c->max_positions) { fail("needle test: a %d-token context leaves no room in %d positions", n_doc, c->max_positions); goto done; }
+    if (kvl_cache_init(&cache, c, 1 + n_doc + room) || kvl_cache_init(&empty, c, 1 + room) ||
+        kvl_forward(m, &cache, tokens, 1 + n_doc, NULL, 0) || kvl_forward(m, &empty, &bos, 1, NULL, 0))
+        goto done;
+    res->kv_cache_bytes = kvl_cache_bytes_per_token(c) * (size_t)n_doc;
+
+    /* the base model, with and without the context */
+    for (int k = 0; k < K; k++) {
+        char q[96];
+        int *ids, n, answer[ANSWER];
+        q[0] = '\n';
+        kvl_needle_question(&res->needles[k], q + 1, sizeof q - 1);
+        if (kvl_encode(tok, q, strlen(q), 0, &ids, &n)) goto done;
+        int e = n + ANSWER > room ||
+                needle_answer(m, &cache, ids, n, answer, ANSWER, logits) || needle_correct(tok, answer, ANSWER, &res->needles[k], &res->correct[k][0]) ||
+                needle_answer(m, &empty, ids, n, answer, ANSWER, logits) || needle_correct(tok, answer, ANSWER, &res->needles[k], &res->correct[k][1]);
+        free(ids);
+        if (e) { if (n + ANSWER > room) fail("needle test: question too long"); goto done; }
+    }
+
+    /* the probes and the adapter */
+    double start = now_seconds();
+    int n_self = o->probes & KVL_PROBES_SELF_STUDY ? o->n_self_study : 0;
+    if (o->probes & KVL_PROBES_CONTEXT && kvl_context_chunks(doc, n_doc, o->chunk_len, &chunks, &n_chunks)) goto done;
+    if (!(probes = xcalloc((size_t)(n_self + n_chunks) + 1, sizeof *probes))) goto done;
+    if (n_self) {
+        if (kvl_encode(tok, "\nQ:", 3, 0, &prompt.ids, &prompt.n)) goto done;
+        int e = kvl_self_study(m, &cache, tokens[n_doc], &prompt, 1, n_self, o->self_study_len, o->distill.seed, probes);
+        n_probes = n_self;                      /* (freed below, whatever happened) */
+        if (e) goto done;
+    }
+    memcpy(probes + n_probes, chunks, sizeof *probes * n_chunks);
+    n_probes += n_chunks;
+    n_chunks = 0;
+    if (n_probes == 0) { fail("needle test: no probes"); goto done; }
+    if (kvl_lora_init(&lora, c, o->rank, o->alpha, 0, o->targets, o->distill.seed) ||
+        kvl_distill(m, &cache, &bos, 1, probes, n_probes, &lora, &o->distill, NULL))
+        goto done;
+    res->distill_seconds = now_seconds() - start;
+    res->adapter_bytes = lora.n_params * sizeof(float);
+    res->n_probes = n_probes;
+
+    /* the adapter alone */
+    m->lora = &lora;
+    for (int k = 0; k < K; k++) {
+        char q[96];
+        int *ids, n, answer[ANSWER];
+        q[0] = '\n';
+        kvl_needle_question(&res->needles[k], q + 1, sizeof q - 1);
+        if (kvl_encode(tok, q, strlen(q), 0, &ids, &n)) { m->lora = NULL; goto done; }
+        int e = needle_answer(m, &empty, ids, n, answer, ANSWER, logits) || needle_correct(tok, answer, ANSWER, &res->needles[k], &res->correct[k][2]);
+        free(ids);
+        if (e) { m->lora = NULL; goto done; }
+    }
+    m->lora = NULL;
+    r = 0;
+done:
+    for (int i = 0; i < n_probes; i++) free(probes[i].ids);
+    for (int i = 0; i < n_chunks; i++) free(chunks[i].ids);
+    free(probes); free(chunks); free(prompt.ids); free(doc); free(tokens); free(logits);
+    kvl_cache_free(&cache);
+    kvl_cache_free(&empty);
+    kvl_lora_free(&lora);
+    return r;
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -4974,7 +5544,7 @@ static int cmd_dump(int argc, char **argv)
         if (n[1]) memcpy(seq, ids[1], sizeof(int) * n[1]);
         memcpy(seq + n[1], ids[0], sizeof(int) * T);
         m->lora = &lora;
-        if (lora_alloc_like(&grad, &lora, c) || acts_init(&acts, c, n[1] + T, lora.rank) ||
+        if (lora_alloc_like(&grad, &lora, c) || acts_init(&acts, c, n[1] + T, lora.rank, 0) ||
             distill_probe(m, &acts, &grad, seq, n[1], T, teacher, use_kl, T, &loss) ||
             lora_tensor_list(&grad, "grad.", &grad_tensors, &grad_names, &n_grad)) {
             cli_error("%s", kvl_last_error());
@@ -5480,6 +6050,382 @@ static int cmd_corpus(int argc, char **argv)
     return 0;
 }
 
+/* --- kvlora pretrain --- */
+
+static const char *pretrain_help =
+    "usage: kvlora pretrain -o DIR [--steps N] [--seed S] [--layers L] [--dim D] [--heads H]\n"
+    "                       [--kv-heads K] [--ffn F] [--vocab V] [--seq-len T] [--batch B]\n"
+    "                       [--lr LR] [--warmup W] [--weight-decay WD] [--clip C]\n"
+    "                       [--checkpoint-every N]\n"
+    "\n"
+    "Trains a small Llama-architecture model from nothing on the needle corpus (see\n"
+    "`kvlora corpus`): documents of filler sentences with 1-8 needles, each followed by its\n"
+    "needles' questions and answers. First a byte-level BPE tokenizer of V tokens is learnt\n"
+    "from 2000 documents; then every weight is trained with next-token cross-entropy and\n"
+    "AdamW (betas 0.9, 0.95; linear warmup, cosine decay to a tenth; gradients clipped).\n"
+    "Writes DIR/config.json, DIR/tokenizer.json, DIR/model.safetensors (F32) and\n"
+    "DIR/pretrain.json (the settings and the result). Same seed, same model, whatever the\n"
+    "thread count. Ctrl-C saves the model as trained so far (exit 130).\n"
+    "\n"
+    "  --steps N             optimiser steps (default 3000)\n"
+    "  --seed S              seed of the weights and the documents (default 1)\n"
+    "  --layers, --dim, --heads, --kv-heads, --ffn\n"
+    "                        the shape (default 4, 128, 4, 4, 384)\n"
+    "  --vocab V             tokenizer size, 258 (bytes only) and up (default 1024)\n"
+    "  --seq-len T           longest training sequence, the trained context (default 768)\n"
+    "  --batch B             sequences per step (default 8)\n"
+    "  --lr LR               peak learning rate (default 3e-3)\n"
+    "  --warmup W            warmup steps (default 100)\n"
+    "  --weight-decay WD     AdamW decay, on every weight (default 0)\n"
+    "  --clip C              global gradient-norm clip, 0 for none (default 1)\n"
+    "  --checkpoint-every N  save the model every N steps (default 250)\n";
+
+typedef struct { KvlModel *m; const char *out; long long every; double last_print; } PretrainProgress;
+
+static int pretrain_progress(void *ctx, int step, int steps, double loss, double elapsed, double eta, int tokens)
+{
+    PretrainProgress *p = ctx;
+    fprintf(stderr, "step %5d/%d  loss %.4f  %6d tokens  %7.0f tok/s  %7.1f s elapsed  %7.1f s left\n",
+            step, steps, loss, tokens, tokens * step / (elapsed + 1e-9), elapsed, eta);
+    if (p->every > 0 && step % p->every == 0 && step < steps) {
+        if (kvl_model_save(p->m, NULL, p->out)) fprintf(stderr, "kvlora: checkpoint failed: %s\n", kvl_last_error());
+        else fprintf(stderr, "kvlora: checkpoint at step %d in %s\n", step, p->out);
+    }
+    return stop_requested != 0;
+}
+
+static int cmd_pretrain(int argc, char **argv)
+{
+    const char *out = NULL;
+    long long steps = 3000, seed = 1, layers = 4, dim = 128, heads = 4, kv_heads = 4, ffn = 384, vocab = 1024;
+    long long seq_len = 768, batch = 8, warmup = 100, every = 250;
+    float lr = 3e-3f, weight_decay = 0.0f, clip = 1.0f;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *v;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(pretrain_help, stdout); return 0; }
+        if (!(v = option_value(&i, argc, argv))) return usage_error("pretrain", "option %s needs a value", a);
+        int bad = 0;
+        if (!strcmp(a, "-o")) out = v;
+        else if (!strcmp(a, "--steps")) bad = parse_long(v, 1, 1 << 30, &steps);
+        else if (!strcmp(a, "--seed")) bad = parse_long(v, 0, LLONG_MAX, &seed);
+        else if (!strcmp(a, "--layers")) bad = parse_long(v, 1, 256, &layers);
+        else if (!strcmp(a, "--dim")) bad = parse_long(v, 2, 65536, &dim);
+        else if (!strcmp(a, "--heads")) bad = parse_long(v, 1, 1024, &heads);
+        else if (!strcmp(a, "--kv-heads")) bad = parse_long(v, 1, 1024, &kv_heads);
+        else if (!strcmp(a, "--ffn")) bad = parse_long(v, 1, 1 << 20, &ffn);
+        else if (!strcmp(a, "--vocab")) bad = parse_long(v, 258, 1 << 20, &vocab);
+        else if (!strcmp(a, "--seq-len")) bad = parse_long(v, 2, 1 << 20, &seq_len);
+        else if (!strcmp(a, "--batch")) bad = parse_long(v, 1, 4096, &batch);
+        else if (!strcmp(a, "--lr")) bad = parse_float(v, &lr) || !(lr > 0);
+        else if (!strcmp(a, "--warmup")) bad = parse_long(v, 0, 1 << 30, &warmup);
+        else if (!strcmp(a, "--weight-decay")) bad = parse_float(v, &weight_decay) || weight_decay < 0;
+        else if (!strcmp(a, "--clip")) bad = parse_float(v, &clip) || clip < 0;
+        else if (!strcmp(a, "--checkpoint-every")) bad = parse_long(v, 0, 1 << 30, &every);
+        else return usage_error("pretrain", "unknown option '%s'", a);
+        if (bad) return usage_error("pretrain", "bad value '%s' for %s", v, a);
+    }
+    if (!out) return usage_error("pretrain", "missing -o DIR");
+    if (dim % heads || heads % kv_heads || (dim / heads) % 2)
+        return usage_error("pretrain", "--dim must split into --heads heads of even size, and --heads into --kv-heads groups");
+
+    KvlTokenizer *tok = NULL;
+    KvlModel *m = NULL;
+    Buf corpus = {0};
+    char *json = NULL, path[4096];
+    size_t json_len;
+    int rc = 1;
+    /* the tokenizer, learnt from 2000 documents */
+    for (int i = 0; i < 2000; i++) {
+        char *text;
+        size_t len;
+        if (kvl_pretrain_text(&text, &len, 20, kvl_document_seed((uint64_t)seed, (uint64_t)i, 0))) { cli_error("%s", kvl_last_error()); goto done; }
+        int r = buf_push(&corpus, text, len);
+        free(text);
+        if (r) { cli_error("%s", kvl_last_error()); goto done; }
+    }
+    path_join(path, sizeof path, out, "tokenizer.json");
+    if (kvl_bpe_train(corpus.data, corpus.len, (int)vocab, &json, &json_len) || make_dir(out) ||
+        write_text_file(path, json) || kvl_tokenizer_load(&tok, path)) {
+        cli_error("%s", kvl_last_error());
+        goto done;
+    }
+    fprintf(stderr, "kvlora: learnt a tokenizer of %d tokens from %zu bytes: %s\n", kvl_tokenizer_vocab_size(tok), corpus.len, path);
+
+    /* the model: random weights, scaled as GPT-2 starts (small embeddings; the layers that
+       write into the residual stream shrunk by 1/sqrt(2 L) so that the stream does not grow
+       with depth) */
+    KvlConfig c = {0};
+    c.arch = KVL_LLAMA;
+    c.n_layers = (int)layers; c.dim = (int)dim; c.n_heads = (int)heads; c.n_kv_heads = (int)kv_heads;
+    c.head_dim = (int)(dim / heads); c.ffn_dim = (int)ffn; c.vocab_size = kvl_tokenizer_vocab_size(tok);
+    c.max_positions = seq_len > 2048 ? (int)seq_len : 2048;
+    c.rms_eps = 1e-5f; c.rope_theta = 10000.0f; c.tie_embeddings = 1; c.bos_token_id = 0; c.eos_token_id = 1;
+    if (kvl_model_random(&m, &c, (uint64_t)seed)) { cli_error("%s", kvl_last_error()); goto done; }
+    for (size_t i = 0; i < (size_t)c.vocab_size * c.dim; i++) m->w.embed[i] *= 0.05f;
+    float shrink = 1.0f / sqrtf(2.0f * c.n_layers);
+    for (size_t i = 0; i < (size_t)c.n_layers * c.dim * c.n_heads * c.head_dim; i++) m->w.wo[i] *= shrink;
+    for (size_t i = 0; i < (size_t)c.n_layers * c.dim * c.ffn_dim; i++) m->w.w_down[i] *= shrink;
+    fprintf(stderr, "kvlora: %d layers, dim %d, %d heads (%d KV), ffn %d, vocab %d: %zu parameters\n",
+            c.n_layers, c.dim, c.n_heads, c.n_kv_heads, c.ffn_dim, c.vocab_size, m->n_params);
+
+    PretrainProgress progress = {m, out, every, 0};
+    KvlPretrainOptions opt = {(int)steps, (int)batch, (int)seq_len, (int)warmup, lr, weight_decay, clip, (uint64_t)seed,
+                              pretrain_progress, &progress};
+    signal(SIGINT, request_stop);
+    signal(SIGTERM, request_stop);
+    double t0 = now_seconds(), loss = 0.0;
+    if (kvl_pretrain(m, tok, &opt, &loss)) { cli_error("%s", kvl_last_error()); goto done; }
+    double seconds = now_seconds() - t0;
+    if (kvl_model_save(m, NULL, out)) { cli_error("%s", kvl_last_error()); goto done; }
+    Buf info = {0};
+    path_join(path, sizeof path, out, "pretrain.json");
+    if (buf_printf(&info, "{\n  \"made_by\": \"kvlora %s pretrain\",\n  \"steps\": %lld,\n  \"seed\": %lld,\n  \"batch\": %lld,\n",
+                   KVL_VERSION, steps, seed, batch) ||
+        buf_printf(&info, "  \"seq_len\": %lld,\n  \"lr\": %g,\n  \"warmup\": %lld,\n  \"weight_decay\": %g,\n  \"clip\": %g,\n",
+                   seq_len, lr, warmup, weight_decay, clip) ||
+        buf_printf(&info, "  \"final_loss\": %.6f,\n  \"seconds\": %.1f,\n  \"interrupted\": %s\n}\n", loss, seconds,
+                   stop_requested ? "true" : "false") ||
+        write_text_file(path, info.data)) {
+        free(info.data);
+        cli_error("%s", kvl_last_error());
+        goto done;
+    }
+    free(info.data);
+    fprintf(stderr, "kvlora: %s after %.1f s, last batch loss %.4f; wrote %s\n", stop_requested ? "interrupted" : "done", seconds, loss, out);
+    rc = stop_requested ? 130 : 0;
+done:
+    free(corpus.data);
+    free(json);
+    kvl_tokenizer_free(tok);
+    kvl_model_free(m);
+    return rc;
+}
+
+/* --- kvlora needle --- */
+
+static const char *needle_help =
+    "usage: kvlora needle MODEL_DIR [--needles K] [--trials N] [--context-len T[,T...]]\n"
+    "                     [--depths D[,D...]] [--probes self-study|context|both] [--rank R]\n"
+    "                     [--alpha A] [--targets LIST] [--steps S] [--batch B] [--lr LR]\n"
+    "                     [--self-study N] [--self-study-len L] [--chunk-len L] [--seed S]\n"
+    "                     [--json] [--svg FILE] [--threads N]\n"
+    "\n"
+    "The needle-in-a-haystack test of distillation. Each trial makes a fresh document of T\n"
+    "tokens (seeds the pretraining never used) with K needles \"The secret code of NAME is\n"
+    "DDDDD.\", records its KV cache, distils the cache into a LoRA adapter, and asks every\n"
+    "needle's question \"Q: What is the secret code of NAME? A:\" three ways: with the full\n"
+    "context (the teacher), with no context (the base model) and with the adapter and no\n"
+    "context. An answer counts when the greedy answer is exactly the code. The probes hold\n"
+    "no ground truth: self-study samples questions and answers from the teacher after \"Q:\";\n"
+    "context probes are slices of the context. Needle k of trial t sits at depth\n"
+    "D[(t K + k) mod |D|] (0 = the start of the document, 1 = its end).\n"
+    "\n"
+    "  --needles K          needles per document (default 4)\n"
+    "  --trials N           documents per context length (default 3)\n"
+    "  --context-len T,...  document lengths in tokens (default 512)\n"
+    "  --depths D,...       needle depths (default 0,0.25,0.5,0.75,1)\n"
+    "  --probes P           self-study, context or both (default self-study)\n"
+    "  --rank R, --alpha A  the adapter (default 4, 2R)\n"
+    "  --targets LIST       adapted layers, e.g. q_proj,v_proj (default all)\n"
+    "  --steps S            distillation steps (default 200)\n"
+    "  --batch B            probes per step (default 8)\n"
+    "  --lr LR              AdamW learning rate (default 1e-2)\n"
+    "  --self-study N       teacher samples (default 64), of --self-study-len tokens (default 48)\n"
+    "  --chunk-len L        context probes' length (default 32)\n"
+    "  --seed S             seed of the documents, samples and adapters (default 0)\n"
+    "  --json               print one JSON object instead of the tables\n"
+    "  --svg FILE           draw recall by context length x depth, one panel per way of asking\n"
+    "  --threads N          OpenMP threads\n";
+
+static int parse_list(const char *s, double lo, double hi, double *out, int cap, int *n)
+{
+    *n = 0;
+    while (*s) {
+        char *end;
+        errno = 0;
+        double v = strtod(s, &end);
+        if (end == s || errno || !(v >= lo && v <= hi) || *n == cap || (*end && *end != ',')) return -1;
+        out[(*n)++] = v;
+        s = *end ? end + 1 : end;
+    }
+    return *n ? 0 : -1;
+}
+
+/* The heatmap: one panel per way of asking, context lengths across, depths down. */
+static int needle_svg(const char *path, const double *lens, int n_lens, const double *depths, int n_depths,
+                      const int (*hits)[3], const int *asked, const char *title)
+{
+    static const char *const panel_titles[3] = {"with the context", "no context", "distilled adapter, no context"};
+    int cell = 48, left = 70, top = 60, panel_w = n_lens * cell + 40, width = left + 3 * panel_w + 20, height = top + n_depths * cell + 70;
+    Buf b = {0};
+    int r = buf_printf(&b, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" font-family=\"sans-serif\" font-size=\"12\">\n", width, height) ||
+            buf_printf(&b, "<rect width=\"%d\" height=\"%d\" fill=\"white\"/>\n", width, height) ||
+            buf_puts(&b, "<text x=\"10\" y=\"22\" font-size=\"15\">") || buf_puts(&b, title) || buf_puts(&b, "</text>\n");
+    for (int w = 0; w < 3 && !r; w++) {
+        int x0 = left + w * panel_w;
+        r = buf_printf(&b, "<text x=\"%d\" y=\"%d\">%s</text>\n", x0, top - 10, panel_titles[w]);
+        for (int d = 0; d < n_depths && !r; d++)
+            for (int l = 0; l < n_lens && !r; l++) {
+                int i = l * n_depths + d;
+                double f = asked[i] ? (double)hits[i][w] / asked[i] : 0.0;
+                /* red (0) through yellow to green (1) */
+                int red = f < 0.5 ? 230 : (int)(230 - (f - 0.5) * 2 * 190), green = f < 0.5 ? (int)(60 + f * 2 * 150) : 210;
+                r = buf_printf(&b, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"%s\" stroke=\"white\"/>\n",
+                               x0 + l * cell, top + d * cell, cell, cell, asked[i] ? "" : "#ddd") ||
+                    (asked[i] && buf_printf(&b, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"rgb(%d,%d,70)\" stroke=\"white\"/>\n",
+                                            x0 + l * cell, top + d * cell, cell, cell, red, green)) ||
+                    (asked[i] && buf_printf(&b, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">%.0f</text>\n",
+                                            x0 + l * cell + cell / 2, top + d * cell + cell / 2 + 4, 100 * f));
+            }
+        for (int l = 0; l < n_lens && !r; l++)
+            r = buf_printf(&b, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">%.0f</text>\n", x0 + l * cell + cell / 2, top + n_depths * cell + 16, lens[l]);
+        if (!r) r = buf_printf(&b, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">context tokens</text>\n", x0 + n_lens * cell / 2, top + n_depths * cell + 34);
+    }
+    for (int d = 0; d < n_depths && !r; d++)
+        r = buf_printf(&b, "<text x=\"%d\" y=\"%d\" text-anchor=\"end\">%.0f%%</text>\n", left - 8, top + d * cell + cell / 2 + 4, 100 * depths[d]);
+    if (!r) r = buf_printf(&b, "<text x=\"10\" y=\"%d\">depth</text>\n<text x=\"10\" y=\"%d\">recall in %%, exact code; grey: not asked</text>\n</svg>\n",
+                           top - 10, height - 12);
+    if (!r) r = write_text_file(path, b.data);
+    free(b.data);
+    return r;
+}
+
+static int cmd_needle(int argc, char **argv)
+{
+    const char *dir = NULL, *svg = NULL, *targets = "all";
+    long long K = 4, trials = 3, rank = 4, steps = 200, batch = 8, self_study = 64, self_study_len = 48, chunk_len = 32, seed = 0, threads = 0;
+    float alpha = -1, lr = 1e-2f;
+    int probes = KVL_PROBES_SELF_STUDY, json = 0, n_lens = 1, n_depths = 5;
+    double lens[16] = {512}, depths[16] = {0, 0.25, 0.5, 0.75, 1};
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *v;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(needle_help, stdout); return 0; }
+        if (a[0] != '-') { if (dir) return usage_error("needle", "one model directory expected, got '%s' too", a); dir = a; continue; }
+        if (!strcmp(a, "--json")) { json = 1; continue; }
+        if (!(v = option_value(&i, argc, argv))) return usage_error("needle", "option %s needs a value", a);
+        int bad = 0;
+        if (!strcmp(a, "--needles")) bad = parse_long(v, 1, KVL_NEEDLE_MAX, &K);
+        else if (!strcmp(a, "--trials")) bad = parse_long(v, 1, 1 << 20, &trials);
+        else if (!strcmp(a, "--context-len")) bad = parse_list(v, 1, 1 << 20, lens, 16, &n_lens);
+        else if (!strcmp(a, "--depths")) bad = parse_list(v, 0, 1, depths, 16, &n_depths);
+        else if (!strcmp(a, "--probes")) {
+            if (!strcmp(v, "self-study")) probes = KVL_PROBES_SELF_STUDY;
+            else if (!strcmp(v, "context")) probes = KVL_PROBES_CONTEXT;
+            else if (!strcmp(v, "both")) probes = KVL_PROBES_SELF_STUDY | KVL_PROBES_CONTEXT;
+            else bad = 1;
+        }
+        else if (!strcmp(a, "--rank")) bad = parse_long(v, 1, 65536, &rank);
+        else if (!strcmp(a, "--alpha")) bad = parse_float(v, &alpha) || !(alpha > 0);
+        else if (!strcmp(a, "--targets")) targets = v;
+        else if (!strcmp(a, "--steps")) bad = parse_long(v, 0, 1 << 30, &steps);
+        else if (!strcmp(a, "--batch")) bad = parse_long(v, 1, 4096, &batch);
+        else if (!strcmp(a, "--lr")) bad = parse_float(v, &lr) || !(lr > 0);
+        else if (!strcmp(a, "--self-study")) bad = parse_long(v, 0, 1 << 20, &self_study);
+        else if (!strcmp(a, "--self-study-len")) bad = parse_long(v, 1, 1 << 20, &self_study_len);
+        else if (!strcmp(a, "--chunk-len")) bad = parse_long(v, 1, 1 << 20, &chunk_len);
+        else if (!strcmp(a, "--seed")) bad = parse_long(v, 0, LLONG_MAX, &seed);
+        else if (!strcmp(a, "--svg")) svg = v;
+        else if (!strcmp(a, "--threads")) bad = parse_long(v, 1, 1024, &threads);
+        else return usage_error("needle", "unknown option '%s'", a);
+        if (bad) return usage_error("needle", "bad value '%s' for %s", v, a);
+    }
+    if (!dir) return usage_error("needle", "missing MODEL_DIR");
+    KvlNeedleOptions o = {0};
+    if (kvl_lora_parse_targets(targets, o.targets)) return usage_error("needle", "--targets: %s", kvl_last_error());
+    if (probes & KVL_PROBES_SELF_STUDY && self_study == 0) return usage_error("needle", "self-study probes need --self-study N > 0");
+#ifdef _OPENMP
+    if (threads) omp_set_num_threads((int)threads);
+#endif
+    o.n_needles = (int)K; o.probes = probes; o.n_self_study = (int)self_study; o.self_study_len = (int)self_study_len;
+    o.chunk_len = (int)chunk_len; o.rank = (int)rank; o.alpha = alpha > 0 ? alpha : 2.0f * rank;
+    o.distill = (KvlDistillOptions){1, (int)steps, (int)batch, lr, 0.0f, (uint64_t)seed, NULL, NULL};
+
+    KvlModel *m = NULL;
+    KvlTokenizer *tok = NULL;
+    int rc = 1, cells = n_lens * n_depths;
+    int (*hits)[3] = xcalloc((size_t)cells, sizeof *hits), *asked = xcalloc((size_t)cells, sizeof *asked);
+    int total[3] = {0}, n_asked = 0, n_trials = 0;
+    size_t kv_bytes = 0, adapter_bytes = 0;
+    double seconds = 0, t_start = now_seconds();
+    if (!hits || !asked) { cli_error("out of memory"); goto done; }
+    if (kvl_model_load(&m, dir) || load_tokenizer(dir, &tok)) { cli_error("%s", kvl_last_error()); goto done; }
+    if (!json)
+        printf("needle test: %s, %lld needles, %lld trial%s per context length, probes %s, rank %lld on %s, %lld steps\n",
+               dir, K, trials, trials == 1 ? "" : "s", probes == 3 ? "both" : probes == 1 ? "self-study" : "context", rank, targets, steps);
+    for (int l = 0; l < n_lens; l++)
+        for (int t = 0; t < trials; t++) {
+            float d[KVL_NEEDLE_MAX];
+            for (int k = 0; k < K; k++) d[k] = (float)depths[(t * K + k) % n_depths];
+            KvlNeedleResult res;
+            o.context_len = (int)lens[l];
+            o.distill.seed = (uint64_t)seed + (uint64_t)t;
+            if (kvl_needle_trial(m, tok, &o, d, kvl_document_seed((uint64_t)seed, (uint64_t)l * 1000003u + t, 1), &res)) {
+                cli_error("%s", kvl_last_error());
+                goto done;
+            }
+            int got[3] = {0};
+            for (int k = 0; k < K; k++) {
+                int cell = l * n_depths + (t * (int)K + k) % n_depths;
+                asked[cell]++;
+                for (int w = 0; w < 3; w++) { hits[cell][w] += res.correct[k][w]; got[w] += res.correct[k][w]; total[w] += res.correct[k][w]; }
+            }
+            n_asked += (int)K;
+            n_trials++;
+            kv_bytes += res.kv_cache_bytes;
+            adapter_bytes = res.adapter_bytes;
+            seconds += res.distill_seconds;
+            fprintf(stderr, "trial %d/%lld: %d-token context: with context %d/%lld, no context %d/%lld, distilled %d/%lld "
+                            "(%d probes, %.1f s)\n", n_trials, trials * n_lens, res.context_tokens, got[0], K, got[1], K, got[2], K,
+                    res.n_probes, res.distill_seconds);
+        }
+    kv_bytes /= (size_t)n_trials;
+    double wall = now_seconds() - t_start;
+    if (json) {
+        printf("{\"with_context\": %.6f, \"no_context\": %.6f, \"distilled\": %.6f, \"questions\": %d, "
+               "\"kv_cache_bytes\": %zu, \"adapter_bytes\": %zu, \"distill_seconds\": %.3f, ",
+               (double)total[0] / n_asked, (double)total[1] / n_asked, (double)total[2] / n_asked, n_asked, kv_bytes, adapter_bytes, seconds / n_trials);
+        printf("\"needles\": %lld, \"trials\": %d, \"rank\": %lld, \"steps\": %lld, \"probes\": \"%s\", \"cells\": [", K, n_trials, rank, steps,
+               probes == 3 ? "both" : probes == 1 ? "self-study" : "context");
+        for (int i = 0; i < cells; i++)
+            printf("%s{\"context_len\": %g, \"depth\": %g, \"asked\": %d, \"with_context\": %d, \"no_context\": %d, \"distilled\": %d}",
+                   i ? ", " : "", lens[i / n_depths], depths[i % n_depths], asked[i], hits[i][0], hits[i][1], hits[i][2]);
+        printf("]}\n");
+    } else {
+        printf("\n  %-22s %9s %8s\n", "asked", "correct", "recall");
+        static const char *const labels[3] = {"with the context", "no context", "distilled, no context"};
+        for (int w = 0; w < 3; w++) printf("  %-22s %4d/%-4d %7.1f%%\n", labels[w], total[w], n_asked, 100.0 * total[w] / n_asked);
+        printf("\n  KV cache of the context  %9zu bytes (float32, mean over trials)\n", kv_bytes);
+        printf("  adapter                  %9zu bytes (%.1f%% of the cache)\n", adapter_bytes, 100.0 * adapter_bytes / (kv_bytes ? kv_bytes : 1));
+        printf("  distillation             %9.1f s per trial (probes + %lld steps)\n", seconds / n_trials, steps);
+        printf("\n  recall by depth (with / no context / distilled)\n  %-8s", "tokens");
+        for (int d = 0; d < n_depths; d++) printf(" %16.0f%%", 100 * depths[d]);
+        printf("\n");
+        for (int l = 0; l < n_lens; l++) {
+            printf("  %-8.0f", lens[l]);
+            for (int d = 0; d < n_depths; d++) {
+                int i = l * n_depths + d;
+                if (asked[i]) printf("   %3.0f /%3.0f /%3.0f", 100.0 * hits[i][0] / asked[i], 100.0 * hits[i][1] / asked[i], 100.0 * hits[i][2] / asked[i]);
+                else printf(" %17s", "-");
+            }
+            printf("\n");
+        }
+        printf("\n  %.1f s in all\n", wall);
+    }
+    if (svg) {
+        char title[256];
+        snprintf(title, sizeof title, "kvlora needle test: %lld needles, rank %lld, %lld steps, %d trials", K, rank, steps, n_trials);
+        if (needle_svg(svg, lens, n_lens, depths, n_depths, (const int (*)[3])hits, asked, title)) { cli_error("%s", kvl_last_error()); goto done; }
+        fprintf(stderr, "kvlora: wrote %s\n", svg);
+    }
+    rc = 0;
+done:
+    free(hits);
+    free(asked);
+    kvl_tokenizer_free(tok);
+    kvl_model_free(m);
+    return rc;
+}
+
 /* --- kvlora bench --- */
 
 static const char *bench_help =
@@ -5665,6 +6611,8 @@ int main(int argc, char **argv)
     if (!strcmp(argv[1], "distill")) return cmd_distill(argc - 2, argv + 2);
     if (!strcmp(argv[1], "merge")) return cmd_merge(argc - 2, argv + 2);
     if (!strcmp(argv[1], "corpus")) return cmd_corpus(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "pretrain")) return cmd_pretrain(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "needle")) return cmd_needle(argc - 2, argv + 2);
     fprintf(stderr, "kvlora: unknown command '%s'\n\n%s", argv[1], main_help);
     return 2;
 }

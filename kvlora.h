@@ -284,6 +284,57 @@ int  kvl_needle_document(char **text, size_t *len, KvlNeedle *needles, int n_nee
 /* "Q: What is the secret code of NAME? A:" */
 void kvl_needle_question(const KvlNeedle *needle, char *out, size_t cap);
 
+/* ---- pretraining the built-in model on that corpus ---- */
+
+/* Pretraining documents have even seeds, the needle test's odd ones (for_test = 1). */
+uint64_t kvl_document_seed(uint64_t run_seed, uint64_t index, int for_test);
+/* A document (0 .. max_sentences sentences, 1 .. 8 needles) followed by each needle's
+   question and answer: "Q: What is the secret code of NAME? A: DDDDD\n". */
+int  kvl_pretrain_text(char **text, size_t *len, int max_sentences, uint64_t seed);
+/* Learns a byte-level BPE tokenizer from text; *json is its tokenizer.json (allocated). */
+int  kvl_bpe_train(const char *text, size_t len, int vocab_size, char **json, size_t *json_len);
+
+typedef struct {
+    int steps, batch, seq_len, warmup;
+    float lr, weight_decay, clip;     /* peak learning rate; AdamW decay; global gradient norm */
+    uint64_t seed;
+    int (*progress)(void *ctx, int step, int steps, double loss, double elapsed_s, double eta_s, int tokens);
+    void *progress_ctx;
+} KvlPretrainOptions;
+
+/* Trains all of m's weights on kvl_pretrain_text documents (next-token cross-entropy). */
+int  kvl_pretrain(KvlModel *m, KvlTokenizer *tok, const KvlPretrainOptions *opt, double *final_loss);
+
+/* ---- the needle test ---- */
+
+#define KVL_NEEDLE_MAX 64
+enum { KVL_PROBES_SELF_STUDY = 1, KVL_PROBES_CONTEXT = 2 };
+
+typedef struct {
+    int n_needles;                /* K, 1 .. KVL_NEEDLE_MAX */
+    int context_len;              /* the document's tokens (the most whole sentences that fit) */
+    int probes;                   /* KVL_PROBES_SELF_STUDY and/or KVL_PROBES_CONTEXT */
+    int n_self_study, self_study_len;   /* self-study samples after "\nQ:", and their length */
+    int chunk_len;                /* context probes: windows of this many tokens */
+    int rank;                     /* the adapter: rank, alpha, targets */
+    float alpha;
+    int targets[KVL_N_TARGETS];
+    KvlDistillOptions distill;    /* steps, batch, lr, seed (also of the samples and the adapter) */
+} KvlNeedleOptions;
+
+typedef struct {
+    int n_needles, context_tokens, n_probes;
+    KvlNeedle needles[KVL_NEEDLE_MAX];
+    int correct[KVL_NEEDLE_MAX][3];     /* per needle: with the context, without it, with the adapter */
+    size_t kv_cache_bytes, adapter_bytes;     /* float32, the context's tokens */
+    double distill_seconds;             /* probes and training */
+} KvlNeedleResult;
+
+/* One trial: a fresh document from doc_seed, its cache, an adapter distilled from it, and
+   every needle's question asked with the context, without it, and with the adapter. */
+int  kvl_needle_trial(KvlModel *m, KvlTokenizer *tok, const KvlNeedleOptions *opt, const float *depths, uint64_t doc_seed,
+                      KvlNeedleResult *result);
+
 /* ---- sampling ---- */
 
 typedef struct { uint64_t state; } KvlRng;
