@@ -4634,13 +4634,14 @@ done:
 }
 
 /* ------------------------------------------------------------------------------------ */
-/* 10. The needle-in-a-haystack corpus                                                   */
+/* 10. The needle-in-a-haystack corpus, pretraining and the needle test                  */
 /*                                                                                       */
 /* Documents of English-like filler from a small grammar, with needles "The secret code   */
 /* of NAME is DDDDD." placed at chosen depths, and the questions "Q: What is the secret   */
 /* code of NAME? A:" whose answers only the needles hold. Everything follows from the     */
-/* seed, so a document can be made again anywhere. (The model trained on this corpus and  */
-/* the needle benchmark arrive with their own issue.)                                    */
+/* seed, so a document can be made again anywhere. On this corpus a small model learns,   */
+/* from nothing, to read and to look needles up (kvl_pretrain: the built-in model), and    */
+/* the needle test measures what an adapter distilled from a document's cache retains.   */
 
 static const char *const corpus_dets[] = {"the", "a", "every", "one", "that", "this", "some", "each"};
 static const char *const corpus_adjs[] = {"old", "little", "quiet", "bright", "green", "tall", "happy", "cold", "small", "busy",
@@ -4795,29 +4796,43 @@ static int model_zeros(KvlModel **out, const KvlConfig *c)
     return 0;
 }
 
-/* Trains every weight of m on pretraining texts: batches of o->batch texts of up to
-   o->seq_len tokens (<s> text </s>, cut at the end), next-token cross-entropy, gradients
-   clipped to a global norm of o->clip, AdamW with a linear warmup and a cosine decay of
-   the learning rate to a tenth. Text number i of step s has document seed
-   kvl_document_seed(o->seed, s * batch + i, 0). */
+/* Trains every weight of m on pretraining texts (<s> text </s>, cut at o->seq_len tokens):
+   each step takes texts until they hold o->batch_tokens tokens, next-token cross-entropy
+   over all of them, gradients clipped to a global norm of o->clip, AdamW with a linear
+   warmup and a cosine decay of the learning rate to a tenth. Text number i of the run has
+   document seed kvl_document_seed(o->seed, i, 0).
+
+   The curriculum is what makes the needles learnable. Answering needs two attention heads
+   that only pay together: one that moves the name to the positions after it, and one that
+   finds, from the question, the needle with that name and copies its digits. Until both
+   exist neither earns any loss, and the few answer tokens of long documents are lost in
+   the filler's gradient noise. Measured with PyTorch on the same model (4 layers, dim 128):
+   8 long texts a step learnt no retrieval at all in 10 000 steps at learning rates 3e-3
+   and 1e-2 (nor with the answers' loss weighted 5x, or with 2 layers, or 8 heads); short
+   texts failed too with 8 or 16 a step, or at 3e-3. Short texts, ~64 a step, at 1e-3 did
+   it: the answers' loss fell from ln 10 at step ~750 to a tenth of it by step 2000. So for
+   the first o->short_steps steps texts have at most 3 filler sentences (mostly needles and
+   questions); then over o->ramp_steps steps the filler grows to fill o->seq_len, so that
+   retrieval carries over to long contexts. */
 int kvl_pretrain(KvlModel *m, KvlTokenizer *tok, const KvlPretrainOptions *o, double *final_loss)
 {
     const KvlConfig *c = &m->config;
     int V = c->vocab_size, r = -1;
     if (o->seq_len < 2 || o->seq_len > c->max_positions) return fail("pretrain: sequence length %d (2 .. %d)", o->seq_len, c->max_positions);
-    if (o->batch < 1 || o->batch > 4096) return fail("pretrain: batch %d (1 .. 4096)", o->batch);
+    if (o->batch_tokens < 1 || o->batch_tokens > (1 << 24)) return fail("pretrain: batch of %d tokens (1 .. 2^24)", o->batch_tokens);
     if (kvl_tokenizer_vocab_size(tok) > V) return fail("pretrain: the tokenizer has %d tokens, the model %d", kvl_tokenizer_vocab_size(tok), V);
     KvlModel *grad = NULL;
     Acts acts = {0};
     AdamW adam = {o->lr, 0.9f, 0.95f, 1e-8f, o->weight_decay, 0, NULL, NULL};
-    int **seqs = xcalloc((size_t)o->batch, sizeof *seqs), *lens = xcalloc((size_t)o->batch, sizeof *lens);
+    int **seqs = NULL, *lens = NULL, n_seqs = 0, cap_seqs = 0;
+    uint64_t n_texts = 0;
     const KvlLora *keep = m->lora;
     m->lora = NULL;
-    if (!seqs || !lens || model_zeros(&grad, c) || !(adam.m = xcalloc(m->n_params, sizeof(float))) ||
+    if (model_zeros(&grad, c) || !(adam.m = xcalloc(m->n_params, sizeof(float))) ||
         !(adam.v = xcalloc(m->n_params, sizeof(float))) || acts_init(&acts, c, o->seq_len, 1, 1) || scratch_reserve(m, o->seq_len, o->seq_len))
         goto done;
-    /* texts of up to about seq_len tokens: measure the tokens of a filler sentence */
-    int max_sentences;
+    /* the most filler sentences that fit seq_len: measure the tokens of a filler sentence */
+    int full_sentences;
     {
         char *doc;
         size_t len;
@@ -4828,20 +4843,31 @@ int kvl_pretrain(KvlModel *m, KvlTokenizer *tok, const KvlPretrainOptions *o, do
         if (r) { r = -1; goto done; }
         free(ids);
         /* leave room for 8 needles (13 tokens each) and their questions and answers (20) */
-        max_sentences = (int)((double)(o->seq_len - 8 * 33) * 100 / (n > 0 ? n : 1));
-        if (max_sentences < 0) max_sentences = 0;
+        full_sentences = (int)((double)(o->seq_len - 8 * 33) * 100 / (n > 0 ? n : 1));
+        if (full_sentences < 0) full_sentences = 0;
         r = -1;
     }
     double start = now_seconds(), loss = 0.0;
     for (int step = 0; step < o->steps; step++) {
-        int n_total = 0;
-        for (int b = 0; b < o->batch; b++) {
+        int max_sentences = full_sentences, n_total = 0;
+        if (step < o->short_steps + o->ramp_steps) {
+            double grown = step < o->short_steps ? 0.0 : (double)(step - o->short_steps) / o->ramp_steps;
+            max_sentences = 3 + (int)(grown * (full_sentences - 3));
+            if (max_sentences > full_sentences) max_sentences = full_sentences;
+        }
+        for (int b = 0; b < n_seqs; b++) free(seqs[b]);
+        for (n_seqs = 0; n_total < o->batch_tokens; n_seqs++) {
             char *text;
             size_t len;
             int *ids, n;
-            free(seqs[b]);
-            seqs[b] = NULL;
-            if (kvl_pretrain_text(&text, &len, max_sentences, kvl_document_seed(o->seed, (uint64_t)step * o->batch + b, 0))) goto done;
+            if (n_seqs == cap_seqs) {
+                int cap = cap_seqs ? 2 * cap_seqs : 64, **more_seqs = realloc(seqs, sizeof *seqs * cap), *more_lens;
+                if (more_seqs) seqs = more_seqs;
+                if (!more_seqs || !(more_lens = realloc(lens, sizeof *lens * cap))) { fail("out of memory"); goto done; }
+                lens = more_lens;
+                cap_seqs = cap;
+            }
+            if (kvl_pretrain_text(&text, &len, max_sentences, kvl_document_seed(o->seed, n_texts++, 0))) goto done;
             int e = kvl_encode(tok, text, len, 1, &ids, &n);
             free(text);
             if (e) goto done;
@@ -4851,13 +4877,13 @@ int kvl_pretrain(KvlModel *m, KvlTokenizer *tok, const KvlPretrainOptions *o, do
                 ids = more;
                 ids[n++] = c->eos_token_id >= 0 ? c->eos_token_id : 1;
             }
-            seqs[b] = ids;
-            lens[b] = n > o->seq_len + 1 ? o->seq_len + 1 : n;
-            n_total += lens[b] - 1;
+            seqs[n_seqs] = ids;
+            lens[n_seqs] = n > o->seq_len + 1 ? o->seq_len + 1 : n;
+            n_total += lens[n_seqs] - 1;
         }
         memset(grad->memory, 0, sizeof(float) * grad->n_params);
         loss = 0.0;
-        for (int b = 0; b < o->batch; b++) {
+        for (int b = 0; b < n_seqs; b++) {
             int T = lens[b] - 1;
             student_forward(m, &acts, seqs[b], T);
             xent_forward_backward(acts.d_logits, &loss, acts.logits, seqs[b] + 1, T, V, n_total);
@@ -4881,7 +4907,7 @@ int kvl_pretrain(KvlModel *m, KvlTokenizer *tok, const KvlPretrainOptions *o, do
     r = 0;
 done:
     m->lora = keep;
-    for (int b = 0; seqs && b < o->batch; b++) free(seqs[b]);
+    for (int b = 0; b < n_seqs; b++) free(seqs[b]);
     free(seqs); free(lens); free(adam.m); free(adam.v);
     acts_free(&acts);
     kvl_model_free(grad);
@@ -6054,27 +6080,31 @@ static int cmd_corpus(int argc, char **argv)
 
 static const char *pretrain_help =
     "usage: kvlora pretrain -o DIR [--steps N] [--seed S] [--layers L] [--dim D] [--heads H]\n"
-    "                       [--kv-heads K] [--ffn F] [--vocab V] [--seq-len T] [--batch B]\n"
-    "                       [--lr LR] [--warmup W] [--weight-decay WD] [--clip C]\n"
-    "                       [--checkpoint-every N]\n"
+    "                       [--kv-heads K] [--ffn F] [--vocab V] [--seq-len T]\n"
+    "                       [--batch-tokens N] [--short-steps N] [--ramp-steps N] [--lr LR]\n"
+    "                       [--warmup W] [--weight-decay WD] [--clip C] [--checkpoint-every N]\n"
     "\n"
     "Trains a small Llama-architecture model from nothing on the needle corpus (see\n"
     "`kvlora corpus`): documents of filler sentences with 1-8 needles, each followed by its\n"
     "needles' questions and answers. First a byte-level BPE tokenizer of V tokens is learnt\n"
     "from 2000 documents; then every weight is trained with next-token cross-entropy and\n"
     "AdamW (betas 0.9, 0.95; linear warmup, cosine decay to a tenth; gradients clipped).\n"
+    "The documents start short (at most 3 filler sentences) so that the model learns to\n"
+    "look needles up, then grow to the full sequence length.\n"
     "Writes DIR/config.json, DIR/tokenizer.json, DIR/model.safetensors (F32) and\n"
     "DIR/pretrain.json (the settings and the result). Same seed, same model, whatever the\n"
     "thread count. Ctrl-C saves the model as trained so far (exit 130).\n"
     "\n"
-    "  --steps N             optimiser steps (default 3000)\n"
+    "  --steps N             optimiser steps (default 3600)\n"
     "  --seed S              seed of the weights and the documents (default 1)\n"
     "  --layers, --dim, --heads, --kv-heads, --ffn\n"
-    "                        the shape (default 4, 128, 4, 4, 384)\n"
+    "                        the shape (default 4, 64, 4, 4, 192)\n"
     "  --vocab V             tokenizer size, 258 (bytes only) and up (default 1024)\n"
     "  --seq-len T           longest training sequence, the trained context (default 768)\n"
-    "  --batch B             sequences per step (default 8)\n"
-    "  --lr LR               peak learning rate (default 3e-3)\n"
+    "  --batch-tokens N      tokens per step, in whole documents (default 8192)\n"
+    "  --short-steps N       steps on short documents first (default 1800)\n"
+    "  --ramp-steps N        then steps over which documents grow to T (default 1000)\n"
+    "  --lr LR               peak learning rate (default 1e-3)\n"
     "  --warmup W            warmup steps (default 100)\n"
     "  --weight-decay WD     AdamW decay, on every weight (default 0)\n"
     "  --clip C              global gradient-norm clip, 0 for none (default 1)\n"
@@ -6097,9 +6127,9 @@ static int pretrain_progress(void *ctx, int step, int steps, double loss, double
 static int cmd_pretrain(int argc, char **argv)
 {
     const char *out = NULL;
-    long long steps = 3000, seed = 1, layers = 4, dim = 128, heads = 4, kv_heads = 4, ffn = 384, vocab = 1024;
-    long long seq_len = 768, batch = 8, warmup = 100, every = 250;
-    float lr = 3e-3f, weight_decay = 0.0f, clip = 1.0f;
+    long long steps = 3600, seed = 1, layers = 4, dim = 64, heads = 4, kv_heads = 4, ffn = 192, vocab = 1024;
+    long long seq_len = 768, batch_tokens = 8192, short_steps = 1800, ramp_steps = 1000, warmup = 100, every = 250;
+    float lr = 1e-3f, weight_decay = 0.0f, clip = 1.0f;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(pretrain_help, stdout); return 0; }
@@ -6115,7 +6145,9 @@ static int cmd_pretrain(int argc, char **argv)
         else if (!strcmp(a, "--ffn")) bad = parse_long(v, 1, 1 << 20, &ffn);
         else if (!strcmp(a, "--vocab")) bad = parse_long(v, 258, 1 << 20, &vocab);
         else if (!strcmp(a, "--seq-len")) bad = parse_long(v, 2, 1 << 20, &seq_len);
-        else if (!strcmp(a, "--batch")) bad = parse_long(v, 1, 4096, &batch);
+        else if (!strcmp(a, "--batch-tokens")) bad = parse_long(v, 1, 1 << 24, &batch_tokens);
+        else if (!strcmp(a, "--short-steps")) bad = parse_long(v, 0, 1 << 30, &short_steps);
+        else if (!strcmp(a, "--ramp-steps")) bad = parse_long(v, 0, 1 << 30, &ramp_steps);
         else if (!strcmp(a, "--lr")) bad = parse_float(v, &lr) || !(lr > 0);
         else if (!strcmp(a, "--warmup")) bad = parse_long(v, 0, 1 << 30, &warmup);
         else if (!strcmp(a, "--weight-decay")) bad = parse_float(v, &weight_decay) || weight_decay < 0;
@@ -6169,7 +6201,8 @@ static int cmd_pretrain(int argc, char **argv)
             c.n_layers, c.dim, c.n_heads, c.n_kv_heads, c.ffn_dim, c.vocab_size, m->n_params);
 
     PretrainProgress progress = {m, out, every, 0};
-    KvlPretrainOptions opt = {(int)steps, (int)batch, (int)seq_len, (int)warmup, lr, weight_decay, clip, (uint64_t)seed,
+    KvlPretrainOptions opt = {(int)steps, (int)batch_tokens, (int)seq_len, (int)short_steps, (int)ramp_steps, (int)warmup,
+                              lr, weight_decay, clip, (uint64_t)seed,
                               pretrain_progress, &progress};
     signal(SIGINT, request_stop);
     signal(SIGTERM, request_stop);
@@ -6179,8 +6212,9 @@ static int cmd_pretrain(int argc, char **argv)
     if (kvl_model_save(m, NULL, out)) { cli_error("%s", kvl_last_error()); goto done; }
     Buf info = {0};
     path_join(path, sizeof path, out, "pretrain.json");
-    if (buf_printf(&info, "{\n  \"made_by\": \"kvlora %s pretrain\",\n  \"steps\": %lld,\n  \"seed\": %lld,\n  \"batch\": %lld,\n",
-                   KVL_VERSION, steps, seed, batch) ||
+    if (buf_printf(&info, "{\n  \"made_by\": \"kvlora %s pretrain\",\n  \"steps\": %lld,\n  \"seed\": %lld,\n  \"batch_tokens\": %lld,\n",
+                   KVL_VERSION, steps, seed, batch_tokens) ||
+        buf_printf(&info, "  \"short_steps\": %lld,\n  \"ramp_steps\": %lld,\n", short_steps, ramp_steps) ||
         buf_printf(&info, "  \"seq_len\": %lld,\n  \"lr\": %g,\n  \"warmup\": %lld,\n  \"weight_decay\": %g,\n  \"clip\": %g,\n",
                    seq_len, lr, warmup, weight_decay, clip) ||
         buf_printf(&info, "  \"final_loss\": %.6f,\n  \"seconds\": %.1f,\n  \"interrupted\": %s\n}\n", loss, seconds,

@@ -295,7 +295,11 @@ int  kvl_pretrain_text(char **text, size_t *len, int max_sentences, uint64_t see
 int  kvl_bpe_train(const char *text, size_t len, int vocab_size, char **json, size_t *json_len);
 
 typedef struct {
-    int steps, batch, seq_len, warmup;
+    int steps;
+    int batch_tokens;                 /* a step's texts hold at least this many tokens */
+    int seq_len;                      /* the longest text; longer ones are cut */
+    int short_steps, ramp_steps;      /* curriculum: short texts first, then longer ones (see kvl_pretrain) */
+    int warmup;
     float lr, weight_decay, clip;     /* peak learning rate; AdamW decay; global gradient norm */
     uint64_t seed;
     int (*progress)(void *ctx, int step, int steps, double loss, double elapsed_s, double eta_s, int tokens);

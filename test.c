@@ -1140,7 +1140,7 @@ static void test_pretrain_lowers_loss(void)
         KvlModel *m;
         kvl_model_random(&m, &c, 9);
         for (size_t i = 0; i < (size_t)c.vocab_size * c.dim; i++) m->w.embed[i] *= 0.05f;
-        KvlPretrainOptions o = {1, 4, 128, 0, 1e-2f, 0.0f, 1.0f, 4, NULL, NULL};
+        KvlPretrainOptions o = {1, 400, 128, 0, 0, 0, 1e-2f, 0.0f, 1.0f, 4, NULL, NULL};
         kvl_pretrain(m, tok, &o, &first[k]);       /* the loss of the first batch, before any step */
         kvl_model_free(m);
         kvl_model_random(&m, &c, 9);
@@ -2099,6 +2099,58 @@ static void test_cli_dump(void)
 #ifndef KVLORA_FUZZ
 static void test_fuzz_corpus(void);
 
+#define NEEDLE_TEST_K 2
+#define NEEDLE_TEST_TRIALS 2
+#define NEEDLE_TEST_LEN 128
+#define NEEDLE_TEST_SAMPLES 32
+#define NEEDLE_TEST_STEPS 40
+#define NEEDLE_TEST_MIN_DISTILLED 2
+
+/* The built-in model, data/model: with its needles in context it answers; without them it
+   cannot; an adapter distilled from the context's cache answers most of them. A small
+   version of `make run` (2 needles in 128 tokens, 40 distillation steps) so that it stays
+   fast; the thresholds are set well under what it measured (see data/model/README.md). */
+static void test_needle_builtin_model(void)
+{
+    const char *dir = getenv("KVLORA_MODEL") ? getenv("KVLORA_MODEL") : "data/model";
+    char cfg[4096];
+    snprintf(cfg, sizeof cfg, "%s/config.json", dir);
+    if (!file_exists(cfg)) { printf("  SKIP needle on the built-in model: %s not present\n", cfg); return; }
+    KvlModel *m = NULL;
+    KvlTokenizer *tok = NULL;
+    snprintf(cfg, sizeof cfg, "%s/tokenizer.json", dir);
+    if (kvl_model_load(&m, dir) || kvl_tokenizer_load(&tok, cfg)) {
+        CHECK(0, "load %s: %s", dir, kvl_last_error());
+        kvl_model_free(m);
+        return;
+    }
+    KvlNeedleOptions o = {0};
+    o.n_needles = NEEDLE_TEST_K; o.context_len = NEEDLE_TEST_LEN; o.probes = KVL_PROBES_SELF_STUDY;
+    o.n_self_study = NEEDLE_TEST_SAMPLES; o.self_study_len = 32; o.chunk_len = 32; o.rank = 4; o.alpha = 8;
+    for (int i = 0; i < KVL_N_TARGETS; i++) o.targets[i] = 1;
+    o.distill = (KvlDistillOptions){1, NEEDLE_TEST_STEPS, 8, 1e-2f, 0.0f, 0, NULL, NULL};
+    int hits[3] = {0}, asked = 0;
+    for (int trial = 0; trial < NEEDLE_TEST_TRIALS; trial++) {
+        float depths[NEEDLE_TEST_K];
+        for (int k = 0; k < NEEDLE_TEST_K; k++) depths[k] = (float)(trial * NEEDLE_TEST_K + k) / (NEEDLE_TEST_TRIALS * NEEDLE_TEST_K - 1);
+        KvlNeedleResult res;
+        o.distill.seed = (uint64_t)trial;
+        if (kvl_needle_trial(m, tok, &o, depths, kvl_document_seed(0, (uint64_t)trial, 1), &res)) {
+            CHECK(0, "needle trial: %s", kvl_last_error());
+            break;
+        }
+        for (int k = 0; k < res.n_needles; k++, asked++)
+            for (int way = 0; way < 3; way++) hits[way] += res.correct[k][way];
+    }
+    printf("  needle on %s: %d questions; with the context %d, without %d, with the adapter %d\n", dir, asked, hits[0], hits[1], hits[2]);
+    CHECK(asked == NEEDLE_TEST_K * NEEDLE_TEST_TRIALS, "every question asked");
+    CHECK(hits[0] == asked, "with the context every needle is found (%d of %d)", hits[0], asked);
+    CHECK(hits[1] == 0, "without the context none is (%d of %d)", hits[1], asked);
+    CHECK(hits[2] >= NEEDLE_TEST_MIN_DISTILLED, "with the adapter at least %d of %d (%d)", NEEDLE_TEST_MIN_DISTILLED, asked, hits[2]);
+    kvl_tokenizer_free(tok);
+    kvl_model_free(m);
+}
+
 int main(void)
 {
     struct { const char *name; void (*fn)(void); } tests[] = {
@@ -2138,6 +2190,7 @@ int main(void)
         {"openmp_and_plain_builds_agree", test_openmp_and_plain_builds_agree},
         {"fuzz_corpus", test_fuzz_corpus},
         {"needle_corpus", test_needle_corpus},
+        {"needle_builtin_model", test_needle_builtin_model},
         {"sampling", test_sampling},
         {"losses", test_losses},
         {"cli_dump", test_cli_dump},
