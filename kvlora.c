@@ -4814,7 +4814,97 @@ static int model_zeros(KvlModel **out, const KvlConfig *c)
    the first o->short_steps steps texts have at most 3 filler sentences (mostly needles and
    questions); then over o->ramp_steps steps the filler grows to fill o->seq_len, so that
    retrieval carries over to long contexts. */
-int kvl_pretrain(KvlModel *m, KvlTokenizer *tok, const KvlPretrainOptions *o, double *final_loss)
+int kvl_pretrain_state_init(KvlPretrainState *s, const KvlModel *m)
+{
+    memset(s, 0, sizeof *s);
+    s->adam_m = xcalloc(m->n_params, sizeof(float));
+    s->adam_v = xcalloc(m->n_params, sizeof(float));
+    if (!s->adam_m || !s->adam_v) { kvl_pretrain_state_free(s); return -1; }
+    return 0;
+}
+
+void kvl_pretrain_state_free(KvlPretrainState *s)
+{
+    free(s->adam_m);
+    free(s->adam_v);
+    memset(s, 0, sizeof *s);
+}
+
+/* The options are kept as text in the file's metadata, floats with 9 significant digits
+   (enough to give back the same float). */
+int kvl_pretrain_state_save(const char *path, const KvlPretrainState *s, const KvlModel *m, const KvlPretrainOptions *o)
+{
+    char v[11][32];
+    const char *keys[11] = {"step", "n_texts", "steps", "batch_tokens", "seq_len", "short_steps", "ramp_steps", "warmup",
+                            "lr", "weight_decay", "clip"}, *values[12];
+    snprintf(v[0], 32, "%d", s->step);
+    snprintf(v[1], 32, "%llu", (unsigned long long)s->n_texts);
+    snprintf(v[2], 32, "%d", o->steps);
+    snprintf(v[3], 32, "%d", o->batch_tokens);
+    snprintf(v[4], 32, "%d", o->seq_len);
+    snprintf(v[5], 32, "%d", o->short_steps);
+    snprintf(v[6], 32, "%d", o->ramp_steps);
+    snprintf(v[7], 32, "%d", o->warmup);
+    snprintf(v[8], 32, "%.9g", o->lr);
+    snprintf(v[9], 32, "%.9g", o->weight_decay);
+    snprintf(v[10], 32, "%.9g", o->clip);
+    for (int i = 0; i < 11; i++) values[i] = v[i];
+    char seed[32];
+    snprintf(seed, sizeof seed, "%llu", (unsigned long long)o->seed);
+    const char *all_keys[12], *all_values[12];
+    for (int i = 0; i < 11; i++) { all_keys[i] = keys[i]; all_values[i] = values[i]; }
+    all_keys[11] = "seed";
+    all_values[11] = seed;
+    KvlTensorOut t[3] = {{"weights", KVL_F32, 1, {(int64_t)m->n_params}, m->memory},
+                         {"adam_m", KVL_F32, 1, {(int64_t)m->n_params}, s->adam_m},
+                         {"adam_v", KVL_F32, 1, {(int64_t)m->n_params}, s->adam_v}};
+    return kvl_st_write(path, t, 3, all_keys, all_values, 12);
+}
+
+int kvl_pretrain_state_load(const char *path, KvlPretrainState *s, const KvlModel *m, KvlPretrainOptions *o)
+{
+    static const char *const keys[12] = {"step", "n_texts", "steps", "batch_tokens", "seq_len", "short_steps", "ramp_steps",
+                                         "warmup", "lr", "weight_decay", "clip", "seed"};
+    KvlSafetensors st;
+    if (kvl_st_open(&st, path)) return -1;
+    double num[12];
+    int r = -1;
+    memset(s, 0, sizeof *s);
+    for (int i = 0; i < 12; i++) {
+        const char *text = kvl_st_meta(&st, keys[i]);
+        char *end;
+        if (!text) { fail("%s: no '%s' in the metadata; not a pretraining state", path, keys[i]); goto done; }
+        num[i] = strtod(text, &end);
+        if (end == text || *end || !(num[i] >= 0) || (i != 1 && i != 11 && i < 8 && num[i] > INT_MAX)) {
+            fail("%s: bad '%s' in the metadata: '%s'", path, keys[i], text);
+            goto done;
+        }
+    }
+    if (num[0] > num[2]) { fail("%s: step %.0f is past the run's %.0f steps", path, num[0], num[2]); goto done; }
+    const KvlTensorInfo *tw = kvl_st_find(&st, "weights"), *tm = kvl_st_find(&st, "adam_m"), *tv = kvl_st_find(&st, "adam_v");
+    if (!tw || !tm || !tv || kvl_tensor_numel(tw) != (int64_t)m->n_params || kvl_tensor_numel(tm) != (int64_t)m->n_params ||
+        kvl_tensor_numel(tv) != (int64_t)m->n_params) {
+        fail("%s: expected tensors weights, adam_m and adam_v of %zu floats (the model's parameters)", path, m->n_params);
+        goto done;
+    }
+    if (kvl_pretrain_state_init(s, m) || kvl_st_read_f32(&st, tm, s->adam_m) || kvl_st_read_f32(&st, tv, s->adam_v) ||
+        kvl_st_read_f32(&st, tw, m->memory)) {
+        kvl_pretrain_state_free(s);
+        goto done;
+    }
+    s->step = (int)num[0];
+    s->n_texts = strtoull(kvl_st_meta(&st, "n_texts"), NULL, 10);
+    memset(o, 0, sizeof *o);
+    o->steps = (int)num[2]; o->batch_tokens = (int)num[3]; o->seq_len = (int)num[4]; o->short_steps = (int)num[5];
+    o->ramp_steps = (int)num[6]; o->warmup = (int)num[7]; o->lr = (float)num[8]; o->weight_decay = (float)num[9];
+    o->clip = (float)num[10]; o->seed = strtoull(kvl_st_meta(&st, "seed"), NULL, 10);
+    r = 0;
+done:
+    kvl_st_close(&st);
+    return r;
+}
+
+int kvl_pretrain(KvlModel *m, KvlTokenizer *tok, const KvlPretrainOptions *o, KvlPretrainState *state, double *final_loss)
 {
     const KvlConfig *c = &m->config;
     int V = c->vocab_size, r = -1;
@@ -4823,14 +4913,16 @@ int kvl_pretrain(KvlModel *m, KvlTokenizer *tok, const KvlPretrainOptions *o, do
     if (kvl_tokenizer_vocab_size(tok) > V) return fail("pretrain: the tokenizer has %d tokens, the model %d", kvl_tokenizer_vocab_size(tok), V);
     KvlModel *grad = NULL;
     Acts acts = {0};
-    AdamW adam = {o->lr, 0.9f, 0.95f, 1e-8f, o->weight_decay, 0, NULL, NULL};
+    KvlPretrainState fresh = {0};
     int **seqs = NULL, *lens = NULL, n_seqs = 0, cap_seqs = 0;
-    uint64_t n_texts = 0;
     const KvlLora *keep = m->lora;
     m->lora = NULL;
-    if (model_zeros(&grad, c) || !(adam.m = xcalloc(m->n_params, sizeof(float))) ||
-        !(adam.v = xcalloc(m->n_params, sizeof(float))) || acts_init(&acts, c, o->seq_len, 1, 1) || scratch_reserve(m, o->seq_len, o->seq_len))
+    if (!state) state = &fresh;
+    if ((!state->adam_m && kvl_pretrain_state_init(state, m)) || model_zeros(&grad, c) || acts_init(&acts, c, o->seq_len, 1, 1) ||
+        scratch_reserve(m, o->seq_len, o->seq_len))
         goto done;
+    AdamW adam = {o->lr, 0.9f, 0.95f, 1e-8f, o->weight_decay, state->step, state->adam_m, state->adam_v};
+    uint64_t n_texts = state->n_texts;
     /* the most filler sentences that fit seq_len: measure the tokens of a filler sentence */
     int full_sentences;
     {
@@ -4848,7 +4940,8 @@ int kvl_pretrain(KvlModel *m, KvlTokenizer *tok, const KvlPretrainOptions *o, do
         r = -1;
     }
     double start = now_seconds(), loss = 0.0;
-    for (int step = 0; step < o->steps; step++) {
+    int first_step = state->step;
+    for (int step = first_step; step < o->steps; step++) {
         int max_sentences = full_sentences, n_total = 0;
         if (step < o->short_steps + o->ramp_steps) {
             double grown = step < o->short_steps ? 0.0 : (double)(step - o->short_steps) / o->ramp_steps;
@@ -4898,9 +4991,12 @@ int kvl_pretrain(KvlModel *m, KvlTokenizer *tok, const KvlPretrainOptions *o, do
         adam.lr = step < o->warmup ? o->lr * (step + 1) / o->warmup
                                    : (float)(o->lr * (0.1 + 0.9 * 0.5 * (1.0 + cos(3.14159265358979 * progress))));
         adamw_step(&adam, m->memory, grad->memory, m->n_params);
+        state->step = step + 1;
+        state->n_texts = n_texts;
         if (o->progress) {
             double elapsed = now_seconds() - start;
-            if (o->progress(o->progress_ctx, step + 1, o->steps, loss, elapsed, elapsed / (step + 1) * (o->steps - step - 1), n_total)) break;
+            if (o->progress(o->progress_ctx, step + 1, o->steps, loss, elapsed, elapsed / (step + 1 - first_step) * (o->steps - step - 1), n_total))
+                break;
         }
     }
     if (final_loss) *final_loss = loss;
@@ -4908,7 +5004,8 @@ int kvl_pretrain(KvlModel *m, KvlTokenizer *tok, const KvlPretrainOptions *o, do
 done:
     m->lora = keep;
     for (int b = 0; b < n_seqs; b++) free(seqs[b]);
-    free(seqs); free(lens); free(adam.m); free(adam.v);
+    free(seqs); free(lens);
+    kvl_pretrain_state_free(&fresh);
     acts_free(&acts);
     kvl_model_free(grad);
     return r;
@@ -6083,6 +6180,7 @@ static const char *pretrain_help =
     "                       [--kv-heads K] [--ffn F] [--vocab V] [--seq-len T]\n"
     "                       [--batch-tokens N] [--short-steps N] [--ramp-steps N] [--lr LR]\n"
     "                       [--warmup W] [--weight-decay WD] [--clip C] [--checkpoint-every N]\n"
+    "       kvlora pretrain -o DIR --resume [--checkpoint-every N]\n"
     "\n"
     "Trains a small Llama-architecture model from nothing on the needle corpus (see\n"
     "`kvlora corpus`): documents of filler sentences with 1-8 needles, each followed by its\n"
@@ -6093,7 +6191,9 @@ static const char *pretrain_help =
     "look needles up, then grow to the full sequence length.\n"
     "Writes DIR/config.json, DIR/tokenizer.json, DIR/model.safetensors (F32) and\n"
     "DIR/pretrain.json (the settings and the result). Same seed, same model, whatever the\n"
-    "thread count. Ctrl-C saves the model as trained so far (exit 130).\n"
+    "thread count. Every checkpoint, and Ctrl-C (exit 130), saves the model as trained so\n"
+    "far and DIR/pretrain_state.safetensors; `--resume` goes on from there, bit for bit as\n"
+    "if never stopped (the state file is removed when the run completes).\n"
     "\n"
     "  --steps N             optimiser steps (default 3600)\n"
     "  --seed S              seed of the weights and the documents (default 1)\n"
@@ -6108,17 +6208,34 @@ static const char *pretrain_help =
     "  --warmup W            warmup steps (default 100)\n"
     "  --weight-decay WD     AdamW decay, on every weight (default 0)\n"
     "  --clip C              global gradient-norm clip, 0 for none (default 1)\n"
-    "  --checkpoint-every N  save the model every N steps (default 250)\n";
+    "  --checkpoint-every N  save the model and the state every N steps (default 250)\n"
+    "  --resume              go on with the run in DIR, with its own settings\n";
 
-typedef struct { KvlModel *m; const char *out; long long every; double last_print; } PretrainProgress;
+typedef struct {
+    KvlModel *m;
+    const char *out;
+    long long every;
+    const KvlPretrainOptions *opt;
+    KvlPretrainState *state;
+    int first_step;
+} PretrainProgress;
+
+/* A checkpoint: the model, readable like any other, and the state to go on from
+   (pretrain_state.safetensors, which holds the weights too). */
+static int pretrain_checkpoint(PretrainProgress *p)
+{
+    char path[4096];
+    path_join(path, sizeof path, p->out, "pretrain_state.safetensors");
+    return kvl_pretrain_state_save(path, p->state, p->m, p->opt) || kvl_model_save(p->m, NULL, p->out);
+}
 
 static int pretrain_progress(void *ctx, int step, int steps, double loss, double elapsed, double eta, int tokens)
 {
     PretrainProgress *p = ctx;
     fprintf(stderr, "step %5d/%d  loss %.4f  %6d tokens  %7.0f tok/s  %7.1f s elapsed  %7.1f s left\n",
-            step, steps, loss, tokens, tokens * step / (elapsed + 1e-9), elapsed, eta);
+            step, steps, loss, tokens, tokens * (double)(step - p->first_step) / (elapsed + 1e-9), elapsed, eta);
     if (p->every > 0 && step % p->every == 0 && step < steps) {
-        if (kvl_model_save(p->m, NULL, p->out)) fprintf(stderr, "kvlora: checkpoint failed: %s\n", kvl_last_error());
+        if (pretrain_checkpoint(p)) fprintf(stderr, "kvlora: checkpoint failed: %s\n", kvl_last_error());
         else fprintf(stderr, "kvlora: checkpoint at step %d in %s\n", step, p->out);
     }
     return stop_requested != 0;
@@ -6130,11 +6247,15 @@ static int cmd_pretrain(int argc, char **argv)
     long long steps = 3600, seed = 1, layers = 4, dim = 64, heads = 4, kv_heads = 4, ffn = 192, vocab = 1024;
     long long seq_len = 768, batch_tokens = 8192, short_steps = 1800, ramp_steps = 1000, warmup = 100, every = 250;
     float lr = 1e-3f, weight_decay = 0.0f, clip = 1.0f;
+    int resume = 0;
+    const char *setting = NULL;         /* an option --resume cannot take */
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(pretrain_help, stdout); return 0; }
+        if (!strcmp(a, "--resume")) { resume = 1; continue; }
         if (!(v = option_value(&i, argc, argv))) return usage_error("pretrain", "option %s needs a value", a);
         int bad = 0;
+        if (strcmp(a, "-o") && strcmp(a, "--checkpoint-every")) setting = a;
         if (!strcmp(a, "-o")) out = v;
         else if (!strcmp(a, "--steps")) bad = parse_long(v, 1, 1 << 30, &steps);
         else if (!strcmp(a, "--seed")) bad = parse_long(v, 0, LLONG_MAX, &seed);
@@ -6157,79 +6278,97 @@ static int cmd_pretrain(int argc, char **argv)
         if (bad) return usage_error("pretrain", "bad value '%s' for %s", v, a);
     }
     if (!out) return usage_error("pretrain", "missing -o DIR");
+    if (resume && setting) return usage_error("pretrain", "--resume goes on with the run's own settings; %s cannot change them", setting);
     if (dim % heads || heads % kv_heads || (dim / heads) % 2)
         return usage_error("pretrain", "--dim must split into --heads heads of even size, and --heads into --kv-heads groups");
 
     KvlTokenizer *tok = NULL;
     KvlModel *m = NULL;
+    KvlPretrainState state = {0};
+    KvlPretrainOptions opt = {(int)steps, (int)batch_tokens, (int)seq_len, (int)short_steps, (int)ramp_steps, (int)warmup,
+                              lr, weight_decay, clip, (uint64_t)seed, NULL, NULL};
     Buf corpus = {0};
-    char *json = NULL, path[4096];
+    char *json = NULL, path[4096], state_path[4096];
     size_t json_len;
     int rc = 1;
-    /* the tokenizer, learnt from 2000 documents */
-    for (int i = 0; i < 2000; i++) {
-        char *text;
-        size_t len;
-        if (kvl_pretrain_text(&text, &len, 20, kvl_document_seed((uint64_t)seed, (uint64_t)i, 0))) { cli_error("%s", kvl_last_error()); goto done; }
-        int r = buf_push(&corpus, text, len);
-        free(text);
-        if (r) { cli_error("%s", kvl_last_error()); goto done; }
-    }
+    path_join(state_path, sizeof state_path, out, "pretrain_state.safetensors");
     path_join(path, sizeof path, out, "tokenizer.json");
-    if (kvl_bpe_train(corpus.data, corpus.len, (int)vocab, &json, &json_len) || make_dir(out) ||
-        write_text_file(path, json) || kvl_tokenizer_load(&tok, path)) {
-        cli_error("%s", kvl_last_error());
-        goto done;
+    if (resume) {
+        if (kvl_model_load(&m, out) || kvl_tokenizer_load(&tok, path) || kvl_pretrain_state_load(state_path, &state, m, &opt)) {
+            cli_error("cannot resume: %s", kvl_last_error());
+            goto done;
+        }
+        fprintf(stderr, "kvlora: resuming %s at step %d of %d\n", out, state.step, opt.steps);
+    } else {
+        /* the tokenizer, learnt from 2000 documents */
+        for (int i = 0; i < 2000; i++) {
+            char *text;
+            size_t len;
+            if (kvl_pretrain_text(&text, &len, 20, kvl_document_seed((uint64_t)seed, (uint64_t)i, 0))) { cli_error("%s", kvl_last_error()); goto done; }
+            int r = buf_push(&corpus, text, len);
+            free(text);
+            if (r) { cli_error("%s", kvl_last_error()); goto done; }
+        }
+        if (kvl_bpe_train(corpus.data, corpus.len, (int)vocab, &json, &json_len) || make_dir(out) ||
+            write_text_file(path, json) || kvl_tokenizer_load(&tok, path)) {
+            cli_error("%s", kvl_last_error());
+            goto done;
+        }
+        fprintf(stderr, "kvlora: learnt a tokenizer of %d tokens from %zu bytes: %s\n", kvl_tokenizer_vocab_size(tok), corpus.len, path);
+
+        /* the model: random weights, scaled as GPT-2 starts (small embeddings; the layers that
+           write into the residual stream shrunk by 1/sqrt(2 L) so that the stream does not grow
+           with depth) */
+        KvlConfig c = {0};
+        c.arch = KVL_LLAMA;
+        c.n_layers = (int)layers; c.dim = (int)dim; c.n_heads = (int)heads; c.n_kv_heads = (int)kv_heads;
+        c.head_dim = (int)(dim / heads); c.ffn_dim = (int)ffn; c.vocab_size = kvl_tokenizer_vocab_size(tok);
+        c.max_positions = seq_len > 2048 ? (int)seq_len : 2048;
+        c.rms_eps = 1e-5f; c.rope_theta = 10000.0f; c.tie_embeddings = 1; c.bos_token_id = 0; c.eos_token_id = 1;
+        if (kvl_model_random(&m, &c, (uint64_t)seed) || kvl_pretrain_state_init(&state, m)) { cli_error("%s", kvl_last_error()); goto done; }
+        for (size_t i = 0; i < (size_t)c.vocab_size * c.dim; i++) m->w.embed[i] *= 0.05f;
+        float shrink = 1.0f / sqrtf(2.0f * c.n_layers);
+        for (size_t i = 0; i < (size_t)c.n_layers * c.dim * c.n_heads * c.head_dim; i++) m->w.wo[i] *= shrink;
+        for (size_t i = 0; i < (size_t)c.n_layers * c.dim * c.ffn_dim; i++) m->w.w_down[i] *= shrink;
     }
-    fprintf(stderr, "kvlora: learnt a tokenizer of %d tokens from %zu bytes: %s\n", kvl_tokenizer_vocab_size(tok), corpus.len, path);
-
-    /* the model: random weights, scaled as GPT-2 starts (small embeddings; the layers that
-       write into the residual stream shrunk by 1/sqrt(2 L) so that the stream does not grow
-       with depth) */
-    KvlConfig c = {0};
-    c.arch = KVL_LLAMA;
-    c.n_layers = (int)layers; c.dim = (int)dim; c.n_heads = (int)heads; c.n_kv_heads = (int)kv_heads;
-    c.head_dim = (int)(dim / heads); c.ffn_dim = (int)ffn; c.vocab_size = kvl_tokenizer_vocab_size(tok);
-    c.max_positions = seq_len > 2048 ? (int)seq_len : 2048;
-    c.rms_eps = 1e-5f; c.rope_theta = 10000.0f; c.tie_embeddings = 1; c.bos_token_id = 0; c.eos_token_id = 1;
-    if (kvl_model_random(&m, &c, (uint64_t)seed)) { cli_error("%s", kvl_last_error()); goto done; }
-    for (size_t i = 0; i < (size_t)c.vocab_size * c.dim; i++) m->w.embed[i] *= 0.05f;
-    float shrink = 1.0f / sqrtf(2.0f * c.n_layers);
-    for (size_t i = 0; i < (size_t)c.n_layers * c.dim * c.n_heads * c.head_dim; i++) m->w.wo[i] *= shrink;
-    for (size_t i = 0; i < (size_t)c.n_layers * c.dim * c.ffn_dim; i++) m->w.w_down[i] *= shrink;
+    const KvlConfig *c = &m->config;
     fprintf(stderr, "kvlora: %d layers, dim %d, %d heads (%d KV), ffn %d, vocab %d: %zu parameters\n",
-            c.n_layers, c.dim, c.n_heads, c.n_kv_heads, c.ffn_dim, c.vocab_size, m->n_params);
+            c->n_layers, c->dim, c->n_heads, c->n_kv_heads, c->ffn_dim, c->vocab_size, m->n_params);
 
-    PretrainProgress progress = {m, out, every, 0};
-    KvlPretrainOptions opt = {(int)steps, (int)batch_tokens, (int)seq_len, (int)short_steps, (int)ramp_steps, (int)warmup,
-                              lr, weight_decay, clip, (uint64_t)seed,
-                              pretrain_progress, &progress};
+    PretrainProgress progress = {m, out, every, &opt, &state, state.step};
+    opt.progress = pretrain_progress;
+    opt.progress_ctx = &progress;
     signal(SIGINT, request_stop);
     signal(SIGTERM, request_stop);
     double t0 = now_seconds(), loss = 0.0;
-    if (kvl_pretrain(m, tok, &opt, &loss)) { cli_error("%s", kvl_last_error()); goto done; }
+    if (kvl_pretrain(m, tok, &opt, &state, &loss)) { cli_error("%s", kvl_last_error()); goto done; }
     double seconds = now_seconds() - t0;
-    if (kvl_model_save(m, NULL, out)) { cli_error("%s", kvl_last_error()); goto done; }
+    if (stop_requested ? pretrain_checkpoint(&progress) : kvl_model_save(m, NULL, out)) { cli_error("%s", kvl_last_error()); goto done; }
+    if (!stop_requested) remove(state_path);        /* the run is complete: nothing to go on from */
     Buf info = {0};
     path_join(path, sizeof path, out, "pretrain.json");
-    if (buf_printf(&info, "{\n  \"made_by\": \"kvlora %s pretrain\",\n  \"steps\": %lld,\n  \"seed\": %lld,\n  \"batch_tokens\": %lld,\n",
-                   KVL_VERSION, steps, seed, batch_tokens) ||
-        buf_printf(&info, "  \"short_steps\": %lld,\n  \"ramp_steps\": %lld,\n", short_steps, ramp_steps) ||
-        buf_printf(&info, "  \"seq_len\": %lld,\n  \"lr\": %g,\n  \"warmup\": %lld,\n  \"weight_decay\": %g,\n  \"clip\": %g,\n",
-                   seq_len, lr, warmup, weight_decay, clip) ||
-        buf_printf(&info, "  \"final_loss\": %.6f,\n  \"seconds\": %.1f,\n  \"interrupted\": %s\n}\n", loss, seconds,
-                   stop_requested ? "true" : "false") ||
+    if (buf_printf(&info, "{\n  \"made_by\": \"kvlora %s pretrain\",\n  \"steps\": %d,\n  \"steps_done\": %d,\n  \"resumed_at\": %d,\n",
+                   KVL_VERSION, opt.steps, state.step, progress.first_step) ||
+        buf_printf(&info, "  \"seed\": %llu,\n  \"batch_tokens\": %d,\n  \"seq_len\": %d,\n  \"short_steps\": %d,\n  \"ramp_steps\": %d,\n",
+                   (unsigned long long)opt.seed, opt.batch_tokens, opt.seq_len, opt.short_steps, opt.ramp_steps) ||
+        buf_printf(&info, "  \"lr\": %g,\n  \"warmup\": %d,\n  \"weight_decay\": %g,\n  \"clip\": %g,\n", opt.lr, opt.warmup,
+                   opt.weight_decay, opt.clip) ||
+        buf_printf(&info, "  \"final_loss\": %.6f,\n  \"seconds\": %.1f\n}\n", loss, seconds) ||
         write_text_file(path, info.data)) {
         free(info.data);
         cli_error("%s", kvl_last_error());
         goto done;
     }
     free(info.data);
-    fprintf(stderr, "kvlora: %s after %.1f s, last batch loss %.4f; wrote %s\n", stop_requested ? "interrupted" : "done", seconds, loss, out);
+    if (stop_requested)
+        fprintf(stderr, "kvlora: interrupted at step %d after %.1f s; `kvlora pretrain -o %s --resume` goes on\n", state.step, seconds, out);
+    else
+        fprintf(stderr, "kvlora: done after %.1f s, last batch loss %.4f; wrote %s\n", seconds, loss, out);
     rc = stop_requested ? 130 : 0;
 done:
     free(corpus.data);
     free(json);
+    kvl_pretrain_state_free(&state);
     kvl_tokenizer_free(tok);
     kvl_model_free(m);
     return rc;

@@ -306,8 +306,28 @@ typedef struct {
     void *progress_ctx;
 } KvlPretrainOptions;
 
-/* Trains all of m's weights on kvl_pretrain_text documents (next-token cross-entropy). */
-int  kvl_pretrain(KvlModel *m, KvlTokenizer *tok, const KvlPretrainOptions *opt, double *final_loss);
+/* Where a pretraining run stands, so that it can stop and go on bit for bit: the steps
+   done, the texts read, and AdamW's two moments ([n_params] floats each). */
+typedef struct {
+    int step;
+    uint64_t n_texts;
+    float *adam_m, *adam_v;
+} KvlPretrainState;
+
+/* A fresh state for m (zero moments); free with kvl_pretrain_state_free. */
+int  kvl_pretrain_state_init(KvlPretrainState *s, const KvlModel *m);
+void kvl_pretrain_state_free(KvlPretrainState *s);
+/* The state, m's weights and the options of the run, as one safetensors file (written
+   atomically, so a checkpoint is never half old, half new); load checks that the file is
+   for a model with m's parameter count, puts the weights back into m and fills *opt (its
+   progress callback NULL). */
+int  kvl_pretrain_state_save(const char *path, const KvlPretrainState *s, const KvlModel *m, const KvlPretrainOptions *opt);
+int  kvl_pretrain_state_load(const char *path, KvlPretrainState *s, const KvlModel *m, KvlPretrainOptions *opt);
+
+/* Trains all of m's weights on kvl_pretrain_text documents (next-token cross-entropy).
+   state NULL: from the start; otherwise it goes on from state and keeps it current after
+   every step (for kvl_pretrain_state_save). */
+int  kvl_pretrain(KvlModel *m, KvlTokenizer *tok, const KvlPretrainOptions *opt, KvlPretrainState *state, double *final_loss);
 
 /* ---- the needle test ---- */
 

@@ -1096,8 +1096,14 @@ static void test_pretrain_corpus_and_tokenizer(void)
     remove(path);
 }
 
+static int stop_after_3(void *ctx, int step, int steps, double loss, double elapsed, double eta, int tokens)
+{
+    (void)ctx; (void)steps; (void)loss; (void)elapsed; (void)eta; (void)tokens;
+    return step == 3;
+}
+
 /* A few pretraining steps on a tiny model lower the loss, and the same seed gives the same
-   weights on 1 and 3 threads. */
+   weights on 1 and 3 threads; a run stopped and resumed is the run never stopped. */
 static void test_pretrain_lowers_loss(void)
 {
     Buf corpus = {0};
@@ -1141,13 +1147,13 @@ static void test_pretrain_lowers_loss(void)
         kvl_model_random(&m, &c, 9);
         for (size_t i = 0; i < (size_t)c.vocab_size * c.dim; i++) m->w.embed[i] *= 0.05f;
         KvlPretrainOptions o = {1, 400, 128, 0, 0, 0, 1e-2f, 0.0f, 1.0f, 4, NULL, NULL};
-        kvl_pretrain(m, tok, &o, &first[k]);       /* the loss of the first batch, before any step */
+        kvl_pretrain(m, tok, &o, NULL, &first[k]);       /* the loss of the first batch, before any step */
         kvl_model_free(m);
         kvl_model_random(&m, &c, 9);
         for (size_t i = 0; i < (size_t)c.vocab_size * c.dim; i++) m->w.embed[i] *= 0.05f;
         o.steps = 40;
         o.warmup = 5;
-        int r = kvl_pretrain(m, tok, &o, &last[k]);
+        int r = kvl_pretrain(m, tok, &o, NULL, &last[k]);
         CHECK(r == 0, "pretrain: %s", r ? kvl_last_error() : "ok");
         n_params = m->n_params;
         weights[k] = malloc(sizeof(float) * n_params);
@@ -1160,6 +1166,40 @@ static void test_pretrain_lowers_loss(void)
     CHECK(last[0] < 0.6 * first[0], "40 pretraining steps lower the cross-entropy from %.3f to %.3f (< 60%%)", first[0], last[0]);
     CHECK(memcmp(weights[0], weights[1], sizeof(float) * n_params) == 0, "pretrained weights bitwise equal on 1 and 3 threads");
     free(weights[0]); free(weights[1]);
+
+    /* Stopped after 3 of 8 steps, saved, loaded into a model with other weights and resumed:
+       the same weights as 8 steps straight through (the curriculum's short texts and its
+       ramp included: 2 + 3 steps). */
+    KvlPretrainOptions o = {8, 300, 128, 2, 3, 2, 1e-2f, 0.01f, 1.0f, 5, NULL, NULL}, back;
+    KvlModel *straight, *resumed;
+    KvlPretrainState state;
+    const char *state_path = "/tmp/kvlora_test_pretrain_state.safetensors";
+    kvl_model_random(&straight, &c, 11);
+    kvl_model_random(&resumed, &c, 11);
+    int r = kvl_pretrain(straight, tok, &o, NULL, NULL);
+    o.progress = stop_after_3;
+    r |= kvl_pretrain_state_init(&state, resumed) || kvl_pretrain(resumed, tok, &o, &state, NULL);
+    o.progress = NULL;
+    r |= kvl_pretrain_state_save(state_path, &state, resumed, &o);
+    kvl_pretrain_state_free(&state);
+    kvl_model_free(resumed);
+    kvl_model_random(&resumed, &c, 12);
+    r |= kvl_pretrain_state_load(state_path, &state, resumed, &back);
+    CHECK(r == 0 && state.step == 3 && back.steps == 8 && back.ramp_steps == 3 && back.lr == o.lr && back.seed == 5,
+          "pretraining state saved and loaded (step %d): %s", state.step, r ? kvl_last_error() : "ok");
+    r = kvl_pretrain(resumed, tok, &back, &state, NULL);
+    CHECK(r == 0 && state.step == 8 && memcmp(straight->memory, resumed->memory, sizeof(float) * straight->n_params) == 0,
+          "3 steps, save, load, 5 more steps == 8 steps, bit for bit");
+    kvl_pretrain_state_free(&state);
+    kvl_model_free(resumed);
+    kvl_model_random(&resumed, &c, 12);
+    resumed->n_params--;        /* a state for another model is refused */
+    CHECK(kvl_pretrain_state_load(state_path, &state, resumed, &back) != 0 && strstr(kvl_last_error(), "adam_m"),
+          "a state of another size refused: %s", kvl_last_error());
+    resumed->n_params++;
+    kvl_model_free(resumed);
+    kvl_model_free(straight);
+    remove(state_path);
     kvl_tokenizer_free(tok);
 }
 
@@ -1932,6 +1972,44 @@ static void test_checkpoint_and_interrupt(void)
     if (system(cmd) != 0) printf("  (could not remove %s)\n", dir);
 }
 
+/* pretrain: Ctrl-C leaves a model and a state to go on from; --resume goes on (and takes
+   no new settings). The bits of resuming are checked in test_pretrain_lowers_loss. */
+static void test_cli_pretrain_resume(void)
+{
+    char cmd[4096], dir[600], path[1024];
+    snprintf(dir, sizeof dir, "%s", tmp_path("pretrain"));
+    const char *tiny = "--dim 16 --heads 2 --kv-heads 2 --ffn 32 --layers 1 --vocab 300 --seq-len 64 --batch-tokens 64 "
+                       "--short-steps 2 --ramp-steps 2";
+    for (int run = 0; run < 2; run++) {
+        /* a long run; SIGINT once its log shows a checkpoint */
+        snprintf(cmd, sizeof cmd, KVLORA_CLI " pretrain -o %s %s%s --checkpoint-every 2 2> %s.log%d & pid=$!; i=0; "
+                 "while ! grep -q 'checkpoint at' %s.log%d 2>/dev/null && [ $i -lt 6000 ]; do sleep 0.05; i=$((i+1)); done; "
+                 "kill -INT $pid; wait $pid", dir, run ? "--resume" : tiny, run ? "" : " --steps 1000000", dir, run, dir, run);
+        int status = system(cmd);
+        CHECK(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 130, "SIGINT: pretrain exits with 130 (run %d, got %d)", run,
+              WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+    }
+    KvlModel *m = NULL;
+    KvlPretrainState state = {0};
+    KvlPretrainOptions o;
+    snprintf(path, sizeof path, "%s/pretrain_state.safetensors", dir);
+    int r = kvl_model_load(&m, dir) || kvl_pretrain_state_load(path, &state, m, &o);
+    CHECK(r == 0 && state.step >= 4 && o.steps == 1000000 && o.short_steps == 2,
+          "the resumed run went on past its first checkpoint (step %d): %s", state.step, r ? kvl_last_error() : "ok");
+    kvl_pretrain_state_free(&state);
+    kvl_model_free(m);
+    snprintf(path, sizeof path, "%s.log1", dir);
+    size_t len;
+    char *log = slurp(path, &len);
+    CHECK(log && strstr(log, "resuming") && strstr(log, "--resume` goes on"), "the log says where it resumed and how to go on");
+    free(log);
+    snprintf(cmd, sizeof cmd, KVLORA_CLI " pretrain -o %s --resume --steps 5 2>/dev/null", dir);
+    int status = system(cmd);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 2, "--resume with a new setting is a usage error");
+    snprintf(cmd, sizeof cmd, "rm -rf %s %s.log0 %s.log1", dir, dir, dir);
+    if (system(cmd) != 0) printf("  (could not remove %s)\n", dir);
+}
+
 /* With and without OpenMP, the tool writes the same bits: a dump with gradients and a
    distilled adapter (make test builds ./kvlora_noomp for this). */
 static void test_openmp_and_plain_builds_agree(void)
@@ -2187,6 +2265,7 @@ int main(void)
         {"cli_text", test_cli_text},
         {"bad_input_table", test_bad_input_table},
         {"checkpoint_and_interrupt", test_checkpoint_and_interrupt},
+        {"cli_pretrain_resume", test_cli_pretrain_resume},
         {"openmp_and_plain_builds_agree", test_openmp_and_plain_builds_agree},
         {"fuzz_corpus", test_fuzz_corpus},
         {"needle_corpus", test_needle_corpus},
