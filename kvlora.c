@@ -6198,7 +6198,7 @@ static const char *pretrain_help =
     "  --steps N             optimiser steps (default 3600)\n"
     "  --seed S              seed of the weights and the documents (default 1)\n"
     "  --layers, --dim, --heads, --kv-heads, --ffn\n"
-    "                        the shape (default 4, 64, 4, 4, 192)\n"
+    "                        the shape (default 4, 128, 4, 4, 384)\n"
     "  --vocab V             tokenizer size, 258 (bytes only) and up (default 1024)\n"
     "  --seq-len T           longest training sequence, the trained context (default 768)\n"
     "  --batch-tokens N      tokens per step, in whole documents (default 8192)\n"
@@ -6244,7 +6244,7 @@ static int pretrain_progress(void *ctx, int step, int steps, double loss, double
 static int cmd_pretrain(int argc, char **argv)
 {
     const char *out = NULL;
-    long long steps = 3600, seed = 1, layers = 4, dim = 64, heads = 4, kv_heads = 4, ffn = 192, vocab = 1024;
+    long long steps = 3600, seed = 1, layers = 4, dim = 128, heads = 4, kv_heads = 4, ffn = 384, vocab = 1024;
     long long seq_len = 768, batch_tokens = 8192, short_steps = 1800, ramp_steps = 1000, warmup = 100, every = 250;
     float lr = 1e-3f, weight_decay = 0.0f, clip = 1.0f;
     int resume = 0;

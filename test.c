@@ -1167,10 +1167,10 @@ static void test_pretrain_lowers_loss(void)
     CHECK(memcmp(weights[0], weights[1], sizeof(float) * n_params) == 0, "pretrained weights bitwise equal on 1 and 3 threads");
     free(weights[0]); free(weights[1]);
 
-    /* Stopped after 3 of 8 steps, saved, loaded into a model with other weights and resumed:
-       the same weights as 8 steps straight through (the curriculum's short texts and its
-       ramp included: 2 + 3 steps). */
-    KvlPretrainOptions o = {8, 300, 128, 2, 3, 2, 1e-2f, 0.01f, 1.0f, 5, NULL, NULL}, back;
+    /* Stopped after 3 of 6 steps, saved, loaded into a model with other weights and resumed:
+       the same weights as 6 steps straight through (the curriculum's short texts and its
+       ramp included: 2 + 2 steps). */
+    KvlPretrainOptions o = {6, 300, 128, 2, 2, 2, 1e-2f, 0.01f, 1.0f, 5, NULL, NULL}, back;
     KvlModel *straight, *resumed;
     KvlPretrainState state;
     const char *state_path = "/tmp/kvlora_test_pretrain_state.safetensors";
@@ -1185,11 +1185,11 @@ static void test_pretrain_lowers_loss(void)
     kvl_model_free(resumed);
     kvl_model_random(&resumed, &c, 12);
     r |= kvl_pretrain_state_load(state_path, &state, resumed, &back);
-    CHECK(r == 0 && state.step == 3 && back.steps == 8 && back.ramp_steps == 3 && back.lr == o.lr && back.seed == 5,
+    CHECK(r == 0 && state.step == 3 && back.steps == 6 && back.ramp_steps == 2 && back.lr == o.lr && back.seed == 5,
           "pretraining state saved and loaded (step %d): %s", state.step, r ? kvl_last_error() : "ok");
     r = kvl_pretrain(resumed, tok, &back, &state, NULL);
-    CHECK(r == 0 && state.step == 8 && memcmp(straight->memory, resumed->memory, sizeof(float) * straight->n_params) == 0,
-          "3 steps, save, load, 5 more steps == 8 steps, bit for bit");
+    CHECK(r == 0 && state.step == 6 && memcmp(straight->memory, resumed->memory, sizeof(float) * straight->n_params) == 0,
+          "3 steps, save, load, 3 more steps == 6 steps, bit for bit");
     kvl_pretrain_state_free(&state);
     kvl_model_free(resumed);
     kvl_model_random(&resumed, &c, 12);
