@@ -4830,13 +4830,15 @@ void kvl_pretrain_state_free(KvlPretrainState *s)
     memset(s, 0, sizeof *s);
 }
 
-/* The options are kept as text in the file's metadata, floats with 9 significant digits
-   (enough to give back the same float). */
+/* The step, the texts read and the run's options are kept as text in the file's metadata,
+   floats with 9 significant digits (enough to give back the same float). */
+static const char *const pretrain_state_keys[12] = {"step", "n_texts", "steps", "batch_tokens", "seq_len", "short_steps",
+                                                    "ramp_steps", "warmup", "lr", "weight_decay", "clip", "seed"};
+
 int kvl_pretrain_state_save(const char *path, const KvlPretrainState *s, const KvlModel *m, const KvlPretrainOptions *o)
 {
-    char v[11][32];
-    const char *keys[11] = {"step", "n_texts", "steps", "batch_tokens", "seq_len", "short_steps", "ramp_steps", "warmup",
-                            "lr", "weight_decay", "clip"}, *values[12];
+    char v[12][32];
+    const char *values[12];
     snprintf(v[0], 32, "%d", s->step);
     snprintf(v[1], 32, "%llu", (unsigned long long)s->n_texts);
     snprintf(v[2], 32, "%d", o->steps);
@@ -4848,23 +4850,17 @@ int kvl_pretrain_state_save(const char *path, const KvlPretrainState *s, const K
     snprintf(v[8], 32, "%.9g", o->lr);
     snprintf(v[9], 32, "%.9g", o->weight_decay);
     snprintf(v[10], 32, "%.9g", o->clip);
-    for (int i = 0; i < 11; i++) values[i] = v[i];
-    char seed[32];
-    snprintf(seed, sizeof seed, "%llu", (unsigned long long)o->seed);
-    const char *all_keys[12], *all_values[12];
-    for (int i = 0; i < 11; i++) { all_keys[i] = keys[i]; all_values[i] = values[i]; }
-    all_keys[11] = "seed";
-    all_values[11] = seed;
+    snprintf(v[11], 32, "%llu", (unsigned long long)o->seed);
+    for (int i = 0; i < 12; i++) values[i] = v[i];
     KvlTensorOut t[3] = {{"weights", KVL_F32, 1, {(int64_t)m->n_params}, m->memory},
                          {"adam_m", KVL_F32, 1, {(int64_t)m->n_params}, s->adam_m},
                          {"adam_v", KVL_F32, 1, {(int64_t)m->n_params}, s->adam_v}};
-    return kvl_st_write(path, t, 3, all_keys, all_values, 12);
+    return kvl_st_write(path, t, 3, pretrain_state_keys, values, 12);
 }
 
 int kvl_pretrain_state_load(const char *path, KvlPretrainState *s, const KvlModel *m, KvlPretrainOptions *o)
 {
-    static const char *const keys[12] = {"step", "n_texts", "steps", "batch_tokens", "seq_len", "short_steps", "ramp_steps",
-                                         "warmup", "lr", "weight_decay", "clip", "seed"};
+    const char *const *keys = pretrain_state_keys;
     KvlSafetensors st;
     if (kvl_st_open(&st, path)) return -1;
     double num[12];
