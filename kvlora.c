@@ -4796,24 +4796,6 @@ static int model_zeros(KvlModel **out, const KvlConfig *c)
     return 0;
 }
 
-/* Trains every weight of m on pretraining texts (<s> text </s>, cut at o->seq_len tokens):
-   each step takes texts until they hold o->batch_tokens tokens, next-token cross-entropy
-   over all of them, gradients clipped to a global norm of o->clip, AdamW with a linear
-   warmup and a cosine decay of the learning rate to a tenth. Text number i of the run has
-   document seed kvl_document_seed(o->seed, i, 0).
-
-   The curriculum is what makes the needles learnable. Answering needs two attention heads
-   that only pay together: one that moves the name to the positions after it, and one that
-   finds, from the question, the needle with that name and copies its digits. Until both
-   exist neither earns any loss, and the few answer tokens of long documents are lost in
-   the filler's gradient noise. Measured with PyTorch on the same model (4 layers, dim 128):
-   8 long texts a step learnt no retrieval at all in 10 000 steps at learning rates 3e-3
-   and 1e-2 (nor with the answers' loss weighted 5x, or with 2 layers, or 8 heads); short
-   texts failed too with 8 or 16 a step, or at 3e-3. Short texts, ~64 a step, at 1e-3 did
-   it: the answers' loss fell from ln 10 at step ~750 to a tenth of it by step 2000. So for
-   the first o->short_steps steps texts have at most 3 filler sentences (mostly needles and
-   questions); then over o->ramp_steps steps the filler grows to fill o->seq_len, so that
-   retrieval carries over to long contexts. */
 int kvl_pretrain_state_init(KvlPretrainState *s, const KvlModel *m)
 {
     memset(s, 0, sizeof *s);
@@ -4900,6 +4882,24 @@ done:
     return r;
 }
 
+/* Trains every weight of m on pretraining texts (<s> text </s>, cut at o->seq_len tokens):
+   each step takes texts until they hold o->batch_tokens tokens, next-token cross-entropy
+   over all of them, gradients clipped to a global norm of o->clip, AdamW with a linear
+   warmup and a cosine decay of the learning rate to a tenth. Text number i of the run has
+   document seed kvl_document_seed(o->seed, i, 0).
+
+   The curriculum is what makes the needles learnable. Answering needs two attention heads
+   that only pay together: one that moves the name to the positions after it, and one that
+   finds, from the question, the needle with that name and copies its digits. Until both
+   exist neither earns any loss, and the few answer tokens of long documents are lost in
+   the filler's gradient noise. Measured with PyTorch on the same model (4 layers, dim 128):
+   8 long texts a step learnt no retrieval at all in 10 000 steps at learning rates 3e-3
+   and 1e-2 (nor with the answers' loss weighted 5x, or with 2 layers, or 8 heads); short
+   texts failed too with 8 or 16 a step, or at 3e-3. Short texts, ~64 a step, at 1e-3 did
+   it: the answers' loss fell from ln 10 at step ~750 to a tenth of it by step 2000. So for
+   the first o->short_steps steps texts have at most 3 filler sentences (mostly needles and
+   questions); then over o->ramp_steps steps the filler grows to fill o->seq_len, so that
+   retrieval carries over to long contexts. */
 int kvl_pretrain(KvlModel *m, KvlTokenizer *tok, const KvlPretrainOptions *o, KvlPretrainState *state, double *final_loss)
 {
     const KvlConfig *c = &m->config;
