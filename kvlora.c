@@ -5015,6 +5015,79 @@ done:
     return r;
 }
 
+/* The answers of a pretraining text are the " DDDDD" after each "? A:". The text is
+   encoded piece by piece, cut before and after each answer; every cut is where the
+   byte-level pre-tokenizer splits anyway (before a space, before a newline), so the pieces'
+   tokens are the whole text's. */
+int kvl_pretrain_eval(KvlModel *m, KvlTokenizer *tok, int n_texts, int max_sentences, uint64_t seed,
+                      double *answer_loss, double *answers_right)
+{
+    const KvlConfig *c = &m->config;
+    int V = c->vocab_size, r = -1, cap = c->max_positions;
+    int *ids = xmalloc(sizeof(int) * (size_t)cap), *is_answer = xmalloc(sizeof(int) * (size_t)cap);
+    float *logits = xmalloc(sizeof(float) * (size_t)cap * V);
+    KvlCache cache = {0};
+    double loss = 0.0;
+    long n_answer_tokens = 0, n_answers = 0, n_right = 0;
+    if (!ids || !is_answer || !logits || kvl_cache_init(&cache, c, cap)) goto done;
+    for (int i = 0; i < n_texts; i++) {
+        char *text;
+        size_t len;
+        if (kvl_pretrain_text(&text, &len, max_sentences, kvl_document_seed(seed, (uint64_t)i, 1))) goto done;
+        int n = 0, e = 0;
+        ids[n] = c->bos_token_id >= 0 ? c->bos_token_id : 0;
+        is_answer[n++] = 0;
+        for (size_t at = 0; at < len && !e;) {
+            const char *q = strstr(text + at, "? A:");
+            size_t piece_end = q ? (size_t)(q - text) + 4 : len, answer_end = piece_end;
+            while (answer_end < len && text[answer_end] != '\n') answer_end++;
+            for (int part = 0; part < 2 && !e; part++) {        /* up to the answer, the answer */
+                size_t from = part ? piece_end : at, to = part ? answer_end : piece_end;
+                int *t, nt;
+                if (to == from) continue;
+                if ((e = kvl_encode(tok, text + from, to - from, 0, &t, &nt))) break;
+                if (n + nt > cap) e = fail("pretrain eval: a text of more than %d tokens", cap);
+                for (int k = 0; k < nt && !e; k++) { ids[n] = t[k]; is_answer[n++] = part; }
+                free(t);
+            }
+            at = answer_end;
+        }
+        if (!e) {                            /* the pieces must be the whole text's tokens */
+            int *whole, n_whole;
+            if (!(e = kvl_encode(tok, text, len, 0, &whole, &n_whole))) {
+                if (n_whole != n - 1 || memcmp(whole, ids + 1, sizeof(int) * (size_t)n_whole))
+                    e = fail("pretrain eval: this tokenizer splits text %d at an answer's edge", i);
+                free(whole);
+            }
+        }
+        free(text);
+        cache.n_tokens = 0;
+        if (e || kvl_forward(m, &cache, ids, n, logits, n)) goto done;
+        int all_right = 1, in_answer = 0;
+        for (int t = 1; t <= n; t++) {
+            if (t < n && is_answer[t]) {                        /* token t, predicted at t - 1 */
+                const float *z = logits + (size_t)(t - 1) * V;
+                loss += log_sum_exp(z, V) - z[ids[t]];
+                n_answer_tokens++;
+                all_right &= kvl_argmax(z, V) == ids[t];
+                in_answer = 1;
+            } else if (in_answer) {                             /* an answer ended */
+                n_answers++;
+                n_right += all_right;
+                all_right = 1;
+                in_answer = 0;
+            }
+        }
+    }
+    *answer_loss = n_answer_tokens ? loss / n_answer_tokens : 0.0;
+    *answers_right = n_answers ? (double)n_right / n_answers : 0.0;
+    r = 0;
+done:
+    kvl_cache_free(&cache);
+    free(ids); free(is_answer); free(logits);
+    return r;
+}
+
 /* ---- the needle test: recall with the context, without it, and with the adapter ---- */
 
 /* The longest document (in whole sentences) of at most n_tokens tokens with the needles at
@@ -6217,6 +6290,7 @@ static const char *pretrain_help =
 
 typedef struct {
     KvlModel *m;
+    KvlTokenizer *tok;
     const char *out;
     long long every;
     const KvlPretrainOptions *opt;
@@ -6241,6 +6315,11 @@ static int pretrain_progress(void *ctx, int step, int steps, double loss, double
     if (p->every > 0 && step % p->every == 0 && step < steps) {
         if (pretrain_checkpoint(p)) fprintf(stderr, "kvlora: checkpoint failed: %s\n", kvl_last_error());
         else fprintf(stderr, "kvlora: checkpoint at step %d in %s\n", step, p->out);
+        /* whether retrieval is being learnt shows here long before in the loss */
+        double answer_loss, right;
+        if (kvl_pretrain_eval(p->m, p->tok, 64, 3, p->opt->seed, &answer_loss, &right) == 0)
+            fprintf(stderr, "kvlora: held-out answers (64 short texts): loss %.3f (1.919: guessing digits), %.0f%% right\n",
+                    answer_loss, 100 * right);
     }
     return stop_requested != 0;
 }
@@ -6339,7 +6418,7 @@ static int cmd_pretrain(int argc, char **argv)
     fprintf(stderr, "kvlora: %d layers, dim %d, %d heads (%d KV), ffn %d, vocab %d: %zu parameters\n",
             c->n_layers, c->dim, c->n_heads, c->n_kv_heads, c->ffn_dim, c->vocab_size, m->n_params);
 
-    PretrainProgress progress = {m, out, every, &opt, &state, state.step};
+    PretrainProgress progress = {m, tok, out, every, &opt, &state, state.step};
     opt.progress = pretrain_progress;
     opt.progress_ctx = &progress;
     signal(SIGINT, request_stop);

@@ -1130,7 +1130,7 @@ static void test_pretrain_lowers_loss(void)
     if (!tok) { CHECK(0, "pretraining tokenizer: %s", kvl_last_error()); return; }
     KvlConfig c = {0};
     c.arch = KVL_LLAMA; c.n_layers = 2; c.dim = 32; c.n_heads = 4; c.n_kv_heads = 2; c.head_dim = 8; c.ffn_dim = 64;
-    c.vocab_size = kvl_tokenizer_vocab_size(tok); c.max_positions = 256; c.rms_eps = 1e-5f; c.rope_theta = 10000.0f;
+    c.vocab_size = kvl_tokenizer_vocab_size(tok); c.max_positions = 512; c.rms_eps = 1e-5f; c.rope_theta = 10000.0f;
     c.tie_embeddings = 1; c.bos_token_id = 0; c.eos_token_id = 1;
     float *weights[2] = {NULL, NULL};
     double first[2] = {0}, last[2] = {0};
@@ -1200,6 +1200,19 @@ static void test_pretrain_lowers_loss(void)
     kvl_model_free(resumed);
     kvl_model_free(straight);
     remove(state_path);
+
+    /* the held-out answers' loss: a model whose logits are all near zero guesses, so the
+       answers' tokens cost ln V each and none is right (and the tokenizer cuts the texts
+       at the answers' edges, which the function checks for every text) */
+    KvlModel *fresh;
+    double answer_loss = -1, right = -1;
+    kvl_model_random(&fresh, &c, 13);
+    for (size_t i = 0; i < fresh->n_params; i++) fresh->memory[i] *= 1e-3f;
+    r = kvl_pretrain_eval(fresh, tok, 8, 6, 2, &answer_loss, &right);
+    CHECK(r == 0 && fabs(answer_loss - log((double)c.vocab_size)) < 1e-3 && right == 0.0,
+          "held-out answers of a guessing model: loss %.5f = ln V = %.5f, %.0f%% right: %s", answer_loss, log((double)c.vocab_size),
+          100 * right, r ? kvl_last_error() : "ok");
+    kvl_model_free(fresh);
     kvl_tokenizer_free(tok);
 }
 
