@@ -6270,7 +6270,10 @@ static const char *pretrain_help =
     "DIR/pretrain.json (the settings and the result). Same seed, same model, whatever the\n"
     "thread count. Every checkpoint, and Ctrl-C (exit 130), saves the model as trained so\n"
     "far and DIR/pretrain_state.safetensors; `--resume` goes on from there, bit for bit as\n"
-    "if never stopped (the state file is removed when the run completes).\n"
+    "if never stopped (the state file is removed when the run completes). Each checkpoint\n"
+    "also prints the held-out answers' loss: the cross-entropy of the codes answered in 64\n"
+    "short texts never trained on (1.919 while the model only guesses digits, 0 when it\n"
+    "looks every needle up), and the share of answers right token for token.\n"
     "\n"
     "  --steps N             optimiser steps (default 3600)\n"
     "  --seed S              seed of the weights and the documents (default 1)\n"
@@ -6320,6 +6323,7 @@ static int pretrain_progress(void *ctx, int step, int steps, double loss, double
         if (kvl_pretrain_eval(p->m, p->tok, 64, 3, p->opt->seed, &answer_loss, &right) == 0)
             fprintf(stderr, "kvlora: held-out answers (64 short texts): loss %.3f (1.919: guessing digits), %.0f%% right\n",
                     answer_loss, 100 * right);
+        else fprintf(stderr, "kvlora: held-out answers not measured: %s\n", kvl_last_error());
     }
     return stop_requested != 0;
 }
