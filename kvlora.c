@@ -3027,12 +3027,14 @@ void kvl_matmul_naive(float *out, const float *x, const float *w, const float *b
 
 #define MM_COLS 16      /* outputs per panel: one to four vector registers wide */
 #define MM_DEPTH 256    /* inputs per packed block: MM_DEPTH * MM_COLS floats = 16 KB */
+#define MM_MAX_ROWS 6   /* the most tokens a register tile holds */
 
 /* The register tile: four tokens x MM_COLS outputs, resumed from and stored to out. The
    four rows are four separate arrays on purpose: GCC 12 keeps these in vector registers
    but not a float[4][MM_COLS] (measured on the 512x576x1536 prefill product, one core:
-   180 GFLOP/s against 12). */
-static void matmul_tile4(float *out, int n_out, const float *x, int in, const float *panel, int depth, int fresh)
+   180 GFLOP/s against 12). With 32 vector registers (AVX-512) it runs near OpenBLAS; with
+   16 (AVX2) GCC keeps the accumulators on the stack, which is what the tile below is for. */
+static void matmul_tile4(float *out, int n_out, const float *x, int in, const float *panel, int panel_stride, int depth, int fresh)
 {
     float a0[MM_COLS], a1[MM_COLS], a2[MM_COLS], a3[MM_COLS];
     float *o0 = out, *o1 = out + n_out, *o2 = out + 2 * (size_t)n_out, *o3 = out + 3 * (size_t)n_out;
@@ -3044,7 +3046,7 @@ static void matmul_tile4(float *out, int n_out, const float *x, int in, const fl
     }
     const float *x0 = x, *x1 = x + in, *x2 = x + 2 * (size_t)in, *x3 = x + 3 * (size_t)in;
     for (int i = 0; i < depth; i++) {
-        const float *wi = panel + i * MM_COLS;
+        const float *wi = panel + (size_t)i * panel_stride;
         float b0 = x0[i], b1 = x1[i], b2 = x2[i], b3 = x3[i];
         for (int j = 0; j < MM_COLS; j++) {
             a0[j] += b0 * wi[j];
@@ -3061,42 +3063,105 @@ static void matmul_tile4(float *out, int n_out, const float *x, int in, const fl
     }
 }
 
+#if defined(__AVX__) && !defined(__AVX512F__) && !defined(KVL_PLAIN_KERNELS)
+#include <immintrin.h>
+#define KVL_AVX_TILE 1
+/* The same tile for AVX2-class machines, six tokens x 16 outputs in twelve named vector
+   registers (the form GCC will not find from the plain loop: it keeps the plain tile's
+   accumulators in memory, 36 against 75 GFLOP/s a core on the 512x576x1536 product, Zen 3).
+   A multiply then an add, never a fused multiply-add, in the same order over i as the
+   plain tile: every output is the very same float, so this path and the plain one agree
+   bit for bit (a test runs both). */
+static void matmul_tile6_avx(float *out, int n_out, const float *x, int in, const float *panel, int panel_stride, int depth, int fresh)
+{
+    /* twelve named accumulators, not an array: GCC keeps an array of __m256 on the stack */
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0;      /* outputs 0..7 */
+    __m256 b0 = a0, b1 = a0, b2 = a0, b3 = a0, b4 = a0, b5 = a0;                       /* outputs 8..15 */
+    float *o0 = out, *o1 = o0 + n_out, *o2 = o1 + n_out, *o3 = o2 + n_out, *o4 = o3 + n_out, *o5 = o4 + n_out;
+    if (!fresh) {
+        a0 = _mm256_loadu_ps(o0); a1 = _mm256_loadu_ps(o1); a2 = _mm256_loadu_ps(o2);
+        a3 = _mm256_loadu_ps(o3); a4 = _mm256_loadu_ps(o4); a5 = _mm256_loadu_ps(o5);
+        b0 = _mm256_loadu_ps(o0 + 8); b1 = _mm256_loadu_ps(o1 + 8); b2 = _mm256_loadu_ps(o2 + 8);
+        b3 = _mm256_loadu_ps(o3 + 8); b4 = _mm256_loadu_ps(o4 + 8); b5 = _mm256_loadu_ps(o5 + 8);
+    }
+    const float *x0 = x, *x1 = x0 + in, *x2 = x1 + in, *x3 = x2 + in, *x4 = x3 + in, *x5 = x4 + in;
+    for (int i = 0; i < depth; i++) {
+        const float *wi = panel + (size_t)i * panel_stride;
+        __m256 lo = _mm256_loadu_ps(wi), hi = _mm256_loadu_ps(wi + 8), s;
+#define KVL_TILE_ROW(xr, ar, br)                             \
+        s = _mm256_broadcast_ss(xr + i);                     \
+        ar = _mm256_add_ps(ar, _mm256_mul_ps(s, lo));        \
+        br = _mm256_add_ps(br, _mm256_mul_ps(s, hi));
+        KVL_TILE_ROW(x0, a0, b0) KVL_TILE_ROW(x1, a1, b1) KVL_TILE_ROW(x2, a2, b2)
+        KVL_TILE_ROW(x3, a3, b3) KVL_TILE_ROW(x4, a4, b4) KVL_TILE_ROW(x5, a5, b5)
+#undef KVL_TILE_ROW
+    }
+    _mm256_storeu_ps(o0, a0); _mm256_storeu_ps(o1, a1); _mm256_storeu_ps(o2, a2);
+    _mm256_storeu_ps(o3, a3); _mm256_storeu_ps(o4, a4); _mm256_storeu_ps(o5, a5);
+    _mm256_storeu_ps(o0 + 8, b0); _mm256_storeu_ps(o1 + 8, b1); _mm256_storeu_ps(o2 + 8, b2);
+    _mm256_storeu_ps(o3 + 8, b3); _mm256_storeu_ps(o4 + 8, b4); _mm256_storeu_ps(o5 + 8, b5);
+}
+#endif
+
+/* A register tile: rows tokens x MM_COLS outputs of out (row stride n_out) from rows rows
+   of x (stride in) and a packed panel of depth inputs. */
+typedef void (*MatmulTile)(float *out, int n_out, const float *x, int in, const float *panel, int panel_stride, int depth, int fresh);
+
 /* The product behind matmul and its backward: out[t][n] (+)= sum_k x[t][k] w(k, n), for
    k = 0, 1, ... in turn, x [T][K]. w(k, n) is w[n][k] when w_is_nk (nn.Linear's [out][in]:
    the forward) and w[k][n] otherwise (the backward's dx = dy W). With accumulate, the sums
-   continue from what out holds. */
-static void gemm(float *out, const float *x, const float *w, int T, int K, int N, int w_is_nk, int accumulate)
+   continue from what out holds. tile and rows say which register tile computes it. */
+static void gemm_tiled(float *out, const float *x, const float *w, int T, int K, int N, int w_is_nk, int accumulate,
+                       MatmulTile tile, int rows)
 {
-    int n_panels = (N + MM_COLS - 1) / MM_COLS;
+    /* The work is shared out by panels; a product of few panels (a LoRA matrix's rank-R
+       side) is also cut into blocks of 48 tokens, so that both threads have work. Either
+       way each output is one thread's, summed in the same order. */
+    int n_panels = (N + MM_COLS - 1) / MM_COLS, block = n_panels >= 8 ? T : 48;
+    int n_blocks = (T + block - 1) / block;
     PARALLEL_FOR
-    for (int p = 0; p < n_panels; p++) {
+    for (int job = 0; job < n_panels * n_blocks; job++) {
         float panel[MM_DEPTH * MM_COLS];        /* panel[k][j] = w(k0 + k, n0 + j) */
-        float edge[4 * MM_COLS];                /* a tile of the last, narrower panel */
-        int n0 = p * MM_COLS, n_cols = N - n0 < MM_COLS ? N - n0 : MM_COLS;
+        float edge[MM_MAX_ROWS * MM_COLS];      /* a tile of the last rows or the last, narrower panel */
+        int p = job / n_blocks, n0 = p * MM_COLS, n_cols = N - n0 < MM_COLS ? N - n0 : MM_COLS;
+        int t_begin = job % n_blocks * block, t_end = t_begin + block < T ? t_begin + block : T;
         for (int k0 = 0; k0 < K; k0 += MM_DEPTH) {
             int depth = K - k0 < MM_DEPTH ? K - k0 : MM_DEPTH, fresh = k0 == 0 && !accumulate;
             for (int j = 0; j < MM_COLS; j++)       /* (loops in the order that reads w contiguously) */
                 for (int k = 0; k < depth && w_is_nk; k++)
                     panel[k * MM_COLS + j] = j < n_cols ? w[(size_t)(n0 + j) * K + k0 + k] : 0.0f;
-            for (int k = 0; k < depth && !w_is_nk; k++)
+            for (int k = 0; k < depth && !w_is_nk && n_cols < MM_COLS; k++)
                 for (int j = 0; j < MM_COLS; j++)
                     panel[k * MM_COLS + j] = j < n_cols ? w[(size_t)(k0 + k) * N + n0 + j] : 0.0f;
-            int t0 = 0;
-            for (; t0 + 4 <= T && n_cols == MM_COLS; t0 += 4)
-                matmul_tile4(out + (size_t)t0 * N + n0, N, x + (size_t)t0 * K + k0, K, panel, depth, fresh);
-            for (; t0 < T; t0 += 4) {           /* the edges: fewer tokens or outputs, same sums */
-                int n_rows = T - t0 < 4 ? T - t0 : 4;
-                float rows[4 * MM_DEPTH] = {0};
+            /* w[k][n] with a whole panel: its rows are already MM_COLS contiguous floats */
+            const float *wp = !w_is_nk && n_cols == MM_COLS ? w + (size_t)k0 * N + n0 : panel;
+            int wp_stride = !w_is_nk && n_cols == MM_COLS ? N : MM_COLS;
+            int t0 = t_begin;
+            for (; t0 + rows <= t_end && n_cols == MM_COLS; t0 += rows)
+                tile(out + (size_t)t0 * N + n0, N, x + (size_t)t0 * K + k0, K, wp, wp_stride, depth, fresh);
+            for (; t0 < t_end; t0 += rows) {    /* the edges: fewer tokens or outputs, same sums */
+                int n_rows = t_end - t0 < rows ? t_end - t0 : rows;
+                float part[MM_MAX_ROWS * MM_DEPTH] = {0};
                 for (int r = 0; r < n_rows; r++) {
-                    memcpy(rows + r * MM_DEPTH, x + (size_t)(t0 + r) * K + k0, sizeof(float) * depth);
+                    memcpy(part + r * MM_DEPTH, x + (size_t)(t0 + r) * K + k0, sizeof(float) * depth);
                     for (int j = 0; j < n_cols; j++) edge[r * MM_COLS + j] = out[(size_t)(t0 + r) * N + n0 + j];
                 }
-                matmul_tile4(edge, MM_COLS, rows, MM_DEPTH, panel, depth, fresh);
+                tile(edge, MM_COLS, part, MM_DEPTH, wp, wp_stride, depth, fresh);
                 for (int r = 0; r < n_rows; r++)
                     for (int j = 0; j < n_cols; j++) out[(size_t)(t0 + r) * N + n0 + j] = edge[r * MM_COLS + j];
             }
         }
     }
+}
+
+static void gemm(float *out, const float *x, const float *w, int T, int K, int N, int w_is_nk, int accumulate)
+{
+#ifdef KVL_AVX_TILE
+    (void)matmul_tile4;                         /* the plain tile: the tests run it here too */
+    gemm_tiled(out, x, w, T, K, N, w_is_nk, accumulate, matmul_tile6_avx, 6);
+#else
+    gemm_tiled(out, x, w, T, K, N, w_is_nk, accumulate, matmul_tile4, 4);
+#endif
 }
 
 static void matmul(float *out, const float *x, const float *w, const float *b, int T, int in, int n_out)
@@ -4231,7 +4296,25 @@ static double log_sum_exp(const float *z, int n)
     return log(sum) + mx;
 }
 
-/* No allocation: the training loop calls this at every step. */
+/* KL(teacher || student) at one position, in one pass over each row's exponentials:
+       KL = sum_v p_t (l_t - l_s) = sum_v p_t (z_t - z_s) - lse(z_t) + lse(z_s)
+   (the log-softmaxes l = z - lse(z); sum_v p_t = 1). Sums in double. */
+static double kl_position(const float *zs, const float *zt, int V)
+{
+    float ms = zs[kvl_argmax(zs, V)], mt = zt[kvl_argmax(zt, V)];
+    double ss = 0.0, st = 0.0, weighted = 0.0;
+    for (int v = 0; v < V; v++) ss += exp((double)zs[v] - ms);
+    for (int v = 0; v < V; v++) {
+        double e = exp((double)zt[v] - mt);
+        st += e;
+        weighted += e * ((double)zt[v] - zs[v]);
+    }
+    return weighted / st - (log(st) + mt) + (log(ss) + ms);
+}
+
+/* No allocation: the training loop calls this at every step. The positions are
+   independent, so threads take blocks of them; the block's losses are then added in
+   position order, whatever the thread count. */
 static int loss_forward(double *loss, const float *student, const float *teacher, int T, int V, int use_kl)
 {
     double total = 0.0;
@@ -4243,13 +4326,12 @@ static int loss_forward(double *loss, const float *student, const float *teacher
         *loss = total / ((double)T * V);
         return 0;
     }
-    for (int t = 0; t < T; t++) {
-        const float *zs = student + (size_t)t * V, *zt = teacher + (size_t)t * V;
-        double lse_s = log_sum_exp(zs, V), lse_t = log_sum_exp(zt, V);
-        for (int v = 0; v < V; v++) {
-            double lt = zt[v] - lse_t, ls = zs[v] - lse_s;
-            total += exp(lt) * (lt - ls);
-        }
+    for (int t0 = 0; t0 < T; t0 += 64) {
+        double block[64];
+        int n = T - t0 < 64 ? T - t0 : 64;
+        PARALLEL_FOR
+        for (int i = 0; i < n; i++) block[i] = kl_position(student + (size_t)(t0 + i) * V, teacher + (size_t)(t0 + i) * V, V);
+        for (int i = 0; i < n; i++) total += block[i];
     }
     *loss = total / T;
     return 0;
@@ -4258,7 +4340,8 @@ static int loss_forward(double *loss, const float *student, const float *teacher
 /* The gradient of the loss with respect to the student's logits, for T positions that
    are part of n_total positions of a batch (the loss is the mean over all of them):
        kl:  d/dz_s = (softmax(z_s) - softmax(z_t)) / n_total
-       mse: d/dz_s = 2 (z_s - z_t) / (n_total V)                                          */
+       mse: d/dz_s = 2 (z_s - z_t) / (n_total V)
+   The student's exponentials wait in d between the two passes. */
 static void loss_backward(float *d_student, const float *student, const float *teacher, int T, int V, int use_kl, int n_total)
 {
     if (!use_kl) {
@@ -4266,17 +4349,18 @@ static void loss_backward(float *d_student, const float *student, const float *t
         for (size_t i = 0; i < (size_t)T * V; i++) d_student[i] = (student[i] - teacher[i]) * k;
         return;
     }
+    PARALLEL_FOR
     for (int t = 0; t < T; t++) {
         const float *zs = student + (size_t)t * V, *zt = teacher + (size_t)t * V;
         float *d = d_student + (size_t)t * V;
         float ms = zs[kvl_argmax(zs, V)], mt = zt[kvl_argmax(zt, V)];
         double ss = 0.0, st = 0.0;
         for (int v = 0; v < V; v++) {
-            ss += exp((double)zs[v] - ms);
+            d[v] = expf(zs[v] - ms);
+            ss += d[v];
             st += exp((double)zt[v] - mt);
         }
-        for (int v = 0; v < V; v++)
-            d[v] = (float)((exp((double)zs[v] - ms) / ss - exp((double)zt[v] - mt) / st) / n_total);
+        for (int v = 0; v < V; v++) d[v] = (float)((d[v] / ss - exp((double)zt[v] - mt) / st) / n_total);
     }
 }
 

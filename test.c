@@ -369,6 +369,64 @@ static void test_matmul_matches_naive(void)
     }
 }
 
+/* Every register tile this build has (the plain one always; the AVX one where the compiler
+   targets AVX without AVX-512) through the blocked product, both weight layouts, fresh and
+   accumulating, on odd sizes that leave edge tiles in every direction and on products of
+   few outputs (cut into blocks of tokens), with 1 and 2 threads: each must equal the
+   plain triple loop bit for bit, since all compute the same sums in the same order. */
+static void test_gemm_tiles_match_loops(void)
+{
+    static const int sizes[][3] = {{1, 1, 1}, {3, 17, 5}, {17, 3, 65}, {65, 577, 17}, {130, 33, 8}, {7, 257, 577},
+                                   {6, 513, 16}, {97, 64, 31}};
+    struct { MatmulTile tile; int rows; const char *name; } tiles[] = {
+        {matmul_tile4, 4, "plain 4x16"},
+#ifdef KVL_AVX_TILE
+        {matmul_tile6_avx, 6, "AVX 6x16"},
+#endif
+    };
+    KvlRng rng;
+    kvl_rng_seed(&rng, 7);
+    int n_tiles = (int)(sizeof tiles / sizeof tiles[0]), bad = 0, runs = 0;
+#ifdef _OPENMP
+    int saved = omp_get_max_threads();
+#endif
+    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+        int T = sizes[s][0], K = sizes[s][1], N = sizes[s][2];
+        float *x = malloc(sizeof(float) * T * K), *w = malloc(sizeof(float) * K * N), *start = malloc(sizeof(float) * T * N);
+        float *want = malloc(sizeof(float) * T * N), *got = malloc(sizeof(float) * T * N);
+        fill_random(x, (size_t)T * K, &rng, 1.0f);
+        fill_random(w, (size_t)K * N, &rng, 1.0f);
+        fill_random(start, (size_t)T * N, &rng, 1.0f);
+        for (int nk = 0; nk < 2; nk++)
+            for (int acc = 0; acc < 2; acc++) {
+                for (int t = 0; t < T; t++)     /* the definition: sum over k in order */
+                    for (int n = 0; n < N; n++) {
+                        float sum = acc ? start[(size_t)t * N + n] : 0.0f;
+                        for (int k = 0; k < K; k++) sum += x[(size_t)t * K + k] * (nk ? w[(size_t)n * K + k] : w[(size_t)k * N + n]);
+                        want[(size_t)t * N + n] = sum;
+                    }
+                for (int i = 0; i < n_tiles; i++)
+                    for (int threads = 1; threads <= 2; threads++) {
+#ifdef _OPENMP
+                        omp_set_num_threads(threads);
+#endif
+                        memcpy(got, start, sizeof(float) * T * N);
+                        gemm_tiled(got, x, w, T, K, N, nk, acc, tiles[i].tile, tiles[i].rows);
+                        runs++;
+                        if (!bits_equal(got, want, (size_t)T * N) && bad++ < 5)
+                            printf("  gemm %s T=%d K=%d N=%d w_is_nk=%d accumulate=%d threads=%d: max rel diff %.3g\n", tiles[i].name, T,
+                                   K, N, nk, acc, threads, relative_max_diff(got, want, (size_t)T * N));
+                    }
+            }
+        free(x); free(w); free(start); free(want); free(got);
+    }
+#ifdef _OPENMP
+    omp_set_num_threads(saved);
+#endif
+    CHECK(bad == 0, "gemm: %d tile(s) x %d products x 2 layouts x fresh/accumulate x 1-2 threads bitwise equal to the loop (%d runs, %d off)",
+          n_tiles, (int)(sizeof sizes / sizeof sizes[0]), runs, bad);
+}
+
 static void test_rmsnorm_and_rope(void)
 {
     float x[4] = {1, 2, 3, 4}, w[4] = {1, 1, 2, 0.5f}, y[4];
@@ -2253,6 +2311,7 @@ int main(void)
         {"atomic_write_keeps_old_file", test_atomic_write_keeps_old_file},
         {"config", test_config},
         {"matmul_matches_naive", test_matmul_matches_naive},
+        {"gemm_tiles_match_loops", test_gemm_tiles_match_loops},
         {"rmsnorm_and_rope", test_rmsnorm_and_rope},
         {"model_refusals", test_model_refusals},
         {"golden_logits", test_golden_logits},
