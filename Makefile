@@ -6,6 +6,7 @@
 #   make data       train the built-in needle model from nothing (not part of the tests)
 #   make bench      forward and distillation speed on a random SmolLM2-135M-shaped model
 #   make bench-tokenizer   encoding speed of a 50k-vocabulary byte-level BPE
+#   make libkvlora.so      the library as a shared object (data/pretrain_search.py loads it)
 #   make sanitize   the tests under ASan + UBSan (also part of make test where supported)
 #   make fuzz       fuzz the parsers and loaders (libFuzzer with clang; FUZZ_SECONDS each)
 #   make OMP=0      build without OpenMP (same results, one thread)
@@ -117,8 +118,12 @@ valgrind:
 	valgrind --leak-check=full --show-leak-kinds=all --errors-for-leak-kinds=all --error-exitcode=9 ./kvlora_vg distill \
 	  data/golden/llama_gqa_f32 --context-ids 5,6,7,8,9,10,11,12,13,14,15,16 --self-study 2 --self-study-len 4 --steps 3 -o /tmp/kvlora_vg_adapter
 
+# kvlora as a shared library, for data/pretrain_search.py (ctypes)
+libkvlora.so: kvlora.c kvlora.h
+	$(CC) $(ALL_CFLAGS) -shared -fPIC -o $@ kvlora.c $(LDLIBS)
+
 test-tcc:
 	$(MAKE) --no-print-directory CC=tcc OMP=0 SANITIZE=0 -B test
 
 clean:
-	rm -f kvlora kvlora_noomp test_kvlora kvlora_san test_san kvlora_vg kvlora_s390x test_s390x $(addprefix fuzz_,$(FUZZ_TARGETS))
+	rm -f kvlora libkvlora.so kvlora_noomp test_kvlora kvlora_san test_san kvlora_vg kvlora_s390x test_s390x $(addprefix fuzz_,$(FUZZ_TARGETS))

@@ -3491,6 +3491,7 @@ int kvl_sample(float *logits, int n, float temperature, float top_p, KvlRng *rng
 
 typedef struct {
     int max_tokens, rank;
+    size_t bytes;         /* all of the below, for the record (kvlora bench prints it) */
     KvlCache cache;       /* the student's own keys (after RoPE) and values, all layers */
     float *res_attn;      /* [L][T][D] residual stream entering each layer */
     float *xn_attn;       /* [L][T][D] its RMSNorm */
@@ -3562,8 +3563,11 @@ static int acts_init(Acts *a, const KvlConfig *c, int max_tokens, int rank, int 
         {&a->q_raw, c->qk_norm ? L * T * QD : 0}, {&a->k_raw, c->qk_norm ? L * T * KD : 0},
         {&a->dy_t, weight_grads ? widest_out * T : 0},
     };
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+    a->bytes = (size_t)2 * L * T * KD * sizeof(float) + (size_t)KVL_N_TARGETS * L * T * rank * sizeof(float);
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
         if (bufs[i].n && !(*bufs[i].p = xmalloc(sizeof(float) * bufs[i].n))) { acts_free(a); return error_wrap("activations for %d tokens", max_tokens); }
+        a->bytes += sizeof(float) * bufs[i].n;
+    }
     for (int t = 0; t < KVL_N_TARGETS; t++)
         if (!(a->lora_u[t] = xmalloc(sizeof(float) * L * T * rank))) { acts_free(a); return error_wrap("activations"); }
     return 0;
@@ -6905,6 +6909,13 @@ static int cmd_bench(int argc, char **argv)
             if (kvl_distill(m, &cache, &prefix, 1, &probe, 1, &lora, &opt, &loss)) fprintf(stderr, "kvlora: %s\n", kvl_last_error());
             printf("distill step      %.3f s (r 8, all targets, %d probe tokens, %lld cached tokens; mean of %lld steps after the first)\n",
                    (elapsed[1] - elapsed[0]) / (1 + repeat), n_probe, T, 1 + repeat);
+            Acts acts;          /* (allocated, never touched: to read their size) */
+            if (acts_init(&acts, c, 1 + n_probe, 8, 0) == 0) {
+                size_t cache_bytes = (size_t)2 * c->n_layers * cache.max_tokens * c->n_kv_heads * c->head_dim * sizeof(float);
+                printf("memory            weights %.1f MB, KV cache %.1f MB, the step's activations %.1f MB, teacher logits %.1f MB\n",
+                       m->n_params * 4e-6, cache_bytes * 1e-6, acts.bytes * 1e-6, (double)n_probe * c->vocab_size * 4e-6);
+                acts_free(&acts);
+            }
             kvl_lora_free(&lora);
             kvl_cache_free(&cache);
         }
