@@ -93,7 +93,7 @@ run: kvlora
 	./kvlora generate $(RUN_MODEL) --ids 1,5 -n 12 --adapter /tmp/kvlora_run_adapter
 
 # The built-in model, trained from nothing by kvlora itself (not part of the tests; about
-# 2.6 hours on this project's 2 AVX2 cores). `--resume` goes on after an interruption.
+# 1.7 hours on this project's 2 AVX2 cores). `--resume` goes on after an interruption.
 data: kvlora
 	./kvlora pretrain -o data/model
 
