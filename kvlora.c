@@ -3068,7 +3068,7 @@ static void matmul_tile4(float *out, int n_out, const float *x, int in, const fl
 #define KVL_AVX_TILE 1
 /* The same tile for AVX2-class machines, six tokens x 16 outputs in twelve named vector
    registers (the form GCC will not find from the plain loop: it keeps the plain tile's
-   accumulators in memory, 36 against 75 GFLOP/s a core on the 512x576x1536 product, Zen 3).
+   accumulators in memory: 32-35 against 61-75 GFLOP/s a core on the 512x576x1536 product, Zen 3).
    A multiply then an add, never a fused multiply-add, in the same order over i as the
    plain tile: every output is the very same float, so this path and the plain one agree
    bit for bit (a test runs both). */
@@ -3104,7 +3104,7 @@ static void matmul_tile6_avx(float *out, int n_out, const float *x, int in, cons
 #endif
 
 /* A register tile: rows tokens x MM_COLS outputs of out (row stride n_out) from rows rows
-   of x (stride in) and a packed panel of depth inputs. */
+   of x (stride in) and depth rows of MM_COLS weights, panel_stride floats apart. */
 typedef void (*MatmulTile)(float *out, int n_out, const float *x, int in, const float *panel, int panel_stride, int depth, int fresh);
 
 /* The product behind matmul and its backward: out[t][n] (+)= sum_k x[t][k] w(k, n), for
@@ -3563,7 +3563,7 @@ static int acts_init(Acts *a, const KvlConfig *c, int max_tokens, int rank, int 
         {&a->q_raw, c->qk_norm ? L * T * QD : 0}, {&a->k_raw, c->qk_norm ? L * T * KD : 0},
         {&a->dy_t, weight_grads ? widest_out * T : 0},
     };
-    a->bytes = (size_t)2 * L * T * KD * sizeof(float) + (size_t)KVL_N_TARGETS * L * T * rank * sizeof(float);
+    a->bytes = kvl_cache_bytes_per_token(c) * T + (size_t)KVL_N_TARGETS * L * T * rank * sizeof(float);
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
         if (bufs[i].n && !(*bufs[i].p = xmalloc(sizeof(float) * bufs[i].n))) { acts_free(a); return error_wrap("activations for %d tokens", max_tokens); }
         a->bytes += sizeof(float) * bufs[i].n;
@@ -6911,9 +6911,9 @@ static int cmd_bench(int argc, char **argv)
                    (elapsed[1] - elapsed[0]) / (1 + repeat), n_probe, T, 1 + repeat);
             Acts acts;          /* (allocated, never touched: to read their size) */
             if (acts_init(&acts, c, 1 + n_probe, 8, 0) == 0) {
-                size_t cache_bytes = (size_t)2 * c->n_layers * cache.max_tokens * c->n_kv_heads * c->head_dim * sizeof(float);
                 printf("memory            weights %.1f MB, KV cache %.1f MB, the step's activations %.1f MB, teacher logits %.1f MB\n",
-                       m->n_params * 4e-6, cache_bytes * 1e-6, acts.bytes * 1e-6, (double)n_probe * c->vocab_size * 4e-6);
+                       m->n_params * 4e-6, kvl_cache_bytes_per_token(c) * (double)cache.max_tokens * 1e-6, acts.bytes * 1e-6,
+                       (double)n_probe * c->vocab_size * 4e-6);
                 acts_free(&acts);
             }
             kvl_lora_free(&lora);
