@@ -1193,11 +1193,12 @@ static void test_pretrain_lowers_loss(void)
     float *weights[2] = {NULL, NULL};
     double first[2] = {0}, last[2] = {0};
     size_t n_params = 0;
-    int saved_threads = 1;
+    int saved_threads = 1, runs = 1;            /* without OpenMP a second run would be the first again */
 #ifdef _OPENMP
     saved_threads = omp_get_max_threads();
+    runs = 2;
 #endif
-    for (int k = 0; k < 2; k++) {
+    for (int k = 0; k < runs; k++) {
 #ifdef _OPENMP
         omp_set_num_threads(k == 0 ? 1 : 3);
 #endif
@@ -1222,7 +1223,7 @@ static void test_pretrain_lowers_loss(void)
     omp_set_num_threads(saved_threads);
 #endif
     CHECK(last[0] < 0.6 * first[0], "40 pretraining steps lower the cross-entropy from %.3f to %.3f (< 60%%)", first[0], last[0]);
-    CHECK(memcmp(weights[0], weights[1], sizeof(float) * n_params) == 0, "pretrained weights bitwise equal on 1 and 3 threads");
+    if (runs == 2) CHECK(memcmp(weights[0], weights[1], sizeof(float) * n_params) == 0, "pretrained weights bitwise equal on 1 and 3 threads");
     free(weights[0]); free(weights[1]);
 
     /* Stopped after 3 of 6 steps, saved, loaded into a model with other weights and resumed:
