@@ -3117,6 +3117,7 @@ static void gemm_tiled(float *out, const float *x, const float *w, int T, int K,
     /* The work is shared out by panels; a product of few panels (a LoRA matrix's rank-R
        side) is also cut into blocks of 48 tokens, so that both threads have work. Either
        way each output is one thread's, summed in the same order. */
+    if (T <= 0 || N <= 0) return;
     int n_panels = (N + MM_COLS - 1) / MM_COLS, block = n_panels >= 8 ? T : 48;
     int n_blocks = (T + block - 1) / block;
     PARALLEL_FOR

@@ -425,6 +425,9 @@ static void test_gemm_tiles_match_loops(void)
 #endif
     CHECK(bad == 0, "gemm: %d tile(s) x %d products x 2 layouts x fresh/accumulate x 1-2 threads bitwise equal to the loop (%d runs, %d off)",
           n_tiles, (int)(sizeof sizes / sizeof sizes[0]), runs, bad);
+    float untouched = 7.0f;                     /* no tokens: nothing to do, nothing written */
+    gemm(&untouched, NULL, NULL, 0, 5, 200, 1, 0);
+    CHECK(untouched == 7.0f, "gemm of 0 tokens writes nothing");
 }
 
 static void test_rmsnorm_and_rope(void)
