@@ -6367,7 +6367,7 @@ static const char *pretrain_help =
     "  --steps N             optimiser steps (default 3600)\n"
     "  --seed S              seed of the weights and the documents (default 1)\n"
     "  --layers, --dim, --heads, --kv-heads, --ffn\n"
-    "                        the shape (default 4, 128, 4, 4, 384)\n"
+    "                        the shape (default 4, 128, 8, 8, 384)\n"
     "  --vocab V             tokenizer size, 258 (bytes only) and up (default 1024)\n"
     "  --seq-len T           longest training sequence, the trained context (default 768)\n"
     "  --batch-tokens N      tokens per step, in whole documents (default 8192)\n"
@@ -6375,7 +6375,7 @@ static const char *pretrain_help =
     "  --ramp-steps N        then steps over which documents grow to T (default 1000)\n"
     "  --lr LR               peak learning rate (default 1e-3)\n"
     "  --warmup W            warmup steps (default 100)\n"
-    "  --weight-decay WD     AdamW decay, on every weight (default 0)\n"
+    "  --weight-decay WD     AdamW decay, on every weight (default 0.1)\n"
     "  --clip C              global gradient-norm clip, 0 for none (default 1)\n"
     "  --checkpoint-every N  save the model and the state every N steps (default 250)\n"
     "  --resume              go on with the run in DIR, with its own settings\n";
@@ -6420,9 +6420,9 @@ static int pretrain_progress(void *ctx, int step, int steps, double loss, double
 static int cmd_pretrain(int argc, char **argv)
 {
     const char *out = NULL;
-    long long steps = 3600, seed = 1, layers = 4, dim = 128, heads = 4, kv_heads = 4, ffn = 384, vocab = 1024;
+    long long steps = 3600, seed = 1, layers = 4, dim = 128, heads = 8, kv_heads = 8, ffn = 384, vocab = 1024;
     long long seq_len = 768, batch_tokens = 8192, short_steps = 1800, ramp_steps = 1000, warmup = 100, every = 250;
-    float lr = 1e-3f, weight_decay = 0.0f, clip = 1.0f;
+    float lr = 1e-3f, weight_decay = 0.1f, clip = 1.0f;
     int resume = 0;
     const char *setting = NULL;         /* an option --resume cannot take */
     for (int i = 0; i < argc; i++) {
@@ -6492,9 +6492,12 @@ static int cmd_pretrain(int argc, char **argv)
         }
         fprintf(stderr, "kvlora: learnt a tokenizer of %d tokens from %zu bytes: %s\n", kvl_tokenizer_vocab_size(tok), corpus.len, path);
 
-        /* the model: random weights, scaled as GPT-2 starts (small embeddings; the layers that
-           write into the residual stream shrunk by 1/sqrt(2 L) so that the stream does not grow
-           with depth) */
+        /* the model: random weights of variance 1/fan-in, embeddings uniform in [-1, 1], and
+           the layers that write into the residual stream shrunk by 1/sqrt(2 L) so that the
+           stream does not grow with depth. Small embeddings (GPT-2's habit) were what kept
+           the needles from being learnt: in the PyTorch replay (data/pretrain_search.py,
+           3600 steps, 8 heads, decay 0.1) embeddings x0.05 left half the runs unable even to
+           copy a code, while at x0.25-1 every run copied codes by step 2000. */
         KvlConfig c = {0};
         c.arch = KVL_LLAMA;
         c.n_layers = (int)layers; c.dim = (int)dim; c.n_heads = (int)heads; c.n_kv_heads = (int)kv_heads;

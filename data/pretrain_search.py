@@ -8,8 +8,9 @@ for kvlora, everything but the arithmetic is kvlora's own:
 - the texts are kvlora's: `kvl_pretrain_text` and `kvl_encode` called through ctypes from
   libkvlora.so (`make libkvlora.so`), with a tokenizer.json that `kvlora pretrain` learnt;
 - the model is the same Llama (RMSNorm, rotate-half RoPE, SwiGLU, tied embeddings), with
-  kvlora's initialisation (`init: "kvlora"`: uniform of variance 1/fan-in, embeddings x0.05,
-  o_proj and down_proj x1/sqrt(2L)) or Hugging Face's (`"hf"`: normal(0, 0.02));
+  kvlora's initialisation (`init: "kvlora"`: uniform of variance 1/fan-in, embeddings
+  uniform in [-1, 1] times emb_scale (1 now; 0.05 before round 7), o_proj and down_proj
+  x1/sqrt(2L)) or Hugging Face's (`"hf"`: normal(0, 0.02));
   `check` below shows its logits equal kvlora's on kvlora's weights;
 - the batches (texts until batch_tokens tokens, cut at seq_len), the curriculum (short
   texts for short_steps, then the filler grows over ramp_steps), the loss (summed over the
@@ -34,17 +35,27 @@ All runs start at once, spread over the GPUs (one process each; 8 per H200 is fi
 stop at the deadline (seconds). Each writes OUTDIR/NAME.log, one JSON line per evaluation.
 Needs PyTorch (a GPU for speed; the CPU works, slowly).
 
-data/pretrain_search_runs.jsonl holds the 104 runs of 2026-11-28 (four rounds on 2-4 H200s,
-3600 steps each; config and the evaluations every 500 steps). Two of its settings are not
-in this script: "min_needles" (texts of min_needles..8 needles instead of 1..8) and "qmode"
-(1: each text's questions drawn with replacement; 2: twice as many, drawn so); those runs
-used a copy of kvlora.c whose kvl_pretrain_text read them from the environment.
+data/pretrain_search_runs.jsonl holds 143 runs (rounds 1-4: 104 runs on 2-4 H200s; rounds
+5-7, 39 runs on one H200; 3600 steps unless the config says otherwise; the config and the
+evaluations every 500 steps). Some of its settings are not in this script; those runs used
+a copy of kvlora.c whose generator read them from the environment:
+  "min_needles"  texts of min_needles..8 needles instead of 1..8;
+  "qmode"        1: each text's questions drawn with replacement; 2: twice as many, so drawn;
+  "qfmt"         the answer line: 1 "Q: What is the secret code of N? A: The secret code of
+                 N is D", 2 "Q: The secret code of N is D", 3 "Q: ... of N? A: N is D",
+                 4 "Q: The secret code of N D";
+  "nfmt"         1: the needle without "is": "The secret code of N D.";
+  "tok"          "space_digit": the tokenizer with " 0" .. " 9" merged (so " 04217" is 5 tokens).
+What they found: the format changes did not help (the name-matching step was as rare as
+before); the embeddings' scale did. At x0.05, 28 of 104 runs never even copied a code;
+at x0.25, x0.5 and x1 every run copied codes by step 2000, and 2 of 15 (emb_scale 0.25 and
+1, seed 1) matched names: 98-99% of the answers right on long texts, at every K.
 """
 import ctypes, json, math, os, sys, time, multiprocessing as mp
 
 DEFAULTS = dict(name="base", seed=1, layers=4, dim=128, heads=4, kv_heads=4, ffn=384, steps=3600, batch_tokens=8192,
                 seq_len=768, short_steps=1800, ramp_steps=1000, warmup=100, lr=1e-3, wd=0.0, clip=1.0, init="kvlora",
-                eval_every=250, answer_weight=1.0, qk_scale=1.0, short_sentences=3)
+                eval_every=250, answer_weight=1.0, qk_scale=1.0, short_sentences=3, emb_scale=1.0)
 
 
 class Kvl:
@@ -158,7 +169,7 @@ def make_model(cfg, V):
             elif cfg["init"] == "kvlora":
                 scale = 1.0 if "embed" in n else math.sqrt(3.0 / p.shape[1])
                 p.uniform_(-scale, scale)
-                if "embed" in n: p.mul_(0.05)
+                if "embed" in n: p.mul_(cfg["emb_scale"])
                 if "o_proj" in n or "down_proj" in n: p.mul_(1.0 / math.sqrt(2 * L))
                 if "q_proj" in n or "k_proj" in n: p.mul_(cfg["qk_scale"])
             else:                                   # "hf": normal(0, 0.02) everywhere
