@@ -3337,6 +3337,7 @@ static void layer_forward(KvlModel *m, int l, float *x, int T, int pos0, KvlCach
 
     /* attention block */
     if (b->res_attn) memcpy(b->res_attn, x, sizeof(float) * T * D);
+    PARALLEL_FOR
     for (int t = 0; t < T; t++) rmsnorm_forward(b->xn_attn + (size_t)t * D, x + (size_t)t * D, w->attn_norm + (size_t)l * D, D, c->rms_eps);
     linear_forward(b->q, b->u[KVL_Q_PROJ], b->lora_tmp, b->xn_attn, w->wq + (size_t)l * QD * D, w->bq ? w->bq + (size_t)l * QD : NULL, lora, KVL_Q_PROJ, l, T, D, QD);
     linear_forward(b->k, b->u[KVL_K_PROJ], b->lora_tmp, b->xn_attn, w->wk + (size_t)l * KD * D, w->bk ? w->bk + (size_t)l * KD : NULL, lora, KVL_K_PROJ, l, T, D, KD);
@@ -3363,9 +3364,11 @@ static void layer_forward(KvlModel *m, int l, float *x, int T, int pos0, KvlCach
 
     /* MLP block: down(silu(gate(x)) * up(x)) */
     if (b->res_mlp) memcpy(b->res_mlp, x, sizeof(float) * T * D);
+    PARALLEL_FOR
     for (int t = 0; t < T; t++) rmsnorm_forward(b->xn_mlp + (size_t)t * D, x + (size_t)t * D, w->mlp_norm + (size_t)l * D, D, c->rms_eps);
     linear_forward(b->gate, b->u[KVL_GATE_PROJ], b->lora_tmp, b->xn_mlp, w->w_gate + (size_t)l * F * D, NULL, lora, KVL_GATE_PROJ, l, T, D, F);
     linear_forward(b->up, b->u[KVL_UP_PROJ], b->lora_tmp, b->xn_mlp, w->w_up + (size_t)l * F * D, NULL, lora, KVL_UP_PROJ, l, T, D, F);
+    PARALLEL_FOR        /* an exponential for each of T x F elements: too much for one thread to do alone */
     for (size_t i = 0; i < (size_t)T * F; i++) b->hidden[i] = silu(b->gate[i]) * b->up[i];
     linear_forward(b->delta, b->u[KVL_DOWN_PROJ], b->lora_tmp, b->hidden, w->w_down + (size_t)l * D * F, NULL, lora, KVL_DOWN_PROJ, l, T, F, D);
     for (size_t i = 0; i < (size_t)T * D; i++) x[i] += b->delta[i];
@@ -3527,7 +3530,7 @@ typedef struct {
     float *d_logits;      /* [T][V] */
     /* pretraining only (acts_init with weight_grads): */
     const int *tokens;    /* the sequence student_forward read, for the embedding's gradient */
-    float *dy_t;          /* [max(V, F, H*HD, D)][T] a layer's output gradient, transposed */
+    float *dy_t;          /* [max(V, F, H*HD, D)][T] a layer's output gradient, transposed (V: pretraining only) */
 } Acts;
 
 static void acts_free(Acts *a)
@@ -3562,7 +3565,7 @@ static int acts_init(Acts *a, const KvlConfig *c, int max_tokens, int rank, int 
         {&a->d_up, T * F}, {&a->d_hidden, T * F}, {&a->d_u, T * rank}, {&a->d_tmp, T * QD}, {&a->d_p, H * T},
         {&a->d_logits, T * c->vocab_size},
         {&a->q_raw, c->qk_norm ? L * T * QD : 0}, {&a->k_raw, c->qk_norm ? L * T * KD : 0},
-        {&a->dy_t, weight_grads ? widest_out * T : 0},
+        {&a->dy_t, (weight_grads ? widest_out : widest > (size_t)rank ? widest : (size_t)rank) * T},
     };
     a->bytes = kvl_cache_bytes_per_token(c) * T + (size_t)KVL_N_TARGETS * L * T * rank * sizeof(float);
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
@@ -3702,13 +3705,14 @@ static void matmul_weight_backward(float *dw, const float *dy, const float *x, f
         }
 }
 
-/* dw[o][i] += sum_t dy[t][o] x[t][i], the gradient of a full weight matrix (pretraining),
-   as one matmul dw += dy^T x: dy [T][O] is first turned into dy_t [O][T], so that gemm's
-   blocked, thread-independent sums over t do the work. */
-static void weight_backward(float *dw, const float *dy, const float *x, float *dy_t, int T, int O, int I)
+/* dw[o][i] += scale * sum_t dy[t][o] x[t][i] as one matmul dw += (scale dy)^T x: dy [T][O]
+   is first turned into dy_t [O][T], so that gemm's blocked, thread-independent sums over t
+   do the work. The same products summed in the same order as matmul_weight_backward (a
+   test checks the bits), at the speed of the blocked kernel. */
+static void weight_backward(float *dw, const float *dy, const float *x, float scale, float *dy_t, int T, int O, int I)
 {
     for (int t = 0; t < T; t++)
-        for (int o = 0; o < O; o++) dy_t[(size_t)o * T + t] = dy[(size_t)t * O + o];
+        for (int o = 0; o < O; o++) dy_t[(size_t)o * T + t] = dy[(size_t)t * O + o] * scale;
     gemm(dw, dy_t, x, O, T, I, 0, 1);
 }
 
@@ -3721,7 +3725,7 @@ static void linear_backward(float *dx, const float *dy, const float *x, const fl
                             float *dw, float *db, float *dy_t)
 {
     gemm(dx, dy, w, T, n_out, in, 0, 1);
-    if (dw) weight_backward(dw, dy, x, dy_t, T, n_out, in);
+    if (dw) weight_backward(dw, dy, x, 1.0f, dy_t, T, n_out, in);
     for (int t = 0; db && t < T; t++)
         for (int o = 0; o < n_out; o++) db[o] += dy[(size_t)t * n_out + o];
     if (!lora || !lora->has[target]) return;
@@ -3730,8 +3734,8 @@ static void linear_backward(float *dx, const float *dy, const float *x, const fl
     float *dA = dlora->A[target] + (size_t)layer * R * in, *dB = dlora->B[target] + (size_t)layer * n_out * R;
     gemm(du, dy, B, T, n_out, R, 0, 0);
     for (size_t i = 0; i < (size_t)T * R; i++) du[i] *= lora->scale;
-    matmul_weight_backward(dB, dy, u, lora->scale, T, n_out, R);
-    matmul_weight_backward(dA, du, x, 1.0f, T, R, in);
+    weight_backward(dB, dy, u, lora->scale, dy_t, T, n_out, R);
+    weight_backward(dA, du, x, 1.0f, dy_t, T, R, in);
     gemm(dx, du, A, T, R, in, 0, 1);
 }
 
@@ -3739,6 +3743,7 @@ static void linear_backward(float *dx, const float *dy, const float *x, const fl
        dg = dh u silu'(g),  silu'(g) = sigmoid(g) (1 + g (1 - sigmoid(g))),   du = dh silu(g). */
 static void swiglu_backward(float *d_gate, float *d_up, const float *d_hidden, const float *gate, const float *up, size_t n)
 {
+    PARALLEL_FOR
     for (size_t i = 0; i < n; i++) {
         float sig = 1.0f / (1.0f + expf(-gate[i]));
         d_gate[i] = d_hidden[i] * up[i] * sig * (1.0f + gate[i] * (1.0f - sig));
@@ -3764,7 +3769,7 @@ static void student_backward(KvlModel *m, Acts *a, KvlLora *dlora, KvlWeights *d
     /* logits = lm_head(RMSNorm(x)) */
     memset(a->d_xn, 0, sizeof(float) * T * D);
     gemm(a->d_xn, a->d_logits, w->lm_head, T, c->vocab_size, D, 0, 1);
-    if (dw) weight_backward(dw->lm_head, a->d_logits, a->xn_final, dy_t, T, c->vocab_size, D);
+    if (dw) weight_backward(dw->lm_head, a->d_logits, a->xn_final, 1.0f, dy_t, T, c->vocab_size, D);
     memset(a->d_res, 0, sizeof(float) * T * D);
     for (int t = 0; t < T; t++)
         rmsnorm_backward(a->d_res + (size_t)t * D, DW(final_norm, 0, 0), a->d_xn + (size_t)t * D, a->res_final + (size_t)t * D,
@@ -4369,6 +4374,39 @@ static void loss_backward(float *d_student, const float *student, const float *t
     }
 }
 
+/* The KL loss and its gradient together, for training: loss_forward then loss_backward
+   would take five exponentials per logit, this takes three (the student's once, kept in
+   d; the teacher's twice, for its sum and then its probabilities) and reads the logits
+   twice instead of four times. Adds sum_t KL_t / n_total to *loss, the positions' terms
+   summed in order whatever the thread count, and writes d loss / d z_s as
+   loss_backward does. */
+static void kl_forward_backward(double *loss, float *d_student, const float *student, const float *teacher, int T, int V, int n_total)
+{
+    for (int t0 = 0; t0 < T; t0 += 64) {
+        double block[64];
+        int n = T - t0 < 64 ? T - t0 : 64;
+        PARALLEL_FOR
+        for (int i = 0; i < n; i++) {
+            const float *zs = student + (size_t)(t0 + i) * V, *zt = teacher + (size_t)(t0 + i) * V;
+            float *d = d_student + (size_t)(t0 + i) * V;
+            float ms = zs[kvl_argmax(zs, V)], mt = zt[kvl_argmax(zt, V)];
+            double ss = 0.0, st = 0.0, weighted = 0.0;
+            for (int v = 0; v < V; v++) {
+                d[v] = expf(zs[v] - ms);
+                ss += d[v];
+                st += exp((double)zt[v] - mt);
+            }
+            for (int v = 0; v < V; v++) {
+                double pt = exp((double)zt[v] - mt) / st;
+                weighted += pt * ((double)zt[v] - zs[v]);
+                d[v] = (float)((d[v] / ss - pt) / n_total);
+            }
+            block[i] = weighted - (log(st) + mt) + (log(ss) + ms);      /* as in kl_position */
+        }
+        for (int i = 0; i < n; i++) *loss += block[i] / n_total;
+    }
+}
+
 /* One probe of distillation: the student (the model with m->lora) reads prefix ++ probe,
    the teacher's logits for the probe's n_probe positions are given; adds d loss / d LoRA
    to dlora (when not NULL) and returns this probe's share of the batch loss
@@ -4382,11 +4420,16 @@ static int distill_probe(KvlModel *m, Acts *a, KvlLora *dlora, const int *tokens
     if (scratch_reserve(m, T, T)) return -1;
     student_forward(m, a, tokens, T);
     const float *zs = a->logits + (size_t)n_prefix * V;
-    if (loss_forward(loss, zs, teacher, n_probe, V, use_kl)) return -1;
-    *loss *= use_kl ? (double)n_probe / n_total : (double)n_probe / n_total;
-    if (!dlora) return 0;
+    if (dlora && use_kl) {
+        *loss = 0.0;
+        kl_forward_backward(loss, a->d_logits + (size_t)n_prefix * V, zs, teacher, n_probe, V, n_total);
+    } else {
+        if (loss_forward(loss, zs, teacher, n_probe, V, use_kl)) return -1;
+        *loss *= (double)n_probe / n_total;
+        if (!dlora) return 0;
+        loss_backward(a->d_logits + (size_t)n_prefix * V, zs, teacher, n_probe, V, use_kl, n_total);
+    }
     memset(a->d_logits, 0, sizeof(float) * (size_t)n_prefix * V);
-    loss_backward(a->d_logits + (size_t)n_prefix * V, zs, teacher, n_probe, V, use_kl, n_total);
     student_backward(m, a, dlora, NULL, T);
     return 0;
 }
@@ -6505,7 +6548,6 @@ static int cmd_pretrain(int argc, char **argv)
         c.max_positions = seq_len > 2048 ? (int)seq_len : 2048;
         c.rms_eps = 1e-5f; c.rope_theta = 10000.0f; c.tie_embeddings = 1; c.bos_token_id = 0; c.eos_token_id = 1;
         if (kvl_model_random(&m, &c, (uint64_t)seed) || kvl_pretrain_state_init(&state, m)) { cli_error("%s", kvl_last_error()); goto done; }
-        for (size_t i = 0; i < (size_t)c.vocab_size * c.dim; i++) m->w.embed[i] *= 0.05f;
         float shrink = 1.0f / sqrtf(2.0f * c.n_layers);
         for (size_t i = 0; i < (size_t)c.n_layers * c.dim * c.n_heads * c.head_dim; i++) m->w.wo[i] *= shrink;
         for (size_t i = 0; i < (size_t)c.n_layers * c.dim * c.ffn_dim; i++) m->w.w_down[i] *= shrink;

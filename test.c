@@ -878,14 +878,14 @@ static void test_linear_backward(void)
     KvlRng rng;
     kvl_rng_seed(&rng, 11);
     int T = 5, in = 12, out = 10;
-    float x[5 * 12], w[10 * 12], b[10], y[5 * 10], cw[5 * 10], u[5 * 3], du[5 * 3], tmp[5 * 10], dx[5 * 12] = {0};
+    float x[5 * 12], w[10 * 12], b[10], y[5 * 10], cw[5 * 10], u[5 * 3], du[5 * 3], tmp[5 * 10], dx[5 * 12] = {0}, dy_t[10 * 5];
     fill_random(x, sizeof x / 4, &rng, 1.0f);
     fill_random(w, sizeof w / 4, &rng, 0.5f);
     fill_random(b, 10, &rng, 0.5f);
     fill_random(cw, sizeof cw / 4, &rng, 1.0f);
     fill_random(lora.B[KVL_UP_PROJ], (size_t)out * 3, &rng, 0.3f);
     linear_forward(y, u, tmp, x, w, b, &lora, KVL_UP_PROJ, 0, T, in, out);
-    linear_backward(dx, cw, x, u, du, w, &lora, &dlora, KVL_UP_PROJ, 0, T, in, out, NULL, NULL, NULL);
+    linear_backward(dx, cw, x, u, du, w, &lora, &dlora, KVL_UP_PROJ, 0, T, in, out, NULL, NULL, dy_t);
     float *params[3] = {x, lora.A[KVL_UP_PROJ], lora.B[KVL_UP_PROJ]}, *grads[3] = {dx, dlora.A[KVL_UP_PROJ], dlora.B[KVL_UP_PROJ]};
     int sizes[3] = {T * in, 3 * in, out * 3}, bad = 0, n = 0;
     for (int p = 0; p < 3; p++) {
@@ -1076,7 +1076,8 @@ static void test_weight_backward(void)
 }
 
 /* The weight gradient as one gemm (weight_backward) equals the simple loop
-   (matmul_weight_backward) bit for bit: both sum over t in order. Odd sizes. */
+   (matmul_weight_backward) bit for bit: both sum over t in order. Odd sizes, with and
+   without a scale (the LoRA matrices' gradients go through it too). */
 static void test_weight_backward_matches_loop(void)
 {
     static const int sizes[][3] = {{1, 1, 1}, {3, 17, 5}, {17, 3, 65}, {65, 33, 17}, {130, 577, 7}};
@@ -1088,9 +1089,10 @@ static void test_weight_backward_matches_loop(void)
         kvl_rng_seed(&rng, k);
         for (int i = 0; i < T * O; i++) dy[i] = kvl_rng_float(&rng) - 0.5f;
         for (int i = 0; i < T * I; i++) x[i] = kvl_rng_float(&rng) - 0.5f;
-        weight_backward(a, dy, x, t, T, O, I);
-        matmul_weight_backward(b, dy, x, 1.0f, T, O, I);
-        CHECK(bits_equal(a, b, (size_t)O * I), "weight gradient %dx%dx%d: gemm form == loop, bitwise", T, O, I);
+        float scale = k % 2 ? 2.5f : 1.0f;     /* LoRA's B takes the adapter's scale */
+        weight_backward(a, dy, x, scale, t, T, O, I);
+        matmul_weight_backward(b, dy, x, scale, T, O, I);
+        CHECK(bits_equal(a, b, (size_t)O * I), "weight gradient %dx%dx%d, scale %g: gemm form == loop, bitwise", T, O, I, scale);
         free(dy); free(x); free(t); free(a); free(b);
     }
 }
