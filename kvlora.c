@@ -4347,39 +4347,23 @@ static int loss_forward(double *loss, const float *student, const float *teacher
     return 0;
 }
 
-/* The gradient of the loss with respect to the student's logits, for T positions that
+/* The gradient of the MSE loss with respect to the student's logits, for T positions that
    are part of n_total positions of a batch (the loss is the mean over all of them):
-       kl:  d/dz_s = (softmax(z_s) - softmax(z_t)) / n_total
-       mse: d/dz_s = 2 (z_s - z_t) / (n_total V)
-   The student's exponentials wait in d between the two passes. */
-static void loss_backward(float *d_student, const float *student, const float *teacher, int T, int V, int use_kl, int n_total)
+       d/dz_s = 2 (z_s - z_t) / (n_total V)
+   (KL's comes with its loss: kl_forward_backward below). */
+static void mse_backward(float *d_student, const float *student, const float *teacher, int T, int V, int n_total)
 {
-    if (!use_kl) {
-        float k = 2.0f / ((float)n_total * V);
-        for (size_t i = 0; i < (size_t)T * V; i++) d_student[i] = (student[i] - teacher[i]) * k;
-        return;
-    }
-    PARALLEL_FOR
-    for (int t = 0; t < T; t++) {
-        const float *zs = student + (size_t)t * V, *zt = teacher + (size_t)t * V;
-        float *d = d_student + (size_t)t * V;
-        float ms = zs[kvl_argmax(zs, V)], mt = zt[kvl_argmax(zt, V)];
-        double ss = 0.0, st = 0.0;
-        for (int v = 0; v < V; v++) {
-            d[v] = expf(zs[v] - ms);
-            ss += d[v];
-            st += exp((double)zt[v] - mt);
-        }
-        for (int v = 0; v < V; v++) d[v] = (float)((d[v] / ss - exp((double)zt[v] - mt) / st) / n_total);
-    }
+    float k = 2.0f / ((float)n_total * V);
+    for (size_t i = 0; i < (size_t)T * V; i++) d_student[i] = (student[i] - teacher[i]) * k;
 }
 
-/* The KL loss and its gradient together, for training: loss_forward then loss_backward
-   would take five exponentials per logit, this takes three (the student's once, kept in
-   d; the teacher's twice, for its sum and then its probabilities) and reads the logits
-   twice instead of four times. Adds sum_t KL_t / n_total to *loss, the positions' terms
-   summed in order whatever the thread count, and writes d loss / d z_s as
-   loss_backward does. */
+/* The KL loss and its gradient together, for training (loss_forward alone is for
+   measuring). Adds sum_t KL_t / n_total to *loss, the positions' terms summed in order
+   whatever the thread count, and writes
+       d KL / d z_s = (softmax(z_s) - softmax(z_t)) / n_total.
+   Three exponentials per logit (the student's once, kept in d between the passes; the
+   teacher's twice, for its sum and then its probabilities): the loss and the gradient in
+   separate passes took five, and read the logits four times instead of two. */
 static void kl_forward_backward(double *loss, float *d_student, const float *student, const float *teacher, int T, int V, int n_total)
 {
     for (int t0 = 0; t0 < T; t0 += 64) {
@@ -4427,7 +4411,7 @@ static int distill_probe(KvlModel *m, Acts *a, KvlLora *dlora, const int *tokens
         if (loss_forward(loss, zs, teacher, n_probe, V, use_kl)) return -1;
         *loss *= (double)n_probe / n_total;
         if (!dlora) return 0;
-        loss_backward(a->d_logits + (size_t)n_prefix * V, zs, teacher, n_probe, V, use_kl, n_total);
+        mse_backward(a->d_logits + (size_t)n_prefix * V, zs, teacher, n_probe, V, n_total);
     }
     memset(a->d_logits, 0, sizeof(float) * (size_t)n_prefix * V);
     student_backward(m, a, dlora, NULL, T);
@@ -5022,6 +5006,14 @@ done:
     return r;
 }
 
+/* A batch's documents are dealt to PRETRAIN_LANES lanes in turn (document b to lane
+   b % PRETRAIN_LANES); a lane reads its documents one after another with its own
+   activations, scratch and gradient, and the lanes' gradients are then added in lane
+   order. The lanes, not the threads, fix the order of every sum, so the thread count
+   changes nothing. Threads take whole lanes: a small model's products are too small to
+   share (at dim 128, 23% of two threads' time went to waiting for each other). */
+#define PRETRAIN_LANES 4
+
 /* Trains every weight of m on pretraining texts (<s> text </s>, cut at o->seq_len tokens):
    each step takes texts until they hold o->batch_tokens tokens, next-token cross-entropy
    over all of them, gradients clipped to a global norm of o->clip, AdamW with a linear
@@ -5040,14 +5032,6 @@ done:
    the first o->short_steps steps texts have at most 3 filler sentences (mostly needles and
    questions); then over o->ramp_steps steps the filler grows to fill o->seq_len, so that
    retrieval carries over to long contexts. */
-/* A batch's documents are dealt to PRETRAIN_LANES lanes in turn (document b to lane
-   b % PRETRAIN_LANES); a lane reads its documents one after another with its own
-   activations, scratch and gradient, and the lanes' gradients are then added in lane
-   order. The lanes, not the threads, fix the order of every sum, so the thread count
-   changes nothing. Threads take whole lanes: a small model's products are too small to
-   share (at dim 128, 23% of two threads' time went to waiting for each other). */
-#define PRETRAIN_LANES 4
-
 int kvl_pretrain(KvlModel *m, KvlTokenizer *tok, const KvlPretrainOptions *o, KvlPretrainState *state, double *final_loss)
 {
     const KvlConfig *c = &m->config;
