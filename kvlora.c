@@ -5171,7 +5171,7 @@ done:
    byte-level pre-tokenizer splits anyway (before a space, before a newline), so the pieces'
    tokens are the whole text's. */
 int kvl_pretrain_eval(KvlModel *m, KvlTokenizer *tok, int n_texts, int max_sentences, uint64_t seed,
-                      double *answer_loss, double *answers_right)
+                      double *answer_loss, double *answers_right, int by_needles[9][2])
 {
     const KvlConfig *c = &m->config;
     int V = c->vocab_size, r = -1, cap = c->max_positions;
@@ -5180,6 +5180,7 @@ int kvl_pretrain_eval(KvlModel *m, KvlTokenizer *tok, int n_texts, int max_sente
     KvlCache cache = {0};
     double loss = 0.0;
     long n_answer_tokens = 0, n_answers = 0, n_right = 0;
+    if (by_needles) memset(by_needles, 0, sizeof(int) * 9 * 2);
     if (!ids || !is_answer || !logits || kvl_cache_init(&cache, c, cap)) goto done;
     for (int i = 0; i < n_texts; i++) {
         char *text;
@@ -5215,6 +5216,7 @@ int kvl_pretrain_eval(KvlModel *m, KvlTokenizer *tok, int n_texts, int max_sente
         cache.n_tokens = 0;
         if (e || kvl_forward(m, &cache, ids, n, logits, n)) goto done;
         int all_right = 1, in_answer = 0;
+        long answers_before = n_answers, right_before = n_right;
         for (int t = 1; t <= n; t++) {
             if (t < n && is_answer[t]) {                        /* token t, predicted at t - 1 */
                 const float *z = logits + (size_t)(t - 1) * V;
@@ -5228,6 +5230,11 @@ int kvl_pretrain_eval(KvlModel *m, KvlTokenizer *tok, int n_texts, int max_sente
                 all_right = 1;
                 in_answer = 0;
             }
+        }
+        int K = (int)(n_answers - answers_before);                 /* a text asks each needle once */
+        if (by_needles && K >= 1 && K <= 8) {
+            by_needles[K][0] += (int)(n_right - right_before);
+            by_needles[K][1] += K;
         }
     }
     *answer_loss = n_answer_tokens ? loss / n_answer_tokens : 0.0;
@@ -6424,7 +6431,9 @@ static const char *pretrain_help =
     "if never stopped (the state file is removed when the run completes). Each checkpoint\n"
     "also prints the held-out answers' loss: the cross-entropy of the codes answered in 64\n"
     "short texts never trained on (1.919 while the model only guesses digits, 0 when it\n"
-    "looks every needle up), and the share of answers right token for token.\n"
+    "looks every needle up), and the share of answers right token for token, in all and\n"
+    "by the text's number of needles K (a model that answers with any needle not yet asked\n"
+    "about, not by its name, gets 100 75 61 52 46 41 37 34% for K = 1..8).\n"
     "\n"
     "  --steps N             optimiser steps (default 3600)\n"
     "  --seed S              seed of the weights and the documents (default 1)\n"
@@ -6471,9 +6480,17 @@ static int pretrain_progress(void *ctx, int step, int steps, double loss, double
         else fprintf(stderr, "kvlora: checkpoint at step %d in %s\n", step, p->out);
         /* whether retrieval is being learnt shows here long before in the loss */
         double answer_loss, right;
-        if (kvl_pretrain_eval(p->m, p->tok, 64, 3, p->opt->seed, &answer_loss, &right) == 0)
-            fprintf(stderr, "kvlora: held-out answers (64 short texts): loss %.3f (1.919: guessing digits), %.0f%% right\n",
-                    answer_loss, 100 * right);
+        int by_needles[9][2];
+        if (kvl_pretrain_eval(p->m, p->tok, 64, 3, p->opt->seed, &answer_loss, &right, by_needles) == 0) {
+            fprintf(stderr, "kvlora: held-out answers (64 short texts): loss %.3f (1.919: guessing digits), %.0f%% right;"
+                    " by the text's needles K = 1..8:", answer_loss, 100 * right);
+            for (int k = 1; k <= 8; k++)
+                if (by_needles[k][1]) fprintf(stderr, " %.0f%%", 100.0 * by_needles[k][0] / by_needles[k][1]);
+                else fprintf(stderr, " -");
+            /* a model that answers with a needle not yet asked about, not by its name,
+               gets (1/K)(1 + 1/2 + ... + 1/K): 100 75 61 52 46 41 37 34% */
+            fprintf(stderr, "\n");
+        }
         else fprintf(stderr, "kvlora: held-out answers not measured: %s\n", kvl_last_error());
     }
     return stop_requested != 0;

@@ -334,9 +334,11 @@ int  kvl_pretrain(KvlModel *m, KvlTokenizer *tok, const KvlPretrainOptions *opt,
    *answer_loss is the mean cross-entropy of the answers' tokens " DDDDD" given everything
    before them (ln 10 * 5/6 = 1.919 when the model only guesses digits, 0 when it looks
    every code up); *answers_right the fraction of answers whose tokens are all the
-   model's most likely ones. */
+   model's most likely ones. by_needles (or NULL): [K][0] answers right and [K][1] asked
+   in the texts of K needles, K = 1..8 (row 0 unused): a model that does not match names
+   but answers with a needle not yet asked about gets (1/K)(1 + 1/2 + ... + 1/K). */
 int  kvl_pretrain_eval(KvlModel *m, KvlTokenizer *tok, int n_texts, int max_sentences, uint64_t seed,
-                       double *answer_loss, double *answers_right);
+                       double *answer_loss, double *answers_right, int by_needles[9][2]);
 
 /* ---- the needle test ---- */
 

@@ -1272,10 +1272,21 @@ static void test_pretrain_lowers_loss(void)
     double answer_loss = -1, right = -1;
     kvl_model_random(&fresh, &c, 13);
     for (size_t i = 0; i < fresh->n_params; i++) fresh->memory[i] *= 1e-3f;
-    r = kvl_pretrain_eval(fresh, tok, 8, 6, 2, &answer_loss, &right);
+    int by_needles[9][2];
+    r = kvl_pretrain_eval(fresh, tok, 8, 6, 2, &answer_loss, &right, by_needles);
     CHECK(r == 0 && fabs(answer_loss - log((double)c.vocab_size)) < 1e-3 && right == 0.0,
           "held-out answers of a guessing model: loss %.5f = ln V = %.5f, %.0f%% right: %s", answer_loss, log((double)c.vocab_size),
           100 * right, r ? kvl_last_error() : "ok");
+    /* by the texts' needles: 8 texts, each asking its K needles once, none right */
+    int asked = 0, texts = 0, none_right = 1, whole = 1;
+    for (int k = 1; k <= 8; k++) {
+        asked += by_needles[k][1];
+        texts += by_needles[k][1] / k;
+        none_right &= by_needles[k][0] == 0;
+        whole &= by_needles[k][1] % k == 0;
+    }
+    CHECK(r == 0 && texts == 8 && whole && none_right && asked >= 8,
+          "held-out answers by needles: %d questions in %d texts of K needles each, none right", asked, texts);
     kvl_model_free(fresh);
     kvl_tokenizer_free(tok);
 }
