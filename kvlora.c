@@ -6435,7 +6435,8 @@ static const char *pretrain_help =
     "by the text's number of needles K (a model that answers with any needle not yet asked\n"
     "about, not by its name, gets 100 75 61 52 46 41 37 34% for K = 1..8).\n"
     "\n"
-    "  --steps N             optimiser steps (default 3600)\n"
+    "  --steps N             optimiser steps (default 3600; 0 writes the untrained model,\n"
+    "                        to replay the run elsewhere: data/pretrain_search.py's start)\n"
     "  --seed S              seed of the weights and the documents (default 1)\n"
     "  --layers, --dim, --heads, --kv-heads, --ffn\n"
     "                        the shape (default 4, 128, 8, 8, 384)\n"
@@ -6512,7 +6513,7 @@ static int cmd_pretrain(int argc, char **argv)
         int bad = 0;
         if (strcmp(a, "-o") && strcmp(a, "--checkpoint-every")) setting = a;
         if (!strcmp(a, "-o")) out = v;
-        else if (!strcmp(a, "--steps")) bad = parse_long(v, 1, 1 << 30, &steps);
+        else if (!strcmp(a, "--steps")) bad = parse_long(v, 0, 1 << 30, &steps);
         else if (!strcmp(a, "--seed")) bad = parse_long(v, 0, LLONG_MAX, &seed);
         else if (!strcmp(a, "--layers")) bad = parse_long(v, 1, 256, &layers);
         else if (!strcmp(a, "--dim")) bad = parse_long(v, 2, 65536, &dim);

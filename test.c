@@ -2094,6 +2094,26 @@ static void test_cli_pretrain_resume(void)
     snprintf(cmd, sizeof cmd, KVLORA_CLI " pretrain -o %s --resume --steps 5 2>/dev/null", dir);
     int status = system(cmd);
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 2, "--resume with a new setting is a usage error");
+
+    /* --steps 0 writes the untrained model: kvl_model_random's weights, with the output
+       projections shrunk by 1/sqrt(2L) as pretrain starts them (a run replayed elsewhere
+       starts from these) */
+    snprintf(cmd, sizeof cmd, "rm -rf %s && " KVLORA_CLI " pretrain -o %s %s --steps 0 --seed 7 2>/dev/null", dir, dir, tiny);
+    CHECK(system(cmd) == 0, "%s", cmd);
+    KvlModel *untrained = NULL, *fresh = NULL;
+    r = kvl_model_load(&untrained, dir) || kvl_model_random(&fresh, &untrained->config, 7);
+    CHECK(r == 0, "the untrained model loads: %s", r ? kvl_last_error() : "ok");
+    if (r == 0) {
+        const KvlConfig *c = &fresh->config;
+        size_t n_wo = (size_t)c->n_layers * c->dim * c->n_heads * c->head_dim;
+        float shrink = 1.0f / sqrtf(2.0f * c->n_layers);
+        int same_embed = !memcmp(untrained->w.embed, fresh->w.embed, sizeof(float) * c->vocab_size * c->dim), same_wo = 1;
+        for (size_t i = 0; i < n_wo; i++) same_wo &= untrained->w.wo[i] == fresh->w.wo[i] * shrink;
+        snprintf(path, sizeof path, "%s/pretrain_state.safetensors", dir);
+        CHECK(same_embed && same_wo && !file_exists(path), "--steps 0: the initial weights (embeddings as drawn, o_proj x 1/sqrt(2L)), no state left");
+    }
+    kvl_model_free(untrained);
+    kvl_model_free(fresh);
     snprintf(cmd, sizeof cmd, "rm -rf %s %s.log0 %s.log1", dir, dir, dir);
     if (system(cmd) != 0) printf("  (could not remove %s)\n", dir);
 }

@@ -31,13 +31,23 @@ not yet asked about gets (1/K) H_K right (H_K = 1 + 1/2 + ... + 1/K): 75% at K =
 
 configs.jsonl holds one JSON object per run, overriding DEFAULTS, e.g.
     {"name": "h8_s2", "seed": 2, "heads": 8, "kv_heads": 8, "wd": 0.1}
-All runs start at once, spread over the GPUs (one process each; 8 per H200 is fine), and
-stop at the deadline (seconds). Each writes OUTDIR/NAME.log, one JSON line per evaluation.
-Needs PyTorch (a GPU for speed; the CPU works, slowly).
+All runs start at once, spread over the GPUs (one process each; 16 per H200 is fine), and
+stop at the deadline (seconds). Each writes OUTDIR/NAME.log, one JSON line per evaluation,
+as it goes (on a machine whose results come back only from one folder, make OUTDIR that
+folder, so that a run cut short still reports). Needs PyTorch (a GPU for speed; the CPU
+works, slowly).
 
-data/pretrain_search_runs.jsonl holds 143 runs (rounds 1-4: 104 runs on 2-4 H200s; rounds
-5-7, 39 runs on one H200; 3600 steps unless the config says otherwise; the config and the
-evaluations every 500 steps). Some of its settings are not in this script; those runs used
+A run can also replay kvlora's own run of a seed: "start" names a directory that
+`./kvlora pretrain -o DIR --seed S --steps 0 [shape]` wrote (the untrained weights and the
+tokenizer kvlora learnt for that seed); with the same seed, shape and recipe, the batches,
+the loss and AdamW's steps are kvlora's, and only the rounding differs (seed 5, the
+default recipe: the first four steps' losses 56.2010 55.9806 55.1260 54.7485 in both):
+    {"name": "kv_s5", "seed": 5, "heads": 8, "kv_heads": 8, "wd": 0.1, "start": "/tmp/s5"}
+
+data/pretrain_search_runs.jsonl holds 175 runs (rounds 1-4: 104 runs on 2-4 H200s; rounds
+5-7, 39 runs, and 8-9, 32 runs, on one H200; 3600 steps unless the config says otherwise,
+rounds 8-9 cut by the call's deadline at steps 3000-3500; the config and the evaluations
+every 500 steps). Some of its settings are not in this script; those runs used
 a copy of kvlora.c whose generator read them from the environment:
   "min_needles"  texts of min_needles..8 needles instead of 1..8;
   "qmode"        1: each text's questions drawn with replacement; 2: twice as many, so drawn;
@@ -45,17 +55,27 @@ a copy of kvlora.c whose generator read them from the environment:
                  N is D", 2 "Q: The secret code of N is D", 3 "Q: ... of N? A: N is D",
                  4 "Q: The secret code of N D";
   "nfmt"         1: the needle without "is": "The secret code of N D.";
-  "tok"          "space_digit": the tokenizer with " 0" .. " 9" merged (so " 04217" is 5 tokens).
+  "tok"          "space_digit": the tokenizer with " 0" .. " 9" merged (so " 04217" is 5 tokens);
+  "rep"          each filler sentence after the first is, with this percent chance, a copy of
+                 an earlier one of the text (repeated passages, which reward induction heads).
 What they found: the format changes did not help (the name-matching step was as rare as
 before); the embeddings' scale did. At x0.05, 28 of 104 runs never even copied a code;
 at x0.25, x0.5 and x1 every run copied codes by step 2000, and 2 of 15 (emb_scale 0.25 and
 1, seed 1) matched names: 98-99% of the answers right on long texts, at every K.
+Rounds 8-9, all at full-scale embeddings, 8 heads, weight decay 0.1 (kvlora's recipe): none
+of 32 runs matched names. Four more seeds of the recipe itself, questions drawn with
+replacement (qmode 1 and 2: the model then picks a code at random, 1/K, instead of the
+elimination plateau), answers' loss x4, lr 2e-3 and 5e-4, no filler in the short phase, 4
+heads, the adjacent formats with the space-digit tokenizer, the recited and cloze answers,
+and repeated filler (rep 30 and 60, alone and with those formats): every one ended on the
+plateau ((1/K) H_K) or below. So matching names is a rare event of a run's first 2000 steps
+(about 2 in 47 runs at full scale), not a setting.
 """
 import ctypes, json, math, os, sys, time, multiprocessing as mp
 
 DEFAULTS = dict(name="base", seed=1, layers=4, dim=128, heads=4, kv_heads=4, ffn=384, steps=3600, batch_tokens=8192,
                 seq_len=768, short_steps=1800, ramp_steps=1000, warmup=100, lr=1e-3, wd=0.0, clip=1.0, init="kvlora",
-                eval_every=250, answer_weight=1.0, qk_scale=1.0, short_sentences=3, emb_scale=1.0)
+                eval_every=250, answer_weight=1.0, qk_scale=1.0, short_sentences=3, start="", emb_scale=1.0)
 
 
 class Kvl:
@@ -196,14 +216,42 @@ def answer_marked(kvl, text):
     return ids, mask
 
 
+def read_safetensors(path):
+    """{name: numpy array} of a safetensors file (F32 and I32 tensors)."""
+    import struct
+    import numpy as np
+    b = open(path, "rb").read()
+    n = struct.unpack("<Q", b[:8])[0]
+    out = {}
+    for k, v in json.loads(b[8:8 + n]).items():
+        if k != "__metadata__":
+            a, e = v["data_offsets"]
+            dt = {"F32": np.float32, "I32": np.int32}[v["dtype"]]
+            out[k] = np.frombuffer(b[8 + n + a:8 + n + e], dtype=dt).reshape(v["shape"])
+    return out
+
+
+def load_kvlora_weights(m, model_dir):
+    """Every weight of the model here from a model directory that kvlora wrote."""
+    import torch
+    w = read_safetensors(os.path.join(model_dir, "model.safetensors"))
+    sd = {k.replace("model.", "", 1).replace("self_attn.", "").replace("mlp.", ""): torch.tensor(v.copy()) for k, v in w.items()}
+    missing, unexpected = m.load_state_dict(sd, strict=False)
+    if missing or unexpected:
+        raise ValueError("%s: missing %s, unexpected %s" % (model_dir, missing, unexpected))
+
+
 def run(cfg, gpu, lib, tok_path, outdir, deadline):
     import torch
     torch.set_num_threads(1)
+    if cfg["start"]: tok_path = os.path.join(cfg["start"], "tokenizer.json")
     kvl = Kvl(lib, tok_path)
     dev = torch.device("cuda", gpu) if torch.cuda.is_available() else torch.device("cpu")
     torch.manual_seed(cfg["seed"])
     V = kvl.vocab_size
-    model = make_model(cfg, V).to(dev)
+    model = make_model(cfg, V)
+    if cfg["start"]: load_kvlora_weights(model, cfg["start"])     # kvlora's own initial weights
+    model = model.to(dev)
     decay = [p for n, p in model.named_parameters()]
     opt = torch.optim.AdamW(decay, lr=cfg["lr"], betas=(0.9, 0.95), eps=1e-8, weight_decay=cfg["wd"])
     per100 = kvl.filler_tokens_per_100(cfg["seed"])
@@ -297,27 +345,15 @@ def run(cfg, gpu, lib, tok_path, outdir, deadline):
 def check(model_dir, dump_path):
     """The model here against kvlora's forward: `kvlora dump MODEL_DIR --prefix-tokens 0
     --tokens ... -o DUMP` on a model that `kvlora pretrain` wrote (default shape)."""
-    import struct
     import numpy as np
     import torch
 
-    def read(path):
-        b = open(path, "rb").read()
-        n = struct.unpack("<Q", b[:8])[0]
-        out = {}
-        for k, v in json.loads(b[8:8 + n]).items():
-            if k != "__metadata__":
-                a, e = v["data_offsets"]
-                dt = {"F32": np.float32, "I32": np.int32}[v["dtype"]]
-                out[k] = np.frombuffer(b[8 + n + a:8 + n + e], dtype=dt).reshape(v["shape"])
-        return out
-    w, d = read(os.path.join(model_dir, "model.safetensors")), read(dump_path)
+    d = read_safetensors(dump_path)
     cfg = json.load(open(os.path.join(model_dir, "config.json")))
     c = dict(DEFAULTS, layers=cfg["num_hidden_layers"], dim=cfg["hidden_size"], heads=cfg["num_attention_heads"],
              kv_heads=cfg["num_key_value_heads"], ffn=cfg["intermediate_size"])
     m = make_model(c, cfg["vocab_size"])
-    sd = {k.replace("model.", "", 1).replace("self_attn.", "").replace("mlp.", ""): torch.tensor(v.copy()) for k, v in w.items()}
-    m.load_state_dict(sd, strict=False)
+    load_kvlora_weights(m, model_dir)
     with torch.no_grad():
         z = m(torch.tensor([[0] + list(d["tokens"])]))[0, 1:].numpy()
     print("max |logit difference| %.3g (largest logit %.3g)" % (np.abs(z - d["logits"]).max(), np.abs(z).max()))
