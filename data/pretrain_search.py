@@ -41,7 +41,8 @@ A run can also replay kvlora's own run of a seed: "start" names a directory that
 `./kvlora pretrain -o DIR --seed S --steps 0 [shape]` wrote (the untrained weights and the
 tokenizer kvlora learnt for that seed); with the same seed, shape and recipe, the batches,
 the loss and AdamW's steps are kvlora's, and only the rounding differs (seed 5, the
-default recipe: the first four steps' losses 56.2010 55.9806 55.1260 54.7485 in both):
+default recipe: the first four steps' losses 56.2010 55.9806 55.1260 54.7485 in kvlora
+and in a plain loop over this script's model, weights and texts, one text at a time):
     {"name": "kv_s5", "seed": 5, "heads": 8, "kv_heads": 8, "wd": 0.1, "start": "/tmp/s5"}
 
 data/pretrain_search_runs.jsonl holds 175 runs (rounds 1-4: 104 runs on 2-4 H200s; rounds
