@@ -304,6 +304,7 @@ def run(cfg, gpu, lib, tok_path, outdir, deadline):
             line = dict(name=cfg["name"], step=step, short=r["short"], long=r["long"], loss=lossv, secs=round(time.time() - t0, 1))
             print(json.dumps(line), file=log, flush=True)
         if time.time() > deadline:
+            step -= 1                                   # the steps done: 0 .. step
             break
         ms = full_sentences
         if step < cfg["short_steps"] + cfg["ramp_steps"]:
