@@ -314,6 +314,11 @@ typedef struct {
     float *adam_m, *adam_v;
 } KvlPretrainState;
 
+/* The untrained model of a pretraining run: kvl_model_random's weights with o_proj and
+   down_proj x 1/sqrt(2 L) and every embedding + KVL_PRETRAIN_EMBED_SHIFT (a direction all
+   tokens share, which lets heads attend by position; see kvlora.c). */
+#define KVL_PRETRAIN_EMBED_SHIFT 0.5f
+int  kvl_model_pretrain_init(KvlModel **out, const KvlConfig *config, uint64_t seed);
 /* A fresh state for m (zero moments); free with kvl_pretrain_state_free. */
 int  kvl_pretrain_state_init(KvlPretrainState *s, const KvlModel *m);
 void kvl_pretrain_state_free(KvlPretrainState *s);
