@@ -4926,8 +4926,8 @@ static int model_zeros(KvlModel **out, const KvlConfig *c)
      that the stream does not grow with depth;
    - every embedding + 0.5: a direction shared by all tokens. Looking a needle up by name
      takes induction, and induction takes heads that attend by position (the token
-     before). With RoPE and no biases a head can do that only through a part of its
-     query and key that is the same for every token; random zero-mean embeddings give
+     before). With RoPE and no biases a head does that most simply through a part of
+     its query and key that is the same for every token; random zero-mean embeddings give
      none (in the plateau models, 1-4% of layer 0's |q|^2), and the corpus never rewards
      growing one, so runs learnt to answer with a needle not yet asked about and stayed
      there (none of 104 PyTorch runs at full scale since round 8, nor 7 kvlora runs).
