@@ -50,8 +50,9 @@ and in a plain loop over this script's model, weights and texts, one text at a t
 data/pretrain_search_runs.jsonl holds 247 runs (rounds 1-4: 104 runs on 2-4 H200s; rounds
 5-7, 39 runs, and 8-9, 32 runs, on one H200; rounds 12-15, 72 runs, on two; 3600 steps
 unless the config says otherwise, later rounds cut by the call's deadline (the last
-evaluation says where); the config and the evaluations every 500 steps). Some of its settings are not in this script; those runs used
-a copy of kvlora.c whose generator read them from the environment:
+evaluation says where); the config and the evaluations every 500 steps). Some of its
+settings are not in this script; those runs used a copy of kvlora.c whose generator read
+them from the environment:
   "min_needles"  texts of min_needles..8 needles instead of 1..8;
   "qmode"        1: each text's questions drawn with replacement; 2: twice as many, so drawn;
   "qfmt"         the answer line: 1 "Q: What is the secret code of N? A: The secret code of
