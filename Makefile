@@ -58,7 +58,7 @@ endif
 SAN_FLAGS = -std=c99 -g -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -ffp-contract=off
 sanitize: kvlora.c kvlora.h test.c
 	$(CC) $(SAN_FLAGS) -DKVLORA_MAIN -o kvlora_san kvlora.c $(LDLIBS)
-	$(CC) $(SAN_FLAGS) '-DKVLORA_CLI="./kvlora_san"' -o test_san test.c $(LDLIBS)
+	$(CC) $(SAN_FLAGS) -DKVLORA_SANITIZED '-DKVLORA_CLI="./kvlora_san"' -o test_san test.c $(LDLIBS)
 	ASAN_OPTIONS=detect_leaks=1 ./test_san
 
 # Fuzzing: with clang, libFuzzer runs each target for FUZZ_SECONDS on the seed corpus in

@@ -5389,7 +5389,7 @@ int kvl_needle_trial(KvlModel *m, KvlTokenizer *tok, const KvlNeedleOptions *o, 
         n_probes = n_self;                      /* (freed below, whatever happened) */
         if (e) goto done;
     }
-    memcpy(probes + n_probes, chunks, sizeof *probes * n_chunks);
+    if (n_chunks) memcpy(probes + n_probes, chunks, sizeof *probes * n_chunks);   /* (memcpy from NULL is undefined) */
     n_probes += n_chunks;
     n_chunks = 0;
     if (n_probes == 0) { fail("needle test: no probes"); goto done; }
@@ -6255,7 +6255,7 @@ static int cmd_distill(int argc, char **argv)
         KvlProbe *all = realloc(probes, sizeof(KvlProbe) * (n_probes + n_more + self_study));
         if (!all) { cli_error("out of memory"); goto done; }
         probes = all;
-        memcpy(probes + n_probes, more, sizeof(KvlProbe) * n_more);
+        if (n_more) memcpy(probes + n_probes, more, sizeof(KvlProbe) * n_more);
         n_probes += n_more;
         free(more);
         more = NULL;

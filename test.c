@@ -2286,17 +2286,110 @@ static void test_cli_dump(void)
 #ifndef KVLORA_FUZZ
 static void test_fuzz_corpus(void);
 
-#define NEEDLE_TEST_K 2
-#define NEEDLE_TEST_TRIALS 2
-#define NEEDLE_TEST_LEN 128
-#define NEEDLE_TEST_SAMPLES 32
-#define NEEDLE_TEST_STEPS 40
-#define NEEDLE_TEST_MIN_DISTILLED 2
+/* The built-in model as Hugging Face reads it (data/golden/builtin_model, made by
+   make_golden_builtin.py with tokenizers and transformers from data/model): the same ids
+   for the same text, logits within 1e-4 of the largest (the golden models' tolerance and
+   why: data/golden/README.md; this file's own float32 noise is in its VERSIONS.txt), and
+   the same greedy answers to the document's four questions, each asked after the cached
+   document as `kvlora needle` asks it. */
+static void test_builtin_model_golden(void)
+{
+    const char *dir = "data/model";
+    char path[600];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    if (!file_exists(path)) { printf("  SKIP the built-in model's golden: %s not present\n", path); return; }
+    KvlModel *m = NULL;
+    KvlTokenizer *tok = NULL;
+    KvlCache cache = {0};
+    int32_t *tokens = NULL;
+    float *want = NULL, *got = NULL;
+    int T = 0, V = 0, *ids = NULL, n_ids = 0, n_doc = 0, n_answers = 0;
+    size_t len = 0, greedy_len = 0;
+    char *text = NULL, *greedy = NULL;
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    if (kvl_model_load(&m, dir) || kvl_tokenizer_load(&tok, path)) { CHECK(0, "load %s: %s", dir, kvl_last_error()); goto done; }
+    snprintf(path, sizeof path, "%s/builtin_model/golden.safetensors", golden_dir());
+    if (load_golden(path, &tokens, &T, &want, &V) || V != m->config.vocab_size) { CHECK(0, "read %s", path); goto done; }
+    snprintf(path, sizeof path, "%s/builtin_model/text.txt", golden_dir());
+    text = slurp(path, &len);
+    snprintf(path, sizeof path, "%s/builtin_model/greedy.txt", golden_dir());
+    greedy = slurp(path, &greedy_len);
+    char *blank = text ? strstr(text, "\n\n") : NULL;
+    if (!blank || !greedy) { CHECK(0, "read %s/builtin_model", golden_dir()); goto done; }
+    /* `kvlora corpus` prints a blank line between the document and the questions; the
+       pretraining texts (and the golden) have none */
+    memmove(blank, blank + 1, len - (size_t)(blank - text));
+    len--;
+    while (len && text[len - 1] == '\n') text[--len] = 0;
+
+    if (kvl_encode(tok, text, len, 0, &ids, &n_ids)) { CHECK(0, "encode: %s", kvl_last_error()); goto done; }
+    int same = n_ids + 1 == T && tokens[0] == m->config.bos_token_id;
+    for (int t = 0; same && t < n_ids; t++) same = ids[t] == tokens[t + 1];
+    CHECK(same, "tokenizers and kvlora encode the text alike (%d and %d tokens)", T - 1, n_ids);
+    got = malloc(sizeof(float) * (size_t)T * V);
+    int r = kvl_cache_init(&cache, &m->config, T + 64);
+    int *seq = malloc(sizeof(int) * T);
+    for (int t = 0; t < T; t++) seq[t] = tokens[t];
+    r = r || kvl_forward(m, &cache, seq, T, got, T);
+    CHECK(r == 0, "forward: %s", kvl_last_error());
+    double rel = relative_max_diff(got, want, (size_t)T * V);
+    CHECK(rel <= 1e-4, "built-in model vs transformers: max|dlogit|/max|logit| = %.3g > 1e-4", rel);
+    printf("  golden builtin_model  T=%d  max|d|/max|z| = %.2e\n", T, rel);
+
+    /* greedy answers after the cached document alone, the question encoded apart */
+    free(ids);
+    ids = NULL;
+    if (kvl_encode(tok, text, (size_t)(strchr(text, '\n') - text), 0, &ids, &n_doc)) { free(seq); goto done; }
+    seq[0] = m->config.bos_token_id;
+    memcpy(seq + 1, ids, sizeof(int) * n_doc);
+    cache.n_tokens = 0;
+    r = kvl_forward(m, &cache, seq, 1 + n_doc, NULL, 0);
+    free(seq);
+    for (char *line = greedy; !r && *line; n_answers++) {
+        char name[64], q[96] = "\n";
+        int hf[6], answer[6], *qids, nq;
+        KvlNeedle needle = {0};
+        if (sscanf(line, "%63s %*s '%*[^']' %d,%d,%d,%d,%d,%d", name, &hf[0], &hf[1], &hf[2], &hf[3], &hf[4], &hf[5]) != 7) break;
+        snprintf(needle.name, sizeof needle.name, "%.*s", (int)sizeof needle.name - 1, name);
+        kvl_needle_question(&needle, q + 1, sizeof q - 1);
+        if ((r = kvl_encode(tok, q, strlen(q), 0, &qids, &nq)) == 0) {
+            r = needle_answer(m, &cache, qids, nq, answer, 6, got);
+            free(qids);
+        }
+        CHECK(r == 0 && memcmp(answer, hf, sizeof hf) == 0, "greedy answer about %s as transformers gives it", name);
+        line = strchr(line, '\n') ? strchr(line, '\n') + 1 : line + strlen(line);
+    }
+    CHECK(n_answers == 4, "four greedy answers in greedy.txt (%d)", n_answers);
+done:
+    kvl_cache_free(&cache);
+    kvl_tokenizer_free(tok);
+    kvl_model_free(m);
+    free(tokens); free(want); free(got); free(ids); free(text); free(greedy);
+}
 
 /* The built-in model, data/model: with its needles in context it answers; without them it
    cannot; an adapter distilled from the context's cache answers most of them. A small
-   version of `make run` (2 needles in 128 tokens, 40 distillation steps) so that it stays
-   fast; the thresholds are set well under what it measured (see data/model/README.md). */
+   version of `make run`: 2 needles in 128 tokens, 32 self-study probes, 40 steps at rank 4
+   (faster to learn than make run's rank 2 in so few steps), 2 trials, about 6 s on 2
+   cores. The same settings over 20 other documents (`./kvlora needle data/model --needles 2
+   --context-len 128 --self-study 32 --self-study-len 32 --steps 40 --rank 4 --trials 20
+   --depths 0,0.33,0.67,1 --seed 5`): with the context 39 of 40, without 0, distilled 39 of
+   40. These 4 questions: 4, 0 and 4. The thresholds: all 4 with the context and none
+   without (what the model is for), at least 2 with the adapter: room for a platform whose
+   libm rounds an exp differently and so changes the trajectory, none for an adapter that
+   does nothing (it answers as the model without the context: 0).
+   Under the sanitizers (make sanitize defines KVLORA_SANITIZED; there -O1 and ASan make a
+   121-token prefill take 0.45 s) one trial with 4 probes of 16 tokens and 2 steps of 2
+   walks the whole pipeline, and only the with and without checks apply: that pass is for
+   memory and undefined behaviour. */
+#ifndef KVLORA_SANITIZED
+enum { NEEDLE_TEST_TRIALS = 2, NEEDLE_TEST_SAMPLES = 32, NEEDLE_TEST_STEPS = 40, NEEDLE_TEST_BATCH = 8, NEEDLE_TEST_SAMPLE_LEN = 32,
+       NEEDLE_TEST_MIN_DISTILLED = 2 };
+#else
+enum { NEEDLE_TEST_TRIALS = 1, NEEDLE_TEST_SAMPLES = 4, NEEDLE_TEST_STEPS = 2, NEEDLE_TEST_BATCH = 2, NEEDLE_TEST_SAMPLE_LEN = 16 };
+#endif
+enum { NEEDLE_TEST_K = 2, NEEDLE_TEST_LEN = 128 };
+
 static void test_needle_builtin_model(void)
 {
     const char *dir = getenv("KVLORA_MODEL") ? getenv("KVLORA_MODEL") : "data/model";
@@ -2313,9 +2406,9 @@ static void test_needle_builtin_model(void)
     }
     KvlNeedleOptions o = {0};
     o.n_needles = NEEDLE_TEST_K; o.context_len = NEEDLE_TEST_LEN; o.probes = KVL_PROBES_SELF_STUDY;
-    o.n_self_study = NEEDLE_TEST_SAMPLES; o.self_study_len = 32; o.chunk_len = 32; o.rank = 4; o.alpha = 8;
+    o.n_self_study = NEEDLE_TEST_SAMPLES; o.self_study_len = NEEDLE_TEST_SAMPLE_LEN; o.chunk_len = 32; o.rank = 4; o.alpha = 8;
     for (int i = 0; i < KVL_N_TARGETS; i++) o.targets[i] = 1;
-    o.distill = (KvlDistillOptions){1, NEEDLE_TEST_STEPS, 8, 1e-2f, 0.0f, 0, NULL, NULL};
+    o.distill = (KvlDistillOptions){1, NEEDLE_TEST_STEPS, NEEDLE_TEST_BATCH, 1e-2f, 0.0f, 0, NULL, NULL};
     int hits[3] = {0}, asked = 0;
     for (int trial = 0; trial < NEEDLE_TEST_TRIALS; trial++) {
         float depths[NEEDLE_TEST_K];
@@ -2333,12 +2426,15 @@ static void test_needle_builtin_model(void)
     CHECK(asked == NEEDLE_TEST_K * NEEDLE_TEST_TRIALS, "every question asked");
     CHECK(hits[0] == asked, "with the context every needle is found (%d of %d)", hits[0], asked);
     CHECK(hits[1] == 0, "without the context none is (%d of %d)", hits[1], asked);
+#ifndef KVLORA_SANITIZED
     CHECK(hits[2] >= NEEDLE_TEST_MIN_DISTILLED, "with the adapter at least %d of %d (%d)", NEEDLE_TEST_MIN_DISTILLED, asked, hits[2]);
+#endif
     kvl_tokenizer_free(tok);
     kvl_model_free(m);
 }
 
-int main(void)
+/* ./test_kvlora [NAME ...]: every test, or those whose names contain one of the NAMEs */
+int main(int argc, char **argv)
 {
     struct { const char *name; void (*fn)(void); } tests[] = {
         {"json_valid", test_json_valid},
@@ -2379,6 +2475,7 @@ int main(void)
         {"openmp_and_plain_builds_agree", test_openmp_and_plain_builds_agree},
         {"fuzz_corpus", test_fuzz_corpus},
         {"needle_corpus", test_needle_corpus},
+        {"builtin_model_golden", test_builtin_model_golden},
         {"needle_builtin_model", test_needle_builtin_model},
         {"sampling", test_sampling},
         {"losses", test_losses},
@@ -2386,6 +2483,9 @@ int main(void)
     };
     double start = now_seconds();
     for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
+        int chosen = argc < 2;
+        for (int a = 1; a < argc; a++) chosen |= strstr(tests[i].name, argv[a]) != NULL;
+        if (!chosen) continue;
         int failed_before = n_failed;
         double t0 = now_seconds();
         tests[i].fn();
