@@ -2433,6 +2433,49 @@ static void test_needle_builtin_model(void)
     kvl_model_free(m);
 }
 
+/* `kvlora needle` as a user runs it, on data/model, tiny: --json holds the keys the issue
+   names with values of the right kind (fractions in [0, 1]; the cache 4 096 bytes a token;
+   a rank-2 adapter on all seven projections of 4 layers: 2 (4 (128 + 128) + 3 (128 + 384))
+   x 4 = 20 480 floats), --svg writes a whole SVG, and the command line is checked. */
+static void test_cli_needle(void)
+{
+    if (!file_exists("data/model/config.json")) { printf("  SKIP kvlora needle: data/model not present\n"); return; }
+    const char *out = tmp_path("needle.json"), *svg = tmp_path("needle.svg");
+    char cmd[2048], *text = NULL;
+    size_t len;
+    remove(svg);
+    snprintf(cmd, sizeof cmd, KVLORA_CLI " needle data/model --needles 2 --trials 1 --context-len 96 --steps 2 --self-study 2"
+             " --self-study-len 8 --json --svg %s > %s 2>/dev/null", svg, out);
+    CHECK(system(cmd) == 0, "%s", cmd);
+    Json *j = NULL;
+    if (read_file(out, &text, &len) == 0 && parse_ok(text, &j)) {
+        static const char *const fractions[] = {"with_context", "no_context", "distilled"};
+        for (int i = 0; i < 3; i++) {
+            const Json *v = json_get(j, fractions[i]);
+            CHECK(v && v->type == JSON_NUMBER && v->number >= 0 && v->number <= 1, "--json: %s a fraction", fractions[i]);
+        }
+        const Json *with = json_get(j, "with_context"), *without = json_get(j, "no_context"), *q = json_get(j, "questions");
+        const Json *kv = json_get(j, "kv_cache_bytes"), *ad = json_get(j, "adapter_bytes"), *sec = json_get(j, "distill_seconds");
+        CHECK(with && with->number == 1 && without && without->number == 0, "--json: the model finds both needles with the context, none without");
+        CHECK(q && q->number == 2, "--json: 2 questions");
+        CHECK(kv && kv->number > 0 && fmod(kv->number, 4096) == 0 && kv->number <= 96 * 4096, "--json: kv_cache_bytes %.0f", kv ? kv->number : -1);
+        CHECK(ad && ad->number == 20480 * 4, "--json: adapter_bytes %.0f (rank 2, all projections)", ad ? ad->number : -1);
+        CHECK(sec && sec->type == JSON_NUMBER && sec->number > 0, "--json: distill_seconds");
+    } else CHECK(0, "--json prints one JSON object: %.200s", text ? text : "(nothing)");
+    json_free(j);
+    free(text);
+    text = NULL;
+    CHECK(read_file(svg, &text, &len) == 0 && strstr(text, "<svg") && strstr(text, "</svg>"), "--svg writes an SVG");
+    free(text);
+    CHECK(system(KVLORA_CLI " needle --help > /dev/null") == 0, "needle --help");
+    CHECK(WEXITSTATUS(system(KVLORA_CLI " needle data/model --needles 0 2>/dev/null")) == 2, "--needles 0 is a usage error");
+    CHECK(WEXITSTATUS(system(KVLORA_CLI " needle 2>/dev/null")) == 2, "no model directory is a usage error");
+    CHECK(WEXITSTATUS(system(KVLORA_CLI " needle data/model --context-len 20 >/dev/null 2>&1")) == 1,
+          "4 needles in 20 tokens: the work fails (exit 1) with a message");
+    remove(out);
+    remove(svg);
+}
+
 /* ./test_kvlora [NAME ...]: every test, or those whose names contain one of the NAMEs */
 int main(int argc, char **argv)
 {
@@ -2477,6 +2520,7 @@ int main(int argc, char **argv)
         {"needle_corpus", test_needle_corpus},
         {"builtin_model_golden", test_builtin_model_golden},
         {"needle_builtin_model", test_needle_builtin_model},
+        {"cli_needle", test_cli_needle},
         {"sampling", test_sampling},
         {"losses", test_losses},
         {"cli_dump", test_cli_dump},
