@@ -47,8 +47,8 @@ default recipe: the first four steps' losses 56.2010 55.9806 55.1260 54.7485 in 
 and in a plain loop over this script's model, weights and texts, one text at a time):
     {"name": "kv_s5", "seed": 5, "heads": 8, "kv_heads": 8, "wd": 0.1, "start": "/tmp/s5"}
 
-data/pretrain_search_runs.jsonl holds 279 runs (rounds 1-4: 104 runs on 2-4 H200s; rounds
-5-7, 39 runs, and 8-9, 32 runs, on one H200; rounds 12-16, 104 runs, on two; 3600 steps
+data/pretrain_search_runs.jsonl holds 291 runs (rounds 1-4: 104 runs on 2-4 H200s; rounds
+5-7, 39 runs, and 8-9, 32 runs, on one H200; rounds 12-17, 116 runs, on two; 3600 steps
 unless the config says otherwise, later rounds cut by the call's deadline (the last
 evaluation says where); the config and the evaluations every 500 steps). Some of its
 settings are not in this script; those runs used a copy of kvlora.c whose generator read
@@ -100,13 +100,22 @@ Round 16, the recipe with the shift replayed from kvlora's untrained models of s
 names. Short texts' answers >= 90% right at step 1000 in 22 runs, at 1500 in 31, at 2000
 in all 32; at the last evaluation (during the growth to long texts) 94-100% right on
 short texts and 91-99% on long ones.
+Round 17, for the built-in model's weak spot (with 4 needles in a 512-token document,
+93% right for the needle at the document's end, 97% in all): "eval_end": 512 adds an
+evaluation on 64 such documents (4 needles at the needle test's depths; "end512" in the
+runs file). Seeds 4-9, seq_len 768 (the recipe) against 1024 (documents up to ~760
+tokens instead of ~560), all 3600 steps: at step 3600, 95-98% (mean 97.0%) against
+97-98% (97.7%) of those answers right; short and long texts 95-100% in both. The longer
+texts help little; the wrong answers have one or two wrong digits anywhere in the code
+(kvlora's model: the right needle, a digit of another code), so what is missing seems
+to be the precision of copying, more than the length trained.
 """
 import ctypes, json, math, os, sys, time, multiprocessing as mp
 
 DEFAULTS = dict(name="base", seed=1, layers=4, dim=128, heads=4, kv_heads=4, ffn=384, steps=3600, batch_tokens=8192,
                 seq_len=768, short_steps=1800, ramp_steps=1000, warmup=100, lr=1e-3, wd=0.0, clip=1.0, init="kvlora",
                 eval_every=250, answer_weight=1.0, qk_scale=1.0, short_sentences=3, start="", emb_scale=1.0,
-                rope_theta=10000.0, emb_shift=0.0)
+                rope_theta=10000.0, emb_shift=0.0, eval_end=0)
 
 
 class Kvl:
@@ -134,6 +143,19 @@ class Kvl:
         s = ctypes.string_at(p, n.value)
         self.libc.free(ctypes.cast(p, ctypes.c_void_p))
         return s
+
+    def needle_text(self, n_sentences, depths, seed):
+        """A test document of n_sentences filler sentences with a needle at each depth, then
+        each needle's question and answer (in needle order), as kvl_pretrain_text lays them out."""
+        class Needle(ctypes.Structure):
+            _fields_ = [("name", ctypes.c_char * 32), ("code", ctypes.c_char * 8), ("depth", ctypes.c_float)]
+        K = len(depths)
+        needles, d = (Needle * K)(), (ctypes.c_float * K)(*depths)
+        p, n = ctypes.c_char_p(), ctypes.c_size_t()
+        assert self.L.kvl_needle_document(ctypes.byref(p), ctypes.byref(n), needles, K, n_sentences, d, seed) == 0
+        s = ctypes.string_at(p, n.value)
+        self.libc.free(ctypes.cast(p, ctypes.c_void_p))
+        return s + b"\n" + b"".join(b"Q: What is the secret code of %s? A: %s\n" % (x.name, x.code) for x in needles)
 
     def filler_tokens_per_100(self, seed):
         p, n = ctypes.c_char_p(), ctypes.c_size_t()
@@ -290,12 +312,17 @@ def run(cfg, gpu, lib, tok_path, outdir, deadline):
     eval_sets = {}
     for label, ms in (("short", 3), ("long", full_sentences)):
         eval_sets[label] = [answer_marked(kvl, kvl.text(ms, kvl.L.kvl_document_seed(cfg["seed"], i, 1))) for i in range(64)]
+    if cfg["eval_end"]:     # 64 documents of about eval_end tokens, 4 needles at the needle test's depths
+        n_s = max(0, int((cfg["eval_end"] - 4 * 13) * 100 / per100))
+        D = (0.0, 0.25, 0.5, 0.75, 1.0)
+        eval_sets["end"] = [answer_marked(kvl, kvl.needle_text(n_s, [D[(4 * i + k) % 5] for k in range(4)],
+                                                               kvl.L.kvl_document_seed(cfg["seed"], 100000 + i, 1))) for i in range(64)]
 
     def evaluate():
         model.eval()
         res = {}
-        pos_err = {"short": [0] * 6, "long": [0] * 6}
-        byk = {"short": [[0, 0] for _ in range(9)], "long": [[0, 0] for _ in range(9)]}
+        pos_err = {label: [0] * 6 for label in eval_sets}
+        byk = {label: [[0, 0] for _ in range(9)] for label in eval_sets}
         with torch.no_grad():
             for label, items in eval_sets.items():
                 tot, ntok, right, nans = 0.0, 0, 0, 0
@@ -331,7 +358,7 @@ def run(cfg, gpu, lib, tok_path, outdir, deadline):
     for step in range(steps):
         if step % cfg["eval_every"] == 0 and step > 0:
             r = evaluate()
-            line = dict(name=cfg["name"], step=step, short=r["short"], long=r["long"], loss=lossv, secs=round(time.time() - t0, 1))
+            line = dict(name=cfg["name"], step=step, **r, loss=lossv, secs=round(time.time() - t0, 1))
             print(json.dumps(line), file=log, flush=True)
         if time.time() > deadline:
             step -= 1                                   # the steps done: 0 .. step
@@ -370,7 +397,7 @@ def run(cfg, gpu, lib, tok_path, outdir, deadline):
         opt.step()
         lossv = round(loss.item(), 4) if step % 50 == 0 else None if step == 0 else lossv
     r = evaluate()
-    print(json.dumps(dict(name=cfg["name"], step=step + 1, short=r["short"], long=r["long"], final=True,
+    print(json.dumps(dict(name=cfg["name"], step=step + 1, **r, final=True,
                           secs=round(time.time() - t0, 1))), file=log, flush=True)
 
 
