@@ -2370,7 +2370,7 @@ done:
 /* The built-in model, data/model: with its needles in context it answers; without them it
    cannot; an adapter distilled from the context's cache answers most of them. A small
    version of `make run`: 2 needles in 128 tokens, 32 self-study probes, 40 steps at rank 4
-   (faster to learn than make run's rank 2 in so few steps), 2 trials, about 6 s on 2
+   (faster to learn than make run's rank 2 in so few steps), 2 trials, about 4 s on 2
    cores. The same settings over 20 other documents (`./kvlora needle data/model --needles 2
    --context-len 128 --self-study 32 --self-study-len 32 --steps 40 --rank 4 --trials 20
    --depths 0,0.33,0.67,1 --seed 5`): with the context 40 of 40, without 0, distilled 37 of
