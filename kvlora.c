@@ -3482,6 +3482,50 @@ int kvl_sample(float *logits, int n, float temperature, float top_p, KvlRng *rng
     return chosen;
 }
 
+/* The generation loop: prefill the prompt into a fresh KV cache, then take one token at a
+   time: sample it from the last logits, append it, and run it through the model so that
+   its K and V join the cache. ids (room for n_prompt + max_new) receives the prompt and
+   then each new token; *n_ids counts them. Stops after max_new tokens or at the model's
+   eos_token_id (which is kept). on_token, when given, sees the ids after each new token;
+   a nonzero return stops the loop and becomes kvl_generate's return value. The last token
+   is never run through the model: no one would read its logits. */
+int kvl_generate(KvlModel *m, const int *prompt, int n_prompt, int max_new,
+                 float temperature, float top_p, uint64_t seed,
+                 int *ids, int *n_ids, KvlTokenCallback on_token, void *user)
+{
+    const KvlConfig *c = &m->config;
+    *n_ids = 0;
+    if (n_prompt < 1) return fail("generate: the prompt is empty");
+    if (max_new < 0) return fail("generate: max_new is %d, must be >= 0", max_new);
+    for (int i = 0; i < n_prompt; i++)
+        if (prompt[i] < 0 || prompt[i] >= c->vocab_size)
+            return fail("generate: prompt token %d is %d, outside the vocabulary [0, %d)", i, prompt[i], c->vocab_size);
+    if ((int64_t)n_prompt + max_new > c->max_positions)
+        return fail("generate: the prompt (%d tokens) and %d new tokens exceed the model's %d positions",
+                    n_prompt, max_new, c->max_positions);
+    KvlCache cache = {0};
+    float *logits = malloc(sizeof(float) * (size_t)c->vocab_size);
+    if (!logits) return fail("out of memory");
+    int rc = kvl_cache_init(&cache, c, n_prompt + max_new);
+    if (!rc) {
+        memcpy(ids, prompt, sizeof(int) * (size_t)n_prompt);
+        *n_ids = n_prompt;
+        rc = kvl_forward(m, &cache, prompt, n_prompt, logits, 1);
+    }
+    KvlRng rng;
+    kvl_rng_seed(&rng, seed);
+    for (int produced = 0; !rc && produced < max_new; produced++) {
+        int next = kvl_sample(logits, c->vocab_size, temperature, top_p, &rng);
+        ids[(*n_ids)++] = next;
+        if (on_token && (rc = on_token(ids, *n_ids, user)) != 0) break;
+        if (next == c->eos_token_id) break;
+        if (produced + 1 < max_new) rc = kvl_forward(m, &cache, &next, 1, logits, 1);
+    }
+    kvl_cache_free(&cache);
+    free(logits);
+    return rc;
+}
+
 /* ------------------------------------------------------------------------------------ */
 /* 7. The backward pass                                                                  */
 /*                                                                                       */
@@ -5745,6 +5789,19 @@ static int print_new_text(const KvlTokenizer *t, const int *ids, int n, size_t *
     return 0;
 }
 
+/* kvl_generate's callback for the CLI: prints each new token as it comes. */
+typedef struct { const KvlTokenizer *tok; size_t printed; double first_token_time; } GenerateStream;
+
+static int stream_token(const int *ids, int n_ids, void *user)
+{
+    GenerateStream *s = user;
+    if (s->first_token_time == 0.0) s->first_token_time = now_seconds();
+    if (!s->tok) printf(",%d", ids[n_ids - 1]);
+    else if (print_new_text(s->tok, ids, n_ids, &s->printed)) return 1;
+    fflush(stdout);
+    return 0;
+}
+
 static int cmd_generate(int argc, char **argv)
 {
     const char *dir = NULL, *ids_arg = NULL, *adapter = NULL, *prompt_text = NULL;
@@ -5780,54 +5837,36 @@ static int cmd_generate(int argc, char **argv)
     if (n_prompt == 0) { kvl_tokenizer_free(tok); free(prompt); return cli_error("the prompt is empty"); }
     KvlModel *m;
     if (kvl_model_load(&m, dir)) { kvl_tokenizer_free(tok); free(prompt); return cli_error("%s", kvl_last_error()); }
-    const KvlConfig *c = &m->config;
     int rc = 1;
-    KvlCache cache = {0};
     KvlLora lora = {0};
-    float *logits = NULL;
-    if (check_ids(prompt, n_prompt, c, "--ids")) { cli_error("%s", kvl_last_error()); goto done; }
+    GenerateStream stream = {tok, 0, 0.0};
+    int *all = malloc(sizeof(int) * (size_t)(n_prompt + n_new));
+    if (!all) { cli_error("out of memory"); goto done; }
+    if (check_ids(prompt, n_prompt, &m->config, "--ids")) { cli_error("%s", kvl_last_error()); goto done; }
     if (adapter) {
-        if (kvl_lora_load(&lora, adapter, c)) { cli_error("%s", kvl_last_error()); goto done; }
+        if (kvl_lora_load(&lora, adapter, &m->config)) { cli_error("%s", kvl_last_error()); goto done; }
         m->lora = &lora;
     }
-    if (n_prompt + n_new > c->max_positions) {
-        cli_error("the prompt (%d tokens) and -n %lld exceed the model's %d positions", n_prompt, n_new, c->max_positions);
+    if (n_prompt + n_new > m->config.max_positions) {       /* before the prompt is printed */
+        cli_error("the prompt (%d tokens) and -n %lld exceed the model's %d positions", n_prompt, n_new, m->config.max_positions);
         goto done;
     }
-    logits = malloc(sizeof(float) * c->vocab_size);
-    if (!logits || kvl_cache_init(&cache, c, n_prompt + (int)n_new)) { cli_error("%s", logits ? kvl_last_error() : "out of memory"); goto done; }
-    KvlRng rng;
-    kvl_rng_seed(&rng, (uint64_t)seed);
-    int *all = malloc(sizeof(int) * (size_t)(n_prompt + n_new + 1));
-    size_t printed = 0;                         /* bytes of decoded text already printed */
-    if (!all) { cli_error("out of memory"); goto done; }
-    memcpy(all, prompt, sizeof(int) * n_prompt);
     if (!tok) for (int i = 0; i < n_prompt; i++) printf(i ? ",%d" : "%d", prompt[i]);
-    else if (print_new_text(tok, all, n_prompt, &printed)) { free(all); goto done; }
+    else if (print_new_text(tok, prompt, n_prompt, &stream.printed)) goto done;
     fflush(stdout);
     double start = now_seconds();
-    if (kvl_forward(m, &cache, prompt, n_prompt, logits, 1)) { cli_error("%s", kvl_last_error()); goto done; }
-    double prefilled = now_seconds();
-    int produced = 0;
-    for (; produced < n_new; produced++) {
-        int next = kvl_sample(logits, c->vocab_size, temperature, top_p, &rng);
-        all[n_prompt + produced] = next;
-        if (!tok) printf(",%d", next);
-        else if (print_new_text(tok, all, n_prompt + produced + 1, &printed)) { free(all); goto done; }
-        fflush(stdout);
-        if (next == c->eos_token_id) { produced++; break; }
-        if (produced + 1 < n_new && kvl_forward(m, &cache, &next, 1, logits, 1)) { free(all); cli_error("%s", kvl_last_error()); goto done; }
-    }
-    free(all);
+    int n_all;
+    int status = kvl_generate(m, prompt, n_prompt, (int)n_new, temperature, top_p, (uint64_t)seed, all, &n_all, stream_token, &stream);
+    if (status) { if (status < 0) cli_error("%s", kvl_last_error()); goto done; }
     printf("\n");
     fflush(stdout);
-    double end = now_seconds();
+    double end = now_seconds(), prefilled = n_all > n_prompt ? stream.first_token_time : end;
+    int produced = n_all - n_prompt;
     fprintf(stderr, "kvlora: prefill %d tokens in %.3f s, generated %d tokens in %.3f s (%.1f tokens/s)\n",
             n_prompt, prefilled - start, produced, end - prefilled, produced / (end - prefilled + 1e-9));
     rc = 0;
 done:
-    free(logits);
-    kvl_cache_free(&cache);
+    free(all);
     kvl_lora_free(&lora);
     kvl_model_free(m);
     kvl_tokenizer_free(tok);

@@ -386,4 +386,17 @@ int      kvl_argmax(const float *x, int n);  /* first index of the maximum */
    probability reaches top_p. Overwrites logits. */
 int      kvl_sample(float *logits, int n, float temperature, float top_p, KvlRng *rng);
 
+/* ---- generation: a prompt in, new tokens out ---- */
+
+/* Sees the ids so far (prompt and new tokens) after each new token; nonzero stops. */
+typedef int (*KvlTokenCallback)(const int *ids, int n_ids, void *user);
+/* Prefills the prompt into a fresh KV cache and generates up to max_new tokens with
+   kvl_sample (temperature 0 = greedy; seed seeds the sampler), stopping after the
+   model's eos_token_id. ids needs room for n_prompt + max_new; it receives the prompt
+   and the new tokens, *n_ids their count. A nonzero on_token return stops the loop
+   and is returned. The model's LoRA adapter (model->lora), if set, is applied. */
+int kvl_generate(KvlModel *m, const int *prompt, int n_prompt, int max_new,
+                 float temperature, float top_p, uint64_t seed,
+                 int *ids, int *n_ids, KvlTokenCallback on_token, void *user);
+
 #endif
