@@ -396,6 +396,41 @@ static int atomic_write(AtomicFile *a, const void *data, size_t bytes)
     return 0;
 }
 
+/* Writes a small text file atomically. */
+static int write_text_file(const char *path, const char *text)
+{
+    AtomicFile a;
+    if (atomic_open(&a, path)) return -1;
+    if (atomic_write(&a, text, strlen(text))) { atomic_abort(&a); return -1; }
+    return atomic_commit(&a);
+}
+
+static int make_dir(const char *dir)
+{
+#ifdef KVL_POSIX
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) return fail("%s: cannot create the directory: %s", dir, strerror(errno));
+#else
+    (void)dir;
+#endif
+    return 0;
+}
+
+/* Copies a small file (config.json, tokenizer.json) atomically. */
+static int copy_file(const char *from, const char *to)
+{
+    char *text;
+    size_t len;
+    if (read_file(from, &text, &len)) return -1;
+    AtomicFile a;
+    int r = atomic_open(&a, to);
+    if (!r) {
+        r = atomic_write(&a, text, len);
+        if (r) atomic_abort(&a); else r = atomic_commit(&a);
+    }
+    free(text);
+    return r;
+}
+
 /* ------------------------------------------------------------------------------------ */
 /* 2. JSON: a small strict parser                                                        */
 /*                                                                                       */
@@ -1114,163 +1149,11 @@ int kvl_st_write(const char *path, const KvlTensorOut *tensors, int n_tensors,
 /* decoders. No regex engine: the three regexes are matched by hand (pretok_match), with  */
 /* the Unicode classes \p{L}, \p{N} and \s from the range tables below.                  */
 
-/* Unicode 14.0.0, from data/tokenizers/make_unicode_tables.py */
-static const uint32_t unicode_letters[][2] = {   /* 648 ranges */
-    {0x41, 0x5A}, {0x61, 0x7A}, {0xAA, 0xAA}, {0xB5, 0xB5}, {0xBA, 0xBA}, {0xC0, 0xD6},
-    {0xD8, 0xF6}, {0xF8, 0x2C1}, {0x2C6, 0x2D1}, {0x2E0, 0x2E4}, {0x2EC, 0x2EC}, {0x2EE, 0x2EE},
-    {0x370, 0x374}, {0x376, 0x377}, {0x37A, 0x37D}, {0x37F, 0x37F}, {0x386, 0x386}, {0x388, 0x38A},
-    {0x38C, 0x38C}, {0x38E, 0x3A1}, {0x3A3, 0x3F5}, {0x3F7, 0x481}, {0x48A, 0x52F}, {0x531, 0x556},
-    {0x559, 0x559}, {0x560, 0x588}, {0x5D0, 0x5EA}, {0x5EF, 0x5F2}, {0x620, 0x64A}, {0x66E, 0x66F},
-    {0x671, 0x6D3}, {0x6D5, 0x6D5}, {0x6E5, 0x6E6}, {0x6EE, 0x6EF}, {0x6FA, 0x6FC}, {0x6FF, 0x6FF},
-    {0x710, 0x710}, {0x712, 0x72F}, {0x74D, 0x7A5}, {0x7B1, 0x7B1}, {0x7CA, 0x7EA}, {0x7F4, 0x7F5},
-    {0x7FA, 0x7FA}, {0x800, 0x815}, {0x81A, 0x81A}, {0x824, 0x824}, {0x828, 0x828}, {0x840, 0x858},
-    {0x860, 0x86A}, {0x870, 0x887}, {0x889, 0x88E}, {0x8A0, 0x8C9}, {0x904, 0x939}, {0x93D, 0x93D},
-    {0x950, 0x950}, {0x958, 0x961}, {0x971, 0x980}, {0x985, 0x98C}, {0x98F, 0x990}, {0x993, 0x9A8},
-    {0x9AA, 0x9B0}, {0x9B2, 0x9B2}, {0x9B6, 0x9B9}, {0x9BD, 0x9BD}, {0x9CE, 0x9CE}, {0x9DC, 0x9DD},
-    {0x9DF, 0x9E1}, {0x9F0, 0x9F1}, {0x9FC, 0x9FC}, {0xA05, 0xA0A}, {0xA0F, 0xA10}, {0xA13, 0xA28},
-    {0xA2A, 0xA30}, {0xA32, 0xA33}, {0xA35, 0xA36}, {0xA38, 0xA39}, {0xA59, 0xA5C}, {0xA5E, 0xA5E},
-    {0xA72, 0xA74}, {0xA85, 0xA8D}, {0xA8F, 0xA91}, {0xA93, 0xAA8}, {0xAAA, 0xAB0}, {0xAB2, 0xAB3},
-    {0xAB5, 0xAB9}, {0xABD, 0xABD}, {0xAD0, 0xAD0}, {0xAE0, 0xAE1}, {0xAF9, 0xAF9}, {0xB05, 0xB0C},
-    {0xB0F, 0xB10}, {0xB13, 0xB28}, {0xB2A, 0xB30}, {0xB32, 0xB33}, {0xB35, 0xB39}, {0xB3D, 0xB3D},
-    {0xB5C, 0xB5D}, {0xB5F, 0xB61}, {0xB71, 0xB71}, {0xB83, 0xB83}, {0xB85, 0xB8A}, {0xB8E, 0xB90},
-    {0xB92, 0xB95}, {0xB99, 0xB9A}, {0xB9C, 0xB9C}, {0xB9E, 0xB9F}, {0xBA3, 0xBA4}, {0xBA8, 0xBAA},
-    {0xBAE, 0xBB9}, {0xBD0, 0xBD0}, {0xC05, 0xC0C}, {0xC0E, 0xC10}, {0xC12, 0xC28}, {0xC2A, 0xC39},
-    {0xC3D, 0xC3D}, {0xC58, 0xC5A}, {0xC5D, 0xC5D}, {0xC60, 0xC61}, {0xC80, 0xC80}, {0xC85, 0xC8C},
-    {0xC8E, 0xC90}, {0xC92, 0xCA8}, {0xCAA, 0xCB3}, {0xCB5, 0xCB9}, {0xCBD, 0xCBD}, {0xCDD, 0xCDE},
-    {0xCE0, 0xCE1}, {0xCF1, 0xCF2}, {0xD04, 0xD0C}, {0xD0E, 0xD10}, {0xD12, 0xD3A}, {0xD3D, 0xD3D},
-    {0xD4E, 0xD4E}, {0xD54, 0xD56}, {0xD5F, 0xD61}, {0xD7A, 0xD7F}, {0xD85, 0xD96}, {0xD9A, 0xDB1},
-    {0xDB3, 0xDBB}, {0xDBD, 0xDBD}, {0xDC0, 0xDC6}, {0xE01, 0xE30}, {0xE32, 0xE33}, {0xE40, 0xE46},
-    {0xE81, 0xE82}, {0xE84, 0xE84}, {0xE86, 0xE8A}, {0xE8C, 0xEA3}, {0xEA5, 0xEA5}, {0xEA7, 0xEB0},
-    {0xEB2, 0xEB3}, {0xEBD, 0xEBD}, {0xEC0, 0xEC4}, {0xEC6, 0xEC6}, {0xEDC, 0xEDF}, {0xF00, 0xF00},
-    {0xF40, 0xF47}, {0xF49, 0xF6C}, {0xF88, 0xF8C}, {0x1000, 0x102A}, {0x103F, 0x103F}, {0x1050, 0x1055},
-    {0x105A, 0x105D}, {0x1061, 0x1061}, {0x1065, 0x1066}, {0x106E, 0x1070}, {0x1075, 0x1081}, {0x108E, 0x108E},
-    {0x10A0, 0x10C5}, {0x10C7, 0x10C7}, {0x10CD, 0x10CD}, {0x10D0, 0x10FA}, {0x10FC, 0x1248}, {0x124A, 0x124D},
-    {0x1250, 0x1256}, {0x1258, 0x1258}, {0x125A, 0x125D}, {0x1260, 0x1288}, {0x128A, 0x128D}, {0x1290, 0x12B0},
-    {0x12B2, 0x12B5}, {0x12B8, 0x12BE}, {0x12C0, 0x12C0}, {0x12C2, 0x12C5}, {0x12C8, 0x12D6}, {0x12D8, 0x1310},
-    {0x1312, 0x1315}, {0x1318, 0x135A}, {0x1380, 0x138F}, {0x13A0, 0x13F5}, {0x13F8, 0x13FD}, {0x1401, 0x166C},
-    {0x166F, 0x167F}, {0x1681, 0x169A}, {0x16A0, 0x16EA}, {0x16F1, 0x16F8}, {0x1700, 0x1711}, {0x171F, 0x1731},
-    {0x1740, 0x1751}, {0x1760, 0x176C}, {0x176E, 0x1770}, {0x1780, 0x17B3}, {0x17D7, 0x17D7}, {0x17DC, 0x17DC},
-    {0x1820, 0x1878}, {0x1880, 0x1884}, {0x1887, 0x18A8}, {0x18AA, 0x18AA}, {0x18B0, 0x18F5}, {0x1900, 0x191E},
-    {0x1950, 0x196D}, {0x1970, 0x1974}, {0x1980, 0x19AB}, {0x19B0, 0x19C9}, {0x1A00, 0x1A16}, {0x1A20, 0x1A54},
-    {0x1AA7, 0x1AA7}, {0x1B05, 0x1B33}, {0x1B45, 0x1B4C}, {0x1B83, 0x1BA0}, {0x1BAE, 0x1BAF}, {0x1BBA, 0x1BE5},
-    {0x1C00, 0x1C23}, {0x1C4D, 0x1C4F}, {0x1C5A, 0x1C7D}, {0x1C80, 0x1C88}, {0x1C90, 0x1CBA}, {0x1CBD, 0x1CBF},
-    {0x1CE9, 0x1CEC}, {0x1CEE, 0x1CF3}, {0x1CF5, 0x1CF6}, {0x1CFA, 0x1CFA}, {0x1D00, 0x1DBF}, {0x1E00, 0x1F15},
-    {0x1F18, 0x1F1D}, {0x1F20, 0x1F45}, {0x1F48, 0x1F4D}, {0x1F50, 0x1F57}, {0x1F59, 0x1F59}, {0x1F5B, 0x1F5B},
-    {0x1F5D, 0x1F5D}, {0x1F5F, 0x1F7D}, {0x1F80, 0x1FB4}, {0x1FB6, 0x1FBC}, {0x1FBE, 0x1FBE}, {0x1FC2, 0x1FC4},
-    {0x1FC6, 0x1FCC}, {0x1FD0, 0x1FD3}, {0x1FD6, 0x1FDB}, {0x1FE0, 0x1FEC}, {0x1FF2, 0x1FF4}, {0x1FF6, 0x1FFC},
-    {0x2071, 0x2071}, {0x207F, 0x207F}, {0x2090, 0x209C}, {0x2102, 0x2102}, {0x2107, 0x2107}, {0x210A, 0x2113},
-    {0x2115, 0x2115}, {0x2119, 0x211D}, {0x2124, 0x2124}, {0x2126, 0x2126}, {0x2128, 0x2128}, {0x212A, 0x212D},
-    {0x212F, 0x2139}, {0x213C, 0x213F}, {0x2145, 0x2149}, {0x214E, 0x214E}, {0x2183, 0x2184}, {0x2C00, 0x2CE4},
-    {0x2CEB, 0x2CEE}, {0x2CF2, 0x2CF3}, {0x2D00, 0x2D25}, {0x2D27, 0x2D27}, {0x2D2D, 0x2D2D}, {0x2D30, 0x2D67},
-    {0x2D6F, 0x2D6F}, {0x2D80, 0x2D96}, {0x2DA0, 0x2DA6}, {0x2DA8, 0x2DAE}, {0x2DB0, 0x2DB6}, {0x2DB8, 0x2DBE},
-    {0x2DC0, 0x2DC6}, {0x2DC8, 0x2DCE}, {0x2DD0, 0x2DD6}, {0x2DD8, 0x2DDE}, {0x2E2F, 0x2E2F}, {0x3005, 0x3006},
-    {0x3031, 0x3035}, {0x303B, 0x303C}, {0x3041, 0x3096}, {0x309D, 0x309F}, {0x30A1, 0x30FA}, {0x30FC, 0x30FF},
-    {0x3105, 0x312F}, {0x3131, 0x318E}, {0x31A0, 0x31BF}, {0x31F0, 0x31FF}, {0x3400, 0x4DBF}, {0x4E00, 0xA48C},
-    {0xA4D0, 0xA4FD}, {0xA500, 0xA60C}, {0xA610, 0xA61F}, {0xA62A, 0xA62B}, {0xA640, 0xA66E}, {0xA67F, 0xA69D},
-    {0xA6A0, 0xA6E5}, {0xA717, 0xA71F}, {0xA722, 0xA788}, {0xA78B, 0xA7CA}, {0xA7D0, 0xA7D1}, {0xA7D3, 0xA7D3},
-    {0xA7D5, 0xA7D9}, {0xA7F2, 0xA801}, {0xA803, 0xA805}, {0xA807, 0xA80A}, {0xA80C, 0xA822}, {0xA840, 0xA873},
-    {0xA882, 0xA8B3}, {0xA8F2, 0xA8F7}, {0xA8FB, 0xA8FB}, {0xA8FD, 0xA8FE}, {0xA90A, 0xA925}, {0xA930, 0xA946},
-    {0xA960, 0xA97C}, {0xA984, 0xA9B2}, {0xA9CF, 0xA9CF}, {0xA9E0, 0xA9E4}, {0xA9E6, 0xA9EF}, {0xA9FA, 0xA9FE},
-    {0xAA00, 0xAA28}, {0xAA40, 0xAA42}, {0xAA44, 0xAA4B}, {0xAA60, 0xAA76}, {0xAA7A, 0xAA7A}, {0xAA7E, 0xAAAF},
-    {0xAAB1, 0xAAB1}, {0xAAB5, 0xAAB6}, {0xAAB9, 0xAABD}, {0xAAC0, 0xAAC0}, {0xAAC2, 0xAAC2}, {0xAADB, 0xAADD},
-    {0xAAE0, 0xAAEA}, {0xAAF2, 0xAAF4}, {0xAB01, 0xAB06}, {0xAB09, 0xAB0E}, {0xAB11, 0xAB16}, {0xAB20, 0xAB26},
-    {0xAB28, 0xAB2E}, {0xAB30, 0xAB5A}, {0xAB5C, 0xAB69}, {0xAB70, 0xABE2}, {0xAC00, 0xD7A3}, {0xD7B0, 0xD7C6},
-    {0xD7CB, 0xD7FB}, {0xF900, 0xFA6D}, {0xFA70, 0xFAD9}, {0xFB00, 0xFB06}, {0xFB13, 0xFB17}, {0xFB1D, 0xFB1D},
-    {0xFB1F, 0xFB28}, {0xFB2A, 0xFB36}, {0xFB38, 0xFB3C}, {0xFB3E, 0xFB3E}, {0xFB40, 0xFB41}, {0xFB43, 0xFB44},
-    {0xFB46, 0xFBB1}, {0xFBD3, 0xFD3D}, {0xFD50, 0xFD8F}, {0xFD92, 0xFDC7}, {0xFDF0, 0xFDFB}, {0xFE70, 0xFE74},
-    {0xFE76, 0xFEFC}, {0xFF21, 0xFF3A}, {0xFF41, 0xFF5A}, {0xFF66, 0xFFBE}, {0xFFC2, 0xFFC7}, {0xFFCA, 0xFFCF},
-    {0xFFD2, 0xFFD7}, {0xFFDA, 0xFFDC}, {0x10000, 0x1000B}, {0x1000D, 0x10026}, {0x10028, 0x1003A}, {0x1003C, 0x1003D},
-    {0x1003F, 0x1004D}, {0x10050, 0x1005D}, {0x10080, 0x100FA}, {0x10280, 0x1029C}, {0x102A0, 0x102D0}, {0x10300, 0x1031F},
-    {0x1032D, 0x10340}, {0x10342, 0x10349}, {0x10350, 0x10375}, {0x10380, 0x1039D}, {0x103A0, 0x103C3}, {0x103C8, 0x103CF},
-    {0x10400, 0x1049D}, {0x104B0, 0x104D3}, {0x104D8, 0x104FB}, {0x10500, 0x10527}, {0x10530, 0x10563}, {0x10570, 0x1057A},
-    {0x1057C, 0x1058A}, {0x1058C, 0x10592}, {0x10594, 0x10595}, {0x10597, 0x105A1}, {0x105A3, 0x105B1}, {0x105B3, 0x105B9},
-    {0x105BB, 0x105BC}, {0x10600, 0x10736}, {0x10740, 0x10755}, {0x10760, 0x10767}, {0x10780, 0x10785}, {0x10787, 0x107B0},
-    {0x107B2, 0x107BA}, {0x10800, 0x10805}, {0x10808, 0x10808}, {0x1080A, 0x10835}, {0x10837, 0x10838}, {0x1083C, 0x1083C},
-    {0x1083F, 0x10855}, {0x10860, 0x10876}, {0x10880, 0x1089E}, {0x108E0, 0x108F2}, {0x108F4, 0x108F5}, {0x10900, 0x10915},
-    {0x10920, 0x10939}, {0x10980, 0x109B7}, {0x109BE, 0x109BF}, {0x10A00, 0x10A00}, {0x10A10, 0x10A13}, {0x10A15, 0x10A17},
-    {0x10A19, 0x10A35}, {0x10A60, 0x10A7C}, {0x10A80, 0x10A9C}, {0x10AC0, 0x10AC7}, {0x10AC9, 0x10AE4}, {0x10B00, 0x10B35},
-    {0x10B40, 0x10B55}, {0x10B60, 0x10B72}, {0x10B80, 0x10B91}, {0x10C00, 0x10C48}, {0x10C80, 0x10CB2}, {0x10CC0, 0x10CF2},
-    {0x10D00, 0x10D23}, {0x10E80, 0x10EA9}, {0x10EB0, 0x10EB1}, {0x10F00, 0x10F1C}, {0x10F27, 0x10F27}, {0x10F30, 0x10F45},
-    {0x10F70, 0x10F81}, {0x10FB0, 0x10FC4}, {0x10FE0, 0x10FF6}, {0x11003, 0x11037}, {0x11071, 0x11072}, {0x11075, 0x11075},
-    {0x11083, 0x110AF}, {0x110D0, 0x110E8}, {0x11103, 0x11126}, {0x11144, 0x11144}, {0x11147, 0x11147}, {0x11150, 0x11172},
-    {0x11176, 0x11176}, {0x11183, 0x111B2}, {0x111C1, 0x111C4}, {0x111DA, 0x111DA}, {0x111DC, 0x111DC}, {0x11200, 0x11211},
-    {0x11213, 0x1122B}, {0x11280, 0x11286}, {0x11288, 0x11288}, {0x1128A, 0x1128D}, {0x1128F, 0x1129D}, {0x1129F, 0x112A8},
-    {0x112B0, 0x112DE}, {0x11305, 0x1130C}, {0x1130F, 0x11310}, {0x11313, 0x11328}, {0x1132A, 0x11330}, {0x11332, 0x11333},
-    {0x11335, 0x11339}, {0x1133D, 0x1133D}, {0x11350, 0x11350}, {0x1135D, 0x11361}, {0x11400, 0x11434}, {0x11447, 0x1144A},
-    {0x1145F, 0x11461}, {0x11480, 0x114AF}, {0x114C4, 0x114C5}, {0x114C7, 0x114C7}, {0x11580, 0x115AE}, {0x115D8, 0x115DB},
-    {0x11600, 0x1162F}, {0x11644, 0x11644}, {0x11680, 0x116AA}, {0x116B8, 0x116B8}, {0x11700, 0x1171A}, {0x11740, 0x11746},
-    {0x11800, 0x1182B}, {0x118A0, 0x118DF}, {0x118FF, 0x11906}, {0x11909, 0x11909}, {0x1190C, 0x11913}, {0x11915, 0x11916},
-    {0x11918, 0x1192F}, {0x1193F, 0x1193F}, {0x11941, 0x11941}, {0x119A0, 0x119A7}, {0x119AA, 0x119D0}, {0x119E1, 0x119E1},
-    {0x119E3, 0x119E3}, {0x11A00, 0x11A00}, {0x11A0B, 0x11A32}, {0x11A3A, 0x11A3A}, {0x11A50, 0x11A50}, {0x11A5C, 0x11A89},
-    {0x11A9D, 0x11A9D}, {0x11AB0, 0x11AF8}, {0x11C00, 0x11C08}, {0x11C0A, 0x11C2E}, {0x11C40, 0x11C40}, {0x11C72, 0x11C8F},
-    {0x11D00, 0x11D06}, {0x11D08, 0x11D09}, {0x11D0B, 0x11D30}, {0x11D46, 0x11D46}, {0x11D60, 0x11D65}, {0x11D67, 0x11D68},
-    {0x11D6A, 0x11D89}, {0x11D98, 0x11D98}, {0x11EE0, 0x11EF2}, {0x11FB0, 0x11FB0}, {0x12000, 0x12399}, {0x12480, 0x12543},
-    {0x12F90, 0x12FF0}, {0x13000, 0x1342E}, {0x14400, 0x14646}, {0x16800, 0x16A38}, {0x16A40, 0x16A5E}, {0x16A70, 0x16ABE},
-    {0x16AD0, 0x16AED}, {0x16B00, 0x16B2F}, {0x16B40, 0x16B43}, {0x16B63, 0x16B77}, {0x16B7D, 0x16B8F}, {0x16E40, 0x16E7F},
-    {0x16F00, 0x16F4A}, {0x16F50, 0x16F50}, {0x16F93, 0x16F9F}, {0x16FE0, 0x16FE1}, {0x16FE3, 0x16FE3}, {0x17000, 0x187F7},
-    {0x18800, 0x18CD5}, {0x18D00, 0x18D08}, {0x1AFF0, 0x1AFF3}, {0x1AFF5, 0x1AFFB}, {0x1AFFD, 0x1AFFE}, {0x1B000, 0x1B122},
-    {0x1B150, 0x1B152}, {0x1B164, 0x1B167}, {0x1B170, 0x1B2FB}, {0x1BC00, 0x1BC6A}, {0x1BC70, 0x1BC7C}, {0x1BC80, 0x1BC88},
-    {0x1BC90, 0x1BC99}, {0x1D400, 0x1D454}, {0x1D456, 0x1D49C}, {0x1D49E, 0x1D49F}, {0x1D4A2, 0x1D4A2}, {0x1D4A5, 0x1D4A6},
-    {0x1D4A9, 0x1D4AC}, {0x1D4AE, 0x1D4B9}, {0x1D4BB, 0x1D4BB}, {0x1D4BD, 0x1D4C3}, {0x1D4C5, 0x1D505}, {0x1D507, 0x1D50A},
-    {0x1D50D, 0x1D514}, {0x1D516, 0x1D51C}, {0x1D51E, 0x1D539}, {0x1D53B, 0x1D53E}, {0x1D540, 0x1D544}, {0x1D546, 0x1D546},
-    {0x1D54A, 0x1D550}, {0x1D552, 0x1D6A5}, {0x1D6A8, 0x1D6C0}, {0x1D6C2, 0x1D6DA}, {0x1D6DC, 0x1D6FA}, {0x1D6FC, 0x1D714},
-    {0x1D716, 0x1D734}, {0x1D736, 0x1D74E}, {0x1D750, 0x1D76E}, {0x1D770, 0x1D788}, {0x1D78A, 0x1D7A8}, {0x1D7AA, 0x1D7C2},
-    {0x1D7C4, 0x1D7CB}, {0x1DF00, 0x1DF1E}, {0x1E100, 0x1E12C}, {0x1E137, 0x1E13D}, {0x1E14E, 0x1E14E}, {0x1E290, 0x1E2AD},
-    {0x1E2C0, 0x1E2EB}, {0x1E7E0, 0x1E7E6}, {0x1E7E8, 0x1E7EB}, {0x1E7ED, 0x1E7EE}, {0x1E7F0, 0x1E7FE}, {0x1E800, 0x1E8C4},
-    {0x1E900, 0x1E943}, {0x1E94B, 0x1E94B}, {0x1EE00, 0x1EE03}, {0x1EE05, 0x1EE1F}, {0x1EE21, 0x1EE22}, {0x1EE24, 0x1EE24},
-    {0x1EE27, 0x1EE27}, {0x1EE29, 0x1EE32}, {0x1EE34, 0x1EE37}, {0x1EE39, 0x1EE39}, {0x1EE3B, 0x1EE3B}, {0x1EE42, 0x1EE42},
-    {0x1EE47, 0x1EE47}, {0x1EE49, 0x1EE49}, {0x1EE4B, 0x1EE4B}, {0x1EE4D, 0x1EE4F}, {0x1EE51, 0x1EE52}, {0x1EE54, 0x1EE54},
-    {0x1EE57, 0x1EE57}, {0x1EE59, 0x1EE59}, {0x1EE5B, 0x1EE5B}, {0x1EE5D, 0x1EE5D}, {0x1EE5F, 0x1EE5F}, {0x1EE61, 0x1EE62},
-    {0x1EE64, 0x1EE64}, {0x1EE67, 0x1EE6A}, {0x1EE6C, 0x1EE72}, {0x1EE74, 0x1EE77}, {0x1EE79, 0x1EE7C}, {0x1EE7E, 0x1EE7E},
-    {0x1EE80, 0x1EE89}, {0x1EE8B, 0x1EE9B}, {0x1EEA1, 0x1EEA3}, {0x1EEA5, 0x1EEA9}, {0x1EEAB, 0x1EEBB}, {0x20000, 0x2A6DF},
-    {0x2A700, 0x2B738}, {0x2B740, 0x2B81D}, {0x2B820, 0x2CEA1}, {0x2CEB0, 0x2EBE0}, {0x2F800, 0x2FA1D}, {0x30000, 0x3134A},
-};
-static const uint32_t unicode_numbers[][2] = {   /* 134 ranges */
-    {0x30, 0x39}, {0xB2, 0xB3}, {0xB9, 0xB9}, {0xBC, 0xBE}, {0x660, 0x669}, {0x6F0, 0x6F9},
-    {0x7C0, 0x7C9}, {0x966, 0x96F}, {0x9E6, 0x9EF}, {0x9F4, 0x9F9}, {0xA66, 0xA6F}, {0xAE6, 0xAEF},
-    {0xB66, 0xB6F}, {0xB72, 0xB77}, {0xBE6, 0xBF2}, {0xC66, 0xC6F}, {0xC78, 0xC7E}, {0xCE6, 0xCEF},
-    {0xD58, 0xD5E}, {0xD66, 0xD78}, {0xDE6, 0xDEF}, {0xE50, 0xE59}, {0xED0, 0xED9}, {0xF20, 0xF33},
-    {0x1040, 0x1049}, {0x1090, 0x1099}, {0x1369, 0x137C}, {0x16EE, 0x16F0}, {0x17E0, 0x17E9}, {0x17F0, 0x17F9},
-    {0x1810, 0x1819}, {0x1946, 0x194F}, {0x19D0, 0x19DA}, {0x1A80, 0x1A89}, {0x1A90, 0x1A99}, {0x1B50, 0x1B59},
-    {0x1BB0, 0x1BB9}, {0x1C40, 0x1C49}, {0x1C50, 0x1C59}, {0x2070, 0x2070}, {0x2074, 0x2079}, {0x2080, 0x2089},
-    {0x2150, 0x2182}, {0x2185, 0x2189}, {0x2460, 0x249B}, {0x24EA, 0x24FF}, {0x2776, 0x2793}, {0x2CFD, 0x2CFD},
-    {0x3007, 0x3007}, {0x3021, 0x3029}, {0x3038, 0x303A}, {0x3192, 0x3195}, {0x3220, 0x3229}, {0x3248, 0x324F},
-    {0x3251, 0x325F}, {0x3280, 0x3289}, {0x32B1, 0x32BF}, {0xA620, 0xA629}, {0xA6E6, 0xA6EF}, {0xA830, 0xA835},
-    {0xA8D0, 0xA8D9}, {0xA900, 0xA909}, {0xA9D0, 0xA9D9}, {0xA9F0, 0xA9F9}, {0xAA50, 0xAA59}, {0xABF0, 0xABF9},
-    {0xFF10, 0xFF19}, {0x10107, 0x10133}, {0x10140, 0x10178}, {0x1018A, 0x1018B}, {0x102E1, 0x102FB}, {0x10320, 0x10323},
-    {0x10341, 0x10341}, {0x1034A, 0x1034A}, {0x103D1, 0x103D5}, {0x104A0, 0x104A9}, {0x10858, 0x1085F}, {0x10879, 0x1087F},
-    {0x108A7, 0x108AF}, {0x108FB, 0x108FF}, {0x10916, 0x1091B}, {0x109BC, 0x109BD}, {0x109C0, 0x109CF}, {0x109D2, 0x109FF},
-    {0x10A40, 0x10A48}, {0x10A7D, 0x10A7E}, {0x10A9D, 0x10A9F}, {0x10AEB, 0x10AEF}, {0x10B58, 0x10B5F}, {0x10B78, 0x10B7F},
-    {0x10BA9, 0x10BAF}, {0x10CFA, 0x10CFF}, {0x10D30, 0x10D39}, {0x10E60, 0x10E7E}, {0x10F1D, 0x10F26}, {0x10F51, 0x10F54},
-    {0x10FC5, 0x10FCB}, {0x11052, 0x1106F}, {0x110F0, 0x110F9}, {0x11136, 0x1113F}, {0x111D0, 0x111D9}, {0x111E1, 0x111F4},
-    {0x112F0, 0x112F9}, {0x11450, 0x11459}, {0x114D0, 0x114D9}, {0x11650, 0x11659}, {0x116C0, 0x116C9}, {0x11730, 0x1173B},
-    {0x118E0, 0x118F2}, {0x11950, 0x11959}, {0x11C50, 0x11C6C}, {0x11D50, 0x11D59}, {0x11DA0, 0x11DA9}, {0x11FC0, 0x11FD4},
-    {0x12400, 0x1246E}, {0x16A60, 0x16A69}, {0x16AC0, 0x16AC9}, {0x16B50, 0x16B59}, {0x16B5B, 0x16B61}, {0x16E80, 0x16E96},
-    {0x1D2E0, 0x1D2F3}, {0x1D360, 0x1D378}, {0x1D7CE, 0x1D7FF}, {0x1E140, 0x1E149}, {0x1E2F0, 0x1E2F9}, {0x1E8C7, 0x1E8CF},
-    {0x1E950, 0x1E959}, {0x1EC71, 0x1ECAB}, {0x1ECAD, 0x1ECAF}, {0x1ECB1, 0x1ECB4}, {0x1ED01, 0x1ED2D}, {0x1ED2F, 0x1ED3D},
-    {0x1F100, 0x1F10C}, {0x1FBF0, 0x1FBF9},
-};
-static const uint32_t unicode_spaces[][2] = {   /* 10 ranges */
-    {0x9, 0xD}, {0x20, 0x20}, {0x85, 0x85}, {0xA0, 0xA0}, {0x1680, 0x1680}, {0x2000, 0x200A},
-    {0x2028, 0x2029}, {0x202F, 0x202F}, {0x205F, 0x205F}, {0x3000, 0x3000},
-};
-
-static int in_ranges(uint32_t cp, const uint32_t (*r)[2], int n)
-{
-    int lo = 0, hi = n - 1;
-    while (lo <= hi) {
-        int mid = (lo + hi) / 2;
-        if (cp < r[mid][0]) hi = mid - 1;
-        else if (cp > r[mid][1]) lo = mid + 1;
-        else return 1;
-    }
-    return 0;
-}
-
-#define N_RANGES(t) ((int)(sizeof t / sizeof t[0]))
-static int is_letter(uint32_t cp) { return cp < 0x80 ? ((cp | 32) >= 'a' && (cp | 32) <= 'z') : in_ranges(cp, unicode_letters, N_RANGES(unicode_letters)); }
-static int is_number(uint32_t cp) { return cp < 0x80 ? (cp >= '0' && cp <= '9') : in_ranges(cp, unicode_numbers, N_RANGES(unicode_numbers)); }
-static int is_space(uint32_t cp) { return in_ranges(cp, unicode_spaces, N_RANGES(unicode_spaces)); }
+/* The Unicode classes the pre-tokenizer regexes name: \p{L}, \p{N} and \s, looked up in
+   the range tables of Appendix B. */
+static int is_letter(uint32_t cp);
+static int is_number(uint32_t cp);
+static int is_space(uint32_t cp);
 
 /* Decodes the code point at s[*i] (advancing *i); invalid UTF-8 yields 0xFFFD and one byte. */
 static uint32_t utf8_next(const char *s, size_t n, size_t *i)
@@ -2246,179 +2129,6 @@ int kvl_decode(const KvlTokenizer *t, const int *ids, int n, int skip_special, c
 /* The id of a token string (added tokens included), or -1. */
 int kvl_token_id(const KvlTokenizer *t, const char *token) { return tok_id_of(t, token); }
 
-/* ---- training a byte-level BPE tokenizer (for the model kvlora trains itself) ---- */
-
-typedef struct { int left, right; long long count; } PairCount;
-
-static int compare_pairs(const void *a, const void *b)
-{
-    const PairCount *x = a, *y = b;
-    if (x->left != y->left) return x->left < y->left ? -1 : 1;
-    return x->right < y->right ? -1 : x->right > y->right;
-}
-
-/* A token's string as tokenizer.json spells it: each byte through GPT-2's byte map. */
-static int buf_push_byte_level(Buf *b, const char *bytes, size_t n, const uint32_t byte_to_cp[256])
-{
-    Buf mapped = {0};
-    int r = buf_push(&mapped, "", 0);
-    for (size_t i = 0; i < n && !r; i++) {
-        uint32_t cp = byte_to_cp[(unsigned char)bytes[i]];
-        char u[3];
-        if (cp < 0x80) { u[0] = (char)cp; r = buf_push(&mapped, u, 1); }
-        else { u[0] = (char)(0xC0 | (cp >> 6)); u[1] = (char)(0x80 | (cp & 0x3F)); r = buf_push(&mapped, u, 2); }
-    }
-    r = r || buf_push_json_string(b, mapped.data);
-    free(mapped.data);
-    return r;
-}
-
-/* Byte-pair encoding (Sennrich et al. 2016) learnt from text: cut the text into words with
-   GPT-2's pre-tokenizer, start every word from its bytes, and repeatedly merge the most
-   frequent adjacent pair of tokens (ties: the smallest pair of ids) into a new token, until
-   there are vocab_size tokens or no pair occurs twice. A pair that touches a digit is never
-   merged, so that a number is one token per digit (a needle's code is copied digit by
-   digit). *json receives a tokenizer.json that kvl_tokenizer_load and Hugging Face's
-   tokenizers both read: ids 0 and 1 are <s> and </s>, 2..257 the bytes, then the merges in
-   the order they were learnt; encoding adds <s> in front. */
-int kvl_bpe_train(const char *text, size_t len, int vocab_size, char **json, size_t *json_len)
-{
-    enum { N_SPECIAL = 2, N_BYTES = 256 };
-    if (vocab_size < N_SPECIAL + N_BYTES || vocab_size > 1 << 20)
-        return fail("BPE training: vocabulary of %d tokens (%d .. %d)", vocab_size, N_SPECIAL + N_BYTES, 1 << 20);
-    StrMap word_index = {0};
-    IntList *words = NULL;          /* each distinct word as a list of token ids (ids here: 0 = byte 0) */
-    long long *freq = NULL;
-    int n_words = 0, cap_words = 0, n_tokens = N_BYTES, r = -1;
-    Buf *strings = xcalloc((size_t)vocab_size, sizeof(Buf));       /* each token's bytes */
-    int *merge_left = xmalloc(sizeof(int) * vocab_size), *merge_right = xmalloc(sizeof(int) * vocab_size);
-    char *has_digit = xcalloc((size_t)vocab_size, 1);
-    PairCount *pairs = NULL;
-    size_t n_pairs_cap = 0;
-    Buf out = {0};
-    if (!strings || !merge_left || !merge_right || !has_digit) goto done;
-    for (int b = 0; b < N_BYTES; b++) {
-        char c = (char)b;
-        if (buf_push(&strings[b], &c, 1)) goto done;
-        has_digit[b] = b >= '0' && b <= '9';
-    }
-    /* the distinct words and how often each occurs */
-    for (size_t i = 0; i < len;) {
-        size_t n = pretok_match(REGEX_GPT2, text, len, i);
-        if (n == 0) n = 1;              /* (cannot happen: the last alternative matches any space) */
-        int k = strmap_get(&word_index, text + i, n), previous;
-        if (k < 0) {
-            if (n_words == cap_words) {
-                int cap = cap_words ? 2 * cap_words : 1024;
-                IntList *w2 = realloc(words, sizeof *w2 * cap);
-                if (!w2) { fail("out of memory"); goto done; }
-                words = w2;
-                long long *f2 = realloc(freq, sizeof *f2 * cap);
-                if (!f2) { fail("out of memory"); goto done; }
-                freq = f2;
-                cap_words = cap;
-            }
-            k = n_words++;
-            memset(&words[k], 0, sizeof words[k]);
-            freq[k] = 0;
-            for (size_t j = 0; j < n; j++)
-                if (ints_push(&words[k], (unsigned char)text[i + j])) goto done;
-            if (strmap_put(&word_index, text + i, n, k, &previous)) goto done;
-        }
-        freq[k]++;
-        i += n;
-    }
-    while (n_tokens + N_SPECIAL < vocab_size) {
-        /* count every adjacent pair, weighted by its word's frequency */
-        size_t n_pairs = 0;
-        for (int k = 0; k < n_words; k++) {
-            if (n_pairs + (size_t)words[k].n > n_pairs_cap) {
-                size_t cap = n_pairs_cap ? 2 * n_pairs_cap : 65536;
-                while (cap < n_pairs + (size_t)words[k].n) cap *= 2;
-                PairCount *p2 = realloc(pairs, sizeof *p2 * cap);
-                if (!p2) { fail("out of memory"); goto done; }
-                pairs = p2;
-                n_pairs_cap = cap;
-            }
-            for (int j = 0; j + 1 < words[k].n; j++) {
-                int a = words[k].data[j], b = words[k].data[j + 1];
-                if (has_digit[a] || has_digit[b]) continue;
-                pairs[n_pairs++] = (PairCount){a, b, freq[k]};
-            }
-        }
-        if (n_pairs == 0) break;
-        qsort(pairs, n_pairs, sizeof *pairs, compare_pairs);
-        PairCount best = {-1, -1, 0};
-        for (size_t i = 0; i < n_pairs;) {
-            PairCount sum = pairs[i];
-            size_t j = i + 1;
-            for (; j < n_pairs && pairs[j].left == sum.left && pairs[j].right == sum.right; j++) sum.count += pairs[j].count;
-            if (sum.count > best.count) best = sum;     /* strictly greater: the first (smallest) pair wins ties */
-            i = j;
-        }
-        if (best.count < 2) break;
-        int id = n_tokens++;
-        merge_left[id] = best.left;
-        merge_right[id] = best.right;
-        if (buf_push(&strings[id], strings[best.left].data, strings[best.left].len) ||
-            buf_push(&strings[id], strings[best.right].data, strings[best.right].len))
-            goto done;
-        for (int k = 0; k < n_words; k++) {             /* apply the merge, left to right */
-            IntList *w = &words[k];
-            int to = 0;
-            for (int j = 0; j < w->n; j++) {
-                if (j + 1 < w->n && w->data[j] == best.left && w->data[j + 1] == best.right) { w->data[to++] = id; j++; }
-                else w->data[to++] = w->data[j];
-            }
-            w->n = to;
-        }
-    }
-    /* tokenizer.json */
-    uint32_t byte_to_cp[256];
-    byte_level_map(byte_to_cp);
-    if (buf_puts(&out, "{\n  \"version\": \"1.0\",\n  \"truncation\": null,\n  \"padding\": null,\n  \"added_tokens\": [\n")) goto done;
-    for (int i = 0; i < N_SPECIAL; i++)
-        if (buf_printf(&out, "    {\"id\": %d, \"content\": \"%s\", \"single_word\": false, \"lstrip\": false, \"rstrip\": false, "
-                             "\"normalized\": false, \"special\": true}%s\n", i, i ? "</s>" : "<s>", i + 1 < N_SPECIAL ? "," : ""))
-            goto done;
-    if (buf_puts(&out, "  ],\n  \"normalizer\": null,\n"
-                       "  \"pre_tokenizer\": {\"type\": \"ByteLevel\", \"add_prefix_space\": false, \"trim_offsets\": true, \"use_regex\": true},\n"
-                       "  \"post_processor\": {\"type\": \"TemplateProcessing\",\n"
-                       "    \"single\": [{\"SpecialToken\": {\"id\": \"<s>\", \"type_id\": 0}}, {\"Sequence\": {\"id\": \"A\", \"type_id\": 0}}],\n"
-                       "    \"pair\": [{\"SpecialToken\": {\"id\": \"<s>\", \"type_id\": 0}}, {\"Sequence\": {\"id\": \"A\", \"type_id\": 0}}, "
-                       "{\"Sequence\": {\"id\": \"B\", \"type_id\": 1}}],\n"
-                       "    \"special_tokens\": {\"<s>\": {\"id\": \"<s>\", \"ids\": [0], \"tokens\": [\"<s>\"]}}},\n"
-                       "  \"decoder\": {\"type\": \"ByteLevel\", \"add_prefix_space\": true, \"trim_offsets\": true, \"use_regex\": true},\n"
-                       "  \"model\": {\"type\": \"BPE\", \"dropout\": null, \"unk_token\": null, \"continuing_subword_prefix\": null, "
-                       "\"end_of_word_suffix\": null, \"fuse_unk\": false, \"byte_fallback\": false, \"ignore_merges\": false,\n"
-                       "    \"vocab\": {\"<s>\": 0, \"</s>\": 1"))
-        goto done;
-    for (int id = 0; id < n_tokens; id++) {
-        if (buf_puts(&out, id % 8 ? ", " : ",\n      ") ||
-            buf_push_byte_level(&out, strings[id].data, strings[id].len, byte_to_cp) || buf_printf(&out, ": %d", id + N_SPECIAL))
-            goto done;
-    }
-    if (buf_puts(&out, "},\n    \"merges\": [")) goto done;
-    for (int id = N_BYTES; id < n_tokens; id++) {
-        if (buf_puts(&out, id == N_BYTES ? "\n      [" : ",\n      [") ||
-            buf_push_byte_level(&out, strings[merge_left[id]].data, strings[merge_left[id]].len, byte_to_cp) || buf_puts(&out, ", ") ||
-            buf_push_byte_level(&out, strings[merge_right[id]].data, strings[merge_right[id]].len, byte_to_cp) || buf_puts(&out, "]"))
-            goto done;
-    }
-    if (buf_puts(&out, "]}\n}\n")) goto done;
-    *json = out.data;
-    *json_len = out.len;
-    out.data = NULL;
-    r = 0;
-done:
-    if (r) error_wrap("BPE training");
-    for (int k = 0; k < n_words; k++) free(words[k].data);
-    for (int i = 0; strings && i < vocab_size; i++) free(strings[i].data);
-    free(words); free(freq); free(strings); free(merge_left); free(merge_right); free(has_digit); free(pairs); free(out.data);
-    strmap_free(&word_index);
-    return r;
-}
-
 /* ------------------------------------------------------------------------------------ */
 /* 5. The model: config.json, the weights, the KV cache                                  */
 /*                                                                                       */
@@ -2908,8 +2618,572 @@ void kvl_cache_free(KvlCache *c)
     memset(c, 0, sizeof *c);
 }
 
+/* A fingerprint of a model: its shape and a sample of its weights' bits, hashed with
+   FNV-1a. Caches and adapters carry it, so that one made for another model is refused. */
+static void model_fingerprint(const KvlModel *m, char out[17])
+{
+    const KvlConfig *c = &m->config;
+    uint64_t h = 0xcbf29ce484222325ull;
+    int dims[] = {c->dim, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, c->ffn_dim, c->vocab_size, (int)c->arch};
+    unsigned char b[4];
+    for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++) {
+        write_u32_le(b, (uint32_t)dims[i]);
+        for (int k = 0; k < 4; k++) h = (h ^ b[k]) * 0x100000001b3ull;
+    }
+    for (size_t i = 0; i < m->n_params; i += 997) {
+        write_u32_le(b, bits_from_f32(m->memory[i]));
+        for (int k = 0; k < 4; k++) h = (h ^ b[k]) * 0x100000001b3ull;
+    }
+    snprintf(out, 17, "%016llx", (unsigned long long)h);
+}
+
+/* The KV cache as a file: layers.N.k and layers.N.v, [KVH, T, HD] each, and tokens
+   (I32 [T]); the metadata names the model (fingerprint) and the prefix length. */
+int kvl_cache_save(const KvlCache *cache, const KvlModel *m, const int *tokens, int n_prefix, KvlDtype dtype, const char *path)
+{
+    int L = cache->n_layers, T = cache->n_tokens, KVH = cache->n_kv_heads, HD = cache->head_dim;
+    KvlTensorOut *ts = xcalloc((size_t)2 * L + 1, sizeof *ts);
+    char *names = xcalloc((size_t)2 * L, 32);
+    float *packed = xmalloc(sizeof(float) * 2 * (size_t)L * KVH * T * HD + 1);
+    if (!ts || !names || !packed) { free(ts); free(names); free(packed); return error_wrap("%s", path); }
+    /* the cache holds max_tokens positions per head; the file holds the T filled ones */
+    for (int l = 0; l < L; l++)
+        for (int kv = 0; kv < 2; kv++) {
+            float *dst = packed + ((size_t)(2 * l + kv)) * KVH * T * HD;
+            const float *src = kv ? cache->v : cache->k;
+            for (int h = 0; h < KVH; h++)
+                memcpy(dst + (size_t)h * T * HD, src + (((size_t)l * KVH + h) * cache->max_tokens) * HD, sizeof(float) * T * HD);
+            char *name = names + (size_t)(2 * l + kv) * 32;
+            snprintf(name, 32, "layers.%d.%c", l, kv ? 'v' : 'k');
+            KvlTensorOut t = {name, dtype, 3, {KVH, T, HD}, dst};
+            ts[2 * l + kv] = t;
+        }
+    KvlTensorOut tok = {"tokens", KVL_I32, 1, {T}, tokens};
+    ts[2 * L] = tok;
+    char fingerprint[17], prefix[16];
+    model_fingerprint(m, fingerprint);
+    snprintf(prefix, sizeof prefix, "%d", n_prefix);
+    const char *mk[4] = {"format", "kvlora_version", "model_fingerprint", "prefix_length"};
+    const char *mv[4] = {"kvlora cache", KVL_VERSION, fingerprint, prefix};
+    int r = kvl_st_write(path, ts, 2 * L + 1, mk, mv, 4);
+    free(ts);
+    free(names);
+    free(packed);
+    return r;
+}
+
+/* Reads a cache file written by kvl_cache_save for this model into a fresh cache with
+   room for extra more tokens; *tokens (allocated) gets its ids, *n_prefix the prefix length. */
+int kvl_cache_load(KvlCache *cache, const KvlModel *m, const char *path, int extra, int **tokens, int *n_tokens, int *n_prefix)
+{
+    const KvlConfig *c = &m->config;
+    KvlSafetensors st;
+    *tokens = NULL;
+    memset(cache, 0, sizeof *cache);           /* the error paths free it */
+    if (kvl_st_open(&st, path)) return -1;
+    char fingerprint[17];
+    model_fingerprint(m, fingerprint);
+    const char *format = kvl_st_meta(&st, "format"), *fp = kvl_st_meta(&st, "model_fingerprint"), *pl = kvl_st_meta(&st, "prefix_length");
+    const KvlTensorInfo *tt = kvl_st_find(&st, "tokens");
+    long long prefix = -1;
+    int r = -1;
+    if (!format || strcmp(format, "kvlora cache") != 0) { fail("%s: not a kvlora cache (no __metadata__ format \"kvlora cache\")", path); goto done; }
+    if (!fp || strcmp(fp, fingerprint) != 0) { fail("%s: the cache was recorded with another model (fingerprint %s, this model's is %s)", path, fp ? fp : "none", fingerprint); goto done; }
+    if (!tt || tt->n_dims != 1 || tt->shape[0] < 1 || tt->shape[0] > c->max_positions) { fail("%s: bad or missing 'tokens'", path); goto done; }
+    int T = (int)tt->shape[0];
+    if (!pl || parse_ids(pl, tokens, n_tokens) || *n_tokens != 1 || (prefix = (*tokens)[0]) > T) { fail("%s: bad prefix_length", path); goto done; }
+    free(*tokens);
+    *tokens = xmalloc(sizeof(int) * T);
+    if (!*tokens || kvl_cache_init(cache, c, T + extra > c->max_positions ? c->max_positions : T + extra)) goto done;
+    if (kvl_st_read_i32(&st, tt, *tokens)) goto done;
+    for (int i = 0; i < T; i++)
+        if ((*tokens)[i] < 0 || (*tokens)[i] >= c->vocab_size) { fail("%s: token %d outside the vocabulary", path, (*tokens)[i]); goto done; }
+    float *plane = xmalloc(sizeof(float) * (size_t)c->n_kv_heads * T * c->head_dim);
+    if (!plane) goto done;
+    for (int l = 0; l < c->n_layers; l++)
+        for (int kv = 0; kv < 2; kv++) {
+            char name[32];
+            snprintf(name, sizeof name, "layers.%d.%c", l, kv ? 'v' : 'k');
+            const KvlTensorInfo *t = kvl_st_find(&st, name);
+            if (!t || t->n_dims != 3 || t->shape[0] != c->n_kv_heads || t->shape[1] != T || t->shape[2] != c->head_dim) {
+                fail("%s: tensor '%s' is missing or not [%d, %d, %d]", path, name, c->n_kv_heads, T, c->head_dim);
+                free(plane);
+                goto done;
+            }
+            if (kvl_st_read_f32(&st, t, plane)) { free(plane); goto done; }
+            float *dst = kv ? cache->v : cache->k;
+            for (int h = 0; h < c->n_kv_heads; h++)
+                memcpy(dst + (((size_t)l * c->n_kv_heads + h) * cache->max_tokens) * c->head_dim, plane + (size_t)h * T * c->head_dim,
+                       sizeof(float) * T * c->head_dim);
+        }
+    free(plane);
+    cache->n_tokens = T;
+    *n_tokens = T;
+    *n_prefix = (int)prefix;
+    r = 0;
+done:
+    if (r) { free(*tokens); *tokens = NULL; kvl_cache_free(cache); }
+    kvl_st_close(&st);
+    return r;
+}
+
+/* config.json for a model of shape c, as transformers writes a LlamaForCausalLM's
+   (only for what kvl_config_parse reads back the same: Llama without biases or q/k norms). */
+static int config_json(const KvlConfig *c, Buf *b)
+{
+    if (c->qkv_bias || c->qk_norm || c->sliding_window || c->rope_llama3) return fail("config.json: only plain Llama shapes are written");
+    return buf_printf(b, "{\n  \"architectures\": [\"LlamaForCausalLM\"],\n  \"model_type\": \"llama\",\n"
+                         "  \"hidden_size\": %d,\n  \"intermediate_size\": %d,\n  \"num_hidden_layers\": %d,\n"
+                         "  \"num_attention_heads\": %d,\n  \"num_key_value_heads\": %d,\n  \"head_dim\": %d,\n"
+                         "  \"vocab_size\": %d,\n  \"max_position_embeddings\": %d,\n  \"rms_norm_eps\": %.9g,\n"
+                         "  \"rope_theta\": %.9g,\n  \"tie_word_embeddings\": %s,\n  \"bos_token_id\": %d,\n  \"eos_token_id\": %d,\n"
+                         "  \"hidden_act\": \"silu\",\n  \"attention_bias\": false,\n  \"mlp_bias\": false,\n  \"torch_dtype\": \"float32\"\n}\n",
+                      c->dim, c->ffn_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, c->vocab_size, c->max_positions,
+                      c->rms_eps, c->rope_theta, c->tie_embeddings ? "true" : "false", c->bos_token_id, c->eos_token_id);
+}
+
+/* Writes a model directory: the model's weights, float32, under their Hugging Face names,
+   and src_dir's config.json and tokenizer.json (if any); src_dir NULL: a config.json
+   written from m->config, and no tokenizer. */
+int kvl_model_save(const KvlModel *m, const char *src_dir, const char *out_dir)
+{
+    const KvlConfig *c = &m->config;
+    KvlWeights w = m->w;
+    WeightSpec specs[MAX_WEIGHT_SPECS];
+    int n_specs = weight_specs(c, &w, specs), n = 0;
+    for (int i = 0; i < n_specs; i++) n += specs[i].per_layer ? c->n_layers : 1;
+    KvlTensorOut *ts = xcalloc((size_t)n, sizeof *ts);
+    char *names = xcalloc((size_t)n, 128);
+    char from[4096], to[4096];
+    int r = -1;
+    if (!ts || !names || make_dir(out_dir)) goto done;
+    int k = 0;
+    for (int i = 0; i < n_specs; i++) {
+        int copies = specs[i].per_layer ? c->n_layers : 1;
+        size_t each = (size_t)specs[i].rows * (specs[i].cols ? specs[i].cols : 1);
+        for (int l = 0; l < copies; l++, k++) {
+            snprintf(names + (size_t)k * 128, 128, specs[i].name, l);
+            ts[k].name = names + (size_t)k * 128;
+            ts[k].dtype = KVL_F32;
+            ts[k].n_dims = specs[i].cols ? 2 : 1;
+            ts[k].shape[0] = specs[i].rows;
+            ts[k].shape[1] = specs[i].cols;
+            ts[k].data = *specs[i].ptr + (size_t)l * each;
+        }
+    }
+    const char *mk[1] = {"format"}, *mv[1] = {"pt"};
+    path_join(to, sizeof to, out_dir, "model.safetensors");
+    if (kvl_st_write(to, ts, n, mk, mv, 1)) goto done;
+    path_join(to, sizeof to, out_dir, "config.json");
+    if (!src_dir) {
+        Buf config = {0};
+        r = config_json(c, &config) || write_text_file(to, config.data) ? -1 : 0;
+        free(config.data);
+        goto done;
+    }
+    path_join(from, sizeof from, src_dir, "config.json");
+    if (copy_file(from, to)) goto done;
+    path_join(from, sizeof from, src_dir, "tokenizer.json");
+    path_join(to, sizeof to, out_dir, "tokenizer.json");
+    if (file_exists(from) && copy_file(from, to)) goto done;
+    r = 0;
+done:
+    free(ts);
+    free(names);
+    return r;
+}
+
 /* ------------------------------------------------------------------------------------ */
-/* 6. The forward pass                                                                   */
+/* 6. Layers: forward and backward                                                      */
+/*                                                                                      */
+/* The kernels of a decoder layer, each x_forward followed by its x_backward, as llm.c  */
+/* lays out train_gpt2.c: the matmul, RMSNorm, RoPE, attention, a linear layer with its */
+/* LoRA adapter, SwiGLU, the embedding, and one whole layer. The forward pass (section 7)*/
+/* runs the forwards; the student (section 8) runs both. Each backward opens with its   */
+/* derivative. Arguments come in one order: outputs, values saved for the backward,     */
+/* inputs, weights, sizes (scratch last); a backward mirrors its forward with d names   */
+/* and adds to its gradients with += unless its first comment line says it overwrites.  */
+
+/* The matmul of every linear layer: out[t][o] = sum_i x[t][i] w[o][i] + b[o].
+   x is [T][in], w is [out][in] (nn.Linear's layout), b is [out] or NULL.
+
+   matmul_naive is the definition. matmul computes exactly the same sums in exactly the
+   same order (each output starts at 0 and adds x[t][i] w[o][i] for i = 0, 1, ... in
+   turn, then adds the bias), so the two agree bit for bit; a test checks it. What makes
+   it fast is the order of the loops around that sum: a panel of MM_COLS rows of w is
+   copied transposed into a small buffer that stays in L1, so that the innermost loop
+   runs along MM_COLS independent outputs, which the compiler turns into vector
+   multiplies and adds with no reordering of any sum; a tile of four tokens reuses
+   each loaded panel row. OpenMP splits the panels, never a sum, so the result does not
+   depend on the thread count. (Measured on the SmolLM2-135M shape: see README.) */
+void kvl_matmul_naive(float *out, const float *x, const float *w, const float *b, int T, int in, int n_out)
+{
+    for (int t = 0; t < T; t++)
+        for (int o = 0; o < n_out; o++) {
+            float sum = 0.0f;
+            for (int i = 0; i < in; i++) sum += x[(size_t)t * in + i] * w[(size_t)o * in + i];
+            out[(size_t)t * n_out + o] = b ? sum + b[o] : sum;
+        }
+}
+
+/* The product behind matmul and the backward's products:
+       out[t][n] (+)= sum_k x[t][k] w(k, n)      for t < T, n < N, summed over k = 0, 1, ... in turn,
+   with w(k, n) = w[n][k] when w_is_nk (nn.Linear's [out][in]: the forward) and w[k][n]
+   otherwise (the backward's dx = dy W). With accumulate the sums go on from what out holds.
+   Each output is summed in kvl_matmul_naive's order, so the two agree bit for bit;
+   Appendix A computes it fast. */
+static void gemm(float *out, const float *x, const float *w, int T, int K, int N, int w_is_nk, int accumulate);
+
+static void matmul(float *out, const float *x, const float *w, const float *b, int T, int in, int n_out)
+{
+    gemm(out, x, w, T, in, n_out, 1, 0);
+    if (b)
+        for (int t = 0; t < T; t++)
+            for (int o = 0; o < n_out; o++) out[(size_t)t * n_out + o] += b[o];
+}
+
+/* A dot product with a fixed summation order: eight running partial sums, combined
+   pairwise at the end. The order is written out, so the compiler may vectorise it but
+   not change it; the result is the same on every machine. */
+static float dot(const float *a, const float *b, int n)
+{
+    float acc[8] = {0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; l++) acc[l] += a[i + l] * b[i + l];
+    for (int l = 0; i < n; i++, l++) acc[l] += a[i] * b[i];
+    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
+/* RMSNorm (Zhang & Sennrich 2019), as transformers' LlamaRMSNorm computes it:
+   y = x / sqrt(mean(x^2) + eps) * w. The mean is accumulated in double. */
+static void rmsnorm_forward(float *out, const float *x, const float *w, int n, float eps)
+{
+    double ss = 0.0;
+    for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    float inv_rms = 1.0f / sqrtf((float)(ss / n) + eps);
+    for (int i = 0; i < n; i++) out[i] = x[i] * inv_rms * w[i];
+}
+
+/* RMSNorm backward. With r = 1 / sqrt(mean(x^2) + eps) and y_i = x_i r w_i,
+       dy_i/dx_k = r w_i [i = k] - x_i w_i r^3 x_k / n,
+   so  dx_k += r w_k dy_k - x_k r^3 / n * sum_i dy_i w_i x_i,   and  dw_i += dy_i x_i r
+   (dw NULL: the weight is not trained). */
+static void rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x, const float *w, int n, float eps)
+{
+    double ss = 0.0, dot_dy = 0.0;
+    for (int i = 0; i < n; i++) {
+        ss += (double)x[i] * x[i];
+        dot_dy += (double)dy[i] * w[i] * x[i];
+    }
+    float r = 1.0f / sqrtf((float)(ss / n) + eps);
+    float k = (float)(dot_dy * r * r * r / n);
+    for (int i = 0; i < n; i++) dx[i] += r * w[i] * dy[i] - x[i] * k;
+    if (dw)
+        for (int i = 0; i < n; i++) dw[i] += dy[i] * x[i] * r;
+}
+
+/* Rotary embeddings, Hugging Face's "rotate half" convention: a head vector's first and
+   second halves are the two coordinates of HD/2 planes, and pair i turns by the angle
+   pos * inv_freq[i], inv_freq[i] = theta^(-2i/HD). Computed in float32 as transformers
+   does, so that cos and sin agree to the last bit or two.
+
+   llama3 scaling (Llama 3.1) stretches the long wavelengths: frequencies whose
+   wavelength exceeds original_max / low_freq_factor are divided by factor, those below
+   original_max / high_freq_factor are kept, and those in between are interpolated. */
+static void rope_frequencies(float *inv_freq, const KvlConfig *c)
+{
+    int half = c->head_dim / 2;
+    for (int i = 0; i < half; i++) {
+        float f = 1.0f / powf(c->rope_theta, (float)(2 * i) / (float)c->head_dim);
+        if (c->rope_llama3) {
+            float old_len = (float)c->rope_original_max_positions;
+            float low_wavelen = old_len / c->rope_low_freq_factor, high_wavelen = old_len / c->rope_high_freq_factor;
+            float wavelen = 2.0f * (float)3.14159265358979323846 / f;
+            float scaled = wavelen > low_wavelen ? f / c->rope_factor : f;
+            if (!(wavelen < high_wavelen) && !(wavelen > low_wavelen)) {
+                float smooth = (old_len / wavelen - c->rope_low_freq_factor) / (c->rope_high_freq_factor - c->rope_low_freq_factor);
+                scaled = (1.0f - smooth) * scaled / c->rope_factor + smooth * scaled;
+            }
+            f = scaled;
+        }
+        inv_freq[i] = f;
+    }
+}
+
+static void rope_tables(float *cos_t, float *sin_t, const float *inv_freq, int pos0, int T, int half)
+{
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < half; i++) {
+            float angle = (float)(pos0 + t) * inv_freq[i];
+            cos_t[t * half + i] = cosf(angle);
+            sin_t[t * half + i] = sinf(angle);
+        }
+}
+
+/* Rotates each of n_heads head vectors of v ([n_heads][HD]) by the angles of one position. */
+static void rope_forward(float *v, const float *cos_t, const float *sin_t, int n_heads, int head_dim)
+{
+    int half = head_dim / 2;
+    for (int h = 0; h < n_heads; h++) {
+        float *a = v + h * head_dim, *b = a + half;
+        for (int i = 0; i < half; i++) {
+            float x1 = a[i], x2 = b[i];
+            a[i] = x1 * cos_t[i] - x2 * sin_t[i];
+            b[i] = x2 * cos_t[i] + x1 * sin_t[i];
+        }
+    }
+}
+
+/* RoPE backward: the rotation is orthogonal, so the gradient turns back by -angle:
+   (a, b) -> (a c - b s, b c + a s) has transpose (da, db) = (dy_a c + dy_b s, dy_b c - dy_a s).
+   In place on d ([n_heads][HD]). */
+static void rope_backward(float *d, const float *cos_t, const float *sin_t, int n_heads, int head_dim)
+{
+    int half = head_dim / 2;
+    for (int h = 0; h < n_heads; h++) {
+        float *a = d + h * head_dim, *b = a + half;
+        for (int i = 0; i < half; i++) {
+            float da = a[i], db = b[i];
+            a[i] = da * cos_t[i] + db * sin_t[i];
+            b[i] = db * cos_t[i] - da * sin_t[i];
+        }
+    }
+}
+
+/* Causal attention of T new queries over the cache (which already holds their own keys):
+   for head h, query t at position pos = pos0 + t attends to the positions j <= pos
+   (and j > pos - window with a sliding window),
+       p_tj = softmax_j(q_t . k_j / sqrt(HD)),   out_t = sum_j p_tj v_j,
+   with key/value head h / (H / KVH) (grouped-query attention). The probabilities of head h,
+   query t are written at att + h * head_stride + t * row_stride: the forward pass reuses one
+   row per head (row_stride 0), the student keeps them all for the backward. Threads split
+   the heads. */
+static void attention_forward(float *out, float *att, size_t head_stride, size_t row_stride, const float *q,
+                              const KvlCache *cache, int layer, int pos0, int T, const KvlConfig *c)
+{
+    int H = c->n_heads, HD = c->head_dim, group = c->n_heads / c->n_kv_heads;
+    float scale = 1.0f / sqrtf((float)HD);
+    PARALLEL_FOR
+    for (int h = 0; h < H; h++) {
+        size_t head_offset = ((size_t)layer * c->n_kv_heads + h / group) * cache->max_tokens * HD;
+        const float *keys = cache->k + head_offset, *values = cache->v + head_offset;
+        for (int t = 0; t < T; t++) {
+            int pos = pos0 + t;
+            int first = (c->sliding_window && pos - c->sliding_window + 1 > 0) ? pos - c->sliding_window + 1 : 0;
+            const float *qt = q + ((size_t)t * H + h) * HD;
+            float *p = att + h * head_stride + t * row_stride;
+            float max_score = -INFINITY, sum = 0.0f;
+            for (int j = first; j <= pos; j++) {
+                p[j] = dot(qt, keys + (size_t)j * HD, HD) * scale;
+                if (p[j] > max_score) max_score = p[j];
+            }
+            for (int j = first; j <= pos; j++) {
+                p[j] = expf(p[j] - max_score);
+                sum += p[j];
+            }
+            float *o = out + ((size_t)t * H + h) * HD;
+            for (int d = 0; d < HD; d++) o[d] = 0.0f;
+            for (int j = first; j <= pos; j++) {
+                p[j] /= sum;
+                const float *vj = values + (size_t)j * HD;
+                for (int d = 0; d < HD; d++) o[d] += p[j] * vj[d];
+            }
+        }
+    }
+}
+
+/* Attention backward, for o_t = sum_j p_tj v_j, p_t = softmax_j(s_tj), s_tj = q_t . k_j / sqrt(HD):
+       dv_j  += sum_t p_tj do_t            dp_tj = do_t . v_j
+       ds_tj  = p_tj (dp_tj - sum_j' p_tj' dp_tj')           (the softmax Jacobian)
+       dq_t  += sum_j ds_tj k_j / sqrt(HD)   dk_j += sum_t ds_tj q_t / sqrt(HD)
+   A key/value head collects from every query head of its group, so threads split the
+   key/value heads (each sum keeps one order whatever the thread count).
+   d_q is [T][H*HD] and written (not accumulated); d_k, d_v are [KVH][T][HD], zeroed here. */
+static void attention_backward(float *d_q, float *d_k, float *d_v, float *d_p, const float *d_out, const float *att,
+                               const float *q, const KvlCache *cache, int layer, int T, const KvlConfig *c)
+{
+    int H = c->n_heads, KVH = c->n_kv_heads, HD = c->head_dim, group = H / KVH;
+    float scale = 1.0f / sqrtf((float)HD);
+    PARALLEL_FOR
+    for (int g = 0; g < KVH; g++) {
+        size_t head_offset = ((size_t)layer * KVH + g) * cache->max_tokens * HD;
+        const float *keys = cache->k + head_offset, *values = cache->v + head_offset;
+        float *dk = d_k + (size_t)g * T * HD, *dv = d_v + (size_t)g * T * HD;
+        memset(dk, 0, sizeof(float) * T * HD);
+        memset(dv, 0, sizeof(float) * T * HD);
+        for (int h = g * group; h < (g + 1) * group; h++) {
+            float *dp = d_p + (size_t)h * T;
+            for (int t = 0; t < T; t++) {
+                const float *p = att + ((size_t)h * T + t) * T;
+                const float *dot_ = d_out + ((size_t)t * H + h) * HD, *qt = q + ((size_t)t * H + h) * HD;
+                float *dqt = d_q + ((size_t)t * H + h) * HD;
+                int first = (c->sliding_window && t - c->sliding_window + 1 > 0) ? t - c->sliding_window + 1 : 0;
+                float p_dot_dp = 0.0f;
+                for (int j = first; j <= t; j++) {
+                    dp[j] = dot(dot_, values + (size_t)j * HD, HD);
+                    p_dot_dp += p[j] * dp[j];
+                    for (int d = 0; d < HD; d++) dv[(size_t)j * HD + d] += p[j] * dot_[d];
+                }
+                for (int d = 0; d < HD; d++) dqt[d] = 0.0f;
+                for (int j = first; j <= t; j++) {
+                    float ds = p[j] * (dp[j] - p_dot_dp) * scale;
+                    for (int d = 0; d < HD; d++) {
+                        dqt[d] += ds * keys[(size_t)j * HD + d];
+                        dk[(size_t)j * HD + d] += ds * qt[d];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* A linear layer of the model, with its LoRA adapter when one is attached:
+       y = W x + b + scale * B (A x)      (PEFT: base(x) + lora_B(lora_A(x)) * scaling)
+   u receives A x ([T][R]), which the backward pass needs; tmp is [T][n_out] scratch. */
+static void linear_forward(float *out, float *u, float *tmp, const float *x, const float *w, const float *b,
+                           const KvlLora *lora, KvlTarget target, int layer, int T, int in, int n_out)
+{
+    matmul(out, x, w, b, T, in, n_out);
+    if (!lora || !lora->has[target]) return;
+    int R = lora->rank;
+    matmul(u, x, lora->A[target] + (size_t)layer * R * in, NULL, T, in, R);
+    matmul(tmp, u, lora->B[target] + (size_t)layer * n_out * R, NULL, T, R, n_out);
+    for (size_t i = 0; i < (size_t)T * n_out; i++) out[i] += tmp[i] * lora->scale;
+}
+
+/* dw[o][i] += scale * sum_t dy[t][o] x[t][i]: the gradient of a weight from its layer's
+   output gradient dy [T][O] and input x [T][I]. Threads split the rows o. */
+static void matmul_weight_backward(float *dw, const float *dy, const float *x, float scale, int T, int O, int I)
+{
+    PARALLEL_FOR
+    for (int o = 0; o < O; o++)
+        for (int t = 0; t < T; t++) {
+            float g = dy[(size_t)t * O + o] * scale;
+            const float *xt = x + (size_t)t * I;
+            float *row = dw + (size_t)o * I;
+            for (int i = 0; i < I; i++) row[i] += g * xt[i];
+        }
+}
+
+/* dw[o][i] += scale * sum_t dy[t][o] x[t][i] as one matmul dw += (scale dy)^T x: dy [T][O]
+   is first turned into dy_t [O][T], so that gemm's blocked, thread-independent sums over t
+   do the work. The same products summed in the same order as matmul_weight_backward (a
+   test checks the bits), at the speed of the blocked kernel. */
+static void weight_backward(float *dw, const float *dy, const float *x, float scale, float *dy_t, int T, int O, int I)
+{
+    for (int t = 0; t < T; t++)
+        for (int o = 0; o < O; o++) dy_t[(size_t)o * T + t] = dy[(size_t)t * O + o] * scale;
+    gemm(dw, dy_t, x, O, T, I, 0, 1);
+}
+
+/* Linear layer backward, y = W x + b + s B (A x) with u = A x:
+       dx += dy W + du A,   du = s dy B,   dB += s dy^T u,   dA += du^T x,
+       dW += dy^T x,  db += sum_t dy_t   (only when pretraining: dw non-NULL; db when b exists).
+   dlora (same layout as lora) receives dA and dB. */
+static void linear_backward(float *dx, const float *dy, const float *x, const float *u, float *du, const float *w,
+                            const KvlLora *lora, KvlLora *dlora, KvlTarget target, int layer, int T, int in, int n_out,
+                            float *dw, float *db, float *dy_t)
+{
+    gemm(dx, dy, w, T, n_out, in, 0, 1);
+    if (dw) weight_backward(dw, dy, x, 1.0f, dy_t, T, n_out, in);
+    for (int t = 0; db && t < T; t++)
+        for (int o = 0; o < n_out; o++) db[o] += dy[(size_t)t * n_out + o];
+    if (!lora || !lora->has[target]) return;
+    int R = lora->rank;
+    const float *A = lora->A[target] + (size_t)layer * R * in, *B = lora->B[target] + (size_t)layer * n_out * R;
+    float *dA = dlora->A[target] + (size_t)layer * R * in, *dB = dlora->B[target] + (size_t)layer * n_out * R;
+    gemm(du, dy, B, T, n_out, R, 0, 0);
+    for (size_t i = 0; i < (size_t)T * R; i++) du[i] *= lora->scale;
+    weight_backward(dB, dy, u, lora->scale, dy_t, T, n_out, R);
+    weight_backward(dA, du, x, 1.0f, dy_t, T, R, in);
+    gemm(dx, du, A, T, R, in, 0, 1);
+}
+
+static float silu(float x) { return x / (1.0f + expf(-x)); }
+
+/* SwiGLU backward, h = silu(g) u with silu(g) = g sigmoid(g):
+       dg = dh u silu'(g),  silu'(g) = sigmoid(g) (1 + g (1 - sigmoid(g))),   du = dh silu(g). */
+static void swiglu_backward(float *d_gate, float *d_up, const float *d_hidden, const float *gate, const float *up, size_t n)
+{
+    PARALLEL_FOR
+    for (size_t i = 0; i < n; i++) {
+        float sig = 1.0f / (1.0f + expf(-gate[i]));
+        d_gate[i] = d_hidden[i] * up[i] * sig * (1.0f + gate[i] * (1.0f - sig));
+        d_up[i] = d_hidden[i] * gate[i] * sig;
+    }
+}
+
+/* Where one layer's forward pass writes its activations. The forward pass points every
+   layer at the same scratch; the student (section 7) gives each layer its own slice, and
+   asks for the copies the backward needs (res_*, q_raw, k_raw: NULL when not wanted). */
+typedef struct {
+    float *res_attn, *res_mlp;      /* [T][D] the residual stream entering each block, or NULL */
+    float *xn_attn, *xn_mlp;        /* [T][D] its RMSNorm */
+    float *q, *k, *v;               /* [T][H*HD], [T][KVH*HD] x2 */
+    float *q_raw, *k_raw;           /* q and k before q_norm/k_norm (Qwen3), or NULL */
+    float *att;                     /* attention probabilities, see attention_forward */
+    size_t att_head_stride, att_row_stride;
+    float *att_out;                 /* [T][H*HD] */
+    float *gate, *up, *hidden;      /* [T][F] */
+    float *delta;                   /* [T][D] a block's output before it joins the residual */
+    float *u[KVL_N_TARGETS];        /* [T][R] A x of each adapted layer */
+    float *lora_tmp;                /* [T][max(H*HD, F, D)] */
+    const float *rope_cos, *rope_sin;   /* [T][HD/2] the rotation of each token's position */
+} LayerBuffers;
+
+/* Layer l on T tokens at positions pos0 ... : x (the residual stream, [T][D]) gets
+       x += Attention(RMSNorm(x));  x += MLP(RMSNorm(x))
+   and the tokens' keys and values go into the cache. */
+static void layer_forward(KvlModel *m, int l, float *x, int T, int pos0, KvlCache *cache, const LayerBuffers *b)
+{
+    const KvlConfig *c = &m->config;
+    const KvlWeights *w = &m->w;
+    const KvlLora *lora = m->lora;
+    int D = c->dim, H = c->n_heads, KVH = c->n_kv_heads, HD = c->head_dim, F = c->ffn_dim;
+    int QD = H * HD, KD = KVH * HD, half = HD / 2;
+
+    /* attention block */
+    if (b->res_attn) memcpy(b->res_attn, x, sizeof(float) * T * D);
+    PARALLEL_FOR
+    for (int t = 0; t < T; t++) rmsnorm_forward(b->xn_attn + (size_t)t * D, x + (size_t)t * D, w->attn_norm + (size_t)l * D, D, c->rms_eps);
+    linear_forward(b->q, b->u[KVL_Q_PROJ], b->lora_tmp, b->xn_attn, w->wq + (size_t)l * QD * D, w->bq ? w->bq + (size_t)l * QD : NULL, lora, KVL_Q_PROJ, l, T, D, QD);
+    linear_forward(b->k, b->u[KVL_K_PROJ], b->lora_tmp, b->xn_attn, w->wk + (size_t)l * KD * D, w->bk ? w->bk + (size_t)l * KD : NULL, lora, KVL_K_PROJ, l, T, D, KD);
+    linear_forward(b->v, b->u[KVL_V_PROJ], b->lora_tmp, b->xn_attn, w->wv + (size_t)l * KD * D, w->bv ? w->bv + (size_t)l * KD : NULL, lora, KVL_V_PROJ, l, T, D, KD);
+    if (b->q_raw) memcpy(b->q_raw, b->q, sizeof(float) * T * QD);
+    if (b->k_raw) memcpy(b->k_raw, b->k, sizeof(float) * T * KD);
+    for (int t = 0; t < T; t++) {
+        float *qt = b->q + (size_t)t * QD, *kt = b->k + (size_t)t * KD;
+        if (c->qk_norm) {       /* Qwen3: RMSNorm over each head, before the rotation */
+            for (int h = 0; h < H; h++) rmsnorm_forward(qt + h * HD, qt + h * HD, w->q_norm + (size_t)l * HD, HD, c->rms_eps);
+            for (int h = 0; h < KVH; h++) rmsnorm_forward(kt + h * HD, kt + h * HD, w->k_norm + (size_t)l * HD, HD, c->rms_eps);
+        }
+        rope_forward(qt, b->rope_cos + (size_t)t * half, b->rope_sin + (size_t)t * half, H, HD);
+        rope_forward(kt, b->rope_cos + (size_t)t * half, b->rope_sin + (size_t)t * half, KVH, HD);
+        for (int h = 0; h < KVH; h++) {      /* the cache is [L][KVH][positions][HD] */
+            size_t at = (((size_t)l * KVH + h) * cache->max_tokens + pos0 + t) * HD;
+            memcpy(cache->k + at, kt + h * HD, sizeof(float) * HD);
+            memcpy(cache->v + at, b->v + (size_t)t * KD + h * HD, sizeof(float) * HD);
+        }
+    }
+    attention_forward(b->att_out, b->att, b->att_head_stride, b->att_row_stride, b->q, cache, l, pos0, T, c);
+    linear_forward(b->delta, b->u[KVL_O_PROJ], b->lora_tmp, b->att_out, w->wo + (size_t)l * D * QD, NULL, lora, KVL_O_PROJ, l, T, QD, D);
+    for (size_t i = 0; i < (size_t)T * D; i++) x[i] += b->delta[i];
+
+    /* MLP block: down(silu(gate(x)) * up(x)) */
+    if (b->res_mlp) memcpy(b->res_mlp, x, sizeof(float) * T * D);
+    PARALLEL_FOR
+    for (int t = 0; t < T; t++) rmsnorm_forward(b->xn_mlp + (size_t)t * D, x + (size_t)t * D, w->mlp_norm + (size_t)l * D, D, c->rms_eps);
+    linear_forward(b->gate, b->u[KVL_GATE_PROJ], b->lora_tmp, b->xn_mlp, w->w_gate + (size_t)l * F * D, NULL, lora, KVL_GATE_PROJ, l, T, D, F);
+    linear_forward(b->up, b->u[KVL_UP_PROJ], b->lora_tmp, b->xn_mlp, w->w_up + (size_t)l * F * D, NULL, lora, KVL_UP_PROJ, l, T, D, F);
+    PARALLEL_FOR        /* an exponential for each of T x F elements: too much for one thread to do alone */
+    for (size_t i = 0; i < (size_t)T * F; i++) b->hidden[i] = silu(b->gate[i]) * b->up[i];
+    linear_forward(b->delta, b->u[KVL_DOWN_PROJ], b->lora_tmp, b->hidden, w->w_down + (size_t)l * D * F, NULL, lora, KVL_DOWN_PROJ, l, T, F, D);
+    for (size_t i = 0; i < (size_t)T * D; i++) x[i] += b->delta[i];
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* 7. The forward pass and generation                                                   */
 /*                                                                                       */
 /* For each token: embed; per layer, x += Attention(RMSNorm(x)) then x += MLP(RMSNorm(x)); */
 /* finally logits = lm_head(RMSNorm(x)). Tokens are processed in chunks of up to          */
@@ -3003,377 +3277,6 @@ static int scratch_reserve(KvlModel *m, int n_tokens, int n_keys)
     return 0;
 }
 
-/* The matmul of every linear layer: out[t][o] = sum_i x[t][i] w[o][i] + b[o].
-   x is [T][in], w is [out][in] (nn.Linear's layout), b is [out] or NULL.
-
-   matmul_naive is the definition. matmul computes exactly the same sums in exactly the
-   same order (each output starts at 0 and adds x[t][i] w[o][i] for i = 0, 1, ... in
-   turn, then adds the bias), so the two agree bit for bit; a test checks it. What makes
-   it fast is the order of the loops around that sum: a panel of MM_COLS rows of w is
-   copied transposed into a small buffer that stays in L1, so that the innermost loop
-   runs along MM_COLS independent outputs, which the compiler turns into vector
-   multiplies and adds with no reordering of any sum; a tile of four tokens reuses
-   each loaded panel row. OpenMP splits the panels, never a sum, so the result does not
-   depend on the thread count. (Measured on the SmolLM2-135M shape: see README.) */
-void kvl_matmul_naive(float *out, const float *x, const float *w, const float *b, int T, int in, int n_out)
-{
-    for (int t = 0; t < T; t++)
-        for (int o = 0; o < n_out; o++) {
-            float sum = 0.0f;
-            for (int i = 0; i < in; i++) sum += x[(size_t)t * in + i] * w[(size_t)o * in + i];
-            out[(size_t)t * n_out + o] = b ? sum + b[o] : sum;
-        }
-}
-
-#define MM_COLS 16      /* outputs per panel: one to four vector registers wide */
-#define MM_DEPTH 256    /* inputs per packed block: MM_DEPTH * MM_COLS floats = 16 KB */
-#define MM_MAX_ROWS 6   /* the most tokens a register tile holds */
-
-/* The register tile: four tokens x MM_COLS outputs, resumed from and stored to out. The
-   four rows are four separate arrays on purpose: GCC 12 keeps these in vector registers
-   but not a float[4][MM_COLS] (measured on the 512x576x1536 prefill product, one core:
-   180 GFLOP/s against 12). With 32 vector registers (AVX-512) it runs near OpenBLAS; with
-   16 (AVX2) GCC keeps the accumulators on the stack, which is what the tile below is for. */
-static void matmul_tile4(float *out, int n_out, const float *x, int in, const float *panel, int panel_stride, int depth, int fresh)
-{
-    float a0[MM_COLS], a1[MM_COLS], a2[MM_COLS], a3[MM_COLS];
-    float *o0 = out, *o1 = out + n_out, *o2 = out + 2 * (size_t)n_out, *o3 = out + 3 * (size_t)n_out;
-    for (int j = 0; j < MM_COLS; j++) {
-        a0[j] = fresh ? 0.0f : o0[j];
-        a1[j] = fresh ? 0.0f : o1[j];
-        a2[j] = fresh ? 0.0f : o2[j];
-        a3[j] = fresh ? 0.0f : o3[j];
-    }
-    const float *x0 = x, *x1 = x + in, *x2 = x + 2 * (size_t)in, *x3 = x + 3 * (size_t)in;
-    for (int i = 0; i < depth; i++) {
-        const float *wi = panel + (size_t)i * panel_stride;
-        float b0 = x0[i], b1 = x1[i], b2 = x2[i], b3 = x3[i];
-        for (int j = 0; j < MM_COLS; j++) {
-            a0[j] += b0 * wi[j];
-            a1[j] += b1 * wi[j];
-            a2[j] += b2 * wi[j];
-            a3[j] += b3 * wi[j];
-        }
-    }
-    for (int j = 0; j < MM_COLS; j++) {
-        o0[j] = a0[j];
-        o1[j] = a1[j];
-        o2[j] = a2[j];
-        o3[j] = a3[j];
-    }
-}
-
-#if defined(__AVX__) && !defined(__AVX512F__) && !defined(KVL_PLAIN_KERNELS)
-#include <immintrin.h>
-#define KVL_AVX_TILE 1
-/* The same tile for AVX2-class machines, six tokens x 16 outputs in twelve named vector
-   registers (the form GCC will not find from the plain loop: it keeps the plain tile's
-   accumulators in memory: 32-35 against 61-75 GFLOP/s a core on the 512x576x1536 product, Zen 3).
-   A multiply then an add, never a fused multiply-add, in the same order over i as the
-   plain tile: every output is the very same float, so this path and the plain one agree
-   bit for bit (a test runs both). */
-static void matmul_tile6_avx(float *out, int n_out, const float *x, int in, const float *panel, int panel_stride, int depth, int fresh)
-{
-    /* twelve named accumulators, not an array: GCC keeps an array of __m256 on the stack */
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0;      /* outputs 0..7 */
-    __m256 b0 = a0, b1 = a0, b2 = a0, b3 = a0, b4 = a0, b5 = a0;                       /* outputs 8..15 */
-    float *o0 = out, *o1 = o0 + n_out, *o2 = o1 + n_out, *o3 = o2 + n_out, *o4 = o3 + n_out, *o5 = o4 + n_out;
-    if (!fresh) {
-        a0 = _mm256_loadu_ps(o0); a1 = _mm256_loadu_ps(o1); a2 = _mm256_loadu_ps(o2);
-        a3 = _mm256_loadu_ps(o3); a4 = _mm256_loadu_ps(o4); a5 = _mm256_loadu_ps(o5);
-        b0 = _mm256_loadu_ps(o0 + 8); b1 = _mm256_loadu_ps(o1 + 8); b2 = _mm256_loadu_ps(o2 + 8);
-        b3 = _mm256_loadu_ps(o3 + 8); b4 = _mm256_loadu_ps(o4 + 8); b5 = _mm256_loadu_ps(o5 + 8);
-    }
-    const float *x0 = x, *x1 = x0 + in, *x2 = x1 + in, *x3 = x2 + in, *x4 = x3 + in, *x5 = x4 + in;
-    for (int i = 0; i < depth; i++) {
-        const float *wi = panel + (size_t)i * panel_stride;
-        __m256 lo = _mm256_loadu_ps(wi), hi = _mm256_loadu_ps(wi + 8), s;
-#define KVL_TILE_ROW(xr, ar, br)                             \
-        s = _mm256_broadcast_ss(xr + i);                     \
-        ar = _mm256_add_ps(ar, _mm256_mul_ps(s, lo));        \
-        br = _mm256_add_ps(br, _mm256_mul_ps(s, hi));
-        KVL_TILE_ROW(x0, a0, b0) KVL_TILE_ROW(x1, a1, b1) KVL_TILE_ROW(x2, a2, b2)
-        KVL_TILE_ROW(x3, a3, b3) KVL_TILE_ROW(x4, a4, b4) KVL_TILE_ROW(x5, a5, b5)
-#undef KVL_TILE_ROW
-    }
-    _mm256_storeu_ps(o0, a0); _mm256_storeu_ps(o1, a1); _mm256_storeu_ps(o2, a2);
-    _mm256_storeu_ps(o3, a3); _mm256_storeu_ps(o4, a4); _mm256_storeu_ps(o5, a5);
-    _mm256_storeu_ps(o0 + 8, b0); _mm256_storeu_ps(o1 + 8, b1); _mm256_storeu_ps(o2 + 8, b2);
-    _mm256_storeu_ps(o3 + 8, b3); _mm256_storeu_ps(o4 + 8, b4); _mm256_storeu_ps(o5 + 8, b5);
-}
-#endif
-
-/* A register tile: rows tokens x MM_COLS outputs of out (row stride n_out) from rows rows
-   of x (stride in) and depth rows of MM_COLS weights, panel_stride floats apart. */
-typedef void (*MatmulTile)(float *out, int n_out, const float *x, int in, const float *panel, int panel_stride, int depth, int fresh);
-
-/* The product behind matmul and its backward: out[t][n] (+)= sum_k x[t][k] w(k, n), for
-   k = 0, 1, ... in turn, x [T][K]. w(k, n) is w[n][k] when w_is_nk (nn.Linear's [out][in]:
-   the forward) and w[k][n] otherwise (the backward's dx = dy W). With accumulate, the sums
-   continue from what out holds. tile and rows say which register tile computes it. */
-static void gemm_tiled(float *out, const float *x, const float *w, int T, int K, int N, int w_is_nk, int accumulate,
-                       MatmulTile tile, int rows)
-{
-    /* The work is shared out by panels; a product of few panels (a LoRA matrix's rank-R
-       side) is also cut into blocks of 48 tokens, so that both threads have work. Either
-       way each output is one thread's, summed in the same order. */
-    if (T <= 0 || N <= 0) return;
-    int n_panels = (N + MM_COLS - 1) / MM_COLS, block = n_panels >= 8 ? T : 48;
-    int n_blocks = (T + block - 1) / block;
-    PARALLEL_FOR
-    for (int job = 0; job < n_panels * n_blocks; job++) {
-        float panel[MM_DEPTH * MM_COLS];        /* panel[k][j] = w(k0 + k, n0 + j) */
-        float edge[MM_MAX_ROWS * MM_COLS];      /* a tile of the last rows or the last, narrower panel */
-        int p = job / n_blocks, n0 = p * MM_COLS, n_cols = N - n0 < MM_COLS ? N - n0 : MM_COLS;
-        int t_begin = job % n_blocks * block, t_end = t_begin + block < T ? t_begin + block : T;
-        for (int k0 = 0; k0 < K; k0 += MM_DEPTH) {
-            int depth = K - k0 < MM_DEPTH ? K - k0 : MM_DEPTH, fresh = k0 == 0 && !accumulate;
-            for (int j = 0; j < MM_COLS; j++)       /* (loops in the order that reads w contiguously) */
-                for (int k = 0; k < depth && w_is_nk; k++)
-                    panel[k * MM_COLS + j] = j < n_cols ? w[(size_t)(n0 + j) * K + k0 + k] : 0.0f;
-            for (int k = 0; k < depth && !w_is_nk && n_cols < MM_COLS; k++)
-                for (int j = 0; j < MM_COLS; j++)
-                    panel[k * MM_COLS + j] = j < n_cols ? w[(size_t)(k0 + k) * N + n0 + j] : 0.0f;
-            /* w[k][n] with a whole panel: its rows are already MM_COLS contiguous floats */
-            const float *wp = !w_is_nk && n_cols == MM_COLS ? w + (size_t)k0 * N + n0 : panel;
-            int wp_stride = !w_is_nk && n_cols == MM_COLS ? N : MM_COLS;
-            int t0 = t_begin;
-            for (; t0 + rows <= t_end && n_cols == MM_COLS; t0 += rows)
-                tile(out + (size_t)t0 * N + n0, N, x + (size_t)t0 * K + k0, K, wp, wp_stride, depth, fresh);
-            for (; t0 < t_end; t0 += rows) {    /* the edges: fewer tokens or outputs, same sums */
-                int n_rows = t_end - t0 < rows ? t_end - t0 : rows;
-                float part[MM_MAX_ROWS * MM_DEPTH] = {0};
-                for (int r = 0; r < n_rows; r++) {
-                    memcpy(part + r * MM_DEPTH, x + (size_t)(t0 + r) * K + k0, sizeof(float) * depth);
-                    for (int j = 0; j < n_cols; j++) edge[r * MM_COLS + j] = out[(size_t)(t0 + r) * N + n0 + j];
-                }
-                tile(edge, MM_COLS, part, MM_DEPTH, wp, wp_stride, depth, fresh);
-                for (int r = 0; r < n_rows; r++)
-                    for (int j = 0; j < n_cols; j++) out[(size_t)(t0 + r) * N + n0 + j] = edge[r * MM_COLS + j];
-            }
-        }
-    }
-}
-
-static void gemm(float *out, const float *x, const float *w, int T, int K, int N, int w_is_nk, int accumulate)
-{
-#ifdef KVL_AVX_TILE
-    (void)matmul_tile4;                         /* the plain tile: the tests run it here too */
-    gemm_tiled(out, x, w, T, K, N, w_is_nk, accumulate, matmul_tile6_avx, 6);
-#else
-    gemm_tiled(out, x, w, T, K, N, w_is_nk, accumulate, matmul_tile4, 4);
-#endif
-}
-
-static void matmul(float *out, const float *x, const float *w, const float *b, int T, int in, int n_out)
-{
-    gemm(out, x, w, T, in, n_out, 1, 0);
-    if (b)
-        for (int t = 0; t < T; t++)
-            for (int o = 0; o < n_out; o++) out[(size_t)t * n_out + o] += b[o];
-}
-
-/* A dot product with a fixed summation order: eight running partial sums, combined
-   pairwise at the end. The order is written out, so the compiler may vectorise it but
-   not change it; the result is the same on every machine. */
-static float dot(const float *a, const float *b, int n)
-{
-    float acc[8] = {0};
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int l = 0; l < 8; l++) acc[l] += a[i + l] * b[i + l];
-    for (int l = 0; i < n; i++, l++) acc[l] += a[i] * b[i];
-    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-}
-
-/* A linear layer of the model, with its LoRA adapter when one is attached:
-       y = W x + b + scale * B (A x)      (PEFT: base(x) + lora_B(lora_A(x)) * scaling)
-   u receives A x ([T][R]), which the backward pass needs; tmp is [T][n_out] scratch. */
-static void linear_forward(float *out, float *u, float *tmp, const float *x, const float *w, const float *b,
-                           const KvlLora *lora, KvlTarget target, int layer, int T, int in, int n_out)
-{
-    matmul(out, x, w, b, T, in, n_out);
-    if (!lora || !lora->has[target]) return;
-    int R = lora->rank;
-    matmul(u, x, lora->A[target] + (size_t)layer * R * in, NULL, T, in, R);
-    matmul(tmp, u, lora->B[target] + (size_t)layer * n_out * R, NULL, T, R, n_out);
-    for (size_t i = 0; i < (size_t)T * n_out; i++) out[i] += tmp[i] * lora->scale;
-}
-
-/* RMSNorm (Zhang & Sennrich 2019), as transformers' LlamaRMSNorm computes it:
-   y = x / sqrt(mean(x^2) + eps) * w. The mean is accumulated in double. */
-static void rmsnorm_forward(float *out, const float *x, const float *w, int n, float eps)
-{
-    double ss = 0.0;
-    for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
-    float inv_rms = 1.0f / sqrtf((float)(ss / n) + eps);
-    for (int i = 0; i < n; i++) out[i] = x[i] * inv_rms * w[i];
-}
-
-/* Rotary embeddings, Hugging Face's "rotate half" convention: a head vector's first and
-   second halves are the two coordinates of HD/2 planes, and pair i turns by the angle
-   pos * inv_freq[i], inv_freq[i] = theta^(-2i/HD). Computed in float32 as transformers
-   does, so that cos and sin agree to the last bit or two.
-
-   llama3 scaling (Llama 3.1) stretches the long wavelengths: frequencies whose
-   wavelength exceeds original_max / low_freq_factor are divided by factor, those below
-   original_max / high_freq_factor are kept, and those in between are interpolated. */
-static void rope_frequencies(float *inv_freq, const KvlConfig *c)
-{
-    int half = c->head_dim / 2;
-    for (int i = 0; i < half; i++) {
-        float f = 1.0f / powf(c->rope_theta, (float)(2 * i) / (float)c->head_dim);
-        if (c->rope_llama3) {
-            float old_len = (float)c->rope_original_max_positions;
-            float low_wavelen = old_len / c->rope_low_freq_factor, high_wavelen = old_len / c->rope_high_freq_factor;
-            float wavelen = 2.0f * (float)3.14159265358979323846 / f;
-            float scaled = wavelen > low_wavelen ? f / c->rope_factor : f;
-            if (!(wavelen < high_wavelen) && !(wavelen > low_wavelen)) {
-                float smooth = (old_len / wavelen - c->rope_low_freq_factor) / (c->rope_high_freq_factor - c->rope_low_freq_factor);
-                scaled = (1.0f - smooth) * scaled / c->rope_factor + smooth * scaled;
-            }
-            f = scaled;
-        }
-        inv_freq[i] = f;
-    }
-}
-
-static void rope_tables(float *cos_t, float *sin_t, const float *inv_freq, int pos0, int T, int half)
-{
-    for (int t = 0; t < T; t++)
-        for (int i = 0; i < half; i++) {
-            float angle = (float)(pos0 + t) * inv_freq[i];
-            cos_t[t * half + i] = cosf(angle);
-            sin_t[t * half + i] = sinf(angle);
-        }
-}
-
-/* Rotates each of n_heads head vectors of v ([n_heads][HD]) by the angles of one position. */
-static void rope_forward(float *v, const float *cos_t, const float *sin_t, int n_heads, int head_dim)
-{
-    int half = head_dim / 2;
-    for (int h = 0; h < n_heads; h++) {
-        float *a = v + h * head_dim, *b = a + half;
-        for (int i = 0; i < half; i++) {
-            float x1 = a[i], x2 = b[i];
-            a[i] = x1 * cos_t[i] - x2 * sin_t[i];
-            b[i] = x2 * cos_t[i] + x1 * sin_t[i];
-        }
-    }
-}
-
-/* Causal attention of T new queries over the cache (which already holds their own keys):
-   for head h, query t at position pos = pos0 + t attends to the positions j <= pos
-   (and j > pos - window with a sliding window),
-       p_tj = softmax_j(q_t . k_j / sqrt(HD)),   out_t = sum_j p_tj v_j,
-   with key/value head h / (H / KVH) (grouped-query attention). The probabilities of head h,
-   query t are written at att + h * head_stride + t * row_stride: the forward pass reuses one
-   row per head (row_stride 0), the student keeps them all for the backward. Threads split
-   the heads. */
-static void attention_forward(float *out, float *att, size_t head_stride, size_t row_stride, const float *q,
-                              const KvlCache *cache, int layer, int pos0, int T, const KvlConfig *c)
-{
-    int H = c->n_heads, HD = c->head_dim, group = c->n_heads / c->n_kv_heads;
-    float scale = 1.0f / sqrtf((float)HD);
-    PARALLEL_FOR
-    for (int h = 0; h < H; h++) {
-        size_t head_offset = ((size_t)layer * c->n_kv_heads + h / group) * cache->max_tokens * HD;
-        const float *keys = cache->k + head_offset, *values = cache->v + head_offset;
-        for (int t = 0; t < T; t++) {
-            int pos = pos0 + t;
-            int first = (c->sliding_window && pos - c->sliding_window + 1 > 0) ? pos - c->sliding_window + 1 : 0;
-            const float *qt = q + ((size_t)t * H + h) * HD;
-            float *p = att + h * head_stride + t * row_stride;
-            float max_score = -INFINITY, sum = 0.0f;
-            for (int j = first; j <= pos; j++) {
-                p[j] = dot(qt, keys + (size_t)j * HD, HD) * scale;
-                if (p[j] > max_score) max_score = p[j];
-            }
-            for (int j = first; j <= pos; j++) {
-                p[j] = expf(p[j] - max_score);
-                sum += p[j];
-            }
-            float *o = out + ((size_t)t * H + h) * HD;
-            for (int d = 0; d < HD; d++) o[d] = 0.0f;
-            for (int j = first; j <= pos; j++) {
-                p[j] /= sum;
-                const float *vj = values + (size_t)j * HD;
-                for (int d = 0; d < HD; d++) o[d] += p[j] * vj[d];
-            }
-        }
-    }
-}
-
-static float silu(float x) { return x / (1.0f + expf(-x)); }
-
-/* Where one layer's forward pass writes its activations. The forward pass points every
-   layer at the same scratch; the student (section 7) gives each layer its own slice, and
-   asks for the copies the backward needs (res_*, q_raw, k_raw: NULL when not wanted). */
-typedef struct {
-    float *res_attn, *res_mlp;      /* [T][D] the residual stream entering each block, or NULL */
-    float *xn_attn, *xn_mlp;        /* [T][D] its RMSNorm */
-    float *q, *k, *v;               /* [T][H*HD], [T][KVH*HD] x2 */
-    float *q_raw, *k_raw;           /* q and k before q_norm/k_norm (Qwen3), or NULL */
-    float *att;                     /* attention probabilities, see attention_forward */
-    size_t att_head_stride, att_row_stride;
-    float *att_out;                 /* [T][H*HD] */
-    float *gate, *up, *hidden;      /* [T][F] */
-    float *delta;                   /* [T][D] a block's output before it joins the residual */
-    float *u[KVL_N_TARGETS];        /* [T][R] A x of each adapted layer */
-    float *lora_tmp;                /* [T][max(H*HD, F, D)] */
-} LayerBuffers;
-
-/* Layer l on T tokens at positions pos0 ... : x (the residual stream, [T][D]) gets
-       x += Attention(RMSNorm(x));  x += MLP(RMSNorm(x))
-   and the tokens' keys and values go into the cache. */
-static void layer_forward(KvlModel *m, int l, float *x, int T, int pos0, KvlCache *cache, const LayerBuffers *b)
-{
-    const KvlConfig *c = &m->config;
-    const KvlWeights *w = &m->w;
-    const KvlLora *lora = m->lora;
-    const KvlScratch *s = m->scratch;
-    int D = c->dim, H = c->n_heads, KVH = c->n_kv_heads, HD = c->head_dim, F = c->ffn_dim;
-    int QD = H * HD, KD = KVH * HD, half = HD / 2;
-
-    /* attention block */
-    if (b->res_attn) memcpy(b->res_attn, x, sizeof(float) * T * D);
-    PARALLEL_FOR
-    for (int t = 0; t < T; t++) rmsnorm_forward(b->xn_attn + (size_t)t * D, x + (size_t)t * D, w->attn_norm + (size_t)l * D, D, c->rms_eps);
-    linear_forward(b->q, b->u[KVL_Q_PROJ], b->lora_tmp, b->xn_attn, w->wq + (size_t)l * QD * D, w->bq ? w->bq + (size_t)l * QD : NULL, lora, KVL_Q_PROJ, l, T, D, QD);
-    linear_forward(b->k, b->u[KVL_K_PROJ], b->lora_tmp, b->xn_attn, w->wk + (size_t)l * KD * D, w->bk ? w->bk + (size_t)l * KD : NULL, lora, KVL_K_PROJ, l, T, D, KD);
-    linear_forward(b->v, b->u[KVL_V_PROJ], b->lora_tmp, b->xn_attn, w->wv + (size_t)l * KD * D, w->bv ? w->bv + (size_t)l * KD : NULL, lora, KVL_V_PROJ, l, T, D, KD);
-    if (b->q_raw) memcpy(b->q_raw, b->q, sizeof(float) * T * QD);
-    if (b->k_raw) memcpy(b->k_raw, b->k, sizeof(float) * T * KD);
-    for (int t = 0; t < T; t++) {
-        float *qt = b->q + (size_t)t * QD, *kt = b->k + (size_t)t * KD;
-        if (c->qk_norm) {       /* Qwen3: RMSNorm over each head, before the rotation */
-            for (int h = 0; h < H; h++) rmsnorm_forward(qt + h * HD, qt + h * HD, w->q_norm + (size_t)l * HD, HD, c->rms_eps);
-            for (int h = 0; h < KVH; h++) rmsnorm_forward(kt + h * HD, kt + h * HD, w->k_norm + (size_t)l * HD, HD, c->rms_eps);
-        }
-        rope_forward(qt, s->rope_cos + (size_t)t * half, s->rope_sin + (size_t)t * half, H, HD);
-        rope_forward(kt, s->rope_cos + (size_t)t * half, s->rope_sin + (size_t)t * half, KVH, HD);
-        for (int h = 0; h < KVH; h++) {      /* the cache is [L][KVH][positions][HD] */
-            size_t at = (((size_t)l * KVH + h) * cache->max_tokens + pos0 + t) * HD;
-            memcpy(cache->k + at, kt + h * HD, sizeof(float) * HD);
-            memcpy(cache->v + at, b->v + (size_t)t * KD + h * HD, sizeof(float) * HD);
-        }
-    }
-    attention_forward(b->att_out, b->att, b->att_head_stride, b->att_row_stride, b->q, cache, l, pos0, T, c);
-    linear_forward(b->delta, b->u[KVL_O_PROJ], b->lora_tmp, b->att_out, w->wo + (size_t)l * D * QD, NULL, lora, KVL_O_PROJ, l, T, QD, D);
-    for (size_t i = 0; i < (size_t)T * D; i++) x[i] += b->delta[i];
-
-    /* MLP block: down(silu(gate(x)) * up(x)) */
-    if (b->res_mlp) memcpy(b->res_mlp, x, sizeof(float) * T * D);
-    PARALLEL_FOR
-    for (int t = 0; t < T; t++) rmsnorm_forward(b->xn_mlp + (size_t)t * D, x + (size_t)t * D, w->mlp_norm + (size_t)l * D, D, c->rms_eps);
-    linear_forward(b->gate, b->u[KVL_GATE_PROJ], b->lora_tmp, b->xn_mlp, w->w_gate + (size_t)l * F * D, NULL, lora, KVL_GATE_PROJ, l, T, D, F);
-    linear_forward(b->up, b->u[KVL_UP_PROJ], b->lora_tmp, b->xn_mlp, w->w_up + (size_t)l * F * D, NULL, lora, KVL_UP_PROJ, l, T, D, F);
-    PARALLEL_FOR        /* an exponential for each of T x F elements: too much for one thread to do alone */
-    for (size_t i = 0; i < (size_t)T * F; i++) b->hidden[i] = silu(b->gate[i]) * b->up[i];
-    linear_forward(b->delta, b->u[KVL_DOWN_PROJ], b->lora_tmp, b->hidden, w->w_down + (size_t)l * D * F, NULL, lora, KVL_DOWN_PROJ, l, T, F, D);
-    for (size_t i = 0; i < (size_t)T * D; i++) x[i] += b->delta[i];
-}
-
 /* One chunk of tokens through every layer; writes the chunk's keys and values into the
    cache at positions pos0 .. pos0 + T - 1 and leaves the final residual stream in s->x. */
 static void forward_chunk(KvlModel *m, KvlCache *cache, const int *tokens, int T)
@@ -3390,6 +3293,7 @@ static void forward_chunk(KvlModel *m, KvlCache *cache, const int *tokens, int T
     b.delta = s->delta;
     for (int k = 0; k < KVL_N_TARGETS; k++) b.u[k] = s->lora_u;
     b.lora_tmp = s->lora_out;
+    b.rope_cos = s->rope_cos; b.rope_sin = s->rope_sin;
     for (int t = 0; t < T; t++) memcpy(s->x + (size_t)t * D, m->w.embed + (size_t)tokens[t] * D, sizeof(float) * D);
     rope_tables(s->rope_cos, s->rope_sin, s->inv_freq, cache->n_tokens, T, c->head_dim / 2);
     for (int l = 0; l < c->n_layers; l++) layer_forward(m, l, s->x, T, cache->n_tokens, cache, &b);
@@ -3424,9 +3328,8 @@ int kvl_forward(KvlModel *m, KvlCache *cache, const int *tokens, int n_tokens, f
     return 0;
 }
 
-/* ------------------------------------------------------------------------------------ */
-/* 6b. Sampling: from logits to the next token                                          */
-/*                                                                                       */
+/* ---- sampling: from logits to the next token ---- */
+
 /* Greedy decoding takes the first maximum, as torch.argmax does. Sampling divides the    */
 /* logits by the temperature, keeps the smallest set of most likely tokens whose          */
 /* probability reaches top_p (nucleus sampling, as transformers' TopPLogitsWarper), and  */
@@ -3527,7 +3430,7 @@ int kvl_generate(KvlModel *m, const int *prompt, int n_prompt, int max_new,
 }
 
 /* ------------------------------------------------------------------------------------ */
-/* 7. The backward pass                                                                  */
+/* 8. The student: the forward pass that keeps its activations, and the backward        */
 /*                                                                                       */
 /* Distillation trains only the LoRA matrices, but their gradients need the gradient of  */
 /* the loss with respect to every activation: it flows back from the logits through      */
@@ -3649,150 +3552,12 @@ static void student_forward(KvlModel *m, Acts *a, const int *tokens, int T)
         b.delta = s->delta;
         for (int k = 0; k < KVL_N_TARGETS; k++) b.u[k] = a->lora_u[k] + (size_t)l * T * R;
         b.lora_tmp = a->lora_tmp;
+        b.rope_cos = s->rope_cos; b.rope_sin = s->rope_sin;
         layer_forward(m, l, x, T, 0, &a->cache, &b);
     }
     a->cache.n_tokens = T;
     for (int t = 0; t < T; t++) rmsnorm_forward(a->xn_final + (size_t)t * D, x + (size_t)t * D, w->final_norm, D, c->rms_eps);
     matmul(a->logits, a->xn_final, w->lm_head, NULL, T, D, c->vocab_size);
-}
-
-/* RMSNorm backward. With r = 1 / sqrt(mean(x^2) + eps) and y_i = x_i r w_i,
-       dy_i/dx_k = r w_i [i = k] - x_i w_i r^3 x_k / n,
-   so  dx_k += r w_k dy_k - x_k r^3 / n * sum_i dy_i w_i x_i,   and  dw_i += dy_i x_i r
-   (dw NULL: the weight is not trained). */
-static void rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x, const float *w, int n, float eps)
-{
-    double ss = 0.0, dot_dy = 0.0;
-    for (int i = 0; i < n; i++) {
-        ss += (double)x[i] * x[i];
-        dot_dy += (double)dy[i] * w[i] * x[i];
-    }
-    float r = 1.0f / sqrtf((float)(ss / n) + eps);
-    float k = (float)(dot_dy * r * r * r / n);
-    for (int i = 0; i < n; i++) dx[i] += r * w[i] * dy[i] - x[i] * k;
-    if (dw)
-        for (int i = 0; i < n; i++) dw[i] += dy[i] * x[i] * r;
-}
-
-/* RoPE backward: the rotation is orthogonal, so the gradient turns back by -angle:
-   (a, b) -> (a c - b s, b c + a s) has transpose (da, db) = (dy_a c + dy_b s, dy_b c - dy_a s).
-   In place on d ([n_heads][HD]). */
-static void rope_backward(float *d, const float *cos_t, const float *sin_t, int n_heads, int head_dim)
-{
-    int half = head_dim / 2;
-    for (int h = 0; h < n_heads; h++) {
-        float *a = d + h * head_dim, *b = a + half;
-        for (int i = 0; i < half; i++) {
-            float da = a[i], db = b[i];
-            a[i] = da * cos_t[i] + db * sin_t[i];
-            b[i] = db * cos_t[i] - da * sin_t[i];
-        }
-    }
-}
-
-/* Attention backward, for o_t = sum_j p_tj v_j, p_t = softmax_j(s_tj), s_tj = q_t . k_j / sqrt(HD):
-       dv_j  += sum_t p_tj do_t            dp_tj = do_t . v_j
-       ds_tj  = p_tj (dp_tj - sum_j' p_tj' dp_tj')           (the softmax Jacobian)
-       dq_t  += sum_j ds_tj k_j / sqrt(HD)   dk_j += sum_t ds_tj q_t / sqrt(HD)
-   A key/value head collects from every query head of its group, so threads split the
-   key/value heads (each sum keeps one order whatever the thread count).
-   d_q is [T][H*HD] and written (not accumulated); d_k, d_v are [KVH][T][HD], zeroed here. */
-static void attention_backward(float *d_q, float *d_k, float *d_v, float *d_p, const float *d_out, const float *att,
-                               const float *q, const KvlCache *cache, int layer, int T, const KvlConfig *c)
-{
-    int H = c->n_heads, KVH = c->n_kv_heads, HD = c->head_dim, group = H / KVH;
-    float scale = 1.0f / sqrtf((float)HD);
-    PARALLEL_FOR
-    for (int g = 0; g < KVH; g++) {
-        size_t head_offset = ((size_t)layer * KVH + g) * cache->max_tokens * HD;
-        const float *keys = cache->k + head_offset, *values = cache->v + head_offset;
-        float *dk = d_k + (size_t)g * T * HD, *dv = d_v + (size_t)g * T * HD;
-        memset(dk, 0, sizeof(float) * T * HD);
-        memset(dv, 0, sizeof(float) * T * HD);
-        for (int h = g * group; h < (g + 1) * group; h++) {
-            float *dp = d_p + (size_t)h * T;
-            for (int t = 0; t < T; t++) {
-                const float *p = att + ((size_t)h * T + t) * T;
-                const float *dot_ = d_out + ((size_t)t * H + h) * HD, *qt = q + ((size_t)t * H + h) * HD;
-                float *dqt = d_q + ((size_t)t * H + h) * HD;
-                int first = (c->sliding_window && t - c->sliding_window + 1 > 0) ? t - c->sliding_window + 1 : 0;
-                float p_dot_dp = 0.0f;
-                for (int j = first; j <= t; j++) {
-                    dp[j] = dot(dot_, values + (size_t)j * HD, HD);
-                    p_dot_dp += p[j] * dp[j];
-                    for (int d = 0; d < HD; d++) dv[(size_t)j * HD + d] += p[j] * dot_[d];
-                }
-                for (int d = 0; d < HD; d++) dqt[d] = 0.0f;
-                for (int j = first; j <= t; j++) {
-                    float ds = p[j] * (dp[j] - p_dot_dp) * scale;
-                    for (int d = 0; d < HD; d++) {
-                        dqt[d] += ds * keys[(size_t)j * HD + d];
-                        dk[(size_t)j * HD + d] += ds * qt[d];
-                    }
-                }
-            }
-        }
-    }
-}
-
-/* dw[o][i] += scale * sum_t dy[t][o] x[t][i]: the gradient of a weight from its layer's
-   output gradient dy [T][O] and input x [T][I]. Threads split the rows o. */
-static void matmul_weight_backward(float *dw, const float *dy, const float *x, float scale, int T, int O, int I)
-{
-    PARALLEL_FOR
-    for (int o = 0; o < O; o++)
-        for (int t = 0; t < T; t++) {
-            float g = dy[(size_t)t * O + o] * scale;
-            const float *xt = x + (size_t)t * I;
-            float *row = dw + (size_t)o * I;
-            for (int i = 0; i < I; i++) row[i] += g * xt[i];
-        }
-}
-
-/* dw[o][i] += scale * sum_t dy[t][o] x[t][i] as one matmul dw += (scale dy)^T x: dy [T][O]
-   is first turned into dy_t [O][T], so that gemm's blocked, thread-independent sums over t
-   do the work. The same products summed in the same order as matmul_weight_backward (a
-   test checks the bits), at the speed of the blocked kernel. */
-static void weight_backward(float *dw, const float *dy, const float *x, float scale, float *dy_t, int T, int O, int I)
-{
-    for (int t = 0; t < T; t++)
-        for (int o = 0; o < O; o++) dy_t[(size_t)o * T + t] = dy[(size_t)t * O + o] * scale;
-    gemm(dw, dy_t, x, O, T, I, 0, 1);
-}
-
-/* Linear layer backward, y = W x + b + s B (A x) with u = A x:
-       dx += dy W + du A,   du = s dy B,   dB += s dy^T u,   dA += du^T x,
-       dW += dy^T x,  db += sum_t dy_t   (only when pretraining: dw non-NULL; db when b exists).
-   dlora (same layout as lora) receives dA and dB. */
-static void linear_backward(float *dx, const float *dy, const float *x, const float *u, float *du, const float *w,
-                            const KvlLora *lora, KvlLora *dlora, KvlTarget target, int layer, int T, int in, int n_out,
-                            float *dw, float *db, float *dy_t)
-{
-    gemm(dx, dy, w, T, n_out, in, 0, 1);
-    if (dw) weight_backward(dw, dy, x, 1.0f, dy_t, T, n_out, in);
-    for (int t = 0; db && t < T; t++)
-        for (int o = 0; o < n_out; o++) db[o] += dy[(size_t)t * n_out + o];
-    if (!lora || !lora->has[target]) return;
-    int R = lora->rank;
-    const float *A = lora->A[target] + (size_t)layer * R * in, *B = lora->B[target] + (size_t)layer * n_out * R;
-    float *dA = dlora->A[target] + (size_t)layer * R * in, *dB = dlora->B[target] + (size_t)layer * n_out * R;
-    gemm(du, dy, B, T, n_out, R, 0, 0);
-    for (size_t i = 0; i < (size_t)T * R; i++) du[i] *= lora->scale;
-    weight_backward(dB, dy, u, lora->scale, dy_t, T, n_out, R);
-    weight_backward(dA, du, x, 1.0f, dy_t, T, R, in);
-    gemm(dx, du, A, T, R, in, 0, 1);
-}
-
-/* SwiGLU backward, h = silu(g) u with silu(g) = g sigmoid(g):
-       dg = dh u silu'(g),  silu'(g) = sigmoid(g) (1 + g (1 - sigmoid(g))),   du = dh silu(g). */
-static void swiglu_backward(float *d_gate, float *d_up, const float *d_hidden, const float *gate, const float *up, size_t n)
-{
-    PARALLEL_FOR
-    for (size_t i = 0; i < n; i++) {
-        float sig = 1.0f / (1.0f + expf(-gate[i]));
-        d_gate[i] = d_hidden[i] * up[i] * sig * (1.0f + gate[i] * (1.0f - sig));
-        d_up[i] = d_hidden[i] * gate[i] * sig;
-    }
 }
 
 /* Backward of the whole student: from a->d_logits ([T][V], zero on rows outside the loss)
@@ -3893,7 +3658,7 @@ static void student_backward(KvlModel *m, Acts *a, KvlLora *dlora, KvlWeights *d
 }
 
 /* ------------------------------------------------------------------------------------ */
-/* 8. LoRA adapters: create, save and load in PEFT's format                              */
+/* 9. LoRA adapters: create, save and load in PEFT's format, merge, combine             */
 /*                                                                                       */
 /* An adapter puts y += scale * B (A x) on chosen linear layers of every decoder layer.   */
 /* PEFT names the tensors base_model.model.model.layers.N.self_attn.q_proj.lora_A.weight */
@@ -4003,25 +3768,6 @@ int kvl_lora_init(KvlLora *lora, const KvlConfig *c, int rank, float alpha, int 
 static void lora_tensor_name(char *out, size_t cap, int layer, KvlTarget t, char ab)
 {
     snprintf(out, cap, "base_model.model.model.layers.%d.%s.%s.lora_%c.weight", layer, target_module(t), kvl_target_names[t], ab);
-}
-
-/* Writes a small text file atomically. */
-static int write_text_file(const char *path, const char *text)
-{
-    AtomicFile a;
-    if (atomic_open(&a, path)) return -1;
-    if (atomic_write(&a, text, strlen(text))) { atomic_abort(&a); return -1; }
-    return atomic_commit(&a);
-}
-
-static int make_dir(const char *dir)
-{
-#ifdef KVL_POSIX
-    if (mkdir(dir, 0755) != 0 && errno != EEXIST) return fail("%s: cannot create the directory: %s", dir, strerror(errno));
-#else
-    (void)dir;
-#endif
-    return 0;
 }
 
 /* The tensors of an adapter (or of its gradient, with prefix "grad."), in PEFT's names. */
@@ -4251,90 +3997,8 @@ int kvl_lora_combine(KvlLora *out, const KvlLora *adapters, const float *weights
     return 0;
 }
 
-/* Copies a small file (config.json, tokenizer.json) atomically. */
-static int copy_file(const char *from, const char *to)
-{
-    char *text;
-    size_t len;
-    if (read_file(from, &text, &len)) return -1;
-    AtomicFile a;
-    int r = atomic_open(&a, to);
-    if (!r) {
-        r = atomic_write(&a, text, len);
-        if (r) atomic_abort(&a); else r = atomic_commit(&a);
-    }
-    free(text);
-    return r;
-}
-
-/* config.json for a model of shape c, as transformers writes a LlamaForCausalLM's
-   (only for what kvl_config_parse reads back the same: Llama without biases or q/k norms). */
-static int config_json(const KvlConfig *c, Buf *b)
-{
-    if (c->qkv_bias || c->qk_norm || c->sliding_window || c->rope_llama3) return fail("config.json: only plain Llama shapes are written");
-    return buf_printf(b, "{\n  \"architectures\": [\"LlamaForCausalLM\"],\n  \"model_type\": \"llama\",\n"
-                         "  \"hidden_size\": %d,\n  \"intermediate_size\": %d,\n  \"num_hidden_layers\": %d,\n"
-                         "  \"num_attention_heads\": %d,\n  \"num_key_value_heads\": %d,\n  \"head_dim\": %d,\n"
-                         "  \"vocab_size\": %d,\n  \"max_position_embeddings\": %d,\n  \"rms_norm_eps\": %.9g,\n"
-                         "  \"rope_theta\": %.9g,\n  \"tie_word_embeddings\": %s,\n  \"bos_token_id\": %d,\n  \"eos_token_id\": %d,\n"
-                         "  \"hidden_act\": \"silu\",\n  \"attention_bias\": false,\n  \"mlp_bias\": false,\n  \"torch_dtype\": \"float32\"\n}\n",
-                      c->dim, c->ffn_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, c->vocab_size, c->max_positions,
-                      c->rms_eps, c->rope_theta, c->tie_embeddings ? "true" : "false", c->bos_token_id, c->eos_token_id);
-}
-
-/* Writes a model directory: the model's weights, float32, under their Hugging Face names,
-   and src_dir's config.json and tokenizer.json (if any); src_dir NULL: a config.json
-   written from m->config, and no tokenizer. */
-int kvl_model_save(const KvlModel *m, const char *src_dir, const char *out_dir)
-{
-    const KvlConfig *c = &m->config;
-    KvlWeights w = m->w;
-    WeightSpec specs[MAX_WEIGHT_SPECS];
-    int n_specs = weight_specs(c, &w, specs), n = 0;
-    for (int i = 0; i < n_specs; i++) n += specs[i].per_layer ? c->n_layers : 1;
-    KvlTensorOut *ts = xcalloc((size_t)n, sizeof *ts);
-    char *names = xcalloc((size_t)n, 128);
-    char from[4096], to[4096];
-    int r = -1;
-    if (!ts || !names || make_dir(out_dir)) goto done;
-    int k = 0;
-    for (int i = 0; i < n_specs; i++) {
-        int copies = specs[i].per_layer ? c->n_layers : 1;
-        size_t each = (size_t)specs[i].rows * (specs[i].cols ? specs[i].cols : 1);
-        for (int l = 0; l < copies; l++, k++) {
-            snprintf(names + (size_t)k * 128, 128, specs[i].name, l);
-            ts[k].name = names + (size_t)k * 128;
-            ts[k].dtype = KVL_F32;
-            ts[k].n_dims = specs[i].cols ? 2 : 1;
-            ts[k].shape[0] = specs[i].rows;
-            ts[k].shape[1] = specs[i].cols;
-            ts[k].data = *specs[i].ptr + (size_t)l * each;
-        }
-    }
-    const char *mk[1] = {"format"}, *mv[1] = {"pt"};
-    path_join(to, sizeof to, out_dir, "model.safetensors");
-    if (kvl_st_write(to, ts, n, mk, mv, 1)) goto done;
-    path_join(to, sizeof to, out_dir, "config.json");
-    if (!src_dir) {
-        Buf config = {0};
-        r = config_json(c, &config) || write_text_file(to, config.data) ? -1 : 0;
-        free(config.data);
-        goto done;
-    }
-    path_join(from, sizeof from, src_dir, "config.json");
-    if (copy_file(from, to)) goto done;
-    path_join(from, sizeof from, src_dir, "tokenizer.json");
-    path_join(to, sizeof to, out_dir, "tokenizer.json");
-    if (file_exists(from) && copy_file(from, to)) goto done;
-    r = 0;
-done:
-    free(ts);
-    free(names);
-    return r;
-}
-
 /* ------------------------------------------------------------------------------------ */
-/* 9. Distillation: losses, AdamW, the cache file, probes, the training loop           */
+/* 10. Distillation: teacher logits, losses, AdamW, probes, the training loop           */
 /*                                                                                       */
 /* Over T positions with logits z_s (student) and z_t (teacher), vocabulary V:           */
 /*   kl  = 1/T sum_t KL(p_t || p_s) = 1/T sum_t sum_v p_t,v (log p_t,v - log p_s,v)      */
@@ -4479,115 +4143,6 @@ static void adamw_step(AdamW *opt, float *params, const float *grads, size_t n)
         params[i] -= opt->lr * opt->weight_decay * params[i];
         params[i] -= opt->lr * (opt->m[i] / c1) / (sqrtf(opt->v[i] / c2) + opt->eps);
     }
-}
-
-/* A fingerprint of a model: its shape and a sample of its weights' bits, hashed with
-   FNV-1a. Caches and adapters carry it, so that one made for another model is refused. */
-static void model_fingerprint(const KvlModel *m, char out[17])
-{
-    const KvlConfig *c = &m->config;
-    uint64_t h = 0xcbf29ce484222325ull;
-    int dims[] = {c->dim, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, c->ffn_dim, c->vocab_size, (int)c->arch};
-    unsigned char b[4];
-    for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++) {
-        write_u32_le(b, (uint32_t)dims[i]);
-        for (int k = 0; k < 4; k++) h = (h ^ b[k]) * 0x100000001b3ull;
-    }
-    for (size_t i = 0; i < m->n_params; i += 997) {
-        write_u32_le(b, bits_from_f32(m->memory[i]));
-        for (int k = 0; k < 4; k++) h = (h ^ b[k]) * 0x100000001b3ull;
-    }
-    snprintf(out, 17, "%016llx", (unsigned long long)h);
-}
-
-/* The KV cache as a file: layers.N.k and layers.N.v, [KVH, T, HD] each, and tokens
-   (I32 [T]); the metadata names the model (fingerprint) and the prefix length. */
-int kvl_cache_save(const KvlCache *cache, const KvlModel *m, const int *tokens, int n_prefix, KvlDtype dtype, const char *path)
-{
-    int L = cache->n_layers, T = cache->n_tokens, KVH = cache->n_kv_heads, HD = cache->head_dim;
-    KvlTensorOut *ts = xcalloc((size_t)2 * L + 1, sizeof *ts);
-    char *names = xcalloc((size_t)2 * L, 32);
-    float *packed = xmalloc(sizeof(float) * 2 * (size_t)L * KVH * T * HD + 1);
-    if (!ts || !names || !packed) { free(ts); free(names); free(packed); return error_wrap("%s", path); }
-    /* the cache holds max_tokens positions per head; the file holds the T filled ones */
-    for (int l = 0; l < L; l++)
-        for (int kv = 0; kv < 2; kv++) {
-            float *dst = packed + ((size_t)(2 * l + kv)) * KVH * T * HD;
-            const float *src = kv ? cache->v : cache->k;
-            for (int h = 0; h < KVH; h++)
-                memcpy(dst + (size_t)h * T * HD, src + (((size_t)l * KVH + h) * cache->max_tokens) * HD, sizeof(float) * T * HD);
-            char *name = names + (size_t)(2 * l + kv) * 32;
-            snprintf(name, 32, "layers.%d.%c", l, kv ? 'v' : 'k');
-            KvlTensorOut t = {name, dtype, 3, {KVH, T, HD}, dst};
-            ts[2 * l + kv] = t;
-        }
-    KvlTensorOut tok = {"tokens", KVL_I32, 1, {T}, tokens};
-    ts[2 * L] = tok;
-    char fingerprint[17], prefix[16];
-    model_fingerprint(m, fingerprint);
-    snprintf(prefix, sizeof prefix, "%d", n_prefix);
-    const char *mk[4] = {"format", "kvlora_version", "model_fingerprint", "prefix_length"};
-    const char *mv[4] = {"kvlora cache", KVL_VERSION, fingerprint, prefix};
-    int r = kvl_st_write(path, ts, 2 * L + 1, mk, mv, 4);
-    free(ts);
-    free(names);
-    free(packed);
-    return r;
-}
-
-/* Reads a cache file written by kvl_cache_save for this model into a fresh cache with
-   room for extra more tokens; *tokens (allocated) gets its ids, *n_prefix the prefix length. */
-int kvl_cache_load(KvlCache *cache, const KvlModel *m, const char *path, int extra, int **tokens, int *n_tokens, int *n_prefix)
-{
-    const KvlConfig *c = &m->config;
-    KvlSafetensors st;
-    *tokens = NULL;
-    memset(cache, 0, sizeof *cache);           /* the error paths free it */
-    if (kvl_st_open(&st, path)) return -1;
-    char fingerprint[17];
-    model_fingerprint(m, fingerprint);
-    const char *format = kvl_st_meta(&st, "format"), *fp = kvl_st_meta(&st, "model_fingerprint"), *pl = kvl_st_meta(&st, "prefix_length");
-    const KvlTensorInfo *tt = kvl_st_find(&st, "tokens");
-    long long prefix = -1;
-    int r = -1;
-    if (!format || strcmp(format, "kvlora cache") != 0) { fail("%s: not a kvlora cache (no __metadata__ format \"kvlora cache\")", path); goto done; }
-    if (!fp || strcmp(fp, fingerprint) != 0) { fail("%s: the cache was recorded with another model (fingerprint %s, this model's is %s)", path, fp ? fp : "none", fingerprint); goto done; }
-    if (!tt || tt->n_dims != 1 || tt->shape[0] < 1 || tt->shape[0] > c->max_positions) { fail("%s: bad or missing 'tokens'", path); goto done; }
-    int T = (int)tt->shape[0];
-    if (!pl || parse_ids(pl, tokens, n_tokens) || *n_tokens != 1 || (prefix = (*tokens)[0]) > T) { fail("%s: bad prefix_length", path); goto done; }
-    free(*tokens);
-    *tokens = xmalloc(sizeof(int) * T);
-    if (!*tokens || kvl_cache_init(cache, c, T + extra > c->max_positions ? c->max_positions : T + extra)) goto done;
-    if (kvl_st_read_i32(&st, tt, *tokens)) goto done;
-    for (int i = 0; i < T; i++)
-        if ((*tokens)[i] < 0 || (*tokens)[i] >= c->vocab_size) { fail("%s: token %d outside the vocabulary", path, (*tokens)[i]); goto done; }
-    float *plane = xmalloc(sizeof(float) * (size_t)c->n_kv_heads * T * c->head_dim);
-    if (!plane) goto done;
-    for (int l = 0; l < c->n_layers; l++)
-        for (int kv = 0; kv < 2; kv++) {
-            char name[32];
-            snprintf(name, sizeof name, "layers.%d.%c", l, kv ? 'v' : 'k');
-            const KvlTensorInfo *t = kvl_st_find(&st, name);
-            if (!t || t->n_dims != 3 || t->shape[0] != c->n_kv_heads || t->shape[1] != T || t->shape[2] != c->head_dim) {
-                fail("%s: tensor '%s' is missing or not [%d, %d, %d]", path, name, c->n_kv_heads, T, c->head_dim);
-                free(plane);
-                goto done;
-            }
-            if (kvl_st_read_f32(&st, t, plane)) { free(plane); goto done; }
-            float *dst = kv ? cache->v : cache->k;
-            for (int h = 0; h < c->n_kv_heads; h++)
-                memcpy(dst + (((size_t)l * c->n_kv_heads + h) * cache->max_tokens) * c->head_dim, plane + (size_t)h * T * c->head_dim,
-                       sizeof(float) * T * c->head_dim);
-        }
-    free(plane);
-    cache->n_tokens = T;
-    *n_tokens = T;
-    *n_prefix = (int)prefix;
-    r = 0;
-done:
-    if (r) { free(*tokens); *tokens = NULL; kvl_cache_free(cache); }
-    kvl_st_close(&st);
-    return r;
 }
 
 /* The teacher's logits for a probe: the base model reading it after the cached prefix ++
@@ -4802,7 +4357,7 @@ done:
 }
 
 /* ------------------------------------------------------------------------------------ */
-/* 10. The needle-in-a-haystack corpus, pretraining and the needle test                  */
+/* 11. Experiments: the needle corpus, pretraining, the needle test                     */
 /*                                                                                       */
 /* Documents of English-like filler from a small grammar, with needles "The secret code   */
 /* of NAME is DDDDD." placed at chosen depths, and the questions "Q: What is the secret   */
@@ -4886,6 +4441,179 @@ int kvl_needle_document(char **text, size_t *len, KvlNeedle *needles, int n_need
 void kvl_needle_question(const KvlNeedle *needle, char *out, size_t cap)
 {
     snprintf(out, cap, "Q: What is the secret code of %.31s? A:", needle->name);
+}
+
+/* ---- training a byte-level BPE tokenizer (for the model kvlora trains itself) ---- */
+
+typedef struct { int left, right; long long count; } PairCount;
+
+static int compare_pairs(const void *a, const void *b)
+{
+    const PairCount *x = a, *y = b;
+    if (x->left != y->left) return x->left < y->left ? -1 : 1;
+    return x->right < y->right ? -1 : x->right > y->right;
+}
+
+/* A token's string as tokenizer.json spells it: each byte through GPT-2's byte map. */
+static int buf_push_byte_level(Buf *b, const char *bytes, size_t n, const uint32_t byte_to_cp[256])
+{
+    Buf mapped = {0};
+    int r = buf_push(&mapped, "", 0);
+    for (size_t i = 0; i < n && !r; i++) {
+        uint32_t cp = byte_to_cp[(unsigned char)bytes[i]];
+        char u[3];
+        if (cp < 0x80) { u[0] = (char)cp; r = buf_push(&mapped, u, 1); }
+        else { u[0] = (char)(0xC0 | (cp >> 6)); u[1] = (char)(0x80 | (cp & 0x3F)); r = buf_push(&mapped, u, 2); }
+    }
+    r = r || buf_push_json_string(b, mapped.data);
+    free(mapped.data);
+    return r;
+}
+
+/* Byte-pair encoding (Sennrich et al. 2016) learnt from text: cut the text into words with
+   GPT-2's pre-tokenizer, start every word from its bytes, and repeatedly merge the most
+   frequent adjacent pair of tokens (ties: the smallest pair of ids) into a new token, until
+   there are vocab_size tokens or no pair occurs twice. A pair that touches a digit is never
+   merged, so that a number is one token per digit (a needle's code is copied digit by
+   digit). *json receives a tokenizer.json that kvl_tokenizer_load and Hugging Face's
+   tokenizers both read: ids 0 and 1 are <s> and </s>, 2..257 the bytes, then the merges in
+   the order they were learnt; encoding adds <s> in front. */
+int kvl_bpe_train(const char *text, size_t len, int vocab_size, char **json, size_t *json_len)
+{
+    enum { N_SPECIAL = 2, N_BYTES = 256 };
+    if (vocab_size < N_SPECIAL + N_BYTES || vocab_size > 1 << 20)
+        return fail("BPE training: vocabulary of %d tokens (%d .. %d)", vocab_size, N_SPECIAL + N_BYTES, 1 << 20);
+    StrMap word_index = {0};
+    IntList *words = NULL;          /* each distinct word as a list of token ids (ids here: 0 = byte 0) */
+    long long *freq = NULL;
+    int n_words = 0, cap_words = 0, n_tokens = N_BYTES, r = -1;
+    Buf *strings = xcalloc((size_t)vocab_size, sizeof(Buf));       /* each token's bytes */
+    int *merge_left = xmalloc(sizeof(int) * vocab_size), *merge_right = xmalloc(sizeof(int) * vocab_size);
+    char *has_digit = xcalloc((size_t)vocab_size, 1);
+    PairCount *pairs = NULL;
+    size_t n_pairs_cap = 0;
+    Buf out = {0};
+    if (!strings || !merge_left || !merge_right || !has_digit) goto done;
+    for (int b = 0; b < N_BYTES; b++) {
+        char c = (char)b;
+        if (buf_push(&strings[b], &c, 1)) goto done;
+        has_digit[b] = b >= '0' && b <= '9';
+    }
+    /* the distinct words and how often each occurs */
+    for (size_t i = 0; i < len;) {
+        size_t n = pretok_match(REGEX_GPT2, text, len, i);
+        if (n == 0) n = 1;              /* (cannot happen: the last alternative matches any space) */
+        int k = strmap_get(&word_index, text + i, n), previous;
+        if (k < 0) {
+            if (n_words == cap_words) {
+                int cap = cap_words ? 2 * cap_words : 1024;
+                IntList *w2 = realloc(words, sizeof *w2 * cap);
+                if (!w2) { fail("out of memory"); goto done; }
+                words = w2;
+                long long *f2 = realloc(freq, sizeof *f2 * cap);
+                if (!f2) { fail("out of memory"); goto done; }
+                freq = f2;
+                cap_words = cap;
+            }
+            k = n_words++;
+            memset(&words[k], 0, sizeof words[k]);
+            freq[k] = 0;
+            for (size_t j = 0; j < n; j++)
+                if (ints_push(&words[k], (unsigned char)text[i + j])) goto done;
+            if (strmap_put(&word_index, text + i, n, k, &previous)) goto done;
+        }
+        freq[k]++;
+        i += n;
+    }
+    while (n_tokens + N_SPECIAL < vocab_size) {
+        /* count every adjacent pair, weighted by its word's frequency */
+        size_t n_pairs = 0;
+        for (int k = 0; k < n_words; k++) {
+            if (n_pairs + (size_t)words[k].n > n_pairs_cap) {
+                size_t cap = n_pairs_cap ? 2 * n_pairs_cap : 65536;
+                while (cap < n_pairs + (size_t)words[k].n) cap *= 2;
+                PairCount *p2 = realloc(pairs, sizeof *p2 * cap);
+                if (!p2) { fail("out of memory"); goto done; }
+                pairs = p2;
+                n_pairs_cap = cap;
+            }
+            for (int j = 0; j + 1 < words[k].n; j++) {
+                int a = words[k].data[j], b = words[k].data[j + 1];
+                if (has_digit[a] || has_digit[b]) continue;
+                pairs[n_pairs++] = (PairCount){a, b, freq[k]};
+            }
+        }
+        if (n_pairs == 0) break;
+        qsort(pairs, n_pairs, sizeof *pairs, compare_pairs);
+        PairCount best = {-1, -1, 0};
+        for (size_t i = 0; i < n_pairs;) {
+            PairCount sum = pairs[i];
+            size_t j = i + 1;
+            for (; j < n_pairs && pairs[j].left == sum.left && pairs[j].right == sum.right; j++) sum.count += pairs[j].count;
+            if (sum.count > best.count) best = sum;     /* strictly greater: the first (smallest) pair wins ties */
+            i = j;
+        }
+        if (best.count < 2) break;
+        int id = n_tokens++;
+        merge_left[id] = best.left;
+        merge_right[id] = best.right;
+        if (buf_push(&strings[id], strings[best.left].data, strings[best.left].len) ||
+            buf_push(&strings[id], strings[best.right].data, strings[best.right].len))
+            goto done;
+        for (int k = 0; k < n_words; k++) {             /* apply the merge, left to right */
+            IntList *w = &words[k];
+            int to = 0;
+            for (int j = 0; j < w->n; j++) {
+                if (j + 1 < w->n && w->data[j] == best.left && w->data[j + 1] == best.right) { w->data[to++] = id; j++; }
+                else w->data[to++] = w->data[j];
+            }
+            w->n = to;
+        }
+    }
+    /* tokenizer.json */
+    uint32_t byte_to_cp[256];
+    byte_level_map(byte_to_cp);
+    if (buf_puts(&out, "{\n  \"version\": \"1.0\",\n  \"truncation\": null,\n  \"padding\": null,\n  \"added_tokens\": [\n")) goto done;
+    for (int i = 0; i < N_SPECIAL; i++)
+        if (buf_printf(&out, "    {\"id\": %d, \"content\": \"%s\", \"single_word\": false, \"lstrip\": false, \"rstrip\": false, "
+                             "\"normalized\": false, \"special\": true}%s\n", i, i ? "</s>" : "<s>", i + 1 < N_SPECIAL ? "," : ""))
+            goto done;
+    if (buf_puts(&out, "  ],\n  \"normalizer\": null,\n"
+                       "  \"pre_tokenizer\": {\"type\": \"ByteLevel\", \"add_prefix_space\": false, \"trim_offsets\": true, \"use_regex\": true},\n"
+                       "  \"post_processor\": {\"type\": \"TemplateProcessing\",\n"
+                       "    \"single\": [{\"SpecialToken\": {\"id\": \"<s>\", \"type_id\": 0}}, {\"Sequence\": {\"id\": \"A\", \"type_id\": 0}}],\n"
+                       "    \"pair\": [{\"SpecialToken\": {\"id\": \"<s>\", \"type_id\": 0}}, {\"Sequence\": {\"id\": \"A\", \"type_id\": 0}}, "
+                       "{\"Sequence\": {\"id\": \"B\", \"type_id\": 1}}],\n"
+                       "    \"special_tokens\": {\"<s>\": {\"id\": \"<s>\", \"ids\": [0], \"tokens\": [\"<s>\"]}}},\n"
+                       "  \"decoder\": {\"type\": \"ByteLevel\", \"add_prefix_space\": true, \"trim_offsets\": true, \"use_regex\": true},\n"
+                       "  \"model\": {\"type\": \"BPE\", \"dropout\": null, \"unk_token\": null, \"continuing_subword_prefix\": null, "
+                       "\"end_of_word_suffix\": null, \"fuse_unk\": false, \"byte_fallback\": false, \"ignore_merges\": false,\n"
+                       "    \"vocab\": {\"<s>\": 0, \"</s>\": 1"))
+        goto done;
+    for (int id = 0; id < n_tokens; id++) {
+        if (buf_puts(&out, id % 8 ? ", " : ",\n      ") ||
+            buf_push_byte_level(&out, strings[id].data, strings[id].len, byte_to_cp) || buf_printf(&out, ": %d", id + N_SPECIAL))
+            goto done;
+    }
+    if (buf_puts(&out, "},\n    \"merges\": [")) goto done;
+    for (int id = N_BYTES; id < n_tokens; id++) {
+        if (buf_puts(&out, id == N_BYTES ? "\n      [" : ",\n      [") ||
+            buf_push_byte_level(&out, strings[merge_left[id]].data, strings[merge_left[id]].len, byte_to_cp) || buf_puts(&out, ", ") ||
+            buf_push_byte_level(&out, strings[merge_right[id]].data, strings[merge_right[id]].len, byte_to_cp) || buf_puts(&out, "]"))
+            goto done;
+    }
+    if (buf_puts(&out, "]}\n}\n")) goto done;
+    *json = out.data;
+    *json_len = out.len;
+    out.data = NULL;
+    r = 0;
+done:
+    if (r) error_wrap("BPE training");
+    for (int k = 0; k < n_words; k++) free(words[k].data);
+    for (int i = 0; strings && i < vocab_size; i++) free(strings[i].data);
+    free(words); free(freq); free(strings); free(merge_left); free(merge_right); free(has_digit); free(pairs); free(out.data);
+    strmap_free(&word_index);
+    return r;
 }
 
 /* ---- pretraining: a small model learns the corpus from nothing ---- */
@@ -5469,7 +5197,7 @@ done:
 }
 
 /* ------------------------------------------------------------------------------------ */
-/* 11. The command-line tool (compiled only with -DKVLORA_MAIN)                          */
+/* 12. The command-line tool (compiled only with -DKVLORA_MAIN)                         */
 /*                                                                                       */
 /* Only this section prints and picks exit codes: 0 success, 1 the work failed (the      */
 /* message says why), 2 the command line was wrong.                                      */
@@ -7121,3 +6849,321 @@ int main(int argc, char **argv)
 }
 
 #endif /* KVLORA_MAIN */
+
+/* ------------------------------------------------------------------------------------ */
+/* Appendix A. Fast kernels: the same sums, faster                                      */
+/*                                                                                      */
+/* gemm (declared in section 6) computes every output in the order of kvl_matmul_naive's*/
+/* loop: it starts at 0 and adds x[t][k] w(k, n) for k = 0, 1, ... in turn. Only the loops*/
+/* around that sum are reordered. A panel of MM_COLS rows of w is copied transposed into*/
+/* a buffer that stays in L1, so that the innermost loop runs along MM_COLS independent */
+/* outputs, which the compiler turns into vector multiplies and adds without reordering */
+/* any sum; a register tile of several tokens reuses each loaded panel row. OpenMP splits*/
+/* the panels, never a sum, so the result does not depend on the thread count.          */
+/* test.c's test_matmul_matches_naive and test_gemm_tiles_match_loops check that every  */
+/* tile, edge and thread count gives the naive loop's bits.                             */
+
+#define MM_COLS 16      /* outputs per panel: one to four vector registers wide */
+#define MM_DEPTH 256    /* inputs per packed block: MM_DEPTH * MM_COLS floats = 16 KB */
+#define MM_MAX_ROWS 6   /* the most tokens a register tile holds */
+
+/* The register tile: four tokens x MM_COLS outputs, resumed from and stored to out. The
+   four rows are four separate arrays on purpose: GCC 12 keeps these in vector registers
+   but not a float[4][MM_COLS] (measured on the 512x576x1536 prefill product, one core:
+   180 GFLOP/s against 12). With 32 vector registers (AVX-512) it runs near OpenBLAS; with
+   16 (AVX2) GCC keeps the accumulators on the stack, which is what the tile below is for. */
+static void matmul_tile4(float *out, int n_out, const float *x, int in, const float *panel, int panel_stride, int depth, int fresh)
+{
+    float a0[MM_COLS], a1[MM_COLS], a2[MM_COLS], a3[MM_COLS];
+    float *o0 = out, *o1 = out + n_out, *o2 = out + 2 * (size_t)n_out, *o3 = out + 3 * (size_t)n_out;
+    for (int j = 0; j < MM_COLS; j++) {
+        a0[j] = fresh ? 0.0f : o0[j];
+        a1[j] = fresh ? 0.0f : o1[j];
+        a2[j] = fresh ? 0.0f : o2[j];
+        a3[j] = fresh ? 0.0f : o3[j];
+    }
+    const float *x0 = x, *x1 = x + in, *x2 = x + 2 * (size_t)in, *x3 = x + 3 * (size_t)in;
+    for (int i = 0; i < depth; i++) {
+        const float *wi = panel + (size_t)i * panel_stride;
+        float b0 = x0[i], b1 = x1[i], b2 = x2[i], b3 = x3[i];
+        for (int j = 0; j < MM_COLS; j++) {
+            a0[j] += b0 * wi[j];
+            a1[j] += b1 * wi[j];
+            a2[j] += b2 * wi[j];
+            a3[j] += b3 * wi[j];
+        }
+    }
+    for (int j = 0; j < MM_COLS; j++) {
+        o0[j] = a0[j];
+        o1[j] = a1[j];
+        o2[j] = a2[j];
+        o3[j] = a3[j];
+    }
+}
+
+#if defined(__AVX__) && !defined(__AVX512F__) && !defined(KVL_PLAIN_KERNELS)
+#include <immintrin.h>
+#define KVL_AVX_TILE 1
+/* The same tile for AVX2-class machines, six tokens x 16 outputs in twelve named vector
+   registers (the form GCC will not find from the plain loop: it keeps the plain tile's
+   accumulators in memory: 32-35 against 61-75 GFLOP/s a core on the 512x576x1536 product, Zen 3).
+   A multiply then an add, never a fused multiply-add, in the same order over i as the
+   plain tile: every output is the very same float, so this path and the plain one agree
+   bit for bit (a test runs both). */
+static void matmul_tile6_avx(float *out, int n_out, const float *x, int in, const float *panel, int panel_stride, int depth, int fresh)
+{
+    /* twelve named accumulators, not an array: GCC keeps an array of __m256 on the stack */
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0;      /* outputs 0..7 */
+    __m256 b0 = a0, b1 = a0, b2 = a0, b3 = a0, b4 = a0, b5 = a0;                       /* outputs 8..15 */
+    float *o0 = out, *o1 = o0 + n_out, *o2 = o1 + n_out, *o3 = o2 + n_out, *o4 = o3 + n_out, *o5 = o4 + n_out;
+    if (!fresh) {
+        a0 = _mm256_loadu_ps(o0); a1 = _mm256_loadu_ps(o1); a2 = _mm256_loadu_ps(o2);
+        a3 = _mm256_loadu_ps(o3); a4 = _mm256_loadu_ps(o4); a5 = _mm256_loadu_ps(o5);
+        b0 = _mm256_loadu_ps(o0 + 8); b1 = _mm256_loadu_ps(o1 + 8); b2 = _mm256_loadu_ps(o2 + 8);
+        b3 = _mm256_loadu_ps(o3 + 8); b4 = _mm256_loadu_ps(o4 + 8); b5 = _mm256_loadu_ps(o5 + 8);
+    }
+    const float *x0 = x, *x1 = x0 + in, *x2 = x1 + in, *x3 = x2 + in, *x4 = x3 + in, *x5 = x4 + in;
+    for (int i = 0; i < depth; i++) {
+        const float *wi = panel + (size_t)i * panel_stride;
+        __m256 lo = _mm256_loadu_ps(wi), hi = _mm256_loadu_ps(wi + 8), s;
+#define KVL_TILE_ROW(xr, ar, br)                             \
+        s = _mm256_broadcast_ss(xr + i);                     \
+        ar = _mm256_add_ps(ar, _mm256_mul_ps(s, lo));        \
+        br = _mm256_add_ps(br, _mm256_mul_ps(s, hi));
+        KVL_TILE_ROW(x0, a0, b0) KVL_TILE_ROW(x1, a1, b1) KVL_TILE_ROW(x2, a2, b2)
+        KVL_TILE_ROW(x3, a3, b3) KVL_TILE_ROW(x4, a4, b4) KVL_TILE_ROW(x5, a5, b5)
+#undef KVL_TILE_ROW
+    }
+    _mm256_storeu_ps(o0, a0); _mm256_storeu_ps(o1, a1); _mm256_storeu_ps(o2, a2);
+    _mm256_storeu_ps(o3, a3); _mm256_storeu_ps(o4, a4); _mm256_storeu_ps(o5, a5);
+    _mm256_storeu_ps(o0 + 8, b0); _mm256_storeu_ps(o1 + 8, b1); _mm256_storeu_ps(o2 + 8, b2);
+    _mm256_storeu_ps(o3 + 8, b3); _mm256_storeu_ps(o4 + 8, b4); _mm256_storeu_ps(o5 + 8, b5);
+}
+#endif
+
+/* A register tile: rows tokens x MM_COLS outputs of out (row stride n_out) from rows rows
+   of x (stride in) and depth rows of MM_COLS weights, panel_stride floats apart. */
+typedef void (*MatmulTile)(float *out, int n_out, const float *x, int in, const float *panel, int panel_stride, int depth, int fresh);
+
+/* The product behind matmul and its backward: out[t][n] (+)= sum_k x[t][k] w(k, n), for
+   k = 0, 1, ... in turn, x [T][K]. w(k, n) is w[n][k] when w_is_nk (nn.Linear's [out][in]:
+   the forward) and w[k][n] otherwise (the backward's dx = dy W). With accumulate, the sums
+   continue from what out holds. tile and rows say which register tile computes it. */
+static void gemm_tiled(float *out, const float *x, const float *w, int T, int K, int N, int w_is_nk, int accumulate,
+                       MatmulTile tile, int rows)
+{
+    /* The work is shared out by panels; a product of few panels (a LoRA matrix's rank-R
+       side) is also cut into blocks of 48 tokens, so that both threads have work. Either
+       way each output is one thread's, summed in the same order. */
+    if (T <= 0 || N <= 0) return;
+    int n_panels = (N + MM_COLS - 1) / MM_COLS, block = n_panels >= 8 ? T : 48;
+    int n_blocks = (T + block - 1) / block;
+    PARALLEL_FOR
+    for (int job = 0; job < n_panels * n_blocks; job++) {
+        float panel[MM_DEPTH * MM_COLS];        /* panel[k][j] = w(k0 + k, n0 + j) */
+        float edge[MM_MAX_ROWS * MM_COLS];      /* a tile of the last rows or the last, narrower panel */
+        int p = job / n_blocks, n0 = p * MM_COLS, n_cols = N - n0 < MM_COLS ? N - n0 : MM_COLS;
+        int t_begin = job % n_blocks * block, t_end = t_begin + block < T ? t_begin + block : T;
+        for (int k0 = 0; k0 < K; k0 += MM_DEPTH) {
+            int depth = K - k0 < MM_DEPTH ? K - k0 : MM_DEPTH, fresh = k0 == 0 && !accumulate;
+            for (int j = 0; j < MM_COLS; j++)       /* (loops in the order that reads w contiguously) */
+                for (int k = 0; k < depth && w_is_nk; k++)
+                    panel[k * MM_COLS + j] = j < n_cols ? w[(size_t)(n0 + j) * K + k0 + k] : 0.0f;
+            for (int k = 0; k < depth && !w_is_nk && n_cols < MM_COLS; k++)
+                for (int j = 0; j < MM_COLS; j++)
+                    panel[k * MM_COLS + j] = j < n_cols ? w[(size_t)(k0 + k) * N + n0 + j] : 0.0f;
+            /* w[k][n] with a whole panel: its rows are already MM_COLS contiguous floats */
+            const float *wp = !w_is_nk && n_cols == MM_COLS ? w + (size_t)k0 * N + n0 : panel;
+            int wp_stride = !w_is_nk && n_cols == MM_COLS ? N : MM_COLS;
+            int t0 = t_begin;
+            for (; t0 + rows <= t_end && n_cols == MM_COLS; t0 += rows)
+                tile(out + (size_t)t0 * N + n0, N, x + (size_t)t0 * K + k0, K, wp, wp_stride, depth, fresh);
+            for (; t0 < t_end; t0 += rows) {    /* the edges: fewer tokens or outputs, same sums */
+                int n_rows = t_end - t0 < rows ? t_end - t0 : rows;
+                float part[MM_MAX_ROWS * MM_DEPTH] = {0};
+                for (int r = 0; r < n_rows; r++) {
+                    memcpy(part + r * MM_DEPTH, x + (size_t)(t0 + r) * K + k0, sizeof(float) * depth);
+                    for (int j = 0; j < n_cols; j++) edge[r * MM_COLS + j] = out[(size_t)(t0 + r) * N + n0 + j];
+                }
+                tile(edge, MM_COLS, part, MM_DEPTH, wp, wp_stride, depth, fresh);
+                for (int r = 0; r < n_rows; r++)
+                    for (int j = 0; j < n_cols; j++) out[(size_t)(t0 + r) * N + n0 + j] = edge[r * MM_COLS + j];
+            }
+        }
+    }
+}
+
+static void gemm(float *out, const float *x, const float *w, int T, int K, int N, int w_is_nk, int accumulate)
+{
+#ifdef KVL_AVX_TILE
+    (void)matmul_tile4;                         /* the plain tile: the tests run it here too */
+    gemm_tiled(out, x, w, T, K, N, w_is_nk, accumulate, matmul_tile6_avx, 6);
+#else
+    gemm_tiled(out, x, w, T, K, N, w_is_nk, accumulate, matmul_tile4, 4);
+#endif
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Appendix B. Unicode tables                                                           */
+/*                                                                                      */
+/* The classes \p{L} (letters: Lu Ll Lt Lm Lo), \p{N} (numbers: Nd Nl No) and \s (the   */
+/* White_Space property) that the pre-tokenizer regexes of section 4 use, as sorted     */
+/* [first, last] code point ranges, looked up by binary search. ASCII is tested directly.*/
+
+/* Unicode 14.0.0, from data/tokenizers/make_unicode_tables.py */
+static const uint32_t unicode_letters[][2] = {   /* 648 ranges */
+    {0x41, 0x5A}, {0x61, 0x7A}, {0xAA, 0xAA}, {0xB5, 0xB5}, {0xBA, 0xBA}, {0xC0, 0xD6},
+    {0xD8, 0xF6}, {0xF8, 0x2C1}, {0x2C6, 0x2D1}, {0x2E0, 0x2E4}, {0x2EC, 0x2EC}, {0x2EE, 0x2EE},
+    {0x370, 0x374}, {0x376, 0x377}, {0x37A, 0x37D}, {0x37F, 0x37F}, {0x386, 0x386}, {0x388, 0x38A},
+    {0x38C, 0x38C}, {0x38E, 0x3A1}, {0x3A3, 0x3F5}, {0x3F7, 0x481}, {0x48A, 0x52F}, {0x531, 0x556},
+    {0x559, 0x559}, {0x560, 0x588}, {0x5D0, 0x5EA}, {0x5EF, 0x5F2}, {0x620, 0x64A}, {0x66E, 0x66F},
+    {0x671, 0x6D3}, {0x6D5, 0x6D5}, {0x6E5, 0x6E6}, {0x6EE, 0x6EF}, {0x6FA, 0x6FC}, {0x6FF, 0x6FF},
+    {0x710, 0x710}, {0x712, 0x72F}, {0x74D, 0x7A5}, {0x7B1, 0x7B1}, {0x7CA, 0x7EA}, {0x7F4, 0x7F5},
+    {0x7FA, 0x7FA}, {0x800, 0x815}, {0x81A, 0x81A}, {0x824, 0x824}, {0x828, 0x828}, {0x840, 0x858},
+    {0x860, 0x86A}, {0x870, 0x887}, {0x889, 0x88E}, {0x8A0, 0x8C9}, {0x904, 0x939}, {0x93D, 0x93D},
+    {0x950, 0x950}, {0x958, 0x961}, {0x971, 0x980}, {0x985, 0x98C}, {0x98F, 0x990}, {0x993, 0x9A8},
+    {0x9AA, 0x9B0}, {0x9B2, 0x9B2}, {0x9B6, 0x9B9}, {0x9BD, 0x9BD}, {0x9CE, 0x9CE}, {0x9DC, 0x9DD},
+    {0x9DF, 0x9E1}, {0x9F0, 0x9F1}, {0x9FC, 0x9FC}, {0xA05, 0xA0A}, {0xA0F, 0xA10}, {0xA13, 0xA28},
+    {0xA2A, 0xA30}, {0xA32, 0xA33}, {0xA35, 0xA36}, {0xA38, 0xA39}, {0xA59, 0xA5C}, {0xA5E, 0xA5E},
+    {0xA72, 0xA74}, {0xA85, 0xA8D}, {0xA8F, 0xA91}, {0xA93, 0xAA8}, {0xAAA, 0xAB0}, {0xAB2, 0xAB3},
+    {0xAB5, 0xAB9}, {0xABD, 0xABD}, {0xAD0, 0xAD0}, {0xAE0, 0xAE1}, {0xAF9, 0xAF9}, {0xB05, 0xB0C},
+    {0xB0F, 0xB10}, {0xB13, 0xB28}, {0xB2A, 0xB30}, {0xB32, 0xB33}, {0xB35, 0xB39}, {0xB3D, 0xB3D},
+    {0xB5C, 0xB5D}, {0xB5F, 0xB61}, {0xB71, 0xB71}, {0xB83, 0xB83}, {0xB85, 0xB8A}, {0xB8E, 0xB90},
+    {0xB92, 0xB95}, {0xB99, 0xB9A}, {0xB9C, 0xB9C}, {0xB9E, 0xB9F}, {0xBA3, 0xBA4}, {0xBA8, 0xBAA},
+    {0xBAE, 0xBB9}, {0xBD0, 0xBD0}, {0xC05, 0xC0C}, {0xC0E, 0xC10}, {0xC12, 0xC28}, {0xC2A, 0xC39},
+    {0xC3D, 0xC3D}, {0xC58, 0xC5A}, {0xC5D, 0xC5D}, {0xC60, 0xC61}, {0xC80, 0xC80}, {0xC85, 0xC8C},
+    {0xC8E, 0xC90}, {0xC92, 0xCA8}, {0xCAA, 0xCB3}, {0xCB5, 0xCB9}, {0xCBD, 0xCBD}, {0xCDD, 0xCDE},
+    {0xCE0, 0xCE1}, {0xCF1, 0xCF2}, {0xD04, 0xD0C}, {0xD0E, 0xD10}, {0xD12, 0xD3A}, {0xD3D, 0xD3D},
+    {0xD4E, 0xD4E}, {0xD54, 0xD56}, {0xD5F, 0xD61}, {0xD7A, 0xD7F}, {0xD85, 0xD96}, {0xD9A, 0xDB1},
+    {0xDB3, 0xDBB}, {0xDBD, 0xDBD}, {0xDC0, 0xDC6}, {0xE01, 0xE30}, {0xE32, 0xE33}, {0xE40, 0xE46},
+    {0xE81, 0xE82}, {0xE84, 0xE84}, {0xE86, 0xE8A}, {0xE8C, 0xEA3}, {0xEA5, 0xEA5}, {0xEA7, 0xEB0},
+    {0xEB2, 0xEB3}, {0xEBD, 0xEBD}, {0xEC0, 0xEC4}, {0xEC6, 0xEC6}, {0xEDC, 0xEDF}, {0xF00, 0xF00},
+    {0xF40, 0xF47}, {0xF49, 0xF6C}, {0xF88, 0xF8C}, {0x1000, 0x102A}, {0x103F, 0x103F}, {0x1050, 0x1055},
+    {0x105A, 0x105D}, {0x1061, 0x1061}, {0x1065, 0x1066}, {0x106E, 0x1070}, {0x1075, 0x1081}, {0x108E, 0x108E},
+    {0x10A0, 0x10C5}, {0x10C7, 0x10C7}, {0x10CD, 0x10CD}, {0x10D0, 0x10FA}, {0x10FC, 0x1248}, {0x124A, 0x124D},
+    {0x1250, 0x1256}, {0x1258, 0x1258}, {0x125A, 0x125D}, {0x1260, 0x1288}, {0x128A, 0x128D}, {0x1290, 0x12B0},
+    {0x12B2, 0x12B5}, {0x12B8, 0x12BE}, {0x12C0, 0x12C0}, {0x12C2, 0x12C5}, {0x12C8, 0x12D6}, {0x12D8, 0x1310},
+    {0x1312, 0x1315}, {0x1318, 0x135A}, {0x1380, 0x138F}, {0x13A0, 0x13F5}, {0x13F8, 0x13FD}, {0x1401, 0x166C},
+    {0x166F, 0x167F}, {0x1681, 0x169A}, {0x16A0, 0x16EA}, {0x16F1, 0x16F8}, {0x1700, 0x1711}, {0x171F, 0x1731},
+    {0x1740, 0x1751}, {0x1760, 0x176C}, {0x176E, 0x1770}, {0x1780, 0x17B3}, {0x17D7, 0x17D7}, {0x17DC, 0x17DC},
+    {0x1820, 0x1878}, {0x1880, 0x1884}, {0x1887, 0x18A8}, {0x18AA, 0x18AA}, {0x18B0, 0x18F5}, {0x1900, 0x191E},
+    {0x1950, 0x196D}, {0x1970, 0x1974}, {0x1980, 0x19AB}, {0x19B0, 0x19C9}, {0x1A00, 0x1A16}, {0x1A20, 0x1A54},
+    {0x1AA7, 0x1AA7}, {0x1B05, 0x1B33}, {0x1B45, 0x1B4C}, {0x1B83, 0x1BA0}, {0x1BAE, 0x1BAF}, {0x1BBA, 0x1BE5},
+    {0x1C00, 0x1C23}, {0x1C4D, 0x1C4F}, {0x1C5A, 0x1C7D}, {0x1C80, 0x1C88}, {0x1C90, 0x1CBA}, {0x1CBD, 0x1CBF},
+    {0x1CE9, 0x1CEC}, {0x1CEE, 0x1CF3}, {0x1CF5, 0x1CF6}, {0x1CFA, 0x1CFA}, {0x1D00, 0x1DBF}, {0x1E00, 0x1F15},
+    {0x1F18, 0x1F1D}, {0x1F20, 0x1F45}, {0x1F48, 0x1F4D}, {0x1F50, 0x1F57}, {0x1F59, 0x1F59}, {0x1F5B, 0x1F5B},
+    {0x1F5D, 0x1F5D}, {0x1F5F, 0x1F7D}, {0x1F80, 0x1FB4}, {0x1FB6, 0x1FBC}, {0x1FBE, 0x1FBE}, {0x1FC2, 0x1FC4},
+    {0x1FC6, 0x1FCC}, {0x1FD0, 0x1FD3}, {0x1FD6, 0x1FDB}, {0x1FE0, 0x1FEC}, {0x1FF2, 0x1FF4}, {0x1FF6, 0x1FFC},
+    {0x2071, 0x2071}, {0x207F, 0x207F}, {0x2090, 0x209C}, {0x2102, 0x2102}, {0x2107, 0x2107}, {0x210A, 0x2113},
+    {0x2115, 0x2115}, {0x2119, 0x211D}, {0x2124, 0x2124}, {0x2126, 0x2126}, {0x2128, 0x2128}, {0x212A, 0x212D},
+    {0x212F, 0x2139}, {0x213C, 0x213F}, {0x2145, 0x2149}, {0x214E, 0x214E}, {0x2183, 0x2184}, {0x2C00, 0x2CE4},
+    {0x2CEB, 0x2CEE}, {0x2CF2, 0x2CF3}, {0x2D00, 0x2D25}, {0x2D27, 0x2D27}, {0x2D2D, 0x2D2D}, {0x2D30, 0x2D67},
+    {0x2D6F, 0x2D6F}, {0x2D80, 0x2D96}, {0x2DA0, 0x2DA6}, {0x2DA8, 0x2DAE}, {0x2DB0, 0x2DB6}, {0x2DB8, 0x2DBE},
+    {0x2DC0, 0x2DC6}, {0x2DC8, 0x2DCE}, {0x2DD0, 0x2DD6}, {0x2DD8, 0x2DDE}, {0x2E2F, 0x2E2F}, {0x3005, 0x3006},
+    {0x3031, 0x3035}, {0x303B, 0x303C}, {0x3041, 0x3096}, {0x309D, 0x309F}, {0x30A1, 0x30FA}, {0x30FC, 0x30FF},
+    {0x3105, 0x312F}, {0x3131, 0x318E}, {0x31A0, 0x31BF}, {0x31F0, 0x31FF}, {0x3400, 0x4DBF}, {0x4E00, 0xA48C},
+    {0xA4D0, 0xA4FD}, {0xA500, 0xA60C}, {0xA610, 0xA61F}, {0xA62A, 0xA62B}, {0xA640, 0xA66E}, {0xA67F, 0xA69D},
+    {0xA6A0, 0xA6E5}, {0xA717, 0xA71F}, {0xA722, 0xA788}, {0xA78B, 0xA7CA}, {0xA7D0, 0xA7D1}, {0xA7D3, 0xA7D3},
+    {0xA7D5, 0xA7D9}, {0xA7F2, 0xA801}, {0xA803, 0xA805}, {0xA807, 0xA80A}, {0xA80C, 0xA822}, {0xA840, 0xA873},
+    {0xA882, 0xA8B3}, {0xA8F2, 0xA8F7}, {0xA8FB, 0xA8FB}, {0xA8FD, 0xA8FE}, {0xA90A, 0xA925}, {0xA930, 0xA946},
+    {0xA960, 0xA97C}, {0xA984, 0xA9B2}, {0xA9CF, 0xA9CF}, {0xA9E0, 0xA9E4}, {0xA9E6, 0xA9EF}, {0xA9FA, 0xA9FE},
+    {0xAA00, 0xAA28}, {0xAA40, 0xAA42}, {0xAA44, 0xAA4B}, {0xAA60, 0xAA76}, {0xAA7A, 0xAA7A}, {0xAA7E, 0xAAAF},
+    {0xAAB1, 0xAAB1}, {0xAAB5, 0xAAB6}, {0xAAB9, 0xAABD}, {0xAAC0, 0xAAC0}, {0xAAC2, 0xAAC2}, {0xAADB, 0xAADD},
+    {0xAAE0, 0xAAEA}, {0xAAF2, 0xAAF4}, {0xAB01, 0xAB06}, {0xAB09, 0xAB0E}, {0xAB11, 0xAB16}, {0xAB20, 0xAB26},
+    {0xAB28, 0xAB2E}, {0xAB30, 0xAB5A}, {0xAB5C, 0xAB69}, {0xAB70, 0xABE2}, {0xAC00, 0xD7A3}, {0xD7B0, 0xD7C6},
+    {0xD7CB, 0xD7FB}, {0xF900, 0xFA6D}, {0xFA70, 0xFAD9}, {0xFB00, 0xFB06}, {0xFB13, 0xFB17}, {0xFB1D, 0xFB1D},
+    {0xFB1F, 0xFB28}, {0xFB2A, 0xFB36}, {0xFB38, 0xFB3C}, {0xFB3E, 0xFB3E}, {0xFB40, 0xFB41}, {0xFB43, 0xFB44},
+    {0xFB46, 0xFBB1}, {0xFBD3, 0xFD3D}, {0xFD50, 0xFD8F}, {0xFD92, 0xFDC7}, {0xFDF0, 0xFDFB}, {0xFE70, 0xFE74},
+    {0xFE76, 0xFEFC}, {0xFF21, 0xFF3A}, {0xFF41, 0xFF5A}, {0xFF66, 0xFFBE}, {0xFFC2, 0xFFC7}, {0xFFCA, 0xFFCF},
+    {0xFFD2, 0xFFD7}, {0xFFDA, 0xFFDC}, {0x10000, 0x1000B}, {0x1000D, 0x10026}, {0x10028, 0x1003A}, {0x1003C, 0x1003D},
+    {0x1003F, 0x1004D}, {0x10050, 0x1005D}, {0x10080, 0x100FA}, {0x10280, 0x1029C}, {0x102A0, 0x102D0}, {0x10300, 0x1031F},
+    {0x1032D, 0x10340}, {0x10342, 0x10349}, {0x10350, 0x10375}, {0x10380, 0x1039D}, {0x103A0, 0x103C3}, {0x103C8, 0x103CF},
+    {0x10400, 0x1049D}, {0x104B0, 0x104D3}, {0x104D8, 0x104FB}, {0x10500, 0x10527}, {0x10530, 0x10563}, {0x10570, 0x1057A},
+    {0x1057C, 0x1058A}, {0x1058C, 0x10592}, {0x10594, 0x10595}, {0x10597, 0x105A1}, {0x105A3, 0x105B1}, {0x105B3, 0x105B9},
+    {0x105BB, 0x105BC}, {0x10600, 0x10736}, {0x10740, 0x10755}, {0x10760, 0x10767}, {0x10780, 0x10785}, {0x10787, 0x107B0},
+    {0x107B2, 0x107BA}, {0x10800, 0x10805}, {0x10808, 0x10808}, {0x1080A, 0x10835}, {0x10837, 0x10838}, {0x1083C, 0x1083C},
+    {0x1083F, 0x10855}, {0x10860, 0x10876}, {0x10880, 0x1089E}, {0x108E0, 0x108F2}, {0x108F4, 0x108F5}, {0x10900, 0x10915},
+    {0x10920, 0x10939}, {0x10980, 0x109B7}, {0x109BE, 0x109BF}, {0x10A00, 0x10A00}, {0x10A10, 0x10A13}, {0x10A15, 0x10A17},
+    {0x10A19, 0x10A35}, {0x10A60, 0x10A7C}, {0x10A80, 0x10A9C}, {0x10AC0, 0x10AC7}, {0x10AC9, 0x10AE4}, {0x10B00, 0x10B35},
+    {0x10B40, 0x10B55}, {0x10B60, 0x10B72}, {0x10B80, 0x10B91}, {0x10C00, 0x10C48}, {0x10C80, 0x10CB2}, {0x10CC0, 0x10CF2},
+    {0x10D00, 0x10D23}, {0x10E80, 0x10EA9}, {0x10EB0, 0x10EB1}, {0x10F00, 0x10F1C}, {0x10F27, 0x10F27}, {0x10F30, 0x10F45},
+    {0x10F70, 0x10F81}, {0x10FB0, 0x10FC4}, {0x10FE0, 0x10FF6}, {0x11003, 0x11037}, {0x11071, 0x11072}, {0x11075, 0x11075},
+    {0x11083, 0x110AF}, {0x110D0, 0x110E8}, {0x11103, 0x11126}, {0x11144, 0x11144}, {0x11147, 0x11147}, {0x11150, 0x11172},
+    {0x11176, 0x11176}, {0x11183, 0x111B2}, {0x111C1, 0x111C4}, {0x111DA, 0x111DA}, {0x111DC, 0x111DC}, {0x11200, 0x11211},
+    {0x11213, 0x1122B}, {0x11280, 0x11286}, {0x11288, 0x11288}, {0x1128A, 0x1128D}, {0x1128F, 0x1129D}, {0x1129F, 0x112A8},
+    {0x112B0, 0x112DE}, {0x11305, 0x1130C}, {0x1130F, 0x11310}, {0x11313, 0x11328}, {0x1132A, 0x11330}, {0x11332, 0x11333},
+    {0x11335, 0x11339}, {0x1133D, 0x1133D}, {0x11350, 0x11350}, {0x1135D, 0x11361}, {0x11400, 0x11434}, {0x11447, 0x1144A},
+    {0x1145F, 0x11461}, {0x11480, 0x114AF}, {0x114C4, 0x114C5}, {0x114C7, 0x114C7}, {0x11580, 0x115AE}, {0x115D8, 0x115DB},
+    {0x11600, 0x1162F}, {0x11644, 0x11644}, {0x11680, 0x116AA}, {0x116B8, 0x116B8}, {0x11700, 0x1171A}, {0x11740, 0x11746},
+    {0x11800, 0x1182B}, {0x118A0, 0x118DF}, {0x118FF, 0x11906}, {0x11909, 0x11909}, {0x1190C, 0x11913}, {0x11915, 0x11916},
+    {0x11918, 0x1192F}, {0x1193F, 0x1193F}, {0x11941, 0x11941}, {0x119A0, 0x119A7}, {0x119AA, 0x119D0}, {0x119E1, 0x119E1},
+    {0x119E3, 0x119E3}, {0x11A00, 0x11A00}, {0x11A0B, 0x11A32}, {0x11A3A, 0x11A3A}, {0x11A50, 0x11A50}, {0x11A5C, 0x11A89},
+    {0x11A9D, 0x11A9D}, {0x11AB0, 0x11AF8}, {0x11C00, 0x11C08}, {0x11C0A, 0x11C2E}, {0x11C40, 0x11C40}, {0x11C72, 0x11C8F},
+    {0x11D00, 0x11D06}, {0x11D08, 0x11D09}, {0x11D0B, 0x11D30}, {0x11D46, 0x11D46}, {0x11D60, 0x11D65}, {0x11D67, 0x11D68},
+    {0x11D6A, 0x11D89}, {0x11D98, 0x11D98}, {0x11EE0, 0x11EF2}, {0x11FB0, 0x11FB0}, {0x12000, 0x12399}, {0x12480, 0x12543},
+    {0x12F90, 0x12FF0}, {0x13000, 0x1342E}, {0x14400, 0x14646}, {0x16800, 0x16A38}, {0x16A40, 0x16A5E}, {0x16A70, 0x16ABE},
+    {0x16AD0, 0x16AED}, {0x16B00, 0x16B2F}, {0x16B40, 0x16B43}, {0x16B63, 0x16B77}, {0x16B7D, 0x16B8F}, {0x16E40, 0x16E7F},
+    {0x16F00, 0x16F4A}, {0x16F50, 0x16F50}, {0x16F93, 0x16F9F}, {0x16FE0, 0x16FE1}, {0x16FE3, 0x16FE3}, {0x17000, 0x187F7},
+    {0x18800, 0x18CD5}, {0x18D00, 0x18D08}, {0x1AFF0, 0x1AFF3}, {0x1AFF5, 0x1AFFB}, {0x1AFFD, 0x1AFFE}, {0x1B000, 0x1B122},
+    {0x1B150, 0x1B152}, {0x1B164, 0x1B167}, {0x1B170, 0x1B2FB}, {0x1BC00, 0x1BC6A}, {0x1BC70, 0x1BC7C}, {0x1BC80, 0x1BC88},
+    {0x1BC90, 0x1BC99}, {0x1D400, 0x1D454}, {0x1D456, 0x1D49C}, {0x1D49E, 0x1D49F}, {0x1D4A2, 0x1D4A2}, {0x1D4A5, 0x1D4A6},
+    {0x1D4A9, 0x1D4AC}, {0x1D4AE, 0x1D4B9}, {0x1D4BB, 0x1D4BB}, {0x1D4BD, 0x1D4C3}, {0x1D4C5, 0x1D505}, {0x1D507, 0x1D50A},
+    {0x1D50D, 0x1D514}, {0x1D516, 0x1D51C}, {0x1D51E, 0x1D539}, {0x1D53B, 0x1D53E}, {0x1D540, 0x1D544}, {0x1D546, 0x1D546},
+    {0x1D54A, 0x1D550}, {0x1D552, 0x1D6A5}, {0x1D6A8, 0x1D6C0}, {0x1D6C2, 0x1D6DA}, {0x1D6DC, 0x1D6FA}, {0x1D6FC, 0x1D714},
+    {0x1D716, 0x1D734}, {0x1D736, 0x1D74E}, {0x1D750, 0x1D76E}, {0x1D770, 0x1D788}, {0x1D78A, 0x1D7A8}, {0x1D7AA, 0x1D7C2},
+    {0x1D7C4, 0x1D7CB}, {0x1DF00, 0x1DF1E}, {0x1E100, 0x1E12C}, {0x1E137, 0x1E13D}, {0x1E14E, 0x1E14E}, {0x1E290, 0x1E2AD},
+    {0x1E2C0, 0x1E2EB}, {0x1E7E0, 0x1E7E6}, {0x1E7E8, 0x1E7EB}, {0x1E7ED, 0x1E7EE}, {0x1E7F0, 0x1E7FE}, {0x1E800, 0x1E8C4},
+    {0x1E900, 0x1E943}, {0x1E94B, 0x1E94B}, {0x1EE00, 0x1EE03}, {0x1EE05, 0x1EE1F}, {0x1EE21, 0x1EE22}, {0x1EE24, 0x1EE24},
+    {0x1EE27, 0x1EE27}, {0x1EE29, 0x1EE32}, {0x1EE34, 0x1EE37}, {0x1EE39, 0x1EE39}, {0x1EE3B, 0x1EE3B}, {0x1EE42, 0x1EE42},
+    {0x1EE47, 0x1EE47}, {0x1EE49, 0x1EE49}, {0x1EE4B, 0x1EE4B}, {0x1EE4D, 0x1EE4F}, {0x1EE51, 0x1EE52}, {0x1EE54, 0x1EE54},
+    {0x1EE57, 0x1EE57}, {0x1EE59, 0x1EE59}, {0x1EE5B, 0x1EE5B}, {0x1EE5D, 0x1EE5D}, {0x1EE5F, 0x1EE5F}, {0x1EE61, 0x1EE62},
+    {0x1EE64, 0x1EE64}, {0x1EE67, 0x1EE6A}, {0x1EE6C, 0x1EE72}, {0x1EE74, 0x1EE77}, {0x1EE79, 0x1EE7C}, {0x1EE7E, 0x1EE7E},
+    {0x1EE80, 0x1EE89}, {0x1EE8B, 0x1EE9B}, {0x1EEA1, 0x1EEA3}, {0x1EEA5, 0x1EEA9}, {0x1EEAB, 0x1EEBB}, {0x20000, 0x2A6DF},
+    {0x2A700, 0x2B738}, {0x2B740, 0x2B81D}, {0x2B820, 0x2CEA1}, {0x2CEB0, 0x2EBE0}, {0x2F800, 0x2FA1D}, {0x30000, 0x3134A},
+};
+static const uint32_t unicode_numbers[][2] = {   /* 134 ranges */
+    {0x30, 0x39}, {0xB2, 0xB3}, {0xB9, 0xB9}, {0xBC, 0xBE}, {0x660, 0x669}, {0x6F0, 0x6F9},
+    {0x7C0, 0x7C9}, {0x966, 0x96F}, {0x9E6, 0x9EF}, {0x9F4, 0x9F9}, {0xA66, 0xA6F}, {0xAE6, 0xAEF},
+    {0xB66, 0xB6F}, {0xB72, 0xB77}, {0xBE6, 0xBF2}, {0xC66, 0xC6F}, {0xC78, 0xC7E}, {0xCE6, 0xCEF},
+    {0xD58, 0xD5E}, {0xD66, 0xD78}, {0xDE6, 0xDEF}, {0xE50, 0xE59}, {0xED0, 0xED9}, {0xF20, 0xF33},
+    {0x1040, 0x1049}, {0x1090, 0x1099}, {0x1369, 0x137C}, {0x16EE, 0x16F0}, {0x17E0, 0x17E9}, {0x17F0, 0x17F9},
+    {0x1810, 0x1819}, {0x1946, 0x194F}, {0x19D0, 0x19DA}, {0x1A80, 0x1A89}, {0x1A90, 0x1A99}, {0x1B50, 0x1B59},
+    {0x1BB0, 0x1BB9}, {0x1C40, 0x1C49}, {0x1C50, 0x1C59}, {0x2070, 0x2070}, {0x2074, 0x2079}, {0x2080, 0x2089},
+    {0x2150, 0x2182}, {0x2185, 0x2189}, {0x2460, 0x249B}, {0x24EA, 0x24FF}, {0x2776, 0x2793}, {0x2CFD, 0x2CFD},
+    {0x3007, 0x3007}, {0x3021, 0x3029}, {0x3038, 0x303A}, {0x3192, 0x3195}, {0x3220, 0x3229}, {0x3248, 0x324F},
+    {0x3251, 0x325F}, {0x3280, 0x3289}, {0x32B1, 0x32BF}, {0xA620, 0xA629}, {0xA6E6, 0xA6EF}, {0xA830, 0xA835},
+    {0xA8D0, 0xA8D9}, {0xA900, 0xA909}, {0xA9D0, 0xA9D9}, {0xA9F0, 0xA9F9}, {0xAA50, 0xAA59}, {0xABF0, 0xABF9},
+    {0xFF10, 0xFF19}, {0x10107, 0x10133}, {0x10140, 0x10178}, {0x1018A, 0x1018B}, {0x102E1, 0x102FB}, {0x10320, 0x10323},
+    {0x10341, 0x10341}, {0x1034A, 0x1034A}, {0x103D1, 0x103D5}, {0x104A0, 0x104A9}, {0x10858, 0x1085F}, {0x10879, 0x1087F},
+    {0x108A7, 0x108AF}, {0x108FB, 0x108FF}, {0x10916, 0x1091B}, {0x109BC, 0x109BD}, {0x109C0, 0x109CF}, {0x109D2, 0x109FF},
+    {0x10A40, 0x10A48}, {0x10A7D, 0x10A7E}, {0x10A9D, 0x10A9F}, {0x10AEB, 0x10AEF}, {0x10B58, 0x10B5F}, {0x10B78, 0x10B7F},
+    {0x10BA9, 0x10BAF}, {0x10CFA, 0x10CFF}, {0x10D30, 0x10D39}, {0x10E60, 0x10E7E}, {0x10F1D, 0x10F26}, {0x10F51, 0x10F54},
+    {0x10FC5, 0x10FCB}, {0x11052, 0x1106F}, {0x110F0, 0x110F9}, {0x11136, 0x1113F}, {0x111D0, 0x111D9}, {0x111E1, 0x111F4},
+    {0x112F0, 0x112F9}, {0x11450, 0x11459}, {0x114D0, 0x114D9}, {0x11650, 0x11659}, {0x116C0, 0x116C9}, {0x11730, 0x1173B},
+    {0x118E0, 0x118F2}, {0x11950, 0x11959}, {0x11C50, 0x11C6C}, {0x11D50, 0x11D59}, {0x11DA0, 0x11DA9}, {0x11FC0, 0x11FD4},
+    {0x12400, 0x1246E}, {0x16A60, 0x16A69}, {0x16AC0, 0x16AC9}, {0x16B50, 0x16B59}, {0x16B5B, 0x16B61}, {0x16E80, 0x16E96},
+    {0x1D2E0, 0x1D2F3}, {0x1D360, 0x1D378}, {0x1D7CE, 0x1D7FF}, {0x1E140, 0x1E149}, {0x1E2F0, 0x1E2F9}, {0x1E8C7, 0x1E8CF},
+    {0x1E950, 0x1E959}, {0x1EC71, 0x1ECAB}, {0x1ECAD, 0x1ECAF}, {0x1ECB1, 0x1ECB4}, {0x1ED01, 0x1ED2D}, {0x1ED2F, 0x1ED3D},
+    {0x1F100, 0x1F10C}, {0x1FBF0, 0x1FBF9},
+};
+static const uint32_t unicode_spaces[][2] = {   /* 10 ranges */
+    {0x9, 0xD}, {0x20, 0x20}, {0x85, 0x85}, {0xA0, 0xA0}, {0x1680, 0x1680}, {0x2000, 0x200A},
+    {0x2028, 0x2029}, {0x202F, 0x202F}, {0x205F, 0x205F}, {0x3000, 0x3000},
+};
+
+static int in_ranges(uint32_t cp, const uint32_t (*r)[2], int n)
+{
+    int lo = 0, hi = n - 1;
+    while (lo <= hi) {
+        int mid = (lo + hi) / 2;
+        if (cp < r[mid][0]) hi = mid - 1;
+        else if (cp > r[mid][1]) lo = mid + 1;
+        else return 1;
+    }
+    return 0;
+}
+
+#define N_RANGES(t) ((int)(sizeof t / sizeof t[0]))
+static int is_letter(uint32_t cp) { return cp < 0x80 ? ((cp | 32) >= 'a' && (cp | 32) <= 'z') : in_ranges(cp, unicode_letters, N_RANGES(unicode_letters)); }
+static int is_number(uint32_t cp) { return cp < 0x80 ? (cp >= '0' && cp <= '9') : in_ranges(cp, unicode_numbers, N_RANGES(unicode_numbers)); }
+static int is_space(uint32_t cp) { return in_ranges(cp, unicode_spaces, N_RANGES(unicode_spaces)); }
