@@ -2807,15 +2807,9 @@ done:
 /* The matmul of every linear layer: out[t][o] = sum_i x[t][i] w[o][i] + b[o].
    x is [T][in], w is [out][in] (nn.Linear's layout), b is [out] or NULL.
 
-   matmul_naive is the definition. matmul computes exactly the same sums in exactly the
-   same order (each output starts at 0 and adds x[t][i] w[o][i] for i = 0, 1, ... in
-   turn, then adds the bias), so the two agree bit for bit; a test checks it. What makes
-   it fast is the order of the loops around that sum: a panel of MM_COLS rows of w is
-   copied transposed into a small buffer that stays in L1, so that the innermost loop
-   runs along MM_COLS independent outputs, which the compiler turns into vector
-   multiplies and adds with no reordering of any sum; a tile of four tokens reuses
-   each loaded panel row. OpenMP splits the panels, never a sum, so the result does not
-   depend on the thread count. (Measured on the SmolLM2-135M shape: see README.) */
+   kvl_matmul_naive is the definition: each output starts at 0, adds x[t][i] w[o][i] for
+   i = 0, 1, ... in turn, then adds the bias. matmul computes exactly the same sums in
+   exactly the same order, faster (Appendix A), so the two agree bit for bit. */
 void kvl_matmul_naive(float *out, const float *x, const float *w, const float *b, int T, int in, int n_out)
 {
     for (int t = 0; t < T; t++)
@@ -2834,6 +2828,7 @@ void kvl_matmul_naive(float *out, const float *x, const float *w, const float *b
    Appendix A computes it fast. */
 static void gemm(float *out, const float *x, const float *w, int T, int K, int N, int w_is_nk, int accumulate);
 
+/* kvl_matmul_naive's result, through gemm. */
 static void matmul(float *out, const float *x, const float *w, const float *b, int T, int in, int n_out)
 {
     gemm(out, x, w, T, in, n_out, 1, 0);
@@ -2853,6 +2848,22 @@ static float dot(const float *a, const float *b, int n)
         for (int l = 0; l < 8; l++) acc[l] += a[i + l] * b[i + l];
     for (int l = 0; i < n; i++, l++) acc[l] += a[i] * b[i];
     return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
+/* The embedding: token t's vector is row tokens[t] of the table, x[t] = embed[tokens[t]]. */
+static void embedding_forward(float *x, const int *tokens, const float *embed, int T, int D)
+{
+    for (int t = 0; t < T; t++) memcpy(x + (size_t)t * D, embed + (size_t)tokens[t] * D, sizeof(float) * D);
+}
+
+/* Embedding backward: x[t] is a copy of row tokens[t], so that row collects its gradient,
+       d_embed[tokens[t]] += dx[t]      (a token that occurs twice collects twice). */
+static void embedding_backward(float *d_embed, const float *dx, const int *tokens, int T, int D)
+{
+    for (int t = 0; t < T; t++) {
+        float *row = d_embed + (size_t)tokens[t] * D;
+        for (int i = 0; i < D; i++) row[i] += dx[(size_t)t * D + i];
+    }
 }
 
 /* RMSNorm (Zhang & Sennrich 2019), as transformers' LlamaRMSNorm computes it:
@@ -2993,13 +3004,14 @@ static void attention_forward(float *out, float *att, size_t head_stride, size_t
     }
 }
 
-/* Attention backward, for o_t = sum_j p_tj v_j, p_t = softmax_j(s_tj), s_tj = q_t . k_j / sqrt(HD):
+/* Attention backward; writes d_q, d_k and d_v (does not add to them). For
+   o_t = sum_j p_tj v_j, p_t = softmax_j(s_tj), s_tj = q_t . k_j / sqrt(HD):
        dv_j  += sum_t p_tj do_t            dp_tj = do_t . v_j
        ds_tj  = p_tj (dp_tj - sum_j' p_tj' dp_tj')           (the softmax Jacobian)
        dq_t  += sum_j ds_tj k_j / sqrt(HD)   dk_j += sum_t ds_tj q_t / sqrt(HD)
    A key/value head collects from every query head of its group, so threads split the
-   key/value heads (each sum keeps one order whatever the thread count).
-   d_q is [T][H*HD] and written (not accumulated); d_k, d_v are [KVH][T][HD], zeroed here. */
+   key/value heads (each sum keeps one order whatever the thread count). d_q is [T][H*HD];
+   d_k and d_v are [KVH][T][HD], the cache's layout; d_p is [H][T] scratch. */
 static void attention_backward(float *d_q, float *d_k, float *d_v, float *d_p, const float *d_out, const float *att,
                                const float *q, const KvlCache *cache, int layer, int T, const KvlConfig *c)
 {
@@ -3041,8 +3053,8 @@ static void attention_backward(float *d_q, float *d_k, float *d_v, float *d_p, c
 /* A linear layer of the model, with its LoRA adapter when one is attached:
        y = W x + b + scale * B (A x)      (PEFT: base(x) + lora_B(lora_A(x)) * scaling)
    u receives A x ([T][R]), which the backward pass needs; tmp is [T][n_out] scratch. */
-static void linear_forward(float *out, float *u, float *tmp, const float *x, const float *w, const float *b,
-                           const KvlLora *lora, KvlTarget target, int layer, int T, int in, int n_out)
+static void linear_forward(float *out, float *u, const float *x, const float *w, const float *b,
+                           const KvlLora *lora, KvlTarget target, int layer, int T, int in, int n_out, float *tmp)
 {
     matmul(out, x, w, b, T, in, n_out);
     if (!lora || !lora->has[target]) return;
@@ -3080,10 +3092,10 @@ static void weight_backward(float *dw, const float *dy, const float *x, float sc
 /* Linear layer backward, y = W x + b + s B (A x) with u = A x:
        dx += dy W + du A,   du = s dy B,   dB += s dy^T u,   dA += du^T x,
        dW += dy^T x,  db += sum_t dy_t   (only when pretraining: dw non-NULL; db when b exists).
-   dlora (same layout as lora) receives dA and dB. */
-static void linear_backward(float *dx, const float *dy, const float *x, const float *u, float *du, const float *w,
-                            const KvlLora *lora, KvlLora *dlora, KvlTarget target, int layer, int T, int in, int n_out,
-                            float *dw, float *db, float *dy_t)
+   dlora (same layout as lora) receives dA and dB. du ([T][R]) and dy_t are scratch. */
+static void linear_backward(float *dx, float *dw, float *db, KvlLora *dlora, const float *dy, const float *u,
+                            const float *x, const float *w, const KvlLora *lora, KvlTarget target, int layer,
+                            int T, int in, int n_out, float *du, float *dy_t)
 {
     gemm(dx, dy, w, T, n_out, in, 0, 1);
     if (dw) weight_backward(dw, dy, x, 1.0f, dy_t, T, n_out, in);
@@ -3102,7 +3114,16 @@ static void linear_backward(float *dx, const float *dy, const float *x, const fl
 
 static float silu(float x) { return x / (1.0f + expf(-x)); }
 
-/* SwiGLU backward, h = silu(g) u with silu(g) = g sigmoid(g):
+/* SwiGLU, the MLP's gate (Shazeer 2020): hidden = silu(gate) * up, elementwise over n,
+   silu(g) = g sigmoid(g). Threads split the elements: an exponential each is too much
+   work for one thread to do alone. */
+static void swiglu_forward(float *hidden, const float *gate, const float *up, size_t n)
+{
+    PARALLEL_FOR
+    for (size_t i = 0; i < n; i++) hidden[i] = silu(gate[i]) * up[i];
+}
+
+/* SwiGLU backward; writes d_gate and d_up (does not add to them). For h = silu(g) u:
        dg = dh u silu'(g),  silu'(g) = sigmoid(g) (1 + g (1 - sigmoid(g))),   du = dh silu(g). */
 static void swiglu_backward(float *d_gate, float *d_up, const float *d_hidden, const float *gate, const float *up, size_t n)
 {
@@ -3115,7 +3136,7 @@ static void swiglu_backward(float *d_gate, float *d_up, const float *d_hidden, c
 }
 
 /* Where one layer's forward pass writes its activations. The forward pass points every
-   layer at the same scratch; the student (section 7) gives each layer its own slice, and
+   layer at the same scratch; the student (section 8) gives each layer its own slice, and
    asks for the copies the backward needs (res_*, q_raw, k_raw: NULL when not wanted). */
 typedef struct {
     float *res_attn, *res_mlp;      /* [T][D] the residual stream entering each block, or NULL */
@@ -3135,7 +3156,7 @@ typedef struct {
 /* Layer l on T tokens at positions pos0 ... : x (the residual stream, [T][D]) gets
        x += Attention(RMSNorm(x));  x += MLP(RMSNorm(x))
    and the tokens' keys and values go into the cache. */
-static void layer_forward(KvlModel *m, int l, float *x, int T, int pos0, KvlCache *cache, const LayerBuffers *b)
+static void layer_forward(float *x, KvlCache *cache, const LayerBuffers *b, const KvlModel *m, int l, int pos0, int T)
 {
     const KvlConfig *c = &m->config;
     const KvlWeights *w = &m->w;
@@ -3147,9 +3168,9 @@ static void layer_forward(KvlModel *m, int l, float *x, int T, int pos0, KvlCach
     if (b->res_attn) memcpy(b->res_attn, x, sizeof(float) * T * D);
     PARALLEL_FOR
     for (int t = 0; t < T; t++) rmsnorm_forward(b->xn_attn + (size_t)t * D, x + (size_t)t * D, w->attn_norm + (size_t)l * D, D, c->rms_eps);
-    linear_forward(b->q, b->u[KVL_Q_PROJ], b->lora_tmp, b->xn_attn, w->wq + (size_t)l * QD * D, w->bq ? w->bq + (size_t)l * QD : NULL, lora, KVL_Q_PROJ, l, T, D, QD);
-    linear_forward(b->k, b->u[KVL_K_PROJ], b->lora_tmp, b->xn_attn, w->wk + (size_t)l * KD * D, w->bk ? w->bk + (size_t)l * KD : NULL, lora, KVL_K_PROJ, l, T, D, KD);
-    linear_forward(b->v, b->u[KVL_V_PROJ], b->lora_tmp, b->xn_attn, w->wv + (size_t)l * KD * D, w->bv ? w->bv + (size_t)l * KD : NULL, lora, KVL_V_PROJ, l, T, D, KD);
+    linear_forward(b->q, b->u[KVL_Q_PROJ], b->xn_attn, w->wq + (size_t)l * QD * D, w->bq ? w->bq + (size_t)l * QD : NULL, lora, KVL_Q_PROJ, l, T, D, QD, b->lora_tmp);
+    linear_forward(b->k, b->u[KVL_K_PROJ], b->xn_attn, w->wk + (size_t)l * KD * D, w->bk ? w->bk + (size_t)l * KD : NULL, lora, KVL_K_PROJ, l, T, D, KD, b->lora_tmp);
+    linear_forward(b->v, b->u[KVL_V_PROJ], b->xn_attn, w->wv + (size_t)l * KD * D, w->bv ? w->bv + (size_t)l * KD : NULL, lora, KVL_V_PROJ, l, T, D, KD, b->lora_tmp);
     if (b->q_raw) memcpy(b->q_raw, b->q, sizeof(float) * T * QD);
     if (b->k_raw) memcpy(b->k_raw, b->k, sizeof(float) * T * KD);
     for (int t = 0; t < T; t++) {
@@ -3167,19 +3188,108 @@ static void layer_forward(KvlModel *m, int l, float *x, int T, int pos0, KvlCach
         }
     }
     attention_forward(b->att_out, b->att, b->att_head_stride, b->att_row_stride, b->q, cache, l, pos0, T, c);
-    linear_forward(b->delta, b->u[KVL_O_PROJ], b->lora_tmp, b->att_out, w->wo + (size_t)l * D * QD, NULL, lora, KVL_O_PROJ, l, T, QD, D);
+    linear_forward(b->delta, b->u[KVL_O_PROJ], b->att_out, w->wo + (size_t)l * D * QD, NULL, lora, KVL_O_PROJ, l, T, QD, D, b->lora_tmp);
     for (size_t i = 0; i < (size_t)T * D; i++) x[i] += b->delta[i];
 
     /* MLP block: down(silu(gate(x)) * up(x)) */
     if (b->res_mlp) memcpy(b->res_mlp, x, sizeof(float) * T * D);
     PARALLEL_FOR
     for (int t = 0; t < T; t++) rmsnorm_forward(b->xn_mlp + (size_t)t * D, x + (size_t)t * D, w->mlp_norm + (size_t)l * D, D, c->rms_eps);
-    linear_forward(b->gate, b->u[KVL_GATE_PROJ], b->lora_tmp, b->xn_mlp, w->w_gate + (size_t)l * F * D, NULL, lora, KVL_GATE_PROJ, l, T, D, F);
-    linear_forward(b->up, b->u[KVL_UP_PROJ], b->lora_tmp, b->xn_mlp, w->w_up + (size_t)l * F * D, NULL, lora, KVL_UP_PROJ, l, T, D, F);
-    PARALLEL_FOR        /* an exponential for each of T x F elements: too much for one thread to do alone */
-    for (size_t i = 0; i < (size_t)T * F; i++) b->hidden[i] = silu(b->gate[i]) * b->up[i];
-    linear_forward(b->delta, b->u[KVL_DOWN_PROJ], b->lora_tmp, b->hidden, w->w_down + (size_t)l * D * F, NULL, lora, KVL_DOWN_PROJ, l, T, F, D);
+    linear_forward(b->gate, b->u[KVL_GATE_PROJ], b->xn_mlp, w->w_gate + (size_t)l * F * D, NULL, lora, KVL_GATE_PROJ, l, T, D, F, b->lora_tmp);
+    linear_forward(b->up, b->u[KVL_UP_PROJ], b->xn_mlp, w->w_up + (size_t)l * F * D, NULL, lora, KVL_UP_PROJ, l, T, D, F, b->lora_tmp);
+    swiglu_forward(b->hidden, b->gate, b->up, (size_t)T * F);
+    linear_forward(b->delta, b->u[KVL_DOWN_PROJ], b->hidden, w->w_down + (size_t)l * D * F, NULL, lora, KVL_DOWN_PROJ, l, T, F, D, b->lora_tmp);
     for (size_t i = 0; i < (size_t)T * D; i++) x[i] += b->delta[i];
+}
+
+/* The gradients one layer's backward works in: scratch, reused by every layer. */
+typedef struct {
+    float *d_xn;                    /* [T][D] of a block's normalised input */
+    float *d_att_out;               /* [T][H*HD] */
+    float *d_q;                     /* [T][H*HD] */
+    float *d_k, *d_v;               /* [KVH][T][HD], the cache's layout */
+    float *d_k_rows, *d_v_rows;     /* [T][KVH*HD] the same, in the projections' layout */
+    float *d_p;                     /* [H][T] */
+    float *d_gate, *d_up, *d_hidden;    /* [T][F] */
+    float *d_u;                     /* [T][R] */
+    float *d_head;                  /* [HD] one head's gradient through q_norm / k_norm */
+    float *dy_t;                    /* a linear layer's output gradient, transposed */
+} LayerGrads;
+
+/* Back through q_norm and k_norm (Qwen3), which were applied in place, head by head: the
+   norm's input is the saved q_raw / k_raw. d ([n_heads][HD]) is rewritten in place. */
+static void head_norm_backward(float *d, float *dw, const float *raw, const float *w, int n_heads, int HD, float eps, float *d_head)
+{
+    for (int h = 0; h < n_heads; h++) {
+        memset(d_head, 0, sizeof(float) * HD);
+        rmsnorm_backward(d_head, dw, d + h * HD, raw + h * HD, w, HD, eps);
+        memcpy(d + h * HD, d_head, sizeof(float) * HD);
+    }
+}
+
+/* Layer backward, layer_forward read from the bottom up. dx holds d loss / d x for the
+   layer's output; each block is x_out = x_in + f(RMSNorm(x_in)), so dx passes through
+   unchanged and the block adds the gradient through f and the norm:
+       MLP:        f = down(silu(gate(n)) * up(n))
+       attention:  f = o(attention(rope(q(n)), rope(k(n)), v(n)))
+   b holds what layer_forward saved (the student's slice for layer l), cache the keys and
+   values. LoRA gradients are added to dlora, and, when pretraining, the weights' to dw
+   (NULL: the weights are frozen). */
+static void layer_backward(float *dx, KvlWeights *dw, KvlLora *dlora, const LayerBuffers *b, const KvlCache *cache,
+                           const KvlModel *m, int l, int T, const LayerGrads *g)
+{
+    const KvlConfig *c = &m->config;
+    const KvlWeights *w = &m->w;
+    const KvlLora *lora = m->lora;
+    int D = c->dim, H = c->n_heads, KVH = c->n_kv_heads, HD = c->head_dim, F = c->ffn_dim;
+    int QD = H * HD, KD = KVH * HD, half = HD / 2;
+    /* the gradient of layer l's weight p, or NULL when the weights are frozen */
+#define DW(p, size) (dw && dw->p ? dw->p + (size_t)l * (size) : NULL)
+
+    /* MLP block */
+    memset(g->d_hidden, 0, sizeof(float) * T * F);
+    linear_backward(g->d_hidden, DW(w_down, D * F), NULL, dlora, dx, b->u[KVL_DOWN_PROJ], b->hidden, w->w_down + (size_t)l * D * F,
+                    lora, KVL_DOWN_PROJ, l, T, F, D, g->d_u, g->dy_t);
+    swiglu_backward(g->d_gate, g->d_up, g->d_hidden, b->gate, b->up, (size_t)T * F);
+    memset(g->d_xn, 0, sizeof(float) * T * D);
+    linear_backward(g->d_xn, DW(w_gate, F * D), NULL, dlora, g->d_gate, b->u[KVL_GATE_PROJ], b->xn_mlp, w->w_gate + (size_t)l * F * D,
+                    lora, KVL_GATE_PROJ, l, T, D, F, g->d_u, g->dy_t);
+    linear_backward(g->d_xn, DW(w_up, F * D), NULL, dlora, g->d_up, b->u[KVL_UP_PROJ], b->xn_mlp, w->w_up + (size_t)l * F * D,
+                    lora, KVL_UP_PROJ, l, T, D, F, g->d_u, g->dy_t);
+    for (int t = 0; t < T; t++)
+        rmsnorm_backward(dx + (size_t)t * D, DW(mlp_norm, D), g->d_xn + (size_t)t * D, b->res_mlp + (size_t)t * D,
+                         w->mlp_norm + (size_t)l * D, D, c->rms_eps);
+
+    /* attention block */
+    memset(g->d_att_out, 0, sizeof(float) * T * QD);
+    linear_backward(g->d_att_out, DW(wo, D * QD), NULL, dlora, dx, b->u[KVL_O_PROJ], b->att_out, w->wo + (size_t)l * D * QD,
+                    lora, KVL_O_PROJ, l, T, QD, D, g->d_u, g->dy_t);
+    attention_backward(g->d_q, g->d_k, g->d_v, g->d_p, g->d_att_out, b->att, b->q, cache, l, T, c);
+    for (int h = 0; h < KVH; h++)
+        for (int t = 0; t < T; t++) {
+            memcpy(g->d_k_rows + (size_t)t * KD + h * HD, g->d_k + ((size_t)h * T + t) * HD, sizeof(float) * HD);
+            memcpy(g->d_v_rows + (size_t)t * KD + h * HD, g->d_v + ((size_t)h * T + t) * HD, sizeof(float) * HD);
+        }
+    for (int t = 0; t < T; t++) {
+        float *dq = g->d_q + (size_t)t * QD, *dk = g->d_k_rows + (size_t)t * KD;
+        rope_backward(dq, b->rope_cos + (size_t)t * half, b->rope_sin + (size_t)t * half, H, HD);
+        rope_backward(dk, b->rope_cos + (size_t)t * half, b->rope_sin + (size_t)t * half, KVH, HD);
+        if (c->qk_norm) {
+            head_norm_backward(dq, DW(q_norm, HD), b->q_raw + (size_t)t * QD, w->q_norm + (size_t)l * HD, H, HD, c->rms_eps, g->d_head);
+            head_norm_backward(dk, DW(k_norm, HD), b->k_raw + (size_t)t * KD, w->k_norm + (size_t)l * HD, KVH, HD, c->rms_eps, g->d_head);
+        }
+    }
+    memset(g->d_xn, 0, sizeof(float) * T * D);
+    linear_backward(g->d_xn, DW(wq, QD * D), DW(bq, QD), dlora, g->d_q, b->u[KVL_Q_PROJ], b->xn_attn, w->wq + (size_t)l * QD * D,
+                    lora, KVL_Q_PROJ, l, T, D, QD, g->d_u, g->dy_t);
+    linear_backward(g->d_xn, DW(wk, KD * D), DW(bk, KD), dlora, g->d_k_rows, b->u[KVL_K_PROJ], b->xn_attn, w->wk + (size_t)l * KD * D,
+                    lora, KVL_K_PROJ, l, T, D, KD, g->d_u, g->dy_t);
+    linear_backward(g->d_xn, DW(wv, KD * D), DW(bv, KD), dlora, g->d_v_rows, b->u[KVL_V_PROJ], b->xn_attn, w->wv + (size_t)l * KD * D,
+                    lora, KVL_V_PROJ, l, T, D, KD, g->d_u, g->dy_t);
+    for (int t = 0; t < T; t++)
+        rmsnorm_backward(dx + (size_t)t * D, DW(attn_norm, D), g->d_xn + (size_t)t * D, b->res_attn + (size_t)t * D,
+                         w->attn_norm + (size_t)l * D, D, c->rms_eps);
+#undef DW
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -3294,9 +3404,9 @@ static void forward_chunk(KvlModel *m, KvlCache *cache, const int *tokens, int T
     for (int k = 0; k < KVL_N_TARGETS; k++) b.u[k] = s->lora_u;
     b.lora_tmp = s->lora_out;
     b.rope_cos = s->rope_cos; b.rope_sin = s->rope_sin;
-    for (int t = 0; t < T; t++) memcpy(s->x + (size_t)t * D, m->w.embed + (size_t)tokens[t] * D, sizeof(float) * D);
+    embedding_forward(s->x, tokens, m->w.embed, T, D);
     rope_tables(s->rope_cos, s->rope_sin, s->inv_freq, cache->n_tokens, T, c->head_dim / 2);
-    for (int l = 0; l < c->n_layers; l++) layer_forward(m, l, s->x, T, cache->n_tokens, cache, &b);
+    for (int l = 0; l < c->n_layers; l++) layer_forward(s->x, cache, &b, m, l, cache->n_tokens, T);
     cache->n_tokens += T;
 }
 
@@ -3524,6 +3634,29 @@ static int acts_init(Acts *a, const KvlConfig *c, int max_tokens, int rank, int 
     return 0;
 }
 
+/* Where layer l of the student keeps its activations: its own slice of a (the backward
+   reads them), and the forward pass's scratch for what only the forward needs. */
+static void student_layer_buffers(LayerBuffers *b, const KvlModel *m, const Acts *a, int l, int T)
+{
+    const KvlConfig *c = &m->config;
+    const KvlScratch *s = m->scratch;
+    int D = c->dim, H = c->n_heads, KD = c->n_kv_heads * c->head_dim, F = c->ffn_dim, R = a->rank;
+    int QD = H * c->head_dim;
+    size_t LD = (size_t)l * T * D, LQ = (size_t)l * T * QD, LF = (size_t)l * T * F;
+    b->res_attn = a->res_attn + LD; b->xn_attn = a->xn_attn + LD;
+    b->res_mlp = a->res_mlp + LD; b->xn_mlp = a->xn_mlp + LD;
+    b->q = a->q + LQ; b->k = s->k; b->v = s->v;     /* k and v live on in the student's cache */
+    b->q_raw = c->qk_norm ? a->q_raw + LQ : NULL;
+    b->k_raw = c->qk_norm ? a->k_raw + (size_t)l * T * KD : NULL;
+    b->att = a->att + (size_t)l * H * T * T; b->att_head_stride = (size_t)T * T; b->att_row_stride = (size_t)T;
+    b->att_out = a->att_out + LQ;
+    b->gate = a->gate + LF; b->up = a->up + LF; b->hidden = a->hidden + LF;
+    b->delta = s->delta;
+    for (int k = 0; k < KVL_N_TARGETS; k++) b->u[k] = a->lora_u[k] + (size_t)l * T * R;
+    b->lora_tmp = a->lora_tmp;
+    b->rope_cos = s->rope_cos; b->rope_sin = s->rope_sin;
+}
+
 /* The student's forward pass over tokens[0..T) from position 0 with the model's adapter
    (m->lora): section 6's layer_forward, each layer writing into its own slice of a. */
 static void student_forward(KvlModel *m, Acts *a, const int *tokens, int T)
@@ -3531,29 +3664,16 @@ static void student_forward(KvlModel *m, Acts *a, const int *tokens, int T)
     const KvlConfig *c = &m->config;
     const KvlWeights *w = &m->w;
     KvlScratch *s = m->scratch;
-    int D = c->dim, H = c->n_heads, KD = c->n_kv_heads * c->head_dim, F = c->ffn_dim, R = a->rank;
-    int QD = H * c->head_dim;
+    int D = c->dim;
     float *x = a->res_final;                    /* the running residual stream */
     a->tokens = tokens;
-    for (int t = 0; t < T; t++) memcpy(x + (size_t)t * D, w->embed + (size_t)tokens[t] * D, sizeof(float) * D);
+    embedding_forward(x, tokens, w->embed, T, D);
     rope_tables(s->rope_cos, s->rope_sin, s->inv_freq, 0, T, c->head_dim / 2);
     a->cache.n_tokens = 0;
     for (int l = 0; l < c->n_layers; l++) {
         LayerBuffers b;
-        size_t LD = (size_t)l * T * D, LQ = (size_t)l * T * QD, LF = (size_t)l * T * F;
-        b.res_attn = a->res_attn + LD; b.xn_attn = a->xn_attn + LD;
-        b.res_mlp = a->res_mlp + LD; b.xn_mlp = a->xn_mlp + LD;
-        b.q = a->q + LQ; b.k = s->k; b.v = s->v;     /* k and v live on in the student's cache */
-        b.q_raw = c->qk_norm ? a->q_raw + LQ : NULL;
-        b.k_raw = c->qk_norm ? a->k_raw + (size_t)l * T * KD : NULL;
-        b.att = a->att + (size_t)l * H * T * T; b.att_head_stride = (size_t)T * T; b.att_row_stride = (size_t)T;
-        b.att_out = a->att_out + LQ;
-        b.gate = a->gate + LF; b.up = a->up + LF; b.hidden = a->hidden + LF;
-        b.delta = s->delta;
-        for (int k = 0; k < KVL_N_TARGETS; k++) b.u[k] = a->lora_u[k] + (size_t)l * T * R;
-        b.lora_tmp = a->lora_tmp;
-        b.rope_cos = s->rope_cos; b.rope_sin = s->rope_sin;
-        layer_forward(m, l, x, T, 0, &a->cache, &b);
+        student_layer_buffers(&b, m, a, l, T);
+        layer_forward(x, &a->cache, &b, m, l, 0, T);
     }
     a->cache.n_tokens = T;
     for (int t = 0; t < T; t++) rmsnorm_forward(a->xn_final + (size_t)t * D, x + (size_t)t * D, w->final_norm, D, c->rms_eps);
@@ -3567,94 +3687,27 @@ static void student_backward(KvlModel *m, Acts *a, KvlLora *dlora, KvlWeights *d
 {
     const KvlConfig *c = &m->config;
     const KvlWeights *w = &m->w;
-    const KvlLora *lora = m->lora;
-    KvlScratch *s = m->scratch;
-    int D = c->dim, H = c->n_heads, KVH = c->n_kv_heads, HD = c->head_dim, F = c->ffn_dim, R = a->rank;
-    int QD = H * HD, KD = KVH * HD, half = HD / 2;
-    float *dy_t = a->dy_t;
-    /* the gradient of weight p of layer l, or NULL when the weights are frozen */
-#define DW(p, l, size) (dw && dw->p ? dw->p + (size_t)(l) * (size) : NULL)
+    int D = c->dim;
 
     /* logits = lm_head(RMSNorm(x)) */
     memset(a->d_xn, 0, sizeof(float) * T * D);
     gemm(a->d_xn, a->d_logits, w->lm_head, T, c->vocab_size, D, 0, 1);
-    if (dw) weight_backward(dw->lm_head, a->d_logits, a->xn_final, 1.0f, dy_t, T, c->vocab_size, D);
+    if (dw) weight_backward(dw->lm_head, a->d_logits, a->xn_final, 1.0f, a->dy_t, T, c->vocab_size, D);
     memset(a->d_res, 0, sizeof(float) * T * D);
     for (int t = 0; t < T; t++)
-        rmsnorm_backward(a->d_res + (size_t)t * D, DW(final_norm, 0, 0), a->d_xn + (size_t)t * D, a->res_final + (size_t)t * D,
+        rmsnorm_backward(a->d_res + (size_t)t * D, dw ? dw->final_norm : NULL, a->d_xn + (size_t)t * D, a->res_final + (size_t)t * D,
                          w->final_norm, D, c->rms_eps);
 
+    /* the layers, last to first; the forward's k scratch holds d v in the projections' layout */
+    LayerGrads g = {a->d_xn, a->d_att_out, a->d_q, a->d_k, a->d_v, a->d_tmp, m->scratch->k, a->d_p,
+                    a->d_gate, a->d_up, a->d_hidden, a->d_u, a->lora_tmp, a->dy_t};
     for (int l = c->n_layers - 1; l >= 0; l--) {
-        const float *res_attn = a->res_attn + (size_t)l * T * D, *xn_attn = a->xn_attn + (size_t)l * T * D;
-        const float *q = a->q + (size_t)l * T * QD, *att_out = a->att_out + (size_t)l * T * QD;
-        const float *res_mlp = a->res_mlp + (size_t)l * T * D, *xn_mlp = a->xn_mlp + (size_t)l * T * D;
-        const float *gate = a->gate + (size_t)l * T * F, *up = a->up + (size_t)l * T * F, *hidden = a->hidden + (size_t)l * T * F;
-        const float *u[KVL_N_TARGETS];
-        for (int k = 0; k < KVL_N_TARGETS; k++) u[k] = a->lora_u[k] + (size_t)l * T * R;
-
-        /* MLP: x_out = x_mid + down(swiglu(gate(n), up(n))), n = RMSNorm(x_mid) */
-        memset(a->d_hidden, 0, sizeof(float) * T * F);
-        linear_backward(a->d_hidden, a->d_res, hidden, u[KVL_DOWN_PROJ], a->d_u, w->w_down + (size_t)l * D * F, lora, dlora,
-                        KVL_DOWN_PROJ, l, T, F, D, DW(w_down, l, D * F), NULL, dy_t);
-        swiglu_backward(a->d_gate, a->d_up, a->d_hidden, gate, up, (size_t)T * F);
-        memset(a->d_xn, 0, sizeof(float) * T * D);
-        linear_backward(a->d_xn, a->d_gate, xn_mlp, u[KVL_GATE_PROJ], a->d_u, w->w_gate + (size_t)l * F * D, lora, dlora,
-                        KVL_GATE_PROJ, l, T, D, F, DW(w_gate, l, F * D), NULL, dy_t);
-        linear_backward(a->d_xn, a->d_up, xn_mlp, u[KVL_UP_PROJ], a->d_u, w->w_up + (size_t)l * F * D, lora, dlora,
-                        KVL_UP_PROJ, l, T, D, F, DW(w_up, l, F * D), NULL, dy_t);
-        for (int t = 0; t < T; t++)
-            rmsnorm_backward(a->d_res + (size_t)t * D, DW(mlp_norm, l, D), a->d_xn + (size_t)t * D, res_mlp + (size_t)t * D,
-                             w->mlp_norm + (size_t)l * D, D, c->rms_eps);
-
-        /* attention: x_mid = x_in + o(attention(rope(q(n)), rope(k(n)), v(n))), n = RMSNorm(x_in) */
-        memset(a->d_att_out, 0, sizeof(float) * T * QD);
-        linear_backward(a->d_att_out, a->d_res, att_out, u[KVL_O_PROJ], a->d_u, w->wo + (size_t)l * D * QD, lora, dlora,
-                        KVL_O_PROJ, l, T, QD, D, DW(wo, l, D * QD), NULL, dy_t);
-        attention_backward(a->d_q, a->d_k, a->d_v, a->d_p, a->d_att_out, a->att + (size_t)l * H * T * T, q, &a->cache, l, T, c);
-        /* d_k, d_v are [KVH][T][HD]; the projections want [T][KVH*HD] */
-        float *dk_rows = a->d_tmp, *dv_rows = s->k;
-        for (int g = 0; g < KVH; g++)
-            for (int t = 0; t < T; t++) {
-                memcpy(dk_rows + (size_t)t * KD + g * HD, a->d_k + ((size_t)g * T + t) * HD, sizeof(float) * HD);
-                memcpy(dv_rows + (size_t)t * KD + g * HD, a->d_v + ((size_t)g * T + t) * HD, sizeof(float) * HD);
-            }
-        for (int t = 0; t < T; t++) {
-            float *dq = a->d_q + (size_t)t * QD, *dk = dk_rows + (size_t)t * KD;
-            rope_backward(dq, s->rope_cos + (size_t)t * half, s->rope_sin + (size_t)t * half, H, HD);
-            rope_backward(dk, s->rope_cos + (size_t)t * half, s->rope_sin + (size_t)t * half, KVH, HD);
-            if (c->qk_norm) {       /* the norm was applied in place: its input is q_raw / k_raw */
-                float *tmp = a->lora_tmp;
-                const float *qr = a->q_raw + ((size_t)l * T + t) * QD, *kr = a->k_raw + ((size_t)l * T + t) * KD;
-                for (int h = 0; h < H; h++) {
-                    memset(tmp, 0, sizeof(float) * HD);
-                    rmsnorm_backward(tmp, DW(q_norm, l, HD), dq + h * HD, qr + h * HD, w->q_norm + (size_t)l * HD, HD, c->rms_eps);
-                    memcpy(dq + h * HD, tmp, sizeof(float) * HD);
-                }
-                for (int h = 0; h < KVH; h++) {
-                    memset(tmp, 0, sizeof(float) * HD);
-                    rmsnorm_backward(tmp, DW(k_norm, l, HD), dk + h * HD, kr + h * HD, w->k_norm + (size_t)l * HD, HD, c->rms_eps);
-                    memcpy(dk + h * HD, tmp, sizeof(float) * HD);
-                }
-            }
-        }
-        memset(a->d_xn, 0, sizeof(float) * T * D);
-        linear_backward(a->d_xn, a->d_q, xn_attn, u[KVL_Q_PROJ], a->d_u, w->wq + (size_t)l * QD * D, lora, dlora,
-                        KVL_Q_PROJ, l, T, D, QD, DW(wq, l, QD * D), DW(bq, l, QD), dy_t);
-        linear_backward(a->d_xn, dk_rows, xn_attn, u[KVL_K_PROJ], a->d_u, w->wk + (size_t)l * KD * D, lora, dlora,
-                        KVL_K_PROJ, l, T, D, KD, DW(wk, l, KD * D), DW(bk, l, KD), dy_t);
-        linear_backward(a->d_xn, dv_rows, xn_attn, u[KVL_V_PROJ], a->d_u, w->wv + (size_t)l * KD * D, lora, dlora,
-                        KVL_V_PROJ, l, T, D, KD, DW(wv, l, KD * D), DW(bv, l, KD), dy_t);
-        for (int t = 0; t < T; t++)
-            rmsnorm_backward(a->d_res + (size_t)t * D, DW(attn_norm, l, D), a->d_xn + (size_t)t * D, res_attn + (size_t)t * D,
-                             w->attn_norm + (size_t)l * D, D, c->rms_eps);
+        LayerBuffers b;
+        student_layer_buffers(&b, m, a, l, T);
+        layer_backward(a->d_res, dw, dlora, &b, &a->cache, m, l, T, &g);
     }
-    /* the embedding: row tokens[t] was copied into the stream, so its gradient collects d_res[t]
-       (with tied embeddings the same rows already hold lm_head's gradient) */
-    for (int t = 0; dw && t < T; t++) {
-        float *row = dw->embed + (size_t)a->tokens[t] * D;
-        for (int i = 0; i < D; i++) row[i] += a->d_res[(size_t)t * D + i];
-    }
-#undef DW
+    /* with tied embeddings the embedding's rows already hold lm_head's gradient */
+    if (dw) embedding_backward(dw->embed, a->d_res, a->tokens, T, D);
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -4443,7 +4496,55 @@ void kvl_needle_question(const KvlNeedle *needle, char *out, size_t cap)
     snprintf(out, cap, "Q: What is the secret code of %.31s? A:", needle->name);
 }
 
-/* ---- training a byte-level BPE tokenizer (for the model kvlora trains itself) ---- */
+/* ---- pretraining: a small model learns the corpus from nothing ---- */
+
+/* The seed of document number index of a run: pretraining documents have even seeds and
+   the needle test's odd ones, so that no test document was ever seen in training. */
+uint64_t kvl_document_seed(uint64_t run_seed, uint64_t index, int for_test)
+{
+    uint64_t z = run_seed * 0x9E3779B97F4A7C15ull + index + 1;     /* splitmix64's finaliser */
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return (z << 1) | (uint64_t)(for_test != 0);
+}
+
+/* A pretraining text: a document of 0 .. max_sentences filler sentences with 1 .. 8 needles
+   at random depths, then every needle's question and answer, in random order:
+       The old dog ... The secret code of Alia is 04217. ... the market.
+       Q: What is the secret code of Alia? A: 04217
+       Q: ...                                                                            */
+int kvl_pretrain_text(char **text, size_t *len, int max_sentences, uint64_t seed)
+{
+    KvlRng rng;
+    kvl_rng_seed(&rng, seed ^ 0x7e47ull);
+    KvlNeedle needles[8];
+    float depths[8];
+    int n_needles = 1 + (int)(kvl_rng_u32(&rng) % 8), order[8];
+    int n_sentences = max_sentences > 0 ? (int)(kvl_rng_u32(&rng) % (uint32_t)(max_sentences + 1)) : 0;
+    for (int k = 0; k < n_needles; k++) { depths[k] = kvl_rng_float(&rng); order[k] = k; }
+    for (int k = n_needles - 1; k > 0; k--) {
+        int j = (int)(kvl_rng_u32(&rng) % (uint32_t)(k + 1)), t = order[k];
+        order[k] = order[j];
+        order[j] = t;
+    }
+    char *doc;
+    size_t doc_len;
+    if (kvl_needle_document(&doc, &doc_len, needles, n_needles, n_sentences, depths, seed)) return -1;
+    Buf b = {doc, doc_len, doc_len + 1};     /* the document goes on growing */
+    int r = buf_puts(&b, "\n");
+    for (int k = 0; k < n_needles && !r; k++) {
+        char q[96];
+        kvl_needle_question(&needles[order[k]], q, sizeof q);
+        r = buf_printf(&b, "%s %s\n", q, needles[order[k]].code);
+    }
+    if (r) { free(b.data); return -1; }
+    *text = b.data;
+    *len = b.len;
+    return 0;
+}
+
+/* ---- a byte-level BPE tokenizer, trained on the corpus ---- */
 
 typedef struct { int left, right; long long count; } PairCount;
 
@@ -4616,53 +4717,7 @@ done:
     return r;
 }
 
-/* ---- pretraining: a small model learns the corpus from nothing ---- */
-
-/* The seed of document number index of a run: pretraining documents have even seeds and
-   the needle test's odd ones, so that no test document was ever seen in training. */
-uint64_t kvl_document_seed(uint64_t run_seed, uint64_t index, int for_test)
-{
-    uint64_t z = run_seed * 0x9E3779B97F4A7C15ull + index + 1;     /* splitmix64's finaliser */
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    return (z << 1) | (uint64_t)(for_test != 0);
-}
-
-/* A pretraining text: a document of 0 .. max_sentences filler sentences with 1 .. 8 needles
-   at random depths, then every needle's question and answer, in random order:
-       The old dog ... The secret code of Alia is 04217. ... the market.
-       Q: What is the secret code of Alia? A: 04217
-       Q: ...                                                                            */
-int kvl_pretrain_text(char **text, size_t *len, int max_sentences, uint64_t seed)
-{
-    KvlRng rng;
-    kvl_rng_seed(&rng, seed ^ 0x7e47ull);
-    KvlNeedle needles[8];
-    float depths[8];
-    int n_needles = 1 + (int)(kvl_rng_u32(&rng) % 8), order[8];
-    int n_sentences = max_sentences > 0 ? (int)(kvl_rng_u32(&rng) % (uint32_t)(max_sentences + 1)) : 0;
-    for (int k = 0; k < n_needles; k++) { depths[k] = kvl_rng_float(&rng); order[k] = k; }
-    for (int k = n_needles - 1; k > 0; k--) {
-        int j = (int)(kvl_rng_u32(&rng) % (uint32_t)(k + 1)), t = order[k];
-        order[k] = order[j];
-        order[j] = t;
-    }
-    char *doc;
-    size_t doc_len;
-    if (kvl_needle_document(&doc, &doc_len, needles, n_needles, n_sentences, depths, seed)) return -1;
-    Buf b = {doc, doc_len, doc_len + 1};     /* the document goes on growing */
-    int r = buf_puts(&b, "\n");
-    for (int k = 0; k < n_needles && !r; k++) {
-        char q[96];
-        kvl_needle_question(&needles[order[k]], q, sizeof q);
-        r = buf_printf(&b, "%s %s\n", q, needles[order[k]].code);
-    }
-    if (r) { free(b.data); return -1; }
-    *text = b.data;
-    *len = b.len;
-    return 0;
-}
+/* ---- pretraining: the loss, the initial weights, the training loop ---- */
 
 /* Next-token cross-entropy over T positions, loss_t = log sum_v exp(z_t,v) - z_t,target_t:
    adds sum_t loss_t / n_total to *loss and writes d loss / d z = (softmax(z_t) -

@@ -884,8 +884,8 @@ static void test_linear_backward(void)
     fill_random(b, 10, &rng, 0.5f);
     fill_random(cw, sizeof cw / 4, &rng, 1.0f);
     fill_random(lora.B[KVL_UP_PROJ], (size_t)out * 3, &rng, 0.3f);
-    linear_forward(y, u, tmp, x, w, b, &lora, KVL_UP_PROJ, 0, T, in, out);
-    linear_backward(dx, cw, x, u, du, w, &lora, &dlora, KVL_UP_PROJ, 0, T, in, out, NULL, NULL, dy_t);
+    linear_forward(y, u, x, w, b, &lora, KVL_UP_PROJ, 0, T, in, out, tmp);
+    linear_backward(dx, NULL, NULL, &dlora, cw, u, x, w, &lora, KVL_UP_PROJ, 0, T, in, out, du, dy_t);
     float *params[3] = {x, lora.A[KVL_UP_PROJ], lora.B[KVL_UP_PROJ]}, *grads[3] = {dx, dlora.A[KVL_UP_PROJ], dlora.B[KVL_UP_PROJ]};
     int sizes[3] = {T * in, 3 * in, out * 3}, bad = 0, n = 0;
     for (int p = 0; p < 3; p++) {
@@ -893,8 +893,8 @@ static void test_linear_backward(void)
         for (int i = 0; i < sizes[p]; i++) scale = fmax(scale, fabs(grads[p][i]));
         for (int i = 0; i < sizes[p]; i++, n++) {
             float keep = params[p][i];
-            params[p][i] = keep + 1e-2f; linear_forward(y, u, tmp, x, w, b, &lora, KVL_UP_PROJ, 0, T, in, out); double fp = weighted_sum(y, cw, T * out);
-            params[p][i] = keep - 1e-2f; linear_forward(y, u, tmp, x, w, b, &lora, KVL_UP_PROJ, 0, T, in, out); double fm = weighted_sum(y, cw, T * out);
+            params[p][i] = keep + 1e-2f; linear_forward(y, u, x, w, b, &lora, KVL_UP_PROJ, 0, T, in, out, tmp); double fp = weighted_sum(y, cw, T * out);
+            params[p][i] = keep - 1e-2f; linear_forward(y, u, x, w, b, &lora, KVL_UP_PROJ, 0, T, in, out, tmp); double fm = weighted_sum(y, cw, T * out);
             params[p][i] = keep;
             bad += !fd_close(grads[p][i], (fp - fm) / 2e-2, scale);
         }
