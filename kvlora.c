@@ -9,14 +9,22 @@
        min_{A,B}  E_x [ D( f_{W + dW}(P ++ x), f_W(P ++ C ++ x) ) ]   over the positions of x
 
    This file is the whole implementation, and it reads top to bottom in the order the
-   data flows: 1 utilities, 2 JSON, 3 safetensors, 4 the tokenizer, 5 the model and its KV
-   cache, 6 the forward pass and sampling, 7 the backward pass, 8 LoRA adapters, 9 the
-   distillation itself, 10 the needle corpus, 11 the command-line tool. A reader who stops
-   after section 6 has a complete inference engine for Llama, Mistral, Qwen2 and Qwen3.
+   data flows:
+       1 utilities                        7 the forward pass and generation
+       2 JSON                             8 the student: forward with activations, backward
+       3 safetensors                      9 LoRA adapters
+       4 the tokenizer                   10 distillation
+       5 the model and its KV cache      11 experiments: needle corpus, pretraining, needle test
+       6 layers: forward and backward    12 the command-line tool
+       Appendix A: fast kernels (the same sums as section 6, faster)
+       Appendix B: Unicode tables
+   A reader who stops after section 7 has a complete inference engine for Llama, Mistral,
+   Qwen2 and Qwen3, and has met no intrinsics on the way.
 
-   Non-goals: speed at any price (the kernels are plain C that a compiler vectorises;
-   each fast path sits next to the simple loop it must agree with), quantised weights,
-   batching of unrelated sequences, and any architecture other than the Llama family.
+   Non-goals: speed at any price (the kernels are plain C that a compiler vectorises; the
+   one fast path, Appendix A, computes the very sums of the plain loop it replaces),
+   quantised weights, batching of unrelated sequences, and any architecture other than
+   the Llama family.
 
    Shapes in comments use this legend:
        T tokens of the current chunk   P positions in the cache (keys attended to)
@@ -73,10 +81,10 @@
 #endif
 
 /* ------------------------------------------------------------------------------------ */
-/* 1. Utilities: errors, allocation, a seeded PRNG, timing, little-endian bytes          */
-/*                                                                                       */
+/* 1. Utilities: errors, allocation, a seeded PRNG, timing, little-endian bytes         */
+/*                                                                                      */
 /* The error message lives in one buffer; a failing function writes it and returns -1.  */
-/* Callers that add context (which file, which tensor) prepend to it with error_wrap.    */
+/* Callers that add context (which file, which tensor) prepend to it with error_wrap.   */
 
 static char kvl_error[1024];
 
@@ -432,15 +440,15 @@ static int copy_file(const char *from, const char *to)
 }
 
 /* ------------------------------------------------------------------------------------ */
-/* 2. JSON: a small strict parser                                                        */
-/*                                                                                       */
-/* Enough for config.json, tokenizer.json and safetensors headers, and strict about what */
-/* RFC 8259 allows: no comments, no trailing commas, no NaN, no leading zeros, no raw    */
-/* control characters in strings, valid UTF-8, \uXXXX escapes with surrogate pairs (a    */
-/* lone surrogate is an error). Nesting deeper than JSON_MAX_DEPTH is refused, so a      */
-/* hostile file cannot overflow the stack. A key repeated in one object keeps its last   */
-/* value, as Python's json module does (Hugging Face reads these files with it).         */
-/* Errors give the byte offset.                                                          */
+/* 2. JSON: a small strict parser                                                       */
+/*                                                                                      */
+/* Enough for config.json, tokenizer.json and safetensors headers, and strict about     */
+/* what RFC 8259 allows: no comments, no trailing commas, no NaN, no leading zeros, no  */
+/* raw control characters in strings, valid UTF-8, \uXXXX escapes with surrogate pairs  */
+/* (a lone surrogate is an error). Nesting deeper than JSON_MAX_DEPTH is refused, so a  */
+/* hostile file cannot overflow the stack. A key repeated in one object keeps its last  */
+/* value, as Python's json module does (Hugging Face reads these files with it). Errors */
+/* give the byte offset.                                                                */
 
 #define JSON_MAX_DEPTH 128
 
@@ -670,8 +678,8 @@ static Json *json_new(JsonType type)
 }
 
 /* Arrays grow by doubling: a tokenizer's vocabulary and merges are objects and arrays of
-   tens of thousands of entries, and growing them one slot at a time copies them n^2/2
-   times (under AddressSanitizer, whose realloc always moves, that took 40 s for 50k). */
+   tens of thousands of entries, and growing them one slot at a time would copy them
+   n^2/2 times. */
 static int json_append(Json *parent, char *key, Json *child)
 {
     if (parent->length == parent->capacity) {
@@ -792,15 +800,15 @@ static int json_int(const Json *j, long long lo, long long hi, long long *out)
 }
 
 /* ------------------------------------------------------------------------------------ */
-/* 3. safetensors: read (validated) and write                                            */
-/*                                                                                       */
-/* The format: 8 bytes, little-endian, N = the header's length; N bytes of JSON mapping  */
-/* each tensor name to {dtype, shape, data_offsets: [begin, end]} (and an optional       */
-/* "__metadata__" of strings); then the data section, which the byte ranges index. We    */
-/* check everything the format's own reference implementation checks before any byte of  */
-/* data is used: the header fits in the file and is at most 100 MB, the dtype is known,  */
-/* shape x dtype size (overflow-checked) equals the range's length, and the ranges,      */
-/* sorted, tile the data section exactly, with no gap, overlap or slack at the end.      */
+/* 3. safetensors: read (validated) and write                                           */
+/*                                                                                      */
+/* The format: 8 bytes, little-endian, N = the header's length; N bytes of JSON mapping */
+/* each tensor name to {dtype, shape, data_offsets: [begin, end]} (and an optional      */
+/* "__metadata__" of strings); then the data section, which the byte ranges index. We   */
+/* check everything the format's own reference implementation checks before any byte of */
+/* data is used: the header fits in the file and is at most 100 MB, the dtype is known, */
+/* shape x dtype size (overflow-checked) equals the range's length, and the ranges,     */
+/* sorted, tile the data section exactly, with no gap, overlap or slack at the end.     */
 
 #define ST_MAX_HEADER_BYTES (100u * 1024 * 1024)
 
@@ -1136,18 +1144,19 @@ int kvl_st_write(const char *path, const KvlTensorOut *tensors, int n_tensors,
 }
 
 /* ------------------------------------------------------------------------------------ */
-/* 4. Tokenizer: Hugging Face tokenizer.json, BPE (byte-level and SentencePiece-style)   */
-/*                                                                                       */
-/* Encoding runs the pipeline of the tokenizers library: added tokens are found in the   */
-/* raw text first and never split; each piece between them is normalized (Prepend,       */
-/* Replace, NFC), pre-tokenized into words (ByteLevel, Metaspace, Split with the regexes  */
-/* of GPT-2, Llama 3 and Qwen2, Digits), and each word is cut into vocabulary tokens by   */
-/* BPE: start from single characters (byte-level: one character per byte) and apply the  */
-/* lowest-ranked merge of adjacent tokens until none applies. Characters missing from    */
-/* the vocabulary become <0xNN> byte tokens (byte_fallback) or the unknown token. The    */
-/* post-processor adds BOS/EOS. Decoding maps ids back to token strings and runs the     */
-/* decoders. No regex engine: the three regexes are matched by hand (pretok_match), with  */
-/* the Unicode classes \p{L}, \p{N} and \s from the range tables below.                  */
+/* 4. Tokenizer: Hugging Face tokenizer.json, BPE (byte-level and SentencePiece-style)  */
+/*                                                                                      */
+/* Encoding runs the pipeline of the tokenizers library: added tokens are found in the  */
+/* raw text first and never split; each piece between them is normalized (Prepend,      */
+/* Replace, NFC), pre-tokenized into words (ByteLevel, Metaspace, Split with the        */
+/* regexes of GPT-2, Llama 3 and Qwen2, Digits), and each word is cut into vocabulary   */
+/* tokens by BPE: start from single characters (byte-level: one character per byte) and */
+/* apply the lowest-ranked merge of adjacent tokens until none applies. Characters      */
+/* missing from the vocabulary become <0xNN> byte tokens (byte_fallback) or the unknown */
+/* token. The post-processor adds BOS/EOS. Decoding maps ids back to token strings and  */
+/* runs the decoders. No regex engine: the three regexes are matched by hand            */
+/* (pretok_match), with the Unicode classes \p{L}, \p{N} and \s from the range tables   */
+/* of Appendix B.                                                                       */
 
 /* The Unicode classes the pre-tokenizer regexes name: \p{L}, \p{N} and \s, looked up in
    the range tables of Appendix B. */
@@ -2130,8 +2139,8 @@ int kvl_decode(const KvlTokenizer *t, const int *ids, int n, int skip_special, c
 int kvl_token_id(const KvlTokenizer *t, const char *token) { return tok_id_of(t, token); }
 
 /* ------------------------------------------------------------------------------------ */
-/* 5. The model: config.json, the weights, the KV cache                                  */
-/*                                                                                       */
+/* 5. The model: config.json, the weights, the KV cache                                 */
+/*                                                                                      */
 /* config.json is read the way transformers reads it for the four supported classes:    */
 /* the same defaults for absent fields, and a refusal for anything that would change    */
 /* the numbers in a way this file does not implement (another activation, a rope        */
@@ -2797,10 +2806,10 @@ done:
 /* 6. Layers: forward and backward                                                      */
 /*                                                                                      */
 /* The kernels of a decoder layer, each x_forward followed by its x_backward, as llm.c  */
-/* lays out train_gpt2.c: the matmul, RMSNorm, RoPE, attention, a linear layer with its */
-/* LoRA adapter, SwiGLU, the embedding, and one whole layer. The forward pass (section 7)*/
-/* runs the forwards; the student (section 8) runs both. Each backward opens with its   */
-/* derivative. Arguments come in one order: outputs, values saved for the backward,     */
+/* lays out train_gpt2.c: the matmul, the embedding, RMSNorm, RoPE, attention, a linear */
+/* layer with its LoRA adapter, SwiGLU, and one whole layer. The forward pass (section  */
+/* 7) runs the forwards; the student (section 8) runs both. Each backward opens with    */
+/* its derivative. Arguments come in one order: outputs, values saved for the backward, */
 /* inputs, weights, sizes (scratch last); a backward mirrors its forward with d names   */
 /* and adds to its gradients with += unless its first comment line says it overwrites.  */
 
@@ -3294,12 +3303,12 @@ static void layer_backward(float *dx, KvlWeights *dw, KvlLora *dlora, const Laye
 
 /* ------------------------------------------------------------------------------------ */
 /* 7. The forward pass and generation                                                   */
-/*                                                                                       */
-/* For each token: embed; per layer, x += Attention(RMSNorm(x)) then x += MLP(RMSNorm(x)); */
-/* finally logits = lm_head(RMSNorm(x)). Tokens are processed in chunks of up to          */
-/* CHUNK_TOKENS so that each weight matrix is read once per chunk instead of once per    */
-/* token; the keys and values of every token go into the KV cache, and each query        */
-/* attends to the cache up to and including its own position.                           */
+/*                                                                                      */
+/* For each token: embed; per layer, x += Attention(RMSNorm(x)) then x +=               */
+/* MLP(RMSNorm(x)); finally logits = lm_head(RMSNorm(x)). Tokens are processed in       */
+/* chunks of up to CHUNK_TOKENS so that each weight matrix is read once per chunk       */
+/* instead of once per token; the keys and values of every token go into the KV cache,  */
+/* and each query attends to the cache up to and including its own position.            */
 
 #define CHUNK_TOKENS 256
 
@@ -3541,14 +3550,15 @@ int kvl_generate(KvlModel *m, const int *prompt, int n_prompt, int max_new,
 
 /* ------------------------------------------------------------------------------------ */
 /* 8. The student: the forward pass that keeps its activations, and the backward        */
-/*                                                                                       */
-/* Distillation trains only the LoRA matrices, but their gradients need the gradient of  */
-/* the loss with respect to every activation: it flows back from the logits through      */
-/* lm_head, the final norm, and each layer's MLP and attention, down the residual stream. */
-/* The student forward below is the forward pass of section 6 on one sequence from       */
-/* position 0, keeping what the backward needs (llm.c's ActivationTensors); each         */
-/* x_backward follows below its x_forward's twin and accumulates with +=. The model's    */
-/* own weights are constants here: no gradient is formed for them.                       */
+/*                                                                                      */
+/* Distillation trains only the LoRA matrices, but their gradients need the gradient of */
+/* the loss with respect to every activation: it flows back from the logits through     */
+/* lm_head, the final norm, and each layer's MLP and attention, down the residual       */
+/* stream. The student's forward is the forward pass of section 7 on one sequence from  */
+/* position 0, keeping what the backward needs (llm.c's ActivationTensors); its         */
+/* backward runs section 6's layer_backward from the last layer to the first. The       */
+/* model's own weights are constants when distilling; pretraining (section 11) asks for */
+/* their gradients too.                                                                 */
 
 typedef struct {
     int max_tokens, rank;
@@ -3712,11 +3722,12 @@ static void student_backward(KvlModel *m, Acts *a, KvlLora *dlora, KvlWeights *d
 
 /* ------------------------------------------------------------------------------------ */
 /* 9. LoRA adapters: create, save and load in PEFT's format, merge, combine             */
-/*                                                                                       */
-/* An adapter puts y += scale * B (A x) on chosen linear layers of every decoder layer.   */
-/* PEFT names the tensors base_model.model.model.layers.N.self_attn.q_proj.lora_A.weight */
-/* ([R, in]) and ...lora_B.weight ([out, R]); adapter_config.json holds r, lora_alpha,   */
-/* target_modules and use_rslora. The scale is alpha / r, or alpha / sqrt(r) (rsLoRA).   */
+/*                                                                                      */
+/* An adapter puts y += scale * B (A x) on chosen linear layers of every decoder layer. */
+/* PEFT names the tensors                                                               */
+/* base_model.model.model.layers.N.self_attn.q_proj.lora_A.weight ([R, in]) and         */
+/* ...lora_B.weight ([out, R]); adapter_config.json holds r, lora_alpha, target_modules */
+/* and use_rslora. The scale is alpha / r, or alpha / sqrt(r) (rsLoRA).                 */
 
 const char *const kvl_target_names[KVL_N_TARGETS] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
 
@@ -4010,7 +4021,7 @@ int kvl_lora_merge(KvlModel *m, const KvlLora *lora, float weight)
             const float *A = lora->A[t] + (size_t)l * R * in, *B = lora->B[t] + (size_t)l * out * R;
             for (int o = 0; o < out; o++)
                 for (int r = 0; r < R; r++) bt[(size_t)r * out + o] = B[(size_t)o * R + r];
-            /* W[o][i] += weight scale sum_r B[o][r] A[r][i]: the product of section 7's weight gradient */
+            /* W[o][i] += weight scale sum_r B[o][r] A[r][i]: the product of section 6's weight gradient */
             matmul_weight_backward(matrices[t] + (size_t)l * out * in, bt, A, weight * lora->scale, R, out, in);
         }
     }
@@ -4052,11 +4063,11 @@ int kvl_lora_combine(KvlLora *out, const KvlLora *adapters, const float *weights
 
 /* ------------------------------------------------------------------------------------ */
 /* 10. Distillation: teacher logits, losses, AdamW, probes, the training loop           */
-/*                                                                                       */
-/* Over T positions with logits z_s (student) and z_t (teacher), vocabulary V:           */
-/*   kl  = 1/T sum_t KL(p_t || p_s) = 1/T sum_t sum_v p_t,v (log p_t,v - log p_s,v)      */
-/*   mse = 1/(T V) sum_t sum_v (z_s,t,v - z_t,t,v)^2                                     */
-/* with p = softmax(z) over the full vocabulary. Sums in double.                         */
+/*                                                                                      */
+/* Over T positions with logits z_s (student) and z_t (teacher), vocabulary V:          */
+/*   kl  = 1/T sum_t KL(p_t || p_s) = 1/T sum_t sum_v p_t,v (log p_t,v - log p_s,v)     */
+/*   mse = 1/(T V) sum_t sum_v (z_s,t,v - z_t,t,v)^2                                    */
+/* with p = softmax(z) over the full vocabulary. Sums in double.                        */
 
 /* log sum_v exp(z_v), shifted by the maximum so that no exp overflows. */
 static double log_sum_exp(const float *z, int n)
@@ -4123,8 +4134,8 @@ static void mse_backward(float *d_student, const float *student, const float *te
    whatever the thread count, and writes
        d KL / d z_s = (softmax(z_s) - softmax(z_t)) / n_total.
    Three exponentials per logit (the student's once, kept in d between the passes; the
-   teacher's twice, for its sum and then its probabilities): the loss and the gradient in
-   separate passes took five, and read the logits four times instead of two. */
+   teacher's twice, for its sum and then its probabilities), where a pass for the loss and
+   another for the gradient would take five and read the logits four times instead of two. */
 static void kl_forward_backward(double *loss, float *d_student, const float *student, const float *teacher, int T, int V, int n_total)
 {
     for (int t0 = 0; t0 < T; t0 += 64) {
@@ -4411,13 +4422,13 @@ done:
 
 /* ------------------------------------------------------------------------------------ */
 /* 11. Experiments: the needle corpus, pretraining, the needle test                     */
-/*                                                                                       */
-/* Documents of English-like filler from a small grammar, with needles "The secret code   */
-/* of NAME is DDDDD." placed at chosen depths, and the questions "Q: What is the secret   */
-/* code of NAME? A:" whose answers only the needles hold. Everything follows from the     */
-/* seed, so a document can be made again anywhere. On this corpus a small model learns,   */
-/* from nothing, to read and to look needles up (kvl_pretrain: the built-in model), and    */
-/* the needle test measures what an adapter distilled from a document's cache retains.   */
+/*                                                                                      */
+/* Documents of English-like filler from a small grammar, with needles "The secret code */
+/* of NAME is DDDDD." placed at chosen depths, and the questions "Q: What is the secret */
+/* code of NAME? A:" whose answers only the needles hold. Everything follows from the   */
+/* seed, so a document can be made again anywhere. On this corpus a small model learns, */
+/* from nothing, to read and to look needles up (kvl_pretrain: the built-in model), and */
+/* the needle test measures what an adapter distilled from a document's cache retains.  */
 
 static const char *const corpus_dets[] = {"the", "a", "every", "one", "that", "this", "some", "each"};
 static const char *const corpus_adjs[] = {"old", "little", "quiet", "bright", "green", "tall", "happy", "cold", "small", "busy",
@@ -4748,23 +4759,19 @@ static int model_zeros(KvlModel **out, const KvlConfig *c)
 }
 
 /* The untrained model a pretraining run starts from: kvl_model_random's weights (variance
-   1/fan-in, embeddings uniform in [-1, 1]), then two changes, each one measured:
+   1/fan-in, embeddings uniform in [-1, 1]), then two changes:
    - the layers that write into the residual stream (o_proj, down_proj) x 1/sqrt(2 L), so
      that the stream does not grow with depth;
-   - every embedding + 0.5: a direction shared by all tokens. Looking a needle up by name
-     takes induction, and induction takes heads that attend by position (the token
-     before). With RoPE and no biases a head does that most simply through a part of
-     its query and key that is the same for every token; random zero-mean embeddings give
-     none (in the plateau models, 1-4% of layer 0's |q|^2), and the corpus never rewards
-     growing one, so runs learnt to answer with a needle not yet asked about and stayed
-     there (none of 104 PyTorch runs at full scale since round 8, nor 7 kvlora runs).
-     With the shift, 42% of layer 0's |q|^2 is shared from the start (70% by step 250),
-     and kvlora's seed-3 run answered 96% of the held-out questions by step 1000 (the
-     same seed without it: 41%), with a layer-0 head giving the token before 0.52 of its
-     attention. On the output side (tied embeddings) the shift adds the same logit to
+   - every embedding + KVL_PRETRAIN_EMBED_SHIFT: a direction shared by all tokens. Looking
+     a needle up by name takes induction, and induction takes heads that attend by
+     position (the token before). With RoPE and no biases a head does that most simply
+     through a part of its query and key that is the same for every token; random
+     zero-mean embeddings give almost none, and the corpus never rewards growing one, so
+     without the shift a model learns to answer with a needle not yet asked about and
+     stays there. On the output side (tied embeddings) the shift adds the same logit to
      every token: softmax ignores it.
-   Small embeddings (GPT-2's habit) kept the needles from being learnt at all: at x0.05
-   half of the PyTorch runs never copied a code (data/pretrain_search.py). */
+   The embeddings start at full scale: small ones (GPT-2's x0.05) keep the needles from
+   being learnt at all. How this was found: data/model/README.md. */
 int kvl_model_pretrain_init(KvlModel **out, const KvlConfig *c, uint64_t seed)
 {
     if (kvl_model_random(out, c, seed)) return -1;
@@ -4867,7 +4874,8 @@ done:
    activations, scratch and gradient, and the lanes' gradients are then added in lane
    order. The lanes, not the threads, fix the order of every sum, so the thread count
    changes nothing. Threads take whole lanes: a small model's products are too small to
-   share (at dim 128, 23% of two threads' time went to waiting for each other). */
+   share, and threads sharing them would spend much of their time waiting for each
+   other. */
 #define PRETRAIN_LANES 4
 
 /* Trains every weight of m on pretraining texts (<s> text </s>, cut at o->seq_len tokens):
@@ -4880,14 +4888,11 @@ done:
    that only pay together: one that moves the name to the positions after it, and one that
    finds, from the question, the needle with that name and copies its digits. Until both
    exist neither earns any loss, and the few answer tokens of long documents are lost in
-   the filler's gradient noise. Measured with PyTorch on the same model (4 layers, dim 128):
-   8 long texts a step learnt no retrieval at all in 10 000 steps at learning rates 3e-3
-   and 1e-2 (nor with the answers' loss weighted 5x, or with 2 layers, or 8 heads); short
-   texts failed too with 8 or 16 a step, or at 3e-3. Short texts, ~64 a step, at 1e-3 did
-   it: the answers' loss fell from ln 10 at step ~750 to a tenth of it by step 2000. So for
-   the first o->short_steps steps texts have at most 3 filler sentences (mostly needles and
-   questions); then over o->ramp_steps steps the filler grows to fill o->seq_len, so that
-   retrieval carries over to long contexts. */
+   the filler's gradient noise: long texts alone never get there. Short texts, many to a
+   step, are mostly needles and questions. So for the first o->short_steps steps texts
+   have at most 3 filler sentences; then over o->ramp_steps steps the filler grows to fill
+   o->seq_len, so that retrieval carries over to long contexts (how the recipe was found:
+   data/model/README.md). */
 int kvl_pretrain(KvlModel *m, KvlTokenizer *tok, const KvlPretrainOptions *o, KvlPretrainState *state, double *final_loss)
 {
     const KvlConfig *c = &m->config;
@@ -6908,25 +6913,26 @@ int main(int argc, char **argv)
 /* ------------------------------------------------------------------------------------ */
 /* Appendix A. Fast kernels: the same sums, faster                                      */
 /*                                                                                      */
-/* gemm (declared in section 6) computes every output in the order of kvl_matmul_naive's*/
-/* loop: it starts at 0 and adds x[t][k] w(k, n) for k = 0, 1, ... in turn. Only the loops*/
-/* around that sum are reordered. A panel of MM_COLS rows of w is copied transposed into*/
-/* a buffer that stays in L1, so that the innermost loop runs along MM_COLS independent */
-/* outputs, which the compiler turns into vector multiplies and adds without reordering */
-/* any sum; a register tile of several tokens reuses each loaded panel row. OpenMP splits*/
-/* the panels, never a sum, so the result does not depend on the thread count.          */
-/* test.c's test_matmul_matches_naive and test_gemm_tiles_match_loops check that every  */
-/* tile, edge and thread count gives the naive loop's bits.                             */
+/* gemm (declared in section 6) computes every output in the order of                   */
+/* kvl_matmul_naive's loop: it starts at 0 and adds x[t][k] w(k, n) for k = 0, 1, ...   */
+/* in turn. Only the loops around that sum are reordered. A panel of MM_COLS rows of w  */
+/* is copied transposed into a buffer that stays in L1, so that the innermost loop runs */
+/* along MM_COLS independent outputs, which the compiler turns into vector multiplies   */
+/* and adds without reordering any sum; a register tile of several tokens reuses each   */
+/* loaded panel row. OpenMP splits the panels, never a sum, so the result does not      */
+/* depend on the thread count. test.c's test_matmul_matches_naive and                   */
+/* test_gemm_tiles_match_loops check that every tile, edge and thread count gives the   */
+/* naive loop's bits.                                                                   */
 
 #define MM_COLS 16      /* outputs per panel: one to four vector registers wide */
 #define MM_DEPTH 256    /* inputs per packed block: MM_DEPTH * MM_COLS floats = 16 KB */
 #define MM_MAX_ROWS 6   /* the most tokens a register tile holds */
 
 /* The register tile: four tokens x MM_COLS outputs, resumed from and stored to out. The
-   four rows are four separate arrays on purpose: GCC 12 keeps these in vector registers
-   but not a float[4][MM_COLS] (measured on the 512x576x1536 prefill product, one core:
-   180 GFLOP/s against 12). With 32 vector registers (AVX-512) it runs near OpenBLAS; with
-   16 (AVX2) GCC keeps the accumulators on the stack, which is what the tile below is for. */
+   four rows are four separate arrays on purpose: GCC keeps these in vector registers but
+   leaves a float[4][MM_COLS] in memory, an order of magnitude slower. With 32 vector
+   registers (AVX-512) all four rows fit; with 16 (AVX2) GCC keeps the accumulators on the
+   stack, which is what the tile below is for. */
 static void matmul_tile4(float *out, int n_out, const float *x, int in, const float *panel, int panel_stride, int depth, int fresh)
 {
     float a0[MM_COLS], a1[MM_COLS], a2[MM_COLS], a3[MM_COLS];
@@ -6960,11 +6966,11 @@ static void matmul_tile4(float *out, int n_out, const float *x, int in, const fl
 #include <immintrin.h>
 #define KVL_AVX_TILE 1
 /* The same tile for AVX2-class machines, six tokens x 16 outputs in twelve named vector
-   registers (the form GCC will not find from the plain loop: it keeps the plain tile's
-   accumulators in memory: 32-35 against 61-75 GFLOP/s a core on the 512x576x1536 product, Zen 3).
+   registers: with 16 vector registers GCC keeps the plain tile's accumulators in memory,
+   and a 6x16 tile in named registers keeps them in registers, about twice as fast.
    A multiply then an add, never a fused multiply-add, in the same order over i as the
    plain tile: every output is the very same float, so this path and the plain one agree
-   bit for bit (a test runs both). */
+   bit for bit (test gemm_tiles_match_loops runs both). */
 static void matmul_tile6_avx(float *out, int n_out, const float *x, int in, const float *panel, int panel_stride, int depth, int fresh)
 {
     /* twelve named accumulators, not an array: GCC keeps an array of __m256 on the stack */
@@ -7008,7 +7014,7 @@ static void gemm_tiled(float *out, const float *x, const float *w, int T, int K,
                        MatmulTile tile, int rows)
 {
     /* The work is shared out by panels; a product of few panels (a LoRA matrix's rank-R
-       side) is also cut into blocks of 48 tokens, so that both threads have work. Either
+       side) is also cut into blocks of 48 tokens, so that every thread has work. Either
        way each output is one thread's, summed in the same order. */
     if (T <= 0 || N <= 0) return;
     int n_panels = (N + MM_COLS - 1) / MM_COLS, block = n_panels >= 8 ? T : 48;
@@ -7063,7 +7069,8 @@ static void gemm(float *out, const float *x, const float *w, int T, int K, int N
 /*                                                                                      */
 /* The classes \p{L} (letters: Lu Ll Lt Lm Lo), \p{N} (numbers: Nd Nl No) and \s (the   */
 /* White_Space property) that the pre-tokenizer regexes of section 4 use, as sorted     */
-/* [first, last] code point ranges, looked up by binary search. ASCII is tested directly.*/
+/* [first, last] code point ranges from data/tokenizers/make_unicode_tables.py, looked  */
+/* up by binary search. ASCII is tested directly.                                       */
 
 /* Unicode 14.0.0, from data/tokenizers/make_unicode_tables.py */
 static const uint32_t unicode_letters[][2] = {   /* 648 ranges */
