@@ -41,7 +41,7 @@ kvlora: kvlora.c kvlora.h
 	$(CC) $(ALL_CFLAGS) -DKVLORA_MAIN -o $@ kvlora.c $(LDLIBS)
 
 test_kvlora: test.c kvlora.c kvlora.h
-	$(CC) $(ALL_CFLAGS) -o $@ test.c $(LDLIBS)
+	$(CC) $(ALL_CFLAGS) '-DKVLORA_CC="$(CC)"' -o $@ test.c $(LDLIBS)
 
 # the same tool without OpenMP: the tests check that it writes the same bits
 kvlora_noomp: kvlora.c kvlora.h

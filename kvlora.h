@@ -5,24 +5,47 @@
    context's KV cache into a LoRA adapter in PEFT's format (kvl_distill). Everything lives
    in kvlora.c; this header is the part a program links against.
 
-   Usage:
+   Usage: a whole program, which test.c compiles and runs as written from the repository's
+   root (data/model is the built-in model). The model reads a needle and a question and
+   answers from what it read:
 
+       #include <stdio.h>
+       #include <stdlib.h>
+       #include <string.h>
        #include "kvlora.h"
 
-       KvlModel *model;
-       if (kvl_model_load(&model, "data/model") != 0) {
+       static int fail(void)
+       {
            fprintf(stderr, "%s\n", kvl_last_error());
            return 1;
        }
-       KvlCache cache;
-       kvl_cache_init(&cache, &model->config, 64);          // room for 64 tokens
-       int prompt[] = {1, 415, 2936};
-       float *logits = malloc(sizeof(float) * model->config.vocab_size);
-       kvl_forward(model, &cache, prompt, 3, logits, 1);    // prefill; logits of the last token
-       int next = kvl_argmax(logits, model->config.vocab_size);
-       kvl_forward(model, &cache, &next, 1, logits, 1);     // one decoding step, attends to the cache
-       kvl_cache_free(&cache);
-       kvl_model_free(model);
+
+       int main(void)
+       {
+           const char *text = "The secret code of Benus is 24787. The old dog watched the river. "
+                              "Q: What is the secret code of Benus? A:";
+           int max_new = 8, *prompt, n_prompt, *ids, n_ids;
+           char *answer;
+           size_t answer_len;
+           KvlModel *model;
+           KvlTokenizer *tok;
+           if (kvl_model_load(&model, "data/model") != 0) return fail();
+           if (kvl_tokenizer_load(&tok, "data/model/tokenizer.json") != 0) return fail();
+           if (kvl_encode(tok, text, strlen(text), 1, &prompt, &n_prompt) != 0) return fail();
+           ids = malloc(sizeof(int) * (size_t)(n_prompt + max_new));   // the prompt, then the answer
+           if (!ids) return 1;
+           // greedy: temperature 0 (top_p and the seed then play no part)
+           if (kvl_generate(model, prompt, n_prompt, max_new, 0.0f, 1.0f, 0, ids, &n_ids, NULL, NULL) != 0)
+               return fail();
+           if (kvl_decode(tok, ids + n_prompt, n_ids - n_prompt, 1, &answer, &answer_len) != 0) return fail();
+           printf("%s\n", answer);                                      // " 24787"
+           free(answer);
+           free(ids);
+           free(prompt);
+           kvl_tokenizer_free(tok);
+           kvl_model_free(model);
+           return 0;
+       }
 
    Conventions: every fallible function returns an int status, 0 on success; on failure
    kvl_last_error() says what was wrong and where (file, tensor, field, byte offset). The

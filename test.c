@@ -18,6 +18,10 @@
 #ifndef KVLORA_CLI
 #define KVLORA_CLI "./kvlora"
 #endif
+/* The C compiler that builds kvlora.h's example (make passes $(CC)). */
+#ifndef KVLORA_CC
+#define KVLORA_CC "cc"
+#endif
 
 static int n_passed, n_failed;
 
@@ -2477,6 +2481,45 @@ static void test_cli_needle(void)
 }
 
 /* ./test_kvlora [NAME ...]: every test, or those whose names contain one of the NAMEs */
+/* kvlora.h's usage example is a whole program: taken from the header as it stands,
+   compiled against kvlora.c and run, it must answer the needle it reads. */
+static void test_header_example(void)
+{
+    char *header;
+    size_t len;
+    if (!file_exists("data/model/config.json")) { printf("  SKIP header example: data/model not present\n"); return; }
+    if (read_file("kvlora.h", &header, &len)) { CHECK(0, "kvlora.h: %s", kvl_last_error()); return; }
+    /* the example: the indented lines between "Usage:" and "Conventions:", unindented */
+    const char *begin = strstr(header, "Usage:"), *end = begin ? strstr(begin, "Conventions:") : NULL;
+    CHECK(begin && end, "kvlora.h has a usage example");
+    char src[64], bin[64], out[64], cmd[512];
+    snprintf(src, sizeof src, "/tmp/kvlora_example_%d.c", (int)getpid());
+    snprintf(bin, sizeof bin, "/tmp/kvlora_example_%d", (int)getpid());
+    snprintf(out, sizeof out, "/tmp/kvlora_example_%d.out", (int)getpid());
+    FILE *f = begin && end ? fopen(src, "w") : NULL;
+    for (const char *line = begin; f && line < end;) {
+        const char *eol = strchr(line, '\n');
+        size_t n = (size_t)(eol - line);
+        if (n >= 7 && !strncmp(line, "       ", 7)) fprintf(f, "%.*s\n", (int)(n - 7), line + 7);
+        else if (n == 0) fprintf(f, "\n");
+        line = eol + 1;
+    }
+    free(header);
+    if (!f) return;
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "%s -std=c99 -pedantic -Wall -Wextra -Werror -O1 -I. -o %s %s kvlora.c -lm && %s > %s",
+             KVLORA_CC, bin, src, bin, out);
+    CHECK(system(cmd) == 0, "the header's example compiles without warnings and runs: %s", cmd);
+    char *answer = NULL;
+    size_t answer_len = 0;
+    CHECK(read_file(out, &answer, &answer_len) == 0 && !strncmp(answer, " 24787", 6),
+          "the example answers \" 24787\", got \"%s\"", answer ? answer : "");
+    free(answer);
+    remove(src);
+    remove(bin);
+    remove(out);
+}
+
 int main(int argc, char **argv)
 {
     struct { const char *name; void (*fn)(void); } tests[] = {
@@ -2524,6 +2567,7 @@ int main(int argc, char **argv)
         {"sampling", test_sampling},
         {"losses", test_losses},
         {"cli_dump", test_cli_dump},
+        {"header_example", test_header_example},
     };
     double start = now_seconds();
     for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
