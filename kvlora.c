@@ -4590,140 +4590,185 @@ static int buf_push_byte_level(Buf *b, const char *bytes, size_t n, const uint32
    digit). *json receives a tokenizer.json that kvl_tokenizer_load and Hugging Face's
    tokenizers both read: ids 0 and 1 are <s> and </s>, 2..257 the bytes, then the merges in
    the order they were learnt; encoding adds <s> in front. */
+/* BPE training's state: the text as its distinct words, each a list of token ids (id b <
+   256 is the byte b), and the tokens learnt so far. */
+enum { BPE_N_SPECIAL = 2, BPE_N_BYTES = 256 };
+typedef struct {
+    IntList *words;                 /* each distinct word as token ids */
+    long long *freq;                /* how often each word occurs in the text */
+    int n_words, cap_words;
+    int n_tokens, vocab_size;
+    Buf *strings;                   /* [vocab_size] each token's bytes */
+    int *merge_left, *merge_right;  /* [vocab_size] the two tokens token id was merged from */
+    char *has_digit;                /* [vocab_size] */
+    PairCount *pairs;               /* every adjacent pair of every word, with its word's count */
+    size_t pairs_cap;
+} BpeTrainer;
+
+static void bpe_free(BpeTrainer *b)
+{
+    for (int k = 0; k < b->n_words; k++) free(b->words[k].data);
+    for (int i = 0; b->strings && i < b->vocab_size; i++) free(b->strings[i].data);
+    free(b->words); free(b->freq); free(b->strings); free(b->merge_left); free(b->merge_right); free(b->has_digit); free(b->pairs);
+}
+
+/* Adds word text[0..n) to the distinct words (its bytes as tokens), or counts it once more. */
+static int bpe_add_word(BpeTrainer *b, StrMap *word_index, const char *text, size_t n)
+{
+    int k = strmap_get(word_index, text, n), previous;
+    if (k < 0) {
+        if (b->n_words == b->cap_words) {
+            int cap = b->cap_words ? 2 * b->cap_words : 1024;
+            IntList *w2 = realloc(b->words, sizeof *w2 * cap);
+            if (!w2) return fail("out of memory");
+            b->words = w2;
+            long long *f2 = realloc(b->freq, sizeof *f2 * cap);
+            if (!f2) return fail("out of memory");
+            b->freq = f2;
+            b->cap_words = cap;
+        }
+        k = b->n_words++;
+        memset(&b->words[k], 0, sizeof b->words[k]);
+        b->freq[k] = 0;
+        for (size_t j = 0; j < n; j++)
+            if (ints_push(&b->words[k], (unsigned char)text[j])) return -1;
+        if (strmap_put(word_index, text, n, k, &previous)) return -1;
+    }
+    b->freq[k]++;
+    return 0;
+}
+
+/* The most frequent adjacent pair, counting each occurrence with its word's frequency; ties
+   go to the smallest pair of ids. best->count is 0 when no pair is left. */
+static int bpe_best_pair(BpeTrainer *b, PairCount *best)
+{
+    size_t n_pairs = 0;
+    for (int k = 0; k < b->n_words; k++) {
+        const IntList *w = &b->words[k];
+        if (n_pairs + (size_t)w->n > b->pairs_cap) {
+            size_t cap = b->pairs_cap ? 2 * b->pairs_cap : 65536;
+            while (cap < n_pairs + (size_t)w->n) cap *= 2;
+            PairCount *p2 = realloc(b->pairs, sizeof *p2 * cap);
+            if (!p2) return fail("out of memory");
+            b->pairs = p2;
+            b->pairs_cap = cap;
+        }
+        for (int j = 0; j + 1 < w->n; j++) {
+            int l = w->data[j], r = w->data[j + 1];
+            if (b->has_digit[l] || b->has_digit[r]) continue;
+            b->pairs[n_pairs++] = (PairCount){l, r, b->freq[k]};
+        }
+    }
+    *best = (PairCount){-1, -1, 0};
+    qsort(b->pairs, n_pairs, sizeof *b->pairs, compare_pairs);
+    for (size_t i = 0; i < n_pairs;) {
+        PairCount sum = b->pairs[i];
+        size_t j = i + 1;
+        for (; j < n_pairs && b->pairs[j].left == sum.left && b->pairs[j].right == sum.right; j++) sum.count += b->pairs[j].count;
+        if (sum.count > best->count) *best = sum;     /* strictly greater: the first (smallest) pair wins ties */
+        i = j;
+    }
+    return 0;
+}
+
+/* A new token for the pair, and every occurrence of the pair merged into it, left to right. */
+static int bpe_merge(BpeTrainer *b, PairCount pair)
+{
+    int id = b->n_tokens++;
+    b->merge_left[id] = pair.left;
+    b->merge_right[id] = pair.right;
+    if (buf_push(&b->strings[id], b->strings[pair.left].data, b->strings[pair.left].len) ||
+        buf_push(&b->strings[id], b->strings[pair.right].data, b->strings[pair.right].len))
+        return -1;
+    for (int k = 0; k < b->n_words; k++) {
+        IntList *w = &b->words[k];
+        int to = 0;
+        for (int j = 0; j < w->n; j++) {
+            if (j + 1 < w->n && w->data[j] == pair.left && w->data[j + 1] == pair.right) { w->data[to++] = id; j++; }
+            else w->data[to++] = w->data[j];
+        }
+        w->n = to;
+    }
+    return 0;
+}
+
+/* The learnt tokens as a tokenizer.json: <s> and </s>, the vocabulary, the merges. */
+static int bpe_tokenizer_json(const BpeTrainer *b, Buf *out)
+{
+    uint32_t byte_to_cp[256];
+    byte_level_map(byte_to_cp);
+    if (buf_puts(out, "{\n  \"version\": \"1.0\",\n  \"truncation\": null,\n  \"padding\": null,\n  \"added_tokens\": [\n")) return -1;
+    for (int i = 0; i < BPE_N_SPECIAL; i++)
+        if (buf_printf(out, "    {\"id\": %d, \"content\": \"%s\", \"single_word\": false, \"lstrip\": false, \"rstrip\": false, "
+                            "\"normalized\": false, \"special\": true}%s\n", i, i ? "</s>" : "<s>", i + 1 < BPE_N_SPECIAL ? "," : ""))
+            return -1;
+    if (buf_puts(out, "  ],\n  \"normalizer\": null,\n"
+                      "  \"pre_tokenizer\": {\"type\": \"ByteLevel\", \"add_prefix_space\": false, \"trim_offsets\": true, \"use_regex\": true},\n"
+                      "  \"post_processor\": {\"type\": \"TemplateProcessing\",\n"
+                      "    \"single\": [{\"SpecialToken\": {\"id\": \"<s>\", \"type_id\": 0}}, {\"Sequence\": {\"id\": \"A\", \"type_id\": 0}}],\n"
+                      "    \"pair\": [{\"SpecialToken\": {\"id\": \"<s>\", \"type_id\": 0}}, {\"Sequence\": {\"id\": \"A\", \"type_id\": 0}}, "
+                      "{\"Sequence\": {\"id\": \"B\", \"type_id\": 1}}],\n"
+                      "    \"special_tokens\": {\"<s>\": {\"id\": \"<s>\", \"ids\": [0], \"tokens\": [\"<s>\"]}}},\n"
+                      "  \"decoder\": {\"type\": \"ByteLevel\", \"add_prefix_space\": true, \"trim_offsets\": true, \"use_regex\": true},\n"
+                      "  \"model\": {\"type\": \"BPE\", \"dropout\": null, \"unk_token\": null, \"continuing_subword_prefix\": null, "
+                      "\"end_of_word_suffix\": null, \"fuse_unk\": false, \"byte_fallback\": false, \"ignore_merges\": false,\n"
+                      "    \"vocab\": {\"<s>\": 0, \"</s>\": 1"))
+        return -1;
+    for (int id = 0; id < b->n_tokens; id++)
+        if (buf_puts(out, id % 8 ? ", " : ",\n      ") ||
+            buf_push_byte_level(out, b->strings[id].data, b->strings[id].len, byte_to_cp) || buf_printf(out, ": %d", id + BPE_N_SPECIAL))
+            return -1;
+    if (buf_puts(out, "},\n    \"merges\": [")) return -1;
+    for (int id = BPE_N_BYTES; id < b->n_tokens; id++) {
+        const Buf *l = &b->strings[b->merge_left[id]], *r = &b->strings[b->merge_right[id]];
+        if (buf_puts(out, id == BPE_N_BYTES ? "\n      [" : ",\n      [") || buf_push_byte_level(out, l->data, l->len, byte_to_cp) ||
+            buf_puts(out, ", ") || buf_push_byte_level(out, r->data, r->len, byte_to_cp) || buf_puts(out, "]"))
+            return -1;
+    }
+    return buf_puts(out, "]}\n}\n");
+}
+
 int kvl_bpe_train(const char *text, size_t len, int vocab_size, char **json, size_t *json_len)
 {
-    enum { N_SPECIAL = 2, N_BYTES = 256 };
-    if (vocab_size < N_SPECIAL + N_BYTES || vocab_size > 1 << 20)
-        return fail("BPE training: vocabulary of %d tokens (%d .. %d)", vocab_size, N_SPECIAL + N_BYTES, 1 << 20);
+    if (vocab_size < BPE_N_SPECIAL + BPE_N_BYTES || vocab_size > 1 << 20)
+        return fail("BPE training: vocabulary of %d tokens (%d .. %d)", vocab_size, BPE_N_SPECIAL + BPE_N_BYTES, 1 << 20);
+    BpeTrainer b = {0};
     StrMap word_index = {0};
-    IntList *words = NULL;          /* each distinct word as a list of token ids (ids here: 0 = byte 0) */
-    long long *freq = NULL;
-    int n_words = 0, cap_words = 0, n_tokens = N_BYTES, r = -1;
-    Buf *strings = xcalloc((size_t)vocab_size, sizeof(Buf));       /* each token's bytes */
-    int *merge_left = xmalloc(sizeof(int) * vocab_size), *merge_right = xmalloc(sizeof(int) * vocab_size);
-    char *has_digit = xcalloc((size_t)vocab_size, 1);
-    PairCount *pairs = NULL;
-    size_t n_pairs_cap = 0;
     Buf out = {0};
-    if (!strings || !merge_left || !merge_right || !has_digit) goto done;
-    for (int b = 0; b < N_BYTES; b++) {
-        char c = (char)b;
-        if (buf_push(&strings[b], &c, 1)) goto done;
-        has_digit[b] = b >= '0' && b <= '9';
+    int r = -1;
+    b.vocab_size = vocab_size;
+    b.n_tokens = BPE_N_BYTES;
+    b.strings = xcalloc((size_t)vocab_size, sizeof(Buf));
+    b.merge_left = xmalloc(sizeof(int) * vocab_size);
+    b.merge_right = xmalloc(sizeof(int) * vocab_size);
+    b.has_digit = xcalloc((size_t)vocab_size, 1);
+    if (!b.strings || !b.merge_left || !b.merge_right || !b.has_digit) goto done;
+    for (int c = 0; c < BPE_N_BYTES; c++) {
+        char byte = (char)c;
+        if (buf_push(&b.strings[c], &byte, 1)) goto done;
+        b.has_digit[c] = c >= '0' && c <= '9';
     }
-    /* the distinct words and how often each occurs */
     for (size_t i = 0; i < len;) {
         size_t n = pretok_match(REGEX_GPT2, text, len, i);
         if (n == 0) n = 1;              /* (cannot happen: the last alternative matches any space) */
-        int k = strmap_get(&word_index, text + i, n), previous;
-        if (k < 0) {
-            if (n_words == cap_words) {
-                int cap = cap_words ? 2 * cap_words : 1024;
-                IntList *w2 = realloc(words, sizeof *w2 * cap);
-                if (!w2) { fail("out of memory"); goto done; }
-                words = w2;
-                long long *f2 = realloc(freq, sizeof *f2 * cap);
-                if (!f2) { fail("out of memory"); goto done; }
-                freq = f2;
-                cap_words = cap;
-            }
-            k = n_words++;
-            memset(&words[k], 0, sizeof words[k]);
-            freq[k] = 0;
-            for (size_t j = 0; j < n; j++)
-                if (ints_push(&words[k], (unsigned char)text[i + j])) goto done;
-            if (strmap_put(&word_index, text + i, n, k, &previous)) goto done;
-        }
-        freq[k]++;
+        if (bpe_add_word(&b, &word_index, text + i, n)) goto done;
         i += n;
     }
-    while (n_tokens + N_SPECIAL < vocab_size) {
-        /* count every adjacent pair, weighted by its word's frequency */
-        size_t n_pairs = 0;
-        for (int k = 0; k < n_words; k++) {
-            if (n_pairs + (size_t)words[k].n > n_pairs_cap) {
-                size_t cap = n_pairs_cap ? 2 * n_pairs_cap : 65536;
-                while (cap < n_pairs + (size_t)words[k].n) cap *= 2;
-                PairCount *p2 = realloc(pairs, sizeof *p2 * cap);
-                if (!p2) { fail("out of memory"); goto done; }
-                pairs = p2;
-                n_pairs_cap = cap;
-            }
-            for (int j = 0; j + 1 < words[k].n; j++) {
-                int a = words[k].data[j], b = words[k].data[j + 1];
-                if (has_digit[a] || has_digit[b]) continue;
-                pairs[n_pairs++] = (PairCount){a, b, freq[k]};
-            }
-        }
-        if (n_pairs == 0) break;
-        qsort(pairs, n_pairs, sizeof *pairs, compare_pairs);
+    while (b.n_tokens + BPE_N_SPECIAL < vocab_size) {
         PairCount best = {-1, -1, 0};
-        for (size_t i = 0; i < n_pairs;) {
-            PairCount sum = pairs[i];
-            size_t j = i + 1;
-            for (; j < n_pairs && pairs[j].left == sum.left && pairs[j].right == sum.right; j++) sum.count += pairs[j].count;
-            if (sum.count > best.count) best = sum;     /* strictly greater: the first (smallest) pair wins ties */
-            i = j;
-        }
+        if (bpe_best_pair(&b, &best)) goto done;
         if (best.count < 2) break;
-        int id = n_tokens++;
-        merge_left[id] = best.left;
-        merge_right[id] = best.right;
-        if (buf_push(&strings[id], strings[best.left].data, strings[best.left].len) ||
-            buf_push(&strings[id], strings[best.right].data, strings[best.right].len))
-            goto done;
-        for (int k = 0; k < n_words; k++) {             /* apply the merge, left to right */
-            IntList *w = &words[k];
-            int to = 0;
-            for (int j = 0; j < w->n; j++) {
-                if (j + 1 < w->n && w->data[j] == best.left && w->data[j + 1] == best.right) { w->data[to++] = id; j++; }
-                else w->data[to++] = w->data[j];
-            }
-            w->n = to;
-        }
+        if (bpe_merge(&b, best)) goto done;
     }
-    /* tokenizer.json */
-    uint32_t byte_to_cp[256];
-    byte_level_map(byte_to_cp);
-    if (buf_puts(&out, "{\n  \"version\": \"1.0\",\n  \"truncation\": null,\n  \"padding\": null,\n  \"added_tokens\": [\n")) goto done;
-    for (int i = 0; i < N_SPECIAL; i++)
-        if (buf_printf(&out, "    {\"id\": %d, \"content\": \"%s\", \"single_word\": false, \"lstrip\": false, \"rstrip\": false, "
-                             "\"normalized\": false, \"special\": true}%s\n", i, i ? "</s>" : "<s>", i + 1 < N_SPECIAL ? "," : ""))
-            goto done;
-    if (buf_puts(&out, "  ],\n  \"normalizer\": null,\n"
-                       "  \"pre_tokenizer\": {\"type\": \"ByteLevel\", \"add_prefix_space\": false, \"trim_offsets\": true, \"use_regex\": true},\n"
-                       "  \"post_processor\": {\"type\": \"TemplateProcessing\",\n"
-                       "    \"single\": [{\"SpecialToken\": {\"id\": \"<s>\", \"type_id\": 0}}, {\"Sequence\": {\"id\": \"A\", \"type_id\": 0}}],\n"
-                       "    \"pair\": [{\"SpecialToken\": {\"id\": \"<s>\", \"type_id\": 0}}, {\"Sequence\": {\"id\": \"A\", \"type_id\": 0}}, "
-                       "{\"Sequence\": {\"id\": \"B\", \"type_id\": 1}}],\n"
-                       "    \"special_tokens\": {\"<s>\": {\"id\": \"<s>\", \"ids\": [0], \"tokens\": [\"<s>\"]}}},\n"
-                       "  \"decoder\": {\"type\": \"ByteLevel\", \"add_prefix_space\": true, \"trim_offsets\": true, \"use_regex\": true},\n"
-                       "  \"model\": {\"type\": \"BPE\", \"dropout\": null, \"unk_token\": null, \"continuing_subword_prefix\": null, "
-                       "\"end_of_word_suffix\": null, \"fuse_unk\": false, \"byte_fallback\": false, \"ignore_merges\": false,\n"
-                       "    \"vocab\": {\"<s>\": 0, \"</s>\": 1"))
-        goto done;
-    for (int id = 0; id < n_tokens; id++) {
-        if (buf_puts(&out, id % 8 ? ", " : ",\n      ") ||
-            buf_push_byte_level(&out, strings[id].data, strings[id].len, byte_to_cp) || buf_printf(&out, ": %d", id + N_SPECIAL))
-            goto done;
-    }
-    if (buf_puts(&out, "},\n    \"merges\": [")) goto done;
-    for (int id = N_BYTES; id < n_tokens; id++) {
-        if (buf_puts(&out, id == N_BYTES ? "\n      [" : ",\n      [") ||
-            buf_push_byte_level(&out, strings[merge_left[id]].data, strings[merge_left[id]].len, byte_to_cp) || buf_puts(&out, ", ") ||
-            buf_push_byte_level(&out, strings[merge_right[id]].data, strings[merge_right[id]].len, byte_to_cp) || buf_puts(&out, "]"))
-            goto done;
-    }
-    if (buf_puts(&out, "]}\n}\n")) goto done;
+    if (bpe_tokenizer_json(&b, &out)) goto done;
     *json = out.data;
     *json_len = out.len;
     out.data = NULL;
     r = 0;
 done:
     if (r) error_wrap("BPE training");
-    for (int k = 0; k < n_words; k++) free(words[k].data);
-    for (int i = 0; strings && i < vocab_size; i++) free(strings[i].data);
-    free(words); free(freq); free(strings); free(merge_left); free(merge_right); free(has_digit); free(pairs); free(out.data);
+    bpe_free(&b);
+    free(out.data);
     strmap_free(&word_index);
     return r;
 }
@@ -4893,121 +4938,191 @@ done:
    have at most 3 filler sentences; then over o->ramp_steps steps the filler grows to fill
    o->seq_len, so that retrieval carries over to long contexts (how the recipe was found:
    data/model/README.md). */
-int kvl_pretrain(KvlModel *m, KvlTokenizer *tok, const KvlPretrainOptions *o, KvlPretrainState *state, double *final_loss)
+/* The most filler sentences that fit o->seq_len, from the tokens of a 100-sentence text,
+   leaving room for 8 needles (13 tokens each) and their questions and answers (20). */
+static int pretrain_full_sentences(KvlTokenizer *tok, const KvlPretrainOptions *o, int *full_sentences)
 {
-    const KvlConfig *c = &m->config;
-    int V = c->vocab_size, r = -1;
-    if (o->seq_len < 2 || o->seq_len > c->max_positions) return fail("pretrain: sequence length %d (2 .. %d)", o->seq_len, c->max_positions);
-    if (o->batch_tokens < 1 || o->batch_tokens > (1 << 24)) return fail("pretrain: batch of %d tokens (1 .. 2^24)", o->batch_tokens);
-    if (kvl_tokenizer_vocab_size(tok) > V) return fail("pretrain: the tokenizer has %d tokens, the model %d", kvl_tokenizer_vocab_size(tok), V);
-    KvlModel *grad = NULL, lane_model[PRETRAIN_LANES], *lane_grad[PRETRAIN_LANES] = {0};
-    Acts lane_acts[PRETRAIN_LANES];
-    double lane_loss[PRETRAIN_LANES];
-    KvlPretrainState fresh = {0};
-    int **seqs = NULL, *lens = NULL, n_seqs = 0, cap_seqs = 0;
-    const KvlLora *keep = m->lora;
-    m->lora = NULL;
-    if (!state) state = &fresh;
-    memset(lane_acts, 0, sizeof lane_acts);
-    for (int i = 0; i < PRETRAIN_LANES; i++) {       /* the lanes share the weights, nothing else */
-        lane_model[i] = *m;
-        lane_model[i].scratch = NULL;
-    }
-    if ((!state->adam_m && kvl_pretrain_state_init(state, m)) || model_zeros(&grad, c)) goto done;
-    for (int i = 0; i < PRETRAIN_LANES; i++)
-        if (model_zeros(&lane_grad[i], c) || acts_init(&lane_acts[i], c, o->seq_len, 1, 1) ||
-            scratch_reserve(&lane_model[i], o->seq_len, o->seq_len))
-            goto done;
-    AdamW adam = {o->lr, 0.9f, 0.95f, 1e-8f, o->weight_decay, state->step, state->adam_m, state->adam_v};
-    uint64_t n_texts = state->n_texts;
-    /* the most filler sentences that fit seq_len: measure the tokens of a filler sentence */
-    int full_sentences;
-    {
-        char *doc;
+    char *doc;
+    size_t len;
+    int *ids, n;
+    if (kvl_needle_document(&doc, &len, NULL, 0, 100, NULL, o->seed)) return -1;
+    int r = kvl_encode(tok, doc, len, 0, &ids, &n);
+    free(doc);
+    if (r) return -1;
+    free(ids);
+    *full_sentences = (int)((double)(o->seq_len - 8 * 33) * 100 / (n > 0 ? n : 1));
+    if (*full_sentences < 0) *full_sentences = 0;
+    return 0;
+}
+
+/* The curriculum: at most 3 filler sentences for the first o->short_steps steps, then
+   growing linearly over o->ramp_steps steps to full_sentences. */
+static int pretrain_max_sentences(const KvlPretrainOptions *o, int step, int full_sentences)
+{
+    if (step >= o->short_steps + o->ramp_steps) return full_sentences;
+    double grown = step < o->short_steps ? 0.0 : (double)(step - o->short_steps) / o->ramp_steps;
+    int max_sentences = 3 + (int)(grown * (full_sentences - 3));
+    return max_sentences > full_sentences ? full_sentences : max_sentences;
+}
+
+/* One step's texts: token sequences (<s> text </s>, at most seq_len + 1 tokens: inputs and
+   their next tokens) until they hold o->batch_tokens predicted tokens. */
+typedef struct { int **seqs, *lens, n, cap, n_tokens; } PretrainBatch;
+
+static void pretrain_batch_free(PretrainBatch *b)
+{
+    for (int i = 0; i < b->n; i++) free(b->seqs[i]);
+    free(b->seqs);
+    free(b->lens);
+}
+
+static int pretrain_batch(PretrainBatch *b, KvlTokenizer *tok, const KvlPretrainOptions *o, int eos, int max_sentences, uint64_t *n_texts)
+{
+    for (int i = 0; i < b->n; i++) free(b->seqs[i]);
+    b->n_tokens = 0;
+    for (b->n = 0; b->n_tokens < o->batch_tokens; b->n++) {
+        char *text;
         size_t len;
         int *ids, n;
-        if (kvl_needle_document(&doc, &len, NULL, 0, 100, NULL, o->seed)) goto done;
-        r = kvl_encode(tok, doc, len, 0, &ids, &n);
-        free(doc);
-        if (r) { r = -1; goto done; }
-        free(ids);
-        /* leave room for 8 needles (13 tokens each) and their questions and answers (20) */
-        full_sentences = (int)((double)(o->seq_len - 8 * 33) * 100 / (n > 0 ? n : 1));
-        if (full_sentences < 0) full_sentences = 0;
-        r = -1;
+        if (b->n == b->cap) {
+            int cap = b->cap ? 2 * b->cap : 64, **more_seqs = realloc(b->seqs, sizeof *b->seqs * cap), *more_lens;
+            if (more_seqs) b->seqs = more_seqs;
+            if (!more_seqs || !(more_lens = realloc(b->lens, sizeof *b->lens * cap))) return fail("out of memory");
+            b->lens = more_lens;
+            b->cap = cap;
+        }
+        if (kvl_pretrain_text(&text, &len, max_sentences, kvl_document_seed(o->seed, (*n_texts)++, 0))) return -1;
+        int e = kvl_encode(tok, text, len, 1, &ids, &n);
+        free(text);
+        if (e) return -1;
+        if (n <= o->seq_len) {                  /* room for </s> */
+            int *more = realloc(ids, sizeof(int) * (n + 1));
+            if (!more) { free(ids); return fail("out of memory"); }
+            ids = more;
+            ids[n++] = eos;
+        }
+        b->seqs[b->n] = ids;
+        b->lens[b->n] = n > o->seq_len + 1 ? o->seq_len + 1 : n;
+        b->n_tokens += b->lens[b->n] - 1;
     }
-    double start = now_seconds(), loss = 0.0;
-    int first_step = state->step;
-    for (int step = first_step; step < o->steps; step++) {
-        int max_sentences = full_sentences, n_total = 0;
-        if (step < o->short_steps + o->ramp_steps) {
-            double grown = step < o->short_steps ? 0.0 : (double)(step - o->short_steps) / o->ramp_steps;
-            max_sentences = 3 + (int)(grown * (full_sentences - 3));
-            if (max_sentences > full_sentences) max_sentences = full_sentences;
-        }
-        for (int b = 0; b < n_seqs; b++) free(seqs[b]);
-        for (n_seqs = 0; n_total < o->batch_tokens; n_seqs++) {
-            char *text;
-            size_t len;
-            int *ids, n;
-            if (n_seqs == cap_seqs) {
-                int cap = cap_seqs ? 2 * cap_seqs : 64, **more_seqs = realloc(seqs, sizeof *seqs * cap), *more_lens;
-                if (more_seqs) seqs = more_seqs;
-                if (!more_seqs || !(more_lens = realloc(lens, sizeof *lens * cap))) { fail("out of memory"); goto done; }
-                lens = more_lens;
-                cap_seqs = cap;
-            }
-            if (kvl_pretrain_text(&text, &len, max_sentences, kvl_document_seed(o->seed, n_texts++, 0))) goto done;
-            int e = kvl_encode(tok, text, len, 1, &ids, &n);
-            free(text);
-            if (e) goto done;
-            if (n <= o->seq_len) {                  /* room for </s> */
-                int *more = realloc(ids, sizeof(int) * (n + 1));
-                if (!more) { free(ids); fail("out of memory"); goto done; }
-                ids = more;
-                ids[n++] = c->eos_token_id >= 0 ? c->eos_token_id : 1;
-            }
-            seqs[n_seqs] = ids;
-            lens[n_seqs] = n > o->seq_len + 1 ? o->seq_len + 1 : n;
-            n_total += lens[n_seqs] - 1;
-        }
+    return 0;
+}
+
+/* The lanes (see PRETRAIN_LANES): each a view of the model with its own scratch, its
+   activations and its gradient. */
+typedef struct {
+    KvlModel model[PRETRAIN_LANES];
+    KvlModel *grad[PRETRAIN_LANES];
+    Acts acts[PRETRAIN_LANES];
+    double loss[PRETRAIN_LANES];
+} PretrainLanes;
+
+static int pretrain_lanes_init(PretrainLanes *lanes, const KvlModel *m, int seq_len)
+{
+    memset(lanes, 0, sizeof *lanes);
+    for (int i = 0; i < PRETRAIN_LANES; i++) {       /* the lanes share the weights, nothing else */
+        lanes->model[i] = *m;
+        lanes->model[i].scratch = NULL;
+    }
+    for (int i = 0; i < PRETRAIN_LANES; i++)
+        if (model_zeros(&lanes->grad[i], &m->config) || acts_init(&lanes->acts[i], &m->config, seq_len, 1, 1) ||
+            scratch_reserve(&lanes->model[i], seq_len, seq_len))
+            return -1;
+    return 0;
+}
+
+static void pretrain_lanes_free(PretrainLanes *lanes)
+{
+    for (int i = 0; i < PRETRAIN_LANES; i++) {
+        acts_free(&lanes->acts[i]);
+        scratch_free(lanes->model[i].scratch);
+        kvl_model_free(lanes->grad[i]);
+    }
+}
+
+/* The batch's gradient of the mean next-token loss into grad, summed lane by lane in lane
+   order; returns the loss. */
+static double pretrain_gradient(PretrainLanes *lanes, const PretrainBatch *b, KvlModel *grad)
+{
+    int V = grad->config.vocab_size;
 #ifdef _OPENMP
 #pragma omp parallel for schedule(dynamic, 1)
 #endif
-        for (int lane = 0; lane < PRETRAIN_LANES; lane++) {
-            KvlModel *lm = &lane_model[lane];
-            Acts *acts = &lane_acts[lane];
-            memset(lane_grad[lane]->memory, 0, sizeof(float) * grad->n_params);
-            lane_loss[lane] = 0.0;
-            for (int b = lane; b < n_seqs; b += PRETRAIN_LANES) {
-                int T = lens[b] - 1;
-                student_forward(lm, acts, seqs[b], T);
-                xent_forward_backward(acts->d_logits, &lane_loss[lane], acts->logits, seqs[b] + 1, T, V, n_total);
-                student_backward(lm, acts, NULL, &lane_grad[lane]->w, T);
-            }
+    for (int lane = 0; lane < PRETRAIN_LANES; lane++) {
+        KvlModel *lm = &lanes->model[lane];
+        Acts *acts = &lanes->acts[lane];
+        memset(lanes->grad[lane]->memory, 0, sizeof(float) * grad->n_params);
+        lanes->loss[lane] = 0.0;
+        for (int k = lane; k < b->n; k += PRETRAIN_LANES) {
+            int T = b->lens[k] - 1;
+            student_forward(lm, acts, b->seqs[k], T);
+            xent_forward_backward(acts->d_logits, &lanes->loss[lane], acts->logits, b->seqs[k] + 1, T, V, b->n_tokens);
+            student_backward(lm, acts, NULL, &lanes->grad[lane]->w, T);
         }
-        loss = 0.0;
-        for (int lane = 0; lane < PRETRAIN_LANES; lane++) loss += lane_loss[lane];
-        PARALLEL_FOR
-        for (size_t i = 0; i < grad->n_params; i++) {
-            float g = 0.0f;
-            for (int lane = 0; lane < PRETRAIN_LANES; lane++) g += lane_grad[lane]->memory[i];
-            grad->memory[i] = g;
-        }
-        double norm2 = 0.0;
-        for (size_t i = 0; i < grad->n_params; i++) norm2 += (double)grad->memory[i] * grad->memory[i];
-        double norm = sqrt(norm2);
-        if (o->clip > 0 && norm > o->clip)
-            for (size_t i = 0; i < grad->n_params; i++) grad->memory[i] *= (float)(o->clip / norm);
-        double progress = o->steps > 1 ? (double)step / (o->steps - 1) : 1.0;
-        adam.lr = step < o->warmup ? o->lr * (step + 1) / o->warmup
-                                   : (float)(o->lr * (0.1 + 0.9 * 0.5 * (1.0 + cos(3.14159265358979 * progress))));
+    }
+    double loss = 0.0;
+    for (int lane = 0; lane < PRETRAIN_LANES; lane++) loss += lanes->loss[lane];
+    PARALLEL_FOR
+    for (size_t i = 0; i < grad->n_params; i++) {
+        float g = 0.0f;
+        for (int lane = 0; lane < PRETRAIN_LANES; lane++) g += lanes->grad[lane]->memory[i];
+        grad->memory[i] = g;
+    }
+    return loss;
+}
+
+/* Scales the gradient down to a global norm of clip when it is longer (clip 0: never). */
+static void clip_gradient(float *g, size_t n, float clip)
+{
+    double norm2 = 0.0;
+    for (size_t i = 0; i < n; i++) norm2 += (double)g[i] * g[i];
+    double norm = sqrt(norm2);
+    if (clip > 0 && norm > clip)
+        for (size_t i = 0; i < n; i++) g[i] *= (float)(clip / norm);
+}
+
+/* The learning rate of a step: a linear warmup, then a cosine decay to a tenth. */
+static float pretrain_lr(const KvlPretrainOptions *o, int step)
+{
+    double progress = o->steps > 1 ? (double)step / (o->steps - 1) : 1.0;
+    return step < o->warmup ? o->lr * (step + 1) / o->warmup
+                            : (float)(o->lr * (0.1 + 0.9 * 0.5 * (1.0 + cos(3.14159265358979 * progress))));
+}
+
+int kvl_pretrain(KvlModel *m, KvlTokenizer *tok, const KvlPretrainOptions *o, KvlPretrainState *state, double *final_loss)
+{
+    const KvlConfig *c = &m->config;
+    int r = -1, full_sentences;
+    if (o->seq_len < 2 || o->seq_len > c->max_positions) return fail("pretrain: sequence length %d (2 .. %d)", o->seq_len, c->max_positions);
+    if (o->batch_tokens < 1 || o->batch_tokens > (1 << 24)) return fail("pretrain: batch of %d tokens (1 .. 2^24)", o->batch_tokens);
+    if (kvl_tokenizer_vocab_size(tok) > c->vocab_size)
+        return fail("pretrain: the tokenizer has %d tokens, the model %d", kvl_tokenizer_vocab_size(tok), c->vocab_size);
+    KvlModel *grad = NULL;
+    PretrainLanes *lanes = xcalloc(1, sizeof *lanes);
+    PretrainBatch batch = {0};
+    KvlPretrainState fresh = {0};
+    const KvlLora *keep = m->lora;
+    m->lora = NULL;
+    if (!state) state = &fresh;
+    if (!lanes || pretrain_lanes_init(lanes, m, o->seq_len)) goto done;
+    if ((!state->adam_m && kvl_pretrain_state_init(state, m)) || model_zeros(&grad, c)) goto done;
+    if (pretrain_full_sentences(tok, o, &full_sentences)) goto done;
+    AdamW adam = {o->lr, 0.9f, 0.95f, 1e-8f, o->weight_decay, state->step, state->adam_m, state->adam_v};
+    uint64_t n_texts = state->n_texts;
+    int eos = c->eos_token_id >= 0 ? c->eos_token_id : 1, first_step = state->step;
+    double start = now_seconds(), loss = 0.0;
+    for (int step = first_step; step < o->steps; step++) {
+        if (pretrain_batch(&batch, tok, o, eos, pretrain_max_sentences(o, step, full_sentences), &n_texts)) goto done;
+        loss = pretrain_gradient(lanes, &batch, grad);
+        clip_gradient(grad->memory, grad->n_params, o->clip);
+        adam.lr = pretrain_lr(o, step);
         adamw_step(&adam, m->memory, grad->memory, m->n_params);
         state->step = step + 1;
         state->n_texts = n_texts;
         if (o->progress) {
             double elapsed = now_seconds() - start;
-            if (o->progress(o->progress_ctx, step + 1, o->steps, loss, elapsed, elapsed / (step + 1 - first_step) * (o->steps - step - 1), n_total))
+            if (o->progress(o->progress_ctx, step + 1, o->steps, loss, elapsed, elapsed / (step + 1 - first_step) * (o->steps - step - 1),
+                            batch.n_tokens))
                 break;
         }
     }
@@ -5015,14 +5130,10 @@ int kvl_pretrain(KvlModel *m, KvlTokenizer *tok, const KvlPretrainOptions *o, Kv
     r = 0;
 done:
     m->lora = keep;
-    for (int b = 0; b < n_seqs; b++) free(seqs[b]);
-    free(seqs); free(lens);
+    pretrain_batch_free(&batch);
     kvl_pretrain_state_free(&fresh);
-    for (int i = 0; i < PRETRAIN_LANES; i++) {
-        acts_free(&lane_acts[i]);
-        scratch_free(lane_model[i].scratch);
-        kvl_model_free(lane_grad[i]);
-    }
+    if (lanes) pretrain_lanes_free(lanes);
+    free(lanes);
     kvl_model_free(grad);
     return r;
 }
