@@ -3900,6 +3900,83 @@ int kvl_lora_save(const KvlLora *lora, const char *dir)
 /* Loads a PEFT LoRA adapter for a model of config's shapes, refusing what kvlora cannot
    apply exactly: other PEFT types, dropout-free assumptions aside, per-module rank or
    alpha patterns, fan_in_fan_out, bias training, DoRA, and tensors of other shapes. */
+/* adapter_config.json: r, lora_alpha, use_rslora and target_modules, refusing every
+   PEFT option that would change the numbers in a way kvlora does not implement. */
+static int lora_config(const Json *cfg, const char *path, int *rank, float *alpha, int *rslora, int has[KVL_N_TARGETS])
+{
+    const Json *type = json_get(cfg, "peft_type"), *targets = json_get(cfg, "target_modules");
+    if (!type || type->type != JSON_STRING || strcmp(type->string, "LORA") != 0) return fail("%s: peft_type must be \"LORA\"", path);
+    if (config_int(cfg, "r", 1, 0, 1, 65536, rank, path) || config_float(json_get(cfg, "lora_alpha"), "lora_alpha", (float)*rank, alpha, path) ||
+        config_bool(cfg, "use_rslora", 0, rslora, path))
+        return -1;
+    static const char *const must_be_false[] = {"fan_in_fan_out", "use_dora", "lora_bias"};
+    for (int i = 0; i < 3; i++) {
+        int v = 0;
+        if (config_bool(cfg, must_be_false[i], 0, &v, path)) return -1;
+        if (v) return fail("%s: %s = true is not supported", path, must_be_false[i]);
+    }
+    const Json *bias = json_get(cfg, "bias");
+    if (bias && !(bias->type == JSON_STRING && strcmp(bias->string, "none") == 0)) return fail("%s: bias must be \"none\"", path);
+    static const char *const must_be_empty[] = {"rank_pattern", "alpha_pattern", "layers_to_transform", "modules_to_save",
+                                                "layer_replication", "target_parameters", "trainable_token_indices"};
+    for (int i = 0; i < 7; i++) {
+        const Json *v = json_get(cfg, must_be_empty[i]);
+        if (v && v->type != JSON_NULL && !((v->type == JSON_OBJECT || v->type == JSON_ARRAY) && v->length == 0))
+            return fail("%s: '%s' is not supported", path, must_be_empty[i]);
+    }
+    if (targets && targets->type == JSON_STRING) {
+        if (kvl_lora_parse_targets(targets->string, has)) return error_wrap("%s: target_modules", path);
+    } else if (targets && targets->type == JSON_ARRAY && targets->length > 0) {
+        for (size_t i = 0; i < targets->length; i++) {
+            const Json *tj = targets->children[i];
+            int one[KVL_N_TARGETS];
+            if (tj->type != JSON_STRING || kvl_lora_parse_targets(tj->string, one)) return error_wrap("%s: target_modules", path);
+            for (int t = 0; t < KVL_N_TARGETS; t++) has[t] |= one[t];
+        }
+    } else return fail("%s: target_modules must be a list of module names", path);
+    return 0;
+}
+
+/* Every A and B matrix of the adapter from adapter_model.safetensors, each checked for its
+   shape and for finite values; a tensor that is none of them is refused too. */
+static int lora_read_tensors(KvlLora *lora, const KvlSafetensors *st, const char *path, const KvlConfig *c)
+{
+    int expected = 0, rank = lora->rank;
+    for (int t = 0; t < KVL_N_TARGETS; t++) {
+        if (!lora->has[t]) continue;
+        for (int l = 0; l < c->n_layers; l++)
+            for (int ab = 0; ab < 2; ab++) {
+                char name[160];
+                lora_tensor_name(name, sizeof name, l, (KvlTarget)t, ab ? 'B' : 'A');
+                const KvlTensorInfo *ti = kvl_st_find(st, name);
+                int rows = ab ? lora->out[t] : rank, cols = ab ? rank : lora->in[t];
+                float *dst = ab ? lora->B[t] + (size_t)l * lora->out[t] * rank : lora->A[t] + (size_t)l * rank * lora->in[t];
+                if (!ti) return fail("%s: missing tensor '%s'", path, name);
+                if (ti->n_dims != 2 || ti->shape[0] != rows || ti->shape[1] != cols)
+                    return fail("%s: tensor '%s' has shape [%lld, %lld], but r = %d and the model imply [%d, %d] (an adapter for another model, or a rank mismatch)",
+                                path, name, ti->n_dims > 0 ? (long long)ti->shape[0] : -1, ti->n_dims > 1 ? (long long)ti->shape[1] : -1, rank, rows, cols);
+                if (kvl_st_read_f32(st, ti, dst)) return -1;
+                for (size_t i = 0; i < (size_t)rows * cols; i++)
+                    if (!isfinite(dst[i])) return fail("%s: tensor '%s' holds a non-finite value", path, name);
+                expected++;
+            }
+    }
+    for (int i = 0; st->n_tensors != expected && i < st->n_tensors; i++) {
+        int known = 0;
+        for (int t = 0; t < KVL_N_TARGETS && !known; t++)
+            for (int l = 0; l < c->n_layers && lora->has[t] && !known; l++)
+                for (int ab = 0; ab < 2 && !known; ab++) {
+                    char name[160];
+                    lora_tensor_name(name, sizeof name, l, (KvlTarget)t, ab ? 'B' : 'A');
+                    known = strcmp(name, st->tensors[i].name) == 0;
+                }
+        if (!known)
+            return fail("%s: unexpected tensor '%s' (not a LoRA matrix of the targets in adapter_config.json, or a layer the model does not have)",
+                        path, st->tensors[i].name);
+    }
+    return 0;
+}
+
 int kvl_lora_load(KvlLora *lora, const char *dir, const KvlConfig *c)
 {
     char path[4096];
@@ -3912,91 +3989,20 @@ int kvl_lora_load(KvlLora *lora, const char *dir, const KvlConfig *c)
     int r = json_parse(&cfg, text, len, path);
     free(text);
     if (r) return -1;
-    r = -1;
     int rank = 0, has[KVL_N_TARGETS] = {0}, rslora = 0;
     float alpha = 0;
-    const Json *type = json_get(cfg, "peft_type"), *targets = json_get(cfg, "target_modules");
-    if (!type || type->type != JSON_STRING || strcmp(type->string, "LORA") != 0) { fail("%s: peft_type must be \"LORA\"", path); goto done; }
-    if (config_int(cfg, "r", 1, 0, 1, 65536, &rank, path) || config_float(json_get(cfg, "lora_alpha"), "lora_alpha", (float)rank, &alpha, path) ||
-        config_bool(cfg, "use_rslora", 0, &rslora, path))
-        goto done;
-    static const char *const must_be_false[] = {"fan_in_fan_out", "use_dora", "lora_bias"};
-    for (int i = 0; i < 3; i++) {
-        int v = 0;
-        if (config_bool(cfg, must_be_false[i], 0, &v, path)) goto done;
-        if (v) { fail("%s: %s = true is not supported", path, must_be_false[i]); goto done; }
-    }
-    const Json *bias = json_get(cfg, "bias");
-    if (bias && !(bias->type == JSON_STRING && strcmp(bias->string, "none") == 0)) { fail("%s: bias must be \"none\"", path); goto done; }
-    static const char *const must_be_empty[] = {"rank_pattern", "alpha_pattern", "layers_to_transform", "modules_to_save",
-                                                "layer_replication", "target_parameters", "trainable_token_indices"};
-    for (int i = 0; i < 7; i++) {
-        const Json *v = json_get(cfg, must_be_empty[i]);
-        if (v && v->type != JSON_NULL && !((v->type == JSON_OBJECT || v->type == JSON_ARRAY) && v->length == 0)) {
-            fail("%s: '%s' is not supported", path, must_be_empty[i]);
-            goto done;
-        }
-    }
-    if (targets && targets->type == JSON_STRING) {
-        if (kvl_lora_parse_targets(targets->string, has)) { error_wrap("%s: target_modules", path); goto done; }
-    } else if (targets && targets->type == JSON_ARRAY && targets->length > 0) {
-        for (size_t i = 0; i < targets->length; i++) {
-            const Json *tj = targets->children[i];
-            int one[KVL_N_TARGETS];
-            if (tj->type != JSON_STRING || kvl_lora_parse_targets(tj->string, one)) { error_wrap("%s: target_modules", path); goto done; }
-            for (int t = 0; t < KVL_N_TARGETS; t++) has[t] |= one[t];
-        }
-    } else { fail("%s: target_modules must be a list of module names", path); goto done; }
-    if (lora_alloc(lora, c, rank, alpha, rslora, has)) { error_wrap("%s", path); goto done; }
+    r = lora_config(cfg, path, &rank, &alpha, &rslora, has);
+    if (!r && (r = lora_alloc(lora, c, rank, alpha, rslora, has)) != 0) error_wrap("%s", path);
     const Json *base = json_get(cfg, "base_model_name_or_path");
-    if (base && base->type == JSON_STRING) snprintf(lora->base_model, sizeof lora->base_model, "%s", base->string);
-
+    if (!r && base && base->type == JSON_STRING) snprintf(lora->base_model, sizeof lora->base_model, "%s", base->string);
+    json_free(cfg);
+    if (r) return -1;
     path_join(path, sizeof path, dir, "adapter_model.safetensors");
     KvlSafetensors st;
-    if (kvl_st_open(&st, path)) { kvl_lora_free(lora); goto done; }
-    int expected = 0;
-    for (int t = 0; t < KVL_N_TARGETS; t++) {
-        if (!has[t]) continue;
-        for (int l = 0; l < c->n_layers; l++)
-            for (int ab = 0; ab < 2; ab++) {
-                char name[160];
-                lora_tensor_name(name, sizeof name, l, (KvlTarget)t, ab ? 'B' : 'A');
-                const KvlTensorInfo *ti = kvl_st_find(&st, name);
-                int rows = ab ? lora->out[t] : rank, cols = ab ? rank : lora->in[t];
-                float *dst = ab ? lora->B[t] + (size_t)l * lora->out[t] * rank : lora->A[t] + (size_t)l * rank * lora->in[t];
-                if (!ti) { fail("%s: missing tensor '%s'", path, name); goto bad; }
-                if (ti->n_dims != 2 || ti->shape[0] != rows || ti->shape[1] != cols) {
-                    fail("%s: tensor '%s' has shape [%lld, %lld], but r = %d and the model imply [%d, %d] (an adapter for another model, or a rank mismatch)",
-                         path, name, ti->n_dims > 0 ? (long long)ti->shape[0] : -1, ti->n_dims > 1 ? (long long)ti->shape[1] : -1, rank, rows, cols);
-                    goto bad;
-                }
-                if (kvl_st_read_f32(&st, ti, dst)) goto bad;
-                for (size_t i = 0; i < (size_t)rows * cols; i++)
-                    if (!isfinite(dst[i])) { fail("%s: tensor '%s' holds a non-finite value", path, name); goto bad; }
-                expected++;
-            }
-    }
-    if (st.n_tensors != expected) {
-        for (int i = 0; i < st.n_tensors; i++) {
-            int known = 0;
-            for (int t = 0; t < KVL_N_TARGETS && !known; t++)
-                for (int l = 0; l < c->n_layers && has[t] && !known; l++)
-                    for (int ab = 0; ab < 2 && !known; ab++) {
-                        char name[160];
-                        lora_tensor_name(name, sizeof name, l, (KvlTarget)t, ab ? 'B' : 'A');
-                        known = strcmp(name, st.tensors[i].name) == 0;
-                    }
-            if (!known) { fail("%s: unexpected tensor '%s' (not a LoRA matrix of the targets in adapter_config.json, or a layer the model does not have)", path, st.tensors[i].name); goto bad; }
-        }
-    }
+    if (kvl_st_open(&st, path)) { kvl_lora_free(lora); return -1; }
+    r = lora_read_tensors(lora, &st, path, c);
     kvl_st_close(&st);
-    r = 0;
-    goto done;
-bad:
-    kvl_st_close(&st);
-    kvl_lora_free(lora);
-done:
-    json_free(cfg);
+    if (r) kvl_lora_free(lora);
     return r;
 }
 
