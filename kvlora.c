@@ -2231,15 +2231,9 @@ static int config_rope(KvlConfig *c, const Json *cfg, const char *where)
     return 0;
 }
 
-int kvl_config_parse(KvlConfig *c, const char *text, size_t len, const char *where)
+/* The architecture: "architectures": ["LlamaForCausalLM"], else model_type. */
+static int config_arch(KvlConfig *c, const Json *cfg, const char *where)
 {
-    Json *cfg;
-    memset(c, 0, sizeof *c);
-    if (json_parse(&cfg, text, len, where)) return -1;
-    int r = -1;
-    if (cfg->type != JSON_OBJECT) { fail("%s: not a JSON object", where); goto done; }
-
-    /* The architecture: "architectures": ["LlamaForCausalLM"], else model_type. */
     static const struct { const char *arch, *model_type; KvlArch id; } archs[] = {
         {"LlamaForCausalLM", "llama", KVL_LLAMA}, {"MistralForCausalLM", "mistral", KVL_MISTRAL},
         {"Qwen2ForCausalLM", "qwen2", KVL_QWEN2}, {"Qwen3ForCausalLM", "qwen3", KVL_QWEN3},
@@ -2249,19 +2243,23 @@ int kvl_config_parse(KvlConfig *c, const char *text, size_t len, const char *whe
     int found = -1;
     if (archj && archj->type == JSON_ARRAY && archj->length == 1 && archj->children[0]->type == JSON_STRING)
         name = archj->children[0]->string;
-    else if (archj && archj->type != JSON_NULL) { fail("%s: 'architectures' must be a list of one class name", where); goto done; }
+    else if (archj && archj->type != JSON_NULL) return fail("%s: 'architectures' must be a list of one class name", where);
     for (int i = 0; i < 4; i++) {
         if (name && strcmp(name, archs[i].arch) == 0) found = i;
         if (!name && mt && mt->type == JSON_STRING && strcmp(mt->string, archs[i].model_type) == 0) found = i;
     }
     if (found < 0) {
-        fail("%s: architecture '%s' is not supported (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM)",
+        return fail("%s: architecture '%s' is not supported (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM)",
              where, name ? name : (mt && mt->type == JSON_STRING) ? mt->string : "(none given)");
-        goto done;
     }
     c->arch = archs[found].id;
     snprintf(c->arch_name, sizeof c->arch_name, "%s", archs[found].arch);
+    return 0;
+}
 
+/* The sizes, and head_dim: explicit when given (Qwen3, some Llamas), else hidden_size / heads. */
+static int config_shape(KvlConfig *c, const Json *cfg, const char *where)
+{
     const int big = 1 << 24;
     if (config_int(cfg, "hidden_size", 1, 0, 1, big, &c->dim, where) ||
         config_int(cfg, "num_hidden_layers", 1, 0, 1, 4096, &c->n_layers, where) ||
@@ -2270,58 +2268,66 @@ int kvl_config_parse(KvlConfig *c, const char *text, size_t len, const char *whe
         config_int(cfg, "intermediate_size", 1, 0, 1, big, &c->ffn_dim, where) ||
         config_int(cfg, "vocab_size", 1, 0, 1, big, &c->vocab_size, where) ||
         config_int(cfg, "max_position_embeddings", 0, 2048, 1, 1 << 24, &c->max_positions, where))
-        goto done;
+        return -1;
     if (c->n_heads % c->n_kv_heads) {
-        fail("%s: num_attention_heads (%d) is not a multiple of num_key_value_heads (%d)", where, c->n_heads, c->n_kv_heads);
-        goto done;
+        return fail("%s: num_attention_heads (%d) is not a multiple of num_key_value_heads (%d)", where, c->n_heads, c->n_kv_heads);
     }
-    /* head_dim: explicit when given (Qwen3, some Llamas), else hidden_size / heads. */
     if (json_get(cfg, "head_dim") && json_get(cfg, "head_dim")->type != JSON_NULL) {
-        if (config_int(cfg, "head_dim", 1, 0, 2, 1 << 16, &c->head_dim, where)) goto done;
+        if (config_int(cfg, "head_dim", 1, 0, 2, 1 << 16, &c->head_dim, where)) return -1;
     } else {
-        if (c->dim % c->n_heads) { fail("%s: hidden_size (%d) is not a multiple of num_attention_heads (%d)", where, c->dim, c->n_heads); goto done; }
+        if (c->dim % c->n_heads) return fail("%s: hidden_size (%d) is not a multiple of num_attention_heads (%d)", where, c->dim, c->n_heads);
         c->head_dim = c->dim / c->n_heads;
     }
-    if (c->head_dim % 2) { fail("%s: head_dim %d is odd; rotary embeddings need pairs", where, c->head_dim); goto done; }
+    if (c->head_dim % 2) return fail("%s: head_dim %d is odd; rotary embeddings need pairs", where, c->head_dim);
+    return 0;
+}
 
+/* The activation, the norm, RoPE, biases, q/k norms, the sliding window, BOS and EOS. */
+static int config_features(KvlConfig *c, const Json *cfg, const char *where)
+{
     const Json *act = json_get(cfg, "hidden_act");
     if (act && !(act->type == JSON_STRING && strcmp(act->string, "silu") == 0)) {
-        fail("%s: hidden_act '%s' is not supported (only silu)", where, act->type == JSON_STRING ? act->string : "?");
-        goto done;
+        return fail("%s: hidden_act '%s' is not supported (only silu)", where, act->type == JSON_STRING ? act->string : "?");
     }
-    if (config_float(json_get(cfg, "rms_norm_eps"), "rms_norm_eps", 1e-6f, &c->rms_eps, where)) goto done;
-    if (!(c->rms_eps > 0)) { fail("%s: rms_norm_eps must be positive", where); goto done; }
-    if (config_rope(c, cfg, where)) goto done;
+    if (config_float(json_get(cfg, "rms_norm_eps"), "rms_norm_eps", 1e-6f, &c->rms_eps, where)) return -1;
+    if (!(c->rms_eps > 0)) return fail("%s: rms_norm_eps must be positive", where);
+    if (config_rope(c, cfg, where)) return -1;
     const Json *partial = json_get(cfg, "partial_rotary_factor");
-    if (partial && !(partial->type == JSON_NUMBER && partial->number == 1.0)) { fail("%s: partial_rotary_factor is not supported", where); goto done; }
+    if (partial && !(partial->type == JSON_NUMBER && partial->number == 1.0)) return fail("%s: partial_rotary_factor is not supported", where);
 
-    if (config_bool(cfg, "tie_word_embeddings", 0, &c->tie_embeddings, where)) goto done;
-    int attention_bias, mlp_bias, use_sliding;
+    if (config_bool(cfg, "tie_word_embeddings", 0, &c->tie_embeddings, where)) return -1;
+    int attention_bias = 0, mlp_bias = 0, use_sliding = 0;
     if (config_bool(cfg, "attention_bias", 0, &attention_bias, where) ||
         config_bool(cfg, "mlp_bias", 0, &mlp_bias, where) ||
         config_bool(cfg, "use_sliding_window", 0, &use_sliding, where))
-        goto done;
-    if (attention_bias) { fail("%s: attention_bias = true is not supported", where); goto done; }
-    if (mlp_bias) { fail("%s: mlp_bias = true is not supported", where); goto done; }
+        return -1;
+    if (attention_bias) return fail("%s: attention_bias = true is not supported", where);
+    if (mlp_bias) return fail("%s: mlp_bias = true is not supported", where);
     c->qkv_bias = c->arch == KVL_QWEN2;
     c->qk_norm = c->arch == KVL_QWEN3;
 
     /* Mistral applies its sliding window whenever one is set; Qwen2/3 only with
        use_sliding_window, and then only on some layers, which we do not implement. */
     if (c->arch == KVL_MISTRAL) {
-        if (config_int(cfg, "sliding_window", 0, 0, 1, 1 << 30, &c->sliding_window, where)) goto done;
+        if (config_int(cfg, "sliding_window", 0, 0, 1, 1 << 30, &c->sliding_window, where)) return -1;
     } else if (use_sliding) {
-        fail("%s: use_sliding_window = true is not supported", where);
-        goto done;
+        return fail("%s: use_sliding_window = true is not supported", where);
     } else if (c->arch == KVL_LLAMA && json_get(cfg, "sliding_window") && json_get(cfg, "sliding_window")->type != JSON_NULL) {
-        fail("%s: sliding_window is not supported for Llama models", where);
-        goto done;
+        return fail("%s: sliding_window is not supported for Llama models", where);
     }
     if (config_token_id(cfg, "bos_token_id", c->vocab_size, &c->bos_token_id, where) ||
         config_token_id(cfg, "eos_token_id", c->vocab_size, &c->eos_token_id, where))
-        goto done;
-    r = 0;
-done:
+        return -1;
+    return 0;
+}
+
+int kvl_config_parse(KvlConfig *c, const char *text, size_t len, const char *where)
+{
+    Json *cfg;
+    memset(c, 0, sizeof *c);
+    if (json_parse(&cfg, text, len, where)) return -1;
+    int r = cfg->type != JSON_OBJECT ? fail("%s: not a JSON object", where)
+          : config_arch(c, cfg, where) || config_shape(c, cfg, where) || config_features(c, cfg, where) ? -1 : 0;
     json_free(cfg);
     return r;
 }
