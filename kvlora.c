@@ -1621,46 +1621,9 @@ static int compare_added_length(const void *a, const void *b)
     return y->len != x->len ? y->len - x->len : x->id - y->id;     /* longest first */
 }
 
-static int tok_model(KvlTokenizer *t, const Json *model, const Json *added)
+/* The merges: "a b" strings or ["a", "b"] pairs; a merge's rank is its place in the list. */
+static int tok_merges(KvlTokenizer *t, const Json *merges)
 {
-    const char *type = json_str(model, "type");
-    if (!type || strcmp(type, "BPE")) return fail("tokenizer.json: model '%s' is not supported (only BPE)", type ? type : "(none)");
-    if (json_str(model, "continuing_subword_prefix") || json_str(model, "end_of_word_suffix"))
-        return fail("tokenizer.json: BPE continuing_subword_prefix / end_of_word_suffix are not supported");
-    const Json *dropout = json_get(model, "dropout");
-    if (dropout && dropout->type == JSON_NUMBER && dropout->number != 0.0) return fail("tokenizer.json: BPE dropout is not supported");
-    const Json *vocab = json_get(model, "vocab"), *merges = json_get(model, "merges");
-    if (!vocab || vocab->type != JSON_OBJECT) return fail("tokenizer.json: model.vocab must be an object");
-    if (!merges || merges->type != JSON_ARRAY) return fail("tokenizer.json: model.merges must be a list");
-    long long max_id = -1, id;
-    for (size_t i = 0; i < vocab->length; i++) {
-        if (json_int(vocab->children[i], 0, 1 << 24, &id)) return fail("tokenizer.json: vocab['%s'] is not an id", vocab->keys[i]);
-        if (id > max_id) max_id = id;
-    }
-    for (size_t i = 0; added && added->type == JSON_ARRAY && i < added->length; i++)
-        if (!json_int(json_get(added->children[i], "id"), 0, 1 << 24, &id) && id > max_id) max_id = id;
-    t->vocab_size = (int)max_id + 1;
-    t->id_to_token = xcalloc((size_t)t->vocab_size + 1, sizeof(char *));
-    t->id_len = xcalloc((size_t)t->vocab_size + 1, sizeof(int));
-    if (!t->id_to_token || !t->id_len) return -1;
-    for (size_t i = 0; i < vocab->length; i++) {
-        int previous;
-        json_int(vocab->children[i], 0, 1 << 24, &id);
-        size_t len = strlen(vocab->keys[i]);
-        if (tok_set_token(t, vocab->keys[i], len, (int)id) || strmap_put(&t->vocab, vocab->keys[i], len, (int)id, &previous)) return -1;
-    }
-    t->byte_fallback = json_flag(model, "byte_fallback", 0);
-    t->fuse_unk = json_flag(model, "fuse_unk", 0);
-    t->ignore_merges = json_flag(model, "ignore_merges", 0);
-    const char *unk = json_str(model, "unk_token");
-    t->unk_id = unk ? strmap_get(&t->vocab, unk, strlen(unk)) : -1;
-    if (unk && t->unk_id < 0) return fail("tokenizer.json: unk_token '%s' is not in the vocabulary", unk);
-    for (int b = 0; b < 256; b++) {
-        char name[8];
-        snprintf(name, sizeof name, "<0x%02X>", b);
-        t->byte_ids[b] = strmap_get(&t->vocab, name, strlen(name));
-    }
-    /* merges: "a b" strings or ["a", "b"] pairs; rank = position in the list */
     t->merge_result = xmalloc(sizeof(int) * (merges->length + 1));
     if (!t->merge_result) return -1;
     for (size_t r = 0; r < merges->length; r++) {
@@ -1691,27 +1654,74 @@ static int tok_model(KvlTokenizer *t, const Json *model, const Json *added)
         t->merge_result[r] = c;
     }
     t->n_merges = (int)merges->length;
-    /* added tokens: matched in the raw text, longest first */
-    if (added && added->type == JSON_ARRAY && added->length) {
-        t->added = xcalloc(added->length, sizeof *t->added);
-        if (!t->added) return -1;
-        for (size_t i = 0; i < added->length; i++) {
-            const Json *a = added->children[i];
-            const char *content = json_str(a, "content");
-            if (!content || !*content || json_int(json_get(a, "id"), 0, 1 << 24, &id)) return fail("tokenizer.json: added_tokens[%zu] needs content and id", i);
-            if (json_flag(a, "single_word", 0)) return fail("tokenizer.json: added token '%s': single_word is not supported", content);
-            AddedToken *at = &t->added[t->n_added++];
-            if (!(at->text = xstrdup(content))) return -1;
-            at->len = (int)strlen(content);
-            at->id = (int)id;
-            at->special = json_flag(a, "special", 0);
-            at->lstrip = json_flag(a, "lstrip", 0);
-            at->rstrip = json_flag(a, "rstrip", 0);
-            if (tok_set_token(t, content, (size_t)at->len, at->id)) return -1;
-        }
-        qsort(t->added, (size_t)t->n_added, sizeof *t->added, compare_added_length);
-    }
     return 0;
+}
+
+/* The added tokens: matched in the raw text before anything else, longest first. */
+static int tok_added(KvlTokenizer *t, const Json *added)
+{
+    long long id = 0;
+    if (!added || added->type != JSON_ARRAY || !added->length) return 0;
+    t->added = xcalloc(added->length, sizeof *t->added);
+    if (!t->added) return -1;
+    for (size_t i = 0; i < added->length; i++) {
+        const Json *a = added->children[i];
+        const char *content = json_str(a, "content");
+        if (!content || !*content || json_int(json_get(a, "id"), 0, 1 << 24, &id)) return fail("tokenizer.json: added_tokens[%zu] needs content and id", i);
+        if (json_flag(a, "single_word", 0)) return fail("tokenizer.json: added token '%s': single_word is not supported", content);
+        AddedToken *at = &t->added[t->n_added++];
+        if (!(at->text = xstrdup(content))) return -1;
+        at->len = (int)strlen(content);
+        at->id = (int)id;
+        at->special = json_flag(a, "special", 0);
+        at->lstrip = json_flag(a, "lstrip", 0);
+        at->rstrip = json_flag(a, "rstrip", 0);
+        if (tok_set_token(t, content, (size_t)at->len, at->id)) return -1;
+    }
+    qsort(t->added, (size_t)t->n_added, sizeof *t->added, compare_added_length);
+    return 0;
+}
+
+static int tok_model(KvlTokenizer *t, const Json *model, const Json *added)
+{
+    const char *type = json_str(model, "type");
+    if (!type || strcmp(type, "BPE")) return fail("tokenizer.json: model '%s' is not supported (only BPE)", type ? type : "(none)");
+    if (json_str(model, "continuing_subword_prefix") || json_str(model, "end_of_word_suffix"))
+        return fail("tokenizer.json: BPE continuing_subword_prefix / end_of_word_suffix are not supported");
+    const Json *dropout = json_get(model, "dropout");
+    if (dropout && dropout->type == JSON_NUMBER && dropout->number != 0.0) return fail("tokenizer.json: BPE dropout is not supported");
+    const Json *vocab = json_get(model, "vocab"), *merges = json_get(model, "merges");
+    if (!vocab || vocab->type != JSON_OBJECT) return fail("tokenizer.json: model.vocab must be an object");
+    if (!merges || merges->type != JSON_ARRAY) return fail("tokenizer.json: model.merges must be a list");
+    long long max_id = -1, id = 0;
+    for (size_t i = 0; i < vocab->length; i++) {
+        if (json_int(vocab->children[i], 0, 1 << 24, &id)) return fail("tokenizer.json: vocab['%s'] is not an id", vocab->keys[i]);
+        if (id > max_id) max_id = id;
+    }
+    for (size_t i = 0; added && added->type == JSON_ARRAY && i < added->length; i++)
+        if (!json_int(json_get(added->children[i], "id"), 0, 1 << 24, &id) && id > max_id) max_id = id;
+    t->vocab_size = (int)max_id + 1;
+    t->id_to_token = xcalloc((size_t)t->vocab_size + 1, sizeof(char *));
+    t->id_len = xcalloc((size_t)t->vocab_size + 1, sizeof(int));
+    if (!t->id_to_token || !t->id_len) return -1;
+    for (size_t i = 0; i < vocab->length; i++) {
+        int previous;
+        json_int(vocab->children[i], 0, 1 << 24, &id);
+        size_t len = strlen(vocab->keys[i]);
+        if (tok_set_token(t, vocab->keys[i], len, (int)id) || strmap_put(&t->vocab, vocab->keys[i], len, (int)id, &previous)) return -1;
+    }
+    t->byte_fallback = json_flag(model, "byte_fallback", 0);
+    t->fuse_unk = json_flag(model, "fuse_unk", 0);
+    t->ignore_merges = json_flag(model, "ignore_merges", 0);
+    const char *unk = json_str(model, "unk_token");
+    t->unk_id = unk ? strmap_get(&t->vocab, unk, strlen(unk)) : -1;
+    if (unk && t->unk_id < 0) return fail("tokenizer.json: unk_token '%s' is not in the vocabulary", unk);
+    for (int b = 0; b < 256; b++) {
+        char name[8];
+        snprintf(name, sizeof name, "<0x%02X>", b);
+        t->byte_ids[b] = strmap_get(&t->vocab, name, strlen(name));
+    }
+    return tok_merges(t, merges) || tok_added(t, added) ? -1 : 0;
 }
 
 int kvl_tokenizer_load(KvlTokenizer **out, const char *path)
