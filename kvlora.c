@@ -2021,76 +2021,86 @@ static int buf_push_lossy(Buf *b, const unsigned char *s, size_t n)
 
 typedef struct { Buf *items; int n; } TokenStrings;
 
-static int decode_step(const KvlTokenizer *t, const DecStep *s, TokenStrings *ts)
+/* Fuse and ByteLevel: all tokens into one string; ByteLevel maps each character back to its
+   byte (a token with a character outside the map keeps its own bytes) and reads the
+   whole as lossy UTF-8. */
+static int decode_join(const KvlTokenizer *t, const DecStep *s, TokenStrings *ts)
 {
-    if (s->kind == DEC_FUSE || s->kind == DEC_BYTELEVEL) {         /* into one string */
-        Buf joined = {0};
-        if (buf_push(&joined, "", 0)) return -1;
-        for (int i = 0; i < ts->n; i++) {
-            const Buf *item = &ts->items[i];
-            if (s->kind == DEC_FUSE) { if (buf_push(&joined, item->data, item->len)) return -1; continue; }
-            /* ByteLevel: each character back to its byte, unless the token has a character
-               outside the map (then its own bytes); the whole as lossy UTF-8 */
-            Buf bytes = {0};
-            int mapped = 1;
-            for (size_t k = 0; k < item->len && mapped;) {
-                uint32_t cp = utf8_next(item->data, item->len, &k);
-                int b = cp < 512 ? t->cp_to_byte[cp] : -1;
-                if (b < 0) mapped = 0;
-                else { unsigned char byte = (unsigned char)b; if (buf_push(&bytes, &byte, 1)) return -1; }
-            }
-            int r = mapped ? buf_push(&joined, bytes.data ? bytes.data : "", bytes.len) : buf_push(&joined, item->data, item->len);
-            free(bytes.data);
-            if (r) return -1;
+    Buf joined = {0};
+    if (buf_push(&joined, "", 0)) return -1;
+    for (int i = 0; i < ts->n; i++) {
+        const Buf *item = &ts->items[i];
+        if (s->kind == DEC_FUSE) { if (buf_push(&joined, item->data, item->len)) return -1; continue; }
+        /* ByteLevel: each character back to its byte, unless the token has a character
+           outside the map (then its own bytes); the whole as lossy UTF-8 */
+        Buf bytes = {0};
+        int mapped = 1;
+        for (size_t k = 0; k < item->len && mapped;) {
+            uint32_t cp = utf8_next(item->data, item->len, &k);
+            int b = cp < 512 ? t->cp_to_byte[cp] : -1;
+            if (b < 0) mapped = 0;
+            else { unsigned char byte = (unsigned char)b; if (buf_push(&bytes, &byte, 1)) return -1; }
         }
-        if (s->kind == DEC_BYTELEVEL) {
-            Buf lossy = {0};
-            if (buf_push(&lossy, "", 0) || buf_push_lossy(&lossy, (const unsigned char *)joined.data, joined.len)) return -1;
-            free(joined.data);
-            joined = lossy;
-        }
-        for (int i = 0; i < ts->n; i++) free(ts->items[i].data);
-        ts->items[0] = joined;
-        ts->n = ts->n ? 1 : 0;
-        if (!ts->n) free(joined.data);
-        return 0;
+        int r = mapped ? buf_push(&joined, bytes.data ? bytes.data : "", bytes.len) : buf_push(&joined, item->data, item->len);
+        free(bytes.data);
+        if (r) return -1;
     }
-    if (s->kind == DEC_BYTEFALLBACK) {                             /* runs of <0xNN> into text */
-        int out = 0;
-        for (int i = 0; i < ts->n;) {
-            int j = i;
-            Buf bytes = {0};
-            while (j < ts->n && ts->items[j].len == 6 && !memcmp(ts->items[j].data, "<0x", 3) && ts->items[j].data[5] == '>' &&
-                   isxdigit((unsigned char)ts->items[j].data[3]) && isxdigit((unsigned char)ts->items[j].data[4])) {
-                unsigned char byte = (unsigned char)strtol(ts->items[j].data + 3, NULL, 16);
-                if (buf_push(&bytes, &byte, 1)) return -1;
-                j++;
-            }
-            if (j == i) { ts->items[out++] = ts->items[i++]; continue; }
-            Buf text = {0};
-            int valid = 1;
-            for (size_t k = 0; k < bytes.len && valid;) {
-                int len = utf8_valid_len((const unsigned char *)bytes.data + k, bytes.len - k);
-                if (!len) valid = 0; else k += (size_t)len;
-            }
-            for (int k = i; k < j; k++) free(ts->items[k].data);
-            if (valid) {
-                if (buf_push(&text, bytes.data, bytes.len)) return -1;
-                ts->items[out++] = text;
-            } else {
-                for (int k = i; k < j; k++) {
-                    Buf one = {0};
-                    if (buf_puts(&one, "\xef\xbf\xbd")) return -1;
-                    ts->items[out++] = one;
-                }
-            }
-            free(bytes.data);
-            i = j;
-        }
-        ts->n = out;
-        return 0;
+    if (s->kind == DEC_BYTELEVEL) {
+        Buf lossy = {0};
+        if (buf_push(&lossy, "", 0) || buf_push_lossy(&lossy, (const unsigned char *)joined.data, joined.len)) return -1;
+        free(joined.data);
+        joined = lossy;
     }
-    for (int i = 0; i < ts->n; i++) {                              /* token by token */
+    for (int i = 0; i < ts->n; i++) free(ts->items[i].data);
+    ts->items[0] = joined;
+    ts->n = ts->n ? 1 : 0;
+    if (!ts->n) free(joined.data);
+    return 0;
+}
+
+/* ByteFallback: each run of <0xNN> tokens into the text its bytes spell, or one U+FFFD per
+   token when they are not valid UTF-8. */
+static int decode_byte_fallback(TokenStrings *ts)
+{
+    int out = 0;
+    for (int i = 0; i < ts->n;) {
+        int j = i;
+        Buf bytes = {0};
+        while (j < ts->n && ts->items[j].len == 6 && !memcmp(ts->items[j].data, "<0x", 3) && ts->items[j].data[5] == '>' &&
+               isxdigit((unsigned char)ts->items[j].data[3]) && isxdigit((unsigned char)ts->items[j].data[4])) {
+            unsigned char byte = (unsigned char)strtol(ts->items[j].data + 3, NULL, 16);
+            if (buf_push(&bytes, &byte, 1)) return -1;
+            j++;
+        }
+        if (j == i) { ts->items[out++] = ts->items[i++]; continue; }
+        Buf text = {0};
+        int valid = 1;
+        for (size_t k = 0; k < bytes.len && valid;) {
+            int len = utf8_valid_len((const unsigned char *)bytes.data + k, bytes.len - k);
+            if (!len) valid = 0; else k += (size_t)len;
+        }
+        for (int k = i; k < j; k++) free(ts->items[k].data);
+        if (valid) {
+            if (buf_push(&text, bytes.data, bytes.len)) return -1;
+            ts->items[out++] = text;
+        } else {
+            for (int k = i; k < j; k++) {
+                Buf one = {0};
+                if (buf_puts(&one, "\xef\xbf\xbd")) return -1;
+                ts->items[out++] = one;
+            }
+        }
+        free(bytes.data);
+        i = j;
+    }
+    ts->n = out;
+    return 0;
+}
+
+/* Replace, Metaspace and Strip: token by token. */
+static int decode_each(const DecStep *s, TokenStrings *ts)
+{
+    for (int i = 0; i < ts->n; i++) {
         Buf *item = &ts->items[i], next = {0};
         if (buf_push(&next, "", 0)) return -1;
         if (s->kind == DEC_REPLACE || s->kind == DEC_METASPACE) {
@@ -2114,6 +2124,13 @@ static int decode_step(const KvlTokenizer *t, const DecStep *s, TokenStrings *ts
         *item = next;
     }
     return 0;
+}
+
+static int decode_step(const KvlTokenizer *t, const DecStep *s, TokenStrings *ts)
+{
+    if (s->kind == DEC_FUSE || s->kind == DEC_BYTELEVEL) return decode_join(t, s, ts);
+    if (s->kind == DEC_BYTEFALLBACK) return decode_byte_fallback(ts);
+    return decode_each(s, ts);
 }
 
 static int is_special(const KvlTokenizer *t, int id)
