@@ -4338,6 +4338,38 @@ int kvl_context_chunks(const int *context, int n_context, int len, KvlProbe **ou
    takes the next batch of probes from a seeded shuffle, sums the gradient of the mean loss
    over the batch's positions, and takes one AdamW step. Teacher logits are computed once
    when they fit in 256 MB, else again at every step. */
+/* Every probe's teacher logits, one probe after another ([sum of the probes' lengths][V]);
+   probe i's start at teacher + teacher_at[i]. */
+static int teachers_forward(KvlModel *m, KvlCache *cache, int n_ctx, const KvlProbe *probes, int n_probes, float *teacher, size_t *teacher_at)
+{
+    size_t at = 0;
+    for (int i = 0; i < n_probes; i++) {
+        teacher_at[i] = at;
+        if (teacher_forward(m, cache, n_ctx, &probes[i], teacher + at)) return -1;
+        at += (size_t)probes[i].n * m->config.vocab_size;
+    }
+    return 0;
+}
+
+/* The next batch of probes (at most 4096): the next ones of order, which is shuffled anew
+   (Fisher-Yates) at the start of each epoch, so that every probe is seen once an epoch. */
+static int next_batch(int *chosen, int batch, int *order, int *next, int n_probes, KvlRng *rng)
+{
+    int n_chosen = 0;
+    for (int b = 0; b < batch && b < 4096; b++) {
+        if (*next == n_probes) {
+            for (int i = n_probes - 1; i > 0; i--) {
+                int j = (int)(kvl_rng_u32(rng) % (uint32_t)(i + 1)), t = order[i];
+                order[i] = order[j];
+                order[j] = t;
+            }
+            *next = 0;
+        }
+        chosen[n_chosen++] = order[(*next)++];
+    }
+    return n_chosen;
+}
+
 int kvl_distill(KvlModel *m, KvlCache *cache, const int *prefix, int n_prefix, const KvlProbe *probes, int n_probes,
                 KvlLora *lora, const KvlDistillOptions *opt, double *final_loss)
 {
@@ -4365,15 +4397,9 @@ int kvl_distill(KvlModel *m, KvlCache *cache, const int *prefix, int n_prefix, c
         !(adam.m = xcalloc(lora->n_params, sizeof(float))) || !(adam.v = xcalloc(lora->n_params, sizeof(float))) ||
         acts_init(&acts, c, n_prefix + max_len, lora->rank, 0) || scratch_reserve(m, n_prefix + max_len, cache->max_tokens))
         goto done;
-    if (keep_teacher) {
-        if (!(teacher = xmalloc(sizeof(float) * total_tokens * V))) goto done;
-        size_t at = 0;
-        for (int i = 0; i < n_probes; i++) {
-            teacher_at[i] = at;
-            if (teacher_forward(m, cache, n_ctx, &probes[i], teacher + at)) goto done;
-            at += (size_t)probes[i].n * V;
-        }
-    }
+    if (keep_teacher && (!(teacher = xmalloc(sizeof(float) * total_tokens * V)) ||
+                         teachers_forward(m, cache, n_ctx, probes, n_probes, teacher, teacher_at)))
+        goto done;
     memcpy(seq, prefix, sizeof(int) * n_prefix);
     const KvlLora *keep = m->lora;
     m->lora = lora;
@@ -4383,19 +4409,8 @@ int kvl_distill(KvlModel *m, KvlCache *cache, const int *prefix, int n_prefix, c
     int next = n_probes;                            /* position in the shuffled order */
     double start = now_seconds(), loss = 0.0;
     for (int step = 0; step < opt->steps; step++) {
-        int chosen[4096], n_chosen = 0, n_total = 0;
-        for (int b = 0; b < batch && b < 4096; b++) {
-            if (next == n_probes) {                 /* a new epoch: Fisher-Yates shuffle */
-                for (int i = n_probes - 1; i > 0; i--) {
-                    int j = (int)(kvl_rng_u32(&rng) % (uint32_t)(i + 1)), t = order[i];
-                    order[i] = order[j];
-                    order[j] = t;
-                }
-                next = 0;
-            }
-            chosen[n_chosen++] = order[next++];
-            n_total += probes[chosen[n_chosen - 1]].n;
-        }
+        int chosen[4096], n_chosen = next_batch(chosen, batch, order, &next, n_probes, &rng), n_total = 0;
+        for (int b = 0; b < n_chosen; b++) n_total += probes[chosen[b]].n;
         memset(grad.params, 0, sizeof(float) * grad.n_params);
         loss = 0.0;
         for (int b = 0; b < n_chosen; b++) {
@@ -5319,11 +5334,26 @@ static int needle_correct(const KvlTokenizer *tok, const int *answer, int n_answ
    "\nQ:", and/or slices of the context); then each needle's question "\nQ: What is the
    secret code of NAME? A:" asked three ways: after the cached context, after <s> alone,
    and after <s> alone with the adapter. The generator's codes are used only to score. */
+/* Asks the needle's question after what the cache holds (room: the positions left) and
+   scores the model's greedy answer of NEEDLE_ANSWER tokens into *correct. */
+enum { NEEDLE_ANSWER = 6 };                     /* " DDDDD": a space and five digits */
+static int needle_ask(KvlModel *m, KvlTokenizer *tok, KvlCache *cache, const KvlNeedle *needle, int room, float *logits, int *correct)
+{
+    char q[96];
+    int *ids, n, answer[NEEDLE_ANSWER];
+    q[0] = '\n';
+    kvl_needle_question(needle, q + 1, sizeof q - 1);
+    if (kvl_encode(tok, q, strlen(q), 0, &ids, &n)) return -1;
+    int e = n + NEEDLE_ANSWER > room ? fail("needle test: question too long")
+          : needle_answer(m, cache, ids, n, answer, NEEDLE_ANSWER, logits) || needle_correct(tok, answer, NEEDLE_ANSWER, needle, correct);
+    free(ids);
+    return e ? -1 : 0;
+}
+
 int kvl_needle_trial(KvlModel *m, KvlTokenizer *tok, const KvlNeedleOptions *o, const float *depths, uint64_t doc_seed,
                      KvlNeedleResult *res)
 {
     const KvlConfig *c = &m->config;
-    enum { ANSWER = 6 };                        /* " DDDDD": a space and five digits */
     int K = o->n_needles, r = -1, *doc = NULL, n_doc = 0, *tokens = NULL, n_probes = 0, n_chunks = 0;
     int bos = c->bos_token_id >= 0 ? c->bos_token_id : 0;
     KvlCache cache = {0}, empty = {0};
@@ -5347,18 +5377,10 @@ int kvl_needle_trial(KvlModel *m, KvlTokenizer *tok, const KvlNeedleOptions *o, 
     res->kv_cache_bytes = kvl_cache_bytes_per_token(c) * (size_t)n_doc;
 
     /* the base model, with and without the context */
-    for (int k = 0; k < K; k++) {
-        char q[96];
-        int *ids, n, answer[ANSWER];
-        q[0] = '\n';
-        kvl_needle_question(&res->needles[k], q + 1, sizeof q - 1);
-        if (kvl_encode(tok, q, strlen(q), 0, &ids, &n)) goto done;
-        int e = n + ANSWER > room ||
-                needle_answer(m, &cache, ids, n, answer, ANSWER, logits) || needle_correct(tok, answer, ANSWER, &res->needles[k], &res->correct[k][0]) ||
-                needle_answer(m, &empty, ids, n, answer, ANSWER, logits) || needle_correct(tok, answer, ANSWER, &res->needles[k], &res->correct[k][1]);
-        free(ids);
-        if (e) { if (n + ANSWER > room) fail("needle test: question too long"); goto done; }
-    }
+    for (int k = 0; k < K; k++)
+        if (needle_ask(m, tok, &cache, &res->needles[k], room, logits, &res->correct[k][0]) ||
+            needle_ask(m, tok, &empty, &res->needles[k], room, logits, &res->correct[k][1]))
+            goto done;
 
     /* the probes and the adapter */
     double start = now_seconds();
@@ -5384,16 +5406,8 @@ int kvl_needle_trial(KvlModel *m, KvlTokenizer *tok, const KvlNeedleOptions *o, 
 
     /* the adapter alone */
     m->lora = &lora;
-    for (int k = 0; k < K; k++) {
-        char q[96];
-        int *ids, n, answer[ANSWER];
-        q[0] = '\n';
-        kvl_needle_question(&res->needles[k], q + 1, sizeof q - 1);
-        if (kvl_encode(tok, q, strlen(q), 0, &ids, &n)) { m->lora = NULL; goto done; }
-        int e = needle_answer(m, &empty, ids, n, answer, ANSWER, logits) || needle_correct(tok, answer, ANSWER, &res->needles[k], &res->correct[k][2]);
-        free(ids);
-        if (e) { m->lora = NULL; goto done; }
-    }
+    for (int k = 0; k < K; k++)
+        if (needle_ask(m, tok, &empty, &res->needles[k], room, logits, &res->correct[k][2])) { m->lora = NULL; goto done; }
     m->lora = NULL;
     r = 0;
 done:
