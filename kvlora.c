@@ -2988,9 +2988,9 @@ static void rope_forward(float *v, const float *cos_t, const float *sin_t, int n
     }
 }
 
-/* RoPE backward: the rotation is orthogonal, so the gradient turns back by -angle:
-   (a, b) -> (a c - b s, b c + a s) has transpose (da, db) = (dy_a c + dy_b s, dy_b c - dy_a s).
-   In place on d ([n_heads][HD]). */
+/* RoPE backward, in place on d ([n_heads][HD]), as the forward rotates in place. The
+   rotation is orthogonal, so the gradient turns back by -angle: (a, b) -> (a c - b s,
+   b c + a s) has transpose (da, db) = (dy_a c + dy_b s, dy_b c - dy_a s). */
 static void rope_backward(float *d, const float *cos_t, const float *sin_t, int n_heads, int head_dim)
 {
     int half = head_dim / 2;
