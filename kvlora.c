@@ -81,7 +81,7 @@
 #endif
 
 /* ------------------------------------------------------------------------------------ */
-/* 1. Utilities: errors, allocation, a seeded PRNG, timing, little-endian bytes         */
+/* 1. Utilities: errors, allocation, a seeded PRNG, timing, bytes, atomic files         */
 /*                                                                                      */
 /* The error message lives in one buffer; a failing function writes it and returns -1.  */
 /* Callers that add context (which file, which tensor) prepend to it with error_wrap.   */
@@ -800,7 +800,7 @@ static int json_int(const Json *j, long long lo, long long hi, long long *out)
 }
 
 /* ------------------------------------------------------------------------------------ */
-/* 3. safetensors: read (validated) and write                                           */
+/* 3. safetensors: read (validated, sharded) and write                                  */
 /*                                                                                      */
 /* The format: 8 bytes, little-endian, N = the header's length; N bytes of JSON mapping */
 /* each tensor name to {dtype, shape, data_offsets: [begin, end]} (and an optional      */
@@ -1143,8 +1143,86 @@ int kvl_st_write(const char *path, const KvlTensorOut *tensors, int n_tensors,
     return atomic_commit(&a);
 }
 
+/* The weight files of a model directory: model.safetensors, or the shards that
+   model.safetensors.index.json lists. A shard name must be a plain file name. */
+typedef struct { int n; KvlSafetensors files[64]; } ShardSet;
+
+static void shards_close(ShardSet *s)
+{
+    for (int i = 0; i < s->n; i++) kvl_st_close(&s->files[i]);
+    s->n = 0;
+}
+
+static int shards_open(ShardSet *s, const char *dir)
+{
+    char path[4096];
+    s->n = 0;
+    path_join(path, sizeof path, dir, "model.safetensors");
+    if (file_exists(path)) {
+        if (kvl_st_open(&s->files[0], path)) return -1;
+        s->n = 1;
+        return 0;
+    }
+    path_join(path, sizeof path, dir, "model.safetensors.index.json");
+    if (!file_exists(path)) return fail("%s: no weights: neither model.safetensors nor model.safetensors.index.json", dir);
+    char *text;
+    size_t len;
+    Json *index;
+    if (read_file(path, &text, &len)) return -1;
+    int r = json_parse(&index, text, len, path);
+    free(text);
+    if (r) return -1;
+    const Json *map = json_get(index, "weight_map");
+    r = -1;
+    if (!map || map->type != JSON_OBJECT) { fail("%s: no 'weight_map' object", path); goto done; }
+    for (size_t i = 0; i < map->length; i++) {
+        const Json *file = map->children[i];
+        if (file->type != JSON_STRING) { fail("%s: weight_map['%s'] is not a file name", path, map->keys[i]); goto done; }
+        if (strchr(file->string, '/') || strchr(file->string, '\\') || strcmp(file->string, "..") == 0 || file->string[0] == '.' || file->length != strlen(file->string)) {
+            fail("%s: weight_map['%s'] = '%s' is not a plain file name in the model directory", path, map->keys[i], file->string);
+            goto done;
+        }
+        int k;
+        for (k = 0; k < s->n; k++) {
+            const char *base = strrchr(s->files[k].path, '/');
+            if (strcmp(base ? base + 1 : s->files[k].path, file->string) == 0) break;
+        }
+        if (k == s->n) {                        /* a shard not opened yet */
+            if (s->n == 64) { fail("%s: more than 64 shards", path); goto done; }
+            char shard[4096];
+            path_join(shard, sizeof shard, dir, file->string);
+            if (kvl_st_open(&s->files[s->n], shard)) goto done;
+            s->n++;
+        }
+        if (!kvl_st_find(&s->files[k], map->keys[i])) {
+            fail("%s: weight_map puts '%s' in %s, which does not hold it", path, map->keys[i], file->string);
+            goto done;
+        }
+    }
+    r = 0;
+done:
+    json_free(index);
+    if (r) shards_close(s);
+    return r;
+}
+
+/* Finds a tensor in exactly one shard. */
+static int shards_find(const ShardSet *s, const char *name, const KvlSafetensors **file, const KvlTensorInfo **t)
+{
+    *t = NULL;
+    for (int i = 0; i < s->n; i++) {
+        const KvlTensorInfo *found = kvl_st_find(&s->files[i], name);
+        if (!found) continue;
+        if (*t) return fail("tensor '%s' appears in both %s and %s", name, (*file)->path, s->files[i].path);
+        *t = found;
+        *file = &s->files[i];
+    }
+    if (!*t) return fail("missing tensor '%s'", name);
+    return 0;
+}
+
 /* ------------------------------------------------------------------------------------ */
-/* 4. Tokenizer: Hugging Face tokenizer.json, BPE (byte-level and SentencePiece-style)  */
+/* 4. The tokenizer: tokenizer.json BPE (byte-level and SentencePiece-style)            */
 /*                                                                                      */
 /* Encoding runs the pipeline of the tokenizers library: added tokens are found in the  */
 /* raw text first and never split; each piece between them is normalized (Prepend,      */
@@ -2166,7 +2244,7 @@ int kvl_decode(const KvlTokenizer *t, const int *ids, int n, int skip_special, c
 int kvl_token_id(const KvlTokenizer *t, const char *token) { return tok_id_of(t, token); }
 
 /* ------------------------------------------------------------------------------------ */
-/* 5. The model: config.json, the weights, the KV cache                                 */
+/* 5. The model: config, weights, the KV cache and its file, saving a model directory   */
 /*                                                                                      */
 /* config.json is read the way transformers reads it for the four supported classes:    */
 /* the same defaults for absent fields, and a refusal for anything that would change    */
@@ -2408,84 +2486,6 @@ static int weight_specs(const KvlConfig *c, KvlWeights *w, WeightSpec *s)
 static size_t spec_numel(const WeightSpec *s, int n_layers)
 {
     return (size_t)(s->per_layer ? n_layers : 1) * s->rows * (s->cols ? s->cols : 1);
-}
-
-/* The weight files of a model directory: model.safetensors, or the shards that
-   model.safetensors.index.json lists. A shard name must be a plain file name. */
-typedef struct { int n; KvlSafetensors files[64]; } ShardSet;
-
-static void shards_close(ShardSet *s)
-{
-    for (int i = 0; i < s->n; i++) kvl_st_close(&s->files[i]);
-    s->n = 0;
-}
-
-static int shards_open(ShardSet *s, const char *dir)
-{
-    char path[4096];
-    s->n = 0;
-    path_join(path, sizeof path, dir, "model.safetensors");
-    if (file_exists(path)) {
-        if (kvl_st_open(&s->files[0], path)) return -1;
-        s->n = 1;
-        return 0;
-    }
-    path_join(path, sizeof path, dir, "model.safetensors.index.json");
-    if (!file_exists(path)) return fail("%s: no weights: neither model.safetensors nor model.safetensors.index.json", dir);
-    char *text;
-    size_t len;
-    Json *index;
-    if (read_file(path, &text, &len)) return -1;
-    int r = json_parse(&index, text, len, path);
-    free(text);
-    if (r) return -1;
-    const Json *map = json_get(index, "weight_map");
-    r = -1;
-    if (!map || map->type != JSON_OBJECT) { fail("%s: no 'weight_map' object", path); goto done; }
-    for (size_t i = 0; i < map->length; i++) {
-        const Json *file = map->children[i];
-        if (file->type != JSON_STRING) { fail("%s: weight_map['%s'] is not a file name", path, map->keys[i]); goto done; }
-        if (strchr(file->string, '/') || strchr(file->string, '\\') || strcmp(file->string, "..") == 0 || file->string[0] == '.' || file->length != strlen(file->string)) {
-            fail("%s: weight_map['%s'] = '%s' is not a plain file name in the model directory", path, map->keys[i], file->string);
-            goto done;
-        }
-        int k;
-        for (k = 0; k < s->n; k++) {
-            const char *base = strrchr(s->files[k].path, '/');
-            if (strcmp(base ? base + 1 : s->files[k].path, file->string) == 0) break;
-        }
-        if (k == s->n) {                        /* a shard not opened yet */
-            if (s->n == 64) { fail("%s: more than 64 shards", path); goto done; }
-            char shard[4096];
-            path_join(shard, sizeof shard, dir, file->string);
-            if (kvl_st_open(&s->files[s->n], shard)) goto done;
-            s->n++;
-        }
-        if (!kvl_st_find(&s->files[k], map->keys[i])) {
-            fail("%s: weight_map puts '%s' in %s, which does not hold it", path, map->keys[i], file->string);
-            goto done;
-        }
-    }
-    r = 0;
-done:
-    json_free(index);
-    if (r) shards_close(s);
-    return r;
-}
-
-/* Finds a tensor in exactly one shard. */
-static int shards_find(const ShardSet *s, const char *name, const KvlSafetensors **file, const KvlTensorInfo **t)
-{
-    *t = NULL;
-    for (int i = 0; i < s->n; i++) {
-        const KvlTensorInfo *found = kvl_st_find(&s->files[i], name);
-        if (!found) continue;
-        if (*t) return fail("tensor '%s' appears in both %s and %s", name, (*file)->path, s->files[i].path);
-        *t = found;
-        *file = &s->files[i];
-    }
-    if (!*t) return fail("missing tensor '%s'", name);
-    return 0;
 }
 
 /* Loads one tensor into dst after checking its shape; refuses NaN and infinity, which
@@ -3754,7 +3754,7 @@ static void student_backward(KvlModel *m, Acts *a, KvlLora *dlora, KvlWeights *d
 }
 
 /* ------------------------------------------------------------------------------------ */
-/* 9. LoRA adapters: create, save and load in PEFT's format, merge, combine             */
+/* 9. LoRA adapters: init, save and load (PEFT), merge, combine                         */
 /*                                                                                      */
 /* An adapter puts y += scale * B (A x) on chosen linear layers of every decoder layer. */
 /* PEFT names the tensors                                                               */
@@ -4475,7 +4475,7 @@ done:
 }
 
 /* ------------------------------------------------------------------------------------ */
-/* 11. Experiments: the needle corpus, pretraining, the needle test                     */
+/* 11. Experiments: the needle corpus, pretraining and its BPE trainer, the needle test */
 /*                                                                                      */
 /* Documents of English-like filler from a small grammar, with needles "The secret code */
 /* of NAME is DDDDD." placed at chosen depths, and the questions "Q: What is the secret */
@@ -7075,7 +7075,7 @@ int main(int argc, char **argv)
 #endif /* KVLORA_MAIN */
 
 /* ------------------------------------------------------------------------------------ */
-/* Appendix A. Fast kernels: the same sums, faster                                      */
+/* Appendix A. Fast kernels: the same sums, faster (packing, tiles, intrinsics)         */
 /*                                                                                      */
 /* gemm (declared in section 6) computes every output in the order of                   */
 /* kvl_matmul_naive's loop: it starts at 0 and adds x[t][k] w(k, n) for k = 0, 1, ...   */
