@@ -3054,8 +3054,8 @@ static void attention_forward(float *out, float *att, size_t head_stride, size_t
    A key/value head collects from every query head of its group, so threads split the
    key/value heads (each sum keeps one order whatever the thread count). d_q is [T][H*HD];
    d_k and d_v are [KVH][T][HD], the cache's layout; d_p is [H][T] scratch. */
-static void attention_backward(float *d_q, float *d_k, float *d_v, float *d_p, const float *d_out, const float *att,
-                               const float *q, const KvlCache *cache, int layer, int T, const KvlConfig *c)
+static void attention_backward(float *d_q, float *d_k, float *d_v, const float *d_out, const float *att,
+                               const float *q, const KvlCache *cache, int layer, int T, const KvlConfig *c, float *d_p)
 {
     int H = c->n_heads, KVH = c->n_kv_heads, HD = c->head_dim, group = H / KVH;
     float scale = 1.0f / sqrtf((float)HD);
@@ -3124,7 +3124,7 @@ static void matmul_weight_backward(float *dw, const float *dy, const float *x, f
    is first turned into dy_t [O][T], so that gemm's blocked, thread-independent sums over t
    do the work. The same products summed in the same order as matmul_weight_backward (a
    test checks the bits), at the speed of the blocked kernel. */
-static void weight_backward(float *dw, const float *dy, const float *x, float scale, float *dy_t, int T, int O, int I)
+static void weight_backward(float *dw, const float *dy, const float *x, float scale, int T, int O, int I, float *dy_t)
 {
     for (int t = 0; t < T; t++)
         for (int o = 0; o < O; o++) dy_t[(size_t)o * T + t] = dy[(size_t)t * O + o] * scale;
@@ -3140,7 +3140,7 @@ static void linear_backward(float *dx, float *dw, float *db, KvlLora *dlora, con
                             int T, int in, int n_out, float *du, float *dy_t)
 {
     gemm(dx, dy, w, T, n_out, in, 0, 1);
-    if (dw) weight_backward(dw, dy, x, 1.0f, dy_t, T, n_out, in);
+    if (dw) weight_backward(dw, dy, x, 1.0f, T, n_out, in, dy_t);
     for (int t = 0; db && t < T; t++)
         for (int o = 0; o < n_out; o++) db[o] += dy[(size_t)t * n_out + o];
     if (!lora || !lora->has[target]) return;
@@ -3149,8 +3149,8 @@ static void linear_backward(float *dx, float *dw, float *db, KvlLora *dlora, con
     float *dA = dlora->A[target] + (size_t)layer * R * in, *dB = dlora->B[target] + (size_t)layer * n_out * R;
     gemm(du, dy, B, T, n_out, R, 0, 0);
     for (size_t i = 0; i < (size_t)T * R; i++) du[i] *= lora->scale;
-    weight_backward(dB, dy, u, lora->scale, dy_t, T, n_out, R);
-    weight_backward(dA, du, x, 1.0f, dy_t, T, R, in);
+    weight_backward(dB, dy, u, lora->scale, T, n_out, R, dy_t);
+    weight_backward(dA, du, x, 1.0f, T, R, in, dy_t);
     gemm(dx, du, A, T, R, in, 0, 1);
 }
 
@@ -3306,7 +3306,7 @@ static void layer_backward(float *dx, KvlWeights *dw, KvlLora *dlora, const Laye
     memset(g->d_att_out, 0, sizeof(float) * T * QD);
     linear_backward(g->d_att_out, DW(wo, D * QD), NULL, dlora, dx, b->u[KVL_O_PROJ], b->att_out, w->wo + (size_t)l * D * QD,
                     lora, KVL_O_PROJ, l, T, QD, D, g->d_u, g->dy_t);
-    attention_backward(g->d_q, g->d_k, g->d_v, g->d_p, g->d_att_out, b->att, b->q, cache, l, T, c);
+    attention_backward(g->d_q, g->d_k, g->d_v, g->d_att_out, b->att, b->q, cache, l, T, c, g->d_p);
     for (int h = 0; h < KVH; h++)
         for (int t = 0; t < T; t++) {
             memcpy(g->d_k_rows + (size_t)t * KD + h * HD, g->d_k + ((size_t)h * T + t) * HD, sizeof(float) * HD);
@@ -3735,7 +3735,7 @@ static void student_backward(KvlModel *m, Acts *a, KvlLora *dlora, KvlWeights *d
     /* logits = lm_head(RMSNorm(x)) */
     memset(a->d_xn, 0, sizeof(float) * T * D);
     gemm(a->d_xn, a->d_logits, w->lm_head, T, c->vocab_size, D, 0, 1);
-    if (dw) weight_backward(dw->lm_head, a->d_logits, a->xn_final, 1.0f, a->dy_t, T, c->vocab_size, D);
+    if (dw) weight_backward(dw->lm_head, a->d_logits, a->xn_final, 1.0f, T, c->vocab_size, D, a->dy_t);
     memset(a->d_res, 0, sizeof(float) * T * D);
     for (int t = 0; t < T; t++)
         rmsnorm_backward(a->d_res + (size_t)t * D, dw ? dw->final_norm : NULL, a->d_xn + (size_t)t * D, a->res_final + (size_t)t * D,
@@ -4832,7 +4832,7 @@ done:
 /* Next-token cross-entropy over T positions, loss_t = log sum_v exp(z_t,v) - z_t,target_t:
    adds sum_t loss_t / n_total to *loss and writes d loss / d z = (softmax(z_t) -
    onehot(target_t)) / n_total. */
-static void xent_forward_backward(float *d_logits, double *loss, const float *logits, const int *targets, int T, int V, int n_total)
+static void xent_forward_backward(double *loss, float *d_logits, const float *logits, const int *targets, int T, int V, int n_total)
 {
     for (int t = 0; t < T; t++) {
         const float *z = logits + (size_t)t * V;
@@ -5110,7 +5110,7 @@ static double pretrain_gradient(PretrainLanes *lanes, const PretrainBatch *b, Kv
         for (int k = lane; k < b->n; k += PRETRAIN_LANES) {
             int T = b->lens[k] - 1;
             student_forward(lm, acts, b->seqs[k], T);
-            xent_forward_backward(acts->d_logits, &lanes->loss[lane], acts->logits, b->seqs[k] + 1, T, V, b->n_tokens);
+            xent_forward_backward(&lanes->loss[lane], acts->d_logits, acts->logits, b->seqs[k] + 1, T, V, b->n_tokens);
             student_backward(lm, acts, NULL, &lanes->grad[lane]->w, T);
         }
     }

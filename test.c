@@ -1019,7 +1019,7 @@ static void test_attention_backward(void)
         fill_random(cache.v, (size_t)KVH * T * HD, &rng, 1.0f);
         fill_random(cw, (size_t)T * QD, &rng, 1.0f);
         attention_forward(out, att, (size_t)T * T, (size_t)T, q, &cache, 0, 0, T, &c);
-        attention_backward(dq, dk, dv, dp, cw, att, q, &cache, 0, T, &c);
+        attention_backward(dq, dk, dv, cw, att, q, &cache, 0, T, &c, dp);
         float *params[3] = {q, cache.k, cache.v}, *grads[3] = {dq, dk, dv};
         int sizes[3] = {T * QD, KVH * T * HD, KVH * T * HD}, bad = 0, n = 0;
         for (int p = 0; p < 3; p++) {
@@ -1233,7 +1233,7 @@ static double pretrain_loss(KvlModel *m, Acts *a, const int *seq, int T, KvlWeig
 {
     double loss = 0;
     student_forward(m, a, seq, T);
-    xent_forward_backward(a->d_logits, &loss, a->logits, seq + 1, T, m->config.vocab_size, T);
+    xent_forward_backward(&loss, a->d_logits, a->logits, seq + 1, T, m->config.vocab_size, T);
     if (dw) student_backward(m, a, NULL, dw, T);
     return loss;
 }
@@ -1301,7 +1301,7 @@ static void test_weight_backward_matches_loop(void)
         for (int i = 0; i < T * O; i++) dy[i] = kvl_rng_float(&rng) - 0.5f;
         for (int i = 0; i < T * I; i++) x[i] = kvl_rng_float(&rng) - 0.5f;
         float scale = k % 2 ? 2.5f : 1.0f;     /* LoRA's B takes the adapter's scale */
-        weight_backward(a, dy, x, scale, t, T, O, I);
+        weight_backward(a, dy, x, scale, T, O, I, t);
         matmul_weight_backward(b, dy, x, scale, T, O, I);
         CHECK(bits_equal(a, b, (size_t)O * I), "weight gradient %dx%dx%d, scale %g: gemm form == loop, bitwise", T, O, I, scale);
         free(dy); free(x); free(t); free(a); free(b);
