@@ -780,6 +780,17 @@ static int json_parse(Json **out, const char *text, size_t len, const char *wher
     return 0;
 }
 
+/* A JSON file, read whole and parsed; errors name the file. */
+static int json_load(Json **out, const char *path)
+{
+    char *text;
+    size_t len;
+    if (read_file(path, &text, &len)) return -1;
+    int r = json_parse(out, text, len, path);
+    free(text);
+    return r;
+}
+
 /* Member of an object by key; the last one wins when a key repeats. NULL if absent. */
 static const Json *json_get(const Json *obj, const char *key)
 {
@@ -1165,15 +1176,10 @@ static int shards_open(ShardSet *s, const char *dir)
     }
     path_join(path, sizeof path, dir, "model.safetensors.index.json");
     if (!file_exists(path)) return fail("%s: no weights: neither model.safetensors nor model.safetensors.index.json", dir);
-    char *text;
-    size_t len;
     Json *index;
-    if (read_file(path, &text, &len)) return -1;
-    int r = json_parse(&index, text, len, path);
-    free(text);
-    if (r) return -1;
+    if (json_load(&index, path)) return -1;
     const Json *map = json_get(index, "weight_map");
-    r = -1;
+    int r = -1;
     if (!map || map->type != JSON_OBJECT) { fail("%s: no 'weight_map' object", path); goto done; }
     for (size_t i = 0; i < map->length; i++) {
         const Json *file = map->children[i];
@@ -1804,16 +1810,11 @@ static int tok_model(KvlTokenizer *t, const Json *model, const Json *added)
 
 int kvl_tokenizer_load(KvlTokenizer **out, const char *path)
 {
-    char *text;
-    size_t len;
     Json *j;
     *out = NULL;
-    if (read_file(path, &text, &len)) return -1;
-    int r = json_parse(&j, text, len, path);
-    free(text);
-    if (r) return -1;
+    if (json_load(&j, path)) return -1;
+    int r = -1;
     KvlTokenizer *t = xcalloc(1, sizeof *t);
-    r = -1;
     if (!t) goto done;
     byte_level_map(t->byte_to_cp);
     for (int i = 0; i < 512; i++) t->cp_to_byte[i] = -1;
@@ -4013,16 +4014,11 @@ static int lora_read_tensors(KvlLora *lora, const KvlSafetensors *st, const char
 int kvl_lora_load(KvlLora *lora, const char *dir, const KvlConfig *c)
 {
     char path[4096];
-    char *text;
-    size_t len;
     Json *cfg;
     memset(lora, 0, sizeof *lora);
     path_join(path, sizeof path, dir, "adapter_config.json");
-    if (read_file(path, &text, &len)) return -1;
-    int r = json_parse(&cfg, text, len, path);
-    free(text);
-    if (r) return -1;
-    int rank = 0, has[KVL_N_TARGETS] = {0}, rslora = 0;
+    if (json_load(&cfg, path)) return -1;
+    int r, rank = 0, has[KVL_N_TARGETS] = {0}, rslora = 0;
     float alpha = 0;
     r = lora_config(cfg, path, &rank, &alpha, &rslora, has);
     if (!r && (r = lora_alloc(lora, c, rank, alpha, rslora, has)) != 0) error_wrap("%s", path);

@@ -1127,36 +1127,55 @@ static void teacher_logits(KvlModel *m, const int *prefix, int n_prefix, const i
     m->lora = keep;
 }
 
+/* What the whole-model tests below share: golden model number mi of student_models, a
+   random rank-4 adapter on it, the teacher's logits for a 10-token probe after a 12-token
+   context, and the student's activations for BOS ++ probe (seq, 11 tokens). */
+static const char *const student_models[] = {"llama_gqa_f32", "qwen2_f32", "qwen3_f32", "mistral_window_f32", "llama_tied_f32"};
+enum { N_STUDENT_MODELS = sizeof student_models / sizeof student_models[0] };
+typedef struct { KvlModel *m; KvlLora lora; Acts acts; float *teacher; int seq[11]; } StudentSetup;
+
+static int student_setup(StudentSetup *s, size_t mi)
+{
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/%s", golden_dir(), student_models[mi]);
+    if (kvl_model_load(&s->m, dir)) { CHECK(0, "load %s: %s", dir, kvl_last_error()); return -1; }
+    const KvlConfig *c = &s->m->config;
+    int V = c->vocab_size, prefix[1] = {1}, context[12];
+    for (int i = 0; i < 12; i++) context[i] = (i * 37 + 5) % V;
+    s->seq[0] = 1;
+    for (int i = 0; i < 10; i++) s->seq[1 + i] = (i * 53 + 7) % V;
+    s->teacher = malloc(sizeof(float) * 10 * V);
+    teacher_logits(s->m, prefix, 1, context, 12, s->seq + 1, 10, s->teacher);
+    random_adapter(&s->lora, c, 4, 100 + mi, 0.1f);
+    s->m->lora = &s->lora;
+    acts_init(&s->acts, c, 11, 4, 0);
+    return 0;
+}
+
+static void student_setup_free(StudentSetup *s)
+{
+    acts_free(&s->acts);
+    kvl_lora_free(&s->lora);
+    free(s->teacher);
+    kvl_model_free(s->m);
+}
+
 /* The whole model: the loss of one probe as a function of single LoRA entries, for each
    variant with something of its own (GQA, biases, q/k norms, a sliding window, tied
    embeddings) and both losses. */
 static void test_model_backward(void)
 {
-    static const char *const models[] = {"llama_gqa_f32", "qwen2_f32", "qwen3_f32", "mistral_window_f32", "llama_tied_f32"};
-    for (size_t mi = 0; mi < sizeof models / sizeof models[0]; mi++) {
-        char dir[512];
-        snprintf(dir, sizeof dir, "%s/%s", golden_dir(), models[mi]);
-        KvlModel *m;
-        if (kvl_model_load(&m, dir)) { CHECK(0, "load %s: %s", dir, kvl_last_error()); continue; }
+    for (size_t mi = 0; mi < N_STUDENT_MODELS; mi++) {
+        StudentSetup st;
+        if (student_setup(&st, mi)) continue;
+        KvlModel *m = st.m;
         const KvlConfig *c = &m->config;
-        int V = c->vocab_size, prefix[1] = {1}, context[12], probe[10];
-        for (int i = 0; i < 12; i++) context[i] = (i * 37 + 5) % V;
-        for (int i = 0; i < 10; i++) probe[i] = (i * 53 + 7) % V;
-        float *teacher = malloc(sizeof(float) * 10 * V);
-        teacher_logits(m, prefix, 1, context, 12, probe, 10, teacher);
-        KvlLora lora, dlora;
-        random_adapter(&lora, c, 4, 100 + mi, 0.1f);
-        lora_alloc_like(&dlora, &lora, c);
-        m->lora = &lora;
-        Acts a;
-        acts_init(&a, c, 11, 4, 0);
-        int seq[11];
-        seq[0] = 1;
-        memcpy(seq + 1, probe, sizeof probe);
+        KvlLora dlora;
+        lora_alloc_like(&dlora, &st.lora, c);
         for (int use_kl = 1; use_kl >= 0; use_kl--) {
             memset(dlora.params, 0, sizeof(float) * dlora.n_params);
             double loss = 0, lp = 0, lm = 0;
-            distill_probe(m, &a, &dlora, seq, 1, 10, teacher, use_kl, 10, &loss);
+            distill_probe(m, &st.acts, &dlora, st.seq, 1, 10, st.teacher, use_kl, 10, &loss);
             KvlRng rng;
             kvl_rng_seed(&rng, 77);
             int bad = 0, n = 0;
@@ -1165,27 +1184,23 @@ static void test_model_backward(void)
             for (int t = 0; t < KVL_N_TARGETS; t++)
                 for (int ab = 0; ab < 2; ab++)
                     for (int k = 0; k < 3; k++, n++) {       /* 3 random entries of each A and B */
-                        size_t count = (size_t)c->n_layers * lora.rank * (ab ? lora.out[t] : lora.in[t]);
+                        size_t count = (size_t)c->n_layers * st.lora.rank * (ab ? st.lora.out[t] : st.lora.in[t]);
                         size_t i = kvl_rng_u32(&rng) % count;
-                        float *p = (ab ? lora.B[t] : lora.A[t]) + i, keep = *p;
+                        float *p = (ab ? st.lora.B[t] : st.lora.A[t]) + i, keep = *p;
                         float g = (ab ? dlora.B[t] : dlora.A[t])[i];
-                        *p = keep + 1e-2f; distill_probe(m, &a, NULL, seq, 1, 10, teacher, use_kl, 10, &lp);
-                        *p = keep - 1e-2f; distill_probe(m, &a, NULL, seq, 1, 10, teacher, use_kl, 10, &lm);
+                        *p = keep + 1e-2f; distill_probe(m, &st.acts, NULL, st.seq, 1, 10, st.teacher, use_kl, 10, &lp);
+                        *p = keep - 1e-2f; distill_probe(m, &st.acts, NULL, st.seq, 1, 10, st.teacher, use_kl, 10, &lm);
                         *p = keep;
                         double numeric = (lp - lm) / 2e-2;
                         if (!fd_close(g, numeric, scale)) {
-                            if (bad < 3) printf("    %s %s lora_%c[%zu]: analytic %g numeric %g\n", models[mi], kvl_target_names[t], ab ? 'B' : 'A', i, g, numeric);
+                            if (bad < 3) printf("    %s %s lora_%c[%zu]: analytic %g numeric %g\n", student_models[mi], kvl_target_names[t], ab ? 'B' : 'A', i, g, numeric);
                             bad++;
                         }
                     }
-            CHECK(bad == 0, "%s, %s loss %.4f: %d of %d LoRA gradients off the finite differences", models[mi], use_kl ? "kl" : "mse", loss, bad, n);
+            CHECK(bad == 0, "%s, %s loss %.4f: %d of %d LoRA gradients off the finite differences", student_models[mi], use_kl ? "kl" : "mse", loss, bad, n);
         }
-        acts_free(&a);
-        m->lora = NULL;
-        kvl_lora_free(&lora);
         kvl_lora_free(&dlora);
-        free(teacher);
-        kvl_model_free(m);
+        student_setup_free(&st);
     }
 }
 
@@ -1193,37 +1208,21 @@ static void test_model_backward(void)
    forward's logits with the same adapter, bit for bit. */
 static void test_student_forward_matches_inference(void)
 {
-    static const char *const models[] = {"llama_gqa_f32", "qwen2_f32", "qwen3_f32", "mistral_window_f32", "llama_tied_f32"};
-    for (size_t mi = 0; mi < sizeof models / sizeof models[0]; mi++) {
-        char dir[512];
-        snprintf(dir, sizeof dir, "%s/%s", golden_dir(), models[mi]);
-        KvlModel *m;
-        if (kvl_model_load(&m, dir)) { CHECK(0, "load %s: %s", dir, kvl_last_error()); continue; }
-        const KvlConfig *c = &m->config;
-        int V = c->vocab_size, prefix[1] = {1}, context[12], seq[11];
-        for (int i = 0; i < 12; i++) context[i] = (i * 37 + 5) % V;
-        seq[0] = 1;
-        for (int i = 0; i < 10; i++) seq[1 + i] = (i * 53 + 7) % V;
-        float *teacher = malloc(sizeof(float) * 10 * V), *inference = malloc(sizeof(float) * 11 * V);
-        teacher_logits(m, prefix, 1, context, 12, seq + 1, 10, teacher);
-        KvlLora lora;
-        random_adapter(&lora, c, 4, 100 + mi, 0.1f);
-        m->lora = &lora;
-        Acts a;
-        acts_init(&a, c, 11, 4, 0);
+    for (size_t mi = 0; mi < N_STUDENT_MODELS; mi++) {
+        StudentSetup st;
+        if (student_setup(&st, mi)) continue;
+        int V = st.m->config.vocab_size;
+        float *inference = malloc(sizeof(float) * 11 * V);
         double loss;
-        distill_probe(m, &a, NULL, seq, 1, 10, teacher, 1, 10, &loss);
+        distill_probe(st.m, &st.acts, NULL, st.seq, 1, 10, st.teacher, 1, 10, &loss);
         KvlCache cache;
-        kvl_cache_init(&cache, c, 11);
-        kvl_forward(m, &cache, seq, 11, inference, 11);
-        CHECK(bits_equal(inference, a.logits, (size_t)11 * V), "%s: student forward == kvl_forward with the adapter (max rel diff %.3g)",
-              models[mi], relative_max_diff(a.logits, inference, (size_t)11 * V));
+        kvl_cache_init(&cache, &st.m->config, 11);
+        kvl_forward(st.m, &cache, st.seq, 11, inference, 11);
+        CHECK(bits_equal(inference, st.acts.logits, (size_t)11 * V), "%s: student forward == kvl_forward with the adapter (max rel diff %.3g)",
+              student_models[mi], relative_max_diff(st.acts.logits, inference, (size_t)11 * V));
         kvl_cache_free(&cache);
-        acts_free(&a);
-        m->lora = NULL;
-        kvl_lora_free(&lora);
-        free(teacher); free(inference);
-        kvl_model_free(m);
+        free(inference);
+        student_setup_free(&st);
     }
 }
 
