@@ -5472,7 +5472,9 @@ done:
 /* 11. The command-line tool (compiled only with -DKVLORA_MAIN)                          */
 /*                                                                                       */
 /* Only this section prints and picks exit codes: 0 success, 1 the work failed (the      */
-/* message says why), 2 the command line was wrong.                                      */
+/* message says why), 2 the command line was wrong. Each command lists its options in    */
+/* one table (name, kind, destination, range, default, help): the same rows parse argv   */
+/* and write the command's --help, so that every default is written once.                */
 
 #ifdef KVLORA_MAIN
 
@@ -5496,6 +5498,13 @@ static int usage_error(const char *command, const char *fmt, ...)
     va_end(ap);
     fprintf(stderr, " (see kvlora %s --help)\n", command);
     return 2;
+}
+
+/* Prints the library's message when status says that a call failed; returns whether it did. */
+static int failed(int status)
+{
+    if (status) cli_error("%s", kvl_last_error());
+    return status != 0;
 }
 
 /* The value after option argv[*i], or NULL when there is none. */
@@ -5524,6 +5533,142 @@ static int parse_float(const char *s, float *out)
     return 0;
 }
 
+/* --- the option table --- */
+
+/* What an option takes, and what its destination is: FLAG sets an int to 1; INT is a
+   long long in [lo, hi] (hi INFINITY: no bound); FLOAT a float in [lo, hi] and POSITIVE
+   one in (0, hi], checked as stored; STRING keeps the argument; CHOICE stores the value's
+   index among the metavar's "a|b|c"; NUMBERS are 1 to 16 comma-separated doubles in
+   [lo, hi]; STRINGS collects an option given again and again. */
+typedef enum { OPT_FLAG, OPT_INT, OPT_FLOAT, OPT_POSITIVE, OPT_STRING, OPT_CHOICE, OPT_NUMBERS, OPT_STRINGS } OptKind;
+typedef struct { int n; double v[16]; } Numbers;
+typedef struct { int n; const char *v[64]; } Strings;
+
+typedef struct {
+    const char *name;       /* "--rank"; NULL: the row is a heading of --help */
+    OptKind kind;
+    void *dest;
+    double lo, hi;
+    const char *def;        /* parsed into dest before argv; NULL: none, or a rule that the help states */
+    const char *metavar;    /* "R" of "--rank R" */
+    const char *help;       /* a '\n' goes on on the next line */
+} Option;
+
+#define COUNT(a) (int)(sizeof (a) / sizeof (a)[0])
+enum { GO_ON = -1 };        /* from parse_options: the command line is good, run the command */
+
+/* Stores v in o's destination; nonzero when o does not take v. */
+static int set_option(const Option *o, const char *v)
+{
+    char *end;
+    errno = 0;
+    switch (o->kind) {
+    case OPT_FLAG: *(int *)o->dest = 1; return 0;
+    case OPT_STRING: *(const char **)o->dest = v; return 0;
+    case OPT_INT: {
+        long long x = strtoll(v, &end, 10);
+        if (end == v || *end || errno || x < o->lo || x > o->hi) return 1;
+        *(long long *)o->dest = x;
+        return 0;
+    }
+    case OPT_FLOAT: case OPT_POSITIVE: {
+        double x = strtod(v, &end);
+        float *f = o->dest;
+        if (end == v || *end || !isfinite(x)) return 1;
+        *f = (float)x;
+        return !((o->kind == OPT_FLOAT ? *f >= o->lo : *f > 0) && *f <= o->hi);
+    }
+    case OPT_CHOICE: {
+        int k = 0;
+        for (const char *c = o->metavar; *c; k++) {
+            size_t len = strcspn(c, "|");
+            if (strlen(v) == len && !strncmp(c, v, len)) { *(int *)o->dest = k; return 0; }
+            c += len + (c[len] == '|');
+        }
+        return 1;
+    }
+    case OPT_NUMBERS: {
+        Numbers *l = o->dest;
+        for (l->n = 0; *v; v = *end ? end + 1 : end) {
+            double x = strtod(v, &end);
+            if (end == v || errno || !(x >= o->lo && x <= o->hi) || l->n == COUNT(l->v) || (*end && *end != ',')) return 1;
+            l->v[l->n++] = x;
+        }
+        return l->n == 0;
+    }
+    case OPT_STRINGS: {
+        Strings *s = o->dest;
+        if (s->n == COUNT(s->v)) return 1;
+        s->v[s->n++] = v;
+        return 0;
+    }
+    }
+    return 1;
+}
+
+/* What o takes, for the message when it was given something else. */
+static void describe(const Option *o, char *out, size_t cap)
+{
+    int bounded = !isinf(o->hi);
+    if (o->kind == OPT_INT && bounded) snprintf(out, cap, "an integer from %.10g to %.10g", o->lo, o->hi);
+    else if (o->kind == OPT_INT) snprintf(out, cap, "an integer >= %.10g", o->lo);
+    else if (o->kind == OPT_FLOAT && bounded) snprintf(out, cap, "a number from %.10g to %.10g", o->lo, o->hi);
+    else if (o->kind == OPT_FLOAT) snprintf(out, cap, "a number >= %.10g", o->lo);
+    else if (o->kind == OPT_POSITIVE && bounded) snprintf(out, cap, "a number in (0, %.10g]", o->hi);
+    else if (o->kind == OPT_POSITIVE) snprintf(out, cap, "a number > 0");
+    else if (o->kind == OPT_CHOICE) snprintf(out, cap, "one of %s", o->metavar);
+    else if (o->kind == OPT_NUMBERS) snprintf(out, cap, "1 to 16 comma-separated numbers from %.10g to %.10g", o->lo, o->hi);
+    else snprintf(out, cap, "given at most 64 times");
+}
+
+/* --help: the usage text, then a line for each option, from the table. */
+static void print_help(const char *usage, const Option *opts, int n)
+{
+    fputs(usage, stdout);
+    for (int k = 0; k < n; k++) {
+        const char *h = opts[k].help, *nl, *def = opts[k].def;
+        char left[64];
+        if (!opts[k].name) { printf("%s\n", h); continue; }
+        snprintf(left, sizeof left, "%s %s", opts[k].name, opts[k].metavar ? opts[k].metavar : "");
+        printf(strlen(left) > 20 ? "  %s\n%23s" : "  %-20s %s", left, "");
+        for (; (nl = strchr(h, '\n')); h = nl + 1) printf("%.*s\n%23s", (int)(nl - h), h, "");
+        printf("%s%s%s%s\n", h, def ? " (default " : "", def ? def : "", def ? ")" : "");
+    }
+}
+
+/* Parses argv with the table: the defaults first, then argv in order. Returns GO_ON, or
+   the exit code when the command ends here: 0 after --help, 2 on a usage error. The one
+   positional argument, a model directory, goes to *dir (dir NULL: the command takes none). */
+static int parse_options(const char *command, const char *usage, const Option *opts, int n, int argc, char **argv,
+                         const char **dir, int dir_required)
+{
+    for (int k = 0; k < n; k++)
+        if (opts[k].def) set_option(&opts[k], opts[k].def);
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *v;
+        int k = 0;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { print_help(usage, opts, n); return 0; }
+        if (a[0] != '-') {
+            if (!dir) return usage_error(command, "unexpected argument '%s'", a);
+            if (*dir) return usage_error(command, "one model directory expected, got '%s' too", a);
+            *dir = a;
+            continue;
+        }
+        while (k < n && !(opts[k].name && !strcmp(opts[k].name, a))) k++;
+        if (k == n) return usage_error(command, "unknown option '%s'", a);
+        if (!(v = opts[k].kind == OPT_FLAG ? "" : i + 1 < argc ? argv[++i] : NULL)) return usage_error(command, "option %s needs a value", a);
+        if (set_option(&opts[k], v)) {
+            char what[96];
+            describe(&opts[k], what, sizeof what);
+            return usage_error(command, "%s must be %s, got '%s'", a, what, v);
+        }
+    }
+    if (dir && dir_required && !*dir) return usage_error(command, "missing MODEL_DIR");
+    return GO_ON;
+}
+
+/* --- helpers of several commands --- */
+
 static int check_ids(const int *ids, int n, const KvlConfig *c, const char *what)
 {
     for (int i = 0; i < n; i++)
@@ -5550,191 +5695,148 @@ static int encode_text(const char *dir, KvlTokenizer **tok, const char *text, si
     return kvl_encode(*tok, text, len, with_special, ids, n);
 }
 
-/* Reads standard input to the end. */
-static int read_stdin(char **out, size_t *len)
+/* --- kvlora tokenize / detokenize --- */
+
+static const char *tokenize_usage =
+    "usage: kvlora tokenize MODEL_DIR [--text TEXT | < FILE] [--no-special] [--bench]\n\n"
+    "Prints the token ids of the text (or of standard input), comma-separated, with the\n"
+    "tokenizer's BOS/EOS template unless --no-special. MODEL_DIR may also be a tokenizer.json.\n\n";
+
+static const char *const bench_words[] = {
+    "the", "of", "and", "a", "to", "in", "is", "was", "that", "for", "it", "with", "as", "he", "she", "on", "his", "her", "they", "at",
+    "by", "this", "had", "from", "but", "not", "are", "or", "one", "all", "were", "when", "there", "can", "an", "which", "their",
+    "said", "if", "do", "will", "each", "about", "how", "up", "out", "them", "then", "many", "some", "so", "these", "would", "other",
+    "into", "has", "more", "time", "two", "like", "see", "number", "way", "could", "people", "my", "than", "first", "water", "been",
+    "called", "who", "long", "down", "day", "did", "get", "come", "made", "may", "part", "little", "girl", "named", "loved", "play",
+    "outside", "park", "secret", "code", "garden", "morning", "quickly", "remembered", "mountain", "river", "because", "through",
+    "between", "important",
+};
+
+/* --bench: 4 MB of English-like text from 100 words (the word cache helps), then 4 MB of
+   random letter strings (no word repeats, no cache hits), each encoded once. */
+static int tokenize_bench(KvlTokenizer *t)
 {
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    if (!buf) return fail("out of memory");
-    for (;;) {
-        if (n + 1 >= cap) {
-            char *bigger = realloc(buf, cap *= 2);
-            if (!bigger) { free(buf); return fail("out of memory"); }
-            buf = bigger;
+    Buf b = {0};
+    KvlRng rng;
+    int *ids = NULL, n = 0, r = 0;
+    kvl_rng_seed(&rng, 1);
+    for (int pass = 0; pass < 2 && !r; pass++) {
+        for (b.len = 0; !r && b.len < (size_t)4 << 20;) {
+            uint32_t u = kvl_rng_u32(&rng);
+            if (pass == 0) {
+                uint32_t p = kvl_rng_u32(&rng) % 100;
+                r = buf_puts(&b, bench_words[u % COUNT(bench_words)]) || buf_puts(&b, p < 6 ? ". " : p < 10 ? ", " : p < 11 ? ".\n" : " ");
+            } else {
+                char w[16];
+                int wl = 3 + (int)(u % 8);
+                for (int k = 0; k < wl; k++) w[k] = (char)('a' + kvl_rng_u32(&rng) % 26);
+                w[wl] = ' ';
+                r = buf_push(&b, w, (size_t)wl + 1);
+            }
         }
-        size_t got = fread(buf + n, 1, cap - 1 - n, stdin);
-        n += got;
-        if (got == 0) break;
+        free(ids);
+        ids = NULL;
+        double t0 = now_seconds();
+        if (r || (r = kvl_encode(t, b.data, b.len, 0, &ids, &n))) break;
+        double dt = now_seconds() - t0;
+        printf("%-34s %.2f MB, %d tokens, %.3f s: %.2f MB/s (%d vocabulary entries)\n", pass ? "random letter strings (no reuse):"
+               : "English-like text (100 words):", b.len / 1048576.0, n, dt, b.len / 1048576.0 / dt, kvl_tokenizer_vocab_size(t));
     }
-    buf[n] = 0;
-    *out = buf;
-    *len = n;
+    free(b.data);
+    free(ids);
+    return failed(r);
+}
+
+/* Standard input to the end. */
+static int read_stdin(Buf *b)
+{
+    char chunk[1 << 16];
+    for (size_t got = 1; got > 0;) {
+        got = fread(chunk, 1, sizeof chunk, stdin);
+        if (buf_push(b, chunk, got)) return -1;
+    }
     return 0;
 }
 
-/* --- kvlora tokenize / detokenize --- */
-
-static const char *tokenize_help =
-    "usage: kvlora tokenize MODEL_DIR [--text TEXT | < FILE] [--no-special] [--bench]\n"
-    "\n"
-    "Prints the token ids of the text (or of standard input), comma-separated, with the\n"
-    "tokenizer's BOS/EOS template unless --no-special. MODEL_DIR may also be a tokenizer.json.\n"
-    "--bench encodes 4 MB of generated English-like text (100 common words: the word cache\n"
-    "helps) and 4 MB of random letter strings (no word repeats), and reports MB/s.\n";
-
-static const char *const bench_words[] = {
-    "the", "of", "and", "a", "to", "in", "is", "was", "that", "for", "it", "with", "as", "he", "she", "on", "his", "her",
-    "they", "at", "by", "this", "had", "from", "but", "not", "are", "or", "one", "all", "were", "when", "there", "can",
-    "an", "which", "their", "said", "if", "do", "will", "each", "about", "how", "up", "out", "them", "then", "many",
-    "some", "so", "these", "would", "other", "into", "has", "more", "time", "two", "like", "see", "number", "way",
-    "could", "people", "my", "than", "first", "water", "been", "called", "who", "long", "down", "day", "did", "get",
-    "come", "made", "may", "part", "little", "girl", "named", "loved", "play", "outside", "park", "secret", "code",
-    "garden", "morning", "quickly", "remembered", "mountain", "river", "because", "through", "between", "important",
-};
-
 static int cmd_tokenize(int argc, char **argv)
 {
-    const char *dir = NULL, *text_arg = NULL;
-    int special = 1, bench = 0;
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(tokenize_help, stdout); return 0; }
-        if (!strcmp(a, "--no-special")) { special = 0; continue; }
-        if (!strcmp(a, "--bench")) { bench = 1; continue; }
-        if (!strcmp(a, "--text")) { if (!(text_arg = option_value(&i, argc, argv))) return usage_error("tokenize", "--text needs a value"); continue; }
-        if (a[0] == '-') return usage_error("tokenize", "unknown option '%s'", a);
-        if (dir) return usage_error("tokenize", "one model directory expected, got '%s' too", a);
-        dir = a;
-    }
-    if (!dir) return usage_error("tokenize", "missing MODEL_DIR");
+    const char *dir = NULL, *text = NULL;
+    int no_special = 0, bench = 0, *ids = NULL, n = 0, r;
+    Option opts[] = {
+        {"--text", OPT_STRING, &text, 0, 0, NULL, "TEXT", "the text (without it, standard input)"},
+        {"--no-special", OPT_FLAG, &no_special, 0, 0, NULL, NULL, "without the tokenizer's BOS/EOS template"},
+        {"--bench", OPT_FLAG, &bench, 0, 0, NULL, NULL, "the speed of encoding instead, in MB/s: of 4 MB of English-like text\n"
+                                                         "(100 common words: the word cache helps) and 4 MB of random letter strings"},
+    };
+    if ((r = parse_options("tokenize", tokenize_usage, opts, COUNT(opts), argc, argv, &dir, 1)) != GO_ON) return r;
     KvlTokenizer *t;
-    if (load_tokenizer(dir, &t)) return cli_error("%s", kvl_last_error());
-    int rc = 1, *ids = NULL, n = 0;
-    char *text = NULL;
-    size_t len = 0;
-    if (bench) {
-        Buf b = {0};
-        KvlRng rng;
-        kvl_rng_seed(&rng, 1);
-        int words = (int)(sizeof bench_words / sizeof bench_words[0]);
-        while (b.len < (size_t)4 << 20) {
-            const char *w = bench_words[kvl_rng_u32(&rng) % words];
-            uint32_t r = kvl_rng_u32(&rng) % 100;
-            if (buf_puts(&b, w) || buf_puts(&b, r < 6 ? ". " : r < 10 ? ", " : r < 11 ? ".\n" : " ")) { free(b.data); goto done; }
-        }
-        for (int pass = 0; pass < 2; pass++) {
-            if (pass == 1) {        /* the same amount of words never seen before: no cache hits */
-                b.len = 0;
-                while (b.len < (size_t)4 << 20) {
-                    char w[16];
-                    int wl = 3 + (int)(kvl_rng_u32(&rng) % 8);
-                    for (int k = 0; k < wl; k++) w[k] = (char)('a' + kvl_rng_u32(&rng) % 26);
-                    w[wl] = ' ';
-                    if (buf_push(&b, w, (size_t)wl + 1)) { free(b.data); goto done; }
-                }
-            }
-            free(ids);
-            ids = NULL;
-            double t0 = now_seconds();
-            if (kvl_encode(t, b.data, b.len, 0, &ids, &n)) { free(b.data); cli_error("%s", kvl_last_error()); goto done; }
-            double dt = now_seconds() - t0;
-            printf("%-34s %.2f MB, %d tokens, %.3f s: %.2f MB/s (%d vocabulary entries)\n", pass ? "random letter strings (no reuse):" : "English-like text (100 words):",
-                   b.len / 1048576.0, n, dt, b.len / 1048576.0 / dt, kvl_tokenizer_vocab_size(t));
-        }
-        free(b.data);
-        rc = 0;
-        goto done;
+    Buf in = {0};
+    if (failed(load_tokenizer(dir, &t))) return 1;
+    if (bench) r = tokenize_bench(t);
+    else if (!(r = failed((text ? buf_puts(&in, text) : read_stdin(&in)) || kvl_encode(t, in.data, in.len, !no_special, &ids, &n)))) {
+        for (int i = 0; i < n; i++) printf(i ? ",%d" : "%d", ids[i]);
+        printf("\n");
     }
-    if (text_arg) { text = xstrdup(text_arg); len = strlen(text_arg); if (!text) goto done; }
-    else if (read_stdin(&text, &len)) { cli_error("%s", kvl_last_error()); goto done; }
-    if (kvl_encode(t, text, len, special, &ids, &n)) { cli_error("%s", kvl_last_error()); goto done; }
-    for (int i = 0; i < n; i++) printf(i ? ",%d" : "%d", ids[i]);
-    printf("\n");
-    rc = 0;
-done:
-    free(text);
+    free(in.data);
     free(ids);
     kvl_tokenizer_free(t);
-    return rc;
+    return r;
 }
 
-static const char *detokenize_help =
-    "usage: kvlora detokenize MODEL_DIR --ids 1,2,3 [--skip-special]\n"
-    "\n"
-    "Prints the text of the token ids. MODEL_DIR may also be a tokenizer.json.\n";
+static const char *detokenize_usage =
+    "usage: kvlora detokenize MODEL_DIR --ids 1,2,3 [--skip-special]\n\n"
+    "Prints the text of the token ids. MODEL_DIR may also be a tokenizer.json.\n\n";
 
 static int cmd_detokenize(int argc, char **argv)
 {
     const char *dir = NULL, *ids_arg = NULL;
-    int skip = 0;
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(detokenize_help, stdout); return 0; }
-        if (!strcmp(a, "--skip-special")) { skip = 1; continue; }
-        if (!strcmp(a, "--ids")) { if (!(ids_arg = option_value(&i, argc, argv))) return usage_error("detokenize", "--ids needs a value"); continue; }
-        if (a[0] == '-') return usage_error("detokenize", "unknown option '%s'", a);
-        if (dir) return usage_error("detokenize", "one model directory expected, got '%s' too", a);
-        dir = a;
-    }
-    if (!dir) return usage_error("detokenize", "missing MODEL_DIR");
+    int skip = 0, *ids, n, r;
+    Option opts[] = {
+        {"--ids", OPT_STRING, &ids_arg, 0, 0, NULL, "LIST", "the token ids, e.g. 1,415,2936"},
+        {"--skip-special", OPT_FLAG, &skip, 0, 0, NULL, NULL, "leave the special tokens (BOS, EOS, ...) out"},
+    };
+    if ((r = parse_options("detokenize", detokenize_usage, opts, COUNT(opts), argc, argv, &dir, 1)) != GO_ON) return r;
     if (!ids_arg) return usage_error("detokenize", "missing --ids");
-    int *ids, n;
     if (parse_ids(ids_arg, &ids, &n)) return usage_error("detokenize", "--ids: %s", kvl_last_error());
-    KvlTokenizer *t;
-    char *text;
+    KvlTokenizer *t = NULL;
+    char *text = NULL;
     size_t len;
-    if (load_tokenizer(dir, &t)) { free(ids); return cli_error("%s", kvl_last_error()); }
-    int rc = kvl_decode(t, ids, n, skip, &text, &len) ? cli_error("%s", kvl_last_error()) : 0;
-    if (!rc) { fwrite(text, 1, len, stdout); printf("\n"); free(text); }
-    kvl_tokenizer_free(t);
+    if (!(r = failed(load_tokenizer(dir, &t) || kvl_decode(t, ids, n, skip, &text, &len)))) { fwrite(text, 1, len, stdout); printf("\n"); }
+    free(text);
     free(ids);
-    return rc;
+    kvl_tokenizer_free(t);
+    return r;
 }
 
 /* --- kvlora info --- */
 
-static const char *info_help =
-    "usage: kvlora info MODEL_DIR\n"
-    "\n"
+static const char *info_usage =
+    "usage: kvlora info MODEL_DIR\n\n"
     "Loads a Hugging Face model directory (config.json + safetensors weights), checks it,\n"
     "and prints its architecture, shape, parameter count, the dtype of its weight files\n"
     "and the bytes of KV cache that each token of context costs.\n";
 
-static void print_count(const char *label, size_t n)
+/* 1234567 as 1,234,567 */
+static void print_grouped(size_t n)
 {
-    char digits[32], grouped[48];
-    snprintf(digits, sizeof digits, "%zu", n);
-    size_t len = strlen(digits), j = 0;
-    for (size_t i = 0; i < len; i++) {
-        if (i && (len - i) % 3 == 0) grouped[j++] = ',';
-        grouped[j++] = digits[i];
-    }
-    grouped[j] = 0;
-    printf("%-18s%s\n", label, grouped);
+    if (n < 1000) { printf("%zu", n); return; }
+    print_grouped(n / 1000);
+    printf(",%03zu", n % 1000);
 }
 
 static int cmd_info(int argc, char **argv)
 {
     const char *dir = NULL;
-    for (int i = 0; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { fputs(info_help, stdout); return 0; }
-        if (argv[i][0] == '-') return usage_error("info", "unknown option '%s'", argv[i]);
-        if (dir) return usage_error("info", "one model directory expected, got '%s' too", argv[i]);
-        dir = argv[i];
-    }
-    if (!dir) return usage_error("info", "missing MODEL_DIR");
     KvlModel *m;
-    if (kvl_model_load(&m, dir)) return cli_error("%s", kvl_last_error());
+    int r = parse_options("info", info_usage, NULL, 0, argc, argv, &dir, 1);
+    if (r != GO_ON) return r;
+    if (failed(kvl_model_load(&m, dir))) return 1;
     const KvlConfig *c = &m->config;
-    printf("%-18s%s\n", "model", dir);
-    printf("%-18s%s\n", "architecture", c->arch_name);
-    printf("%-18s%d\n", "layers", c->n_layers);
-    printf("%-18s%d\n", "hidden size", c->dim);
+    printf("%-18s%s\n%-18s%s\n", "model", dir, "architecture", c->arch_name);
+    printf("%-18s%d\n%-18s%d\n", "layers", c->n_layers, "hidden size", c->dim);
     printf("%-18s%d query, %d key/value (grouped-query: %d per group), head dim %d\n", "heads",
            c->n_heads, c->n_kv_heads, c->n_heads / c->n_kv_heads, c->head_dim);
-    printf("%-18s%d\n", "ffn size", c->ffn_dim);
-    printf("%-18s%d\n", "vocabulary", c->vocab_size);
-    printf("%-18s%d\n", "max positions", c->max_positions);
+    printf("%-18s%d\n%-18s%d\n%-18s%d\n", "ffn size", c->ffn_dim, "vocabulary", c->vocab_size, "max positions", c->max_positions);
     if (c->rope_llama3)
         printf("%-18stheta %g, llama3 scaling (factor %g, low %g, high %g, original %d)\n", "rope", c->rope_theta,
                c->rope_factor, c->rope_low_freq_factor, c->rope_high_freq_factor, c->rope_original_max_positions);
@@ -5744,7 +5846,9 @@ static int cmd_info(int argc, char **argv)
     printf("%-18s%s%s%s\n", "features", c->tie_embeddings ? "tied embeddings " : "",
            c->qkv_bias ? "q/k/v biases " : "", c->qk_norm ? "q/k norms " : "");
     if (c->sliding_window) printf("%-18s%d\n", "sliding window", c->sliding_window);
-    print_count("parameters", m->n_params);
+    printf("%-18s", "parameters");
+    print_grouped(m->n_params);
+    printf("\n");
     printf("%-18s%s\n", "file dtype", m->file_dtype);
     size_t per_token = kvl_cache_bytes_per_token(c);
     printf("%-18s%zu bytes per token as float32 (%zu as f16/bf16); %zu at %d positions\n", "KV cache",
@@ -5755,24 +5859,12 @@ static int cmd_info(int argc, char **argv)
 
 /* --- kvlora generate --- */
 
-static const char *generate_help =
-    "usage: kvlora generate MODEL_DIR (--prompt TEXT | --ids 1,2,3) [-n N] [--temperature T]\n"
-    "                       [--top-p P] [--seed S] [--adapter DIR]\n"
-    "\n"
-    "Reads the prompt, then generates N more tokens (default 32), one at a time with the KV\n"
-    "cache. With --prompt (needs the model's tokenizer.json) it streams the text; with --ids\n"
-    "it prints all ids (prompt and generated) comma-separated as they come. Stops early at\n"
-    "the model's eos_token_id.\n"
-    "\n"
-    "  --prompt TEXT       the prompt as text (the tokenizer adds its BOS)\n"
-    "  --ids LIST          or as token ids, e.g. 1,415,2936\n"
-    "  -n N                tokens to generate (default 32)\n"
-    "  --temperature T     0 = greedy, the default; > 0 samples from softmax(logits / T)\n"
-    "  --top-p P           nucleus sampling: keep the most likely tokens up to probability P\n"
-    "                      (default 1 = all)\n"
-    "  --seed S            seed of the sampler (default 0): same seed, same tokens\n"
-    "  --adapter DIR       apply a LoRA adapter (PEFT layout: adapter_config.json +\n"
-    "                      adapter_model.safetensors)\n";
+static const char *generate_usage =
+    "usage: kvlora generate MODEL_DIR (--prompt TEXT | --ids LIST) [options]\n\n"
+    "Reads the prompt, then generates N more tokens, one at a time with the KV cache. With\n"
+    "--prompt (needs the model's tokenizer.json) it streams the text; with --ids it prints\n"
+    "all ids (prompt and generated) comma-separated as they come. Stops early at the\n"
+    "model's eos_token_id.\n\n";
 
 /* Streams text: decodes all ids so far (so that spaces and multi-byte characters come out
    right) and prints what is new, holding back a trailing U+FFFD that the next token may
@@ -5802,76 +5894,65 @@ static int stream_token(const int *ids, int n_ids, void *user)
     return 0;
 }
 
-static int cmd_generate(int argc, char **argv)
+/* Prints the prompt, streams what is generated after it, then the speed on stderr. */
+static int generate(KvlModel *m, const KvlTokenizer *tok, const int *prompt, int n_prompt, int n_new, float temperature,
+                    float top_p, uint64_t seed)
 {
-    const char *dir = NULL, *ids_arg = NULL, *adapter = NULL, *prompt_text = NULL;
-    long long n_new = 32, seed = 0;
-    float temperature = 0.0f, top_p = 1.0f;
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i], *v;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(generate_help, stdout); return 0; }
-        if (a[0] != '-') {
-            if (dir) return usage_error("generate", "one model directory expected, got '%s' too", a);
-            dir = a;
-            continue;
-        }
-        if (!(v = option_value(&i, argc, argv))) return usage_error("generate", "option %s needs a value", a);
-        if (!strcmp(a, "--ids")) ids_arg = v;
-        else if (!strcmp(a, "-n")) { if (parse_long(v, 0, 1 << 24, &n_new)) return usage_error("generate", "-n must be a count, got '%s'", v); }
-        else if (!strcmp(a, "--temperature")) { if (parse_float(v, &temperature) || temperature < 0) return usage_error("generate", "--temperature must be >= 0, got '%s'", v); }
-        else if (!strcmp(a, "--top-p")) { if (parse_float(v, &top_p) || !(top_p > 0 && top_p <= 1)) return usage_error("generate", "--top-p must be in (0, 1], got '%s'", v); }
-        else if (!strcmp(a, "--seed")) { if (parse_long(v, 0, LLONG_MAX, &seed)) return usage_error("generate", "--seed must be a non-negative integer, got '%s'", v); }
-        else if (!strcmp(a, "--adapter")) adapter = v;
-        else if (!strcmp(a, "--prompt")) prompt_text = v;
-        else return usage_error("generate", "unknown option '%s'", a);
-    }
-    if (!dir) return usage_error("generate", "missing MODEL_DIR");
-    if (!ids_arg == !prompt_text) return usage_error("generate", "give the prompt as exactly one of --prompt TEXT or --ids LIST");
-    int *prompt, n_prompt;
-    KvlTokenizer *tok = NULL;
-    if (ids_arg && parse_ids(ids_arg, &prompt, &n_prompt)) return usage_error("generate", "--ids: %s", kvl_last_error());
-    if (prompt_text && (load_tokenizer(dir, &tok) || kvl_encode(tok, prompt_text, strlen(prompt_text), 1, &prompt, &n_prompt))) {
-        kvl_tokenizer_free(tok);
-        return cli_error("%s", kvl_last_error());
-    }
-    if (n_prompt == 0) { kvl_tokenizer_free(tok); free(prompt); return cli_error("the prompt is empty"); }
-    KvlModel *m;
-    if (kvl_model_load(&m, dir)) { kvl_tokenizer_free(tok); free(prompt); return cli_error("%s", kvl_last_error()); }
-    int rc = 1;
-    KvlLora lora = {0};
     GenerateStream stream = {tok, 0, 0.0};
-    int *all = malloc(sizeof(int) * (size_t)(n_prompt + n_new));
-    if (!all) { cli_error("out of memory"); goto done; }
-    if (check_ids(prompt, n_prompt, &m->config, "--ids")) { cli_error("%s", kvl_last_error()); goto done; }
-    if (adapter) {
-        if (kvl_lora_load(&lora, adapter, &m->config)) { cli_error("%s", kvl_last_error()); goto done; }
-        m->lora = &lora;
-    }
-    if (n_prompt + n_new > m->config.max_positions) {       /* before the prompt is printed */
-        cli_error("the prompt (%d tokens) and -n %lld exceed the model's %d positions", n_prompt, n_new, m->config.max_positions);
-        goto done;
-    }
+    int n_all, *all = xmalloc(sizeof(int) * (size_t)(n_prompt + n_new));
+    if (failed(!all)) return 1;
     if (!tok) for (int i = 0; i < n_prompt; i++) printf(i ? ",%d" : "%d", prompt[i]);
-    else if (print_new_text(tok, prompt, n_prompt, &stream.printed)) goto done;
+    else if (print_new_text(tok, prompt, n_prompt, &stream.printed)) { free(all); return 1; }
     fflush(stdout);
     double start = now_seconds();
-    int n_all;
-    int status = kvl_generate(m, prompt, n_prompt, (int)n_new, temperature, top_p, (uint64_t)seed, all, &n_all, stream_token, &stream);
-    if (status) { if (status < 0) cli_error("%s", kvl_last_error()); goto done; }
+    int status = kvl_generate(m, prompt, n_prompt, n_new, temperature, top_p, seed, all, &n_all, stream_token, &stream);
+    free(all);
+    if (status) { if (status < 0) cli_error("%s", kvl_last_error()); return 1; }
     printf("\n");
     fflush(stdout);
     double end = now_seconds(), prefilled = n_all > n_prompt ? stream.first_token_time : end;
     int produced = n_all - n_prompt;
     fprintf(stderr, "kvlora: prefill %d tokens in %.3f s, generated %d tokens in %.3f s (%.1f tokens/s)\n",
             n_prompt, prefilled - start, produced, end - prefilled, produced / (end - prefilled + 1e-9));
-    rc = 0;
+    return 0;
+}
+
+static int cmd_generate(int argc, char **argv)
+{
+    const char *dir = NULL, *ids_arg = NULL, *adapter = NULL, *text = NULL;
+    long long n_new, seed;
+    float temperature, top_p;
+    Option opts[] = {
+        {"--prompt", OPT_STRING, &text, 0, 0, NULL, "TEXT", "the prompt as text (the tokenizer adds its BOS)"},
+        {"--ids", OPT_STRING, &ids_arg, 0, 0, NULL, "LIST", "or as token ids, e.g. 1,415,2936"},
+        {"-n", OPT_INT, &n_new, 0, 1 << 24, "32", "N", "tokens to generate"},
+        {"--temperature", OPT_FLOAT, &temperature, 0, INFINITY, "0", "T", "0 = greedy; > 0 samples from softmax(logits / T)"},
+        {"--top-p", OPT_POSITIVE, &top_p, 0, 1, "1", "P", "nucleus sampling: keep the most likely tokens up to probability P"},
+        {"--seed", OPT_INT, &seed, 0, INFINITY, "0", "S", "seed of the sampler: same seed, same tokens"},
+        {"--adapter", OPT_STRING, &adapter, 0, 0, NULL, "DIR", "a LoRA adapter to apply (PEFT's layout)"},
+    };
+    int r = parse_options("generate", generate_usage, opts, COUNT(opts), argc, argv, &dir, 1), *prompt = NULL, n_prompt = 0;
+    if (r != GO_ON) return r;
+    if (!ids_arg == !text) return usage_error("generate", "give the prompt as exactly one of --prompt TEXT or --ids LIST");
+    if (ids_arg && parse_ids(ids_arg, &prompt, &n_prompt)) return usage_error("generate", "--ids: %s", kvl_last_error());
+    KvlTokenizer *tok = NULL;
+    KvlModel *m = NULL;
+    KvlLora lora = {0};
+    r = 1;
+    if (text && failed(load_tokenizer(dir, &tok) || kvl_encode(tok, text, strlen(text), 1, &prompt, &n_prompt))) goto done;
+    if (n_prompt == 0) { cli_error("the prompt is empty"); goto done; }
+    if (failed(kvl_model_load(&m, dir) || check_ids(prompt, n_prompt, &m->config, "--ids") ||
+               (adapter && kvl_lora_load(&lora, adapter, &m->config)))) goto done;
+    m->lora = adapter ? &lora : NULL;
+    if (n_prompt + n_new > m->config.max_positions)        /* before the prompt is printed */
+        cli_error("the prompt (%d tokens) and -n %lld exceed the model's %d positions", n_prompt, n_new, m->config.max_positions);
+    else r = generate(m, tok, prompt, n_prompt, (int)n_new, temperature, top_p, (uint64_t)seed);
 done:
-    free(all);
     kvl_lora_free(&lora);
     kvl_model_free(m);
     kvl_tokenizer_free(tok);
     free(prompt);
-    return rc;
+    return r;
 }
 
 /* --- kvlora dump --- */
