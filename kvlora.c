@@ -5420,7 +5420,9 @@ done:
 /* 12. The command-line tool (compiled only with -DKVLORA_MAIN)                         */
 /*                                                                                       */
 /* Only this section prints and picks exit codes: 0 success, 1 the work failed (the      */
-/* message says why), 2 the command line was wrong.                                      */
+/* message says why), 2 the command line was wrong. Each command lists its options in    */
+/* one table (name, kind, destination, range, default, help): the same rows parse argv   */
+/* and write the command's --help, so that every default is written once.                */
 
 #ifdef KVLORA_MAIN
 
@@ -5446,31 +5448,148 @@ static int usage_error(const char *command, const char *fmt, ...)
     return 2;
 }
 
-/* The value after option argv[*i], or NULL when there is none. */
-static const char *option_value(int *i, int argc, char **argv)
+/* Prints the library's message when status says that a call failed; returns whether it did. */
+static int failed(int status)
 {
-    if (*i + 1 >= argc) return NULL;
-    return argv[++*i];
+    if (status) cli_error("%s", kvl_last_error());
+    return status != 0;
 }
 
-static int parse_long(const char *s, long long lo, long long hi, long long *out)
+/* --- the option table --- */
+
+/* What an option takes, and what its destination is: FLAG sets an int to 1; INT is a
+   long long in [lo, hi] (hi INFINITY: no bound); FLOAT a float in [lo, hi] and POSITIVE
+   one in (0, hi], checked as stored; STRING keeps the argument; CHOICE stores the value's
+   index among the metavar's "a|b|c"; NUMBERS are 1 to 16 comma-separated doubles in
+   [lo, hi]; STRINGS collects an option given again and again. */
+typedef enum { OPT_FLAG, OPT_INT, OPT_FLOAT, OPT_POSITIVE, OPT_STRING, OPT_CHOICE, OPT_NUMBERS, OPT_STRINGS } OptKind;
+typedef struct { int n; double v[16]; } Numbers;
+typedef struct { int n; const char *v[64]; } Strings;
+
+typedef struct {
+    const char *name;       /* "--rank"; NULL: the row is a heading of --help */
+    OptKind kind;
+    void *dest;
+    double lo, hi;
+    const char *def;        /* parsed into dest before argv; NULL: none, or a rule that the help states */
+    const char *metavar;    /* "R" of "--rank R" */
+    const char *help;       /* a '\n' goes on on the next line */
+} Option;
+
+#define COUNT(a) (int)(sizeof (a) / sizeof (a)[0])
+enum { GO_ON = -1 };        /* from parse_options: the command line is good, run the command */
+
+/* Stores v in o's destination; nonzero when o does not take v. */
+static int set_option(const Option *o, const char *v)
 {
     char *end;
     errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (end == s || *end || errno || v < lo || v > hi) return -1;
-    *out = v;
-    return 0;
+    switch (o->kind) {
+    case OPT_FLAG: *(int *)o->dest = 1; return 0;
+    case OPT_STRING: *(const char **)o->dest = v; return 0;
+    case OPT_INT: {
+        long long x = strtoll(v, &end, 10);
+        if (end == v || *end || errno || x < o->lo || x > o->hi) return 1;
+        *(long long *)o->dest = x;
+        return 0;
+    }
+    case OPT_FLOAT: case OPT_POSITIVE: {
+        double x = strtod(v, &end);
+        float *f = o->dest;
+        if (end == v || *end || !isfinite(x)) return 1;
+        *f = (float)x;
+        return !((o->kind == OPT_FLOAT ? *f >= o->lo : *f > 0) && *f <= o->hi);
+    }
+    case OPT_CHOICE: {
+        int k = 0;
+        for (const char *c = o->metavar; *c; k++) {
+            size_t len = strcspn(c, "|");
+            if (strlen(v) == len && !strncmp(c, v, len)) { *(int *)o->dest = k; return 0; }
+            c += len + (c[len] == '|');
+        }
+        return 1;
+    }
+    case OPT_NUMBERS: {
+        Numbers *l = o->dest;
+        for (l->n = 0; *v; v = *end ? end + 1 : end) {
+            double x = strtod(v, &end);
+            if (end == v || errno || !(x >= o->lo && x <= o->hi) || l->n == COUNT(l->v) || (*end && *end != ',')) return 1;
+            l->v[l->n++] = x;
+        }
+        return l->n == 0;
+    }
+    case OPT_STRINGS: {
+        Strings *s = o->dest;
+        if (s->n == COUNT(s->v)) return 1;
+        s->v[s->n++] = v;
+        return 0;
+    }
+    }
+    return 1;
 }
 
-static int parse_float(const char *s, float *out)
+/* What o takes, for the message when it was given something else. */
+static void describe(const Option *o, char *out, size_t cap)
 {
-    char *end;
-    double v = strtod(s, &end);
-    if (end == s || *end || !isfinite(v)) return -1;
-    *out = (float)v;
-    return 0;
+    int bounded = !isinf(o->hi);
+    if (o->kind == OPT_INT && bounded) snprintf(out, cap, "an integer from %.10g to %.10g", o->lo, o->hi);
+    else if (o->kind == OPT_INT) snprintf(out, cap, "an integer >= %.10g", o->lo);
+    else if (o->kind == OPT_FLOAT && bounded) snprintf(out, cap, "a number from %.10g to %.10g", o->lo, o->hi);
+    else if (o->kind == OPT_FLOAT) snprintf(out, cap, "a number >= %.10g", o->lo);
+    else if (o->kind == OPT_POSITIVE && bounded) snprintf(out, cap, "a number in (0, %.10g]", o->hi);
+    else if (o->kind == OPT_POSITIVE) snprintf(out, cap, "a number > 0");
+    else if (o->kind == OPT_CHOICE) snprintf(out, cap, "one of %s", o->metavar);
+    else if (o->kind == OPT_NUMBERS) snprintf(out, cap, "1 to 16 comma-separated numbers from %.10g to %.10g", o->lo, o->hi);
+    else snprintf(out, cap, "given at most 64 times");
 }
+
+/* --help: the usage text, then a line for each option, from the table. */
+static void print_help(const char *usage, const Option *opts, int n)
+{
+    fputs(usage, stdout);
+    for (int k = 0; k < n; k++) {
+        const char *h = opts[k].help, *nl, *def = opts[k].def;
+        char left[64];
+        if (!opts[k].name) { printf("%s\n", h); continue; }
+        snprintf(left, sizeof left, "%s %s", opts[k].name, opts[k].metavar ? opts[k].metavar : "");
+        printf(strlen(left) > 20 ? "  %s\n%23s" : "  %-20s %s", left, "");
+        for (; (nl = strchr(h, '\n')); h = nl + 1) printf("%.*s\n%23s", (int)(nl - h), h, "");
+        printf("%s%s%s%s\n", h, def ? " (default " : "", def ? def : "", def ? ")" : "");
+    }
+}
+
+/* Parses argv with the table: the defaults first, then argv in order. Returns GO_ON, or
+   the exit code when the command ends here: 0 after --help, 2 on a usage error. The one
+   positional argument, a model directory, goes to *dir (dir NULL: the command takes none). */
+static int parse_options(const char *command, const char *usage, const Option *opts, int n, int argc, char **argv,
+                         const char **dir, int dir_required)
+{
+    for (int k = 0; k < n; k++)
+        if (opts[k].def) set_option(&opts[k], opts[k].def);
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *v;
+        int k = 0;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { print_help(usage, opts, n); return 0; }
+        if (a[0] != '-') {
+            if (!dir) return usage_error(command, "unexpected argument '%s'", a);
+            if (*dir) return usage_error(command, "one model directory expected, got '%s' too", a);
+            *dir = a;
+            continue;
+        }
+        while (k < n && !(opts[k].name && !strcmp(opts[k].name, a))) k++;
+        if (k == n) return usage_error(command, "unknown option '%s'", a);
+        if (!(v = opts[k].kind == OPT_FLAG ? "" : i + 1 < argc ? argv[++i] : NULL)) return usage_error(command, "option %s needs a value", a);
+        if (set_option(&opts[k], v)) {
+            char what[96];
+            describe(&opts[k], what, sizeof what);
+            return usage_error(command, "%s must be %s, got '%s'", a, what, v);
+        }
+    }
+    if (dir && dir_required && !*dir) return usage_error(command, "missing MODEL_DIR");
+    return GO_ON;
+}
+
+/* --- helpers of several commands --- */
 
 static int check_ids(const int *ids, int n, const KvlConfig *c, const char *what)
 {
@@ -5498,191 +5617,191 @@ static int encode_text(const char *dir, KvlTokenizer **tok, const char *text, si
     return kvl_encode(*tok, text, len, with_special, ids, n);
 }
 
-/* Reads standard input to the end. */
-static int read_stdin(char **out, size_t *len)
+/* The prefix P both sides see and the context C, from the command line: token ids, or
+   text through the model's tokenizer (the prefix with the tokenizer's BOS, the context
+   without). The prefix defaults to the model's BOS token. */
+typedef struct { const char *context_ids, *context_file, *prefix_ids, *prefix_text; } ContextArgs;
+
+#define CONTEXT_OPTIONS(ca) \
+    {"--context", OPT_STRING, &(ca).context_file, 0, 0, NULL, "FILE", "the context as a text file (needs the model's tokenizer.json)"}, \
+    {"--context-ids", OPT_STRING, &(ca).context_ids, 0, 0, NULL, "LIST", "or as token ids, e.g. 5,9,12"}, \
+    {"--prefix", OPT_STRING, &(ca).prefix_text, 0, 0, NULL, "TEXT", "the prefix both sides see (default: the model's BOS token)"}, \
+    {"--prefix-ids", OPT_STRING, &(ca).prefix_ids, 0, 0, NULL, "LIST", "or as token ids"}
+
+static int context_from_args(const char *dir, KvlTokenizer **tok, const ContextArgs *a, const KvlConfig *c,
+                             int **prefix, int *n_prefix, int **context, int *n_context)
 {
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    if (!buf) return fail("out of memory");
-    for (;;) {
-        if (n + 1 >= cap) {
-            char *bigger = realloc(buf, cap *= 2);
-            if (!bigger) { free(buf); return fail("out of memory"); }
-            buf = bigger;
-        }
-        size_t got = fread(buf + n, 1, cap - 1 - n, stdin);
-        n += got;
-        if (got == 0) break;
+    *prefix = *context = NULL;
+    if (a->context_ids) {
+        if (parse_ids(a->context_ids, context, n_context)) return error_wrap("--context-ids");
+    } else {
+        char *text;
+        size_t len;
+        if (read_file(a->context_file, &text, &len)) return -1;
+        int r = encode_text(dir, tok, text, len, 0, context, n_context);
+        free(text);
+        if (r) return -1;
     }
-    buf[n] = 0;
-    *out = buf;
-    *len = n;
-    return 0;
+    if (*n_context == 0) return fail("the context is empty: nothing to distil");
+    if (a->prefix_ids) {
+        if (parse_ids(a->prefix_ids, prefix, n_prefix)) return error_wrap("--prefix-ids");
+    } else if (a->prefix_text) {
+        if (encode_text(dir, tok, a->prefix_text, strlen(a->prefix_text), 1, prefix, n_prefix)) return -1;
+    } else {
+        if (!(*prefix = malloc(sizeof(int)))) return fail("out of memory");
+        *n_prefix = 0;
+        if (c->bos_token_id >= 0) (*prefix)[(*n_prefix)++] = c->bos_token_id;
+    }
+    return check_ids(*context, *n_context, c, "the context") || check_ids(*prefix, *n_prefix, c, "the prefix");
 }
+
+/* SIGINT / SIGTERM ask distill and pretrain to stop after the current step and keep what
+   they have. */
+static volatile sig_atomic_t stop_requested;
+static void request_stop(int sig) { (void)sig; stop_requested = 1; }
 
 /* --- kvlora tokenize / detokenize --- */
 
-static const char *tokenize_help =
-    "usage: kvlora tokenize MODEL_DIR [--text TEXT | < FILE] [--no-special] [--bench]\n"
-    "\n"
+static const char *tokenize_usage =
+    "usage: kvlora tokenize MODEL_DIR [--text TEXT | < FILE] [--no-special] [--bench]\n\n"
     "Prints the token ids of the text (or of standard input), comma-separated, with the\n"
-    "tokenizer's BOS/EOS template unless --no-special. MODEL_DIR may also be a tokenizer.json.\n"
-    "--bench encodes 4 MB of generated English-like text (100 common words: the word cache\n"
-    "helps) and 4 MB of random letter strings (no word repeats), and reports MB/s.\n";
+    "tokenizer's BOS/EOS template unless --no-special. MODEL_DIR may also be a tokenizer.json.\n\n";
 
 static const char *const bench_words[] = {
-    "the", "of", "and", "a", "to", "in", "is", "was", "that", "for", "it", "with", "as", "he", "she", "on", "his", "her",
-    "they", "at", "by", "this", "had", "from", "but", "not", "are", "or", "one", "all", "were", "when", "there", "can",
-    "an", "which", "their", "said", "if", "do", "will", "each", "about", "how", "up", "out", "them", "then", "many",
-    "some", "so", "these", "would", "other", "into", "has", "more", "time", "two", "like", "see", "number", "way",
-    "could", "people", "my", "than", "first", "water", "been", "called", "who", "long", "down", "day", "did", "get",
-    "come", "made", "may", "part", "little", "girl", "named", "loved", "play", "outside", "park", "secret", "code",
-    "garden", "morning", "quickly", "remembered", "mountain", "river", "because", "through", "between", "important",
+    "the", "of", "and", "a", "to", "in", "is", "was", "that", "for", "it", "with", "as", "he", "she", "on", "his", "her", "they", "at",
+    "by", "this", "had", "from", "but", "not", "are", "or", "one", "all", "were", "when", "there", "can", "an", "which", "their",
+    "said", "if", "do", "will", "each", "about", "how", "up", "out", "them", "then", "many", "some", "so", "these", "would", "other",
+    "into", "has", "more", "time", "two", "like", "see", "number", "way", "could", "people", "my", "than", "first", "water", "been",
+    "called", "who", "long", "down", "day", "did", "get", "come", "made", "may", "part", "little", "girl", "named", "loved", "play",
+    "outside", "park", "secret", "code", "garden", "morning", "quickly", "remembered", "mountain", "river", "because", "through",
+    "between", "important",
 };
+
+/* --bench: 4 MB of English-like text from 100 words (the word cache helps), then 4 MB of
+   random letter strings (no word repeats, no cache hits), each encoded once. */
+static int tokenize_bench(KvlTokenizer *t)
+{
+    Buf b = {0};
+    KvlRng rng;
+    int *ids = NULL, n = 0, r = 0;
+    kvl_rng_seed(&rng, 1);
+    for (int pass = 0; pass < 2 && !r; pass++) {
+        for (b.len = 0; !r && b.len < (size_t)4 << 20;) {
+            uint32_t u = kvl_rng_u32(&rng);
+            if (pass == 0) {
+                uint32_t p = kvl_rng_u32(&rng) % 100;
+                r = buf_puts(&b, bench_words[u % COUNT(bench_words)]) || buf_puts(&b, p < 6 ? ". " : p < 10 ? ", " : p < 11 ? ".\n" : " ");
+            } else {
+                char w[16];
+                int wl = 3 + (int)(u % 8);
+                for (int k = 0; k < wl; k++) w[k] = (char)('a' + kvl_rng_u32(&rng) % 26);
+                w[wl] = ' ';
+                r = buf_push(&b, w, (size_t)wl + 1);
+            }
+        }
+        free(ids);
+        ids = NULL;
+        double t0 = now_seconds();
+        if (r || (r = kvl_encode(t, b.data, b.len, 0, &ids, &n))) break;
+        double dt = now_seconds() - t0;
+        printf("%-34s %.2f MB, %d tokens, %.3f s: %.2f MB/s (%d vocabulary entries)\n", pass ? "random letter strings (no reuse):"
+               : "English-like text (100 words):", b.len / 1048576.0, n, dt, b.len / 1048576.0 / dt, kvl_tokenizer_vocab_size(t));
+    }
+    free(b.data);
+    free(ids);
+    return failed(r);
+}
+
+/* Standard input to the end. */
+static int read_stdin(Buf *b)
+{
+    char chunk[1 << 16];
+    for (size_t got = 1; got > 0;) {
+        got = fread(chunk, 1, sizeof chunk, stdin);
+        if (buf_push(b, chunk, got)) return -1;
+    }
+    return 0;
+}
 
 static int cmd_tokenize(int argc, char **argv)
 {
-    const char *dir = NULL, *text_arg = NULL;
-    int special = 1, bench = 0;
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(tokenize_help, stdout); return 0; }
-        if (!strcmp(a, "--no-special")) { special = 0; continue; }
-        if (!strcmp(a, "--bench")) { bench = 1; continue; }
-        if (!strcmp(a, "--text")) { if (!(text_arg = option_value(&i, argc, argv))) return usage_error("tokenize", "--text needs a value"); continue; }
-        if (a[0] == '-') return usage_error("tokenize", "unknown option '%s'", a);
-        if (dir) return usage_error("tokenize", "one model directory expected, got '%s' too", a);
-        dir = a;
-    }
-    if (!dir) return usage_error("tokenize", "missing MODEL_DIR");
+    const char *dir = NULL, *text = NULL;
+    int no_special = 0, bench = 0, *ids = NULL, n = 0, r;
+    Option opts[] = {
+        {"--text", OPT_STRING, &text, 0, 0, NULL, "TEXT", "the text (without it, standard input)"},
+        {"--no-special", OPT_FLAG, &no_special, 0, 0, NULL, NULL, "without the tokenizer's BOS/EOS template"},
+        {"--bench", OPT_FLAG, &bench, 0, 0, NULL, NULL, "the speed of encoding instead, in MB/s: of 4 MB of English-like text\n"
+                                                         "(100 common words: the word cache helps) and 4 MB of random letter strings"},
+    };
+    if ((r = parse_options("tokenize", tokenize_usage, opts, COUNT(opts), argc, argv, &dir, 1)) != GO_ON) return r;
     KvlTokenizer *t;
-    if (load_tokenizer(dir, &t)) return cli_error("%s", kvl_last_error());
-    int rc = 1, *ids = NULL, n = 0;
-    char *text = NULL;
-    size_t len = 0;
-    if (bench) {
-        Buf b = {0};
-        KvlRng rng;
-        kvl_rng_seed(&rng, 1);
-        int words = (int)(sizeof bench_words / sizeof bench_words[0]);
-        while (b.len < (size_t)4 << 20) {
-            const char *w = bench_words[kvl_rng_u32(&rng) % words];
-            uint32_t r = kvl_rng_u32(&rng) % 100;
-            if (buf_puts(&b, w) || buf_puts(&b, r < 6 ? ". " : r < 10 ? ", " : r < 11 ? ".\n" : " ")) { free(b.data); goto done; }
-        }
-        for (int pass = 0; pass < 2; pass++) {
-            if (pass == 1) {        /* the same amount of words never seen before: no cache hits */
-                b.len = 0;
-                while (b.len < (size_t)4 << 20) {
-                    char w[16];
-                    int wl = 3 + (int)(kvl_rng_u32(&rng) % 8);
-                    for (int k = 0; k < wl; k++) w[k] = (char)('a' + kvl_rng_u32(&rng) % 26);
-                    w[wl] = ' ';
-                    if (buf_push(&b, w, (size_t)wl + 1)) { free(b.data); goto done; }
-                }
-            }
-            free(ids);
-            ids = NULL;
-            double t0 = now_seconds();
-            if (kvl_encode(t, b.data, b.len, 0, &ids, &n)) { free(b.data); cli_error("%s", kvl_last_error()); goto done; }
-            double dt = now_seconds() - t0;
-            printf("%-34s %.2f MB, %d tokens, %.3f s: %.2f MB/s (%d vocabulary entries)\n", pass ? "random letter strings (no reuse):" : "English-like text (100 words):",
-                   b.len / 1048576.0, n, dt, b.len / 1048576.0 / dt, kvl_tokenizer_vocab_size(t));
-        }
-        free(b.data);
-        rc = 0;
-        goto done;
+    Buf in = {0};
+    if (failed(load_tokenizer(dir, &t))) return 1;
+    if (bench) r = tokenize_bench(t);
+    else if (!(r = failed((text ? buf_puts(&in, text) : read_stdin(&in)) || kvl_encode(t, in.data, in.len, !no_special, &ids, &n)))) {
+        for (int i = 0; i < n; i++) printf(i ? ",%d" : "%d", ids[i]);
+        printf("\n");
     }
-    if (text_arg) { text = xstrdup(text_arg); len = strlen(text_arg); if (!text) goto done; }
-    else if (read_stdin(&text, &len)) { cli_error("%s", kvl_last_error()); goto done; }
-    if (kvl_encode(t, text, len, special, &ids, &n)) { cli_error("%s", kvl_last_error()); goto done; }
-    for (int i = 0; i < n; i++) printf(i ? ",%d" : "%d", ids[i]);
-    printf("\n");
-    rc = 0;
-done:
-    free(text);
+    free(in.data);
     free(ids);
     kvl_tokenizer_free(t);
-    return rc;
+    return r;
 }
 
-static const char *detokenize_help =
-    "usage: kvlora detokenize MODEL_DIR --ids 1,2,3 [--skip-special]\n"
-    "\n"
-    "Prints the text of the token ids. MODEL_DIR may also be a tokenizer.json.\n";
+static const char *detokenize_usage =
+    "usage: kvlora detokenize MODEL_DIR --ids 1,2,3 [--skip-special]\n\n"
+    "Prints the text of the token ids. MODEL_DIR may also be a tokenizer.json.\n\n";
 
 static int cmd_detokenize(int argc, char **argv)
 {
     const char *dir = NULL, *ids_arg = NULL;
-    int skip = 0;
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(detokenize_help, stdout); return 0; }
-        if (!strcmp(a, "--skip-special")) { skip = 1; continue; }
-        if (!strcmp(a, "--ids")) { if (!(ids_arg = option_value(&i, argc, argv))) return usage_error("detokenize", "--ids needs a value"); continue; }
-        if (a[0] == '-') return usage_error("detokenize", "unknown option '%s'", a);
-        if (dir) return usage_error("detokenize", "one model directory expected, got '%s' too", a);
-        dir = a;
-    }
-    if (!dir) return usage_error("detokenize", "missing MODEL_DIR");
+    int skip = 0, *ids, n, r;
+    Option opts[] = {
+        {"--ids", OPT_STRING, &ids_arg, 0, 0, NULL, "LIST", "the token ids, e.g. 1,415,2936"},
+        {"--skip-special", OPT_FLAG, &skip, 0, 0, NULL, NULL, "leave the special tokens (BOS, EOS, ...) out"},
+    };
+    if ((r = parse_options("detokenize", detokenize_usage, opts, COUNT(opts), argc, argv, &dir, 1)) != GO_ON) return r;
     if (!ids_arg) return usage_error("detokenize", "missing --ids");
-    int *ids, n;
     if (parse_ids(ids_arg, &ids, &n)) return usage_error("detokenize", "--ids: %s", kvl_last_error());
-    KvlTokenizer *t;
-    char *text;
+    KvlTokenizer *t = NULL;
+    char *text = NULL;
     size_t len;
-    if (load_tokenizer(dir, &t)) { free(ids); return cli_error("%s", kvl_last_error()); }
-    int rc = kvl_decode(t, ids, n, skip, &text, &len) ? cli_error("%s", kvl_last_error()) : 0;
-    if (!rc) { fwrite(text, 1, len, stdout); printf("\n"); free(text); }
-    kvl_tokenizer_free(t);
+    if (!(r = failed(load_tokenizer(dir, &t) || kvl_decode(t, ids, n, skip, &text, &len)))) { fwrite(text, 1, len, stdout); printf("\n"); }
+    free(text);
     free(ids);
-    return rc;
+    kvl_tokenizer_free(t);
+    return r;
 }
 
 /* --- kvlora info --- */
 
-static const char *info_help =
-    "usage: kvlora info MODEL_DIR\n"
-    "\n"
+static const char *info_usage =
+    "usage: kvlora info MODEL_DIR\n\n"
     "Loads a Hugging Face model directory (config.json + safetensors weights), checks it,\n"
     "and prints its architecture, shape, parameter count, the dtype of its weight files\n"
     "and the bytes of KV cache that each token of context costs.\n";
 
-static void print_count(const char *label, size_t n)
+/* 1234567 as 1,234,567 */
+static void print_grouped(size_t n)
 {
-    char digits[32], grouped[48];
-    snprintf(digits, sizeof digits, "%zu", n);
-    size_t len = strlen(digits), j = 0;
-    for (size_t i = 0; i < len; i++) {
-        if (i && (len - i) % 3 == 0) grouped[j++] = ',';
-        grouped[j++] = digits[i];
-    }
-    grouped[j] = 0;
-    printf("%-18s%s\n", label, grouped);
+    if (n < 1000) { printf("%zu", n); return; }
+    print_grouped(n / 1000);
+    printf(",%03zu", n % 1000);
 }
 
 static int cmd_info(int argc, char **argv)
 {
     const char *dir = NULL;
-    for (int i = 0; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { fputs(info_help, stdout); return 0; }
-        if (argv[i][0] == '-') return usage_error("info", "unknown option '%s'", argv[i]);
-        if (dir) return usage_error("info", "one model directory expected, got '%s' too", argv[i]);
-        dir = argv[i];
-    }
-    if (!dir) return usage_error("info", "missing MODEL_DIR");
     KvlModel *m;
-    if (kvl_model_load(&m, dir)) return cli_error("%s", kvl_last_error());
+    int r = parse_options("info", info_usage, NULL, 0, argc, argv, &dir, 1);
+    if (r != GO_ON) return r;
+    if (failed(kvl_model_load(&m, dir))) return 1;
     const KvlConfig *c = &m->config;
-    printf("%-18s%s\n", "model", dir);
-    printf("%-18s%s\n", "architecture", c->arch_name);
-    printf("%-18s%d\n", "layers", c->n_layers);
-    printf("%-18s%d\n", "hidden size", c->dim);
+    printf("%-18s%s\n%-18s%s\n", "model", dir, "architecture", c->arch_name);
+    printf("%-18s%d\n%-18s%d\n", "layers", c->n_layers, "hidden size", c->dim);
     printf("%-18s%d query, %d key/value (grouped-query: %d per group), head dim %d\n", "heads",
            c->n_heads, c->n_kv_heads, c->n_heads / c->n_kv_heads, c->head_dim);
-    printf("%-18s%d\n", "ffn size", c->ffn_dim);
-    printf("%-18s%d\n", "vocabulary", c->vocab_size);
-    printf("%-18s%d\n", "max positions", c->max_positions);
+    printf("%-18s%d\n%-18s%d\n%-18s%d\n", "ffn size", c->ffn_dim, "vocabulary", c->vocab_size, "max positions", c->max_positions);
     if (c->rope_llama3)
         printf("%-18stheta %g, llama3 scaling (factor %g, low %g, high %g, original %d)\n", "rope", c->rope_theta,
                c->rope_factor, c->rope_low_freq_factor, c->rope_high_freq_factor, c->rope_original_max_positions);
@@ -5692,7 +5811,9 @@ static int cmd_info(int argc, char **argv)
     printf("%-18s%s%s%s\n", "features", c->tie_embeddings ? "tied embeddings " : "",
            c->qkv_bias ? "q/k/v biases " : "", c->qk_norm ? "q/k norms " : "");
     if (c->sliding_window) printf("%-18s%d\n", "sliding window", c->sliding_window);
-    print_count("parameters", m->n_params);
+    printf("%-18s", "parameters");
+    print_grouped(m->n_params);
+    printf("\n");
     printf("%-18s%s\n", "file dtype", m->file_dtype);
     size_t per_token = kvl_cache_bytes_per_token(c);
     printf("%-18s%zu bytes per token as float32 (%zu as f16/bf16); %zu at %d positions\n", "KV cache",
@@ -5703,24 +5824,12 @@ static int cmd_info(int argc, char **argv)
 
 /* --- kvlora generate --- */
 
-static const char *generate_help =
-    "usage: kvlora generate MODEL_DIR (--prompt TEXT | --ids 1,2,3) [-n N] [--temperature T]\n"
-    "                       [--top-p P] [--seed S] [--adapter DIR]\n"
-    "\n"
-    "Reads the prompt, then generates N more tokens (default 32), one at a time with the KV\n"
-    "cache. With --prompt (needs the model's tokenizer.json) it streams the text; with --ids\n"
-    "it prints all ids (prompt and generated) comma-separated as they come. Stops early at\n"
-    "the model's eos_token_id.\n"
-    "\n"
-    "  --prompt TEXT       the prompt as text (the tokenizer adds its BOS)\n"
-    "  --ids LIST          or as token ids, e.g. 1,415,2936\n"
-    "  -n N                tokens to generate (default 32)\n"
-    "  --temperature T     0 = greedy, the default; > 0 samples from softmax(logits / T)\n"
-    "  --top-p P           nucleus sampling: keep the most likely tokens up to probability P\n"
-    "                      (default 1 = all)\n"
-    "  --seed S            seed of the sampler (default 0): same seed, same tokens\n"
-    "  --adapter DIR       apply a LoRA adapter (PEFT layout: adapter_config.json +\n"
-    "                      adapter_model.safetensors)\n";
+static const char *generate_usage =
+    "usage: kvlora generate MODEL_DIR (--prompt TEXT | --ids LIST) [options]\n\n"
+    "Reads the prompt, then generates N more tokens, one at a time with the KV cache. With\n"
+    "--prompt (needs the model's tokenizer.json) it streams the text; with --ids it prints\n"
+    "all ids (prompt and generated) comma-separated as they come. Stops early at the\n"
+    "model's eos_token_id.\n\n";
 
 /* Streams text: decodes all ids so far (so that spaces and multi-byte characters come out
    right) and prints what is new, holding back a trailing U+FFFD that the next token may
@@ -5750,84 +5859,71 @@ static int stream_token(const int *ids, int n_ids, void *user)
     return 0;
 }
 
-static int cmd_generate(int argc, char **argv)
+/* Prints the prompt, streams what is generated after it, then the speed on stderr. */
+static int generate(KvlModel *m, const KvlTokenizer *tok, const int *prompt, int n_prompt, int n_new, float temperature,
+                    float top_p, uint64_t seed)
 {
-    const char *dir = NULL, *ids_arg = NULL, *adapter = NULL, *prompt_text = NULL;
-    long long n_new = 32, seed = 0;
-    float temperature = 0.0f, top_p = 1.0f;
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i], *v;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(generate_help, stdout); return 0; }
-        if (a[0] != '-') {
-            if (dir) return usage_error("generate", "one model directory expected, got '%s' too", a);
-            dir = a;
-            continue;
-        }
-        if (!(v = option_value(&i, argc, argv))) return usage_error("generate", "option %s needs a value", a);
-        if (!strcmp(a, "--ids")) ids_arg = v;
-        else if (!strcmp(a, "-n")) { if (parse_long(v, 0, 1 << 24, &n_new)) return usage_error("generate", "-n must be a count, got '%s'", v); }
-        else if (!strcmp(a, "--temperature")) { if (parse_float(v, &temperature) || temperature < 0) return usage_error("generate", "--temperature must be >= 0, got '%s'", v); }
-        else if (!strcmp(a, "--top-p")) { if (parse_float(v, &top_p) || !(top_p > 0 && top_p <= 1)) return usage_error("generate", "--top-p must be in (0, 1], got '%s'", v); }
-        else if (!strcmp(a, "--seed")) { if (parse_long(v, 0, LLONG_MAX, &seed)) return usage_error("generate", "--seed must be a non-negative integer, got '%s'", v); }
-        else if (!strcmp(a, "--adapter")) adapter = v;
-        else if (!strcmp(a, "--prompt")) prompt_text = v;
-        else return usage_error("generate", "unknown option '%s'", a);
-    }
-    if (!dir) return usage_error("generate", "missing MODEL_DIR");
-    if (!ids_arg == !prompt_text) return usage_error("generate", "give the prompt as exactly one of --prompt TEXT or --ids LIST");
-    int *prompt, n_prompt;
-    KvlTokenizer *tok = NULL;
-    if (ids_arg && parse_ids(ids_arg, &prompt, &n_prompt)) return usage_error("generate", "--ids: %s", kvl_last_error());
-    if (prompt_text && (load_tokenizer(dir, &tok) || kvl_encode(tok, prompt_text, strlen(prompt_text), 1, &prompt, &n_prompt))) {
-        kvl_tokenizer_free(tok);
-        return cli_error("%s", kvl_last_error());
-    }
-    if (n_prompt == 0) { kvl_tokenizer_free(tok); free(prompt); return cli_error("the prompt is empty"); }
-    KvlModel *m;
-    if (kvl_model_load(&m, dir)) { kvl_tokenizer_free(tok); free(prompt); return cli_error("%s", kvl_last_error()); }
-    int rc = 1;
-    KvlLora lora = {0};
     GenerateStream stream = {tok, 0, 0.0};
-    int *all = malloc(sizeof(int) * (size_t)(n_prompt + n_new));
-    if (!all) { cli_error("out of memory"); goto done; }
-    if (check_ids(prompt, n_prompt, &m->config, "--ids")) { cli_error("%s", kvl_last_error()); goto done; }
-    if (adapter) {
-        if (kvl_lora_load(&lora, adapter, &m->config)) { cli_error("%s", kvl_last_error()); goto done; }
-        m->lora = &lora;
-    }
-    if (n_prompt + n_new > m->config.max_positions) {       /* before the prompt is printed */
-        cli_error("the prompt (%d tokens) and -n %lld exceed the model's %d positions", n_prompt, n_new, m->config.max_positions);
-        goto done;
-    }
+    int n_all, *all = xmalloc(sizeof(int) * (size_t)(n_prompt + n_new));
+    if (failed(!all)) return 1;
     if (!tok) for (int i = 0; i < n_prompt; i++) printf(i ? ",%d" : "%d", prompt[i]);
-    else if (print_new_text(tok, prompt, n_prompt, &stream.printed)) goto done;
+    else if (print_new_text(tok, prompt, n_prompt, &stream.printed)) { free(all); return 1; }
     fflush(stdout);
     double start = now_seconds();
-    int n_all;
-    int status = kvl_generate(m, prompt, n_prompt, (int)n_new, temperature, top_p, (uint64_t)seed, all, &n_all, stream_token, &stream);
-    if (status) { if (status < 0) cli_error("%s", kvl_last_error()); goto done; }
+    int status = kvl_generate(m, prompt, n_prompt, n_new, temperature, top_p, seed, all, &n_all, stream_token, &stream);
+    free(all);
+    if (status) { if (status < 0) cli_error("%s", kvl_last_error()); return 1; }
     printf("\n");
     fflush(stdout);
     double end = now_seconds(), prefilled = n_all > n_prompt ? stream.first_token_time : end;
     int produced = n_all - n_prompt;
     fprintf(stderr, "kvlora: prefill %d tokens in %.3f s, generated %d tokens in %.3f s (%.1f tokens/s)\n",
             n_prompt, prefilled - start, produced, end - prefilled, produced / (end - prefilled + 1e-9));
-    rc = 0;
+    return 0;
+}
+
+static int cmd_generate(int argc, char **argv)
+{
+    const char *dir = NULL, *ids_arg = NULL, *adapter = NULL, *text = NULL;
+    long long n_new, seed;
+    float temperature, top_p;
+    Option opts[] = {
+        {"--prompt", OPT_STRING, &text, 0, 0, NULL, "TEXT", "the prompt as text (the tokenizer adds its BOS)"},
+        {"--ids", OPT_STRING, &ids_arg, 0, 0, NULL, "LIST", "or as token ids, e.g. 1,415,2936"},
+        {"-n", OPT_INT, &n_new, 0, 1 << 24, "32", "N", "tokens to generate"},
+        {"--temperature", OPT_FLOAT, &temperature, 0, INFINITY, "0", "T", "0 = greedy; > 0 samples from softmax(logits / T)"},
+        {"--top-p", OPT_POSITIVE, &top_p, 0, 1, "1", "P", "nucleus sampling: keep the most likely tokens up to probability P"},
+        {"--seed", OPT_INT, &seed, 0, INFINITY, "0", "S", "seed of the sampler: same seed, same tokens"},
+        {"--adapter", OPT_STRING, &adapter, 0, 0, NULL, "DIR", "a LoRA adapter to apply (PEFT's layout)"},
+    };
+    int r = parse_options("generate", generate_usage, opts, COUNT(opts), argc, argv, &dir, 1), *prompt = NULL, n_prompt = 0;
+    if (r != GO_ON) return r;
+    if (!ids_arg == !text) return usage_error("generate", "give the prompt as exactly one of --prompt TEXT or --ids LIST");
+    if (ids_arg && parse_ids(ids_arg, &prompt, &n_prompt)) return usage_error("generate", "--ids: %s", kvl_last_error());
+    KvlTokenizer *tok = NULL;
+    KvlModel *m = NULL;
+    KvlLora lora = {0};
+    r = 1;
+    if (text && failed(load_tokenizer(dir, &tok) || kvl_encode(tok, text, strlen(text), 1, &prompt, &n_prompt))) goto done;
+    if (n_prompt == 0) { cli_error("the prompt is empty"); goto done; }
+    if (failed(kvl_model_load(&m, dir) || check_ids(prompt, n_prompt, &m->config, "--ids") ||
+               (adapter && kvl_lora_load(&lora, adapter, &m->config)))) goto done;
+    m->lora = adapter ? &lora : NULL;
+    if (n_prompt + n_new > m->config.max_positions)        /* before the prompt is printed */
+        cli_error("the prompt (%d tokens) and -n %lld exceed the model's %d positions", n_prompt, n_new, m->config.max_positions);
+    else r = generate(m, tok, prompt, n_prompt, (int)n_new, temperature, top_p, (uint64_t)seed);
 done:
-    free(all);
     kvl_lora_free(&lora);
     kvl_model_free(m);
     kvl_tokenizer_free(tok);
     free(prompt);
-    return rc;
+    return r;
 }
 
 /* --- kvlora dump --- */
 
-static const char *dump_help =
-    "usage: kvlora dump MODEL_DIR --tokens 5,9,12 [--prefix-tokens LIST] [--context-tokens LIST]\n"
-    "                   [--adapter DIR] [--loss kl|mse] -o OUT.safetensors\n"
-    "\n"
+static const char *dump_usage =
+    "usage: kvlora dump MODEL_DIR --tokens LIST [options] -o OUT.safetensors\n\n"
     "The numerics contract that optimised builds and the tests diff against. Runs the model\n"
     "(with the LoRA adapter, if given: the student) on prefix ++ tokens and writes a\n"
     "safetensors file with:\n"
@@ -5835,273 +5931,196 @@ static const char *dump_help =
     "  tokens          I32 [T]\n"
     "With --context-tokens, also the teacher, the model alone on prefix ++ context ++ tokens:\n"
     "  teacher_logits  F32 [T, vocab]  at the same T tokens\n"
-    "  loss            F32 [1]         the distillation loss between the two (--loss, default kl):\n"
+    "  loss            F32 [1]         the distillation loss between the two (--loss):\n"
     "                                  kl = mean over positions of KL(teacher || student),\n"
     "                                  mse = mean over positions and vocabulary of the squared\n"
     "                                  logit difference\n"
     "With --context-tokens and --adapter, also the gradient of that loss for every LoRA tensor:\n"
     "  grad.<PEFT name>                same shape as the tensor, e.g.\n"
-    "                                  grad.base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight\n";
+    "                                  grad.base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight\n\n";
 
-static int cmd_dump(int argc, char **argv)
+/* What to dump: ids[0] the T tokens, ids[1] the prefix, ids[2] the context (n[k] each). */
+typedef struct { const char *dir, *out, *adapter, *lists[3]; int loss, *ids[3], n[3]; } Dump;
+static const char *const dump_lists[3] = {"--tokens", "--prefix-tokens", "--context-tokens"};
+
+/* The student (the model with the adapter, if any) on prefix ++ tokens; with a context,
+   the teacher (the model alone) on prefix ++ context ++ tokens. */
+static int dump_logits(KvlModel *m, KvlLora *lora, const Dump *d, float *logits, float *teacher)
 {
-    const char *dir = NULL, *out = NULL, *adapter = NULL, *lists[3] = {NULL, NULL, NULL};
-    static const char *const list_opts[3] = {"--tokens", "--prefix-tokens", "--context-tokens"};
-    int use_kl = 1;
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i], *v;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(dump_help, stdout); return 0; }
-        if (a[0] != '-') {
-            if (dir) return usage_error("dump", "one model directory expected, got '%s' too", a);
-            dir = a;
-            continue;
-        }
-        if (!(v = option_value(&i, argc, argv))) return usage_error("dump", "option %s needs a value", a);
-        int k;
-        for (k = 0; k < 3 && strcmp(a, list_opts[k]); k++) {}
-        if (k < 3) lists[k] = v;
-        else if (!strcmp(a, "-o")) out = v;
-        else if (!strcmp(a, "--adapter")) adapter = v;
-        else if (!strcmp(a, "--loss")) {
-            if (!strcmp(v, "kl")) use_kl = 1;
-            else if (!strcmp(v, "mse")) use_kl = 0;
-            else return usage_error("dump", "--loss must be kl or mse, got '%s'", v);
-        } else return usage_error("dump", "unknown option '%s'", a);
-    }
-    if (!dir) return usage_error("dump", "missing MODEL_DIR");
-    if (!lists[0]) return usage_error("dump", "missing --tokens");
-    if (!out) return usage_error("dump", "missing -o OUT.safetensors");
-    int *ids[3] = {NULL, NULL, NULL}, n[3] = {0, 0, 0};
-    for (int k = 0; k < 3; k++)
-        if (lists[k] && parse_ids(lists[k], &ids[k], &n[k])) {
-            for (int j = 0; j < k; j++) free(ids[j]);
-            return usage_error("dump", "%s: %s", list_opts[k], kvl_last_error());
-        }
-    KvlModel *m = NULL;
-    KvlLora lora = {0}, grad = {0};
+    int T = d->n[0], r = 0, *seq = xmalloc(sizeof(int) * (size_t)(d->n[1] + d->n[2] + T));
     KvlCache cache = {0};
+    if (!seq) return -1;
+    for (int pass = 0; pass < (d->lists[2] ? 2 : 1) && !r; pass++) {
+        int n_before = d->n[1] + (pass ? d->n[2] : 0);
+        if (d->n[1]) memcpy(seq, d->ids[1], sizeof(int) * d->n[1]);
+        if (pass) memcpy(seq + d->n[1], d->ids[2], sizeof(int) * d->n[2]);
+        memcpy(seq + n_before, d->ids[0], sizeof(int) * T);
+        m->lora = (!pass && d->adapter) ? lora : NULL;
+        r = kvl_cache_init(&cache, &m->config, n_before + T) || kvl_forward(m, &cache, seq, n_before + T, pass ? teacher : logits, T);
+        kvl_cache_free(&cache);
+    }
+    free(seq);
+    return r;
+}
+
+/* The gradient of the loss for every LoRA tensor, as tensors named grad.<PEFT name>. */
+static int dump_gradients(KvlModel *m, KvlLora *lora, const Dump *d, const float *teacher, KvlLora *grad,
+                          KvlTensorOut **tensors, char **names, int *n)
+{
+    int T = d->n[0], r, *seq = xmalloc(sizeof(int) * (size_t)(d->n[1] + T));
     Acts acts = {0};
+    double loss;
+    if (!seq) return -1;
+    if (d->n[1]) memcpy(seq, d->ids[1], sizeof(int) * d->n[1]);
+    memcpy(seq + d->n[1], d->ids[0], sizeof(int) * T);
+    m->lora = lora;
+    r = lora_alloc_like(grad, lora, &m->config) || acts_init(&acts, &m->config, d->n[1] + T, lora->rank, 0) ||
+        distill_probe(m, &acts, grad, seq, d->n[1], T, teacher, d->loss == 0, T, &loss) ||
+        lora_tensor_list(grad, "grad.", tensors, names, n);
+    acts_free(&acts);
+    free(seq);
+    return r;
+}
+
+static int dump_run(KvlModel *m, const Dump *d)
+{
+    const KvlConfig *c = &m->config;
+    int T = d->n[0], n_grad = 0, has_context = d->lists[2] != NULL, rc = 1;
+    KvlLora lora = {0}, grad = {0};
     KvlTensorOut *tensors = NULL, *grad_tensors = NULL;
     char *grad_names = NULL;
-    float *logits = NULL, *teacher = NULL;
-    int rc = 1, T = n[0], n_grad = 0, *seq = NULL;
-    if (kvl_model_load(&m, dir)) { cli_error("%s", kvl_last_error()); goto done; }
-    const KvlConfig *c = &m->config;
+    float *logits = NULL, *teacher = NULL, loss_value = 0.0f;
+    double loss;
     for (int k = 0; k < 3; k++)
-        if (check_ids(ids[k], n[k], c, list_opts[k])) { cli_error("%s", kvl_last_error()); goto done; }
-    if (adapter && kvl_lora_load(&lora, adapter, c)) { cli_error("%s", kvl_last_error()); goto done; }
-    logits = malloc(sizeof(float) * (size_t)T * c->vocab_size);
-    teacher = malloc(sizeof(float) * (size_t)T * c->vocab_size);
-    seq = malloc(sizeof(int) * (size_t)(n[1] + n[2] + T));
-    if (!logits || !teacher || !seq) { cli_error("out of memory"); goto done; }
-
-    /* the student (the model with the adapter, if any) on prefix ++ tokens; then, with a
-       context, the teacher (the model alone) on prefix ++ context ++ tokens */
-    for (int pass = 0; pass < (lists[2] ? 2 : 1); pass++) {
-        int n_before = n[1] + (pass ? n[2] : 0);
-        if (n[1]) memcpy(seq, ids[1], sizeof(int) * n[1]);
-        if (pass) memcpy(seq + n[1], ids[2], sizeof(int) * n[2]);
-        memcpy(seq + n_before, ids[0], sizeof(int) * T);
-        m->lora = (!pass && adapter) ? &lora : NULL;
-        int r = kvl_cache_init(&cache, c, n_before + T) || kvl_forward(m, &cache, seq, n_before + T, pass ? teacher : logits, T);
-        kvl_cache_free(&cache);
-        if (r) { cli_error("%s", kvl_last_error()); goto done; }
-    }
-    float loss_value = 0.0f;
-    if (lists[2]) {
-        double loss;
-        if (loss_forward(&loss, logits, teacher, T, c->vocab_size, use_kl)) { cli_error("%s", kvl_last_error()); goto done; }
+        if (failed(check_ids(d->ids[k], d->n[k], c, dump_lists[k]))) goto done;
+    if (failed((d->adapter && kvl_lora_load(&lora, d->adapter, c)) || !(logits = xmalloc(sizeof(float) * (size_t)T * c->vocab_size)) ||
+               !(teacher = xmalloc(sizeof(float) * (size_t)T * c->vocab_size)) || dump_logits(m, &lora, d, logits, teacher))) goto done;
+    if (has_context) {
+        if (failed(loss_forward(&loss, logits, teacher, T, c->vocab_size, d->loss == 0))) goto done;
         loss_value = (float)loss;
     }
-    if (lists[2] && adapter) {                  /* the gradient of that loss for every LoRA tensor */
-        double loss;
-        if (n[1]) memcpy(seq, ids[1], sizeof(int) * n[1]);
-        memcpy(seq + n[1], ids[0], sizeof(int) * T);
-        m->lora = &lora;
-        if (lora_alloc_like(&grad, &lora, c) || acts_init(&acts, c, n[1] + T, lora.rank, 0) ||
-            distill_probe(m, &acts, &grad, seq, n[1], T, teacher, use_kl, T, &loss) ||
-            lora_tensor_list(&grad, "grad.", &grad_tensors, &grad_names, &n_grad)) {
-            cli_error("%s", kvl_last_error());
-            goto done;
-        }
-    }
-    tensors = calloc((size_t)4 + n_grad, sizeof *tensors);
-    if (!tensors) { cli_error("out of memory"); goto done; }
+    if (failed(has_context && d->adapter && dump_gradients(m, &lora, d, teacher, &grad, &grad_tensors, &grad_names, &n_grad)) ||
+        failed(!(tensors = xcalloc((size_t)4 + n_grad, sizeof *tensors)))) goto done;
     KvlTensorOut base[4] = {
         {"logits", KVL_F32, 2, {T, c->vocab_size}, logits},
-        {"tokens", KVL_I32, 1, {T}, ids[0]},
+        {"tokens", KVL_I32, 1, {T}, d->ids[0]},
         {"teacher_logits", KVL_F32, 2, {T, c->vocab_size}, teacher},
         {"loss", KVL_F32, 1, {1}, &loss_value},
     };
-    int n_tensors = lists[2] ? 4 : 2;
+    int n_tensors = has_context ? 4 : 2;
     memcpy(tensors, base, sizeof(KvlTensorOut) * n_tensors);
     if (n_grad) memcpy(tensors + n_tensors, grad_tensors, sizeof(KvlTensorOut) * n_grad);
     const char *mk[7] = {"format", "kvlora_version", "model", "prefix_tokens", "context_tokens", "adapter", "loss"};
-    const char *mv[7] = {"kvlora dump", KVL_VERSION, dir, lists[1] ? lists[1] : "", lists[2] ? lists[2] : "", adapter ? adapter : "", use_kl ? "kl" : "mse"};
-    if (kvl_st_write(out, tensors, n_tensors + n_grad, mk, mv, lists[2] ? 7 : 6)) { cli_error("%s", kvl_last_error()); goto done; }
-    fprintf(stderr, "kvlora: wrote %s (%d positions x %d logits%s%s)\n", out, T, c->vocab_size,
-            lists[2] ? ", teacher logits and loss" : "", n_grad ? ", LoRA gradients" : "");
+    const char *mv[7] = {"kvlora dump", KVL_VERSION, d->dir, d->lists[1] ? d->lists[1] : "", d->lists[2] ? d->lists[2] : "",
+                         d->adapter ? d->adapter : "", d->loss == 0 ? "kl" : "mse"};
+    if (failed(kvl_st_write(d->out, tensors, n_tensors + n_grad, mk, mv, has_context ? 7 : 6))) goto done;
+    fprintf(stderr, "kvlora: wrote %s (%d positions x %d logits%s%s)\n", d->out, T, c->vocab_size,
+            has_context ? ", teacher logits and loss" : "", n_grad ? ", LoRA gradients" : "");
     rc = 0;
 done:
+    m->lora = NULL;
     free(logits);
     free(teacher);
-    free(seq);
     free(tensors);
     free(grad_tensors);
     free(grad_names);
-    acts_free(&acts);
     kvl_lora_free(&grad);
     kvl_lora_free(&lora);
-    kvl_model_free(m);
-    for (int k = 0; k < 3; k++) free(ids[k]);
     return rc;
+}
+
+static int cmd_dump(int argc, char **argv)
+{
+    Dump d = {0};
+    Option opts[] = {
+        {"--tokens", OPT_STRING, &d.lists[0], 0, 0, NULL, "LIST", "the T tokens whose logits are written, e.g. 5,9,12"},
+        {"--prefix-tokens", OPT_STRING, &d.lists[1], 0, 0, NULL, "LIST", "tokens before them, seen by student and teacher"},
+        {"--context-tokens", OPT_STRING, &d.lists[2], 0, 0, NULL, "LIST", "the context, after the prefix, seen by the teacher only"},
+        {"--adapter", OPT_STRING, &d.adapter, 0, 0, NULL, "DIR", "the student's LoRA adapter (PEFT's layout)"},
+        {"--loss", OPT_CHOICE, &d.loss, 0, 0, "kl", "kl|mse", "the distillation loss"},
+        {"-o", OPT_STRING, &d.out, 0, 0, NULL, "OUT.safetensors", "the file to write"},
+    };
+    int r = parse_options("dump", dump_usage, opts, COUNT(opts), argc, argv, &d.dir, 1);
+    if (r != GO_ON) return r;
+    if (!d.lists[0]) return usage_error("dump", "missing --tokens");
+    if (!d.out) return usage_error("dump", "missing -o OUT.safetensors");
+    for (int k = 0; k < 3 && r == GO_ON; k++)
+        if (d.lists[k] && parse_ids(d.lists[k], &d.ids[k], &d.n[k])) r = usage_error("dump", "%s: %s", dump_lists[k], kvl_last_error());
+    KvlModel *m = NULL;
+    if (r == GO_ON) r = failed(kvl_model_load(&m, d.dir)) ? 1 : dump_run(m, &d);
+    kvl_model_free(m);
+    for (int k = 0; k < 3; k++) free(d.ids[k]);
+    return r;
 }
 
 /* --- kvlora record --- */
 
-/* The prefix P both sides see and the context C, from the command line: token ids, or
-   text through the model's tokenizer (the prefix with the tokenizer's BOS, the context
-   without). The prefix defaults to the model's BOS token. */
-typedef struct { const char *context_ids, *context_file, *prefix_ids, *prefix_text; } ContextArgs;
-
-static int context_from_args(const char *dir, KvlTokenizer **tok, const ContextArgs *a, const KvlConfig *c,
-                             int **prefix, int *n_prefix, int **context, int *n_context)
-{
-    *prefix = *context = NULL;
-    if (a->context_ids) {
-        if (parse_ids(a->context_ids, context, n_context)) return error_wrap("--context-ids");
-    } else {
-        char *text;
-        size_t len;
-        if (read_file(a->context_file, &text, &len)) return -1;
-        int r = encode_text(dir, tok, text, len, 0, context, n_context);
-        free(text);
-        if (r) return -1;
-    }
-    if (*n_context == 0) return fail("the context is empty: nothing to distil");
-    if (a->prefix_ids) {
-        if (parse_ids(a->prefix_ids, prefix, n_prefix)) return error_wrap("--prefix-ids");
-    } else if (a->prefix_text) {
-        if (encode_text(dir, tok, a->prefix_text, strlen(a->prefix_text), 1, prefix, n_prefix)) return -1;
-    } else {
-        if (!(*prefix = malloc(sizeof(int)))) return fail("out of memory");
-        *n_prefix = 0;
-        if (c->bos_token_id >= 0) (*prefix)[(*n_prefix)++] = c->bos_token_id;
-    }
-    return check_ids(*context, *n_context, c, "the context") || check_ids(*prefix, *n_prefix, c, "the prefix");
-}
-
-/* Takes the context and prefix options; 1 if argv[*i] was one of them, -1 on a missing value. */
-static int context_option(ContextArgs *ca, int *i, int argc, char **argv)
-{
-    const char *a = argv[*i], **slot = !strcmp(a, "--context-ids") ? &ca->context_ids : !strcmp(a, "--context") ? &ca->context_file
-                                     : !strcmp(a, "--prefix-ids") ? &ca->prefix_ids : !strcmp(a, "--prefix") ? &ca->prefix_text : NULL;
-    if (!slot) return 0;
-    return (*slot = option_value(i, argc, argv)) ? 1 : -1;
-}
-
-static const char *record_help =
-    "usage: kvlora record MODEL_DIR (--context FILE | --context-ids LIST) [--prefix TEXT | --prefix-ids LIST]\n"
-    "                     [--dtype f32|f16|bf16] -o CACHE.safetensors\n"
-    "\n"
+static const char *record_usage =
+    "usage: kvlora record MODEL_DIR (--context FILE | --context-ids LIST) [options] -o CACHE.safetensors\n\n"
     "Reads prefix ++ context and writes its KV cache: layers.N.k and layers.N.v, each\n"
     "[kv_heads, T, head_dim] (keys after RoPE), tokens I32 [T], and metadata naming the model\n"
-    "(a fingerprint of its shape and weights) and the prefix length. The prefix defaults to\n"
-    "the model's BOS token. --dtype sets the stored precision (default f32: reading the file\n"
-    "back gives exactly the logits of recomputing the cache). Text needs the model's\n"
-    "tokenizer.json: the context is encoded without BOS, a --prefix with it.\n";
+    "(a fingerprint of its shape and weights) and the prefix length. Text needs the model's\n"
+    "tokenizer.json: the context is encoded without BOS, a --prefix with it.\n\n";
 
 static int cmd_record(int argc, char **argv)
 {
+    static const KvlDtype dtypes[3] = {KVL_F32, KVL_F16, KVL_BF16};
     const char *dir = NULL, *out = NULL;
     ContextArgs ca = {0};
-    KvlDtype dtype = KVL_F32;
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i], *v;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(record_help, stdout); return 0; }
-        if (a[0] != '-') { if (dir) return usage_error("record", "one model directory expected, got '%s' too", a); dir = a; continue; }
-        int taken = context_option(&ca, &i, argc, argv);
-        if (taken < 0) return usage_error("record", "option %s needs a value", a);
-        if (taken) continue;
-        if (!(v = option_value(&i, argc, argv))) return usage_error("record", "option %s needs a value", a);
-        if (!strcmp(a, "-o")) out = v;
-        else if (!strcmp(a, "--dtype")) {
-            if (!strcmp(v, "f32")) dtype = KVL_F32;
-            else if (!strcmp(v, "f16")) dtype = KVL_F16;
-            else if (!strcmp(v, "bf16")) dtype = KVL_BF16;
-            else return usage_error("record", "--dtype must be f32, f16 or bf16, got '%s'", v);
-        } else return usage_error("record", "unknown option '%s'", a);
-    }
-    if (!dir) return usage_error("record", "missing MODEL_DIR");
+    int dtype = 0, r;
+    Option opts[] = {
+        CONTEXT_OPTIONS(ca),
+        {"--dtype", OPT_CHOICE, &dtype, 0, 0, "f32", "f32|f16|bf16", "the stored precision (f32: reading the file back gives\n"
+                                                                      "exactly the logits of recomputing the cache)"},
+        {"-o", OPT_STRING, &out, 0, 0, NULL, "CACHE.safetensors", "the file to write"},
+    };
+    if ((r = parse_options("record", record_usage, opts, COUNT(opts), argc, argv, &dir, 1)) != GO_ON) return r;
     if (!ca.context_ids == !ca.context_file) return usage_error("record", "give the context as exactly one of --context FILE or --context-ids LIST");
     if (ca.prefix_ids && ca.prefix_text) return usage_error("record", "give at most one of --prefix and --prefix-ids");
     if (!out) return usage_error("record", "missing -o CACHE.safetensors");
     KvlModel *m = NULL;
     KvlTokenizer *tok = NULL;
     KvlCache cache = {0};
-    int *prefix = NULL, *context = NULL, *seq = NULL, n_prefix = 0, n_context = 0, rc = 1;
-    if (kvl_model_load(&m, dir) || context_from_args(dir, &tok, &ca, &m->config, &prefix, &n_prefix, &context, &n_context)) { cli_error("%s", kvl_last_error()); goto done; }
-    seq = malloc(sizeof(int) * (size_t)(n_prefix + n_context));
-    if (!seq) { cli_error("out of memory"); goto done; }
-    memcpy(seq, prefix, sizeof(int) * n_prefix);
-    memcpy(seq + n_prefix, context, sizeof(int) * n_context);
-    double t0 = now_seconds();
-    if (kvl_cache_init(&cache, &m->config, n_prefix + n_context) || kvl_forward(m, &cache, seq, n_prefix + n_context, NULL, 0) ||
-        kvl_cache_save(&cache, m, seq, n_prefix, dtype, out)) { cli_error("%s", kvl_last_error()); goto done; }
-    fprintf(stderr, "kvlora: recorded %d tokens (prefix %d) in %.2f s: %s, %zu bytes of keys and values as float32\n",
-            n_prefix + n_context, n_prefix, now_seconds() - t0, out, kvl_cache_bytes_per_token(&m->config) * (size_t)(n_prefix + n_context));
-    rc = 0;
-done:
+    int *prefix = NULL, *context = NULL, *seq = NULL, n_prefix = 0, n_context = 0;
+    double t0 = 0;
+    r = failed(kvl_model_load(&m, dir) || context_from_args(dir, &tok, &ca, &m->config, &prefix, &n_prefix, &context, &n_context) ||
+               !(seq = xmalloc(sizeof(int) * (size_t)(n_prefix + n_context))));
+    if (!r) {
+        memcpy(seq, prefix, sizeof(int) * n_prefix);
+        memcpy(seq + n_prefix, context, sizeof(int) * n_context);
+        t0 = now_seconds();
+        r = failed(kvl_cache_init(&cache, &m->config, n_prefix + n_context) || kvl_forward(m, &cache, seq, n_prefix + n_context, NULL, 0) ||
+                   kvl_cache_save(&cache, m, seq, n_prefix, dtypes[dtype], out));
+    }
+    if (!r)
+        fprintf(stderr, "kvlora: recorded %d tokens (prefix %d) in %.2f s: %s, %zu bytes of keys and values as float32\n", n_prefix + n_context,
+                n_prefix, now_seconds() - t0, out, kvl_cache_bytes_per_token(&m->config) * (size_t)(n_prefix + n_context));
     kvl_cache_free(&cache);
     kvl_model_free(m);
     kvl_tokenizer_free(tok);
-    free(prefix); free(context); free(seq);
-    return rc;
+    free(prefix);
+    free(context);
+    free(seq);
+    return r;
 }
 
 /* --- kvlora distill --- */
 
-static const char *distill_help =
-    "usage: kvlora distill MODEL_DIR (--cache CACHE | --context FILE | --context-ids LIST)\n"
-    "                      [--prefix TEXT | --prefix-ids LIST] [--queries FILE | --query-ids FILE]\n"
-    "                      [--self-study N] [--self-study-len L]\n"
-    "                      [--context-chunks] [--chunk-len L] [--rank R] [--alpha A] [--rslora]\n"
-    "                      [--targets LIST] [--loss kl|mse] [--steps S] [--lr LR] [--batch B]\n"
-    "                      [--weight-decay W] [--seed S] [--init ADAPTER] -o ADAPTER_DIR\n"
-    "\n"
+static const char *distill_usage =
+    "usage: kvlora distill MODEL_DIR (--cache CACHE | --context FILE | --context-ids LIST) [options] -o ADAPTER_DIR\n\n"
     "Trains a LoRA adapter so that the model with it, reading prefix ++ probe, answers like\n"
     "the model reading the cached prefix ++ context ++ probe, and writes it in PEFT's layout\n"
     "(ADAPTER_DIR/adapter_model.safetensors + adapter_config.json). One progress line per\n"
-    "step on stderr. Same seed, same adapter, whatever the number of threads.\n"
-    "\n"
-    "the context:\n"
-    "  --cache CACHE        a file from kvlora record (refused if made by another model)\n"
-    "  --context FILE       or a text file (needs the model's tokenizer.json)\n"
-    "  --context-ids LIST   or the context's token ids\n"
-    "  --prefix TEXT        the shared prefix (default: the model's BOS token); or --prefix-ids\n"
-    "probes (any combination; default: --context-chunks and --self-study 16):\n"
-    "  --queries FILE       one probe per line, text: what later sessions will ask\n"
-    "  --query-ids FILE     the same as comma-separated token ids\n"
-    "  --self-study N       N continuations the teacher samples from the cached context, after\n"
-    "                       generic prompts (\"Q:\", \"Question:\", ...) when the model has a tokenizer\n"
-    "  --self-study-len L   their length (default 32)\n"
-    "  --context-chunks     windows of the context itself, every chunk-len / 2 tokens\n"
-    "  --chunk-len L        their length (default 32)\n"
-    "the adapter and its training:\n"
-    "  --rank R             default 8          --alpha A       default 2 R\n"
-    "  --rslora             scale alpha / sqrt(R) instead of alpha / R\n"
-    "  --targets LIST       q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj or all (default)\n"
-    "  --loss kl|mse        default kl         --steps S       default 100\n"
-    "  --lr LR              default 2e-3       --batch B       probes per step, default 4\n"
-    "  --weight-decay W     default 0          --seed S        default 0\n"
-    "  --init ADAPTER       start from an existing adapter (its rank, alpha and targets)\n"
-    "  --checkpoint-every N write the adapter every N steps (atomically: a crash or a kill\n"
-    "                       leaves the last one whole). SIGINT/SIGTERM stop after the current\n"
-    "                       step and save the adapter as it is; the exit code is then 130.\n";
+    "step on stderr. Same seed, same adapter, whatever the number of threads. SIGINT and\n"
+    "SIGTERM stop after the current step and save the adapter as it is (exit code 130).\n\n";
 
-/* SIGINT / SIGTERM ask distill to stop after the current step and keep its adapter. */
-static volatile sig_atomic_t stop_requested;
-static void request_stop(int sig) { (void)sig; stop_requested = 1; }
+typedef struct {
+    const char *dir, *out, *cache, *queries, *query_ids, *targets, *init;
+    ContextArgs ca;
+    long long self_study, self_study_len, chunk_len, rank, steps, batch, seed, every;
+    float alpha, lr, weight_decay;
+    int chunks, rslora, loss;
+} DistillArgs;
 
 typedef struct { KvlLora *lora; const char *out; long long every; } DistillProgress;
 
@@ -6120,303 +6139,292 @@ static int print_progress(void *ctx, int step, int steps, double loss, double el
 /* One probe per non-blank line: comma-separated ids, or text encoded with tok (no BOS). */
 static int read_probe_file(const char *path, const KvlConfig *c, KvlTokenizer *tok, KvlProbe **probes, int *n)
 {
-    char *text;
+    char *text, *line, *end;
     size_t len;
-    if (read_file(path, &text, &len)) return -1;
     int count = 0, cap = 0;
-    char *line = text;
-    while (line && *line) {
-        char *end = strchr(line, '\n');
-        if (end) *end = 0;
+    if (read_file(path, &text, &len)) return -1;
+    for (line = text; line && *line; line = end ? end + 1 : NULL) {
+        if ((end = strchr(line, '\n'))) *end = 0;
         char *p = line;
         while (*p == ' ' || *p == '\t' || *p == '\r') p++;
         size_t l = strlen(p);
         while (l && (p[l - 1] == '\r' || p[l - 1] == ' ' || p[l - 1] == '\t')) p[--l] = 0;
-        if (*p) {
-            if (count == cap) {
-                KvlProbe *bigger = realloc(*probes, sizeof(KvlProbe) * (cap = cap ? 2 * cap : 16));
-                if (!bigger) { free(text); return fail("out of memory"); }
-                *probes = bigger;
-            }
-            KvlProbe *pr = &(*probes)[count];
-            int r = tok ? kvl_encode(tok, p, l, 0, &pr->ids, &pr->n) : parse_ids(p, &pr->ids, &pr->n);
-            if (r || check_ids(pr->ids, pr->n, c, path) || pr->n == 0) {
-                if (!r) free(pr->ids);
-                free(text);
-                return pr->n == 0 && !r ? fail("%s, probe %d: no tokens", path, count + 1) : error_wrap("%s, probe %d", path, count + 1);
-            }
-            count++;
+        if (!*p) continue;
+        if (count == cap) {
+            KvlProbe *bigger = realloc(*probes, sizeof(KvlProbe) * (cap = cap ? 2 * cap : 16));
+            if (!bigger) { free(text); return fail("out of memory"); }
+            *probes = bigger;
         }
-        line = end ? end + 1 : NULL;
+        KvlProbe *pr = &(*probes)[count];
+        int r = tok ? kvl_encode(tok, p, l, 0, &pr->ids, &pr->n) : parse_ids(p, &pr->ids, &pr->n);
+        if (r || check_ids(pr->ids, pr->n, c, path) || pr->n == 0) {
+            if (!r) free(pr->ids);
+            free(text);
+            return pr->n == 0 && !r ? fail("%s, probe %d: no tokens", path, count + 1) : error_wrap("%s, probe %d", path, count + 1);
+        }
+        count++;
     }
     free(text);
     *n = count;
-    if (count == 0) return fail("%s: no probes in the file (one per line)", path);
+    return count ? 0 : fail("%s: no probes in the file (one per line)", path);
+}
+
+/* The cached prefix ++ context, read from --cache or recorded now, with room after it for
+   the longest probe. */
+static int distill_context(KvlModel *m, const DistillArgs *a, KvlTokenizer **tok, KvlCache *cache, int **tokens,
+                           int *n_tokens, int *n_prefix)
+{
+    const KvlConfig *c = &m->config;
+    int room = (int)(a->self_study_len > a->chunk_len ? a->self_study_len : a->chunk_len) + 4096, r;
+    int *prefix = NULL, *context = NULL, n_context = 0;
+    if (a->cache) r = kvl_cache_load(cache, m, a->cache, room, tokens, n_tokens, n_prefix);
+    else {
+        r = context_from_args(a->dir, tok, &a->ca, c, &prefix, n_prefix, &context, &n_context) ||
+            !(*tokens = xmalloc(sizeof(int) * (size_t)(*n_prefix + n_context)));
+        if (!r) {
+            *n_tokens = *n_prefix + n_context;
+            memcpy(*tokens, prefix, sizeof(int) * *n_prefix);
+            memcpy(*tokens + *n_prefix, context, sizeof(int) * n_context);
+            int capacity = *n_tokens + room > c->max_positions ? c->max_positions : *n_tokens + room;
+            r = kvl_cache_init(cache, c, capacity) || kvl_forward(m, cache, *tokens, *n_tokens, NULL, 0);
+        }
+        free(prefix);
+        free(context);
+    }
+    if (!r && *n_tokens - *n_prefix < 1) r = fail("the context is empty: nothing to distil");
+    if (!r) fprintf(stderr, "kvlora: context of %d tokens after a prefix of %d\n", *n_tokens - *n_prefix, *n_prefix);
+    return r;
+}
+
+/* Generic prompts that start the teacher's self-study samples, when the model has a
+   tokenizer, so that the samples read as questions and answers about the context. */
+static int self_study_prompts(const char *dir, KvlTokenizer **tok, const KvlConfig *c, KvlProbe prompts[4])
+{
+    static const char *const generic[4] = {"\nQ:", "\n", "\nQuestion:", "\nIn short,"};
+    char path[4096];
+    int n = 0;
+    path_join(path, sizeof path, dir, "tokenizer.json");
+    if (!*tok && !(file_exists(path) && kvl_tokenizer_load(tok, path) == 0)) return 0;
+    for (int k = 0; k < 4; k++) {
+        KvlProbe *p = &prompts[n];
+        if (kvl_encode(*tok, generic[k], strlen(generic[k]), 0, &p->ids, &p->n)) continue;
+        if (p->n > 0 && check_ids(p->ids, p->n, c, "prompt") == 0) n++;
+        else free(p->ids);                      /* a prompt this model cannot take */
+    }
+    return n;
+}
+
+/* The probes, in this order: the query file, windows of the context, the teacher's samples. */
+static int distill_probes(KvlModel *m, KvlCache *cache, KvlTokenizer **tok, const DistillArgs *a, const int *tokens,
+                          int n_tokens, int n_prefix, KvlProbe **probes, int *n_probes)
+{
+    const KvlConfig *c = &m->config;
+    KvlProbe *more = NULL, *all, prompts[4] = {{NULL, 0}};
+    int n_more = 0, n_prompts, r;
+    if (a->query_ids && read_probe_file(a->query_ids, c, NULL, probes, n_probes)) return -1;
+    if (a->queries && ((!*tok && load_tokenizer(a->dir, tok)) || read_probe_file(a->queries, c, *tok, probes, n_probes))) return -1;
+    if (a->chunks && kvl_context_chunks(tokens + n_prefix, n_tokens - n_prefix, (int)a->chunk_len, &more, &n_more)) return -1;
+    if (!(all = realloc(*probes, sizeof(KvlProbe) * ((size_t)*n_probes + n_more + a->self_study + 1)))) {
+        for (int i = 0; i < n_more; i++) free(more[i].ids);
+        free(more);
+        return fail("out of memory");
+    }
+    *probes = all;
+    if (n_more) memcpy(all + *n_probes, more, sizeof(KvlProbe) * n_more);
+    *n_probes += n_more;
+    free(more);
+    if (a->self_study > 0) {
+        memset(all + *n_probes, 0, sizeof(KvlProbe) * a->self_study);
+        n_prompts = self_study_prompts(a->dir, tok, c, prompts);
+        r = kvl_self_study(m, cache, tokens[n_tokens - 1], prompts, n_prompts, (int)a->self_study, (int)a->self_study_len,
+                           (uint64_t)a->seed, all + *n_probes);
+        for (int k = 0; k < n_prompts; k++) free(prompts[k].ids);
+        *n_probes += (int)a->self_study;
+        if (r) return -1;
+    }
+    fprintf(stderr, "kvlora: %d probes (%s%s%s)\n", *n_probes, a->queries || a->query_ids ? "queries " : "",
+            a->chunks ? "context chunks " : "", a->self_study ? "self-study" : "");
     return 0;
+}
+
+/* The adapter: initialised (or --init), trained, saved; the losses before and after. */
+static int distill_train(KvlModel *m, KvlCache *cache, const DistillArgs *a, const int *has, const int *tokens, int n_tokens,
+                         int n_prefix, const KvlProbe *probes, int n_probes)
+{
+    const KvlConfig *c = &m->config;
+    KvlLora lora = {0};
+    double before, after, last;
+    int use_kl = a->loss == 0, rc = 1;
+    if (failed(a->init ? kvl_lora_load(&lora, a->init, c)
+                       : kvl_lora_init(&lora, c, (int)a->rank, a->alpha > 0 ? a->alpha : 2.0f * a->rank, a->rslora, has, (uint64_t)a->seed)))
+        goto done;
+    snprintf(lora.base_model, sizeof lora.base_model, "%s", a->dir);
+    m->lora = &lora;
+    if (failed(kvl_distill_loss(m, cache, tokens, n_prefix, probes, n_probes, use_kl, &before))) goto done;
+    fprintf(stderr, "kvlora: rank %d, alpha %g, %zu parameters; %s loss over the probes before: %.6f\n",
+            lora.rank, lora.alpha, lora.n_params, use_kl ? "kl" : "mse", before);
+    DistillProgress progress = {&lora, a->out, a->every};
+    KvlDistillOptions opt = {use_kl, (int)a->steps, (int)a->batch, a->lr, a->weight_decay, (uint64_t)a->seed, print_progress, &progress};
+    signal(SIGINT, request_stop);
+    signal(SIGTERM, request_stop);
+    double t0 = now_seconds();
+    if (failed(kvl_distill(m, cache, tokens, n_prefix, probes, n_probes, &lora, &opt, &last) ||
+               kvl_distill_loss(m, cache, tokens, n_prefix, probes, n_probes, use_kl, &after))) goto done;
+    double seconds = now_seconds() - t0;
+    if (failed(kvl_lora_save(&lora, a->out))) goto done;
+    size_t kv_bytes = kvl_cache_bytes_per_token(c) * (size_t)(n_tokens - n_prefix);
+    if (stop_requested)
+        fprintf(stderr, "kvlora: interrupted; the adapter as trained so far is in %s (loss %.6f)\n", a->out, after);
+    else
+        fprintf(stderr, "kvlora: loss %.6f -> %.6f in %.1f s; wrote %s: %zu bytes of float32 LoRA for %zu bytes of float32 KV cache (%.1f%%)\n",
+                before, after, seconds, a->out, lora.n_params * 4, kv_bytes, 100.0 * lora.n_params * 4 / (kv_bytes ? kv_bytes : 1));
+    rc = stop_requested ? 130 : 0;
+done:
+    m->lora = NULL;
+    kvl_lora_free(&lora);
+    return rc;
 }
 
 static int cmd_distill(int argc, char **argv)
 {
-    const char *dir = NULL, *out = NULL, *cache_path = NULL, *query_path = NULL, *query_text_path = NULL;
-    const char *targets = "all", *init = NULL;
-    ContextArgs ca = {0};
-    long long rank = 8, self_study = -1, self_study_len = 32, chunk_len = 32, seed = 0, steps = 100, batch = 4, every = 0;
-    float alpha = -1, lr = 2e-3f, weight_decay = 0.0f;
-    int chunks = 0, rslora = 0, use_kl = 1;
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i], *v;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(distill_help, stdout); return 0; }
-        if (a[0] != '-') { if (dir) return usage_error("distill", "one model directory expected, got '%s' too", a); dir = a; continue; }
-        if (!strcmp(a, "--context-chunks")) { chunks = 1; continue; }
-        if (!strcmp(a, "--rslora")) { rslora = 1; continue; }
-        int taken = context_option(&ca, &i, argc, argv);
-        if (taken < 0) return usage_error("distill", "option %s needs a value", a);
-        if (taken) continue;
-        if (!(v = option_value(&i, argc, argv))) return usage_error("distill", "option %s needs a value", a);
-        int bad = 0;
-        if (!strcmp(a, "--cache")) cache_path = v;
-        else if (!strcmp(a, "--query-ids")) query_path = v;
-        else if (!strcmp(a, "--queries")) query_text_path = v;
-        else if (!strcmp(a, "--self-study")) bad = parse_long(v, 0, 1 << 20, &self_study);
-        else if (!strcmp(a, "--self-study-len")) bad = parse_long(v, 1, 1 << 20, &self_study_len);
-        else if (!strcmp(a, "--chunk-len")) bad = parse_long(v, 1, 1 << 20, &chunk_len);
-        else if (!strcmp(a, "--rank")) bad = parse_long(v, 1, 65536, &rank);
-        else if (!strcmp(a, "--alpha")) bad = parse_float(v, &alpha) || !(alpha > 0);
-        else if (!strcmp(a, "--targets")) targets = v;
-        else if (!strcmp(a, "--loss")) { if (!strcmp(v, "kl")) use_kl = 1; else if (!strcmp(v, "mse")) use_kl = 0; else bad = 1; }
-        else if (!strcmp(a, "--steps")) bad = parse_long(v, 0, 1 << 30, &steps);
-        else if (!strcmp(a, "--lr")) bad = parse_float(v, &lr) || !(lr > 0);
-        else if (!strcmp(a, "--batch")) bad = parse_long(v, 1, 4096, &batch);
-        else if (!strcmp(a, "--weight-decay")) bad = parse_float(v, &weight_decay) || weight_decay < 0;
-        else if (!strcmp(a, "--seed")) bad = parse_long(v, 0, LLONG_MAX, &seed);
-        else if (!strcmp(a, "--init")) init = v;
-        else if (!strcmp(a, "--checkpoint-every")) bad = parse_long(v, 1, 1 << 30, &every);
-        else if (!strcmp(a, "-o")) out = v;
-        else return usage_error("distill", "unknown option '%s'", a);
-        if (bad) return usage_error("distill", "bad value '%s' for %s", v, a);
-    }
-    if (!dir) return usage_error("distill", "missing MODEL_DIR");
-    if ((cache_path != NULL) + (ca.context_file != NULL) + (ca.context_ids != NULL) != 1)
-        return usage_error("distill", "give the context as exactly one of --cache, --context or --context-ids");
-    if (cache_path && (ca.prefix_ids || ca.prefix_text)) return usage_error("distill", "a cache holds its prefix: --prefix goes to kvlora record");
-    if (query_path && query_text_path) return usage_error("distill", "give at most one of --queries and --query-ids");
-    if (!out) return usage_error("distill", "missing -o ADAPTER_DIR");
-    int has[KVL_N_TARGETS];
-    if (kvl_lora_parse_targets(targets, has)) return usage_error("distill", "--targets: %s", kvl_last_error());
-    if (self_study < 0 && !chunks && !query_path && !query_text_path) { self_study = 16; chunks = 1; }
-    if (self_study < 0) self_study = 0;
-
+    DistillArgs a = {0};
+    Option opts[] = {
+        {.help = "the context:"},
+        {"--cache", OPT_STRING, &a.cache, 0, 0, NULL, "CACHE", "a file from kvlora record (refused if made by another model)"},
+        CONTEXT_OPTIONS(a.ca),
+        {.help = "probes (any combination; without any, --context-chunks and --self-study 16):"},
+        {"--queries", OPT_STRING, &a.queries, 0, 0, NULL, "FILE", "one probe per line, text: what later sessions will ask"},
+        {"--query-ids", OPT_STRING, &a.query_ids, 0, 0, NULL, "FILE", "the same as comma-separated token ids"},
+        {"--self-study", OPT_INT, &a.self_study, 0, 1 << 20, NULL, "N", "N continuations the teacher samples from the cached context, after\n"
+                                                                      "generic prompts (\"Q:\", \"Question:\", ...) when the model has a tokenizer"},
+        {"--self-study-len", OPT_INT, &a.self_study_len, 1, 1 << 20, "32", "L", "their length"},
+        {"--context-chunks", OPT_FLAG, &a.chunks, 0, 0, NULL, NULL, "windows of the context itself, every chunk-len / 2 tokens"},
+        {"--chunk-len", OPT_INT, &a.chunk_len, 1, 1 << 20, "32", "L", "their length"},
+        {.help = "the adapter and its training:"},
+        {"--rank", OPT_INT, &a.rank, 1, 65536, "8", "R", "the LoRA rank"},
+        {"--alpha", OPT_POSITIVE, &a.alpha, 0, INFINITY, NULL, "A", "the LoRA alpha (default 2 R)"},
+        {"--rslora", OPT_FLAG, &a.rslora, 0, 0, NULL, NULL, "scale alpha / sqrt(R) instead of alpha / R"},
+        {"--targets", OPT_STRING, &a.targets, 0, 0, "all", "LIST", "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj or all"},
+        {"--loss", OPT_CHOICE, &a.loss, 0, 0, "kl", "kl|mse", "the distance between student and teacher"},
+        {"--steps", OPT_INT, &a.steps, 0, 1 << 30, "100", "S", "AdamW steps"},
+        {"--lr", OPT_POSITIVE, &a.lr, 0, INFINITY, "2e-3", "LR", "the learning rate"},
+        {"--batch", OPT_INT, &a.batch, 1, 4096, "4", "B", "probes per step"},
+        {"--weight-decay", OPT_FLOAT, &a.weight_decay, 0, INFINITY, "0", "W", "AdamW's weight decay"},
+        {"--seed", OPT_INT, &a.seed, 0, INFINITY, "0", "S", "seed of the adapter, the samples and the batches"},
+        {"--init", OPT_STRING, &a.init, 0, 0, NULL, "ADAPTER", "start from an existing adapter (its rank, alpha and targets)"},
+        {"--checkpoint-every", OPT_INT, &a.every, 1, 1 << 30, NULL, "N", "write the adapter every N steps (atomically: a crash or a kill\n"
+                                                                      "leaves the last one whole)"},
+        {"-o", OPT_STRING, &a.out, 0, 0, NULL, "ADAPTER_DIR", "where the adapter goes"},
+    };
     KvlModel *m = NULL;
     KvlTokenizer *tok = NULL;                   /* loaded once, if any text needs it */
     KvlCache cache = {0};
-    KvlLora lora = {0};
-    KvlProbe *probes = NULL, *more = NULL;
-    int n_probes = 0, n_more = 0, rc = 1, *prefix = NULL, *tokens = NULL, n_prefix = 0, n_tokens = 0, *context = NULL, n_context = 0;
-    if (kvl_model_load(&m, dir)) { cli_error("%s", kvl_last_error()); goto done; }
-    const KvlConfig *c = &m->config;
-    int room = (int)(self_study_len > chunk_len ? self_study_len : chunk_len);
-    if (cache_path) {
-        if (kvl_cache_load(&cache, m, cache_path, room + 4096, &tokens, &n_tokens, &n_prefix)) { cli_error("%s", kvl_last_error()); goto done; }
-        prefix = tokens;
-    } else {
-        if (context_from_args(dir, &tok, &ca, c, &prefix, &n_prefix, &context, &n_context)) { cli_error("%s", kvl_last_error()); goto done; }
-        n_tokens = n_prefix + n_context;
-        tokens = malloc(sizeof(int) * n_tokens);
-        if (!tokens) { cli_error("out of memory"); goto done; }
-        memcpy(tokens, prefix, sizeof(int) * n_prefix);
-        memcpy(tokens + n_prefix, context, sizeof(int) * n_context);
-        int capacity = n_tokens + room + 4096 > c->max_positions ? c->max_positions : n_tokens + room + 4096;
-        if (kvl_cache_init(&cache, c, capacity) || kvl_forward(m, &cache, tokens, n_tokens, NULL, 0)) { cli_error("%s", kvl_last_error()); goto done; }
-    }
-    if (n_tokens - n_prefix < 1) { cli_error("the context is empty: nothing to distil"); goto done; }
-    fprintf(stderr, "kvlora: context of %d tokens after a prefix of %d\n", n_tokens - n_prefix, n_prefix);
-
-    /* probes */
-    if (query_path && read_probe_file(query_path, c, NULL, &probes, &n_probes)) { cli_error("%s", kvl_last_error()); goto done; }
-    if (query_text_path && ((!tok && load_tokenizer(dir, &tok)) || read_probe_file(query_text_path, c, tok, &probes, &n_probes))) {
-        cli_error("%s", kvl_last_error());
-        goto done;
-    }
-    if (chunks) {
-        if (kvl_context_chunks(tokens + n_prefix, n_tokens - n_prefix, (int)chunk_len, &more, &n_more)) { cli_error("%s", kvl_last_error()); goto done; }
-        KvlProbe *all = realloc(probes, sizeof(KvlProbe) * (n_probes + n_more + self_study));
-        if (!all) { cli_error("out of memory"); goto done; }
-        probes = all;
-        if (n_more) memcpy(probes + n_probes, more, sizeof(KvlProbe) * n_more);
-        n_probes += n_more;
-        free(more);
-        more = NULL;
-    }
-    if (self_study > 0) {
-        KvlProbe *all = realloc(probes, sizeof(KvlProbe) * (n_probes + self_study));
-        if (!all) { cli_error("out of memory"); goto done; }
-        probes = all;
-        memset(probes + n_probes, 0, sizeof(KvlProbe) * self_study);
-        /* generic prompts start the teacher's continuations when the model has a tokenizer */
-        static const char *const generic[] = {"\nQ:", "\n", "\nQuestion:", "\nIn short,"};
-        KvlProbe prompts[4];
-        int n_prompts = 0;
-        char tpath[4096];
-        path_join(tpath, sizeof tpath, dir, "tokenizer.json");
-        if (tok || (file_exists(tpath) && kvl_tokenizer_load(&tok, tpath) == 0))
-            for (int k = 0; k < 4; k++) {
-                KvlProbe *p = &prompts[n_prompts];
-                if (kvl_encode(tok, generic[k], strlen(generic[k]), 0, &p->ids, &p->n)) continue;
-                if (p->n > 0 && check_ids(p->ids, p->n, c, "prompt") == 0) n_prompts++;
-                else free(p->ids);                      /* a prompt this model cannot take */
-            }
-        int r = kvl_self_study(m, &cache, tokens[n_tokens - 1], prompts, n_prompts, (int)self_study, (int)self_study_len, (uint64_t)seed, probes + n_probes);
-        for (int k = 0; k < n_prompts; k++) free(prompts[k].ids);
-        if (r) {
-            n_probes += (int)self_study;
-            cli_error("%s", kvl_last_error());
-            goto done;
-        }
-        n_probes += (int)self_study;
-    }
-    fprintf(stderr, "kvlora: %d probes (%s%s%s)\n", n_probes, query_path || query_text_path ? "queries " : "", chunks ? "context chunks " : "", self_study ? "self-study" : "");
-
-    /* the adapter */
-    if (init) {
-        if (kvl_lora_load(&lora, init, c)) { cli_error("%s", kvl_last_error()); goto done; }
-    } else if (kvl_lora_init(&lora, c, (int)rank, alpha > 0 ? alpha : 2.0f * rank, rslora, has, (uint64_t)seed)) {
-        cli_error("%s", kvl_last_error());
-        goto done;
-    }
-    snprintf(lora.base_model, sizeof lora.base_model, "%s", dir);
-    double before, after, last;
-    m->lora = &lora;
-    if (kvl_distill_loss(m, &cache, tokens, n_prefix, probes, n_probes, use_kl, &before)) { cli_error("%s", kvl_last_error()); goto done; }
-    fprintf(stderr, "kvlora: rank %d, alpha %g, %zu parameters; %s loss over the probes before: %.6f\n",
-            lora.rank, lora.alpha, lora.n_params, use_kl ? "kl" : "mse", before);
-    DistillProgress progress = {&lora, out, every};
-    KvlDistillOptions opt = {use_kl, (int)steps, (int)batch, lr, weight_decay, (uint64_t)seed, print_progress, &progress};
-    signal(SIGINT, request_stop);
-    signal(SIGTERM, request_stop);
-    double t0 = now_seconds();
-    if (kvl_distill(m, &cache, tokens, n_prefix, probes, n_probes, &lora, &opt, &last) ||
-        kvl_distill_loss(m, &cache, tokens, n_prefix, probes, n_probes, use_kl, &after)) { cli_error("%s", kvl_last_error()); goto done; }
-    double seconds = now_seconds() - t0;
-    if (kvl_lora_save(&lora, out)) { cli_error("%s", kvl_last_error()); goto done; }
-    if (stop_requested) {
-        fprintf(stderr, "kvlora: interrupted; the adapter as trained so far is in %s (loss %.6f)\n", out, after);
-        rc = 130;
-        goto done;
-    }
-    size_t kv_bytes = kvl_cache_bytes_per_token(c) * (size_t)(n_tokens - n_prefix);
-    fprintf(stderr, "kvlora: loss %.6f -> %.6f in %.1f s; wrote %s: %zu bytes of float32 LoRA for %zu bytes of float32 KV cache (%.1f%%)\n",
-            before, after, seconds, out, lora.n_params * 4, kv_bytes, 100.0 * lora.n_params * 4 / (kv_bytes ? kv_bytes : 1));
-    rc = 0;
-done:
-    if (m) m->lora = NULL;
+    KvlProbe *probes = NULL;
+    int *tokens = NULL, n_tokens = 0, n_prefix = 0, n_probes = 0, has[KVL_N_TARGETS], r;
+    a.self_study = -1;                          /* not given */
+    if ((r = parse_options("distill", distill_usage, opts, COUNT(opts), argc, argv, &a.dir, 1)) != GO_ON) return r;
+    if ((a.cache != NULL) + (a.ca.context_file != NULL) + (a.ca.context_ids != NULL) != 1)
+        return usage_error("distill", "give the context as exactly one of --cache, --context or --context-ids");
+    if (a.cache && (a.ca.prefix_ids || a.ca.prefix_text)) return usage_error("distill", "a cache holds its prefix: --prefix goes to kvlora record");
+    if (a.query_ids && a.queries) return usage_error("distill", "give at most one of --queries and --query-ids");
+    if (!a.out) return usage_error("distill", "missing -o ADAPTER_DIR");
+    if (kvl_lora_parse_targets(a.targets, has)) return usage_error("distill", "--targets: %s", kvl_last_error());
+    if (a.self_study < 0 && !a.chunks && !a.query_ids && !a.queries) { a.self_study = 16; a.chunks = 1; }
+    if (a.self_study < 0) a.self_study = 0;
+    r = 1;
+    if (!failed(kvl_model_load(&m, a.dir) || distill_context(m, &a, &tok, &cache, &tokens, &n_tokens, &n_prefix) ||
+                distill_probes(m, &cache, &tok, &a, tokens, n_tokens, n_prefix, &probes, &n_probes)))
+        r = distill_train(m, &cache, &a, has, tokens, n_tokens, n_prefix, probes, n_probes);
     for (int i = 0; i < n_probes; i++) free(probes[i].ids);
     free(probes);
-    free(more);
-    if (prefix != tokens) free(prefix);
     free(tokens);
-    free(context);
-    kvl_lora_free(&lora);
     kvl_cache_free(&cache);
     kvl_tokenizer_free(tok);
     kvl_model_free(m);
-    return rc;
+    return r;
 }
 
 /* --- kvlora merge --- */
 
-static const char *merge_help =
-    "usage: kvlora merge MODEL_DIR --adapter A [--adapter B ...] [--weights w1,w2,...] -o OUT_DIR\n"
-    "       kvlora merge MODEL_DIR --adapter A [--adapter B ...] [--weights ...] --combine -o ADAPTER_DIR\n"
-    "\n"
+static const char *merge_usage =
+    "usage: kvlora merge MODEL_DIR --adapter A [--adapter B ...] [--weights w1,w2,...] [--combine] -o DIR\n\n"
     "Without --combine: writes a model directory (config.json, model.safetensors in F32,\n"
     "tokenizer.json if the model has one) whose weights are W + sum_k w_k * scale_k * B_k A_k:\n"
     "its logits equal the base model's with the weighted adapters. With --combine: writes one\n"
-    "adapter equal to the weighted sum (ranks concatenated, alpha = rank). Weights default to 1.\n";
+    "adapter equal to the weighted sum (ranks concatenated, alpha = rank).\n\n";
+
+/* --weights: one number per adapter, each as strtof reads it; 1 each without the option. */
+static int parse_weights(const char *arg, float *weights, int n)
+{
+    const char *p = arg;
+    int k = 0;
+    for (int j = 0; j < n; j++) weights[j] = 1.0f;
+    for (; arg && k < n && *p; k++) {
+        char *end;
+        weights[k] = strtof(p, &end);
+        if (end == p || !isfinite(weights[k])) return usage_error("merge", "--weights: '%s' is not a list of numbers", arg);
+        p = *end == ',' ? end + 1 : end;
+    }
+    if (arg && (k != n || *p)) return usage_error("merge", "--weights needs one number per --adapter (%d)", n);
+    return GO_ON;
+}
 
 static int cmd_merge(int argc, char **argv)
 {
-    const char *dir = NULL, *out = NULL, *weights_arg = NULL, *adapters[64];
-    int n_adapters = 0, combine = 0;
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i], *v;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(merge_help, stdout); return 0; }
-        if (a[0] != '-') { if (dir) return usage_error("merge", "one model directory expected, got '%s' too", a); dir = a; continue; }
-        if (!strcmp(a, "--combine")) { combine = 1; continue; }
-        if (!(v = option_value(&i, argc, argv))) return usage_error("merge", "option %s needs a value", a);
-        if (!strcmp(a, "--adapter")) { if (n_adapters == 64) return usage_error("merge", "at most 64 adapters"); adapters[n_adapters++] = v; }
-        else if (!strcmp(a, "--weights")) weights_arg = v;
-        else if (!strcmp(a, "-o")) out = v;
-        else return usage_error("merge", "unknown option '%s'", a);
-    }
-    if (!dir) return usage_error("merge", "missing MODEL_DIR");
-    if (!n_adapters) return usage_error("merge", "missing --adapter");
-    if (!out) return usage_error("merge", "missing -o OUT_DIR");
+    const char *dir = NULL, *out = NULL, *weights_arg = NULL;
+    Strings adapters = {0};
+    int combine = 0, n_loaded = 0, r;
     float weights[64];
-    for (int k = 0; k < n_adapters; k++) weights[k] = 1.0f;
-    if (weights_arg) {
-        const char *p = weights_arg;
-        int k = 0;
-        for (; k < n_adapters && *p; k++) {
-            char *end;
-            weights[k] = strtof(p, &end);
-            if (end == p || !isfinite(weights[k])) return usage_error("merge", "--weights: '%s' is not a list of numbers", weights_arg);
-            p = *end == ',' ? end + 1 : end;
-        }
-        if (k != n_adapters || *p) return usage_error("merge", "--weights needs one number per --adapter (%d)", n_adapters);
-    }
+    Option opts[] = {
+        {"--adapter", OPT_STRINGS, &adapters, 0, 0, NULL, "DIR", "an adapter in PEFT's layout; again for each more (at most 64)"},
+        {"--weights", OPT_STRING, &weights_arg, 0, 0, NULL, "LIST", "one weight per --adapter, e.g. 1,0.5 (default: 1 each)"},
+        {"--combine", OPT_FLAG, &combine, 0, 0, NULL, NULL, "write one adapter instead of a model"},
+        {"-o", OPT_STRING, &out, 0, 0, NULL, "DIR", "the directory to write"},
+    };
+    if ((r = parse_options("merge", merge_usage, opts, COUNT(opts), argc, argv, &dir, 1)) != GO_ON) return r;
+    if (!adapters.n) return usage_error("merge", "missing --adapter");
+    if (!out) return usage_error("merge", "missing -o OUT_DIR");
+    if ((r = parse_weights(weights_arg, weights, adapters.n)) != GO_ON) return r;
     KvlModel *m = NULL;
     KvlLora loras[64], combined = {0};
-    int n_loaded = 0, rc = 1;
-    if (kvl_model_load(&m, dir)) { cli_error("%s", kvl_last_error()); goto done; }
-    for (; n_loaded < n_adapters; n_loaded++)
-        if (kvl_lora_load(&loras[n_loaded], adapters[n_loaded], &m->config)) { cli_error("%s", kvl_last_error()); goto done; }
-    if (combine) {
-        if (kvl_lora_combine(&combined, loras, weights, n_adapters, &m->config) || kvl_lora_save(&combined, out)) { cli_error("%s", kvl_last_error()); goto done; }
-        fprintf(stderr, "kvlora: wrote %s: one adapter of rank %d from %d adapters\n", out, combined.rank, n_adapters);
-    } else {
-        for (int k = 0; k < n_adapters; k++)
-            if (kvl_lora_merge(m, &loras[k], weights[k])) { cli_error("%s", kvl_last_error()); goto done; }
-        if (kvl_model_save(m, dir, out)) { cli_error("%s", kvl_last_error()); goto done; }
-        fprintf(stderr, "kvlora: wrote %s: %s with %d adapter(s) merged into its weights\n", out, dir, n_adapters);
-    }
-    rc = 0;
-done:
+    r = failed(kvl_model_load(&m, dir));
+    for (; !r && n_loaded < adapters.n; n_loaded++)
+        if ((r = failed(kvl_lora_load(&loras[n_loaded], adapters.v[n_loaded], &m->config)))) break;
+    if (!r && combine && !(r = failed(kvl_lora_combine(&combined, loras, weights, adapters.n, &m->config) || kvl_lora_save(&combined, out))))
+        fprintf(stderr, "kvlora: wrote %s: one adapter of rank %d from %d adapters\n", out, combined.rank, adapters.n);
+    for (int k = 0; !r && !combine && k < adapters.n; k++) r = failed(kvl_lora_merge(m, &loras[k], weights[k]));
+    if (!r && !combine && !(r = failed(kvl_model_save(m, dir, out))))
+        fprintf(stderr, "kvlora: wrote %s: %s with %d adapter(s) merged into its weights\n", out, dir, adapters.n);
     for (int k = 0; k < n_loaded; k++) kvl_lora_free(&loras[k]);
     kvl_lora_free(&combined);
     kvl_model_free(m);
-    return rc;
+    return r;
 }
 
 /* --- kvlora corpus --- */
 
-static const char *corpus_help =
-    "usage: kvlora corpus [--needles K] [--sentences N] [--seed S]\n"
-    "\n"
-    "Prints a needle-in-a-haystack document: N sentences of filler (default 40) with K needles\n"
-    "(default 4) \"The secret code of NAME is DDDDD.\" spread through it, then a line per needle\n"
-    "with its question and answer. The same seed gives the same text.\n";
+static const char *corpus_usage =
+    "usage: kvlora corpus [--needles K] [--sentences N] [--seed S]\n\n"
+    "Prints a needle-in-a-haystack document: N sentences of filler with K needles \"The secret\n"
+    "code of NAME is DDDDD.\" spread through it, then a line per needle with its question and\n"
+    "answer. The same seed gives the same text.\n\n";
 
 static int cmd_corpus(int argc, char **argv)
 {
-    long long needles = 4, sentences = 40, seed = 0;
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i], *v;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(corpus_help, stdout); return 0; }
-        if (!(v = option_value(&i, argc, argv))) return usage_error("corpus", "option %s needs a value", a);
-        int bad = 0;
-        if (!strcmp(a, "--needles")) bad = parse_long(v, 0, 300, &needles);
-        else if (!strcmp(a, "--sentences")) bad = parse_long(v, 0, 1 << 20, &sentences);
-        else if (!strcmp(a, "--seed")) bad = parse_long(v, 0, LLONG_MAX, &seed);
-        else return usage_error("corpus", "unknown option '%s'", a);
-        if (bad) return usage_error("corpus", "bad value '%s' for %s", v, a);
-    }
+    long long needles, sentences, seed;
+    Option opts[] = {
+        {"--needles", OPT_INT, &needles, 0, 300, "4", "K", "needles"},
+        {"--sentences", OPT_INT, &sentences, 0, 1 << 20, "40", "N", "sentences of filler"},
+        {"--seed", OPT_INT, &seed, 0, INFINITY, "0", "S", "seed of the text"},
+    };
+    int r = parse_options("corpus", corpus_usage, opts, COUNT(opts), argc, argv, NULL, 0);
     KvlNeedle list[300];
-    char *text;
+    char *text, q[128];
     size_t len;
-    if (kvl_needle_document(&text, &len, list, (int)needles, (int)sentences, NULL, (uint64_t)seed)) return cli_error("%s", kvl_last_error());
+    if (r != GO_ON) return r;
+    if (failed(kvl_needle_document(&text, &len, list, (int)needles, (int)sentences, NULL, (uint64_t)seed))) return 1;
     printf("%s\n\n", text);
     for (int k = 0; k < needles; k++) {
-        char q[128];
         kvl_needle_question(&list[k], q, sizeof q);
         printf("%s %s\n", q, list[k].code);
     }
@@ -6426,47 +6434,30 @@ static int cmd_corpus(int argc, char **argv)
 
 /* --- kvlora pretrain --- */
 
-static const char *pretrain_help =
-    "usage: kvlora pretrain -o DIR [--steps N] [--seed S] [--layers L] [--dim D] [--heads H]\n"
-    "                       [--kv-heads K] [--ffn F] [--vocab V] [--seq-len T]\n"
-    "                       [--batch-tokens N] [--short-steps N] [--ramp-steps N] [--lr LR]\n"
-    "                       [--warmup W] [--weight-decay WD] [--clip C] [--checkpoint-every N]\n"
-    "       kvlora pretrain -o DIR --resume [--checkpoint-every N]\n"
-    "\n"
-    "Trains a small Llama-architecture model from nothing on the needle corpus (see\n"
-    "`kvlora corpus`): documents of filler sentences with 1-8 needles, each followed by its\n"
-    "needles' questions and answers. First a byte-level BPE tokenizer of V tokens is learnt\n"
-    "from 2000 documents; then every weight is trained with next-token cross-entropy and\n"
-    "AdamW (betas 0.9, 0.95; linear warmup, cosine decay to a tenth; gradients clipped).\n"
-    "The documents start short (at most 3 filler sentences) so that the model learns to\n"
-    "look needles up, then grow to the full sequence length.\n"
-    "Writes DIR/config.json, DIR/tokenizer.json, DIR/model.safetensors (F32) and\n"
-    "DIR/pretrain.json (the settings and the result). Same seed, same model, whatever the\n"
-    "thread count. Every checkpoint, and Ctrl-C (exit 130), saves the model as trained so\n"
-    "far and DIR/pretrain_state.safetensors; `--resume` goes on from there, bit for bit as\n"
-    "if never stopped (the state file is removed when the run completes). Each checkpoint\n"
-    "also prints the held-out answers' loss: the cross-entropy of the codes answered in 64\n"
-    "short texts never trained on (1.919 while the model only guesses digits, 0 when it\n"
-    "looks every needle up), and the share of answers right token for token, in all and\n"
-    "by the text's number of needles K (a model that answers with any needle not yet asked\n"
-    "about, not by its name, gets 100 75 61 52 46 41 37 34% for K = 1..8).\n"
-    "\n"
-    "  --steps N             optimiser steps (default 3600; 0 writes the untrained model,\n"
-    "                        to replay the run elsewhere: data/pretrain_search.py's start)\n"
-    "  --seed S              seed of the weights and the documents (default 1)\n"
-    "  --layers, --dim, --heads, --kv-heads, --ffn\n"
-    "                        the shape (default 4, 128, 8, 8, 384)\n"
-    "  --vocab V             tokenizer size, 258 (bytes only) and up (default 1024)\n"
-    "  --seq-len T           longest training sequence, the trained context (default 768)\n"
-    "  --batch-tokens N      tokens per step, in whole documents (default 8192)\n"
-    "  --short-steps N       steps on short documents first (default 1800)\n"
-    "  --ramp-steps N        then steps over which documents grow to T (default 1000)\n"
-    "  --lr LR               peak learning rate (default 1e-3)\n"
-    "  --warmup W            warmup steps (default 100)\n"
-    "  --weight-decay WD     AdamW decay, on every weight (default 0.1)\n"
-    "  --clip C              global gradient-norm clip, 0 for none (default 1)\n"
-    "  --checkpoint-every N  save the model and the state every N steps (default 250)\n"
-    "  --resume              go on with the run in DIR, with its own settings\n";
+static const char *pretrain_usage =
+    "usage: kvlora pretrain -o DIR [options]\n"
+    "       kvlora pretrain -o DIR --resume [--checkpoint-every N]\n\n"
+    "Trains a small Llama-architecture model from nothing on the needle corpus (kvlora corpus):\n"
+    "documents of filler sentences with 1-8 needles, each followed by its needles' questions and\n"
+    "answers. A byte-level BPE tokenizer of V tokens is learnt from 2000 documents; then every\n"
+    "weight is trained with next-token cross-entropy and AdamW (betas 0.9, 0.95; linear warmup,\n"
+    "cosine decay to a tenth; gradients clipped). The documents start short (at most 3 filler\n"
+    "sentences), so that the model learns to look needles up, then grow to T tokens.\n"
+    "Writes DIR/config.json, tokenizer.json, model.safetensors (F32) and pretrain.json (the\n"
+    "settings and the result). Same seed, same model, whatever the thread count. Every\n"
+    "checkpoint, and Ctrl-C (exit 130), saves the model so far and DIR/pretrain_state.safetensors,\n"
+    "from which --resume goes on bit for bit (the file is removed when the run completes).\n"
+    "Each checkpoint also prints the loss on the answers of 64 held-out short texts (1.919 while\n"
+    "the model only guesses digits, 0 when it looks every needle up) and the share of answers\n"
+    "right, in all and by the text's number of needles K (a model that answers with any needle\n"
+    "not yet asked about gets 100 75 61 52 46 41 37 34% for K = 1..8).\n\n";
+
+typedef struct {
+    const char *out;
+    long long steps, seed, layers, dim, heads, kv_heads, ffn, vocab, seq_len, batch_tokens, short_steps, ramp_steps, warmup, every;
+    float lr, weight_decay, clip;
+    int resume;
+} PretrainArgs;
 
 typedef struct {
     KvlModel *m;
@@ -6490,164 +6481,159 @@ static int pretrain_checkpoint(PretrainProgress *p)
 static int pretrain_progress(void *ctx, int step, int steps, double loss, double elapsed, double eta, int tokens)
 {
     PretrainProgress *p = ctx;
+    double answer_loss, right;
+    int by_needles[9][2];
     fprintf(stderr, "step %5d/%d  loss %.4f  %6d tokens  %7.0f tok/s  %7.1f s elapsed  %7.1f s left\n",
             step, steps, loss, tokens, tokens * (double)(step - p->first_step) / (elapsed + 1e-9), elapsed, eta);
-    if (p->every > 0 && step % p->every == 0 && step < steps) {
-        if (pretrain_checkpoint(p)) fprintf(stderr, "kvlora: checkpoint failed: %s\n", kvl_last_error());
-        else fprintf(stderr, "kvlora: checkpoint at step %d in %s\n", step, p->out);
-        /* whether retrieval is being learnt shows here long before in the loss */
-        double answer_loss, right;
-        int by_needles[9][2];
-        if (kvl_pretrain_eval(p->m, p->tok, 64, 3, p->opt->seed, &answer_loss, &right, by_needles) == 0) {
-            fprintf(stderr, "kvlora: held-out answers (64 short texts): loss %.3f (1.919: guessing digits), %.0f%% right;"
-                    " by the text's needles K = 1..8:", answer_loss, 100 * right);
-            for (int k = 1; k <= 8; k++)
-                if (by_needles[k][1]) fprintf(stderr, " %.0f%%", 100.0 * by_needles[k][0] / by_needles[k][1]);
-                else fprintf(stderr, " -");
-            /* a model that answers with a needle not yet asked about, not by its name,
-               gets (1/K)(1 + 1/2 + ... + 1/K): 100 75 61 52 46 41 37 34% */
-            fprintf(stderr, "\n");
-        }
-        else fprintf(stderr, "kvlora: held-out answers not measured: %s\n", kvl_last_error());
-    }
+    if (p->every <= 0 || step % p->every != 0 || step >= steps) return stop_requested != 0;
+    if (pretrain_checkpoint(p)) fprintf(stderr, "kvlora: checkpoint failed: %s\n", kvl_last_error());
+    else fprintf(stderr, "kvlora: checkpoint at step %d in %s\n", step, p->out);
+    /* whether retrieval is being learnt shows here long before in the loss; a model that
+       answers with a needle not yet asked about, not by its name, gets (1/K)(1 + 1/2 + ...
+       + 1/K) right: 100 75 61 52 46 41 37 34% */
+    if (kvl_pretrain_eval(p->m, p->tok, 64, 3, p->opt->seed, &answer_loss, &right, by_needles) == 0) {
+        fprintf(stderr, "kvlora: held-out answers (64 short texts): loss %.3f (1.919: guessing digits), %.0f%% right;"
+                " by the text's needles K = 1..8:", answer_loss, 100 * right);
+        for (int k = 1; k <= 8; k++)
+            if (by_needles[k][1]) fprintf(stderr, " %.0f%%", 100.0 * by_needles[k][0] / by_needles[k][1]);
+            else fprintf(stderr, " -");
+        fprintf(stderr, "\n");
+    } else fprintf(stderr, "kvlora: held-out answers not measured: %s\n", kvl_last_error());
     return stop_requested != 0;
 }
 
-static int cmd_pretrain(int argc, char **argv)
+/* The tokenizer, learnt from the run's first 2000 documents, in DIR/tokenizer.json; then
+   the untrained model: Llama's architecture with tied embeddings, in the shape asked for. */
+static int pretrain_init(const PretrainArgs *a, KvlTokenizer **tok, KvlModel **m)
 {
-    const char *out = NULL;
-    long long steps = 3600, seed = 1, layers = 4, dim = 128, heads = 8, kv_heads = 8, ffn = 384, vocab = 1024;
-    long long seq_len = 768, batch_tokens = 8192, short_steps = 1800, ramp_steps = 1000, warmup = 100, every = 250;
-    float lr = 1e-3f, weight_decay = 0.1f, clip = 1.0f;
-    int resume = 0;
-    const char *setting = NULL;         /* an option --resume cannot take */
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i], *v;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(pretrain_help, stdout); return 0; }
-        if (!strcmp(a, "--resume")) { resume = 1; continue; }
-        if (!(v = option_value(&i, argc, argv))) return usage_error("pretrain", "option %s needs a value", a);
-        int bad = 0;
-        if (strcmp(a, "-o") && strcmp(a, "--checkpoint-every")) setting = a;
-        if (!strcmp(a, "-o")) out = v;
-        else if (!strcmp(a, "--steps")) bad = parse_long(v, 0, 1 << 30, &steps);
-        else if (!strcmp(a, "--seed")) bad = parse_long(v, 0, LLONG_MAX, &seed);
-        else if (!strcmp(a, "--layers")) bad = parse_long(v, 1, 256, &layers);
-        else if (!strcmp(a, "--dim")) bad = parse_long(v, 2, 65536, &dim);
-        else if (!strcmp(a, "--heads")) bad = parse_long(v, 1, 1024, &heads);
-        else if (!strcmp(a, "--kv-heads")) bad = parse_long(v, 1, 1024, &kv_heads);
-        else if (!strcmp(a, "--ffn")) bad = parse_long(v, 1, 1 << 20, &ffn);
-        else if (!strcmp(a, "--vocab")) bad = parse_long(v, 258, 1 << 20, &vocab);
-        else if (!strcmp(a, "--seq-len")) bad = parse_long(v, 2, 1 << 20, &seq_len);
-        else if (!strcmp(a, "--batch-tokens")) bad = parse_long(v, 1, 1 << 24, &batch_tokens);
-        else if (!strcmp(a, "--short-steps")) bad = parse_long(v, 0, 1 << 30, &short_steps);
-        else if (!strcmp(a, "--ramp-steps")) bad = parse_long(v, 0, 1 << 30, &ramp_steps);
-        else if (!strcmp(a, "--lr")) bad = parse_float(v, &lr) || !(lr > 0);
-        else if (!strcmp(a, "--warmup")) bad = parse_long(v, 0, 1 << 30, &warmup);
-        else if (!strcmp(a, "--weight-decay")) bad = parse_float(v, &weight_decay) || weight_decay < 0;
-        else if (!strcmp(a, "--clip")) bad = parse_float(v, &clip) || clip < 0;
-        else if (!strcmp(a, "--checkpoint-every")) bad = parse_long(v, 0, 1 << 30, &every);
-        else return usage_error("pretrain", "unknown option '%s'", a);
-        if (bad) return usage_error("pretrain", "bad value '%s' for %s", v, a);
+    Buf corpus = {0};
+    char *json = NULL, path[4096];
+    size_t json_len;
+    KvlConfig c = {0};
+    int r = 0;
+    for (int i = 0; i < 2000 && !r; i++) {
+        char *text;
+        size_t len;
+        r = kvl_pretrain_text(&text, &len, 20, kvl_document_seed((uint64_t)a->seed, (uint64_t)i, 0));
+        if (!r) { r = buf_push(&corpus, text, len); free(text); }
     }
-    if (!out) return usage_error("pretrain", "missing -o DIR");
-    if (resume && setting) return usage_error("pretrain", "--resume goes on with the run's own settings; %s cannot change them", setting);
-    if (dim % heads || heads % kv_heads || (dim / heads) % 2)
-        return usage_error("pretrain", "--dim must split into --heads heads of even size, and --heads into --kv-heads groups");
+    path_join(path, sizeof path, a->out, "tokenizer.json");
+    r = r || kvl_bpe_train(corpus.data, corpus.len, (int)a->vocab, &json, &json_len) || make_dir(a->out) ||
+        write_text_file(path, json) || kvl_tokenizer_load(tok, path);
+    if (!r) fprintf(stderr, "kvlora: learnt a tokenizer of %d tokens from %zu bytes: %s\n", kvl_tokenizer_vocab_size(*tok), corpus.len, path);
+    free(corpus.data);
+    free(json);
+    if (r) return r;
+    c.arch = KVL_LLAMA;
+    c.n_layers = (int)a->layers; c.dim = (int)a->dim; c.n_heads = (int)a->heads; c.n_kv_heads = (int)a->kv_heads;
+    c.head_dim = (int)(a->dim / a->heads); c.ffn_dim = (int)a->ffn; c.vocab_size = kvl_tokenizer_vocab_size(*tok);
+    c.max_positions = a->seq_len > 2048 ? (int)a->seq_len : 2048;
+    c.rms_eps = 1e-5f; c.rope_theta = 10000.0f; c.tie_embeddings = 1; c.bos_token_id = 0; c.eos_token_id = 1;
+    return kvl_model_pretrain_init(m, &c, (uint64_t)a->seed);
+}
 
+/* DIR/pretrain.json: the settings and the result. */
+static int pretrain_write_info(const char *dir, const KvlPretrainOptions *opt, int steps_done, int resumed_at, double loss, double seconds)
+{
+    Buf info = {0};
+    char path[4096];
+    path_join(path, sizeof path, dir, "pretrain.json");
+    int r = buf_printf(&info, "{\n  \"made_by\": \"kvlora %s pretrain\",\n  \"steps\": %d,\n  \"steps_done\": %d,\n  \"resumed_at\": %d,\n",
+                       KVL_VERSION, opt->steps, steps_done, resumed_at) ||
+            buf_printf(&info, "  \"seed\": %llu,\n  \"batch_tokens\": %d,\n  \"seq_len\": %d,\n  \"short_steps\": %d,\n  \"ramp_steps\": %d,\n",
+                       (unsigned long long)opt->seed, opt->batch_tokens, opt->seq_len, opt->short_steps, opt->ramp_steps) ||
+            buf_printf(&info, "  \"lr\": %g,\n  \"warmup\": %d,\n  \"weight_decay\": %g,\n  \"clip\": %g,\n", opt->lr, opt->warmup,
+                       opt->weight_decay, opt->clip) ||
+            buf_printf(&info, "  \"final_loss\": %.6f,\n  \"seconds\": %.1f\n}\n", loss, seconds) || write_text_file(path, info.data);
+    free(info.data);
+    return r;
+}
+
+static int pretrain_run(const PretrainArgs *a)
+{
     KvlTokenizer *tok = NULL;
     KvlModel *m = NULL;
     KvlPretrainState state = {0};
-    KvlPretrainOptions opt = {(int)steps, (int)batch_tokens, (int)seq_len, (int)short_steps, (int)ramp_steps, (int)warmup,
-                              lr, weight_decay, clip, (uint64_t)seed, NULL, NULL};
-    Buf corpus = {0};
-    char *json = NULL, path[4096], state_path[4096];
-    size_t json_len;
+    KvlPretrainOptions opt = {(int)a->steps, (int)a->batch_tokens, (int)a->seq_len, (int)a->short_steps, (int)a->ramp_steps,
+                              (int)a->warmup, a->lr, a->weight_decay, a->clip, (uint64_t)a->seed, NULL, NULL};
+    char path[4096], state_path[4096];
     int rc = 1;
-    path_join(state_path, sizeof state_path, out, "pretrain_state.safetensors");
-    path_join(path, sizeof path, out, "tokenizer.json");
-    if (resume) {
-        if (kvl_model_load(&m, out) || kvl_tokenizer_load(&tok, path) || kvl_pretrain_state_load(state_path, &state, m, &opt)) {
+    path_join(state_path, sizeof state_path, a->out, "pretrain_state.safetensors");
+    path_join(path, sizeof path, a->out, "tokenizer.json");
+    if (a->resume) {
+        if (kvl_model_load(&m, a->out) || kvl_tokenizer_load(&tok, path) || kvl_pretrain_state_load(state_path, &state, m, &opt)) {
             cli_error("cannot resume: %s", kvl_last_error());
             goto done;
         }
-        fprintf(stderr, "kvlora: resuming %s at step %d of %d\n", out, state.step, opt.steps);
-    } else {
-        /* the tokenizer, learnt from 2000 documents */
-        for (int i = 0; i < 2000; i++) {
-            char *text;
-            size_t len;
-            if (kvl_pretrain_text(&text, &len, 20, kvl_document_seed((uint64_t)seed, (uint64_t)i, 0))) { cli_error("%s", kvl_last_error()); goto done; }
-            int r = buf_push(&corpus, text, len);
-            free(text);
-            if (r) { cli_error("%s", kvl_last_error()); goto done; }
-        }
-        if (kvl_bpe_train(corpus.data, corpus.len, (int)vocab, &json, &json_len) || make_dir(out) ||
-            write_text_file(path, json) || kvl_tokenizer_load(&tok, path)) {
-            cli_error("%s", kvl_last_error());
-            goto done;
-        }
-        fprintf(stderr, "kvlora: learnt a tokenizer of %d tokens from %zu bytes: %s\n", kvl_tokenizer_vocab_size(tok), corpus.len, path);
-
-        KvlConfig c = {0};
-        c.arch = KVL_LLAMA;
-        c.n_layers = (int)layers; c.dim = (int)dim; c.n_heads = (int)heads; c.n_kv_heads = (int)kv_heads;
-        c.head_dim = (int)(dim / heads); c.ffn_dim = (int)ffn; c.vocab_size = kvl_tokenizer_vocab_size(tok);
-        c.max_positions = seq_len > 2048 ? (int)seq_len : 2048;
-        c.rms_eps = 1e-5f; c.rope_theta = 10000.0f; c.tie_embeddings = 1; c.bos_token_id = 0; c.eos_token_id = 1;
-        if (kvl_model_pretrain_init(&m, &c, (uint64_t)seed) || kvl_pretrain_state_init(&state, m)) { cli_error("%s", kvl_last_error()); goto done; }
-    }
+        fprintf(stderr, "kvlora: resuming %s at step %d of %d\n", a->out, state.step, opt.steps);
+    } else if (failed(pretrain_init(a, &tok, &m) || kvl_pretrain_state_init(&state, m))) goto done;
     const KvlConfig *c = &m->config;
     fprintf(stderr, "kvlora: %d layers, dim %d, %d heads (%d KV), ffn %d, vocab %d: %zu parameters\n",
             c->n_layers, c->dim, c->n_heads, c->n_kv_heads, c->ffn_dim, c->vocab_size, m->n_params);
-
-    PretrainProgress progress = {m, tok, out, every, &opt, &state, state.step};
+    PretrainProgress progress = {m, tok, a->out, a->every, &opt, &state, state.step};
     opt.progress = pretrain_progress;
     opt.progress_ctx = &progress;
     signal(SIGINT, request_stop);
     signal(SIGTERM, request_stop);
     double t0 = now_seconds(), loss = 0.0;
-    if (kvl_pretrain(m, tok, &opt, &state, &loss)) { cli_error("%s", kvl_last_error()); goto done; }
+    if (failed(kvl_pretrain(m, tok, &opt, &state, &loss))) goto done;
     double seconds = now_seconds() - t0;
-    if (stop_requested ? pretrain_checkpoint(&progress) : kvl_model_save(m, NULL, out)) { cli_error("%s", kvl_last_error()); goto done; }
+    if (failed(stop_requested ? pretrain_checkpoint(&progress) : kvl_model_save(m, NULL, a->out))) goto done;
     if (!stop_requested) remove(state_path);        /* the run is complete: nothing to go on from */
-    Buf info = {0};
-    path_join(path, sizeof path, out, "pretrain.json");
-    if (buf_printf(&info, "{\n  \"made_by\": \"kvlora %s pretrain\",\n  \"steps\": %d,\n  \"steps_done\": %d,\n  \"resumed_at\": %d,\n",
-                   KVL_VERSION, opt.steps, state.step, progress.first_step) ||
-        buf_printf(&info, "  \"seed\": %llu,\n  \"batch_tokens\": %d,\n  \"seq_len\": %d,\n  \"short_steps\": %d,\n  \"ramp_steps\": %d,\n",
-                   (unsigned long long)opt.seed, opt.batch_tokens, opt.seq_len, opt.short_steps, opt.ramp_steps) ||
-        buf_printf(&info, "  \"lr\": %g,\n  \"warmup\": %d,\n  \"weight_decay\": %g,\n  \"clip\": %g,\n", opt.lr, opt.warmup,
-                   opt.weight_decay, opt.clip) ||
-        buf_printf(&info, "  \"final_loss\": %.6f,\n  \"seconds\": %.1f\n}\n", loss, seconds) ||
-        write_text_file(path, info.data)) {
-        free(info.data);
-        cli_error("%s", kvl_last_error());
-        goto done;
-    }
-    free(info.data);
+    if (failed(pretrain_write_info(a->out, &opt, state.step, progress.first_step, loss, seconds))) goto done;
     if (stop_requested)
-        fprintf(stderr, "kvlora: interrupted at step %d after %.1f s; `kvlora pretrain -o %s --resume` goes on\n", state.step, seconds, out);
+        fprintf(stderr, "kvlora: interrupted at step %d after %.1f s; `kvlora pretrain -o %s --resume` goes on\n", state.step, seconds, a->out);
     else
-        fprintf(stderr, "kvlora: done after %.1f s, last batch loss %.4f; wrote %s\n", seconds, loss, out);
+        fprintf(stderr, "kvlora: done after %.1f s, last batch loss %.4f; wrote %s\n", seconds, loss, a->out);
     rc = stop_requested ? 130 : 0;
 done:
-    free(corpus.data);
-    free(json);
     kvl_pretrain_state_free(&state);
     kvl_tokenizer_free(tok);
     kvl_model_free(m);
     return rc;
 }
 
+static int cmd_pretrain(int argc, char **argv)
+{
+    PretrainArgs a = {0};
+    const char *setting = NULL;
+    Option opts[] = {
+        {"-o", OPT_STRING, &a.out, 0, 0, NULL, "DIR", "the model directory to write"},
+        {"--steps", OPT_INT, &a.steps, 0, 1 << 30, "3600", "N", "optimiser steps (0 writes the untrained model, to replay the run\n"
+                                                               "elsewhere: data/pretrain_search.py's start)"},
+        {"--seed", OPT_INT, &a.seed, 0, INFINITY, "1", "S", "seed of the weights and the documents"},
+        {"--layers", OPT_INT, &a.layers, 1, 256, "4", "L", "layers"},
+        {"--dim", OPT_INT, &a.dim, 2, 65536, "128", "D", "hidden size"},
+        {"--heads", OPT_INT, &a.heads, 1, 1024, "8", "H", "query heads"},
+        {"--kv-heads", OPT_INT, &a.kv_heads, 1, 1024, "8", "K", "key/value heads"},
+        {"--ffn", OPT_INT, &a.ffn, 1, 1 << 20, "384", "F", "feed-forward size"},
+        {"--vocab", OPT_INT, &a.vocab, 258, 1 << 20, "1024", "V", "tokenizer size, 258 (bytes only) and up"},
+        {"--seq-len", OPT_INT, &a.seq_len, 2, 1 << 20, "768", "T", "longest training sequence, the trained context"},
+        {"--batch-tokens", OPT_INT, &a.batch_tokens, 1, 1 << 24, "8192", "N", "tokens per step, in whole documents"},
+        {"--short-steps", OPT_INT, &a.short_steps, 0, 1 << 30, "1800", "N", "steps on short documents first"},
+        {"--ramp-steps", OPT_INT, &a.ramp_steps, 0, 1 << 30, "1000", "N", "then steps over which documents grow to T"},
+        {"--lr", OPT_POSITIVE, &a.lr, 0, INFINITY, "1e-3", "LR", "peak learning rate"},
+        {"--warmup", OPT_INT, &a.warmup, 0, 1 << 30, "100", "W", "warmup steps"},
+        {"--weight-decay", OPT_FLOAT, &a.weight_decay, 0, INFINITY, "0.1", "WD", "AdamW decay, on every weight"},
+        {"--clip", OPT_FLOAT, &a.clip, 0, INFINITY, "1", "C", "global gradient-norm clip, 0 for none"},
+        {"--checkpoint-every", OPT_INT, &a.every, 0, 1 << 30, "250", "N", "save the model and the state every N steps"},
+        {"--resume", OPT_FLAG, &a.resume, 0, 0, NULL, NULL, "go on with the run in DIR, with its own settings"},
+    };
+    int r = parse_options("pretrain", pretrain_usage, opts, COUNT(opts), argc, argv, NULL, 0);
+    if (r != GO_ON) return r;
+    for (int i = 0; i < argc; i++)          /* the last setting given; every option but --resume takes a value */
+        if (strcmp(argv[i], "--resume")) { if (strcmp(argv[i], "-o") && strcmp(argv[i], "--checkpoint-every")) setting = argv[i]; i++; }
+    if (!a.out) return usage_error("pretrain", "missing -o DIR");
+    if (a.resume && setting) return usage_error("pretrain", "--resume goes on with the run's own settings; %s cannot change them", setting);
+    if (a.dim % a.heads || a.heads % a.kv_heads || (a.dim / a.heads) % 2)
+        return usage_error("pretrain", "--dim must split into --heads heads of even size, and --heads into --kv-heads groups");
+    return pretrain_run(&a);
+}
+
 /* --- kvlora needle --- */
 
-static const char *needle_help =
-    "usage: kvlora needle MODEL_DIR [--needles K] [--trials N] [--context-len T[,T...]]\n"
-    "                     [--depths D[,D...]] [--probes self-study|context|both] [--rank R]\n"
-    "                     [--alpha A] [--targets LIST] [--steps S] [--batch B] [--lr LR]\n"
-    "                     [--self-study N] [--self-study-len L] [--chunk-len L] [--seed S]\n"
-    "                     [--json] [--svg FILE] [--threads N]\n"
-    "\n"
+static const char *needle_usage =
+    "usage: kvlora needle MODEL_DIR [options]\n\n"
     "The needle-in-a-haystack test of distillation. Each trial makes a fresh document of T\n"
     "tokens (seeds the pretraining never used) with K needles \"The secret code of NAME is\n"
     "DDDDD.\", records its KV cache, distils the cache into a LoRA adapter, and asks every\n"
@@ -6656,45 +6642,33 @@ static const char *needle_help =
     "context. An answer counts when the greedy answer is exactly the code. The probes hold\n"
     "no ground truth: self-study samples questions and answers from the teacher after \"Q:\";\n"
     "context probes are slices of the context. Needle k of trial t sits at depth\n"
-    "D[(t K + k) mod |D|] (0 = the start of the document, 1 = its end).\n"
-    "\n"
-    "  --needles K          needles per document (default 4)\n"
-    "  --trials N           documents per context length (default 5)\n"
-    "  --context-len T,...  document lengths in tokens (default 512)\n"
-    "  --depths D,...       needle depths (default 0,0.25,0.5,0.75,1)\n"
-    "  --probes P           self-study, context or both (default self-study)\n"
-    "  --rank R, --alpha A  the adapter (default 2, 2R)\n"
-    "  --targets LIST       adapted layers, e.g. q_proj,v_proj (default all)\n"
-    "  --steps S            distillation steps (default 200)\n"
-    "  --batch B            probes per step (default 8)\n"
-    "  --lr LR              AdamW learning rate (default 1e-2)\n"
-    "  --self-study N       teacher samples (default 64), of --self-study-len tokens (default 48)\n"
-    "  --chunk-len L        context probes' length (default 32)\n"
-    "  --seed S             seed of the documents, samples and adapters (default 0)\n"
-    "  --json               print one JSON object instead of the tables\n"
-    "  --svg FILE           draw recall by context length x depth, one panel per way of asking\n"
-    "  --threads N          OpenMP threads\n";
+    "D[(t K + k) mod |D|] (0 = the start of the document, 1 = its end).\n\n";
 
-static int parse_list(const char *s, double lo, double hi, double *out, int cap, int *n)
-{
-    *n = 0;
-    while (*s) {
-        char *end;
-        errno = 0;
-        double v = strtod(s, &end);
-        if (end == s || errno || !(v >= lo && v <= hi) || *n == cap || (*end && *end != ',')) return -1;
-        out[(*n)++] = v;
-        s = *end ? end + 1 : end;
-    }
-    return *n ? 0 : -1;
-}
+typedef struct {
+    const char *dir, *svg, *targets;
+    long long needles, trials, rank, steps, batch, self_study, self_study_len, chunk_len, seed, threads;
+    float alpha, lr;
+    int probes, json;                   /* probes: 0 self-study, 1 context, 2 both */
+    Numbers lens, depths;
+} NeedleArgs;
+
+static const char *const probe_names[3] = {"self-study", "context", "both"};
+
+/* The answers, per cell (context length l, depth d: cell l |D| + d) and in all, in three
+   columns: with the context, without it, with the adapter. */
+typedef struct {
+    int (*hits)[3], *asked;
+    int total[3], n_asked, n_trials;
+    size_t kv_bytes, adapter_bytes;     /* float32: the context's cache (mean over trials), the adapter */
+    double seconds, wall;               /* distillation, summed over trials; the whole test */
+} NeedleTally;
 
 /* The heatmap: one panel per way of asking, context lengths across, depths down. */
-static int needle_svg(const char *path, const double *lens, int n_lens, const double *depths, int n_depths,
-                      const int (*hits)[3], const int *asked, const char *title)
+static int needle_svg(const char *path, const Numbers *lens, const Numbers *depths, const NeedleTally *s, const char *title)
 {
     static const char *const panel_titles[3] = {"with the context", "no context", "distilled adapter, no context"};
-    int cell = 48, left = 70, top = 60, panel_w = n_lens * cell + 40, width = left + 3 * panel_w + 20, height = top + n_depths * cell + 70;
+    int n_lens = lens->n, n_depths = depths->n, cell = 48, left = 70, top = 60, panel_w = n_lens * cell + 40;
+    int width = left + 3 * panel_w + 20, height = top + n_depths * cell + 70;
     Buf b = {0};
     int r = buf_printf(&b, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" font-family=\"sans-serif\" font-size=\"12\">\n", width, height) ||
             buf_printf(&b, "<rect width=\"%d\" height=\"%d\" fill=\"white\"/>\n", width, height) ||
@@ -6704,23 +6678,22 @@ static int needle_svg(const char *path, const double *lens, int n_lens, const do
         r = buf_printf(&b, "<text x=\"%d\" y=\"%d\">%s</text>\n", x0, top - 10, panel_titles[w]);
         for (int d = 0; d < n_depths && !r; d++)
             for (int l = 0; l < n_lens && !r; l++) {
-                int i = l * n_depths + d;
-                double f = asked[i] ? (double)hits[i][w] / asked[i] : 0.0;
+                int i = l * n_depths + d, x = x0 + l * cell, y = top + d * cell;
+                double f = s->asked[i] ? (double)s->hits[i][w] / s->asked[i] : 0.0;
                 /* red (0) through yellow to green (1) */
                 int red = f < 0.5 ? 230 : (int)(230 - (f - 0.5) * 2 * 190), green = f < 0.5 ? (int)(60 + f * 2 * 150) : 210;
                 r = buf_printf(&b, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"%s\" stroke=\"white\"/>\n",
-                               x0 + l * cell, top + d * cell, cell, cell, asked[i] ? "" : "#ddd") ||
-                    (asked[i] && buf_printf(&b, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"rgb(%d,%d,70)\" stroke=\"white\"/>\n",
-                                            x0 + l * cell, top + d * cell, cell, cell, red, green)) ||
-                    (asked[i] && buf_printf(&b, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">%.0f</text>\n",
-                                            x0 + l * cell + cell / 2, top + d * cell + cell / 2 + 4, 100 * f));
+                               x, y, cell, cell, s->asked[i] ? "" : "#ddd") ||
+                    (s->asked[i] && buf_printf(&b, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"rgb(%d,%d,70)\" stroke=\"white\"/>\n",
+                                               x, y, cell, cell, red, green)) ||
+                    (s->asked[i] && buf_printf(&b, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">%.0f</text>\n", x + cell / 2, y + cell / 2 + 4, 100 * f));
             }
         for (int l = 0; l < n_lens && !r; l++)
-            r = buf_printf(&b, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">%.0f</text>\n", x0 + l * cell + cell / 2, top + n_depths * cell + 16, lens[l]);
+            r = buf_printf(&b, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">%.0f</text>\n", x0 + l * cell + cell / 2, top + n_depths * cell + 16, lens->v[l]);
         if (!r) r = buf_printf(&b, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">context tokens</text>\n", x0 + n_lens * cell / 2, top + n_depths * cell + 34);
     }
     for (int d = 0; d < n_depths && !r; d++)
-        r = buf_printf(&b, "<text x=\"%d\" y=\"%d\" text-anchor=\"end\">%.0f%%</text>\n", left - 8, top + d * cell + cell / 2 + 4, 100 * depths[d]);
+        r = buf_printf(&b, "<text x=\"%d\" y=\"%d\" text-anchor=\"end\">%.0f%%</text>\n", left - 8, top + d * cell + cell / 2 + 4, 100 * depths->v[d]);
     if (!r) r = buf_printf(&b, "<text x=\"10\" y=\"%d\">depth</text>\n<text x=\"10\" y=\"%d\">recall in %%, exact code; grey: not asked</text>\n</svg>\n",
                            top - 10, height - 12);
     if (!r) r = write_text_file(path, b.data);
@@ -6728,162 +6701,148 @@ static int needle_svg(const char *path, const double *lens, int n_lens, const do
     return r;
 }
 
-static int cmd_needle(int argc, char **argv)
+/* The result: one JSON object, or tables of recall in all, the bytes and recall by context
+   length x depth; and the heatmap. */
+static int needle_report(const NeedleArgs *a, const NeedleTally *s)
 {
-    const char *dir = NULL, *svg = NULL, *targets = "all";
-    /* The defaults are the settings that met the needle goal on data/model (4 needles in
-       512 tokens, measured over 35 documents: data/model/README.md): rank 2 on every
-       projection, 64 self-study probes, 200 steps at lr 1e-2 kept 99% of the answers
-       (3.9% of the cache's bytes). They were chosen on the model's 3600-step predecessor,
-       where rank 2 kept 96% and rank 4 84% (94% at lr 3e-3: at 1e-2 it overshoots);
-       5 trials put 4 needles at each of the 5 depths. */
-    long long K = 4, trials = 5, rank = 2, steps = 200, batch = 8, self_study = 64, self_study_len = 48, chunk_len = 32, seed = 0, threads = 0;
-    float alpha = -1, lr = 1e-2f;
-    int probes = KVL_PROBES_SELF_STUDY, json = 0, n_lens = 1, n_depths = 5;
-    double lens[16] = {512}, depths[16] = {0, 0.25, 0.5, 0.75, 1};
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i], *v;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(needle_help, stdout); return 0; }
-        if (a[0] != '-') { if (dir) return usage_error("needle", "one model directory expected, got '%s' too", a); dir = a; continue; }
-        if (!strcmp(a, "--json")) { json = 1; continue; }
-        if (!(v = option_value(&i, argc, argv))) return usage_error("needle", "option %s needs a value", a);
-        int bad = 0;
-        if (!strcmp(a, "--needles")) bad = parse_long(v, 1, KVL_NEEDLE_MAX, &K);
-        else if (!strcmp(a, "--trials")) bad = parse_long(v, 1, 1 << 20, &trials);
-        else if (!strcmp(a, "--context-len")) bad = parse_list(v, 1, 1 << 20, lens, 16, &n_lens);
-        else if (!strcmp(a, "--depths")) bad = parse_list(v, 0, 1, depths, 16, &n_depths);
-        else if (!strcmp(a, "--probes")) {
-            if (!strcmp(v, "self-study")) probes = KVL_PROBES_SELF_STUDY;
-            else if (!strcmp(v, "context")) probes = KVL_PROBES_CONTEXT;
-            else if (!strcmp(v, "both")) probes = KVL_PROBES_SELF_STUDY | KVL_PROBES_CONTEXT;
-            else bad = 1;
-        }
-        else if (!strcmp(a, "--rank")) bad = parse_long(v, 1, 65536, &rank);
-        else if (!strcmp(a, "--alpha")) bad = parse_float(v, &alpha) || !(alpha > 0);
-        else if (!strcmp(a, "--targets")) targets = v;
-        else if (!strcmp(a, "--steps")) bad = parse_long(v, 0, 1 << 30, &steps);
-        else if (!strcmp(a, "--batch")) bad = parse_long(v, 1, 4096, &batch);
-        else if (!strcmp(a, "--lr")) bad = parse_float(v, &lr) || !(lr > 0);
-        else if (!strcmp(a, "--self-study")) bad = parse_long(v, 0, 1 << 20, &self_study);
-        else if (!strcmp(a, "--self-study-len")) bad = parse_long(v, 1, 1 << 20, &self_study_len);
-        else if (!strcmp(a, "--chunk-len")) bad = parse_long(v, 1, 1 << 20, &chunk_len);
-        else if (!strcmp(a, "--seed")) bad = parse_long(v, 0, LLONG_MAX, &seed);
-        else if (!strcmp(a, "--svg")) svg = v;
-        else if (!strcmp(a, "--threads")) bad = parse_long(v, 1, 1024, &threads);
-        else return usage_error("needle", "unknown option '%s'", a);
-        if (bad) return usage_error("needle", "bad value '%s' for %s", v, a);
-    }
-    if (!dir) return usage_error("needle", "missing MODEL_DIR");
-    KvlNeedleOptions o = {0};
-    if (kvl_lora_parse_targets(targets, o.targets)) return usage_error("needle", "--targets: %s", kvl_last_error());
-    if (probes & KVL_PROBES_SELF_STUDY && self_study == 0) return usage_error("needle", "self-study probes need --self-study N > 0");
-#ifdef _OPENMP
-    if (threads) omp_set_num_threads((int)threads);
-#endif
-    o.n_needles = (int)K; o.probes = probes; o.n_self_study = (int)self_study; o.self_study_len = (int)self_study_len;
-    o.chunk_len = (int)chunk_len; o.rank = (int)rank; o.alpha = alpha > 0 ? alpha : 2.0f * rank;
-    o.distill = (KvlDistillOptions){1, (int)steps, (int)batch, lr, 0.0f, (uint64_t)seed, NULL, NULL};
-
-    KvlModel *m = NULL;
-    KvlTokenizer *tok = NULL;
-    int rc = 1, cells = n_lens * n_depths;
-    int (*hits)[3] = xcalloc((size_t)cells, sizeof *hits), *asked = xcalloc((size_t)cells, sizeof *asked);
-    int total[3] = {0}, n_asked = 0, n_trials = 0;
-    size_t kv_bytes = 0, adapter_bytes = 0;
-    double seconds = 0, t_start = now_seconds();
-    if (!hits || !asked) { cli_error("out of memory"); goto done; }
-    if (kvl_model_load(&m, dir) || load_tokenizer(dir, &tok)) { cli_error("%s", kvl_last_error()); goto done; }
-    if (!json)
-        printf("needle test: %s, %lld needles, %lld trial%s per context length, probes %s, rank %lld on %s, %lld steps\n",
-               dir, K, trials, trials == 1 ? "" : "s", probes == 3 ? "both" : probes == 1 ? "self-study" : "context", rank, targets, steps);
-    for (int l = 0; l < n_lens; l++)
-        for (int t = 0; t < trials; t++) {
-            float d[KVL_NEEDLE_MAX];
-            for (int k = 0; k < K; k++) d[k] = (float)depths[(t * K + k) % n_depths];
-            KvlNeedleResult res;
-            o.context_len = (int)lens[l];
-            o.distill.seed = (uint64_t)seed + (uint64_t)t;
-            if (kvl_needle_trial(m, tok, &o, d, kvl_document_seed((uint64_t)seed, (uint64_t)l * 1000003u + t, 1), &res)) {
-                cli_error("%s", kvl_last_error());
-                goto done;
-            }
-            int got[3] = {0};
-            for (int k = 0; k < K; k++) {
-                int cell = l * n_depths + (t * (int)K + k) % n_depths;
-                asked[cell]++;
-                for (int w = 0; w < 3; w++) { hits[cell][w] += res.correct[k][w]; got[w] += res.correct[k][w]; total[w] += res.correct[k][w]; }
-            }
-            n_asked += (int)K;
-            n_trials++;
-            kv_bytes += res.kv_cache_bytes;
-            adapter_bytes = res.adapter_bytes;
-            seconds += res.distill_seconds;
-            fprintf(stderr, "trial %d/%lld: %d-token context: with context %d/%lld, no context %d/%lld, distilled %d/%lld "
-                            "(%d probes, %.1f s)\n", n_trials, trials * n_lens, res.context_tokens, got[0], K, got[1], K, got[2], K,
-                    res.n_probes, res.distill_seconds);
-        }
-    kv_bytes /= (size_t)n_trials;
-    double wall = now_seconds() - t_start;
-    if (json) {
-        printf("{\"with_context\": %.6f, \"no_context\": %.6f, \"distilled\": %.6f, \"questions\": %d, "
-               "\"kv_cache_bytes\": %zu, \"adapter_bytes\": %zu, \"distill_seconds\": %.3f, ",
-               (double)total[0] / n_asked, (double)total[1] / n_asked, (double)total[2] / n_asked, n_asked, kv_bytes, adapter_bytes, seconds / n_trials);
-        printf("\"needles\": %lld, \"trials\": %d, \"rank\": %lld, \"steps\": %lld, \"probes\": \"%s\", \"cells\": [", K, n_trials, rank, steps,
-               probes == 3 ? "both" : probes == 1 ? "self-study" : "context");
+    static const char *const labels[3] = {"with the context", "no context", "distilled, no context"};
+    int n = s->n_asked, n_depths = a->depths.n, cells = a->lens.n * n_depths;
+    if (a->json) {
+        printf("{\"with_context\": %.6f, \"no_context\": %.6f, \"distilled\": %.6f, \"questions\": %d, \"kv_cache_bytes\": %zu, \"adapter_bytes\": %zu, "
+               "\"distill_seconds\": %.3f, ", (double)s->total[0] / n, (double)s->total[1] / n, (double)s->total[2] / n, n, s->kv_bytes,
+               s->adapter_bytes, s->seconds / s->n_trials);
+        printf("\"needles\": %lld, \"trials\": %d, \"rank\": %lld, \"steps\": %lld, \"probes\": \"%s\", \"cells\": [", a->needles, s->n_trials,
+               a->rank, a->steps, probe_names[a->probes]);
         for (int i = 0; i < cells; i++)
-            printf("%s{\"context_len\": %g, \"depth\": %g, \"asked\": %d, \"with_context\": %d, \"no_context\": %d, \"distilled\": %d}",
-                   i ? ", " : "", lens[i / n_depths], depths[i % n_depths], asked[i], hits[i][0], hits[i][1], hits[i][2]);
+            printf("%s{\"context_len\": %g, \"depth\": %g, \"asked\": %d, \"with_context\": %d, \"no_context\": %d, \"distilled\": %d}", i ? ", " : "",
+                   a->lens.v[i / n_depths], a->depths.v[i % n_depths], s->asked[i], s->hits[i][0], s->hits[i][1], s->hits[i][2]);
         printf("]}\n");
     } else {
         printf("\n  %-22s %9s %8s\n", "asked", "correct", "recall");
-        static const char *const labels[3] = {"with the context", "no context", "distilled, no context"};
-        for (int w = 0; w < 3; w++) printf("  %-22s %4d/%-4d %7.1f%%\n", labels[w], total[w], n_asked, 100.0 * total[w] / n_asked);
-        printf("\n  KV cache of the context  %9zu bytes (float32, mean over trials)\n", kv_bytes);
-        printf("  adapter                  %9zu bytes (%.1f%% of the cache)\n", adapter_bytes, 100.0 * adapter_bytes / (kv_bytes ? kv_bytes : 1));
-        printf("  distillation             %9.1f s per trial (probes + %lld steps)\n", seconds / n_trials, steps);
+        for (int w = 0; w < 3; w++) printf("  %-22s %4d/%-4d %7.1f%%\n", labels[w], s->total[w], n, 100.0 * s->total[w] / n);
+        printf("\n  KV cache of the context  %9zu bytes (float32, mean over trials)\n", s->kv_bytes);
+        printf("  adapter                  %9zu bytes (%.1f%% of the cache)\n", s->adapter_bytes, 100.0 * s->adapter_bytes / (s->kv_bytes ? s->kv_bytes : 1));
+        printf("  distillation             %9.1f s per trial (probes + %lld steps)\n", s->seconds / s->n_trials, a->steps);
         printf("\n  recall by depth (with / no context / distilled)\n  %-8s", "tokens");
-        for (int d = 0; d < n_depths; d++) printf(" %16.0f%%", 100 * depths[d]);
-        printf("\n");
-        for (int l = 0; l < n_lens; l++) {
-            printf("  %-8.0f", lens[l]);
-            for (int d = 0; d < n_depths; d++) {
-                int i = l * n_depths + d;
-                if (asked[i]) printf("   %3.0f /%3.0f /%3.0f", 100.0 * hits[i][0] / asked[i], 100.0 * hits[i][1] / asked[i], 100.0 * hits[i][2] / asked[i]);
-                else printf(" %17s", "-");
-            }
-            printf("\n");
+        for (int d = 0; d < n_depths; d++) printf(" %16.0f%%", 100 * a->depths.v[d]);
+        for (int i = 0; i < cells; i++) {
+            if (i % n_depths == 0) printf("\n  %-8.0f", a->lens.v[i / n_depths]);
+            if (s->asked[i]) printf("   %3.0f /%3.0f /%3.0f", 100.0 * s->hits[i][0] / s->asked[i], 100.0 * s->hits[i][1] / s->asked[i], 100.0 * s->hits[i][2] / s->asked[i]);
+            else printf(" %17s", "-");
         }
-        printf("\n  %.1f s in all\n", wall);
+        printf("\n\n  %.1f s in all\n", s->wall);
     }
-    if (svg) {
+    if (a->svg) {
         char title[256];
-        snprintf(title, sizeof title, "kvlora needle test: %lld needles, rank %lld, %lld steps, %d trials", K, rank, steps, n_trials);
-        if (needle_svg(svg, lens, n_lens, depths, n_depths, (const int (*)[3])hits, asked, title)) { cli_error("%s", kvl_last_error()); goto done; }
-        fprintf(stderr, "kvlora: wrote %s\n", svg);
+        snprintf(title, sizeof title, "kvlora needle test: %lld needles, rank %lld, %lld steps, %d trials", a->needles, a->rank, a->steps, s->n_trials);
+        if (failed(needle_svg(a->svg, &a->lens, &a->depths, s, title))) return 1;
+        fprintf(stderr, "kvlora: wrote %s\n", a->svg);
     }
-    rc = 0;
+    return 0;
+}
+
+/* Every trial: a document, an adapter distilled from its cache, the answers three ways. */
+static int needle_run(const NeedleArgs *a, KvlNeedleOptions *o)
+{
+    KvlModel *m = NULL;
+    KvlTokenizer *tok = NULL;
+    int K = (int)a->needles, n_depths = a->depths.n, cells = a->lens.n * n_depths, rc = 1;
+    NeedleTally s = {xcalloc((size_t)cells, sizeof *s.hits), xcalloc((size_t)cells, sizeof *s.asked), {0}, 0, 0, 0, 0, 0, 0};
+    double t_start = now_seconds();
+    if (failed(!s.hits || !s.asked || kvl_model_load(&m, a->dir) || load_tokenizer(a->dir, &tok))) goto done;
+    if (!a->json)
+        printf("needle test: %s, %lld needles, %lld trial%s per context length, probes %s, rank %lld on %s, %lld steps\n",
+               a->dir, a->needles, a->trials, a->trials == 1 ? "" : "s", probe_names[a->probes], a->rank, a->targets, a->steps);
+    for (int l = 0; l < a->lens.n; l++)
+        for (int t = 0; t < a->trials; t++) {
+            float d[KVL_NEEDLE_MAX];
+            int got[3] = {0};
+            KvlNeedleResult res;
+            for (int k = 0; k < K; k++) d[k] = (float)a->depths.v[(t * K + k) % n_depths];
+            o->context_len = (int)a->lens.v[l];
+            o->distill.seed = (uint64_t)a->seed + (uint64_t)t;
+            if (failed(kvl_needle_trial(m, tok, o, d, kvl_document_seed((uint64_t)a->seed, (uint64_t)l * 1000003u + t, 1), &res))) goto done;
+            for (int k = 0; k < K; k++) {
+                int cell = l * n_depths + (t * K + k) % n_depths;
+                s.asked[cell]++;
+                for (int w = 0; w < 3; w++) { s.hits[cell][w] += res.correct[k][w]; got[w] += res.correct[k][w]; s.total[w] += res.correct[k][w]; }
+            }
+            s.n_asked += K;
+            s.n_trials++;
+            s.kv_bytes += res.kv_cache_bytes;
+            s.adapter_bytes = res.adapter_bytes;
+            s.seconds += res.distill_seconds;
+            fprintf(stderr, "trial %d/%lld: %d-token context: with context %d/%lld, no context %d/%lld, distilled %d/%lld (%d probes, %.1f s)\n",
+                    s.n_trials, a->trials * a->lens.n, res.context_tokens, got[0], a->needles, got[1], a->needles, got[2], a->needles,
+                    res.n_probes, res.distill_seconds);
+        }
+    s.kv_bytes /= (size_t)s.n_trials;
+    s.wall = now_seconds() - t_start;
+    rc = needle_report(a, &s);
 done:
-    free(hits);
-    free(asked);
+    free(s.hits);
+    free(s.asked);
     kvl_tokenizer_free(tok);
     kvl_model_free(m);
     return rc;
 }
 
+static int cmd_needle(int argc, char **argv)
+{
+    static const int probe_sets[3] = {KVL_PROBES_SELF_STUDY, KVL_PROBES_CONTEXT, KVL_PROBES_SELF_STUDY | KVL_PROBES_CONTEXT};
+    NeedleArgs a = {0};
+    /* Why these defaults: the goal is 4 needles in 512 tokens, kept at 90% or more by an
+       adapter of at most 10% of the cache's bytes. Rank 2 on every projection is 3.9% of
+       the cache, and with 64 self-study probes and 200 steps at lr 1e-2 it keeps 99% of the
+       answers on data/model (data/model/README.md). The probes are self-study because
+       context probes alone never show the student a question, and lose every answer.
+       5 trials put 4 needles at each of the 5 depths. */
+    Option opts[] = {
+        {"--needles", OPT_INT, &a.needles, 1, KVL_NEEDLE_MAX, "4", "K", "needles per document"},
+        {"--trials", OPT_INT, &a.trials, 1, 1 << 20, "5", "N", "documents per context length"},
+        {"--context-len", OPT_NUMBERS, &a.lens, 1, 1 << 20, "512", "T,...", "document lengths in tokens"},
+        {"--depths", OPT_NUMBERS, &a.depths, 0, 1, "0,0.25,0.5,0.75,1", "D,...", "needle depths"},
+        {"--probes", OPT_CHOICE, &a.probes, 0, 0, "self-study", "self-study|context|both", "what the adapter is distilled on"},
+        {"--rank", OPT_INT, &a.rank, 1, 65536, "2", "R", "the adapter's rank"},
+        {"--alpha", OPT_POSITIVE, &a.alpha, 0, INFINITY, NULL, "A", "its alpha (default 2 R)"},
+        {"--targets", OPT_STRING, &a.targets, 0, 0, "all", "LIST", "adapted layers, e.g. q_proj,v_proj"},
+        {"--steps", OPT_INT, &a.steps, 0, 1 << 30, "200", "S", "distillation steps"},
+        {"--batch", OPT_INT, &a.batch, 1, 4096, "8", "B", "probes per step"},
+        {"--lr", OPT_POSITIVE, &a.lr, 0, INFINITY, "1e-2", "LR", "AdamW learning rate"},
+        {"--self-study", OPT_INT, &a.self_study, 0, 1 << 20, "64", "N", "teacher samples"},
+        {"--self-study-len", OPT_INT, &a.self_study_len, 1, 1 << 20, "48", "L", "their length"},
+        {"--chunk-len", OPT_INT, &a.chunk_len, 1, 1 << 20, "32", "L", "context probes' length"},
+        {"--seed", OPT_INT, &a.seed, 0, INFINITY, "0", "S", "seed of the documents, samples and adapters"},
+        {"--json", OPT_FLAG, &a.json, 0, 0, NULL, NULL, "print one JSON object instead of the tables"},
+        {"--svg", OPT_STRING, &a.svg, 0, 0, NULL, "FILE", "draw recall by context length x depth, one panel per way of asking"},
+        {"--threads", OPT_INT, &a.threads, 1, 1024, NULL, "N", "OpenMP threads (default: OpenMP's own choice)"},
+    };
+    int r = parse_options("needle", needle_usage, opts, COUNT(opts), argc, argv, &a.dir, 1);
+    KvlNeedleOptions o = {0};
+    if (r != GO_ON) return r;
+    if (kvl_lora_parse_targets(a.targets, o.targets)) return usage_error("needle", "--targets: %s", kvl_last_error());
+    if (probe_sets[a.probes] & KVL_PROBES_SELF_STUDY && a.self_study == 0) return usage_error("needle", "self-study probes need --self-study N > 0");
+#ifdef _OPENMP
+    if (a.threads) omp_set_num_threads((int)a.threads);
+#endif
+    o.n_needles = (int)a.needles; o.probes = probe_sets[a.probes]; o.n_self_study = (int)a.self_study;
+    o.self_study_len = (int)a.self_study_len; o.chunk_len = (int)a.chunk_len; o.rank = (int)a.rank;
+    o.alpha = a.alpha > 0 ? a.alpha : 2.0f * a.rank;
+    o.distill = (KvlDistillOptions){1, (int)a.steps, (int)a.batch, a.lr, 0.0f, (uint64_t)a.seed, NULL, NULL};
+    return needle_run(&a, &o);
+}
+
 /* --- kvlora bench --- */
 
-static const char *bench_help =
-    "usage: kvlora bench [MODEL_DIR] [--threads N] [--tokens T] [--repeat R]\n"
-    "\n"
-    "Measures the forward pass: prefill of T tokens (default 512) into an empty cache, the\n"
-    "matmuls alone on the same shapes, and decoding with a T-token cache. Without MODEL_DIR\n"
-    "it uses a random model of SmolLM2-135M's shape (30 layers, hidden 576, 9 heads, 3 KV\n"
-    "heads, ffn 1536, vocab 49152). GFLOP/s counts 2 flops per multiply-add of the linear\n"
-    "layers and of attention (q.k and p.v); the best of R runs (default 3) is reported.\n"
-    "Then one distillation step (r 8, all seven targets, a 128-token probe after the T-token\n"
-    "cache: teacher forward, student forward and backward, AdamW) and the peak RSS.\n"
-    "\n"
-    "  --threads N    OpenMP threads (default: OpenMP's own choice; ignored without OpenMP)\n";
+static const char *bench_usage =
+    "usage: kvlora bench [MODEL_DIR] [--threads N] [--tokens T] [--repeat R]\n\n"
+    "Measures the forward pass: prefill of T tokens into an empty cache, the matmuls alone\n"
+    "on the same shapes, and decoding with a T-token cache. Without MODEL_DIR it uses a\n"
+    "random model of SmolLM2-135M's shape (30 layers, hidden 576, 9 heads, 3 KV heads,\n"
+    "ffn 1536, vocab 49152). GFLOP/s counts 2 flops per multiply-add of the linear layers\n"
+    "and of attention (q.k and p.v); the best of R runs is reported. Then one distillation\n"
+    "step (r 8, all seven targets, a 128-token probe after the T-token cache: teacher\n"
+    "forward, student forward and backward, AdamW) and the peak RSS.\n\n";
 
 /* Records the elapsed time after the first and after the last step. */
 static int bench_progress(void *ctx, int step, int steps, double loss, double elapsed_s, double eta_s, int tokens)
@@ -6895,6 +6854,19 @@ static int bench_progress(void *ctx, int step, int steps, double loss, double el
     return 0;
 }
 
+/* A random model of SmolLM2-135M's shape. */
+static int bench_model(KvlModel **m)
+{
+    KvlConfig c = {0};
+    c.arch = KVL_LLAMA;
+    snprintf(c.arch_name, sizeof c.arch_name, "LlamaForCausalLM");
+    c.dim = 576; c.n_layers = 30; c.n_heads = 9; c.n_kv_heads = 3; c.head_dim = 64; c.ffn_dim = 1536;
+    c.vocab_size = 49152; c.max_positions = 8192; c.rms_eps = 1e-5f; c.rope_theta = 100000.0f;
+    c.tie_embeddings = 1; c.bos_token_id = c.eos_token_id = -1;
+    fprintf(stderr, "kvlora: building a random SmolLM2-135M-shaped model\n");
+    return kvl_model_random(m, &c, 1);
+}
+
 /* Multiply-adds of the linear layers for one token (lm_head not included). */
 static double linear_macs_per_token(const KvlConfig *c)
 {
@@ -6902,169 +6874,165 @@ static double linear_macs_per_token(const KvlConfig *c)
     return c->n_layers * (D * QD + 2 * D * KD + QD * D + 3 * D * c->ffn_dim);
 }
 
+/* Prefill of T tokens (the best of `repeat` runs), then one token of decoding after them. */
+static int bench_forward(KvlModel *m, const int *ids, int T, int repeat, float *logits)
+{
+    const KvlConfig *c = &m->config;
+    double attn_macs = 0, best = 1e30;      /* q.k and p.v over the causal triangle */
+    for (int t = 0; t < T; t++) attn_macs += 2.0 * c->n_heads * c->head_dim * (t + 1);
+    double prefill_flops = 2.0 * (T * linear_macs_per_token(c) + attn_macs + (double)c->dim * c->vocab_size);
+    for (int r = 0; r < repeat; r++) {
+        KvlCache cache;
+        if (kvl_cache_init(&cache, c, T + 1)) return -1;
+        double t0 = now_seconds();
+        if (kvl_forward(m, &cache, ids, T, logits, 1)) { kvl_cache_free(&cache); return -1; }
+        double dt = now_seconds() - t0;
+        if (dt < best) best = dt;
+        if (r == repeat - 1) {
+            int next = ids[0];
+            t0 = now_seconds();
+            kvl_forward(m, &cache, &next, 1, logits, 1);
+            printf("decode            %.1f tokens/s with a %d-token cache\n", 1 / (now_seconds() - t0), T);
+        }
+        kvl_cache_free(&cache);
+    }
+    printf("prefill           %d tokens in %.3f s: %.1f tokens/s, %.1f GFLOP/s\n", T, best, T / best, prefill_flops / best * 1e-9);
+    return 0;
+}
+
+/* The matmuls alone, on the prefill's shapes. */
+static void bench_matmuls(const KvlModel *m, int T, int repeat)
+{
+    const KvlConfig *c = &m->config;
+    int QD = c->n_heads * c->head_dim, KD = c->n_kv_heads * c->head_dim;
+    int shapes[4][2] = {{c->dim, QD}, {c->dim, KD}, {c->dim, c->ffn_dim}, {c->ffn_dim, c->dim}};
+    const float *weights[4] = {m->w.wq, m->w.wk, m->w.w_gate, m->w.w_down};
+    for (int s = 0; s < 4; s++) {
+        int in = shapes[s][0], out = shapes[s][1];
+        float *x = malloc(sizeof(float) * (size_t)T * in), *y = malloc(sizeof(float) * (size_t)T * out);
+        double best = 1e30;
+        if (!x || !y) { free(x); free(y); break; }
+        for (size_t i = 0; i < (size_t)T * in; i++) x[i] = (float)((i * 2654435761u) % 1000) / 1000.0f - 0.5f;
+        for (int r = 0; r < repeat + 2; r++) {
+            double t0 = now_seconds();
+            matmul(y, x, weights[s], NULL, T, in, out);
+            double dt = now_seconds() - t0;
+            if (dt < best) best = dt;
+        }
+        printf("matmul %4dx%-4dx%-5d %.1f GFLOP/s\n", T, in, out, 2.0 * T * in * out / best * 1e-9);
+        free(x);
+        free(y);
+    }
+}
+
+/* One distillation step: r = 8 on all seven targets, a 128-token probe after a T-token
+   cached context (teacher forward, student forward and backward, AdamW); and the memory. */
+static void bench_distill(KvlModel *m, int *ids, int T, int repeat)
+{
+    const KvlConfig *c = &m->config;
+    int n_probe = 128 < c->max_positions - T ? 128 : c->max_positions - T - 1, has[KVL_N_TARGETS], prefix = ids[0];
+    KvlCache cache;
+    KvlLora lora;
+    KvlProbe probe = {ids, n_probe};
+    Acts acts;                  /* (allocated, never touched: to read their size) */
+    double elapsed[2] = {0, 0}, loss;
+    KvlDistillOptions opt = {1, 2 + repeat, 1, 1e-4f, 0.0f, 1, bench_progress, elapsed};
+    kvl_lora_parse_targets("all", has);
+    if (n_probe <= 0 || kvl_cache_init(&cache, c, T + n_probe)) return;
+    kvl_forward(m, &cache, ids, T, NULL, 0);
+    kvl_lora_init(&lora, c, 8, 16.0f, 0, has, 1);
+    /* the first step pays for allocating and touching the activations; time the rest */
+    if (kvl_distill(m, &cache, &prefix, 1, &probe, 1, &lora, &opt, &loss)) fprintf(stderr, "kvlora: %s\n", kvl_last_error());
+    printf("distill step      %.3f s (r 8, all targets, %d probe tokens, %d cached tokens; mean of %d steps after the first)\n",
+           (elapsed[1] - elapsed[0]) / (1 + repeat), n_probe, T, 1 + repeat);
+    if (acts_init(&acts, c, 1 + n_probe, 8, 0) == 0) {
+        printf("memory            weights %.1f MB, KV cache %.1f MB, the step's activations %.1f MB, teacher logits %.1f MB\n",
+               m->n_params * 4e-6, kvl_cache_bytes_per_token(c) * (double)cache.max_tokens * 1e-6, acts.bytes * 1e-6,
+               (double)n_probe * c->vocab_size * 4e-6);
+        acts_free(&acts);
+    }
+    kvl_lora_free(&lora);
+    kvl_cache_free(&cache);
+}
+
 static int cmd_bench(int argc, char **argv)
 {
     const char *dir = NULL;
-    long long threads = 0, T = 512, repeat = 3;
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i], *v;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(bench_help, stdout); return 0; }
-        if (a[0] != '-') { dir = a; continue; }
-        if (!(v = option_value(&i, argc, argv))) return usage_error("bench", "option %s needs a value", a);
-        if (!strcmp(a, "--threads")) { if (parse_long(v, 1, 1024, &threads)) return usage_error("bench", "--threads must be 1..1024"); }
-        else if (!strcmp(a, "--tokens")) { if (parse_long(v, 1, 1 << 20, &T)) return usage_error("bench", "--tokens must be positive"); }
-        else if (!strcmp(a, "--repeat")) { if (parse_long(v, 1, 1000, &repeat)) return usage_error("bench", "--repeat must be positive"); }
-        else return usage_error("bench", "unknown option '%s'", a);
-    }
+    long long threads = 0, T, repeat;
+    Option opts[] = {
+        {"--threads", OPT_INT, &threads, 1, 1024, NULL, "N", "OpenMP threads (default: OpenMP's own choice; ignored without OpenMP)"},
+        {"--tokens", OPT_INT, &T, 1, 1 << 20, "512", "T", "tokens of the prefill, and of the cache when decoding"},
+        {"--repeat", OPT_INT, &repeat, 1, 1000, "3", "R", "runs of each measurement (the best is reported)"},
+    };
+    KvlModel *m;
+    int r = parse_options("bench", bench_usage, opts, COUNT(opts), argc, argv, &dir, 0), *ids;
+    float *logits;
+    if (r != GO_ON) return r;
 #ifdef _OPENMP
     if (threads) omp_set_num_threads((int)threads);
     int n_threads = omp_get_max_threads();
 #else
     int n_threads = 1;
 #endif
-    KvlModel *m;
-    if (dir) {
-        if (kvl_model_load(&m, dir)) return cli_error("%s", kvl_last_error());
-    } else {
-        KvlConfig c = {0};
-        c.arch = KVL_LLAMA;
-        snprintf(c.arch_name, sizeof c.arch_name, "LlamaForCausalLM");
-        c.dim = 576; c.n_layers = 30; c.n_heads = 9; c.n_kv_heads = 3; c.head_dim = 64; c.ffn_dim = 1536;
-        c.vocab_size = 49152; c.max_positions = 8192; c.rms_eps = 1e-5f; c.rope_theta = 100000.0f;
-        c.tie_embeddings = 1; c.bos_token_id = c.eos_token_id = -1;
-        fprintf(stderr, "kvlora: building a random SmolLM2-135M-shaped model\n");
-        if (kvl_model_random(&m, &c, 1)) return cli_error("%s", kvl_last_error());
+    if (failed(dir ? kvl_model_load(&m, dir) : bench_model(&m))) return 1;
+    if (T + 1 > m->config.max_positions) { kvl_model_free(m); return cli_error("--tokens %lld exceeds the model's positions", T); }
+    ids = xmalloc(sizeof(int) * (size_t)(T + 128));        /* the prefill's T, and the probe's 128 of bench_distill */
+    logits = xmalloc(sizeof(float) * m->config.vocab_size);
+    if (!(r = failed(!ids || !logits))) {
+        for (int t = 0; t < T + 128; t++) ids[t] = (int)((t * 7919u + 1) % (unsigned)m->config.vocab_size);
+        printf("model             %s (%zu parameters)\n", dir ? dir : "random SmolLM2-135M shape", m->n_params);
+        printf("threads           %d\n", n_threads);
+        r = failed(bench_forward(m, ids, (int)T, (int)repeat, logits));
     }
-    const KvlConfig *c = &m->config;
-    if (T + 1 > c->max_positions) { kvl_model_free(m); return cli_error("--tokens %lld exceeds the model's positions", T); }
-    int *ids = malloc(sizeof(int) * (size_t)T);
-    float *logits = malloc(sizeof(float) * c->vocab_size);
-    if (!ids || !logits) { kvl_model_free(m); return cli_error("out of memory"); }
-    for (int t = 0; t < T; t++) ids[t] = (int)((t * 7919u + 1) % (unsigned)c->vocab_size);
-    double attn_macs = 0;      /* q.k and p.v over the causal triangle */
-    for (int t = 0; t < T; t++) attn_macs += 2.0 * c->n_heads * c->head_dim * (t + 1);
-    double prefill_flops = 2.0 * (T * linear_macs_per_token(c) + attn_macs + (double)c->dim * c->vocab_size);
-
-    printf("model             %s (%zu parameters)\n", dir ? dir : "random SmolLM2-135M shape", m->n_params);
-    printf("threads           %d\n", n_threads);
-    double best = 1e30;
-    for (int r = 0; r < repeat; r++) {
-        KvlCache cache;
-        if (kvl_cache_init(&cache, c, (int)T + 1)) { kvl_model_free(m); return cli_error("%s", kvl_last_error()); }
-        double t0 = now_seconds();
-        if (kvl_forward(m, &cache, ids, (int)T, logits, 1)) { kvl_cache_free(&cache); kvl_model_free(m); return cli_error("%s", kvl_last_error()); }
-        double dt = now_seconds() - t0;
-        if (dt < best) best = dt;
-        if (r == repeat - 1) {       /* decoding: a few tokens with the T-token cache */
-            double d0 = now_seconds();
-            int n_decode = 0, next = ids[0];
-            for (; n_decode < 1 && cache.n_tokens < cache.max_tokens; n_decode++) kvl_forward(m, &cache, &next, 1, logits, 1);
-            double dd = now_seconds() - d0;
-            printf("decode            %.1f tokens/s with a %lld-token cache\n", n_decode / dd, T);
-        }
-        kvl_cache_free(&cache);
-    }
-    printf("prefill           %lld tokens in %.3f s: %.1f tokens/s, %.1f GFLOP/s\n", T, best, T / best, prefill_flops / best * 1e-9);
-
-    /* the matmuls alone, on the prefill's shapes */
-    int QD = c->n_heads * c->head_dim, KD = c->n_kv_heads * c->head_dim;
-    int shapes[4][2] = {{c->dim, QD}, {c->dim, KD}, {c->dim, c->ffn_dim}, {c->ffn_dim, c->dim}};
-    for (int s = 0; s < 4; s++) {
-        int in = shapes[s][0], out = shapes[s][1];
-        float *x = malloc(sizeof(float) * (size_t)T * in), *y = malloc(sizeof(float) * (size_t)T * out);
-        const float *w = s == 0 ? m->w.wq : s == 1 ? m->w.wk : s == 2 ? m->w.w_gate : m->w.w_down;
-        if (!x || !y) { free(x); free(y); break; }
-        for (size_t i = 0; i < (size_t)T * in; i++) x[i] = (float)((i * 2654435761u) % 1000) / 1000.0f - 0.5f;
-        double best_mm = 1e30;
-        for (int r = 0; r < repeat + 2; r++) {
-            double t0 = now_seconds();
-            matmul(y, x, w, NULL, (int)T, in, out);
-            double dt = now_seconds() - t0;
-            if (dt < best_mm) best_mm = dt;
-        }
-        printf("matmul %4lldx%-4dx%-5d %.1f GFLOP/s\n", T, in, out, 2.0 * T * in * out / best_mm * 1e-9);
-        free(x);
-        free(y);
-    }
-    /* one distillation step: r = 8 on all seven targets, a 128-token probe after a
-       T-token cached context (teacher forward, student forward and backward, AdamW) */
-    {
-        int n_probe = 128 < c->max_positions - (int)T ? 128 : c->max_positions - (int)T - 1, has[KVL_N_TARGETS];
-        KvlCache cache;
-        KvlLora lora;
-        KvlProbe probe = {ids, n_probe};
-        kvl_lora_parse_targets("all", has);
-        if (n_probe > 0 && kvl_cache_init(&cache, c, (int)T + n_probe) == 0) {
-            int prefix = ids[0];
-            kvl_forward(m, &cache, ids, (int)T, NULL, 0);
-            kvl_lora_init(&lora, c, 8, 16.0f, 0, has, 1);
-            /* the first step pays for allocating and touching the activations; time the rest */
-            double elapsed[2] = {0, 0};
-            KvlDistillOptions opt = {1, 2 + (int)repeat, 1, 1e-4f, 0.0f, 1, bench_progress, elapsed};
-            double loss;
-            if (kvl_distill(m, &cache, &prefix, 1, &probe, 1, &lora, &opt, &loss)) fprintf(stderr, "kvlora: %s\n", kvl_last_error());
-            printf("distill step      %.3f s (r 8, all targets, %d probe tokens, %lld cached tokens; mean of %lld steps after the first)\n",
-                   (elapsed[1] - elapsed[0]) / (1 + repeat), n_probe, T, 1 + repeat);
-            Acts acts;          /* (allocated, never touched: to read their size) */
-            if (acts_init(&acts, c, 1 + n_probe, 8, 0) == 0) {
-                printf("memory            weights %.1f MB, KV cache %.1f MB, the step's activations %.1f MB, teacher logits %.1f MB\n",
-                       m->n_params * 4e-6, kvl_cache_bytes_per_token(c) * (double)cache.max_tokens * 1e-6, acts.bytes * 1e-6,
-                       (double)n_probe * c->vocab_size * 4e-6);
-                acts_free(&acts);
-            }
-            kvl_lora_free(&lora);
-            kvl_cache_free(&cache);
-        }
-    }
+    if (!r) {
+        bench_matmuls(m, (int)T, (int)repeat);
+        bench_distill(m, ids, (int)T, (int)repeat);
 #ifdef KVL_POSIX
-    {
         struct rusage ru;
         if (getrusage(RUSAGE_SELF, &ru) == 0) printf("peak RSS          %.1f MB\n", ru.ru_maxrss / 1024.0);
-    }
 #endif
+    }
     free(ids);
     free(logits);
     kvl_model_free(m);
-    return 0;
+    return r;
 }
 
-static const char *main_help =
-    "kvlora " KVL_VERSION " — distil a KV cache into a LoRA adapter (plain C reference)\n"
-    "\n"
-    "usage: kvlora COMMAND [options]     (kvlora COMMAND --help for each)\n"
-    "\n"
-    "commands:\n"
-    "  info      MODEL_DIR                      what a model directory holds\n"
-    "  generate  MODEL_DIR --prompt TEXT -n N   continue a prompt (or --ids 1,2,3)\n"
-    "  tokenize  MODEL_DIR --text TEXT          text to token ids (or from standard input)\n"
-    "  detokenize MODEL_DIR --ids 1,2,3         token ids to text\n"
-    "  dump      MODEL_DIR --tokens ... -o F    write logits (the numerics contract)\n"
-    "  record    MODEL_DIR --context-ids ... -o CACHE   save a context's KV cache\n"
-    "  distill   MODEL_DIR --cache CACHE -o DIR  distil a KV cache into a LoRA adapter\n"
-    "  merge     MODEL_DIR --adapter A -o DIR    merge adapters into the weights, or --combine them\n"
-    "  bench     [MODEL_DIR] [--threads N]      forward-pass speed (default: SmolLM2-135M shape)\n"
-    "  corpus    [--needles K] [--seed S]       a needle-in-a-haystack document and its questions\n";
+/* --- kvlora --- */
+
+static const struct { const char *name, *args, *what; int (*run)(int argc, char **argv); } commands[] = {
+    {"info", "MODEL_DIR", "what a model directory holds", cmd_info},
+    {"generate", "MODEL_DIR --prompt TEXT -n N", "continue a prompt (or --ids 1,2,3)", cmd_generate},
+    {"tokenize", "MODEL_DIR --text TEXT", "text to token ids (or from standard input)", cmd_tokenize},
+    {"detokenize", "MODEL_DIR --ids 1,2,3", "token ids to text", cmd_detokenize},
+    {"dump", "MODEL_DIR --tokens ... -o F", "write logits (the numerics contract)", cmd_dump},
+    {"record", "MODEL_DIR --context-ids ... -o CACHE", "save a context's KV cache", cmd_record},
+    {"distill", "MODEL_DIR --cache CACHE -o DIR", "distil a KV cache into a LoRA adapter", cmd_distill},
+    {"merge", "MODEL_DIR --adapter A -o DIR", "merge adapters into the weights, or --combine them", cmd_merge},
+    {"needle", "MODEL_DIR", "the needle-in-a-haystack test of distillation", cmd_needle},
+    {"corpus", "[--needles K] [--seed S]", "a needle-in-a-haystack document and its questions", cmd_corpus},
+    {"pretrain", "-o DIR [--steps N]", "train a small model on that corpus from nothing", cmd_pretrain},
+    {"bench", "[MODEL_DIR] [--threads N]", "forward-pass speed (default: SmolLM2-135M shape)", cmd_bench},
+};
+
+static void print_commands(FILE *f)
+{
+    fprintf(f, "kvlora " KVL_VERSION " — distil a KV cache into a LoRA adapter (plain C reference)\n\n"
+               "usage: kvlora COMMAND [options]     (kvlora COMMAND --help for each)\n\ncommands:\n");
+    for (int k = 0; k < COUNT(commands); k++) fprintf(f, "  %-10s %-36s %s\n", commands[k].name, commands[k].args, commands[k].what);
+}
 
 int main(int argc, char **argv)
 {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
-        fputs(main_help, argc < 2 ? stderr : stdout);
+        print_commands(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
     if (!strcmp(argv[1], "--version")) { printf("kvlora %s\n", KVL_VERSION); return 0; }
-    if (!strcmp(argv[1], "info")) return cmd_info(argc - 2, argv + 2);
-    if (!strcmp(argv[1], "generate")) return cmd_generate(argc - 2, argv + 2);
-    if (!strcmp(argv[1], "dump")) return cmd_dump(argc - 2, argv + 2);
-    if (!strcmp(argv[1], "tokenize")) return cmd_tokenize(argc - 2, argv + 2);
-    if (!strcmp(argv[1], "detokenize")) return cmd_detokenize(argc - 2, argv + 2);
-    if (!strcmp(argv[1], "bench")) return cmd_bench(argc - 2, argv + 2);
-    if (!strcmp(argv[1], "record")) return cmd_record(argc - 2, argv + 2);
-    if (!strcmp(argv[1], "distill")) return cmd_distill(argc - 2, argv + 2);
-    if (!strcmp(argv[1], "merge")) return cmd_merge(argc - 2, argv + 2);
-    if (!strcmp(argv[1], "corpus")) return cmd_corpus(argc - 2, argv + 2);
-    if (!strcmp(argv[1], "pretrain")) return cmd_pretrain(argc - 2, argv + 2);
-    if (!strcmp(argv[1], "needle")) return cmd_needle(argc - 2, argv + 2);
-    fprintf(stderr, "kvlora: unknown command '%s'\n\n%s", argv[1], main_help);
+    for (int k = 0; k < COUNT(commands); k++)
+        if (!strcmp(argv[1], commands[k].name)) return commands[k].run(argc - 2, argv + 2);
+    fprintf(stderr, "kvlora: unknown command '%s'\n\n", argv[1]);
+    print_commands(stderr);
     return 2;
 }
 
