@@ -5417,12 +5417,12 @@ done:
 }
 
 /* ------------------------------------------------------------------------------------ */
-/* 12. The command-line tool (compiled only with -DKVLORA_MAIN)                         */
-/*                                                                                       */
-/* Only this section prints and picks exit codes: 0 success, 1 the work failed (the      */
-/* message says why), 2 the command line was wrong. Each command lists its options in    */
-/* one table (name, kind, destination, range, default, help): the same rows parse argv   */
-/* and write the command's --help, so that every default is written once.                */
+/* 12. The command-line tool (compiled only with -DKVLORA_MAIN), options in one table   */
+/*                                                                                      */
+/* Only this section prints and picks exit codes: 0 success, 1 the work failed (the     */
+/* message says why), 2 the command line was wrong. Each command lists its options in   */
+/* one table (name, kind, destination, range, default, help): the same rows parse argv  */
+/* and write the command's --help, so that every default is written once.               */
 
 #ifdef KVLORA_MAIN
 
