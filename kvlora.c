@@ -2537,7 +2537,7 @@ static int check_no_extra_tensors(const ShardSet *s, const KvlConfig *c, const W
 }
 
 void kvl_model_free(KvlModel *m);
-static void scratch_free(KvlScratch *s);
+static void scratch_free(KvlScratch *s);    /* the forward pass's activations: section 7 */
 
 /* One block for all weights; the spec table's pointers are set to their places in it. */
 static int model_alloc(KvlModel *m, WeightSpec *specs, int n_specs)
@@ -3376,8 +3376,6 @@ static void scratch_free(KvlScratch *s)
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(*bufs[i]);
     free(s);
 }
-
-static void rope_frequencies(float *inv_freq, const KvlConfig *c);
 
 /* (Re)allocates the activations when a call needs more tokens, keys or LoRA rank than
    they hold. */
