@@ -2825,7 +2825,7 @@ static const float needle_depths[4] = {0.0f, 0.25f, 0.5f, 1.0f};
 static void test_needle_document_is_seeded(void)
 {
     KvlNeedle a[8], b[8];
-    char *ta, *tb;
+    char *ta = NULL, *tb = NULL;
     size_t la, lb;
     CHECK(kvl_needle_document(&ta, &la, a, 4, 200, needle_depths, 7) == 0 && kvl_needle_document(&tb, &lb, b, 4, 200, needle_depths, 7) == 0, "documents");
     CHECK(la == lb && !memcmp(ta, tb, la) && !memcmp(a, b, sizeof(KvlNeedle) * 4), "same seed, same document and needles");
