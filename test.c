@@ -2826,7 +2826,7 @@ static void test_needle_document_is_seeded(void)
 {
     KvlNeedle a[8], b[8];
     char *ta = NULL, *tb = NULL;
-    size_t la, lb;
+    size_t la = 0, lb = 0;
     CHECK(kvl_needle_document(&ta, &la, a, 4, 200, needle_depths, 7) == 0 && kvl_needle_document(&tb, &lb, b, 4, 200, needle_depths, 7) == 0, "documents");
     CHECK(la == lb && !memcmp(ta, tb, la) && !memcmp(a, b, sizeof(KvlNeedle) * 4), "same seed, same document and needles");
     free(tb);
