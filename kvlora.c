@@ -18,11 +18,13 @@
        6 layers: forward and backward    12 the command-line tool
        Appendix A: fast kernels (the same sums as section 6, faster)
        Appendix B: Unicode tables
-   A reader who stops after section 7 has a complete inference engine for Llama, Mistral,
-   Qwen2 and Qwen3, and has met no intrinsics on the way.
+   A reader who stops after section 7 has read a complete inference engine for Llama,
+   Mistral, Qwen2 and Qwen3 and met no intrinsics on the way: matmul's definition is
+   kvl_matmul_naive (section 6); Appendix A computes the same sums fast.
 
    Non-goals: speed at any price (the kernels are plain C that a compiler vectorises; the
-   one fast path, Appendix A, computes the very sums of the plain loop it replaces),
+   one fast path, Appendix A's packed matmul with its AVX tile, computes the very sums of
+   the plain loop it replaces),
    quantised weights, batching of unrelated sequences, and any architecture other than
    the Llama family.
 
@@ -73,8 +75,9 @@
 
 #ifdef _OPENMP
 #include <omp.h>
-/* The one place that knows about threads: loops over independent outputs are split
-   across them. Without OpenMP the macro is empty and the code is the same. */
+/* Loops over independent outputs are split across threads with this macro; the only other
+   parallel loop is pretraining's lanes (section 11). Without OpenMP the macro is empty and
+   the code is the same. */
 #define PARALLEL_FOR _Pragma("omp parallel for schedule(static)")
 #else
 #define PARALLEL_FOR
@@ -2662,7 +2665,7 @@ void kvl_cache_free(KvlCache *c)
 }
 
 /* A fingerprint of a model: its shape and a sample of its weights' bits, hashed with
-   FNV-1a. Caches and adapters carry it, so that one made for another model is refused. */
+   FNV-1a. Cache files carry it, so that a cache recorded with another model is refused. */
 static void model_fingerprint(const KvlModel *m, char out[17])
 {
     const KvlConfig *c = &m->config;
@@ -2880,6 +2883,34 @@ static void matmul(float *out, const float *x, const float *w, const float *b, i
             for (int o = 0; o < n_out; o++) out[(size_t)t * n_out + o] += b[o];
 }
 
+/* The matmul's backward. For out = x W^T: dx += dy W, which is gemm(dx, dy, w, T, n_out, in,
+   0, 1), and the weight's gradient
+       dw[o][i] += scale * sum_t dy[t][o] x[t][i]
+   from the output gradient dy [T][O] and the input x [T][I]. matmul_weight_backward is its
+   plain loop (threads split the rows o); weight_backward below computes the same sums. */
+static void matmul_weight_backward(float *dw, const float *dy, const float *x, float scale, int T, int O, int I)
+{
+    PARALLEL_FOR
+    for (int o = 0; o < O; o++)
+        for (int t = 0; t < T; t++) {
+            float g = dy[(size_t)t * O + o] * scale;
+            const float *xt = x + (size_t)t * I;
+            float *row = dw + (size_t)o * I;
+            for (int i = 0; i < I; i++) row[i] += g * xt[i];
+        }
+}
+
+/* dw[o][i] += scale * sum_t dy[t][o] x[t][i] as one matmul dw += (scale dy)^T x: dy [T][O]
+   is first turned into dy_t [O][T], so that gemm's blocked, thread-independent sums over t
+   do the work. The same products summed in the same order as matmul_weight_backward
+   (test_weight_backward_matches_loop checks the bits), at the speed of the blocked kernel. */
+static void weight_backward(float *dw, const float *dy, const float *x, float scale, int T, int O, int I, float *dy_t)
+{
+    for (int t = 0; t < T; t++)
+        for (int o = 0; o < O; o++) dy_t[(size_t)o * T + t] = dy[(size_t)t * O + o] * scale;
+    gemm(dw, dy_t, x, O, T, I, 0, 1);
+}
+
 /* A dot product with a fixed summation order: eight running partial sums, combined
    pairwise at the end. The order is written out, so the compiler may vectorise it but
    not change it; the result is the same on every machine. */
@@ -2935,6 +2966,24 @@ static void rmsnorm_backward(float *dx, float *dw, const float *dy, const float 
     for (int i = 0; i < n; i++) dx[i] += r * w[i] * dy[i] - x[i] * k;
     if (dw)
         for (int i = 0; i < n; i++) dw[i] += dy[i] * x[i] * r;
+}
+
+/* q_norm and k_norm (Qwen3): RMSNorm over each of the n_heads head vectors of v
+   ([n_heads][HD]), in place, with one weight w [HD] shared by the heads. */
+static void head_norm_forward(float *v, const float *w, int n_heads, int HD, float eps)
+{
+    for (int h = 0; h < n_heads; h++) rmsnorm_forward(v + h * HD, v + h * HD, w, HD, eps);
+}
+
+/* Back through q_norm / k_norm, in place on d (rewritten, not added to); dw is added to.
+   The norm's input, raw ([n_heads][HD]), is what layer_forward saved before it. */
+static void head_norm_backward(float *d, float *dw, const float *raw, const float *w, int n_heads, int HD, float eps, float *d_head)
+{
+    for (int h = 0; h < n_heads; h++) {
+        memset(d_head, 0, sizeof(float) * HD);
+        rmsnorm_backward(d_head, dw, d + h * HD, raw + h * HD, w, HD, eps);
+        memcpy(d + h * HD, d_head, sizeof(float) * HD);
+    }
 }
 
 /* Rotary embeddings, Hugging Face's "rotate half" convention: a head vector's first and
@@ -3053,8 +3102,10 @@ static void attention_forward(float *out, float *att, size_t head_stride, size_t
        ds_tj  = p_tj (dp_tj - sum_j' p_tj' dp_tj')           (the softmax Jacobian)
        dq_t  += sum_j ds_tj k_j / sqrt(HD)   dk_j += sum_t ds_tj q_t / sqrt(HD)
    A key/value head collects from every query head of its group, so threads split the
-   key/value heads (each sum keeps one order whatever the thread count). d_q is [T][H*HD];
-   d_k and d_v are [KVH][T][HD], the cache's layout; d_p is [H][T] scratch. */
+   key/value heads (each sum keeps one order whatever the thread count). This is the
+   student's case: queries at positions 0 .. T-1 over the T keys the cache holds, att kept
+   as [H][T][T]. d_q is [T][H*HD]; d_k and d_v are [KVH][T][HD], the cache's layout; d_p is
+   [H][T] scratch. */
 static void attention_backward(float *d_q, float *d_k, float *d_v, const float *d_out, const float *att,
                                const float *q, const KvlCache *cache, int layer, int T, const KvlConfig *c, float *d_p)
 {
@@ -3071,14 +3122,14 @@ static void attention_backward(float *d_q, float *d_k, float *d_v, const float *
             float *dp = d_p + (size_t)h * T;
             for (int t = 0; t < T; t++) {
                 const float *p = att + ((size_t)h * T + t) * T;
-                const float *dot_ = d_out + ((size_t)t * H + h) * HD, *qt = q + ((size_t)t * H + h) * HD;
+                const float *do_t = d_out + ((size_t)t * H + h) * HD, *qt = q + ((size_t)t * H + h) * HD;
                 float *dqt = d_q + ((size_t)t * H + h) * HD;
                 int first = (c->sliding_window && t - c->sliding_window + 1 > 0) ? t - c->sliding_window + 1 : 0;
                 float p_dot_dp = 0.0f;
                 for (int j = first; j <= t; j++) {
-                    dp[j] = dot(dot_, values + (size_t)j * HD, HD);
+                    dp[j] = dot(do_t, values + (size_t)j * HD, HD);
                     p_dot_dp += p[j] * dp[j];
-                    for (int d = 0; d < HD; d++) dv[(size_t)j * HD + d] += p[j] * dot_[d];
+                    for (int d = 0; d < HD; d++) dv[(size_t)j * HD + d] += p[j] * do_t[d];
                 }
                 for (int d = 0; d < HD; d++) dqt[d] = 0.0f;
                 for (int j = first; j <= t; j++) {
@@ -3107,35 +3158,10 @@ static void linear_forward(float *out, float *u, const float *x, const float *w,
     for (size_t i = 0; i < (size_t)T * n_out; i++) out[i] += tmp[i] * lora->scale;
 }
 
-/* dw[o][i] += scale * sum_t dy[t][o] x[t][i]: the gradient of a weight from its layer's
-   output gradient dy [T][O] and input x [T][I]. Threads split the rows o. */
-static void matmul_weight_backward(float *dw, const float *dy, const float *x, float scale, int T, int O, int I)
-{
-    PARALLEL_FOR
-    for (int o = 0; o < O; o++)
-        for (int t = 0; t < T; t++) {
-            float g = dy[(size_t)t * O + o] * scale;
-            const float *xt = x + (size_t)t * I;
-            float *row = dw + (size_t)o * I;
-            for (int i = 0; i < I; i++) row[i] += g * xt[i];
-        }
-}
-
-/* dw[o][i] += scale * sum_t dy[t][o] x[t][i] as one matmul dw += (scale dy)^T x: dy [T][O]
-   is first turned into dy_t [O][T], so that gemm's blocked, thread-independent sums over t
-   do the work. The same products summed in the same order as matmul_weight_backward (a
-   test checks the bits), at the speed of the blocked kernel. */
-static void weight_backward(float *dw, const float *dy, const float *x, float scale, int T, int O, int I, float *dy_t)
-{
-    for (int t = 0; t < T; t++)
-        for (int o = 0; o < O; o++) dy_t[(size_t)o * T + t] = dy[(size_t)t * O + o] * scale;
-    gemm(dw, dy_t, x, O, T, I, 0, 1);
-}
-
 /* Linear layer backward, y = W x + b + s B (A x) with u = A x:
        dx += dy W + du A,   du = s dy B,   dB += s dy^T u,   dA += du^T x,
        dW += dy^T x,  db += sum_t dy_t   (only when pretraining: dw non-NULL; db when b exists).
-   dlora (same layout as lora) receives dA and dB. du ([T][R]) and dy_t are scratch. */
+   dA and dB are added to dlora (same layout as lora). du ([T][R]) and dy_t are scratch. */
 static void linear_backward(float *dx, float *dw, float *db, KvlLora *dlora, const float *dy, const float *u,
                             const float *x, const float *w, const KvlLora *lora, KvlTarget target, int layer,
                             int T, int in, int n_out, float *du, float *dy_t)
@@ -3196,6 +3222,20 @@ typedef struct {
     const float *rope_cos, *rope_sin;   /* [T][HD/2] the rotation of each token's position */
 } LayerBuffers;
 
+/* The gradients one layer's backward works in: scratch, reused by every layer. */
+typedef struct {
+    float *d_xn;                    /* [T][D] of a block's normalised input */
+    float *d_att_out;               /* [T][H*HD] */
+    float *d_q;                     /* [T][H*HD] */
+    float *d_k, *d_v;               /* [KVH][T][HD], the cache's layout */
+    float *d_k_rows, *d_v_rows;     /* [T][KVH*HD] the same, in the projections' layout */
+    float *d_p;                     /* [H][T] */
+    float *d_gate, *d_up, *d_hidden;    /* [T][F] */
+    float *d_u;                     /* [T][R] */
+    float *d_head;                  /* [HD] one head's gradient through q_norm / k_norm */
+    float *dy_t;                    /* a linear layer's output gradient, transposed */
+} LayerGrads;
+
 /* Layer l on T tokens at positions pos0 ... : x (the residual stream, [T][D]) gets
        x += Attention(RMSNorm(x));  x += MLP(RMSNorm(x))
    and the tokens' keys and values go into the cache. */
@@ -3218,9 +3258,9 @@ static void layer_forward(float *x, KvlCache *cache, const LayerBuffers *b, cons
     if (b->k_raw) memcpy(b->k_raw, b->k, sizeof(float) * T * KD);
     for (int t = 0; t < T; t++) {
         float *qt = b->q + (size_t)t * QD, *kt = b->k + (size_t)t * KD;
-        if (c->qk_norm) {       /* Qwen3: RMSNorm over each head, before the rotation */
-            for (int h = 0; h < H; h++) rmsnorm_forward(qt + h * HD, qt + h * HD, w->q_norm + (size_t)l * HD, HD, c->rms_eps);
-            for (int h = 0; h < KVH; h++) rmsnorm_forward(kt + h * HD, kt + h * HD, w->k_norm + (size_t)l * HD, HD, c->rms_eps);
+        if (c->qk_norm) {       /* Qwen3: before the rotation */
+            head_norm_forward(qt, w->q_norm + (size_t)l * HD, H, HD, c->rms_eps);
+            head_norm_forward(kt, w->k_norm + (size_t)l * HD, KVH, HD, c->rms_eps);
         }
         rope_forward(qt, b->rope_cos + (size_t)t * half, b->rope_sin + (size_t)t * half, H, HD);
         rope_forward(kt, b->rope_cos + (size_t)t * half, b->rope_sin + (size_t)t * half, KVH, HD);
@@ -3245,36 +3285,11 @@ static void layer_forward(float *x, KvlCache *cache, const LayerBuffers *b, cons
     for (size_t i = 0; i < (size_t)T * D; i++) x[i] += b->delta[i];
 }
 
-/* The gradients one layer's backward works in: scratch, reused by every layer. */
-typedef struct {
-    float *d_xn;                    /* [T][D] of a block's normalised input */
-    float *d_att_out;               /* [T][H*HD] */
-    float *d_q;                     /* [T][H*HD] */
-    float *d_k, *d_v;               /* [KVH][T][HD], the cache's layout */
-    float *d_k_rows, *d_v_rows;     /* [T][KVH*HD] the same, in the projections' layout */
-    float *d_p;                     /* [H][T] */
-    float *d_gate, *d_up, *d_hidden;    /* [T][F] */
-    float *d_u;                     /* [T][R] */
-    float *d_head;                  /* [HD] one head's gradient through q_norm / k_norm */
-    float *dy_t;                    /* a linear layer's output gradient, transposed */
-} LayerGrads;
-
-/* Back through q_norm and k_norm (Qwen3), which were applied in place, head by head: the
-   norm's input is the saved q_raw / k_raw. d ([n_heads][HD]) is rewritten in place. */
-static void head_norm_backward(float *d, float *dw, const float *raw, const float *w, int n_heads, int HD, float eps, float *d_head)
-{
-    for (int h = 0; h < n_heads; h++) {
-        memset(d_head, 0, sizeof(float) * HD);
-        rmsnorm_backward(d_head, dw, d + h * HD, raw + h * HD, w, HD, eps);
-        memcpy(d + h * HD, d_head, sizeof(float) * HD);
-    }
-}
-
 /* Layer backward, layer_forward read from the bottom up. dx holds d loss / d x for the
    layer's output; each block is x_out = x_in + f(RMSNorm(x_in)), so dx passes through
    unchanged and the block adds the gradient through f and the norm:
        MLP:        f = down(silu(gate(n)) * up(n))
-       attention:  f = o(attention(rope(q(n)), rope(k(n)), v(n)))
+       attention:  f = o(attention(rope(q(n)), rope(k(n)), v(n)))   (Qwen3: q_norm, k_norm before rope)
    b holds what layer_forward saved (the student's slice for layer l), cache the keys and
    values. LoRA gradients are added to dlora, and, when pretraining, the weights' to dw
    (NULL: the weights are frozen). */
@@ -3624,12 +3639,11 @@ typedef struct {
     float *d_up;          /* [T][F] */
     float *d_hidden;      /* [T][F] */
     float *d_u;           /* [T][R] */
-    float *d_tmp;         /* [T][max(H*HD, KVH*HD)] */
+    float *d_k_rows;      /* [T][KVH*HD] d_k in the projections' layout */
     float *d_p;           /* [H][T] d loss / d attention probability, one row per head */
     float *d_logits;      /* [T][V] */
-    /* pretraining only (acts_init with weight_grads): */
-    const int *tokens;    /* the sequence student_forward read, for the embedding's gradient */
-    float *dy_t;          /* [max(V, F, H*HD, D)][T] a layer's output gradient, transposed (V: pretraining only) */
+    float *dy_t;          /* [max(F, H*HD, D, R)][T] a layer's output gradient, transposed; [V][T] when pretraining */
+    const int *tokens;    /* the sequence student_forward read, for the embedding's gradient (pretraining) */
 } Acts;
 
 static void acts_free(Acts *a)
@@ -3637,7 +3651,7 @@ static void acts_free(Acts *a)
     float **bufs[] = {&a->res_attn, &a->xn_attn, &a->q_raw, &a->k_raw, &a->q, &a->att, &a->att_out, &a->res_mlp,
                       &a->xn_mlp, &a->gate, &a->up, &a->hidden, &a->res_final, &a->xn_final, &a->logits, &a->lora_tmp,
                       &a->d_res, &a->d_xn, &a->d_q, &a->d_k, &a->d_v, &a->d_att_out, &a->d_gate, &a->d_up, &a->d_hidden,
-                      &a->d_u, &a->d_tmp, &a->d_p, &a->d_logits, &a->dy_t};
+                      &a->d_u, &a->d_k_rows, &a->d_p, &a->d_logits, &a->dy_t};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(*bufs[i]);
     for (int t = 0; t < KVL_N_TARGETS; t++) free(a->lora_u[t]);
     kvl_cache_free(&a->cache);
@@ -3661,7 +3675,7 @@ static int acts_init(Acts *a, const KvlConfig *c, int max_tokens, int rank, int 
         {&a->up, L * T * F}, {&a->hidden, L * T * F}, {&a->res_final, T * D}, {&a->xn_final, T * D},
         {&a->logits, T * c->vocab_size}, {&a->lora_tmp, T * widest}, {&a->d_res, T * D}, {&a->d_xn, T * D},
         {&a->d_q, T * QD}, {&a->d_k, T * KD}, {&a->d_v, T * KD}, {&a->d_att_out, T * QD}, {&a->d_gate, T * F},
-        {&a->d_up, T * F}, {&a->d_hidden, T * F}, {&a->d_u, T * rank}, {&a->d_tmp, T * QD}, {&a->d_p, H * T},
+        {&a->d_up, T * F}, {&a->d_hidden, T * F}, {&a->d_u, T * rank}, {&a->d_k_rows, T * QD}, {&a->d_p, H * T},
         {&a->d_logits, T * c->vocab_size},
         {&a->q_raw, c->qk_norm ? L * T * QD : 0}, {&a->k_raw, c->qk_norm ? L * T * KD : 0},
         {&a->dy_t, (weight_grads ? widest_out : widest > (size_t)rank ? widest : (size_t)rank) * T},
@@ -3701,7 +3715,7 @@ static void student_layer_buffers(LayerBuffers *b, const KvlModel *m, const Acts
 
 /* The student's forward pass over tokens[0..T) from position 0 with the model's adapter
    (m->lora): section 6's layer_forward, each layer writing into its own slice of a. */
-static void student_forward(KvlModel *m, Acts *a, const int *tokens, int T)
+static void student_forward(Acts *a, const int *tokens, KvlModel *m, int T)
 {
     const KvlConfig *c = &m->config;
     const KvlWeights *w = &m->w;
@@ -3725,7 +3739,7 @@ static void student_forward(KvlModel *m, Acts *a, const int *tokens, int T)
 /* Backward of the whole student: from a->d_logits ([T][V], zero on rows outside the loss)
    to the LoRA gradients, which are added to dlora (when not NULL), and, when pretraining,
    to the gradients of every weight, added to dw (same layout as m->w; NULL: frozen). */
-static void student_backward(KvlModel *m, Acts *a, KvlLora *dlora, KvlWeights *dw, int T)
+static void student_backward(KvlWeights *dw, KvlLora *dlora, Acts *a, KvlModel *m, int T)
 {
     const KvlConfig *c = &m->config;
     const KvlWeights *w = &m->w;
@@ -3740,9 +3754,10 @@ static void student_backward(KvlModel *m, Acts *a, KvlLora *dlora, KvlWeights *d
         rmsnorm_backward(a->d_res + (size_t)t * D, dw ? dw->final_norm : NULL, a->d_xn + (size_t)t * D, a->res_final + (size_t)t * D,
                          w->final_norm, D, c->rms_eps);
 
-    /* the layers, last to first; the forward's k scratch holds d v in the projections' layout */
-    LayerGrads g = {a->d_xn, a->d_att_out, a->d_q, a->d_k, a->d_v, a->d_tmp, m->scratch->k, a->d_p,
-                    a->d_gate, a->d_up, a->d_hidden, a->d_u, a->lora_tmp, a->dy_t};
+    /* the layers, last to first; the forward pass's k scratch holds d_v in the projections' layout */
+    LayerGrads g = {.d_xn = a->d_xn, .d_att_out = a->d_att_out, .d_q = a->d_q, .d_k = a->d_k, .d_v = a->d_v,
+                    .d_k_rows = a->d_k_rows, .d_v_rows = m->scratch->k, .d_p = a->d_p, .d_gate = a->d_gate, .d_up = a->d_up,
+                    .d_hidden = a->d_hidden, .d_u = a->d_u, .d_head = a->lora_tmp, .dy_t = a->dy_t};
     for (int l = c->n_layers - 1; l >= 0; l--) {
         LayerBuffers b;
         student_layer_buffers(&b, m, a, l, T);
@@ -3929,9 +3944,6 @@ int kvl_lora_save(const KvlLora *lora, const char *dir)
     return r;
 }
 
-/* Loads a PEFT LoRA adapter for a model of config's shapes, refusing what kvlora cannot
-   apply exactly: other PEFT types, dropout-free assumptions aside, per-module rank or
-   alpha patterns, fan_in_fan_out, bias training, DoRA, and tensors of other shapes. */
 /* adapter_config.json: r, lora_alpha, use_rslora and target_modules, refusing every
    PEFT option that would change the numbers in a way kvlora does not implement. */
 static int lora_config(const Json *cfg, const char *path, int *rank, float *alpha, int *rslora, int has[KVL_N_TARGETS])
@@ -4009,6 +4021,10 @@ static int lora_read_tensors(KvlLora *lora, const KvlSafetensors *st, const char
     return 0;
 }
 
+/* Loads a PEFT LoRA adapter for a model of config's shapes, refusing what kvlora cannot
+   apply exactly: other PEFT types, per-module rank or alpha patterns, fan_in_fan_out,
+   bias training, DoRA, and tensors of other shapes. (lora_dropout plays no part:
+   kvlora trains without dropout, and inference has none.) */
 int kvl_lora_load(KvlLora *lora, const char *dir, const KvlConfig *c)
 {
     char path[4096];
@@ -4127,9 +4143,10 @@ static double kl_position(const float *zs, const float *zt, int V)
     return weighted / st - (log(st) + mt) + (log(ss) + ms);
 }
 
-/* No allocation: the training loop calls this at every step. The positions are
-   independent, so threads take blocks of them; the block's losses are then added in
-   position order, whatever the thread count. */
+/* The loss D (kl or mse, as above) over T positions, into *loss. Training uses it for mse
+   (kl_forward_backward gives kl with its gradient). The positions are independent, so
+   threads take blocks of them; the blocks' losses are then added in position order,
+   whatever the thread count. No allocation. */
 static int loss_forward(double *loss, const float *student, const float *teacher, int T, int V, int use_kl)
 {
     double total = 0.0;
@@ -4152,8 +4169,8 @@ static int loss_forward(double *loss, const float *student, const float *teacher
     return 0;
 }
 
-/* The gradient of the MSE loss with respect to the student's logits, for T positions that
-   are part of n_total positions of a batch (the loss is the mean over all of them):
+/* Writes the gradient of the MSE loss with respect to the student's logits, for T
+   positions that are part of n_total positions of a batch (the loss is the mean over all of them):
        d/dz_s = 2 (z_s - z_t) / (n_total V)
    (KL's comes with its loss: kl_forward_backward below). */
 static void mse_backward(float *d_student, const float *student, const float *teacher, int T, int V, int n_total)
@@ -4198,8 +4215,8 @@ static void kl_forward_backward(double *loss, float *d_student, const float *stu
 
 /* One probe of distillation: the student (the model with m->lora) reads prefix ++ probe,
    the teacher's logits for the probe's n_probe positions are given; adds d loss / d LoRA
-   to dlora (when not NULL) and returns this probe's share of the batch loss
-   (its summed loss / n_total). a must hold n_prefix + n_probe tokens. */
+   to dlora (when not NULL) and stores in *loss this probe's share of the batch loss (its
+   summed loss / n_total). a must hold n_prefix + n_probe tokens. */
 static int distill_probe(KvlModel *m, Acts *a, KvlLora *dlora, const int *tokens, int n_prefix, int n_probe,
                          const float *teacher, int use_kl, int n_total, double *loss)
 {
@@ -4207,7 +4224,7 @@ static int distill_probe(KvlModel *m, Acts *a, KvlLora *dlora, const int *tokens
     int T = n_prefix + n_probe, V = c->vocab_size;
     if (T > a->max_tokens) return fail("probe of %d tokens exceeds the %d the activations hold", T, a->max_tokens);
     if (scratch_reserve(m, T, T)) return -1;
-    student_forward(m, a, tokens, T);
+    student_forward(a, tokens, m, T);
     const float *zs = a->logits + (size_t)n_prefix * V;
     if (dlora && use_kl) {
         *loss = 0.0;
@@ -4219,7 +4236,7 @@ static int distill_probe(KvlModel *m, Acts *a, KvlLora *dlora, const int *tokens
         mse_backward(a->d_logits + (size_t)n_prefix * V, zs, teacher, n_probe, V, n_total);
     }
     memset(a->d_logits, 0, sizeof(float) * (size_t)n_prefix * V);
-    student_backward(m, a, dlora, NULL, T);
+    student_backward(NULL, dlora, a, m, T);
     return 0;
 }
 
@@ -4327,11 +4344,6 @@ int kvl_context_chunks(const int *context, int n_context, int len, KvlProbe **ou
     return 0;
 }
 
-/* The distillation loop. The student is the model with the adapter lora; the teacher the
-   model alone reading cache (prefix ++ context, n_ctx positions) then each probe. Each step
-   takes the next batch of probes from a seeded shuffle, sums the gradient of the mean loss
-   over the batch's positions, and takes one AdamW step. Teacher logits are computed once
-   when they fit in 256 MB, else again at every step. */
 /* Every probe's teacher logits, one probe after another ([sum of the probes' lengths][V]);
    probe i's start at teacher + teacher_at[i]. */
 static int teachers_forward(KvlModel *m, KvlCache *cache, int n_ctx, const KvlProbe *probes, int n_probes, float *teacher, size_t *teacher_at)
@@ -4364,6 +4376,11 @@ static int next_batch(int *chosen, int batch, int *order, int *next, int n_probe
     return n_chosen;
 }
 
+/* The distillation loop. The student is the model with the adapter lora; the teacher the
+   model alone reading cache (prefix ++ context, n_ctx positions) then each probe. Each step
+   takes the next batch of probes from a seeded shuffle, sums the gradient of the mean loss
+   over the batch's positions, and takes one AdamW step. Teacher logits are computed once
+   when they fit in 256 MB, else again at every step. */
 int kvl_distill(KvlModel *m, KvlCache *cache, const int *prefix, int n_prefix, const KvlProbe *probes, int n_probes,
                 KvlLora *lora, const KvlDistillOptions *opt, double *final_loss)
 {
@@ -4630,14 +4647,6 @@ static int buf_push_byte_level(Buf *b, const char *bytes, size_t n, const uint32
     return r;
 }
 
-/* Byte-pair encoding (Sennrich et al. 2016) learnt from text: cut the text into words with
-   GPT-2's pre-tokenizer, start every word from its bytes, and repeatedly merge the most
-   frequent adjacent pair of tokens (ties: the smallest pair of ids) into a new token, until
-   there are vocab_size tokens or no pair occurs twice. A pair that touches a digit is never
-   merged, so that a number is one token per digit (a needle's code is copied digit by
-   digit). *json receives a tokenizer.json that kvl_tokenizer_load and Hugging Face's
-   tokenizers both read: ids 0 and 1 are <s> and </s>, 2..257 the bytes, then the merges in
-   the order they were learnt; encoding adds <s> in front. */
 /* BPE training's state: the text as its distinct words, each a list of token ids (id b <
    256 is the byte b), and the tokens learnt so far. */
 enum { BPE_N_SPECIAL = 2, BPE_N_BYTES = 256 };
@@ -4776,6 +4785,14 @@ static int bpe_tokenizer_json(const BpeTrainer *b, Buf *out)
     return buf_puts(out, "]}\n}\n");
 }
 
+/* Byte-pair encoding (Sennrich et al. 2016) learnt from text: cut the text into words with
+   GPT-2's pre-tokenizer, start every word from its bytes, and repeatedly merge the most
+   frequent adjacent pair of tokens (ties: the smallest pair of ids) into a new token, until
+   there are vocab_size tokens or no pair occurs twice. A pair that touches a digit is never
+   merged, so that a number is one token per digit (a needle's code is copied digit by
+   digit). *json receives a tokenizer.json that kvl_tokenizer_load and Hugging Face's
+   tokenizers both read: ids 0 and 1 are <s> and </s>, 2..257 the bytes, then the merges in
+   the order they were learnt; encoding adds <s> in front. */
 int kvl_bpe_train(const char *text, size_t len, int vocab_size, char **json, size_t *json_len)
 {
     if (vocab_size < BPE_N_SPECIAL + BPE_N_BYTES || vocab_size > 1 << 20)
@@ -4971,21 +4988,6 @@ done:
    other. */
 #define PRETRAIN_LANES 4
 
-/* Trains every weight of m on pretraining texts (<s> text </s>, cut at o->seq_len tokens):
-   each step takes texts until they hold o->batch_tokens tokens, next-token cross-entropy
-   over all of them, gradients clipped to a global norm of o->clip, AdamW with a linear
-   warmup and a cosine decay of the learning rate to a tenth. Text number i of the run has
-   document seed kvl_document_seed(o->seed, i, 0).
-
-   The curriculum is what makes the needles learnable. Answering needs two attention heads
-   that only pay together: one that moves the name to the positions after it, and one that
-   finds, from the question, the needle with that name and copies its digits. Until both
-   exist neither earns any loss, and the few answer tokens of long documents are lost in
-   the filler's gradient noise: long texts alone never get there. Short texts, many to a
-   step, are mostly needles and questions. So for the first o->short_steps steps texts
-   have at most 3 filler sentences; then over o->ramp_steps steps the filler grows to fill
-   o->seq_len, so that retrieval carries over to long contexts (how the recipe was found:
-   data/model/README.md). */
 /* The most filler sentences that fit o->seq_len, from the tokens of a 100-sentence text,
    leaving room for 8 needles (13 tokens each) and their questions and answers (20). */
 static int pretrain_full_sentences(KvlTokenizer *tok, const KvlPretrainOptions *o, int *full_sentences)
@@ -5103,9 +5105,9 @@ static double pretrain_gradient(PretrainLanes *lanes, const PretrainBatch *b, Kv
         lanes->loss[lane] = 0.0;
         for (int k = lane; k < b->n; k += PRETRAIN_LANES) {
             int T = b->lens[k] - 1;
-            student_forward(lm, acts, b->seqs[k], T);
+            student_forward(acts, b->seqs[k], lm, T);
             xent_forward_backward(&lanes->loss[lane], acts->d_logits, acts->logits, b->seqs[k] + 1, T, V, b->n_tokens);
-            student_backward(lm, acts, NULL, &lanes->grad[lane]->w, T);
+            student_backward(&lanes->grad[lane]->w, NULL, acts, lm, T);
         }
     }
     double loss = 0.0;
@@ -5137,6 +5139,21 @@ static float pretrain_lr(const KvlPretrainOptions *o, int step)
                             : (float)(o->lr * (0.1 + 0.9 * 0.5 * (1.0 + cos(3.14159265358979 * progress))));
 }
 
+/* Trains every weight of m on pretraining texts (<s> text </s>, cut at o->seq_len tokens):
+   each step takes texts until they hold o->batch_tokens tokens, next-token cross-entropy
+   over all of them, gradients clipped to a global norm of o->clip, AdamW with a linear
+   warmup and a cosine decay of the learning rate to a tenth. Text number i of the run has
+   document seed kvl_document_seed(o->seed, i, 0).
+
+   The curriculum is what makes the needles learnable. Answering needs two attention heads
+   that only pay together: one that moves the name to the positions after it, and one that
+   finds, from the question, the needle with that name and copies its digits. Until both
+   exist neither earns any loss, and the few answer tokens of long documents are lost in
+   the filler's gradient noise: long texts alone never get there. Short texts, many to a
+   step, are mostly needles and questions. So for the first o->short_steps steps texts
+   have at most 3 filler sentences; then over o->ramp_steps steps the filler grows to fill
+   o->seq_len, so that retrieval carries over to long contexts (how the recipe was found:
+   data/model/README.md). */
 int kvl_pretrain(KvlModel *m, KvlTokenizer *tok, const KvlPretrainOptions *o, KvlPretrainState *state, double *final_loss)
 {
     const KvlConfig *c = &m->config;
@@ -5322,12 +5339,6 @@ static int needle_correct(const KvlTokenizer *tok, const int *answer, int n_answ
     return 0;
 }
 
-/* One trial of the needle test (see KvlNeedleOptions): a document of o->context_len
-   tokens with o->n_needles needles at depths, from doc_seed; its KV cache; an adapter
-   distilled from it with probes that hold no ground truth (the teacher's own samples after
-   "\nQ:", and/or slices of the context); then each needle's question "\nQ: What is the
-   secret code of NAME? A:" asked three ways: after the cached context, after <s> alone,
-   and after <s> alone with the adapter. The generator's codes are used only to score. */
 /* Asks the needle's question after what the cache holds (room: the positions left) and
    scores the model's greedy answer of NEEDLE_ANSWER tokens into *correct. */
 enum { NEEDLE_ANSWER = 6 };                     /* " DDDDD": a space and five digits */
@@ -5344,6 +5355,12 @@ static int needle_ask(KvlModel *m, KvlTokenizer *tok, KvlCache *cache, const Kvl
     return e ? -1 : 0;
 }
 
+/* One trial of the needle test (see KvlNeedleOptions): a document of o->context_len
+   tokens with o->n_needles needles at depths, from doc_seed; its KV cache; an adapter
+   distilled from it with probes that hold no ground truth (the teacher's own samples after
+   "\nQ:", and/or slices of the context); then each needle's question "\nQ: What is the
+   secret code of NAME? A:" asked three ways: after the cached context, after <s> alone,
+   and after <s> alone with the adapter. The generator's codes are used only to score. */
 int kvl_needle_trial(KvlModel *m, KvlTokenizer *tok, const KvlNeedleOptions *o, const float *depths, uint64_t doc_seed,
                      KvlNeedleResult *res)
 {
@@ -7056,9 +7073,9 @@ int main(int argc, char **argv)
 
 /* The register tile: four tokens x MM_COLS outputs, resumed from and stored to out. The
    four rows are four separate arrays on purpose: GCC keeps these in vector registers but
-   leaves a float[4][MM_COLS] in memory, an order of magnitude slower. With 32 vector
-   registers (AVX-512) all four rows fit; with 16 (AVX2) GCC keeps the accumulators on the
-   stack, which is what the tile below is for. */
+   leaves a float[4][MM_COLS] in memory. With 32 vector registers (AVX-512) all four rows
+   fit; with 16 (AVX2) GCC keeps the accumulators on the stack, which is what the tile below
+   is for. (Measured speeds: data/BENCH.md.) */
 static void matmul_tile4(float *out, int n_out, const float *x, int in, const float *panel, int panel_stride, int depth, int fresh)
 {
     float a0[MM_COLS], a1[MM_COLS], a2[MM_COLS], a3[MM_COLS];
@@ -7093,7 +7110,7 @@ static void matmul_tile4(float *out, int n_out, const float *x, int in, const fl
 #define KVL_AVX_TILE 1
 /* The same tile for AVX2-class machines, six tokens x 16 outputs in twelve named vector
    registers: with 16 vector registers GCC keeps the plain tile's accumulators in memory,
-   and a 6x16 tile in named registers keeps them in registers, about twice as fast.
+   and a 6x16 tile in named registers keeps them in registers.
    A multiply then an add, never a fused multiply-add, in the same order over i as the
    plain tile: every output is the very same float, so this path and the plain one agree
    bit for bit (test gemm_tiles_match_loops runs both). */

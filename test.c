@@ -1231,9 +1231,9 @@ static void test_student_forward_matches_inference(void)
 static double pretrain_loss(KvlModel *m, Acts *a, const int *seq, int T, KvlWeights *dw)
 {
     double loss = 0;
-    student_forward(m, a, seq, T);
+    student_forward(a, seq, m, T);
     xent_forward_backward(&loss, a->d_logits, a->logits, seq + 1, T, m->config.vocab_size, T);
-    if (dw) student_backward(m, a, NULL, dw, T);
+    if (dw) student_backward(dw, NULL, a, m, T);
     return loss;
 }
 
