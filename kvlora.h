@@ -232,6 +232,20 @@ void kvl_cache_free(KvlCache *c);
 /* Bytes of float32 keys and values one token adds to the cache. */
 size_t kvl_cache_bytes_per_token(const KvlConfig *config);
 
+/* ---- the KV cache as a file, and a model directory ---- */
+
+/* Writes the cache's n_tokens positions (prefix ++ context) to a safetensors file:
+   layers.N.k / layers.N.v [KVH, T, HD] in dtype (F32, F16 or BF16), tokens I32 [T]. */
+int kvl_cache_save(const KvlCache *cache, const KvlModel *m, const int *tokens, int n_prefix, KvlDtype dtype, const char *path);
+/* Reads it back for the same model (refused otherwise) with room for extra more tokens. */
+int kvl_cache_load(KvlCache *cache, const KvlModel *m, const char *path, int extra, int **tokens, int *n_tokens, int *n_prefix);
+
+/* A model directory: the weights as F32, and config.json and tokenizer.json copied from
+   src_dir (src_dir NULL: a config.json written from m->config, and no tokenizer). */
+int  kvl_model_save(const KvlModel *m, const char *src_dir, const char *out_dir);
+
+/* ---- the forward pass ---- */
+
 /* Reads n_tokens tokens at positions cache->n_tokens, ..., appending their keys and values
    to the cache. If logits is not NULL, writes the logits of the last n_logits of these
    tokens: logits[n_logits][V] (n_logits = 1 for decoding, n_tokens for every position). */
@@ -242,6 +256,28 @@ int kvl_forward(KvlModel *m, KvlCache *cache, const int *tokens, int n_tokens,
    (x [T][in], w [out][in], b [out] or NULL), summed in order i = 0, 1, ... from zero, bias
    last. kvlora's fast kernel gives exactly these bits; a port can check against it. */
 void kvl_matmul_naive(float *out, const float *x, const float *w, const float *b, int T, int in, int n_out);
+
+/* ---- sampling and generation ---- */
+
+typedef struct { uint64_t state; } KvlRng;
+void     kvl_rng_seed(KvlRng *r, uint64_t seed);
+uint32_t kvl_rng_u32(KvlRng *r);
+float    kvl_rng_float(KvlRng *r);          /* uniform in [0, 1) */
+int      kvl_argmax(const float *x, int n);  /* first index of the maximum */
+/* temperature 0 = greedy; top_p in (0, 1] keeps the smallest set of tokens whose
+   probability reaches top_p. Overwrites logits. */
+int      kvl_sample(float *logits, int n, float temperature, float top_p, KvlRng *rng);
+
+/* Sees the ids so far (prompt and new tokens) after each new token; nonzero stops. */
+typedef int (*KvlTokenCallback)(const int *ids, int n_ids, void *user);
+/* Prefills the prompt into a fresh KV cache and generates up to max_new tokens with
+   kvl_sample (temperature 0 = greedy; seed seeds the sampler), stopping after the
+   model's eos_token_id. ids needs room for n_prompt + max_new; it receives the prompt
+   and the new tokens, *n_ids their count. A nonzero on_token return stops the loop
+   and is returned. The model's LoRA adapter (model->lora), if set, is applied. */
+int kvl_generate(KvlModel *m, const int *prompt, int n_prompt, int max_new,
+                 float temperature, float top_p, uint64_t seed,
+                 int *ids, int *n_ids, KvlTokenCallback on_token, void *user);
 
 /* ---- LoRA adapters ---- */
 
@@ -260,16 +296,8 @@ int  kvl_lora_load(KvlLora *lora, const char *dir, const KvlConfig *config);
 int  kvl_lora_merge(KvlModel *m, const KvlLora *lora, float weight);
 /* One adapter equal to sum_k weights[k] * adapters[k] (ranks concatenated, alpha = rank). */
 int  kvl_lora_combine(KvlLora *out, const KvlLora *adapters, const float *weights, int n, const KvlConfig *config);
-/* A model directory: config.json and tokenizer.json copied from src_dir, weights as F32. */
-int  kvl_model_save(const KvlModel *m, const char *src_dir, const char *out_dir);
 
 /* ---- distillation ---- */
-
-/* Writes the cache's n_tokens positions (prefix ++ context) to a safetensors file:
-   layers.N.k / layers.N.v [KVH, T, HD] in dtype (F32, F16 or BF16), tokens I32 [T]. */
-int kvl_cache_save(const KvlCache *cache, const KvlModel *m, const int *tokens, int n_prefix, KvlDtype dtype, const char *path);
-/* Reads it back for the same model (refused otherwise) with room for extra more tokens. */
-int kvl_cache_load(KvlCache *cache, const KvlModel *m, const char *path, int extra, int **tokens, int *n_tokens, int *n_prefix);
 
 typedef struct { int *ids; int n; } KvlProbe;   /* token ids a probe reads after the prefix */
 
@@ -397,29 +425,5 @@ typedef struct {
    every needle's question asked with the context, without it, and with the adapter. */
 int  kvl_needle_trial(KvlModel *m, KvlTokenizer *tok, const KvlNeedleOptions *opt, const float *depths, uint64_t doc_seed,
                       KvlNeedleResult *result);
-
-/* ---- sampling ---- */
-
-typedef struct { uint64_t state; } KvlRng;
-void     kvl_rng_seed(KvlRng *r, uint64_t seed);
-uint32_t kvl_rng_u32(KvlRng *r);
-float    kvl_rng_float(KvlRng *r);          /* uniform in [0, 1) */
-int      kvl_argmax(const float *x, int n);  /* first index of the maximum */
-/* temperature 0 = greedy; top_p in (0, 1] keeps the smallest set of tokens whose
-   probability reaches top_p. Overwrites logits. */
-int      kvl_sample(float *logits, int n, float temperature, float top_p, KvlRng *rng);
-
-/* ---- generation: a prompt in, new tokens out ---- */
-
-/* Sees the ids so far (prompt and new tokens) after each new token; nonzero stops. */
-typedef int (*KvlTokenCallback)(const int *ids, int n_ids, void *user);
-/* Prefills the prompt into a fresh KV cache and generates up to max_new tokens with
-   kvl_sample (temperature 0 = greedy; seed seeds the sampler), stopping after the
-   model's eos_token_id. ids needs room for n_prompt + max_new; it receives the prompt
-   and the new tokens, *n_ids their count. A nonzero on_token return stops the loop
-   and is returned. The model's LoRA adapter (model->lora), if set, is applied. */
-int kvl_generate(KvlModel *m, const int *prompt, int n_prompt, int max_new,
-                 float temperature, float top_p, uint64_t seed,
-                 int *ids, int *n_ids, KvlTokenCallback on_token, void *user);
 
 #endif
