@@ -2253,7 +2253,11 @@ int kvl_token_id(const KvlTokenizer *t, const char *token) { return tok_id_of(t,
 /* config.json is read the way transformers reads it for the four supported classes:    */
 /* the same defaults for absent fields, and a refusal for anything that would change    */
 /* the numbers in a way this file does not implement (another activation, a rope        */
-/* scaling type other than llama3, biases on layers that have none here ...).           */
+/* scaling type other than llama3, biases on layers that have none here ...). One table */
+/* of (Hugging Face name, shape) entries drives loading, checking and the single        */
+/* allocation the weights point into. The KV cache is [L][KVH][positions][HD] for keys  */
+/* (after RoPE) and for values; its file holds the filled positions, their token ids    */
+/* and the model's fingerprint.                                                         */
 
 static int config_int(const Json *cfg, const char *key, int required, int def, int lo, int hi, int *out, const char *where)
 {

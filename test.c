@@ -2532,24 +2532,26 @@ static void edit_overlap(char **st, size_t *len)
     if (strlen(repl) == (size_t)(strchr(at, ']') - at + 1)) memcpy(at, repl, strlen(repl));
 }
 
-static void test_bad_input_table(void)
+/* The bad inputs: each a command line, what its error message must name, and why. Every
+   one must be refused with a message naming the problem and a nonzero exit, and must leave
+   its output file as it was. */
+typedef struct {
+    struct { const char *what, *expect; char cmd[4096]; } cases[40];
+    int n;
+    char base[512], out[600], m[600];
+} BadInputs;
+
+#define CASE(w, e, ...) do { b->cases[b->n].what = w; b->cases[b->n].expect = e; \
+                             snprintf(b->cases[b->n].cmd, sizeof b->cases[b->n].cmd, __VA_ARGS__); b->n++; } while (0)
+#define MODEL(name, config, edit) (snprintf(b->m, sizeof b->m, "%s/%s", b->base, name), bad_model(b->m, config, edit), b->m)
+#define DUMP_TO(dir) KVLORA_CLI " dump %s --tokens 1,2,3 -o %s", dir, b->out
+
+/* Broken weight files, configs and JSON. */
+static void bad_model_inputs(BadInputs *b)
 {
-    char base[512], cmd[8192], out[600], err[600], m[600], tok[600];
-    snprintf(base, sizeof base, "%s", tmp_path("bad"));
-#ifdef KVL_POSIX
-    mkdir(base, 0755);
-#endif
-    snprintf(out, sizeof out, "%s/out.safetensors", base);
-    snprintf(err, sizeof err, "%s/stderr.txt", base);
-    const char *g = golden_dir();
     static const char *cfg_fmt = "{\"architectures\":[\"%s\"],\"hidden_size\":64,\"num_hidden_layers\":%d,\"num_attention_heads\":%d,"
                                  "\"num_key_value_heads\":%d,\"intermediate_size\":%d,\"vocab_size\":%d,\"max_position_embeddings\":256%s}";
-    struct { const char *what, *expect; char cmd[4096]; } cases[40];
-    int n = 0;
     char cfg[1024];
-#define CASE(w, e, ...) do { cases[n].what = w; cases[n].expect = e; snprintf(cases[n].cmd, sizeof cases[n].cmd, __VA_ARGS__); n++; } while (0)
-#define MODEL(name, config, edit) (snprintf(m, sizeof m, "%s/%s", base, name), bad_model(m, config, edit), m)
-#define DUMP_TO(dir) KVLORA_CLI " dump %s --tokens 1,2,3 -o %s", dir, out
     CASE("truncated weights", "past the data section", DUMP_TO(MODEL("truncated", NULL, edit_truncate)));
     CASE("header length 2^63", "exceeds the limit", DUMP_TO(MODEL("huge_header", NULL, edit_huge_header)));
     CASE("header past the end", "past the end of the file", DUMP_TO(MODEL("past_end", NULL, edit_header_past_end)));
@@ -2585,6 +2587,13 @@ static void test_bad_input_table(void)
         snprintf(name, sizeof name, "json%zu", i);
         CASE(bad_json[i].name, "invalid JSON at byte", DUMP_TO(MODEL(name, bad_json[i].json, NULL)));
     }
+}
+
+/* Missing weights and configs, wrong adapters, caches, contexts, tokenizers and outputs. */
+static void bad_file_inputs(BadInputs *b)
+{
+    char cmd[8192], tok[600], m[600], cfg[1024];
+    const char *g = golden_dir(), *base = b->base, *out = b->out;
     snprintf(m, sizeof m, "%s/no_weights", base);
 #ifdef KVL_POSIX
     mkdir(m, 0755);
@@ -2642,29 +2651,45 @@ static void test_bad_input_table(void)
     CASE("tokenizer.json with an unknown component", "Unigram", KVLORA_CLI " tokenize %s --text hello", p);
     CASE("output directory that does not exist", "cannot create", KVLORA_CLI " dump %s/llama_gqa_f32 --tokens 1,2 -o %s/no/such/dir/out.safetensors", g, base);
     CASE("disk full while writing", "No space left on device", "KVLORA_TEST_DISK_BYTES=1000 " KVLORA_CLI " dump %s/llama_gqa_f32 --tokens 1,2,3,4,5,6,7,8 -o %s", g, out);
+}
 #undef CASE
 #undef MODEL
 #undef DUMP_TO
 
+static void test_bad_input_table(void)
+{
+    static BadInputs bad;
+    BadInputs *b = &bad;
+    char cmd[8192], err[600], base[512];
+    snprintf(base, sizeof base, "%s", tmp_path("bad"));
+#ifdef KVL_POSIX
+    mkdir(base, 0755);
+#endif
+    b->n = 0;
+    memcpy(b->base, base, sizeof base);
+    snprintf(b->out, sizeof b->out, "%s/out.safetensors", base);
+    snprintf(err, sizeof err, "%s/stderr.txt", base);
+    bad_model_inputs(b);
+    bad_file_inputs(b);
     int refused = 0;
-    for (int i = 0; i < n; i++) {
-        write_bytes(out, "precious", 8);
-        snprintf(cmd, sizeof cmd, "%s > /dev/null 2> %s", cases[i].cmd, err);
+    for (int i = 0; i < b->n; i++) {
+        write_bytes(b->out, "precious", 8);
+        snprintf(cmd, sizeof cmd, "%s > /dev/null 2> %s", b->cases[i].cmd, err);
         int status = system(cmd);
         size_t len = 0, olen = 0;
-        char *msg = slurp(err, &len), *kept = slurp(out, &olen);
+        char *msg = slurp(err, &len), *kept = slurp(b->out, &olen);
         int exit_ok = status != -1 && WIFEXITED(status) && WEXITSTATUS(status) != 0 && WEXITSTATUS(status) < 128;
-        int named = msg && strstr(msg, cases[i].expect) != NULL;
+        int named = msg && strstr(msg, b->cases[i].expect) != NULL;
         int untouched = kept && olen == 8 && !memcmp(kept, "precious", 8);
         CHECK(exit_ok && named && untouched, "bad input '%s': exit %d, message '%s' (expected to name '%s'), output %s",
-              cases[i].what, WIFEXITED(status) ? WEXITSTATUS(status) : -1, msg ? strtok(msg, "\n") : "", cases[i].expect, untouched ? "untouched" : "CHANGED");
+              b->cases[i].what, WIFEXITED(status) ? WEXITSTATUS(status) : -1, msg ? strtok(msg, "\n") : "", b->cases[i].expect, untouched ? "untouched" : "CHANGED");
         refused += exit_ok && named && untouched;
         free(msg);
         free(kept);
     }
-    printf("  bad input: %d of %d cases refused with a message naming the problem, nonzero exit, output untouched\n", refused, n);
-    snprintf(cmd, sizeof cmd, "rm -rf %s", base);
-    if (system(cmd) != 0) printf("  (could not remove %s)\n", base);
+    printf("  bad input: %d of %d cases refused with a message naming the problem, nonzero exit, output untouched\n", refused, b->n);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", b->base);
+    if (system(cmd) != 0) printf("  (could not remove %s)\n", b->base);
 }
 
 /* distill --checkpoint-every keeps a whole adapter on disk, and SIGINT stops training
@@ -3260,7 +3285,6 @@ static void free_fixtures(void)
     }
 }
 
-/* ./test_kvlora [NAME ...]: every test, or those whose names contain one of the NAMEs */
 /* kvlora.h's usage example is a whole program: taken from the header as it stands,
    compiled against kvlora.c and run, it must answer the needle it reads. */
 static void test_header_example(void)
@@ -3300,107 +3324,110 @@ static void test_header_example(void)
     remove(out);
 }
 
+/* Every test, in the order they run. */
+static const struct { const char *name; void (*fn)(void); } tests[] = {
+    {"json_valid", test_json_valid},
+    {"json_invalid", test_json_invalid},
+    {"half_conversions", test_half_conversions},
+    {"little_endian", test_little_endian},
+    {"safetensors_roundtrip", test_safetensors_roundtrip},
+    {"safetensors_invalid", test_safetensors_invalid},
+    {"safetensors_empty_header", test_safetensors_empty_header},
+    {"atomic_write_keeps_old_file", test_atomic_write_keeps_old_file},
+    {"config_families", test_config_families},
+    {"config_rope_layouts_agree", test_config_rope_layouts_agree},
+    {"config_refusals", test_config_refusals},
+    {"matmul_matches_naive", test_matmul_matches_naive},
+    {"gemm_tiles_match_loops", test_gemm_tiles_match_loops},
+    {"gemm_of_no_tokens", test_gemm_of_no_tokens},
+    {"gemm_transposed_matches_loop", test_gemm_transposed_matches_loop},
+    {"rmsnorm_forward", test_rmsnorm_forward},
+    {"rope_frequencies", test_rope_frequencies},
+    {"rope_composes", test_rope_composes},
+    {"rope_llama3_scaling", test_rope_llama3_scaling},
+    {"model_refusals", test_model_refusals},
+    {"golden_logits", test_golden_logits},
+    {"cache_consistency", test_cache_consistency},
+    {"forward_refusals", test_forward_refusals},
+    {"threads_forward", test_threads_forward},
+    {"threads_distill", test_threads_distill},
+    {"stories260k_logits", test_stories260k_logits},
+    {"stories260k_greedy", test_stories260k_greedy},
+    {"rmsnorm_backward", test_rmsnorm_backward},
+    {"rope_backward", test_rope_backward},
+    {"swiglu_backward", test_swiglu_backward},
+    {"attention_backward", test_attention_backward},
+    {"linear_backward", test_linear_backward},
+    {"model_backward", test_model_backward},
+    {"student_forward_matches_inference", test_student_forward_matches_inference},
+    {"lora_golden_logits", test_lora_golden_logits},
+    {"lora_golden_losses", test_lora_golden_losses},
+    {"lora_golden_gradients", test_lora_golden_gradients},
+    {"peft_reads_kvlora_adapter", test_peft_reads_kvlora_adapter},
+    {"weight_backward", test_weight_backward},
+    {"weight_backward_matches_loop", test_weight_backward_matches_loop},
+    {"pretrain_text_is_seeded", test_pretrain_text_is_seeded},
+    {"document_seeds_never_meet", test_document_seeds_never_meet},
+    {"bpe_train_is_deterministic", test_bpe_train_is_deterministic},
+    {"bpe_learnt_tokenizer_roundtrips", test_bpe_learnt_tokenizer_roundtrips},
+    {"bpe_names_whole_digits_apart", test_bpe_names_whole_digits_apart},
+    {"pretrain_lowers_loss", test_pretrain_lowers_loss},
+    {"pretrain_threads_agree", test_pretrain_threads_agree},
+    {"pretrain_resume_matches_straight_run", test_pretrain_resume_matches_straight_run},
+    {"pretrain_state_refuses_other_model", test_pretrain_state_refuses_other_model},
+    {"pretrain_eval_of_a_guessing_model", test_pretrain_eval_of_a_guessing_model},
+    {"context_chunks", test_context_chunks},
+    {"self_study_reproducible", test_self_study_reproducible},
+    {"self_study_after_prompt", test_self_study_after_prompt},
+    {"distill_lowers_loss", test_distill_lowers_loss},
+    {"distill_is_reproducible", test_distill_is_reproducible},
+    {"adapter_roundtrip", test_adapter_roundtrip},
+    {"adapter_refusals", test_adapter_refusals},
+    {"merge_matches_runtime_adapter", test_merge_matches_runtime_adapter},
+    {"combine_matches_merge", test_combine_matches_merge},
+    {"merged_model_reloads", test_merged_model_reloads},
+    {"cache_file_f32_exact", test_cache_file_f32_exact},
+    {"cache_file_f16_close", test_cache_file_f16_close},
+    {"cache_file_of_another_model_refused", test_cache_file_of_another_model_refused},
+    {"cli_dump_gradients", test_cli_dump_gradients},
+    {"cli_distill_refusals", test_cli_distill_refusals},
+    {"cli_distill_writes_adapter", test_cli_distill_writes_adapter},
+    {"tokenizers", test_tokenizers},
+    {"tokenizer_roundtrip", test_tokenizer_roundtrip},
+    {"tokenizer_invalid_utf8", test_tokenizer_invalid_utf8},
+    {"tokenizer_json_refusals", test_tokenizer_json_refusals},
+    {"cli_tokenize_detokenize", test_cli_tokenize_detokenize},
+    {"cli_generate", test_cli_generate},
+    {"bad_input_table", test_bad_input_table},
+    {"checkpoint_and_interrupt", test_checkpoint_and_interrupt},
+    {"cli_pretrain_resume", test_cli_pretrain_resume},
+    {"cli_pretrain_resume_takes_no_settings", test_cli_pretrain_resume_takes_no_settings},
+    {"cli_pretrain_steps_0", test_cli_pretrain_steps_0},
+    {"builds_agree_on_dump", test_builds_agree_on_dump},
+    {"builds_agree_on_distill", test_builds_agree_on_distill},
+    {"fuzz_corpus", test_fuzz_corpus},
+    {"needle_document_is_seeded", test_needle_document_is_seeded},
+    {"needle_placement", test_needle_placement},
+    {"needle_question", test_needle_question},
+    {"builtin_model_tokenizer_golden", test_builtin_model_tokenizer_golden},
+    {"builtin_model_logits_golden", test_builtin_model_logits_golden},
+    {"builtin_model_greedy_answers", test_builtin_model_greedy_answers},
+    {"needle_builtin_model", test_needle_builtin_model},
+    {"cli_needle", test_cli_needle},
+    {"cli_needle_usage", test_cli_needle_usage},
+    {"argmax", test_argmax},
+    {"sampling", test_sampling},
+    {"sampling_top_p", test_sampling_top_p},
+    {"losses", test_losses},
+    {"cli_dump", test_cli_dump},
+    {"cli_dump_errors", test_cli_dump_errors},
+    {"cli_help", test_cli_help},
+    {"header_example", test_header_example},
+};
+
+/* ./test_kvlora [NAME ...]: every test, or those whose names contain one of the NAMEs */
 int main(int argc, char **argv)
 {
-    struct { const char *name; void (*fn)(void); } tests[] = {
-        {"json_valid", test_json_valid},
-        {"json_invalid", test_json_invalid},
-        {"half_conversions", test_half_conversions},
-        {"little_endian", test_little_endian},
-        {"safetensors_roundtrip", test_safetensors_roundtrip},
-        {"safetensors_invalid", test_safetensors_invalid},
-        {"safetensors_empty_header", test_safetensors_empty_header},
-        {"atomic_write_keeps_old_file", test_atomic_write_keeps_old_file},
-        {"config_families", test_config_families},
-        {"config_rope_layouts_agree", test_config_rope_layouts_agree},
-        {"config_refusals", test_config_refusals},
-        {"matmul_matches_naive", test_matmul_matches_naive},
-        {"gemm_tiles_match_loops", test_gemm_tiles_match_loops},
-        {"gemm_of_no_tokens", test_gemm_of_no_tokens},
-        {"gemm_transposed_matches_loop", test_gemm_transposed_matches_loop},
-        {"rmsnorm_forward", test_rmsnorm_forward},
-        {"rope_frequencies", test_rope_frequencies},
-        {"rope_composes", test_rope_composes},
-        {"rope_llama3_scaling", test_rope_llama3_scaling},
-        {"model_refusals", test_model_refusals},
-        {"golden_logits", test_golden_logits},
-        {"cache_consistency", test_cache_consistency},
-        {"forward_refusals", test_forward_refusals},
-        {"threads_forward", test_threads_forward},
-        {"threads_distill", test_threads_distill},
-        {"stories260k_logits", test_stories260k_logits},
-        {"stories260k_greedy", test_stories260k_greedy},
-        {"rmsnorm_backward", test_rmsnorm_backward},
-        {"rope_backward", test_rope_backward},
-        {"swiglu_backward", test_swiglu_backward},
-        {"attention_backward", test_attention_backward},
-        {"linear_backward", test_linear_backward},
-        {"model_backward", test_model_backward},
-        {"student_forward_matches_inference", test_student_forward_matches_inference},
-        {"lora_golden_logits", test_lora_golden_logits},
-        {"lora_golden_losses", test_lora_golden_losses},
-        {"lora_golden_gradients", test_lora_golden_gradients},
-        {"peft_reads_kvlora_adapter", test_peft_reads_kvlora_adapter},
-        {"weight_backward", test_weight_backward},
-        {"weight_backward_matches_loop", test_weight_backward_matches_loop},
-        {"pretrain_text_is_seeded", test_pretrain_text_is_seeded},
-        {"document_seeds_never_meet", test_document_seeds_never_meet},
-        {"bpe_train_is_deterministic", test_bpe_train_is_deterministic},
-        {"bpe_learnt_tokenizer_roundtrips", test_bpe_learnt_tokenizer_roundtrips},
-        {"bpe_names_whole_digits_apart", test_bpe_names_whole_digits_apart},
-        {"pretrain_lowers_loss", test_pretrain_lowers_loss},
-        {"pretrain_threads_agree", test_pretrain_threads_agree},
-        {"pretrain_resume_matches_straight_run", test_pretrain_resume_matches_straight_run},
-        {"pretrain_state_refuses_other_model", test_pretrain_state_refuses_other_model},
-        {"pretrain_eval_of_a_guessing_model", test_pretrain_eval_of_a_guessing_model},
-        {"context_chunks", test_context_chunks},
-        {"self_study_reproducible", test_self_study_reproducible},
-        {"self_study_after_prompt", test_self_study_after_prompt},
-        {"distill_lowers_loss", test_distill_lowers_loss},
-        {"distill_is_reproducible", test_distill_is_reproducible},
-        {"adapter_roundtrip", test_adapter_roundtrip},
-        {"adapter_refusals", test_adapter_refusals},
-        {"merge_matches_runtime_adapter", test_merge_matches_runtime_adapter},
-        {"combine_matches_merge", test_combine_matches_merge},
-        {"merged_model_reloads", test_merged_model_reloads},
-        {"cache_file_f32_exact", test_cache_file_f32_exact},
-        {"cache_file_f16_close", test_cache_file_f16_close},
-        {"cache_file_of_another_model_refused", test_cache_file_of_another_model_refused},
-        {"cli_dump_gradients", test_cli_dump_gradients},
-        {"cli_distill_refusals", test_cli_distill_refusals},
-        {"cli_distill_writes_adapter", test_cli_distill_writes_adapter},
-        {"tokenizers", test_tokenizers},
-        {"tokenizer_roundtrip", test_tokenizer_roundtrip},
-        {"tokenizer_invalid_utf8", test_tokenizer_invalid_utf8},
-        {"tokenizer_json_refusals", test_tokenizer_json_refusals},
-        {"cli_tokenize_detokenize", test_cli_tokenize_detokenize},
-        {"cli_generate", test_cli_generate},
-        {"bad_input_table", test_bad_input_table},
-        {"checkpoint_and_interrupt", test_checkpoint_and_interrupt},
-        {"cli_pretrain_resume", test_cli_pretrain_resume},
-        {"cli_pretrain_resume_takes_no_settings", test_cli_pretrain_resume_takes_no_settings},
-        {"cli_pretrain_steps_0", test_cli_pretrain_steps_0},
-        {"builds_agree_on_dump", test_builds_agree_on_dump},
-        {"builds_agree_on_distill", test_builds_agree_on_distill},
-        {"fuzz_corpus", test_fuzz_corpus},
-        {"needle_document_is_seeded", test_needle_document_is_seeded},
-        {"needle_placement", test_needle_placement},
-        {"needle_question", test_needle_question},
-        {"builtin_model_tokenizer_golden", test_builtin_model_tokenizer_golden},
-        {"builtin_model_logits_golden", test_builtin_model_logits_golden},
-        {"builtin_model_greedy_answers", test_builtin_model_greedy_answers},
-        {"needle_builtin_model", test_needle_builtin_model},
-        {"cli_needle", test_cli_needle},
-        {"cli_needle_usage", test_cli_needle_usage},
-        {"argmax", test_argmax},
-        {"sampling", test_sampling},
-        {"sampling_top_p", test_sampling_top_p},
-        {"losses", test_losses},
-        {"cli_dump", test_cli_dump},
-        {"cli_dump_errors", test_cli_dump_errors},
-        {"cli_help", test_cli_help},
-        {"header_example", test_header_example},
-    };
     double start = now_seconds();
     for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
         int chosen = argc < 2;
