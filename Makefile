@@ -33,7 +33,7 @@ ALL_CFLAGS = $(CFLAGS) $(ARCH) $(OMPFLAGS) -ffp-contract=off
 SANITIZE ?= $(shell printf 'int main(void){return 0;}' | $(CC) -fsanitize=address,undefined -x c - -o /dev/null >/dev/null 2>&1 && echo 1)
 
 
-.PHONY: all test run data bench bench-tokenizer sanitize fuzz valgrind test-s390x test-tcc clean
+.PHONY: all test test-binaries run data bench bench-tokenizer sanitize fuzz valgrind test-s390x test-tcc clean
 
 all: kvlora
 
@@ -47,18 +47,26 @@ test_kvlora: test.c kvlora.c kvlora.h
 kvlora_noomp: kvlora.c kvlora.h
 	$(CC) $(CFLAGS) $(ARCH) -ffp-contract=off -DKVLORA_MAIN -o $@ kvlora.c $(LDLIBS)
 
-test: kvlora kvlora_noomp test_kvlora
+# The test binaries are independent, so make test builds them JOBS at a time (each takes
+# 10-20 s to compile at -O3 or under the sanitizers), then runs the suites one after another.
+JOBS ?= 2
+test:
+	@$(MAKE) --no-print-directory -j$(JOBS) test-binaries
 	./test_kvlora
 ifeq ($(SANITIZE),1)
-	$(MAKE) --no-print-directory sanitize
+	ASAN_OPTIONS=detect_leaks=1 ./test_san
 endif
+
+test-binaries: kvlora kvlora_noomp test_kvlora $(if $(filter 1,$(SANITIZE)),kvlora_san test_san)
 
 # The whole suite again under AddressSanitizer + UndefinedBehaviorSanitizer, CLI included.
 # Part of `make test` when the compiler can build it (SANITIZE=0 skips it).
 SAN_FLAGS = -std=c99 -g -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -ffp-contract=off
-sanitize: kvlora.c kvlora.h test.c
-	$(CC) $(SAN_FLAGS) -DKVLORA_MAIN -o kvlora_san kvlora.c $(LDLIBS)
-	$(CC) $(SAN_FLAGS) -DKVLORA_SANITIZED '-DKVLORA_CLI="./kvlora_san"' -o test_san test.c $(LDLIBS)
+kvlora_san: kvlora.c kvlora.h
+	$(CC) $(SAN_FLAGS) -DKVLORA_MAIN -o $@ kvlora.c $(LDLIBS)
+test_san: test.c kvlora.c kvlora.h
+	$(CC) $(SAN_FLAGS) -DKVLORA_SANITIZED '-DKVLORA_CLI="./kvlora_san"' -o $@ test.c $(LDLIBS)
+sanitize: kvlora_san test_san
 	ASAN_OPTIONS=detect_leaks=1 ./test_san
 
 # Fuzzing: with clang, libFuzzer runs each target for FUZZ_SECONDS on the seed corpus in
