@@ -2847,12 +2847,13 @@ done:
 /* 6. Layers: forward and backward                                                      */
 /*                                                                                      */
 /* The kernels of a decoder layer, each x_forward followed by its x_backward, as llm.c  */
-/* lays out train_gpt2.c: the matmul, the embedding, RMSNorm, RoPE, attention, a linear */
-/* layer with its LoRA adapter, SwiGLU, and one whole layer. The forward pass (section  */
-/* 7) runs the forwards; the student (section 8) runs both. Each backward opens with    */
-/* its derivative. Arguments come in one order: outputs, values saved for the backward, */
-/* inputs, weights, sizes (scratch last); a backward mirrors its forward with d names   */
-/* and adds to its gradients with += unless its first comment line says it overwrites.  */
+/* lays out train_gpt2.c: the matmul, the embedding, RMSNorm (and Qwen3's per-head q/k  */
+/* norms), RoPE, attention, a linear layer with its LoRA adapter, SwiGLU, and one whole */
+/* layer. The forward pass (section 7) runs the forwards; the student (section 8) runs  */
+/* both. Each backward opens with its derivative. Arguments come in one order: outputs, */
+/* values saved for the backward, inputs, weights, sizes (scratch last); a backward     */
+/* mirrors its forward with d names and adds to its gradients with += unless its first  */
+/* comment line says it overwrites.                                                     */
 
 /* The matmul of every linear layer: out[t][o] = sum_i x[t][i] w[o][i] + b[o].
    x is [T][in], w is [out][in] (nn.Linear's layout), b is [out] or NULL.
