@@ -3285,6 +3285,56 @@ static void free_fixtures(void)
     }
 }
 
+/* kvlora compare exits 0 only when every tensor of both files is within the tolerances:
+   identical files pass; a perturbed value, a tensor in one file only, a shape mismatch and
+   a NaN on either side each fail; a wrong command line exits 2. */
+static int compare_exit(const char *a, const char *b, const char *extra)
+{
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, KVLORA_CLI " compare %s %s %s > /dev/null 2>&1", a, b, extra);
+    int status = system(cmd);
+    return status != -1 && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static void write_pair(const char *path, const float *x, int n_x, int with_ids)
+{
+    static const int32_t ids[3] = {5, 9, 12};
+    KvlTensorOut t[2] = {{"logits", KVL_F32, 2, {2, n_x / 2}, x}, {"tokens", KVL_I32, 1, {3}, ids}};
+    kvl_st_write(path, t, with_ids ? 2 : 1, NULL, NULL, 0);
+}
+
+static void test_cli_compare(void)
+{
+    float x[6] = {1, -2, 3.5f, 0, 1e-3f, 100}, y[6];
+    char a[512], b[512];
+    snprintf(a, sizeof a, "%s", tmp_path("cmp_a.safetensors"));
+    snprintf(b, sizeof b, "%s", tmp_path("cmp_b.safetensors"));
+    write_pair(a, x, 6, 1);
+    write_pair(b, x, 6, 1);
+    CHECK(compare_exit(a, b, "") == 0, "compare: identical files are OK");
+    CHECK(compare_exit(a, b, "--atol 0 --rtol 0") == 0, "compare: identical files are the same bits");
+    memcpy(y, x, sizeof x);
+    y[5] = 100.001f;                            /* 1e-5 relative: within the defaults, not the same bits */
+    write_pair(b, y, 6, 1);
+    CHECK(compare_exit(a, b, "") == 0 && compare_exit(a, b, "--atol 0 --rtol 0") == 1, "compare: a last-digits difference is OK by default, not at 0");
+    y[2] = 3.6f;
+    write_pair(b, y, 6, 1);
+    CHECK(compare_exit(a, b, "") == 1, "compare: a perturbed value is NOT OK");
+    CHECK(compare_exit(a, b, "--tensor tokens") == 0, "compare --tensor: only the named tensor counts");
+    write_pair(b, x, 6, 0);
+    CHECK(compare_exit(a, b, "") == 1 && compare_exit(b, a, "") == 1, "compare: a tensor in one file only is NOT OK, either way round");
+    write_pair(b, x, 4, 1);
+    CHECK(compare_exit(a, b, "") == 1, "compare: a shape mismatch is NOT OK");
+    memcpy(y, x, sizeof x);
+    y[1] = NAN;
+    write_pair(b, y, 6, 1);
+    CHECK(compare_exit(a, b, "") == 1 && compare_exit(b, a, "") == 1, "compare: a NaN on either side is NOT OK");
+    CHECK(compare_exit(a, "", "") == 2 && compare_exit(a, b, "--atol -1") == 2 && compare_exit(a, b, "--frob 1") == 2,
+          "compare: a wrong command line exits 2");
+    remove(a);
+    remove(b);
+}
+
 /* kvlora.h's usage example is a whole program: taken from the header as it stands,
    compiled against kvlora.c and run, it must answer the needle it reads. */
 static void test_header_example(void)
@@ -3422,6 +3472,7 @@ static const struct { const char *name; void (*fn)(void); } tests[] = {
     {"cli_dump", test_cli_dump},
     {"cli_dump_errors", test_cli_dump_errors},
     {"cli_help", test_cli_help},
+    {"cli_compare", test_cli_compare},
     {"header_example", test_header_example},
 };
 
