@@ -1240,10 +1240,10 @@ static int shards_find(const ShardSet *s, const char *name, const KvlSafetensors
 /* tokens by BPE: start from single characters (byte-level: one character per byte) and */
 /* apply the lowest-ranked merge of adjacent tokens until none applies. Characters      */
 /* missing from the vocabulary become <0xNN> byte tokens (byte_fallback) or the unknown */
-/* token. The post-processor adds BOS/EOS. Decoding maps ids back to token strings and  */
-/* runs the decoders. No regex engine: the three regexes are matched by hand            */
-/* (pretok_match), with the Unicode classes \p{L}, \p{N} and \s from the range tables   */
-/* of Appendix B.                                                                       */
+/* token, or, with neither, are left out. The post-processor adds BOS/EOS. Decoding     */
+/* maps ids back to token strings and runs the decoders. No regex engine: the three     */
+/* regexes are matched by hand (pretok_match), with the Unicode classes \p{L}, \p{N}    */
+/* and \s from the range tables of Appendix B.                                          */
 
 /* The Unicode classes the pre-tokenizer regexes name: \p{L}, \p{N} and \s, looked up in
    the range tables of Appendix B. */
@@ -1855,8 +1855,10 @@ static int ints_push(IntList *l, int v)
 }
 
 /* BPE on one word: characters (or their <0xNN> bytes, or unk), then the lowest-ranked
-   merge of two neighbours, leftmost first, again and again. Words seen before come from
-   a cache. */
+   merge of two neighbours, leftmost first, again and again. A character the vocabulary
+   lacks, with neither byte_fallback nor unk_token to stand for it, is left out, as the
+   tokenizers library does (its neighbours become neighbours and may merge). Words seen
+   before come from a cache. */
 static int bpe_word(KvlTokenizer *t, const char *w, size_t n, IntList *out)
 {
     if (t->ignore_merges) {

@@ -2339,6 +2339,20 @@ static void test_tokenizers(void)
     json_free(cases);
 }
 
+/* A vocabulary without some symbols, no unk_token and no byte_fallback: the tokenizers
+   library leaves those pieces out of the ids (data/tokenizers/make_missing_symbols.py),
+   and so must kvlora. */
+static void test_tokenizer_missing_symbols(void)
+{
+    char path[600], tok[600];
+    Json *cases;
+    snprintf(path, sizeof path, "%s/missing_symbols/cases.json", tokenizer_dir());
+    snprintf(tok, sizeof tok, "%s/missing_symbols/tokenizer.json", tokenizer_dir());
+    if (json_load(&cases, path)) { CHECK(0, "%s", kvl_last_error()); return; }
+    check_tokenizer_family("missing_symbols", tok, cases);
+    json_free(cases);
+}
+
 /* decode(encode(s)) == s for the byte-level families; the SentencePiece-style family
    round-trips through its Prepend/Strip pair. */
 static void test_tokenizer_roundtrip(void)
@@ -3443,6 +3457,7 @@ static const struct { const char *name; void (*fn)(void); } tests[] = {
     {"cli_distill_refusals", test_cli_distill_refusals},
     {"cli_distill_writes_adapter", test_cli_distill_writes_adapter},
     {"tokenizers", test_tokenizers},
+    {"tokenizer_missing_symbols", test_tokenizer_missing_symbols},
     {"tokenizer_roundtrip", test_tokenizer_roundtrip},
     {"tokenizer_invalid_utf8", test_tokenizer_invalid_utf8},
     {"tokenizer_json_refusals", test_tokenizer_json_refusals},
