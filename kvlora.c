@@ -5581,11 +5581,13 @@ static void print_help(const char *usage, const Option *opts, int n)
 }
 
 /* Parses argv with the table: the defaults first, then argv in order. Returns GO_ON, or
-   the exit code when the command ends here: 0 after --help, 2 on a usage error. The one
-   positional argument, a model directory, goes to *dir (dir NULL: the command takes none). */
+   the exit code when the command ends here: 0 after --help, 2 on a usage error. The
+   arguments that are not options go to pos[0], pos[1], ...: at most n_pos of them (a model
+   directory, or compare's two files), at least n_required. */
 static int parse_options(const char *command, const char *usage, const Option *opts, int n, int argc, char **argv,
-                         const char **dir, int dir_required)
+                         const char **pos, int n_pos, int n_required)
 {
+    int n_given = 0;
     for (int k = 0; k < n; k++)
         if (opts[k].def) set_option(&opts[k], opts[k].def);
     for (int i = 0; i < argc; i++) {
@@ -5593,9 +5595,10 @@ static int parse_options(const char *command, const char *usage, const Option *o
         int k = 0;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { print_help(usage, opts, n); return 0; }
         if (a[0] != '-') {
-            if (!dir) return usage_error(command, "unexpected argument '%s'", a);
-            if (*dir) return usage_error(command, "one model directory expected, got '%s' too", a);
-            *dir = a;
+            if (n_pos == 0) return usage_error(command, "unexpected argument '%s'", a);
+            if (n_given == n_pos && n_pos == 1) return usage_error(command, "one model directory expected, got '%s' too", a);
+            if (n_given == n_pos) return usage_error(command, "%d files expected, got '%s' too", n_pos, a);
+            pos[n_given++] = a;
             continue;
         }
         while (k < n && !(opts[k].name && !strcmp(opts[k].name, a))) k++;
@@ -5607,7 +5610,7 @@ static int parse_options(const char *command, const char *usage, const Option *o
             return usage_error(command, "%s must be %s, got '%s'", a, what, v);
         }
     }
-    if (dir && dir_required && !*dir) return usage_error(command, "missing MODEL_DIR");
+    if (n_given < n_required) return n_pos == 1 ? usage_error(command, "missing MODEL_DIR") : usage_error(command, "%d files expected", n_required);
     return GO_ON;
 }
 
@@ -5755,7 +5758,7 @@ static int cmd_tokenize(int argc, char **argv)
         {"--bench", OPT_FLAG, &bench, 0, 0, NULL, NULL, "the speed of encoding instead, in MB/s: of 4 MB of English-like text\n"
                                                          "(100 common words: the word cache helps) and 4 MB of random letter strings"},
     };
-    if ((r = parse_options("tokenize", tokenize_usage, opts, COUNT(opts), argc, argv, &dir, 1)) != GO_ON) return r;
+    if ((r = parse_options("tokenize", tokenize_usage, opts, COUNT(opts), argc, argv, &dir, 1, 1)) != GO_ON) return r;
     KvlTokenizer *t;
     Buf in = {0};
     if (failed(load_tokenizer(dir, &t))) return 1;
@@ -5782,7 +5785,7 @@ static int cmd_detokenize(int argc, char **argv)
         {"--ids", OPT_STRING, &ids_arg, 0, 0, NULL, "LIST", "the token ids, e.g. 1,415,2936"},
         {"--skip-special", OPT_FLAG, &skip, 0, 0, NULL, NULL, "leave the special tokens (BOS, EOS, ...) out"},
     };
-    if ((r = parse_options("detokenize", detokenize_usage, opts, COUNT(opts), argc, argv, &dir, 1)) != GO_ON) return r;
+    if ((r = parse_options("detokenize", detokenize_usage, opts, COUNT(opts), argc, argv, &dir, 1, 1)) != GO_ON) return r;
     if (!ids_arg) return usage_error("detokenize", "missing --ids");
     if (parse_ids(ids_arg, &ids, &n)) return usage_error("detokenize", "--ids: %s", kvl_last_error());
     KvlTokenizer *t = NULL;
@@ -5815,7 +5818,7 @@ static int cmd_info(int argc, char **argv)
 {
     const char *dir = NULL;
     KvlModel *m;
-    int r = parse_options("info", info_usage, NULL, 0, argc, argv, &dir, 1);
+    int r = parse_options("info", info_usage, NULL, 0, argc, argv, &dir, 1, 1);
     if (r != GO_ON) return r;
     if (failed(kvl_model_load(&m, dir))) return 1;
     const KvlConfig *c = &m->config;
@@ -5918,7 +5921,7 @@ static int cmd_generate(int argc, char **argv)
         {"--seed", OPT_INT, &seed, 0, INFINITY, "0", "S", "seed of the sampler: same seed, same tokens"},
         {"--adapter", OPT_STRING, &adapter, 0, 0, NULL, "DIR", "a LoRA adapter to apply (PEFT's layout)"},
     };
-    int r = parse_options("generate", generate_usage, opts, COUNT(opts), argc, argv, &dir, 1), *prompt = NULL, n_prompt = 0;
+    int r = parse_options("generate", generate_usage, opts, COUNT(opts), argc, argv, &dir, 1, 1), *prompt = NULL, n_prompt = 0;
     if (r != GO_ON) return r;
     if (!ids_arg == !text) return usage_error("generate", "give the prompt as exactly one of --prompt TEXT or --ids LIST");
     if (ids_arg && parse_ids(ids_arg, &prompt, &n_prompt)) return usage_error("generate", "--ids: %s", kvl_last_error());
@@ -6062,7 +6065,7 @@ static int cmd_dump(int argc, char **argv)
         {"--loss", OPT_CHOICE, &d.loss, 0, 0, "kl", "kl|mse", "the distillation loss"},
         {"-o", OPT_STRING, &d.out, 0, 0, NULL, "OUT.safetensors", "the file to write"},
     };
-    int r = parse_options("dump", dump_usage, opts, COUNT(opts), argc, argv, &d.dir, 1);
+    int r = parse_options("dump", dump_usage, opts, COUNT(opts), argc, argv, &d.dir, 1, 1);
     if (r != GO_ON) return r;
     if (!d.lists[0]) return usage_error("dump", "missing --tokens");
     if (!d.out) return usage_error("dump", "missing -o OUT.safetensors");
@@ -6096,7 +6099,7 @@ static int cmd_record(int argc, char **argv)
                                                                       "exactly the logits of recomputing the cache)"},
         {"-o", OPT_STRING, &out, 0, 0, NULL, "CACHE.safetensors", "the file to write"},
     };
-    if ((r = parse_options("record", record_usage, opts, COUNT(opts), argc, argv, &dir, 1)) != GO_ON) return r;
+    if ((r = parse_options("record", record_usage, opts, COUNT(opts), argc, argv, &dir, 1, 1)) != GO_ON) return r;
     if (!ca.context_ids == !ca.context_file) return usage_error("record", "give the context as exactly one of --context FILE or --context-ids LIST");
     if (ca.prefix_ids && ca.prefix_text) return usage_error("record", "give at most one of --prefix and --prefix-ids");
     if (!out) return usage_error("record", "missing -o CACHE.safetensors");
@@ -6344,7 +6347,7 @@ static int cmd_distill(int argc, char **argv)
     KvlProbe *probes = NULL;
     int *tokens = NULL, n_tokens = 0, n_prefix = 0, n_probes = 0, has[KVL_N_TARGETS], r;
     a.self_study = -1;                          /* not given */
-    if ((r = parse_options("distill", distill_usage, opts, COUNT(opts), argc, argv, &a.dir, 1)) != GO_ON) return r;
+    if ((r = parse_options("distill", distill_usage, opts, COUNT(opts), argc, argv, &a.dir, 1, 1)) != GO_ON) return r;
     if ((a.cache != NULL) + (a.ca.context_file != NULL) + (a.ca.context_ids != NULL) != 1)
         return usage_error("distill", "give the context as exactly one of --cache, --context or --context-ids");
     if (a.cache && (a.ca.prefix_ids || a.ca.prefix_text)) return usage_error("distill", "a cache holds its prefix: --prefix goes to kvlora record");
@@ -6403,7 +6406,7 @@ static int cmd_merge(int argc, char **argv)
         {"--combine", OPT_FLAG, &combine, 0, 0, NULL, NULL, "write one adapter instead of a model"},
         {"-o", OPT_STRING, &out, 0, 0, NULL, "DIR", "the directory to write"},
     };
-    if ((r = parse_options("merge", merge_usage, opts, COUNT(opts), argc, argv, &dir, 1)) != GO_ON) return r;
+    if ((r = parse_options("merge", merge_usage, opts, COUNT(opts), argc, argv, &dir, 1, 1)) != GO_ON) return r;
     if (!adapters.n) return usage_error("merge", "missing --adapter");
     if (!out) return usage_error("merge", "missing -o OUT_DIR");
     if ((r = parse_weights(weights_arg, weights, adapters.n)) != GO_ON) return r;
@@ -6439,7 +6442,7 @@ static int cmd_corpus(int argc, char **argv)
         {"--sentences", OPT_INT, &sentences, 0, 1 << 20, "40", "N", "sentences of filler"},
         {"--seed", OPT_INT, &seed, 0, INFINITY, "0", "S", "seed of the text"},
     };
-    int r = parse_options("corpus", corpus_usage, opts, COUNT(opts), argc, argv, NULL, 0);
+    int r = parse_options("corpus", corpus_usage, opts, COUNT(opts), argc, argv, NULL, 0, 0);
     KvlNeedle list[300];
     char *text, q[128];
     size_t len;
@@ -6641,7 +6644,7 @@ static int cmd_pretrain(int argc, char **argv)
         {"--checkpoint-every", OPT_INT, &a.every, 0, 1 << 30, "250", "N", "save the model and the state every N steps"},
         {"--resume", OPT_FLAG, &a.resume, 0, 0, NULL, NULL, "go on with the run in DIR, with its own settings"},
     };
-    int r = parse_options("pretrain", pretrain_usage, opts, COUNT(opts), argc, argv, NULL, 0);
+    int r = parse_options("pretrain", pretrain_usage, opts, COUNT(opts), argc, argv, NULL, 0, 0);
     if (r != GO_ON) return r;
     for (int i = 0; i < argc; i++)          /* the last setting given; every option but --resume takes a value */
         if (strcmp(argv[i], "--resume")) { if (strcmp(argv[i], "-o") && strcmp(argv[i], "--checkpoint-every")) setting = argv[i]; i++; }
@@ -6839,7 +6842,7 @@ static int cmd_needle(int argc, char **argv)
         {"--svg", OPT_STRING, &a.svg, 0, 0, NULL, "FILE", "draw recall by context length x depth, one panel per way of asking"},
         {"--threads", OPT_INT, &a.threads, 1, 1024, NULL, "N", "OpenMP threads (default: OpenMP's own choice)"},
     };
-    int r = parse_options("needle", needle_usage, opts, COUNT(opts), argc, argv, &a.dir, 1);
+    int r = parse_options("needle", needle_usage, opts, COUNT(opts), argc, argv, &a.dir, 1, 1);
     KvlNeedleOptions o = {0};
     if (r != GO_ON) return r;
     if (kvl_lora_parse_targets(a.targets, o.targets)) return usage_error("needle", "--targets: %s", kvl_last_error());
@@ -6914,7 +6917,7 @@ static int compare_tensor(const KvlSafetensors *a, const KvlSafetensors *b, cons
     for (size_t k = 0; k < n; k++) {
         double d = fabs(va[k] - vb[k]);
         if (d != d) d = INFINITY;                   /* a NaN on either side is the worst there is */
-        if (d > max_diff || (k == 0 && d == max_diff)) { max_diff = d; worst = k; }
+        if (d > max_diff) { max_diff = d; worst = k; }
         if (fabs(vb[k]) > max_b) max_b = fabs(vb[k]);
         bad += !(fabs(va[k] - vb[k]) <= atol + rtol * fabs(vb[k]));
     }
@@ -6935,23 +6938,9 @@ static int cmd_compare(int argc, char **argv)
         {"--rtol", OPT_FLOAT, &rtol, 0, INFINITY, "1e-4", "Y", "relative tolerance, a multiple of |b|"},
         {"--tensor", OPT_STRINGS, &names, 0, 0, NULL, "NAME", "compare this tensor only; again for more"},
     };
-    /* the two files are the arguments that are neither an option nor an option's value */
     const char *path[2] = {NULL, NULL};
-    char *options[64];
-    int n_options = 0, n_paths = 0;
-    for (int i = 0; i < argc; i++) {
-        int takes_value = argv[i][0] == '-' && strcmp(argv[i], "-h") && strcmp(argv[i], "--help");
-        if (argv[i][0] != '-') {
-            if (n_paths == 2) return usage_error("compare", "two files expected, got '%s' too", argv[i]);
-            path[n_paths++] = argv[i];
-            continue;
-        }
-        for (int k = 0; k <= takes_value && i + k < argc && n_options < COUNT(options); k++) options[n_options++] = argv[i + k];
-        i += takes_value;
-    }
-    int r = parse_options("compare", compare_usage, opts, COUNT(opts), n_options, options, NULL, 0);
+    int r = parse_options("compare", compare_usage, opts, COUNT(opts), argc, argv, path, 2, 2);
     if (r != GO_ON) return r;
-    if (n_paths != 2) return usage_error("compare", "two safetensors files expected");
     KvlSafetensors a, b;
     if (failed(kvl_st_open(&a, path[0]))) return 1;
     if (failed(kvl_st_open(&b, path[1]))) { kvl_st_close(&a); return 1; }
@@ -7099,7 +7088,7 @@ static int cmd_bench(int argc, char **argv)
         {"--repeat", OPT_INT, &repeat, 1, 1000, "3", "R", "runs of each measurement (the best is reported)"},
     };
     KvlModel *m;
-    int r = parse_options("bench", bench_usage, opts, COUNT(opts), argc, argv, &dir, 0), *ids;
+    int r = parse_options("bench", bench_usage, opts, COUNT(opts), argc, argv, &dir, 1, 0), *ids;
     float *logits;
     if (r != GO_ON) return r;
 #ifdef _OPENMP
