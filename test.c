@@ -2353,6 +2353,64 @@ static void test_tokenizer_missing_symbols(void)
     json_free(cases);
 }
 
+/* NFC against the tokenizers library (data/tokenizers/make_nfc.py): the normalizer alone
+   on 3599 strings (every canonical decomposition, conjoining Hangul, random runs of marks
+   to reorder), then the ids of the qwen2 tokenizer, whose normalizer is NFC, on text that
+   needs it. The quick check must never let through a string that NFC would change. */
+static int same_text(const char *a, size_t a_len, const char *b, size_t b_len) { return a_len == b_len && (a_len == 0 || !memcmp(a, b, a_len)); }
+
+static void test_tokenizer_nfc(void)
+{
+    char path[600], tok[600];
+    Json *cases;
+    snprintf(path, sizeof path, "%s/nfc/cases.json", tokenizer_dir());
+    snprintf(tok, sizeof tok, "%s/qwen2/tokenizer.json", tokenizer_dir());
+    if (json_load(&cases, path)) { CHECK(0, "%s", kvl_last_error()); return; }
+    const Json *strings = json_get(json_get(cases, "nfc"), "strings"), *normalized = json_get(json_get(cases, "nfc"), "normalized");
+    if (!strings || !normalized || strings->length != normalized->length) { CHECK(0, "%s: no nfc strings", path); json_free(cases); return; }
+    int same = 0, idempotent = 0, quick_wrong = 0, quick_yes = 0, n = (int)strings->length;
+    for (int i = 0; i < n; i++) {
+        const Json *in = strings->children[i], *want = normalized->children[i];
+        Buf got = {0}, again = {0};
+        if (nfc_normalize(in->string, in->length, &got) || nfc_normalize(got.data, got.len, &again)) { CHECK(0, "nfc: %s", kvl_last_error()); break; }
+        int ok = same_text(got.data, got.len, want->string, want->length);
+        if (!ok && same == i) printf("    first difference at string %d: \"%.40s\" -> \"%.*s\", want \"%.40s\"\n", i, in->string, (int)got.len, got.data, want->string);
+        same += ok;
+        idempotent += same_text(again.data, again.len, got.data, got.len);
+        if (nfc_quick_check(in->string, in->length)) {
+            quick_yes++;
+            quick_wrong += !same_text(in->string, in->length, want->string, want->length);
+        }
+        free(got.data);
+        free(again.data);
+    }
+    CHECK(same == n, "NFC matches the tokenizers library on %d of %d strings", same, n);
+    CHECK(idempotent == n, "NFC(NFC(s)) == NFC(s) on %d of %d", idempotent, n);
+    CHECK(quick_wrong == 0 && quick_yes > 0, "the quick check passed %d strings, %d of them not in NFC", quick_yes, quick_wrong);
+    printf("  NFC: %d/%d strings as the library normalizes them (%d passed by the quick check)\n", same, n, quick_yes);
+    check_tokenizer_family("qwen2", tok, cases);
+    json_free(cases);
+
+    /* bytes that are not UTF-8 stay as they are; the mark before them still composes */
+    Buf out = {0};
+    CHECK(nfc_normalize("e\xcc\x81\xff\xc3", 5, &out) == 0 && out.len == 4 && !memcmp(out.data, "\xc3\xa9\xff\xc3", 4),
+          "NFC keeps invalid bytes: got %zu bytes", out.len);
+    free(out.data);
+    /* a long run of marks is sorted by counting, a short one by insertion: the same order */
+    static const uint32_t marks[] = {0x301, 0x323, 0x334, 0x31B, 0x345, 0x300, 0x316};
+    KvlRng rng;
+    kvl_rng_seed(&rng, 7);
+    for (int trial = 0; trial < 20; trial++) {
+        uint32_t cp[40], want[40];
+        unsigned char cls[40];
+        int m = 17 + trial;
+        for (int i = 0; i < m; i++) want[i] = cp[i] = marks[kvl_rng_u32(&rng) % 7], cls[i] = (unsigned char)nfc_class(cp[i]);
+        for (int i = 1; i < m; i++)                    /* stable insertion sort by class */
+            for (int j = i; j > 0 && nfc_class(want[j - 1]) > nfc_class(want[j]); j--) { uint32_t c = want[j]; want[j] = want[j - 1]; want[j - 1] = c; }
+        CHECK(nfc_sort_marks(cp, cls, (size_t)m) == 0 && !memcmp(cp, want, sizeof(uint32_t) * m), "a run of %d marks sorts stably by class", m);
+    }
+}
+
 /* decode(encode(s)) == s for the byte-level families; the SentencePiece-style family
    round-trips through its Prepend/Strip pair. */
 static void test_tokenizer_roundtrip(void)
@@ -3460,6 +3518,7 @@ static const struct { const char *name; void (*fn)(void); } tests[] = {
     {"cli_distill_writes_adapter", test_cli_distill_writes_adapter},
     {"tokenizers", test_tokenizers},
     {"tokenizer_missing_symbols", test_tokenizer_missing_symbols},
+    {"tokenizer_nfc", test_tokenizer_nfc},
     {"tokenizer_roundtrip", test_tokenizer_roundtrip},
     {"tokenizer_invalid_utf8", test_tokenizer_invalid_utf8},
     {"tokenizer_json_refusals", test_tokenizer_json_refusals},
