@@ -6110,10 +6110,15 @@ static const char *dump_usage =
     "                                  logit difference\n"
     "With --context-tokens and --adapter, also the gradient of that loss for every LoRA tensor:\n"
     "  grad.<PEFT name>                same shape as the tensor, e.g.\n"
-    "                                  grad.base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight\n\n";
+    "                                  grad.base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight\n"
+    "With --activations, also the residual stream of the student at the same T positions:\n"
+    "  hidden.0        F32 [T, dim]    after the embedding\n"
+    "  hidden.l        F32 [T, dim]    after layer l, for l = 1 .. n_layers\n"
+    "  hidden.norm     F32 [T, dim]    after the final norm (what lm_head reads)\n"
+    "so that `kvlora compare` names the first layer where two builds part ways.\n\n";
 
 /* What to dump: ids[0] the T tokens, ids[1] the prefix, ids[2] the context (n[k] each). */
-typedef struct { const char *dir, *out, *adapter, *lists[3]; int loss, *ids[3], n[3]; } Dump;
+typedef struct { const char *dir, *out, *adapter, *lists[3]; int loss, activations, *ids[3], n[3]; } Dump;
 static const char *const dump_lists[3] = {"--tokens", "--prefix-tokens", "--context-tokens"};
 
 /* The student (the model with the adapter, if any) on prefix ++ tokens; with a context,
@@ -6155,14 +6160,48 @@ static int dump_gradients(KvlModel *m, KvlLora *lora, const Dump *d, const float
     return r;
 }
 
+/* The residual stream of the student's pass over prefix ++ tokens (the pass of section 8,
+   which keeps it) at the T positions of the tokens: n_layers + 2 blocks of [T, dim], the
+   embedding, each layer's output, the final norm; named hidden.0 .. hidden.L, hidden.norm. */
+static int dump_activations(KvlModel *m, KvlLora *lora, const Dump *d, float **hidden, KvlTensorOut **tensors, char **names)
+{
+    const KvlConfig *c = &m->config;
+    int T = d->n[0], n = d->n[1] + T, L = c->n_layers, D = c->dim, r;
+    size_t block = (size_t)T * D, skip = (size_t)d->n[1] * D;
+    int *seq = xmalloc(sizeof(int) * (size_t)n);
+    Acts acts = {0};
+    *hidden = xmalloc(sizeof(float) * block * (L + 2));
+    *tensors = xcalloc((size_t)L + 2, sizeof **tensors);
+    *names = xmalloc((size_t)(L + 2) * 24);
+    m->lora = d->adapter ? lora : NULL;
+    r = !seq || !*hidden || !*tensors || !*names || acts_init(&acts, c, n, d->adapter ? lora->rank : 0, 0) || scratch_reserve(m, n, n);
+    if (!r) {
+        if (d->n[1]) memcpy(seq, d->ids[1], sizeof(int) * d->n[1]);
+        memcpy(seq + d->n[1], d->ids[0], sizeof(int) * T);
+        student_forward(&acts, seq, m, n);
+        for (int l = 0; l < L + 2; l++) {
+            /* layer l's input is res_attn[l]; the last layer's output and the norm's are kept apart */
+            const float *from = l < L ? acts.res_attn + (size_t)l * n * D : l == L ? acts.res_final : acts.xn_final;
+            memcpy(*hidden + l * block, from + skip, sizeof(float) * block);
+            char *name = *names + l * 24;
+            if (l <= L) snprintf(name, 24, "hidden.%d", l);
+            else snprintf(name, 24, "hidden.norm");
+            (*tensors)[l] = (KvlTensorOut){name, KVL_F32, 2, {T, D}, *hidden + l * block};
+        }
+    }
+    acts_free(&acts);
+    free(seq);
+    return r ? -1 : 0;
+}
+
 static int dump_run(KvlModel *m, const Dump *d)
 {
     const KvlConfig *c = &m->config;
-    int T = d->n[0], n_grad = 0, has_context = d->lists[2] != NULL, rc = 1;
+    int T = d->n[0], n_grad = 0, n_hidden = d->activations ? c->n_layers + 2 : 0, has_context = d->lists[2] != NULL, rc = 1;
     KvlLora lora = {0}, grad = {0};
-    KvlTensorOut *tensors = NULL, *grad_tensors = NULL;
-    char *grad_names = NULL;
-    float *logits = NULL, *teacher = NULL, loss_value = 0.0f;
+    KvlTensorOut *tensors = NULL, *grad_tensors = NULL, *hidden_tensors = NULL;
+    char *grad_names = NULL, *hidden_names = NULL;
+    float *logits = NULL, *teacher = NULL, *hidden = NULL, loss_value = 0.0f;
     double loss;
     for (int k = 0; k < 3; k++)
         if (failed(check_ids(d->ids[k], d->n[k], c, dump_lists[k]))) goto done;
@@ -6173,7 +6212,8 @@ static int dump_run(KvlModel *m, const Dump *d)
         loss_value = (float)loss;
     }
     if (failed(has_context && d->adapter && dump_gradients(m, &lora, d, teacher, &grad, &grad_tensors, &grad_names, &n_grad)) ||
-        failed(!(tensors = xcalloc((size_t)4 + n_grad, sizeof *tensors)))) goto done;
+        failed(d->activations && dump_activations(m, &lora, d, &hidden, &hidden_tensors, &hidden_names)) ||
+        failed(!(tensors = xcalloc((size_t)4 + n_grad + n_hidden, sizeof *tensors)))) goto done;
     KvlTensorOut base[4] = {
         {"logits", KVL_F32, 2, {T, c->vocab_size}, logits},
         {"tokens", KVL_I32, 1, {T}, d->ids[0]},
@@ -6183,12 +6223,13 @@ static int dump_run(KvlModel *m, const Dump *d)
     int n_tensors = has_context ? 4 : 2;
     memcpy(tensors, base, sizeof(KvlTensorOut) * n_tensors);
     if (n_grad) memcpy(tensors + n_tensors, grad_tensors, sizeof(KvlTensorOut) * n_grad);
+    if (n_hidden) memcpy(tensors + n_tensors + n_grad, hidden_tensors, sizeof(KvlTensorOut) * n_hidden);
     const char *mk[7] = {"format", "kvlora_version", "model", "prefix_tokens", "context_tokens", "adapter", "loss"};
     const char *mv[7] = {"kvlora dump", KVL_VERSION, d->dir, d->lists[1] ? d->lists[1] : "", d->lists[2] ? d->lists[2] : "",
                          d->adapter ? d->adapter : "", d->loss == 0 ? "kl" : "mse"};
-    if (failed(kvl_st_write(d->out, tensors, n_tensors + n_grad, mk, mv, has_context ? 7 : 6))) goto done;
-    fprintf(stderr, "kvlora: wrote %s (%d positions x %d logits%s%s)\n", d->out, T, c->vocab_size,
-            has_context ? ", teacher logits and loss" : "", n_grad ? ", LoRA gradients" : "");
+    if (failed(kvl_st_write(d->out, tensors, n_tensors + n_grad + n_hidden, mk, mv, has_context ? 7 : 6))) goto done;
+    fprintf(stderr, "kvlora: wrote %s (%d positions x %d logits%s%s%s)\n", d->out, T, c->vocab_size,
+            has_context ? ", teacher logits and loss" : "", n_grad ? ", LoRA gradients" : "", n_hidden ? ", activations" : "");
     rc = 0;
 done:
     m->lora = NULL;
@@ -6197,6 +6238,9 @@ done:
     free(tensors);
     free(grad_tensors);
     free(grad_names);
+    free(hidden);
+    free(hidden_tensors);
+    free(hidden_names);
     kvl_lora_free(&grad);
     kvl_lora_free(&lora);
     return rc;
@@ -6211,6 +6255,7 @@ static int cmd_dump(int argc, char **argv)
         {"--context-tokens", OPT_STRING, &d.lists[2], 0, 0, NULL, "LIST", "the context, after the prefix, seen by the teacher only"},
         {"--adapter", OPT_STRING, &d.adapter, 0, 0, NULL, "DIR", "the student's LoRA adapter (PEFT's layout)"},
         {"--loss", OPT_CHOICE, &d.loss, 0, 0, "kl", "kl|mse", "the distillation loss"},
+        {"--activations", OPT_FLAG, &d.activations, 0, 0, NULL, NULL, "also the residual stream after each layer (hidden.*)"},
         {"-o", OPT_STRING, &d.out, 0, 0, NULL, "OUT.safetensors", "the file to write"},
     };
     int r = parse_options("dump", dump_usage, opts, COUNT(opts), argc, argv, &d.dir, 1, 1);

@@ -3409,6 +3409,97 @@ static void test_cli_compare(void)
     remove(b);
 }
 
+/* The named F32 tensor of a safetensors file (malloc'd; *n its element count), or NULL. */
+static float *read_f32_tensor(const char *path, const char *name, size_t *n)
+{
+    KvlSafetensors st;
+    float *x = NULL;
+    if (kvl_st_open(&st, path)) return NULL;
+    const KvlTensorInfo *t = kvl_st_find(&st, name);
+    if (t && t->dtype == KVL_F32) {
+        *n = 1;
+        for (int d = 0; d < t->n_dims; d++) *n *= (size_t)t->shape[d];
+        if ((x = malloc(sizeof(float) * (*n ? *n : 1))) && kvl_st_read_f32(&st, t, x)) { free(x); x = NULL; }
+    }
+    kvl_st_close(&st);
+    return x;
+}
+
+/* dump --activations against transformers' residual stream (hidden.safetensors, from
+   data/golden/make_golden_hidden.py) for every float32 golden model and the built-in
+   one. Tolerance: max|d| <= 1e-5 max|h| per tensor, 15-30 times the reference's own
+   float32 noise (its float32 against float64 is 3-7e-7, HIDDEN_VERSIONS.txt); a wrong
+   layer, norm or rotation moves the stream by O(1). Then the use it exists for: a model
+   with one weight of layer 1 changed is OK up to hidden.1 and NOT OK from hidden.2. */
+static void test_cli_dump_activations(void)
+{
+    static const char *const models[] = {"llama_gqa_f32", "llama_tied_f32", "llama3_rope_f32", "mistral_f32",
+                                         "mistral_window_f32", "qwen2_f32", "qwen3_f32", "builtin_model"};
+    char out[512], cmd[4096], golden[600], model[600], name[64];
+    snprintf(out, sizeof out, "%s", tmp_path("activations.safetensors"));
+    for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) {
+        int builtin = !strcmp(models[i], "builtin_model");
+        snprintf(golden, sizeof golden, "%s/%s/hidden.safetensors", golden_dir(), models[i]);
+        snprintf(model, sizeof model, "%s", builtin ? "data/model" : golden);
+        if (!builtin) *strrchr(model, '/') = 0;
+        if (builtin && !file_exists("data/model/config.json")) { SKIP("activations: data/model not present"); continue; }
+        KvlSafetensors st;
+        int32_t tokens[64];
+        const KvlTensorInfo *tt;
+        if (kvl_st_open(&st, golden)) { CHECK(0, "%s", kvl_last_error()); continue; }
+        int T = (tt = kvl_st_find(&st, "tokens")) && tt->shape[0] <= 64 && !kvl_st_read_i32(&st, tt, tokens) ? (int)tt->shape[0] : 0;
+        int L = 0;
+        while (snprintf(name, sizeof name, "hidden.%d", L + 1), kvl_st_find(&st, name)) L++;
+        kvl_st_close(&st);
+        if (!T || !L) { CHECK(0, "%s: no tokens or hidden.*", golden); continue; }
+        int len = snprintf(cmd, sizeof cmd, KVLORA_CLI " dump %s --activations -o %s --tokens ", model, out);
+        for (int t = 0; t < T; t++) len += snprintf(cmd + len, sizeof cmd - len, "%s%d", t ? "," : "", (int)tokens[t]);
+        snprintf(cmd + len, sizeof cmd - len, " 2>/dev/null");
+        if (system(cmd) != 0) { CHECK(0, "%s failed", cmd); continue; }
+        for (int l = 0; l <= L + 1; l++) {
+            if (l <= L) snprintf(name, sizeof name, "hidden.%d", l);
+            else snprintf(name, sizeof name, "hidden.norm");
+            size_t n_got = 0, n_want = 0;
+            float *got = read_f32_tensor(out, name, &n_got), *want = read_f32_tensor(golden, name, &n_want);
+            char what[200];
+            snprintf(what, sizeof what, "%s %s", models[i], name);
+            if (got && want && n_got == n_want) check_tensor_rel(what, got, want, n_got, 1e-5);
+            else CHECK(0, "%s: missing or of another size", what);
+            free(got);
+            free(want);
+        }
+    }
+
+    KvlModel *m;
+    char dir[512], report[512], line[256];
+    snprintf(model, sizeof model, "%s/llama_gqa_f32", golden_dir());
+    snprintf(golden, sizeof golden, "%s", tmp_path("activations_golden.safetensors"));
+    snprintf(dir, sizeof dir, "%s", tmp_path("activations_model"));
+    snprintf(report, sizeof report, "%s", tmp_path("activations_report.txt"));
+    if (kvl_model_load(&m, model)) { CHECK(0, "%s", kvl_last_error()); return; }
+    m->w.wo[(size_t)m->config.dim * m->config.n_heads * m->config.head_dim + 3] += 0.01f;   /* layer 1's o_proj */
+    int r = kvl_model_save(m, model, dir);
+    kvl_model_free(m);
+    snprintf(cmd, sizeof cmd, KVLORA_CLI " dump %s --tokens 1,7,19,33 --activations -o %s 2>/dev/null && "
+                              KVLORA_CLI " dump %s --tokens 1,7,19,33 --activations -o %s 2>/dev/null && "
+                              KVLORA_CLI " compare %s %s --atol 0 --rtol 1e-6 > %s", model, golden, dir, out, out, golden, report);
+    CHECK(r == 0 && WEXITSTATUS(system(cmd)) == 1, "compare: a changed layer-1 weight is NOT OK");
+    FILE *f = fopen(report, "r");
+    int first_bad = -1, n_lines = 0;
+    while (f && fgets(line, sizeof line, f)) {
+        int l;
+        if (sscanf(line, "NOT OK  hidden.%d", &l) == 1 && (first_bad < 0 || l < first_bad)) first_bad = l;
+        n_lines += !strncmp(line, "OK      hidden.", 15) || !strncmp(line, "NOT OK  hidden.", 15);
+    }
+    if (f) fclose(f);
+    CHECK(first_bad == 2 && n_lines == 4, "compare names hidden.2 (after layer 1) as the first to differ: hidden.%d, %d lines", first_bad, n_lines);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (system(cmd) != 0) printf("    (could not remove %s)\n", dir);
+    remove(out);
+    remove(golden);
+    remove(report);
+}
+
 /* kvlora.h's usage example is a whole program: taken from the header as it stands,
    compiled against kvlora.c and run, it must answer the needle it reads. */
 static void test_header_example(void)
@@ -3549,6 +3640,7 @@ static const struct { const char *name; void (*fn)(void); } tests[] = {
     {"cli_dump_errors", test_cli_dump_errors},
     {"cli_help", test_cli_help},
     {"cli_compare", test_cli_compare},
+    {"cli_dump_activations", test_cli_dump_activations},
     {"header_example", test_header_example},
 };
 
