@@ -33,7 +33,7 @@ ALL_CFLAGS = $(CFLAGS) $(ARCH) $(OMPFLAGS) -ffp-contract=off
 SANITIZE ?= $(shell printf 'int main(void){return 0;}' | $(CC) -fsanitize=address,undefined -x c - -o /dev/null >/dev/null 2>&1 && echo 1)
 
 
-.PHONY: all test test-binaries run data bench bench-tokenizer sanitize fuzz valgrind test-s390x test-tcc clean
+.PHONY: all test test-binaries run data bench bench-tokenizer sanitize fuzz valgrind test-s390x test-windows test-tcc clean
 
 all: kvlora
 
@@ -112,12 +112,23 @@ bench-tokenizer: kvlora
 
 # Portability checks (their toolchains are for checking only, never needed to build):
 #   make test-s390x   big-endian: Debian's gcc-s390x-linux-gnu, the tests run under qemu-user
+#   make test-windows MinGW-w64, the tests run under Wine
 #   make test-tcc     the Tiny C Compiler (no OpenMP, no sanitizers)
 CROSS ?= s390x-linux-gnu-
 test-s390x:
 	$(CROSS)gcc -std=c99 -O2 -static -ffp-contract=off -DKVLORA_MAIN -o kvlora_s390x kvlora.c -lm
 	$(CROSS)gcc -std=c99 -O2 -static -ffp-contract=off '-DKVLORA_CLI="qemu-s390x ./kvlora_s390x"' -o test_s390x test.c -lm
 	qemu-s390x ./test_s390x
+
+# Windows: MinGW-w64 builds kvlora.exe and the tests, Wine runs them (system() runs cmd.exe
+# there, so the few tests that need sh itself say SKIP). Needs
+# apt-get install gcc-mingw-w64-x86-64 wine
+MINGW ?= x86_64-w64-mingw32-
+WINE  ?= wine
+test-windows:
+	$(MINGW)gcc -std=c99 -O2 -ffp-contract=off -DKVLORA_MAIN -o kvlora.exe kvlora.c
+	$(MINGW)gcc -std=c99 -O2 -ffp-contract=off '-DKVLORA_CLI="kvlora.exe"' '-DKVLORA_CC=""' -o test_windows.exe test.c
+	WINEDEBUG=-all $(WINE) test_windows.exe
 
 # A short distillation under valgrind memcheck (generic build: valgrind lacks AVX-512).
 valgrind:
@@ -133,4 +144,4 @@ test-tcc:
 	$(MAKE) --no-print-directory CC=tcc OMP=0 SANITIZE=0 -B test
 
 clean:
-	rm -f kvlora libkvlora.so kvlora_noomp test_kvlora kvlora_san test_san kvlora_vg kvlora_s390x test_s390x $(addprefix fuzz_,$(FUZZ_TARGETS))
+	rm -f kvlora libkvlora.so kvlora_noomp test_kvlora kvlora_san test_san kvlora_vg kvlora_s390x test_s390x $(addprefix fuzz_,$(FUZZ_TARGETS)) kvlora.exe test_windows.exe

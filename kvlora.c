@@ -65,6 +65,12 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #define KVL_POSIX 1
+#elif defined(_WIN32)
+#define WIN32_LEAN_AND_MEAN
+#include <windows.h>                /* QueryPerformanceCounter, MoveFileExA */
+#include <direct.h>                 /* _mkdir */
+#include <io.h>                     /* _commit, _fileno */
+#include <process.h>                /* _getpid */
 #endif
 /* No fused multiply-adds unless asked for: a*b+c rounded once instead of twice would give
    other bits than the plain C the tests compare against. GCC in ISO C mode (-std=c99)
@@ -166,18 +172,90 @@ uint32_t kvl_rng_u32(KvlRng *r)
 
 float kvl_rng_float(KvlRng *r) { return (kvl_rng_u32(r) >> 8) / 16777216.0f; }
 
+/* ---- the platform: what C99 lacks, for POSIX and Windows ---- */
+
+/* A monotonic clock, the process id (for temporary names), flushing a file to the disk,
+   replacing a file in one step, creating a directory, the peak memory. Elsewhere they
+   degrade (the clock to whole seconds, the flush to nothing) without changing a result. */
+
 static double now_seconds(void)
 {
 #if defined(KVL_POSIX) && defined(CLOCK_MONOTONIC)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + ts.tv_nsec * 1e-9;
+#elif defined(_WIN32)
+    LARGE_INTEGER count, frequency;
+    QueryPerformanceCounter(&count);
+    QueryPerformanceFrequency(&frequency);
+    return (double)count.QuadPart / (double)frequency.QuadPart;
 #elif defined(_OPENMP)
     return omp_get_wtime();
 #else
     return (double)time(NULL);
 #endif
 }
+
+static long process_id(void)
+{
+#if defined(KVL_POSIX)
+    return (long)getpid();
+#elif defined(_WIN32)
+    return (long)_getpid();
+#else
+    return 0;
+#endif
+}
+
+static int flush_to_disk(FILE *f)
+{
+#if defined(KVL_POSIX)
+    return fsync(fileno(f));
+#elif defined(_WIN32)
+    return _commit(_fileno(f));
+#else
+    (void)f;
+    return 0;
+#endif
+}
+
+/* Renames from to to, replacing to if it exists: POSIX's rename() does; Windows' refuses
+   an existing file, and MoveFileEx is the call that replaces. */
+static int replace_file(const char *from, const char *to)
+{
+#if defined(_WIN32)
+    if (MoveFileExA(from, to, MOVEFILE_REPLACE_EXISTING | MOVEFILE_WRITE_THROUGH)) return 0;
+    errno = GetLastError() == ERROR_ACCESS_DENIED ? EACCES : EIO;
+    return -1;
+#else
+    return rename(from, to);
+#endif
+}
+
+/* 0 when the directory exists afterwards; without a platform call, assumes it does. */
+static int create_dir(const char *dir)
+{
+#if defined(KVL_POSIX)
+    return mkdir(dir, 0755) != 0 && errno != EEXIST ? -1 : 0;
+#elif defined(_WIN32)
+    return _mkdir(dir) != 0 && errno != EEXIST ? -1 : 0;
+#else
+    (void)dir;
+    return 0;
+#endif
+}
+
+#ifdef KVLORA_MAIN
+/* The process's peak resident memory in MB, or -1 where it is not known (kvlora bench). */
+static double peak_memory_mb(void)
+{
+#if defined(KVL_POSIX)
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) == 0) return ru.ru_maxrss / 1024.0;
+#endif
+    return -1.0;
+}
+#endif
 
 /* Files are little-endian. These read and write bytes one at a time, so they are right
    on a big-endian host too; no pointer casts, no alignment assumptions. */
@@ -344,11 +422,7 @@ typedef struct { FILE *f; char tmp[4200]; const char *path; } AtomicFile;
 static int atomic_open(AtomicFile *a, const char *path)
 {
     a->path = path;
-#ifdef KVL_POSIX
-    snprintf(a->tmp, sizeof a->tmp, "%s.tmp.%ld", path, (long)getpid());
-#else
-    snprintf(a->tmp, sizeof a->tmp, "%s.tmp", path);
-#endif
+    snprintf(a->tmp, sizeof a->tmp, "%s.tmp.%ld", path, process_id());
     a->f = fopen(a->tmp, "wb");
     if (!a->f) {
         char dir[4096];
@@ -368,14 +442,12 @@ static void atomic_abort(AtomicFile *a)
 static int atomic_commit(AtomicFile *a)
 {
     int bad = fflush(a->f) != 0 || ferror(a->f);
-#ifdef KVL_POSIX
-    if (!bad) bad = fsync(fileno(a->f)) != 0;
-#endif
+    if (!bad) bad = flush_to_disk(a->f) != 0;
     int err = errno;
     if (fclose(a->f) != 0) { bad = 1; err = errno; }
     a->f = NULL;
     if (bad) { remove(a->tmp); return fail("%s: write failed: %s", a->path, strerror(err)); }
-    if (rename(a->tmp, a->path) != 0) {
+    if (replace_file(a->tmp, a->path) != 0) {
         err = errno;
         remove(a->tmp);
         return fail("%s: cannot rename the temporary file into place: %s", a->path, strerror(err));
@@ -418,11 +490,7 @@ static int write_text_file(const char *path, const char *text)
 
 static int make_dir(const char *dir)
 {
-#ifdef KVL_POSIX
-    if (mkdir(dir, 0755) != 0 && errno != EEXIST) return fail("%s: cannot create the directory: %s", dir, strerror(errno));
-#else
-    (void)dir;
-#endif
+    if (create_dir(dir) != 0) return fail("%s: cannot create the directory: %s", dir, strerror(errno));
     return 0;
 }
 
@@ -7303,10 +7371,7 @@ static int cmd_bench(int argc, char **argv)
     if (!r) {
         bench_matmuls(m, (int)T, (int)repeat);
         bench_distill(m, ids, (int)T, (int)repeat);
-#ifdef KVL_POSIX
-        struct rusage ru;
-        if (getrusage(RUSAGE_SELF, &ru) == 0) printf("peak RSS          %.1f MB\n", ru.ru_maxrss / 1024.0);
-#endif
+        if (peak_memory_mb() >= 0) printf("peak RSS          %.1f MB\n", peak_memory_mb());
     }
     free(ids);
     free(logits);
