@@ -3666,13 +3666,10 @@ static int scratch_reserve(KvlModel *m, int n_tokens, int n_keys)
     return 0;
 }
 
-/* One chunk of tokens through every layer; writes the chunk's keys and values into the
-   cache at positions pos0 .. pos0 + T - 1 and leaves the final residual stream in s->x. */
-static void forward_chunk(KvlModel *m, KvlCache *cache, const int *tokens, int T)
+/* A layer's buffers in the forward pass's scratch: each layer overwrites the last one's,
+   and the two norms' outputs share one buffer. */
+static LayerBuffers forward_buffers(KvlScratch *s)
 {
-    const KvlConfig *c = &m->config;
-    KvlScratch *s = m->scratch;
-    int D = c->dim;
     LayerBuffers b = {0};
     b.xn_attn = b.xn_mlp = s->xb;
     b.q = s->q; b.k = s->k; b.v = s->v;
@@ -3683,6 +3680,17 @@ static void forward_chunk(KvlModel *m, KvlCache *cache, const int *tokens, int T
     for (int k = 0; k < KVL_N_TARGETS; k++) b.u[k] = s->lora_u;
     b.lora_tmp = s->lora_out;
     b.rope_cos = s->rope_cos; b.rope_sin = s->rope_sin;
+    return b;
+}
+
+/* One chunk of tokens through every layer; writes the chunk's keys and values into the
+   cache at positions pos0 .. pos0 + T - 1 and leaves the final residual stream in s->x. */
+static void forward_chunk(KvlModel *m, KvlCache *cache, const int *tokens, int T)
+{
+    const KvlConfig *c = &m->config;
+    KvlScratch *s = m->scratch;
+    int D = c->dim;
+    LayerBuffers b = forward_buffers(s);
     embedding_forward(s->x, tokens, m->w.embed, T, D);
     rope_tables(s->rope_cos, s->rope_sin, s->inv_freq, cache->n_tokens, T, c->head_dim / 2);
     for (int l = 0; l < c->n_layers; l++) layer_forward(s->x, cache, &b, m, l, cache->n_tokens, T);
@@ -4704,6 +4712,318 @@ int kvl_distill_loss(KvlModel *m, KvlCache *cache, const int *prefix, int n_pref
 done:
     free(seq);
     free(teacher);
+    acts_free(&acts);
+    return r;
+}
+
+/* ---- the closed form: the best low-rank update of one layer by least squares ---- */
+
+/* GPTQ's view of a linear layer y = W x: over N tokens with inputs X (as columns) and the */
+/* outputs Y wanted from it, the update ΔW that minimises                                 */
+/*     ‖Y − (W + ΔW) X‖² + λ ‖ΔW‖²   (λ damps directions the tokens barely visit)       */
+/* needs only two sums over the tokens: G = X Xᵀ + λI [in][in] and C = R Xᵀ [out][in],     */
+/* with R = Y − W X the residual. The full-rank answer is ΔW* = C G⁻¹. Writing G = L Lᵀ  */
+/* (Cholesky), the objective is a constant plus ‖(ΔW − ΔW*) L‖², so the best update of   */
+/* rank r is not ΔW* truncated but                                                       */
+/*     ΔW_r = SVD_r(ΔW* L) L⁻¹,  where  ΔW* L = C L⁻ᵀ,                                     */
+/* the truncation done where the objective is a plain Frobenius norm. As LoRA factors:     */
+/* B = U_r Σ_r^½ and A = Σ_r^½ V_rᵀ L⁻¹ (then divided by LoRA's scale). The sums and the   */
+/* solves are in double: G's condition number is the square of X's.                       */
+
+/* In place: the lower triangle of the symmetric n×n matrix g becomes L with g = L Lᵀ, the
+   upper triangle zeros. -1 when g is not positive definite (a pivot ≤ 0). */
+static int cholesky(double *g, int n)
+{
+    for (int j = 0; j < n; j++) {
+        double d = g[(size_t)j * n + j];
+        for (int k = 0; k < j; k++) d -= g[(size_t)j * n + k] * g[(size_t)j * n + k];
+        if (!(d > 0.0)) return fail("closed form: the matrix is not positive definite (pivot %d is %g)", j, d);
+        double l_jj = sqrt(d);
+        g[(size_t)j * n + j] = l_jj;
+        for (int i = j + 1; i < n; i++) {
+            double s = g[(size_t)i * n + j];
+            for (int k = 0; k < j; k++) s -= g[(size_t)i * n + k] * g[(size_t)j * n + k];
+            g[(size_t)i * n + j] = s / l_jj;
+        }
+        for (int k = j + 1; k < n; k++) g[(size_t)j * n + k] = 0.0;
+    }
+    return 0;
+}
+
+/* x = L⁻¹ b (forward substitution), or, transposed, x = L⁻ᵀ b (back substitution); in place. */
+static void solve_lower(const double *l, double *b, int n, int transposed)
+{
+    if (!transposed)
+        for (int i = 0; i < n; i++) {
+            double s = b[i];
+            for (int k = 0; k < i; k++) s -= l[(size_t)i * n + k] * b[k];
+            b[i] = s / l[(size_t)i * n + i];
+        }
+    else
+        for (int i = n - 1; i >= 0; i--) {
+            double s = b[i];
+            for (int k = i + 1; k < n; k++) s -= l[(size_t)k * n + i] * b[k];
+            b[i] = s / l[(size_t)i * n + i];
+        }
+}
+
+/* The eigenvalues (descending) and eigenvectors (the columns of vectors, n×n) of the
+   symmetric n×n matrix a, which is destroyed. Cyclic Jacobi: each rotation zeroes one
+   off-diagonal pair, until the off-diagonal is negligible against the diagonal. */
+static void symmetric_eigen(double *a, int n, double *values, double *vectors)
+{
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < n; j++) vectors[(size_t)i * n + j] = i == j;
+    for (int sweep = 0; sweep < 60; sweep++) {
+        double off = 0.0, diag = 0.0;
+        for (int i = 0; i < n; i++) {
+            diag += a[(size_t)i * n + i] * a[(size_t)i * n + i];
+            for (int j = i + 1; j < n; j++) off += a[(size_t)i * n + j] * a[(size_t)i * n + j];
+        }
+        if (off <= 1e-30 * diag || off == 0.0) break;
+        for (int p = 0; p < n; p++)
+            for (int q = p + 1; q < n; q++) {
+                double apq = a[(size_t)p * n + q];
+                if (apq == 0.0) continue;
+                /* the rotation (c, s) that makes a[p][q] zero: tan 2θ = 2 a_pq / (a_qq − a_pp) */
+                double theta = (a[(size_t)q * n + q] - a[(size_t)p * n + p]) / (2.0 * apq);
+                double t = (theta >= 0 ? 1.0 : -1.0) / (fabs(theta) + sqrt(theta * theta + 1.0));
+                double c = 1.0 / sqrt(t * t + 1.0), s = t * c;
+                for (int k = 0; k < n; k++) {           /* a = Jᵀ a J: columns p, q, then rows */
+                    double akp = a[(size_t)k * n + p], akq = a[(size_t)k * n + q];
+                    a[(size_t)k * n + p] = c * akp - s * akq;
+                    a[(size_t)k * n + q] = s * akp + c * akq;
+                }
+                for (int k = 0; k < n; k++) {
+                    double apk = a[(size_t)p * n + k], aqk = a[(size_t)q * n + k];
+                    a[(size_t)p * n + k] = c * apk - s * aqk;
+                    a[(size_t)q * n + k] = s * apk + c * aqk;
+                }
+                for (int k = 0; k < n; k++) {
+                    double vkp = vectors[(size_t)k * n + p], vkq = vectors[(size_t)k * n + q];
+                    vectors[(size_t)k * n + p] = c * vkp - s * vkq;
+                    vectors[(size_t)k * n + q] = s * vkp + c * vkq;
+                }
+            }
+    }
+    for (int i = 0; i < n; i++) values[i] = a[(size_t)i * n + i];
+    for (int i = 1; i < n; i++)                        /* sort descending, vectors along */
+        for (int j = i; j > 0 && values[j - 1] < values[j]; j--) {
+            double v = values[j]; values[j] = values[j - 1]; values[j - 1] = v;
+            for (int k = 0; k < n; k++) {
+                double x = vectors[(size_t)k * n + j];
+                vectors[(size_t)k * n + j] = vectors[(size_t)k * n + j - 1];
+                vectors[(size_t)k * n + j - 1] = x;
+            }
+        }
+}
+
+/* The r largest singular values of the m×n matrix a with their left and right singular
+   vectors (the columns of u, m×r, and v, n×r), from the eigenpairs of the smaller Gram
+   matrix: aᵀa = V Σ² Vᵀ gives u_k = a v_k / σ_k, a aᵀ = U Σ² Uᵀ gives v_k = aᵀ u_k / σ_k.
+   A zero singular value gets zero vectors. */
+static int top_singular(const double *a, int m, int n, int r, double *sigma, double *u, double *v)
+{
+    int left = m < n, k_dim = left ? m : n;             /* the Gram matrix is k_dim × k_dim */
+    double *gram = xmalloc(sizeof(double) * k_dim * k_dim), *values = xmalloc(sizeof(double) * k_dim);
+    double *vectors = xmalloc(sizeof(double) * k_dim * k_dim);
+    int ok = gram && values && vectors;
+    for (int i = 0; ok && i < k_dim; i++)
+        for (int j = i; j < k_dim; j++) {
+            double s = 0.0;
+            if (left) for (int k = 0; k < n; k++) s += a[(size_t)i * n + k] * a[(size_t)j * n + k];
+            else for (int k = 0; k < m; k++) s += a[(size_t)k * n + i] * a[(size_t)k * n + j];
+            gram[(size_t)i * k_dim + j] = gram[(size_t)j * k_dim + i] = s;
+        }
+    if (ok) symmetric_eigen(gram, k_dim, values, vectors);
+    for (int k = 0; ok && k < r; k++) {
+        sigma[k] = k < k_dim && values[k] > 0.0 ? sqrt(values[k]) : 0.0;
+        double *known = left ? u : v, *other = left ? v : u;
+        int n_known = left ? m : n, n_other = left ? n : m;
+        for (int i = 0; i < n_known; i++) known[(size_t)i * r + k] = k < k_dim ? vectors[(size_t)i * k_dim + k] : 0.0;
+        for (int i = 0; i < n_other; i++) {             /* the other side: a v / σ or aᵀ u / σ */
+            double s = 0.0;
+            for (int j = 0; j < n_known; j++)
+                s += (left ? a[(size_t)j * n + i] : a[(size_t)i * n + j]) * known[(size_t)j * r + k];
+            other[(size_t)i * r + k] = sigma[k] > 0.0 ? s / sigma[k] : 0.0;
+        }
+    }
+    free(gram);
+    free(values);
+    free(vectors);
+    return ok ? 0 : -1;
+}
+
+/* The best rank-r update ΔW = B A (B [out][r], A [r][in], float) for the sums g = X Xᵀ + λI
+   (destroyed: it becomes L) and c = R Xᵀ (destroyed: it becomes ΔW* L), as above. */
+static int lowrank_least_squares(float *b, float *a, double *g, double *c, int out, int in, int r)
+{
+    if (r > out || r > in) return fail("closed form: rank %d exceeds the layer's %d x %d", r, out, in);
+    if (cholesky(g, in)) return -1;
+    for (int o = 0; o < out; o++) solve_lower(g, c + (size_t)o * in, in, 0);    /* row o of C L⁻ᵀ is L⁻¹ c_o */
+    double *sigma = xmalloc(sizeof(double) * r), *u = xmalloc(sizeof(double) * out * r), *v = xmalloc(sizeof(double) * in * r);
+    double *col = xmalloc(sizeof(double) * in);
+    int ok = sigma && u && v && col && top_singular(c, out, in, r, sigma, u, v) == 0;
+    for (int k = 0; ok && k < r; k++) {
+        double root = sqrt(sigma[k]);
+        for (int o = 0; o < out; o++) b[(size_t)o * r + k] = (float)(u[(size_t)o * r + k] * root);     /* B = U_r Σ_r^½ */
+        for (int i = 0; i < in; i++) col[i] = v[(size_t)i * r + k];
+        solve_lower(g, col, in, 1);                /* A's row k: √σ_k (L⁻ᵀ v_k)ᵀ */
+        for (int i = 0; i < in; i++) a[(size_t)k * in + i] = (float)(root * col[i]);
+    }
+    free(sigma);
+    free(u);
+    free(v);
+    free(col);
+    return ok ? 0 : -1;
+}
+
+/* ---- the closed form over the whole model: layer by layer, from the bottom ---- */
+
+/* A target layer's input is shared by its group: q, k, v read the attention norm's output, */
+/* o the attention's, gate and up the MLP norm's, down the SwiGLU's. For the teacher (the  */
+/* model alone, reading a probe after the cached context) these are fixed and kept for    */
+/* every probe token; the student's (prefix ++ probe, with the adapter solved so far) are  */
+/* recomputed before each group, so that a layer is solved for the inputs the updates    */
+/* below it produce, as GPTQ quantises. The residual a target must add is the teacher's    */
+/* output minus the student's, W (x_t − x_s) (a bias cancels).                             */
+
+enum { GROUP_ATTN_IN, GROUP_O_IN, GROUP_MLP_IN, GROUP_DOWN_IN, N_GROUPS };
+static const int target_group[KVL_N_TARGETS] = {GROUP_ATTN_IN, GROUP_ATTN_IN, GROUP_ATTN_IN, GROUP_O_IN, GROUP_MLP_IN, GROUP_MLP_IN, GROUP_DOWN_IN};
+
+static int group_width(const KvlConfig *c, int g)
+{
+    return g == GROUP_O_IN ? c->n_heads * c->head_dim : g == GROUP_DOWN_IN ? c->ffn_dim : c->dim;
+}
+
+/* The teacher's inputs of every group and layer over one probe of n tokens read after the
+   cache's n_ctx positions: in[g] + ((l * n_all) + at) * width_g for l = 0 .. L-1 (rows at ..
+   at + n - 1 of a [L][n_all][width] block). xn_mlp: [n][dim], the MLP norm's own buffer. */
+static int teacher_group_inputs(KvlModel *m, KvlCache *cache, int n_ctx, const int *probe, int n, float *xn_mlp,
+                                float *in[N_GROUPS], size_t n_all, size_t at)
+{
+    const KvlConfig *c = &m->config;
+    const KvlLora *keep = m->lora;
+    if (n > cache->max_tokens - n_ctx) return fail("closed form: a probe of %d tokens does not fit the cache", n);
+    if (scratch_reserve(m, n, cache->max_tokens)) return -1;
+    KvlScratch *s = m->scratch;
+    LayerBuffers b = forward_buffers(s);
+    b.xn_mlp = xn_mlp;                          /* the attention norm's output must survive the layer */
+    const float *group_out[N_GROUPS] = {b.xn_attn, b.att_out, b.xn_mlp, b.hidden};
+    m->lora = NULL;
+    embedding_forward(s->x, probe, m->w.embed, n, c->dim);
+    rope_tables(s->rope_cos, s->rope_sin, s->inv_freq, n_ctx, n, c->head_dim / 2);
+    for (int l = 0; l < c->n_layers; l++) {
+        layer_forward(s->x, cache, &b, m, l, n_ctx, n);      /* cache->n_tokens stays n_ctx */
+        for (int g = 0; g < N_GROUPS; g++) {
+            size_t width = (size_t)group_width(c, g);
+            memcpy(in[g] + ((size_t)l * n_all + at) * width, group_out[g], sizeof(float) * n * width);
+        }
+    }
+    m->lora = keep;
+    return 0;
+}
+
+/* Solves the targets of group g in layer l, given the teacher's inputs xt [n_all][width]
+   and the student's xs [n_all][width]. The group's targets share two sums over the tokens,
+   G = Σ x_s x_sᵀ and E = Σ (x_t − x_s) x_sᵀ; each target's C is then W E. */
+static int solve_group(KvlModel *m, KvlLora *lora, int l, int g, const float *xt, const float *xs, size_t n_all, float damping)
+{
+    const KvlConfig *c = &m->config;
+    const float *weights[KVL_N_TARGETS] = {m->w.wq, m->w.wk, m->w.wv, m->w.wo, m->w.w_gate, m->w.w_up, m->w.w_down};
+    int in = group_width(c, g), R = lora->rank, r = -1, out_max = 0;
+    for (int k = 0; k < KVL_N_TARGETS; k++)
+        if (lora->out[k] > out_max) out_max = lora->out[k];
+    double *gram = xcalloc((size_t)in * in, sizeof(double)), *e = xcalloc((size_t)in * in, sizeof(double));
+    double *g2 = xmalloc(sizeof(double) * in * in), *cross = xmalloc(sizeof(double) * out_max * in), *diff = xmalloc(sizeof(double) * in);
+    float *b = xmalloc(sizeof(float) * out_max * R), *a = xmalloc(sizeof(float) * R * in);
+    if (!gram || !e || !g2 || !cross || !diff || !b || !a) goto done;
+    for (size_t t = 0; t < n_all; t++) {
+        const float *x = xs + t * in;
+        for (int i = 0; i < in; i++) diff[i] = (double)xt[t * in + i] - x[i];
+        for (int i = 0; i < in; i++)
+            for (int j = 0; j < in; j++) {
+                gram[(size_t)i * in + j] += (double)x[i] * x[j];
+                e[(size_t)i * in + j] += diff[i] * x[j];
+            }
+    }
+    double mean_diag = 0.0;                     /* λ = damping × the mean of diag(G) */
+    for (int i = 0; i < in; i++) mean_diag += gram[(size_t)i * in + i] / in;
+    for (int i = 0; i < in; i++) gram[(size_t)i * in + i] += damping * mean_diag;
+    for (int k = 0; k < KVL_N_TARGETS; k++) {
+        if (!lora->has[k] || target_group[k] != g) continue;
+        int out = lora->out[k];
+        const float *w = weights[k] + (size_t)l * out * in;
+        for (int o = 0; o < out; o++)           /* C = W E */
+            for (int j = 0; j < in; j++) {
+                double s = 0.0;
+                for (int i = 0; i < in; i++) s += w[(size_t)o * in + i] * e[(size_t)i * in + j];
+                cross[(size_t)o * in + j] = s;
+            }
+        memcpy(g2, gram, sizeof(double) * in * in);
+        if (lowrank_least_squares(b, a, g2, cross, out, in, R)) goto done;
+        /* ΔW = scale · B A: B as solved, A divided by the scale */
+        memcpy(lora->B[k] + (size_t)l * out * R, b, sizeof(float) * out * R);
+        for (int i = 0; i < R * in; i++) lora->A[k][(size_t)l * R * in + i] = a[i] / lora->scale;
+    }
+    r = 0;
+done:
+    free(gram); free(e); free(g2); free(cross); free(diff); free(b); free(a);
+    return r;
+}
+
+int kvl_distill_closed_form(KvlModel *m, KvlCache *cache, const int *prefix, int n_prefix, const KvlProbe *probes, int n_probes,
+                            KvlLora *lora, float damping, int max_tokens)
+{
+    const KvlConfig *c = &m->config;
+    int n_ctx = cache->n_tokens, n_use = 0, max_len = 0, r = -1;
+    size_t n_all = 0;
+    for (; n_use < n_probes && n_all + (size_t)probes[n_use].n <= (size_t)max_tokens; n_use++) {
+        n_all += (size_t)probes[n_use].n;
+        if (probes[n_use].n > max_len) max_len = probes[n_use].n;
+    }
+    if (n_use == 0) return fail("closed form: no probe fits in %d tokens", max_tokens);
+    float *teacher[N_GROUPS] = {0}, *student = NULL, *xn_mlp = xmalloc(sizeof(float) * (size_t)max_len * c->dim);
+    int *seq = xmalloc(sizeof(int) * (size_t)(n_prefix + max_len));
+    const KvlLora *keep = m->lora;
+    Acts acts = {0};
+    size_t widest = 0;
+    for (int g = 0; g < N_GROUPS; g++)
+        if ((size_t)group_width(c, g) > widest) widest = (size_t)group_width(c, g);
+    for (int g = 0; g < N_GROUPS; g++) teacher[g] = xmalloc(sizeof(float) * (size_t)c->n_layers * n_all * group_width(c, g));
+    student = xmalloc(sizeof(float) * n_all * widest);
+    if (!xn_mlp || !seq || !student || !teacher[0] || !teacher[1] || !teacher[2] || !teacher[3] ||
+        acts_init(&acts, c, n_prefix + max_len, lora->rank, 0))
+        goto done;
+    for (size_t at = 0, i = 0; i < (size_t)n_use; at += (size_t)probes[i].n, i++)
+        if (teacher_group_inputs(m, cache, n_ctx, probes[i].ids, probes[i].n, xn_mlp, teacher, n_all, at)) goto done;
+    /* the student starts as the model itself */
+    for (int k = 0; k < KVL_N_TARGETS; k++)
+        if (lora->has[k]) memset(lora->B[k], 0, sizeof(float) * c->n_layers * lora->out[k] * lora->rank);
+    m->lora = lora;
+    memcpy(seq, prefix, sizeof(int) * n_prefix);
+    for (int l = 0; l < c->n_layers; l++)
+        for (int g = 0; g < N_GROUPS; g++) {
+            int wanted = 0, width = group_width(c, g);
+            for (int k = 0; k < KVL_N_TARGETS; k++) wanted |= lora->has[k] && target_group[k] == g;
+            if (!wanted) continue;
+            for (size_t at = 0, i = 0; i < (size_t)n_use; at += (size_t)probes[i].n, i++) {
+                int T = n_prefix + probes[i].n;
+                memcpy(seq + n_prefix, probes[i].ids, sizeof(int) * probes[i].n);
+                if (scratch_reserve(m, T, T)) goto done;
+                student_forward(&acts, seq, m, T);
+                const float *layer_in[N_GROUPS] = {acts.xn_attn, acts.att_out, acts.xn_mlp, acts.hidden};
+                memcpy(student + at * width, layer_in[g] + ((size_t)l * T + n_prefix) * width, sizeof(float) * probes[i].n * width);
+            }
+            if (solve_group(m, lora, l, g, teacher[g] + (size_t)l * n_all * width, student, n_all, damping)) goto done;
+        }
+    r = 0;
+done:
+    m->lora = keep;
+    for (int g = 0; g < N_GROUPS; g++) free(teacher[g]);
+    free(student);
+    free(xn_mlp);
+    free(seq);
     acts_free(&acts);
     return r;
 }
@@ -6398,15 +6718,20 @@ static const char *distill_usage =
     "the model reading the cached prefix ++ context ++ probe, and writes it in PEFT's layout\n"
     "(ADAPTER_DIR/adapter_model.safetensors + adapter_config.json). One progress line per\n"
     "step on stderr. Same seed, same adapter, whatever the number of threads. SIGINT and\n"
-    "SIGTERM stop after the current step and save the adapter as it is (exit code 130).\n\n";
+    "SIGTERM stop after the current step and save the adapter as it is (exit code 130).\n"
+    "--method closed-form skips the steps: each target layer, from the bottom, gets the\n"
+    "best rank-R least-squares update from the student's inputs to the teacher's outputs\n"
+    "over the probes (GPTQ's recipe); hybrid then trains from that adapter.\n\n";
 
 typedef struct {
     const char *dir, *out, *cache, *queries, *query_ids, *targets, *init;
     ContextArgs ca;
-    long long self_study, self_study_len, chunk_len, rank, steps, batch, seed, every;
-    float alpha, lr, weight_decay;
-    int chunks, rslora, loss;
+    long long self_study, self_study_len, chunk_len, rank, steps, batch, seed, every, solve_tokens;
+    float alpha, lr, weight_decay, damping;
+    int chunks, rslora, loss, method;
 } DistillArgs;
+
+enum { METHOD_GRADIENT, METHOD_CLOSED_FORM, METHOD_HYBRID };
 
 typedef struct { KvlLora *lora; const char *out; long long every; } DistillProgress;
 
@@ -6554,7 +6879,13 @@ static int distill_train(KvlModel *m, KvlCache *cache, const DistillArgs *a, con
     signal(SIGINT, request_stop);
     signal(SIGTERM, request_stop);
     double t0 = now_seconds();
-    if (failed(kvl_distill(m, cache, tokens, n_prefix, probes, n_probes, &lora, &opt, &last) ||
+    if (a->method != METHOD_GRADIENT) {
+        double solved;
+        if (failed(kvl_distill_closed_form(m, cache, tokens, n_prefix, probes, n_probes, &lora, a->damping, (int)a->solve_tokens) ||
+                   kvl_distill_loss(m, cache, tokens, n_prefix, probes, n_probes, use_kl, &solved))) goto done;
+        fprintf(stderr, "kvlora: closed form in %.1f s: loss %.6f\n", now_seconds() - t0, solved);
+    }
+    if (failed((a->method != METHOD_CLOSED_FORM && kvl_distill(m, cache, tokens, n_prefix, probes, n_probes, &lora, &opt, &last)) ||
                kvl_distill_loss(m, cache, tokens, n_prefix, probes, n_probes, use_kl, &after))) goto done;
     double seconds = now_seconds() - t0;
     if (failed(kvl_lora_save(&lora, a->out))) goto done;
@@ -6598,6 +6929,10 @@ static int cmd_distill(int argc, char **argv)
         {"--weight-decay", OPT_FLOAT, &a.weight_decay, 0, INFINITY, "0", "W", "AdamW's weight decay"},
         {"--seed", OPT_INT, &a.seed, 0, INFINITY, "0", "S", "seed of the adapter, the samples and the batches"},
         {"--init", OPT_STRING, &a.init, 0, 0, NULL, "ADAPTER", "start from an existing adapter (its rank, alpha and targets)"},
+        {"--method", OPT_CHOICE, &a.method, 0, 0, "gradient", "gradient|closed-form|hybrid", "AdamW steps; a least-squares solve per layer;\n"
+                                                                                             "the solve, then the steps from it"},
+        {"--damping", OPT_FLOAT, &a.damping, 0, INFINITY, "0.01", "D", "the solve's ridge: D x the mean of diag(X Xᵀ)"},
+        {"--solve-tokens", OPT_INT, &a.solve_tokens, 1, 1 << 30, "4096", "N", "the probe tokens the solve uses (whole probes, in order)"},
         {"--checkpoint-every", OPT_INT, &a.every, 1, 1 << 30, NULL, "N", "write the adapter every N steps (atomically: a crash or a kill\n"
                                                                       "leaves the last one whole)"},
         {"-o", OPT_STRING, &a.out, 0, 0, NULL, "ADAPTER_DIR", "where the adapter goes"},

@@ -322,6 +322,13 @@ typedef struct {
    reading the cache (prefix ++ context) ++ probe. *final_loss: the last step's batch loss. */
 int kvl_distill(KvlModel *m, KvlCache *cache, const int *prefix, int n_prefix, const KvlProbe *probes, int n_probes,
                 KvlLora *lora, const KvlDistillOptions *opt, double *final_loss);
+/* Closed-form distillation, GPTQ's recipe: sets lora's A and B layer by layer from the
+   bottom, each target's the best rank-R least-squares update that maps the student's inputs
+   (prefix ++ probe, with the layers below already solved) to the teacher's outputs (the
+   cache ++ probe), damped by damping x the mean of diag(X Xᵀ). Uses the probes that fit in
+   max_tokens tokens. */
+int kvl_distill_closed_form(KvlModel *m, KvlCache *cache, const int *prefix, int n_prefix, const KvlProbe *probes, int n_probes,
+                            KvlLora *lora, float damping, int max_tokens);
 /* The mean loss over all probes with the model's current adapter (m->lora). */
 int kvl_distill_loss(KvlModel *m, KvlCache *cache, const int *prefix, int n_prefix, const KvlProbe *probes, int n_probes,
                      int use_kl, double *loss);

@@ -1964,6 +1964,312 @@ static void test_distill_is_reproducible(void)
     kvl_lora_free(&again);
 }
 
+/* The closed form on a whole model: from the zero adapter (the model itself), the
+   layer-by-layer solve lowers the distillation loss over the same probes; at rank 8 it
+   goes lower than at rank 2, and a run with only o_proj and down_proj adapts only them. */
+static void test_closed_form_lowers_loss(void)
+{
+    if (!distill_60_steps()) return;
+    KvlModel *m = distilled.m;
+    double zero = 0.0, solved[2] = {0};
+    int has[KVL_N_TARGETS], ranks[2] = {2, 8};
+    kvl_lora_parse_targets("all", has);
+    for (int i = 0; i < 2; i++) {
+        KvlLora lora;
+        kvl_lora_init(&lora, &m->config, ranks[i], 2.0f * ranks[i], 0, has, 1);
+        m->lora = &lora;
+        if (i == 0) kvl_distill_loss(m, &distilled.cache, distill_prefix, 1, distilled.probes, distilled.n_probes, 1, &zero);
+        int r = kvl_distill_closed_form(m, &distilled.cache, distill_prefix, 1, distilled.probes, distilled.n_probes, &lora, 0.01f, 4096);
+        CHECK(r == 0, "closed form rank %d: %s", ranks[i], r ? kvl_last_error() : "ok");
+        kvl_distill_loss(m, &distilled.cache, distill_prefix, 1, distilled.probes, distilled.n_probes, 1, &solved[i]);
+        m->lora = NULL;
+        kvl_lora_free(&lora);
+    }
+    printf("  closed form: kl over %d probes %.4f (the model alone) -> %.4f (rank 2), %.4f (rank 8)\n",
+           distilled.n_probes, zero, solved[0], solved[1]);
+    CHECK(solved[0] < 0.8 * zero && solved[1] < solved[0], "the solve lowers the loss, more at a higher rank");
+    KvlLora part;
+    kvl_lora_parse_targets("o_proj,down_proj", has);
+    kvl_lora_init(&part, &m->config, 2, 4.0f, 0, has, 1);
+    m->lora = &part;
+    CHECK(kvl_distill_closed_form(m, &distilled.cache, distill_prefix, 1, distilled.probes, distilled.n_probes, &part, 0.01f, 4096) == 0 &&
+          !part.A[KVL_Q_PROJ] && part.A[KVL_O_PROJ] && part.B[KVL_DOWN_PROJ][0] != 0.0f, "o_proj and down_proj only: %s", kvl_last_error());
+    m->lora = NULL;
+    kvl_lora_free(&part);
+}
+
+/* ---------------------------------------------------------------------------------- */
+/* The closed form: Cholesky, the symmetric eigen-solver, the best rank-r update        */
+
+/* x = a⁻¹ b by Gaussian elimination with partial pivoting (n ≤ 16): the brute force the
+   Cholesky solves are checked against. */
+static void gauss_solve(const double *a, const double *b, double *x, int n)
+{
+    double m[16][17];
+    for (int i = 0; i < n; i++) {
+        for (int j = 0; j < n; j++) m[i][j] = a[i * n + j];
+        m[i][n] = b[i];
+    }
+    for (int c = 0; c < n; c++) {
+        int p = c;
+        for (int i = c + 1; i < n; i++) if (fabs(m[i][c]) > fabs(m[p][c])) p = i;
+        for (int j = 0; j <= n; j++) { double t = m[c][j]; m[c][j] = m[p][j]; m[p][j] = t; }
+        for (int i = c + 1; i < n; i++) {
+            double f = m[i][c] / m[c][c];
+            for (int j = c; j <= n; j++) m[i][j] -= f * m[c][j];
+        }
+    }
+    for (int i = n - 1; i >= 0; i--) {
+        double s = m[i][n];
+        for (int j = i + 1; j < n; j++) s -= m[i][j] * x[j];
+        x[i] = s / m[i][i];
+    }
+}
+
+static double rand_normal(KvlRng *rng)
+{
+    double u = (kvl_rng_u32(rng) + 1.0) / 4294967297.0, v = kvl_rng_u32(rng) / 4294967296.0;
+    return sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v);
+}
+
+/* G = X Xᵀ + λI and C = R Xᵀ for X [in][N] and R [out][N] (columns are tokens). */
+static void layer_sums(double *g, double *c, const double *x, const double *r, int in, int out, int n, double lambda)
+{
+    for (int i = 0; i < in; i++)
+        for (int j = 0; j < in; j++) {
+            double s = i == j ? lambda : 0.0;
+            for (int t = 0; t < n; t++) s += x[i * n + t] * x[j * n + t];
+            g[i * in + j] = s;
+        }
+    for (int o = 0; o < out; o++)
+        for (int i = 0; i < in; i++) {
+            double s = 0.0;
+            for (int t = 0; t < n; t++) s += r[o * n + t] * x[i * n + t];
+            c[o * in + i] = s;
+        }
+}
+
+/* ‖R − ΔW X‖² + λ‖ΔW‖², the objective itself, for ΔW [out][in]. */
+static double layer_objective(const double *dw, const double *x, const double *r, int in, int out, int n, double lambda)
+{
+    double f = 0.0;
+    for (int o = 0; o < out; o++) {
+        for (int t = 0; t < n; t++) {
+            double e = r[o * n + t];
+            for (int i = 0; i < in; i++) e -= dw[o * in + i] * x[i * n + t];
+            f += e * e;
+        }
+        for (int i = 0; i < in; i++) f += lambda * dw[o * in + i] * dw[o * in + i];
+    }
+    return f;
+}
+
+static void test_cholesky_and_solves(void)
+{
+    KvlRng rng;
+    kvl_rng_seed(&rng, 11);
+    enum { N = 7, T = 20 };
+    double x[N * T], g[N * N], l[N * N], b[N], want[N], got[N];
+    for (int i = 0; i < N * T; i++) x[i] = rand_normal(&rng);
+    for (int pass = 0; pass < 2; pass++) {
+        /* pass 0: well conditioned (first T columns as they are); pass 1: rows 0, 1 almost equal in every column */
+        if (pass) for (int t = 0; t < T; t++) x[1 * T + t] = x[0 * T + t] + 1e-9 * x[2 * T + t];
+        double mean_diag = 0.0;
+        layer_sums(g, NULL, x, NULL, N, 0, T, 0.0);
+        for (int i = 0; i < N; i++) mean_diag += g[i * N + i] / N;
+        for (int i = 0; i < N; i++) g[i * N + i] += 0.01 * mean_diag;     /* GPTQ's damping */
+        memcpy(l, g, sizeof g);
+        CHECK(cholesky(l, N) == 0, "cholesky (pass %d): %s", pass, kvl_last_error());
+        double worst = 0.0;
+        for (int i = 0; i < N; i++)
+            for (int j = 0; j < N; j++) {
+                double s = 0.0;
+                for (int k = 0; k < N; k++) s += l[i * N + k] * l[j * N + k];
+                worst = fmax(worst, fabs(s - g[i * N + j]) / mean_diag);
+            }
+        CHECK(worst < 1e-13, "L Lᵀ = G to %.1e of its mean diagonal (pass %d)", worst, pass);
+        for (int i = 0; i < N; i++) b[i] = rand_normal(&rng);
+        gauss_solve(g, b, want, N);
+        memcpy(got, b, sizeof b);
+        solve_lower(l, got, N, 0);
+        solve_lower(l, got, N, 1);
+        worst = 0.0;
+        for (int i = 0; i < N; i++) worst = fmax(worst, fabs(got[i] - want[i]) / (fabs(want[i]) + 1e-300));
+        CHECK(worst < 1e-10, "L⁻ᵀ L⁻¹ b = G⁻¹ b (Gaussian elimination) to %.1e relative (pass %d)", worst, pass);
+    }
+    double not_pd[4] = {1, 2, 2, 1};
+    CHECK(cholesky(not_pd, 2) != 0 && strstr(kvl_last_error(), "not positive definite"), "an indefinite matrix is refused: %s", kvl_last_error());
+}
+
+/* The SVD against its definition (UᵀU = VᵀV = I, σ descending, a = U Σ Vᵀ) and against
+   the brute force for σ_1, power iteration; tall, wide, square, and a square one whose
+   singular values are all equal. */
+static void test_top_singular(void)
+{
+    KvlRng rng;
+    kvl_rng_seed(&rng, 12);
+    static const int shapes[][2] = {{6, 4}, {4, 6}, {5, 5}, {9, 3}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int m = shapes[s][0], n = shapes[s][1], r = m < n ? m : n;
+        double a[64], sigma[8], u[64], v[64], vec[8], next[8];
+        for (int i = 0; i < m * n; i++) a[i] = rand_normal(&rng);
+        if (s == 2) {                                  /* all five singular values 2: a repeated one */
+            memset(a, 0, sizeof a);
+            a[0] = a[n + 1] = 2.0 * cos(0.3);
+            a[1] = -2.0 * sin(0.3);
+            a[n] = 2.0 * sin(0.3);
+            for (int i = 2; i < n; i++) a[i * n + i] = 2.0;
+        }
+        CHECK(top_singular(a, m, n, r, sigma, u, v) == 0, "top_singular %dx%d", m, n);
+        double ortho = 0.0, recon = 0.0, scale = 0.0;
+        for (int i = 0; i < m * n; i++) scale = fmax(scale, fabs(a[i]));
+        for (int p = 0; p < r; p++)
+            for (int q = 0; q < r; q++) {
+                double du = 0.0, dv = 0.0;
+                for (int i = 0; i < m; i++) du += u[i * r + p] * u[i * r + q];
+                for (int i = 0; i < n; i++) dv += v[i * r + p] * v[i * r + q];
+                ortho = fmax(ortho, fmax(fabs(du - (p == q)), fabs(dv - (p == q))));
+            }
+        int descending = 1;
+        for (int k = 1; k < r; k++) descending &= sigma[k] <= sigma[k - 1];
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < n; j++) {
+                double x = 0.0;
+                for (int k = 0; k < r; k++) x += u[i * r + k] * sigma[k] * v[j * r + k];
+                recon = fmax(recon, fabs(x - a[i * n + j]) / scale);
+            }
+        /* the brute force for σ_1: power iteration on aᵀa */
+        for (int i = 0; i < n; i++) vec[i] = 1.0 + i;
+        double top = 0.0;
+        for (int it = 0; it < 2000; it++) {
+            double norm = 0.0;
+            for (int j = 0; j < n; j++) {
+                next[j] = 0.0;
+                for (int i = 0; i < m; i++) {
+                    double av = 0.0;
+                    for (int t = 0; t < n; t++) av += a[i * n + t] * vec[t];
+                    next[j] += a[i * n + j] * av;
+                }
+                norm += next[j] * next[j];
+            }
+            norm = sqrt(norm);
+            for (int j = 0; j < n; j++) vec[j] = next[j] / norm;
+            top = sqrt(norm);
+        }
+        CHECK(ortho < 1e-12 && descending && recon < 1e-12 && fabs(top - sigma[0]) < 1e-9 * sigma[0],
+              "SVD of a %dx%d matrix: UᵀU = VᵀV = I to %.1e, descending %d, a = U Σ Vᵀ to %.1e, σ_1 %.12g vs power iteration %.12g",
+              m, n, ortho, descending, recon, sigma[0], top);
+    }
+}
+
+/* On one linear layer: the whitened truncation is the best rank-r update. It beats the
+   plain truncation of ΔW*, equals the optimum that alternating least squares finds by
+   brute force from several starts, and at full rank gives ΔW* itself. */
+static void test_lowrank_least_squares(void)
+{
+    enum { IN = 6, OUT = 5, N = 40, R = 2 };
+    KvlRng rng;
+    kvl_rng_seed(&rng, 13);
+    double x[IN * N], r[OUT * N], g[IN * IN], c[OUT * IN], w[OUT * IN], dw[OUT * IN], star[OUT * IN];
+    float fb[OUT * OUT], fa[OUT * IN];
+    for (int i = 0; i < IN * N; i++) x[i] = rand_normal(&rng) * (1.0 + (i / N));       /* rows of different scale */
+    for (int i = 0; i < OUT * IN; i++) w[i] = rand_normal(&rng);
+    for (int o = 0; o < OUT; o++)                      /* R = W (X_t − X_s), X_t a perturbed X */
+        for (int t = 0; t < N; t++) {
+            double s = 0.0;
+            for (int i = 0; i < IN; i++) s += w[o * IN + i] * 0.3 * rand_normal(&rng);
+            r[o * N + t] = s;
+        }
+    layer_sums(g, c, x, r, IN, OUT, N, 0.0);
+    double lambda = 0.0;
+    for (int i = 0; i < IN; i++) lambda += 0.01 * g[i * IN + i] / IN;
+    layer_sums(g, c, x, r, IN, OUT, N, lambda);
+    for (int o = 0; o < OUT; o++) {                    /* ΔW* = C G⁻¹, row by row (G symmetric) */
+        double row[IN];
+        gauss_solve(g, c + o * IN, row, IN);
+        memcpy(star + o * IN, row, sizeof row);
+    }
+    double f_star = layer_objective(star, x, r, IN, OUT, N, lambda);
+    for (int rank = R; rank <= OUT; rank += OUT - R) {
+        double g2[IN * IN], c2[OUT * IN];
+        memcpy(g2, g, sizeof g);
+        memcpy(c2, c, sizeof c);
+        CHECK(lowrank_least_squares(fb, fa, g2, c2, OUT, IN, rank) == 0, "lowrank_least_squares: %s", kvl_last_error());
+        for (int o = 0; o < OUT; o++)
+            for (int i = 0; i < IN; i++) {
+                double s = 0.0;
+                for (int k = 0; k < rank; k++) s += (double)fb[o * rank + k] * fa[k * IN + i];
+                dw[o * IN + i] = s;
+            }
+        double f_white = layer_objective(dw, x, r, IN, OUT, N, lambda);
+        if (rank == OUT) { CHECK(fabs(f_white - f_star) <= 1e-5 * f_star, "full rank: the ridge solution ΔW* (%.9g vs %.9g)", f_white, f_star); continue; }
+        /* plain truncation: SVD_r of ΔW* itself */
+        double sigma[OUT], u[OUT * OUT], v[IN * OUT], plain[OUT * IN] = {0};
+        top_singular(star, OUT, IN, OUT, sigma, u, v);
+        for (int o = 0; o < OUT; o++)
+            for (int i = 0; i < IN; i++)
+                for (int k = 0; k < rank; k++) plain[o * IN + i] += u[o * OUT + k] * sigma[k] * v[i * OUT + k];
+        double f_plain = layer_objective(plain, x, r, IN, OUT, N, lambda);
+        /* brute force: alternating exact minimisation over B (A fixed) and A (B fixed) */
+        double best = 1e300;
+        for (int start = 0; start < 3; start++) {
+            double a[R * IN], b[OUT * R];
+            for (int i = 0; i < R * IN; i++) a[i] = rand_normal(&rng);
+            for (int it = 0; it < 3000; it++) {
+                /* B = C Aᵀ (A G Aᵀ)⁻¹ */
+                double agat[R * R], cat[OUT * R];
+                for (int p = 0; p < R; p++)
+                    for (int q = 0; q < R; q++) {
+                        double s = 0.0;
+                        for (int i = 0; i < IN; i++)
+                            for (int j = 0; j < IN; j++) s += a[p * IN + i] * g[i * IN + j] * a[q * IN + j];
+                        agat[p * R + q] = s;
+                    }
+                for (int o = 0; o < OUT; o++) {
+                    for (int p = 0; p < R; p++) {
+                        double s = 0.0;
+                        for (int i = 0; i < IN; i++) s += c[o * IN + i] * a[p * IN + i];
+                        cat[o * R + p] = s;
+                    }
+                    gauss_solve(agat, cat + o * R, b + o * R, R);
+                }
+                /* A = (BᵀB)⁻¹ Bᵀ C G⁻¹ */
+                double btb[R * R], btc[R * IN];
+                for (int p = 0; p < R; p++) {
+                    for (int q = 0; q < R; q++) {
+                        double s = 0.0;
+                        for (int o = 0; o < OUT; o++) s += b[o * R + p] * b[o * R + q];
+                        btb[p * R + q] = s;
+                    }
+                    for (int i = 0; i < IN; i++) {
+                        double s = 0.0;
+                        for (int o = 0; o < OUT; o++) s += b[o * R + p] * star[o * IN + i];
+                        btc[p * IN + i] = s;
+                    }
+                }
+                for (int i = 0; i < IN; i++) {
+                    double col[R], sol[R];
+                    for (int p = 0; p < R; p++) col[p] = btc[p * IN + i];
+                    gauss_solve(btb, col, sol, R);
+                    for (int p = 0; p < R; p++) a[p * IN + i] = sol[p];
+                }
+            }
+            double prod[OUT * IN];
+            for (int o = 0; o < OUT; o++)
+                for (int i = 0; i < IN; i++) {
+                    double s = 0.0;
+                    for (int k = 0; k < R; k++) s += b[o * R + k] * a[k * IN + i];
+                    prod[o * IN + i] = s;
+                }
+            best = fmin(best, layer_objective(prod, x, r, IN, OUT, N, lambda));
+        }
+        CHECK(f_white < f_plain, "rank %d: whitened truncation %.9g beats plain truncation of ΔW* %.9g", rank, f_white, f_plain);
+        CHECK(fabs(f_white - best) <= 1e-5 * best, "rank %d: whitened truncation %.9g = the brute-force optimum %.9g", rank, f_white, best);
+        printf("  rank %d of %dx%d: objective %.6g (whitened) vs %.6g (plain truncation) vs %.6g (alternating least squares); full-rank %.6g\n",
+               rank, OUT, IN, f_white, f_plain, best, f_star);
+    }
+}
+
 /* An adapter saved in PEFT's layout loads back as it was. */
 static void test_adapter_roundtrip(void)
 {
@@ -3626,6 +3932,10 @@ static const struct { const char *name; void (*fn)(void); } tests[] = {
     {"self_study_after_prompt", test_self_study_after_prompt},
     {"distill_lowers_loss", test_distill_lowers_loss},
     {"distill_is_reproducible", test_distill_is_reproducible},
+    {"closed_form_lowers_loss", test_closed_form_lowers_loss},
+    {"cholesky_and_solves", test_cholesky_and_solves},
+    {"top_singular", test_top_singular},
+    {"lowrank_least_squares", test_lowrank_least_squares},
     {"adapter_roundtrip", test_adapter_roundtrip},
     {"adapter_refusals", test_adapter_refusals},
     {"merge_matches_runtime_adapter", test_merge_matches_runtime_adapter},
