@@ -3946,7 +3946,9 @@ static void student_layer_buffers(LayerBuffers *b, const KvlModel *m, const Acts
 
 /* The student's forward pass over tokens[0..T) from position 0 with the model's adapter
    (m->lora): section 6's layer_forward, each layer writing into its own slice of a. */
-static void student_forward(Acts *a, const int *tokens, KvlModel *m, int T)
+/* The student's forward through its first n_layers layers only (the closed form of
+   section 10 needs no more); with all of them, also the final norm and the logits. */
+static void student_forward_layers(Acts *a, const int *tokens, KvlModel *m, int T, int n_layers)
 {
     const KvlConfig *c = &m->config;
     const KvlWeights *w = &m->w;
@@ -3957,14 +3959,20 @@ static void student_forward(Acts *a, const int *tokens, KvlModel *m, int T)
     embedding_forward(x, tokens, w->embed, T, D);
     rope_tables(s->rope_cos, s->rope_sin, s->inv_freq, 0, T, c->head_dim / 2);
     a->cache.n_tokens = 0;
-    for (int l = 0; l < c->n_layers; l++) {
+    for (int l = 0; l < n_layers; l++) {
         LayerBuffers b;
         student_layer_buffers(&b, m, a, l, T);
         layer_forward(x, &a->cache, &b, m, l, 0, T);
     }
     a->cache.n_tokens = T;
+    if (n_layers < c->n_layers) return;
     for (int t = 0; t < T; t++) rmsnorm_forward(a->xn_final + (size_t)t * D, x + (size_t)t * D, w->final_norm, D, c->rms_eps);
     matmul(a->logits, a->xn_final, w->lm_head, NULL, T, D, c->vocab_size);
+}
+
+static void student_forward(Acts *a, const int *tokens, KvlModel *m, int T)
+{
+    student_forward_layers(a, tokens, m, T, m->config.n_layers);
 }
 
 /* Backward of the whole student: from a->d_logits ([T][V], zero on rows outside the loss)
@@ -4769,11 +4777,14 @@ static void solve_lower(const double *l, double *b, int n, int transposed)
 
 /* The eigenvalues (descending) and eigenvectors (the columns of vectors, n×n) of the
    symmetric n×n matrix a, which is destroyed. Cyclic Jacobi: each rotation zeroes one
-   off-diagonal pair, until the off-diagonal is negligible against the diagonal. */
-static void symmetric_eigen(double *a, int n, double *values, double *vectors)
+   off-diagonal pair, until the off-diagonal is negligible against the diagonal. The
+   rotation's rows are updated in place and mirrored into its columns (a stays symmetric);
+   the eigenvectors are kept as rows (vt) while rotating, so that both run along memory. */
+static int symmetric_eigen(double *a, int n, double *values, double *vectors)
 {
-    for (int i = 0; i < n; i++)
-        for (int j = 0; j < n; j++) vectors[(size_t)i * n + j] = i == j;
+    double *vt = xcalloc((size_t)n * n, sizeof(double));
+    if (!vt) return -1;
+    for (int i = 0; i < n; i++) vt[(size_t)i * n + i] = 1.0;
     for (int sweep = 0; sweep < 60; sweep++) {
         double off = 0.0, diag = 0.0;
         for (int i = 0; i < n; i++) {
@@ -4783,39 +4794,47 @@ static void symmetric_eigen(double *a, int n, double *values, double *vectors)
         if (off <= 1e-30 * diag || off == 0.0) break;
         for (int p = 0; p < n; p++)
             for (int q = p + 1; q < n; q++) {
-                double apq = a[(size_t)p * n + q];
+                double *row_p = a + (size_t)p * n, *row_q = a + (size_t)q * n, apq = row_p[q];
                 if (apq == 0.0) continue;
                 /* the rotation (c, s) that makes a[p][q] zero: tan 2θ = 2 a_pq / (a_qq − a_pp) */
-                double theta = (a[(size_t)q * n + q] - a[(size_t)p * n + p]) / (2.0 * apq);
+                double theta = (row_q[q] - row_p[p]) / (2.0 * apq);
                 double t = (theta >= 0 ? 1.0 : -1.0) / (fabs(theta) + sqrt(theta * theta + 1.0));
-                double c = 1.0 / sqrt(t * t + 1.0), s = t * c;
-                for (int k = 0; k < n; k++) {           /* a = Jᵀ a J: columns p, q, then rows */
-                    double akp = a[(size_t)k * n + p], akq = a[(size_t)k * n + q];
-                    a[(size_t)k * n + p] = c * akp - s * akq;
-                    a[(size_t)k * n + q] = s * akp + c * akq;
+                double c = 1.0 / sqrt(t * t + 1.0), s = t * c, app = row_p[p], aqq = row_q[q];
+                for (int k = 0; k < n; k++) {           /* rows p and q of Jᵀ a J, k ≠ p, q */
+                    double apk = row_p[k], aqk = row_q[k];
+                    row_p[k] = c * apk - s * aqk;
+                    row_q[k] = s * apk + c * aqk;
                 }
-                for (int k = 0; k < n; k++) {
-                    double apk = a[(size_t)p * n + k], aqk = a[(size_t)q * n + k];
-                    a[(size_t)p * n + k] = c * apk - s * aqk;
-                    a[(size_t)q * n + k] = s * apk + c * aqk;
+                row_p[p] = app - t * apq;
+                row_q[q] = aqq + t * apq;
+                row_p[q] = row_q[p] = 0.0;
+                for (int k = 0; k < n; k++) {           /* the columns mirror the rows */
+                    a[(size_t)k * n + p] = row_p[k];
+                    a[(size_t)k * n + q] = row_q[k];
                 }
+                double *vp = vt + (size_t)p * n, *vq = vt + (size_t)q * n;
                 for (int k = 0; k < n; k++) {
-                    double vkp = vectors[(size_t)k * n + p], vkq = vectors[(size_t)k * n + q];
-                    vectors[(size_t)k * n + p] = c * vkp - s * vkq;
-                    vectors[(size_t)k * n + q] = s * vkp + c * vkq;
+                    double x = vp[k], y = vq[k];
+                    vp[k] = c * x - s * y;
+                    vq[k] = s * x + c * y;
                 }
             }
     }
-    for (int i = 0; i < n; i++) values[i] = a[(size_t)i * n + i];
-    for (int i = 1; i < n; i++)                        /* sort descending, vectors along */
-        for (int j = i; j > 0 && values[j - 1] < values[j]; j--) {
-            double v = values[j]; values[j] = values[j - 1]; values[j - 1] = v;
-            for (int k = 0; k < n; k++) {
-                double x = vectors[(size_t)k * n + j];
-                vectors[(size_t)k * n + j] = vectors[(size_t)k * n + j - 1];
-                vectors[(size_t)k * n + j - 1] = x;
-            }
+    /* sort descending: an index order, then values and the vectors as columns */
+    int *order = xmalloc(sizeof(int) * n);
+    if (!order) { free(vt); return -1; }
+    for (int i = 0; i < n; i++) order[i] = i;
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && a[(size_t)order[j - 1] * n + order[j - 1]] < a[(size_t)order[j] * n + order[j]]; j--) {
+            int x = order[j]; order[j] = order[j - 1]; order[j - 1] = x;
         }
+    for (int k = 0; k < n; k++) {
+        values[k] = a[(size_t)order[k] * n + order[k]];
+        for (int i = 0; i < n; i++) vectors[(size_t)i * n + k] = vt[(size_t)order[k] * n + i];
+    }
+    free(order);
+    free(vt);
+    return 0;
 }
 
 /* The r largest singular values of the m×n matrix a with their left and right singular
@@ -4835,7 +4854,7 @@ static int top_singular(const double *a, int m, int n, int r, double *sigma, dou
             else for (int k = 0; k < m; k++) s += a[(size_t)k * n + i] * a[(size_t)k * n + j];
             gram[(size_t)i * k_dim + j] = gram[(size_t)j * k_dim + i] = s;
         }
-    if (ok) symmetric_eigen(gram, k_dim, values, vectors);
+    if (ok) ok = symmetric_eigen(gram, k_dim, values, vectors) == 0;
     for (int k = 0; ok && k < r; k++) {
         sigma[k] = k < k_dim && values[k] > 0.0 ? sqrt(values[k]) : 0.0;
         double *known = left ? u : v, *other = left ? v : u;
@@ -5011,7 +5030,7 @@ int kvl_distill_closed_form(KvlModel *m, KvlCache *cache, const int *prefix, int
                 int T = n_prefix + probes[i].n;
                 memcpy(seq + n_prefix, probes[i].ids, sizeof(int) * probes[i].n);
                 if (scratch_reserve(m, T, T)) goto done;
-                student_forward(&acts, seq, m, T);
+                student_forward_layers(&acts, seq, m, T, l + 1);
                 const float *layer_in[N_GROUPS] = {acts.xn_attn, acts.att_out, acts.xn_mlp, acts.hidden};
                 memcpy(student + at * width, layer_in[g] + ((size_t)l * T + n_prefix) * width, sizeof(float) * probes[i].n * width);
             }
