@@ -5971,7 +5971,8 @@ int kvl_needle_trial(KvlModel *m, KvlTokenizer *tok, const KvlNeedleOptions *o, 
     n_chunks = 0;
     if (n_probes == 0) { fail("needle test: no probes"); goto done; }
     if (kvl_lora_init(&lora, c, o->rank, o->alpha, 0, o->targets, o->distill.seed) ||
-        kvl_distill(m, &cache, &bos, 1, probes, n_probes, &lora, &o->distill, NULL))
+        (o->method != KVL_METHOD_GRADIENT && kvl_distill_closed_form(m, &cache, &bos, 1, probes, n_probes, &lora, o->damping, o->solve_tokens)) ||
+        (o->method != KVL_METHOD_CLOSED_FORM && kvl_distill(m, &cache, &bos, 1, probes, n_probes, &lora, &o->distill, NULL)))
         goto done;
     res->distill_seconds = now_seconds() - start;
     res->adapter_bytes = lora.n_params * sizeof(float);
@@ -6747,10 +6748,8 @@ typedef struct {
     ContextArgs ca;
     long long self_study, self_study_len, chunk_len, rank, steps, batch, seed, every, solve_tokens;
     float alpha, lr, weight_decay, damping;
-    int chunks, rslora, loss, method;
+    int chunks, rslora, loss, method;   /* method: KVL_METHOD_* in the order of --method's choices */
 } DistillArgs;
-
-enum { METHOD_GRADIENT, METHOD_CLOSED_FORM, METHOD_HYBRID };
 
 typedef struct { KvlLora *lora; const char *out; long long every; } DistillProgress;
 
@@ -6898,13 +6897,13 @@ static int distill_train(KvlModel *m, KvlCache *cache, const DistillArgs *a, con
     signal(SIGINT, request_stop);
     signal(SIGTERM, request_stop);
     double t0 = now_seconds();
-    if (a->method != METHOD_GRADIENT) {
+    if (a->method != KVL_METHOD_GRADIENT) {
         double solved;
         if (failed(kvl_distill_closed_form(m, cache, tokens, n_prefix, probes, n_probes, &lora, a->damping, (int)a->solve_tokens) ||
                    kvl_distill_loss(m, cache, tokens, n_prefix, probes, n_probes, use_kl, &solved))) goto done;
         fprintf(stderr, "kvlora: closed form in %.1f s: loss %.6f\n", now_seconds() - t0, solved);
     }
-    if (failed((a->method != METHOD_CLOSED_FORM && kvl_distill(m, cache, tokens, n_prefix, probes, n_probes, &lora, &opt, &last)) ||
+    if (failed((a->method != KVL_METHOD_CLOSED_FORM && kvl_distill(m, cache, tokens, n_prefix, probes, n_probes, &lora, &opt, &last)) ||
                kvl_distill_loss(m, cache, tokens, n_prefix, probes, n_probes, use_kl, &after))) goto done;
     double seconds = now_seconds() - t0;
     if (failed(kvl_lora_save(&lora, a->out))) goto done;
@@ -7287,10 +7286,13 @@ static const char *needle_usage =
 typedef struct {
     const char *dir, *svg, *targets;
     long long needles, trials, rank, steps, batch, self_study, self_study_len, chunk_len, seed, threads;
-    float alpha, lr;
-    int probes, json;                   /* probes: 0 self-study, 1 context, 2 both */
+    float alpha, lr, damping;
+    int probes, json, method;           /* probes: 0 self-study, 1 context, 2 both; method: KVL_METHOD_* */
+    long long solve_tokens;
     Numbers lens, depths;
 } NeedleArgs;
+
+static const char *const method_names[3] = {"gradient", "closed-form", "hybrid"};
 
 static const char *const probe_names[3] = {"self-study", "context", "both"};
 
@@ -7351,8 +7353,8 @@ static int needle_report(const NeedleArgs *a, const NeedleTally *s)
         printf("{\"with_context\": %.6f, \"no_context\": %.6f, \"distilled\": %.6f, \"questions\": %d, \"kv_cache_bytes\": %zu, \"adapter_bytes\": %zu, "
                "\"distill_seconds\": %.3f, ", (double)s->total[0] / n, (double)s->total[1] / n, (double)s->total[2] / n, n, s->kv_bytes,
                s->adapter_bytes, s->seconds / s->n_trials);
-        printf("\"needles\": %lld, \"trials\": %d, \"rank\": %lld, \"steps\": %lld, \"probes\": \"%s\", \"cells\": [", a->needles, s->n_trials,
-               a->rank, a->steps, probe_names[a->probes]);
+        printf("\"needles\": %lld, \"trials\": %d, \"rank\": %lld, \"method\": \"%s\", \"steps\": %lld, \"probes\": \"%s\", \"cells\": [",
+               a->needles, s->n_trials, a->rank, method_names[a->method], a->steps, probe_names[a->probes]);
         for (int i = 0; i < cells; i++)
             printf("%s{\"context_len\": %g, \"depth\": %g, \"asked\": %d, \"with_context\": %d, \"no_context\": %d, \"distilled\": %d}", i ? ", " : "",
                    a->lens.v[i / n_depths], a->depths.v[i % n_depths], s->asked[i], s->hits[i][0], s->hits[i][1], s->hits[i][2]);
@@ -7362,7 +7364,10 @@ static int needle_report(const NeedleArgs *a, const NeedleTally *s)
         for (int w = 0; w < 3; w++) printf("  %-22s %4d/%-4d %7.1f%%\n", labels[w], s->total[w], n, 100.0 * s->total[w] / n);
         printf("\n  KV cache of the context  %9zu bytes (float32, mean over trials)\n", s->kv_bytes);
         printf("  adapter                  %9zu bytes (%.1f%% of the cache)\n", s->adapter_bytes, 100.0 * s->adapter_bytes / (s->kv_bytes ? s->kv_bytes : 1));
-        printf("  distillation             %9.1f s per trial (probes + %lld steps)\n", s->seconds / s->n_trials, a->steps);
+        char how[64];
+        if (a->method == KVL_METHOD_CLOSED_FORM) snprintf(how, sizeof how, "the closed form");
+        else snprintf(how, sizeof how, "%s%lld steps", a->method == KVL_METHOD_HYBRID ? "the closed form + " : "", a->steps);
+        printf("  distillation             %9.1f s per trial (probes + %s)\n", s->seconds / s->n_trials, how);
         printf("\n  recall by depth (with / no context / distilled)\n  %-8s", "tokens");
         for (int d = 0; d < n_depths; d++) printf(" %16.0f%%", 100 * a->depths.v[d]);
         for (int i = 0; i < cells; i++) {
@@ -7391,8 +7396,9 @@ static int needle_run(const NeedleArgs *a, KvlNeedleOptions *o)
     double t_start = now_seconds();
     if (failed(!s.hits || !s.asked || kvl_model_load(&m, a->dir) || load_tokenizer(a->dir, &tok))) goto done;
     if (!a->json)
-        printf("needle test: %s, %lld needles, %lld trial%s per context length, probes %s, rank %lld on %s, %lld steps\n",
-               a->dir, a->needles, a->trials, a->trials == 1 ? "" : "s", probe_names[a->probes], a->rank, a->targets, a->steps);
+        printf("needle test: %s, %lld needles, %lld trial%s per context length, probes %s, rank %lld on %s, %s (%lld steps)\n",
+               a->dir, a->needles, a->trials, a->trials == 1 ? "" : "s", probe_names[a->probes], a->rank, a->targets, method_names[a->method],
+               a->method == KVL_METHOD_CLOSED_FORM ? 0LL : a->steps);
     for (int l = 0; l < a->lens.n; l++)
         for (int t = 0; t < a->trials; t++) {
             float d[KVL_NEEDLE_MAX];
@@ -7446,6 +7452,10 @@ static int cmd_needle(int argc, char **argv)
         {"--rank", OPT_INT, &a.rank, 1, 65536, "2", "R", "the adapter's rank"},
         {"--alpha", OPT_POSITIVE, &a.alpha, 0, INFINITY, NULL, "A", "its alpha (default 2 R)"},
         {"--targets", OPT_STRING, &a.targets, 0, 0, "all", "LIST", "adapted layers, e.g. q_proj,v_proj"},
+        {"--method", OPT_CHOICE, &a.method, 0, 0, "gradient", "gradient|closed-form|hybrid", "AdamW steps; a least-squares solve per layer;\n"
+                                                                                             "the solve, then the steps (kvlora distill --help)"},
+        {"--damping", OPT_FLOAT, &a.damping, 0, INFINITY, "0.01", "D", "the solve's ridge, relative to the mean of diag(X Xᵀ)"},
+        {"--solve-tokens", OPT_INT, &a.solve_tokens, 1, 1 << 30, "4096", "N", "the probe tokens the solve uses"},
         {"--steps", OPT_INT, &a.steps, 0, 1 << 30, "200", "S", "distillation steps"},
         {"--batch", OPT_INT, &a.batch, 1, 4096, "8", "B", "probes per step"},
         {"--lr", OPT_POSITIVE, &a.lr, 0, INFINITY, "1e-2", "LR", "AdamW learning rate"},
@@ -7469,6 +7479,7 @@ static int cmd_needle(int argc, char **argv)
     o.self_study_len = (int)a.self_study_len; o.chunk_len = (int)a.chunk_len; o.rank = (int)a.rank;
     o.alpha = a.alpha > 0 ? a.alpha : 2.0f * a.rank;
     o.distill = (KvlDistillOptions){1, (int)a.steps, (int)a.batch, a.lr, 0.0f, (uint64_t)a.seed, NULL, NULL};
+    o.method = a.method; o.damping = a.damping; o.solve_tokens = (int)a.solve_tokens;
     return needle_run(&a, &o);
 }
 

@@ -322,6 +322,10 @@ typedef struct {
    reading the cache (prefix ++ context) ++ probe. *final_loss: the last step's batch loss. */
 int kvl_distill(KvlModel *m, KvlCache *cache, const int *prefix, int n_prefix, const KvlProbe *probes, int n_probes,
                 KvlLora *lora, const KvlDistillOptions *opt, double *final_loss);
+/* How an adapter is distilled: AdamW steps on the loss; the closed form below; or the
+   closed form, then the steps from it. */
+enum { KVL_METHOD_GRADIENT, KVL_METHOD_CLOSED_FORM, KVL_METHOD_HYBRID };
+
 /* Closed-form distillation, GPTQ's recipe: sets lora's A and B layer by layer from the
    bottom, each target's the best rank-R least-squares update that maps the student's inputs
    (prefix ++ probe, with the layers below already solved) to the teacher's outputs (the
@@ -418,6 +422,9 @@ typedef struct {
     float alpha;
     int targets[KVL_N_TARGETS];
     KvlDistillOptions distill;    /* steps, batch, lr, seed (also of the samples and the adapter) */
+    int method;                   /* KVL_METHOD_*; the closed form's damping and probe tokens: */
+    float damping;
+    int solve_tokens;
 } KvlNeedleOptions;
 
 typedef struct {
