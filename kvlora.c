@@ -2158,9 +2158,10 @@ static uint32_t nfc_compose_pair(uint32_t first, uint32_t second)
     return nfc_composition(first, second);
 }
 
-/* Sorts cp[0 .. n) by class (cls, the same order), stably. A run of marks is one or two  */
-/* long in real text (insertion sort); a long one, which only odd or hostile input has, is */
-/* sorted by counting its classes, so that no input costs more than linear time.          */
+/* Sorts cp[0 .. n) by class (cls, the same order), stably. A run of marks is one or    */
+/* two long in real text (insertion sort); a long one, which only odd or hostile input  */
+/* has, is sorted by counting its classes, so that no input costs more than linear      */
+/* time.                                                                                */
 static int nfc_sort_marks(uint32_t *cp, unsigned char *cls, size_t n)
 {
     if (n <= 16) {
@@ -4356,6 +4357,8 @@ int kvl_lora_combine(KvlLora *out, const KvlLora *adapters, const float *weights
 /*   kl  = 1/T sum_t KL(p_t || p_s) = 1/T sum_t sum_v p_t,v (log p_t,v - log p_s,v)     */
 /*   mse = 1/(T V) sum_t sum_v (z_s,t,v - z_t,t,v)^2                                    */
 /* with p = softmax(z) over the full vocabulary. Sums in double.                        */
+/* The other method, at the end: the closed form, a least-squares solve per layer       */
+/* instead of the steps.                                                                */
 
 /* log sum_v exp(z_v), shifted by the maximum so that no exp overflows. */
 static double log_sum_exp(const float *z, int n)
@@ -4726,20 +4729,21 @@ done:
 
 /* ---- the closed form: the best low-rank update of one layer by least squares ---- */
 
-/* GPTQ's view of a linear layer y = W x: over N tokens with inputs X (as columns) and the */
-/* outputs Y wanted from it, the update ΔW that minimises                                 */
-/*     ‖Y − (W + ΔW) X‖² + λ ‖ΔW‖²   (λ damps directions the tokens barely visit)       */
-/* needs only two sums over the tokens: G = X Xᵀ + λI [in][in] and C = R Xᵀ [out][in],     */
-/* with R = Y − W X the residual. The full-rank answer is ΔW* = C G⁻¹. Writing G = L Lᵀ  */
-/* (Cholesky), the objective is a constant plus ‖(ΔW − ΔW*) L‖², so the best update of   */
-/* rank r is not ΔW* truncated but                                                       */
-/*     ΔW_r = SVD_r(ΔW* L) L⁻¹,  where  ΔW* L = C L⁻ᵀ,                                     */
-/* the truncation done where the objective is a plain Frobenius norm. As LoRA factors:     */
-/* B = U_r Σ_r^½ and A = Σ_r^½ V_rᵀ L⁻¹ (then divided by LoRA's scale). The sums and the   */
-/* solves are in double: G's condition number is the square of X's.                       */
+/* GPTQ's view of a linear layer y = W x: over N tokens with inputs X (as columns) and  */
+/* the outputs Y wanted from it, the update dW that minimises                           */
+/*     ||Y - (W + dW) X||^2 + lambda ||dW||^2   (lambda damps directions few tokens take) */
+/* needs only two sums over the tokens: G = X X^T + lambda I [in][in] and C = R X^T     */
+/* [out][in], with R = Y - W X the residual. The full-rank answer is dW* = C G^-1.      */
+/* Writing G = L L^T (Cholesky), the objective is a constant plus ||(dW - dW*) L||^2,   */
+/* so the best update of rank r is not dW* truncated but                                */
+/*     dW_r = SVD_r(dW* L) L^-1,   where   dW* L = C L^-T,                              */
+/* the truncation done where the objective is a plain Frobenius norm. As LoRA factors:  */
+/* B = U_r S_r^(1/2) and A = S_r^(1/2) V_r^T L^-1 (then divided by LoRA's scale), S_r   */
+/* the r largest singular values. The sums and the solves are in double: G's condition  */
+/* number is the square of X's.                                                         */
 
-/* In place: the lower triangle of the symmetric n×n matrix g becomes L with g = L Lᵀ, the
-   upper triangle zeros. -1 when g is not positive definite (a pivot ≤ 0). */
+/* In place: the lower triangle of the symmetric nxn matrix g becomes L with g = L L^T, the
+   upper triangle zeros. -1 when g is not positive definite (a pivot <= 0). */
 static int cholesky(double *g, int n)
 {
     for (int j = 0; j < n; j++) {
@@ -4758,7 +4762,7 @@ static int cholesky(double *g, int n)
     return 0;
 }
 
-/* x = L⁻¹ b (forward substitution), or, transposed, x = L⁻ᵀ b (back substitution); in place. */
+/* x = L^-1 b (forward substitution), or, transposed, x = L^-T b (back substitution); in place. */
 static void solve_lower(const double *l, double *b, int n, int transposed)
 {
     if (!transposed)
@@ -4775,8 +4779,8 @@ static void solve_lower(const double *l, double *b, int n, int transposed)
         }
 }
 
-/* The eigenvalues (descending) and eigenvectors (the columns of vectors, n×n) of the
-   symmetric n×n matrix a, which is destroyed. Cyclic Jacobi: each rotation zeroes one
+/* The eigenvalues (descending) and eigenvectors (the columns of vectors, nxn) of the
+   symmetric nxn matrix a, which is destroyed. Cyclic Jacobi: each rotation zeroes one
    off-diagonal pair, until the off-diagonal is negligible against the diagonal. The
    rotation's rows are updated in place and mirrored into its columns (a stays symmetric);
    the eigenvectors are kept as rows (vt) while rotating, so that both run along memory. */
@@ -4796,11 +4800,11 @@ static int symmetric_eigen(double *a, int n, double *values, double *vectors)
             for (int q = p + 1; q < n; q++) {
                 double *row_p = a + (size_t)p * n, *row_q = a + (size_t)q * n, apq = row_p[q];
                 if (apq == 0.0) continue;
-                /* the rotation (c, s) that makes a[p][q] zero: tan 2θ = 2 a_pq / (a_qq − a_pp) */
+                /* the rotation (c, s) that makes a[p][q] zero: tan 2 theta = 2 a_pq / (a_qq - a_pp) */
                 double theta = (row_q[q] - row_p[p]) / (2.0 * apq);
                 double t = (theta >= 0 ? 1.0 : -1.0) / (fabs(theta) + sqrt(theta * theta + 1.0));
                 double c = 1.0 / sqrt(t * t + 1.0), s = t * c, app = row_p[p], aqq = row_q[q];
-                for (int k = 0; k < n; k++) {           /* rows p and q of Jᵀ a J, k ≠ p, q */
+                for (int k = 0; k < n; k++) {           /* rows p and q of J^T a J, k != p, q */
                     double apk = row_p[k], aqk = row_q[k];
                     row_p[k] = c * apk - s * aqk;
                     row_q[k] = s * apk + c * aqk;
@@ -4837,13 +4841,13 @@ static int symmetric_eigen(double *a, int n, double *values, double *vectors)
     return 0;
 }
 
-/* The r largest singular values of the m×n matrix a with their left and right singular
-   vectors (the columns of u, m×r, and v, n×r), from the eigenpairs of the smaller Gram
-   matrix: aᵀa = V Σ² Vᵀ gives u_k = a v_k / σ_k, a aᵀ = U Σ² Uᵀ gives v_k = aᵀ u_k / σ_k.
+/* The r largest singular values of the mxn matrix a with their left and right singular
+   vectors (the columns of u, mxr, and v, nxr), from the eigenpairs of the smaller Gram
+   matrix: a^T a = V S^2 V^T gives u_k = a v_k / s_k, a a^T = U S^2 U^T gives v_k = a^T u_k / s_k.
    A zero singular value gets zero vectors. */
 static int top_singular(const double *a, int m, int n, int r, double *sigma, double *u, double *v)
 {
-    int left = m < n, k_dim = left ? m : n;             /* the Gram matrix is k_dim × k_dim */
+    int left = m < n, k_dim = left ? m : n;             /* the Gram matrix is k_dim x k_dim */
     double *gram = xmalloc(sizeof(double) * k_dim * k_dim), *values = xmalloc(sizeof(double) * k_dim);
     double *vectors = xmalloc(sizeof(double) * k_dim * k_dim);
     int ok = gram && values && vectors;
@@ -4860,7 +4864,7 @@ static int top_singular(const double *a, int m, int n, int r, double *sigma, dou
         double *known = left ? u : v, *other = left ? v : u;
         int n_known = left ? m : n, n_other = left ? n : m;
         for (int i = 0; i < n_known; i++) known[(size_t)i * r + k] = k < k_dim ? vectors[(size_t)i * k_dim + k] : 0.0;
-        for (int i = 0; i < n_other; i++) {             /* the other side: a v / σ or aᵀ u / σ */
+        for (int i = 0; i < n_other; i++) {             /* the other side: a v / s or a^T u / s */
             double s = 0.0;
             for (int j = 0; j < n_known; j++)
                 s += (left ? a[(size_t)j * n + i] : a[(size_t)i * n + j]) * known[(size_t)j * r + k];
@@ -4873,21 +4877,21 @@ static int top_singular(const double *a, int m, int n, int r, double *sigma, dou
     return ok ? 0 : -1;
 }
 
-/* The best rank-r update ΔW = B A (B [out][r], A [r][in], float) for the sums g = X Xᵀ + λI
-   (destroyed: it becomes L) and c = R Xᵀ (destroyed: it becomes ΔW* L), as above. */
+/* The best rank-r update dW = B A (B [out][r], A [r][in], float) for the sums g = X X^T + lambda I
+   (destroyed: it becomes L) and c = R X^T (destroyed: it becomes dW* L), as above. */
 static int lowrank_least_squares(float *b, float *a, double *g, double *c, int out, int in, int r)
 {
     if (r > out || r > in) return fail("closed form: rank %d exceeds the layer's %d x %d", r, out, in);
     if (cholesky(g, in)) return -1;
-    for (int o = 0; o < out; o++) solve_lower(g, c + (size_t)o * in, in, 0);    /* row o of C L⁻ᵀ is L⁻¹ c_o */
+    for (int o = 0; o < out; o++) solve_lower(g, c + (size_t)o * in, in, 0);    /* row o of C L^-T is L^-1 c_o */
     double *sigma = xmalloc(sizeof(double) * r), *u = xmalloc(sizeof(double) * out * r), *v = xmalloc(sizeof(double) * in * r);
     double *col = xmalloc(sizeof(double) * in);
     int ok = sigma && u && v && col && top_singular(c, out, in, r, sigma, u, v) == 0;
     for (int k = 0; ok && k < r; k++) {
         double root = sqrt(sigma[k]);
-        for (int o = 0; o < out; o++) b[(size_t)o * r + k] = (float)(u[(size_t)o * r + k] * root);     /* B = U_r Σ_r^½ */
+        for (int o = 0; o < out; o++) b[(size_t)o * r + k] = (float)(u[(size_t)o * r + k] * root);     /* B = U_r S_r^(1/2) */
         for (int i = 0; i < in; i++) col[i] = v[(size_t)i * r + k];
-        solve_lower(g, col, in, 1);                /* A's row k: √σ_k (L⁻ᵀ v_k)ᵀ */
+        solve_lower(g, col, in, 1);                /* A's row k: sqrt(s_k) (L^-T v_k)^T */
         for (int i = 0; i < in; i++) a[(size_t)k * in + i] = (float)(root * col[i]);
     }
     free(sigma);
@@ -4899,13 +4903,13 @@ static int lowrank_least_squares(float *b, float *a, double *g, double *c, int o
 
 /* ---- the closed form over the whole model: layer by layer, from the bottom ---- */
 
-/* A target layer's input is shared by its group: q, k, v read the attention norm's output, */
-/* o the attention's, gate and up the MLP norm's, down the SwiGLU's. For the teacher (the  */
-/* model alone, reading a probe after the cached context) these are fixed and kept for    */
-/* every probe token; the student's (prefix ++ probe, with the adapter solved so far) are  */
-/* recomputed before each group, so that a layer is solved for the inputs the updates    */
-/* below it produce, as GPTQ quantises. The residual a target must add is the teacher's    */
-/* output minus the student's, W (x_t − x_s) (a bias cancels).                             */
+/* A target layer's input is shared by its group: q, k, v read the attention norm's     */
+/* output, o the attention's, gate and up the MLP norm's, down the SwiGLU's. For the    */
+/* teacher (the model alone, reading a probe after the cached context) these are fixed  */
+/* and kept for every probe token; the student's (prefix ++ probe, with the adapter     */
+/* solved so far) are recomputed before each group, so that a layer is solved for the   */
+/* inputs the updates below it produce, as GPTQ quantises. The residual a target must   */
+/* add is the teacher's output minus the student's, W (x_t - x_s) (a bias cancels).     */
 
 enum { GROUP_ATTN_IN, GROUP_O_IN, GROUP_MLP_IN, GROUP_DOWN_IN, N_GROUPS };
 static const int target_group[KVL_N_TARGETS] = {GROUP_ATTN_IN, GROUP_ATTN_IN, GROUP_ATTN_IN, GROUP_O_IN, GROUP_MLP_IN, GROUP_MLP_IN, GROUP_DOWN_IN};
@@ -4945,7 +4949,7 @@ static int teacher_group_inputs(KvlModel *m, KvlCache *cache, int n_ctx, const i
 
 /* Solves the targets of group g in layer l, given the teacher's inputs xt [n_all][width]
    and the student's xs [n_all][width]. The group's targets share two sums over the tokens,
-   G = Σ x_s x_sᵀ and E = Σ (x_t − x_s) x_sᵀ; each target's C is then W E. */
+   G = sum x_s x_s^T and E = sum (x_t - x_s) x_s^T; each target's C is then W E. */
 static int solve_group(KvlModel *m, KvlLora *lora, int l, int g, const float *xt, const float *xs, size_t n_all, float damping)
 {
     const KvlConfig *c = &m->config;
@@ -4966,7 +4970,7 @@ static int solve_group(KvlModel *m, KvlLora *lora, int l, int g, const float *xt
                 e[(size_t)i * in + j] += diff[i] * x[j];
             }
     }
-    double mean_diag = 0.0;                     /* λ = damping × the mean of diag(G) */
+    double mean_diag = 0.0;                     /* lambda = damping x the mean of diag(G) */
     for (int i = 0; i < in; i++) mean_diag += gram[(size_t)i * in + i] / in;
     for (int i = 0; i < in; i++) gram[(size_t)i * in + i] += damping * mean_diag;
     for (int k = 0; k < KVL_N_TARGETS; k++) {
@@ -4981,7 +4985,7 @@ static int solve_group(KvlModel *m, KvlLora *lora, int l, int g, const float *xt
             }
         memcpy(g2, gram, sizeof(double) * in * in);
         if (lowrank_least_squares(b, a, g2, cross, out, in, R)) goto done;
-        /* ΔW = scale · B A: B as solved, A divided by the scale */
+        /* dW = scale * B A: B as solved, A divided by the scale */
         memcpy(lora->B[k] + (size_t)l * out * R, b, sizeof(float) * out * R);
         for (int i = 0; i < R * in; i++) lora->A[k][(size_t)l * R * in + i] = a[i] / lora->scale;
     }
@@ -6949,7 +6953,7 @@ static int cmd_distill(int argc, char **argv)
         {"--init", OPT_STRING, &a.init, 0, 0, NULL, "ADAPTER", "start from an existing adapter (its rank, alpha and targets)"},
         {"--method", OPT_CHOICE, &a.method, 0, 0, "gradient", "gradient|closed-form|hybrid", "AdamW steps; a least-squares solve per layer;\n"
                                                                                              "the solve, then the steps from it"},
-        {"--damping", OPT_FLOAT, &a.damping, 0, INFINITY, "0.01", "D", "the solve's ridge: D x the mean of diag(X Xᵀ)"},
+        {"--damping", OPT_FLOAT, &a.damping, 0, INFINITY, "0.01", "D", "the solve's ridge: D x the mean of diag(X X^T)"},
         {"--solve-tokens", OPT_INT, &a.solve_tokens, 1, 1 << 30, "4096", "N", "the probe tokens the solve uses (whole probes, in order)"},
         {"--checkpoint-every", OPT_INT, &a.every, 1, 1 << 30, NULL, "N", "write the adapter every N steps (atomically: a crash or a kill\n"
                                                                       "leaves the last one whole)"},
@@ -7454,7 +7458,7 @@ static int cmd_needle(int argc, char **argv)
         {"--targets", OPT_STRING, &a.targets, 0, 0, "all", "LIST", "adapted layers, e.g. q_proj,v_proj"},
         {"--method", OPT_CHOICE, &a.method, 0, 0, "gradient", "gradient|closed-form|hybrid", "AdamW steps; a least-squares solve per layer;\n"
                                                                                              "the solve, then the steps (kvlora distill --help)"},
-        {"--damping", OPT_FLOAT, &a.damping, 0, INFINITY, "0.01", "D", "the solve's ridge, relative to the mean of diag(X Xᵀ)"},
+        {"--damping", OPT_FLOAT, &a.damping, 0, INFINITY, "0.01", "D", "the solve's ridge, relative to the mean of diag(X X^T)"},
         {"--solve-tokens", OPT_INT, &a.solve_tokens, 1, 1 << 30, "4096", "N", "the probe tokens the solve uses"},
         {"--steps", OPT_INT, &a.steps, 0, 1 << 30, "200", "S", "distillation steps"},
         {"--batch", OPT_INT, &a.batch, 1, 4096, "8", "B", "probes per step"},
