@@ -961,6 +961,17 @@ static int fd_close(double analytic, double numeric, double scale)
     return fabs(analytic - numeric) <= 2e-3 * scale + 1e-2 * fabs(numeric);
 }
 
+/* max_i |x_i|: the scale a gradient check measures its error against. Taken in float,
+   which is exact (the largest of some floats is one of them); a double fmax over the
+   widened floats is the same number, but GCC 12's aarch64 vectoriser crashes on that
+   reduction at -O2 and -O3. */
+static double max_abs(const float *x, size_t n)
+{
+    float m = 0.0f;
+    for (size_t i = 0; i < n; i++) m = fmaxf(m, fabsf(x[i]));
+    return m;
+}
+
 /* A scalar probe of an output: f = sum_i y_i c_i with fixed random c, so dy = c. */
 static double weighted_sum(const float *y, const float *c, int n)
 {
@@ -980,8 +991,7 @@ static void test_rmsnorm_backward(void)
     fill_random(c, N, &rng, 1.0f);
     rmsnorm_backward(dx, NULL, c, x, w, N, 1e-5f);
     int bad = 0;
-    double scale = 0;
-    for (int i = 0; i < N; i++) scale = fmax(scale, fabs(dx[i]));
+    double scale = max_abs(dx, N);
     for (int i = 0; i < N; i++) {
         float keep = x[i];
         x[i] = keep + 1e-2f; rmsnorm_forward(y, x, w, N, 1e-5f); double fp = weighted_sum(y, c, N);
@@ -1061,8 +1071,7 @@ static void test_attention_backward(void)
         float *params[3] = {q, cache.k, cache.v}, *grads[3] = {dq, dk, dv};
         int sizes[3] = {T * QD, KVH * T * HD, KVH * T * HD}, bad = 0, n = 0;
         for (int p = 0; p < 3; p++) {
-            double scale = 0;
-            for (int i = 0; i < sizes[p]; i++) scale = fmax(scale, fabs(grads[p][i]));
+            double scale = max_abs(grads[p], (size_t)sizes[p]);
             for (int i = 0; i < sizes[p]; i++, n++) {
                 float keep = params[p][i];
                 params[p][i] = keep + 1e-2f; attention_forward(out, att, (size_t)T * T, (size_t)T, q, &cache, 0, 0, T, &c); double fp = weighted_sum(out, cw, T * QD);
@@ -1102,8 +1111,7 @@ static void test_linear_backward(void)
     float *params[3] = {x, lora.A[KVL_UP_PROJ], lora.B[KVL_UP_PROJ]}, *grads[3] = {dx, dlora.A[KVL_UP_PROJ], dlora.B[KVL_UP_PROJ]};
     int sizes[3] = {T * in, 3 * in, out * 3}, bad = 0, n = 0;
     for (int p = 0; p < 3; p++) {
-        double scale = 0;
-        for (int i = 0; i < sizes[p]; i++) scale = fmax(scale, fabs(grads[p][i]));
+        double scale = max_abs(grads[p], (size_t)sizes[p]);
         for (int i = 0; i < sizes[p]; i++, n++) {
             float keep = params[p][i];
             params[p][i] = keep + 1e-2f; linear_forward(y, u, x, w, b, &lora, KVL_UP_PROJ, 0, T, in, out, tmp); double fp = weighted_sum(y, cw, T * out);
@@ -1217,8 +1225,7 @@ static void test_model_backward(void)
             KvlRng rng;
             kvl_rng_seed(&rng, 77);
             int bad = 0, n = 0;
-            double scale = 0;
-            for (size_t i = 0; i < dlora.n_params; i++) scale = fmax(scale, fabs(dlora.params[i]));
+            double scale = max_abs(dlora.params, dlora.n_params);
             for (int t = 0; t < KVL_N_TARGETS; t++)
                 for (int ab = 0; ab < 2; ab++)
                     for (int k = 0; k < 3; k++, n++) {       /* 3 random entries of each A and B */
@@ -1297,8 +1304,7 @@ static void test_weight_backward(void)
         WeightSpec specs[MAX_WEIGHT_SPECS], gspecs[MAX_WEIGHT_SPECS];
         int n_specs = weight_specs(c, &m->w, specs);
         weight_specs(c, &g->w, gspecs);
-        double scale = 0;
-        for (size_t i = 0; i < g->n_params; i++) scale = fmax(scale, fabs(g->memory[i]));
+        double scale = max_abs(g->memory, g->n_params);
         KvlRng rng;
         kvl_rng_seed(&rng, 5 + mi);
         int bad = 0, n = 0;
