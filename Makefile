@@ -8,6 +8,9 @@
 #   make bench-tokenizer   encoding speed of a 50k-vocabulary byte-level BPE
 #   make libkvlora.so      the library as a shared object (data/pretrain_search.py loads it)
 #   make sanitize   the tests under ASan + UBSan (also part of make test where supported)
+#   make test-s390x     the tests big-endian, cross-compiled and run under qemu-user
+#   make test-aarch64   the tests on 64-bit Arm, cross-compiled and run under qemu-user
+#   make test-windows   the tests built with MinGW-w64 and run under Wine
 #   make fuzz       fuzz the parsers and loaders (libFuzzer with clang; FUZZ_SECONDS each)
 #   make OMP=0      build without OpenMP (same results, one thread)
 #   make ARCH=      build for the generic target instead of this machine's CPU
@@ -33,7 +36,7 @@ ALL_CFLAGS = $(CFLAGS) $(ARCH) $(OMPFLAGS) -ffp-contract=off
 SANITIZE ?= $(shell printf 'int main(void){return 0;}' | $(CC) -fsanitize=address,undefined -x c - -o /dev/null >/dev/null 2>&1 && echo 1)
 
 
-.PHONY: all test test-binaries run data bench bench-tokenizer sanitize fuzz valgrind test-s390x test-windows test-tcc clean
+.PHONY: all test test-binaries run data bench bench-tokenizer sanitize fuzz valgrind test-s390x test-aarch64 test-windows test-tcc clean
 
 all: kvlora
 
@@ -111,14 +114,22 @@ bench-tokenizer: kvlora
 	./kvlora tokenize data/tokenizers/big50k --bench
 
 # Portability checks (their toolchains are for checking only, never needed to build):
-#   make test-s390x   big-endian: Debian's gcc-s390x-linux-gnu, the tests run under qemu-user
-#   make test-windows MinGW-w64, the tests run under Wine
-#   make test-tcc     the Tiny C Compiler (no OpenMP, no sanitizers)
-CROSS ?= s390x-linux-gnu-
+#   make test-s390x     big-endian: Debian's gcc-s390x-linux-gnu, the tests run under qemu-user
+#   make test-aarch64   64-bit Arm: Debian's gcc-aarch64-linux-gnu, the tests run under qemu-user
+#   make test-windows   MinGW-w64, the tests run under Wine
+#   make test-tcc       the Tiny C Compiler (no OpenMP, no sanitizers)
+# Each cross compiler is named by its prefix (S390X_CROSS, AARCH64_CROSS).
+S390X_CROSS ?= s390x-linux-gnu-
 test-s390x:
-	$(CROSS)gcc -std=c99 -O2 -static -ffp-contract=off -DKVLORA_MAIN -o kvlora_s390x kvlora.c -lm
-	$(CROSS)gcc -std=c99 -O2 -static -ffp-contract=off '-DKVLORA_CLI="qemu-s390x ./kvlora_s390x"' -o test_s390x test.c -lm
+	$(S390X_CROSS)gcc -std=c99 -O2 -static -ffp-contract=off -DKVLORA_MAIN -o kvlora_s390x kvlora.c -lm
+	$(S390X_CROSS)gcc -std=c99 -O2 -static -ffp-contract=off '-DKVLORA_CLI="qemu-s390x ./kvlora_s390x"' -o test_s390x test.c -lm
 	qemu-s390x ./test_s390x
+
+AARCH64_CROSS ?= aarch64-linux-gnu-
+test-aarch64:
+	$(AARCH64_CROSS)gcc -std=c99 -O2 -static -ffp-contract=off -DKVLORA_MAIN -o kvlora_aarch64 kvlora.c -lm
+	$(AARCH64_CROSS)gcc -std=c99 -O2 -static -ffp-contract=off '-DKVLORA_CLI="qemu-aarch64 ./kvlora_aarch64"' -o test_aarch64 test.c -lm
+	qemu-aarch64 ./test_aarch64
 
 # Windows: MinGW-w64 builds kvlora.exe and the tests, Wine runs them (system() runs cmd.exe
 # there, so the few tests that need sh itself say SKIP). Needs
@@ -144,4 +155,4 @@ test-tcc:
 	$(MAKE) --no-print-directory CC=tcc OMP=0 SANITIZE=0 -B test
 
 clean:
-	rm -f kvlora libkvlora.so kvlora_noomp test_kvlora kvlora_san test_san kvlora_vg kvlora_s390x test_s390x $(addprefix fuzz_,$(FUZZ_TARGETS)) kvlora.exe test_windows.exe
+	rm -f kvlora libkvlora.so kvlora_noomp test_kvlora kvlora_san test_san kvlora_vg kvlora_s390x test_s390x kvlora_aarch64 test_aarch64 $(addprefix fuzz_,$(FUZZ_TARGETS)) kvlora.exe test_windows.exe
