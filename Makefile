@@ -36,7 +36,7 @@ ALL_CFLAGS = $(CFLAGS) $(ARCH) $(OMPFLAGS) -ffp-contract=off
 SANITIZE ?= $(shell printf 'int main(void){return 0;}' | $(CC) -fsanitize=address,undefined -x c - -o /dev/null >/dev/null 2>&1 && echo 1)
 
 
-.PHONY: all test test-binaries run data bench bench-tokenizer sanitize fuzz valgrind test-s390x test-aarch64 test-windows test-tcc clean
+.PHONY: all test test-binaries run data bench bench-tokenizer sanitize sanitize-first-half sanitize-second-half fuzz valgrind test-s390x test-aarch64 test-windows test-tcc clean
 
 all: kvlora
 
@@ -57,20 +57,29 @@ test:
 	@$(MAKE) --no-print-directory -j$(JOBS) test-binaries
 	./test_kvlora
 ifeq ($(SANITIZE),1)
-	ASAN_OPTIONS=detect_leaks=1 ./test_san
+	@$(MAKE) --no-print-directory -j$(JOBS) sanitize
 endif
 
 test-binaries: kvlora kvlora_noomp test_kvlora $(if $(filter 1,$(SANITIZE)),kvlora_san test_san)
 
-# The whole suite again under AddressSanitizer + UndefinedBehaviorSanitizer, CLI included.
+# The whole suite again under AddressSanitizer + UndefinedBehaviorSanitizer, CLI included,
+# its slowest tests in the reduced configuration (KVLORA_TEST_QUICK: fewer training steps;
+# this pass looks for memory errors and undefined behaviour, the first pass for numbers).
 # Part of `make test` when the compiler can build it (SANITIZE=0 skips it).
 SAN_FLAGS = -std=c99 -g -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -ffp-contract=off
 kvlora_san: kvlora.c kvlora.h
 	$(CC) $(SAN_FLAGS) -DKVLORA_MAIN -o $@ kvlora.c $(LDLIBS)
 test_san: test.c kvlora.c kvlora.h
-	$(CC) $(SAN_FLAGS) -DKVLORA_SANITIZED '-DKVLORA_CLI="./kvlora_san"' -o $@ test.c $(LDLIBS)
-sanitize: kvlora_san test_san
-	ASAN_OPTIONS=detect_leaks=1 ./test_san
+	$(CC) $(SAN_FLAGS) -DKVLORA_SANITIZED -DKVLORA_TEST_QUICK '-DKVLORA_CLI="./kvlora_san"' -o $@ test.c $(LDLIBS)
+# The sanitized build has no OpenMP, so the pass runs as two halves side by side, split
+# near the middle of its time (test.c's --until and --from). Each half writes a log that
+# is printed whole when it ends, so that the two outputs do not interleave.
+SAN_SPLIT = cholesky_and_solves
+sanitize: sanitize-first-half sanitize-second-half
+sanitize-first-half: kvlora_san test_san
+	ASAN_OPTIONS=detect_leaks=1 ./test_san --until $(SAN_SPLIT) > test_san.first.log 2>&1; s=$$?; cat test_san.first.log; exit $$s
+sanitize-second-half: kvlora_san test_san
+	ASAN_OPTIONS=detect_leaks=1 ./test_san --from $(SAN_SPLIT) > test_san.second.log 2>&1; s=$$?; cat test_san.second.log; exit $$s
 
 # Fuzzing: with clang, libFuzzer runs each target for FUZZ_SECONDS on the seed corpus in
 # data/fuzz/NAME (new inputs go to FUZZ_WORK); with another compiler a plain driver replays
@@ -159,4 +168,4 @@ test-tcc:
 	$(MAKE) --no-print-directory CC=tcc OMP=0 SANITIZE=0 -B test
 
 clean:
-	rm -f kvlora libkvlora.so kvlora_noomp test_kvlora kvlora_san test_san kvlora_vg kvlora_s390x test_s390x kvlora_aarch64 test_aarch64 $(addprefix fuzz_,$(FUZZ_TARGETS)) kvlora.exe test_windows.exe
+	rm -f kvlora libkvlora.so kvlora_noomp test_kvlora kvlora_san test_san test_san.first.log test_san.second.log kvlora_vg kvlora_s390x test_s390x kvlora_aarch64 test_aarch64 $(addprefix fuzz_,$(FUZZ_TARGETS)) kvlora.exe test_windows.exe

@@ -52,30 +52,25 @@ static int n_passed, n_failed, n_skipped;
 /* A test, or a part of one, that cannot run here: says why, counted apart. */
 #define SKIP(...) do { n_skipped++; printf("  SKIP "); printf(__VA_ARGS__); printf("\n"); } while (0)
 
-/* The sizes of the slowest tests, and their reduced configuration for emulated runs.
-   make test-s390x and make test-aarch64 build with -DKVLORA_TEST_QUICK: under qemu-user
-   the needle test alone takes half an hour (aarch64) to most of an hour (s390x).
-   Reduced, each is still a test that can fail, its threshold measured natively on the
-   smaller run and met with room:
+/* The sizes of the slowest tests, and their reduced configuration (KVLORA_TEST_QUICK) for
+   runs many times slower than a native one: the sanitizer pass of make test (-O1 and ASan)
+   and make test-s390x / make test-aarch64 (under qemu-user the needle test alone takes
+   half an hour to most of an hour). Reduced, each is still a test that can fail, its
+   threshold measured natively on the smaller run and met with room:
    - pretraining: 20 steps of 200 tokens instead of 40 of 400; the loss below 75% of the
      first batch's instead of 60% (59.6% here; 36% in full);
    - distillation: 30 steps instead of 60; the KL at least 5x lower instead of 10x (11x
      here; 25x in full);
    - the gradient checks against finite differences: 1 random entry of each matrix
      instead of 3 (every matrix is still checked);
-   - the needle test: 1 document instead of 2, 4 self-study probes of 24 tokens instead of
-     32 of 32, 20 steps of 2 probes instead of 40 of 8; at least 1 of the 2 needles with
-     the adapter (the measurements are above test_needle_builtin_model).
-   The output says that the reduced configuration ran. make test builds without it: every
-   test at its full size. */
+   - the needle test: smaller, see above test_needle_builtin_model.
+   The output says that the reduced configuration ran. The first pass of make test builds
+   without it: every test at its full size. */
 #ifdef KVLORA_TEST_QUICK
-#define TEST_CONFIGURATION "reduced configuration for emulated runs (KVLORA_TEST_QUICK): pretraining 20 steps of 200 tokens, " \
-    "distillation 30 steps, 1 entry per matrix in the gradient checks, the needle test on 1 document with 4 self-study " \
-    "probes of 24 tokens and 20 steps of 2"
+#define TEST_CONFIGURATION "reduced configuration (KVLORA_TEST_QUICK): pretraining 20 steps of 200 tokens, " \
+    "distillation 30 steps, 1 entry per matrix in the gradient checks, a smaller needle test"
 enum { PRETRAIN_TEST_STEPS = 20, PRETRAIN_TEST_BATCH_TOKENS = 200, PRETRAIN_TEST_MAX_PERCENT = 75,
-       DISTILL_TEST_STEPS = 30, DISTILL_TEST_MIN_FALL = 5, GRADIENT_TEST_ENTRIES = 1,
-       NEEDLE_TEST_TRIALS = 1, NEEDLE_TEST_SAMPLES = 4, NEEDLE_TEST_SAMPLE_LEN = 24, NEEDLE_TEST_STEPS = 20, NEEDLE_TEST_BATCH = 2,
-       NEEDLE_TEST_MIN_DISTILLED = 1 };
+       DISTILL_TEST_STEPS = 30, DISTILL_TEST_MIN_FALL = 5, GRADIENT_TEST_ENTRIES = 1 };
 #else
 enum { PRETRAIN_TEST_STEPS = 40, PRETRAIN_TEST_BATCH_TOKENS = 400, PRETRAIN_TEST_MAX_PERCENT = 60,
        DISTILL_TEST_STEPS = 60, DISTILL_TEST_MIN_FALL = 10, GRADIENT_TEST_ENTRIES = 3 };
@@ -3619,7 +3614,10 @@ static void test_builtin_model_greedy_answers(void)
    (over 16 seeds of its distillation: 27 of 32, never 0). */
 #if defined KVLORA_SANITIZED
 enum { NEEDLE_TEST_TRIALS = 1, NEEDLE_TEST_SAMPLES = 4, NEEDLE_TEST_STEPS = 2, NEEDLE_TEST_BATCH = 2, NEEDLE_TEST_SAMPLE_LEN = 16 };
-#elif !defined KVLORA_TEST_QUICK
+#elif defined KVLORA_TEST_QUICK
+enum { NEEDLE_TEST_TRIALS = 1, NEEDLE_TEST_SAMPLES = 4, NEEDLE_TEST_SAMPLE_LEN = 24, NEEDLE_TEST_STEPS = 20, NEEDLE_TEST_BATCH = 2,
+       NEEDLE_TEST_MIN_DISTILLED = 1 };
+#else
 enum { NEEDLE_TEST_TRIALS = 2, NEEDLE_TEST_SAMPLES = 32, NEEDLE_TEST_STEPS = 40, NEEDLE_TEST_BATCH = 8, NEEDLE_TEST_SAMPLE_LEN = 32,
        NEEDLE_TEST_MIN_DISTILLED = 2 };
 #endif
@@ -4028,16 +4026,32 @@ static const struct { const char *name; void (*fn)(void); } tests[] = {
     {"header_example", test_header_example},
 };
 
-/* ./test_kvlora [NAME ...]: every test, or those whose names contain one of the NAMEs */
+/* ./test_kvlora [NAME ...] [--from NAME] [--until NAME]: every test, or those whose names
+   contain one of the NAMEs; --from starts the list at the test called NAME, --until stops
+   it before that test. make test runs the sanitizer pass in two such halves, one per core. */
 int main(int argc, char **argv)
 {
     double start = now_seconds();
+    int first = 0, end = (int)(sizeof tests / sizeof tests[0]), n_filters = 0;
+    for (int a = 1; a < argc; a++) {
+        int from = !strcmp(argv[a], "--from"), until = !strcmp(argv[a], "--until");
+        if (!from && !until) { argv[1 + n_filters++] = argv[a]; continue; }
+        int found = -1;
+        for (int i = 0; a + 1 < argc && i < (int)(sizeof tests / sizeof tests[0]); i++)
+            if (!strcmp(tests[i].name, argv[a + 1])) found = i;
+        if (found < 0) {
+            fprintf(stderr, "%s needs the name of a test (%s is none)\n", argv[a], a + 1 < argc ? argv[a + 1] : "nothing");
+            return 2;
+        }
+        if (from) first = found; else end = found;
+        a++;
+    }
 #ifdef TEST_CONFIGURATION
     printf("%s\n", TEST_CONFIGURATION);
 #endif
-    for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
-        int chosen = argc < 2;
-        for (int a = 1; a < argc; a++) chosen |= strstr(tests[i].name, argv[a]) != NULL;
+    for (int i = first; i < end; i++) {
+        int chosen = n_filters == 0;
+        for (int a = 1; a <= n_filters; a++) chosen |= strstr(tests[i].name, argv[a]) != NULL;
         if (!chosen) continue;
         int passed_before = n_passed, failed_before = n_failed, skipped_before = n_skipped;
         double t0 = now_seconds();
