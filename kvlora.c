@@ -3945,11 +3945,21 @@ static void student_layer_buffers(LayerBuffers *b, const KvlModel *m, const Acts
     b->rope_cos = s->rope_cos; b->rope_sin = s->rope_sin;
 }
 
-/* The student's forward pass over tokens[0..T) from position 0 with the model's adapter
-   (m->lora): section 6's layer_forward, each layer writing into its own slice of a. */
-/* The student's forward through its first n_layers layers only (the closed form of
-   section 10 needs no more); with all of them, also the final norm and the logits. */
-static void student_forward_layers(Acts *a, const int *tokens, KvlModel *m, int T, int n_layers)
+/* Layer l of the student over T tokens from position 0, with the model's adapter
+   (m->lora): x, the residual stream entering the layer ([T][D]), becomes the stream
+   leaving it, and the layer's activations land in its own slice of a. The RoPE tables
+   must hold positions 0 .. T-1. */
+static void student_layer_forward(Acts *a, KvlModel *m, float *x, int T, int l)
+{
+    LayerBuffers b;
+    student_layer_buffers(&b, m, a, l, T);
+    a->cache.n_tokens = 0;
+    layer_forward(x, &a->cache, &b, m, l, 0, T);
+}
+
+/* The student's forward pass over tokens[0..T) from position 0 with the model's adapter:
+   section 6's layer_forward, each layer writing into its own slice of a. */
+static void student_forward(Acts *a, const int *tokens, KvlModel *m, int T)
 {
     const KvlConfig *c = &m->config;
     const KvlWeights *w = &m->w;
@@ -3959,21 +3969,10 @@ static void student_forward_layers(Acts *a, const int *tokens, KvlModel *m, int 
     a->tokens = tokens;
     embedding_forward(x, tokens, w->embed, T, D);
     rope_tables(s->rope_cos, s->rope_sin, s->inv_freq, 0, T, c->head_dim / 2);
-    a->cache.n_tokens = 0;
-    for (int l = 0; l < n_layers; l++) {
-        LayerBuffers b;
-        student_layer_buffers(&b, m, a, l, T);
-        layer_forward(x, &a->cache, &b, m, l, 0, T);
-    }
+    for (int l = 0; l < c->n_layers; l++) student_layer_forward(a, m, x, T, l);
     a->cache.n_tokens = T;
-    if (n_layers < c->n_layers) return;
     for (int t = 0; t < T; t++) rmsnorm_forward(a->xn_final + (size_t)t * D, x + (size_t)t * D, w->final_norm, D, c->rms_eps);
     matmul(a->logits, a->xn_final, w->lm_head, NULL, T, D, c->vocab_size);
-}
-
-static void student_forward(Acts *a, const int *tokens, KvlModel *m, int T)
-{
-    student_forward_layers(a, tokens, m, T, m->config.n_layers);
 }
 
 /* Backward of the whole student: from a->d_logits ([T][V], zero on rows outside the loss)
@@ -4779,78 +4778,150 @@ static void solve_lower(const double *l, double *b, int n, int transposed)
         }
 }
 
-/* The eigenvalues (descending) and eigenvectors (the columns of vectors, nxn) of the
-   symmetric nxn matrix a, which is destroyed. Cyclic Jacobi: each rotation zeroes one
-   off-diagonal pair, until the off-diagonal is negligible against the diagonal. The
-   rotation's rows are updated in place and mirrored into its columns (a stays symmetric);
-   the eigenvectors are kept as rows (vt) while rotating, so that both run along memory. */
-static int symmetric_eigen(double *a, int n, double *values, double *vectors)
+/* The number of eigenvalues below x of the symmetric tridiagonal matrix T (diagonal d,
+   off-diagonal e): by Sylvester's law of inertia, the number of negative pivots of the
+   LDL^T factorisation of T - x I, q_i = d_i - x - e_(i-1)^2 / q_(i-1). A pivot too small
+   to divide by is taken as -pivmin. */
+static int eigen_count_below(const double *d, const double *e, int n, double x, double pivmin)
 {
-    double *vt = xcalloc((size_t)n * n, sizeof(double));
-    if (!vt) return -1;
-    for (int i = 0; i < n; i++) vt[(size_t)i * n + i] = 1.0;
-    for (int sweep = 0; sweep < 60; sweep++) {
-        double off = 0.0, diag = 0.0;
-        for (int i = 0; i < n; i++) {
-            diag += a[(size_t)i * n + i] * a[(size_t)i * n + i];
-            for (int j = i + 1; j < n; j++) off += a[(size_t)i * n + j] * a[(size_t)i * n + j];
+    int count = 0;
+    double q = 1.0;
+    for (int i = 0; i < n; i++) {
+        q = d[i] - x - (i ? e[i - 1] * e[i - 1] / q : 0.0);
+        if (fabs(q) <= pivmin) q = -pivmin;
+        count += q < 0.0;
+    }
+    return count;
+}
+
+/* y = (T - lambda I)^-1 y for the tridiagonal T (d, e), in place: Gaussian elimination with
+   row exchanges leaves an upper triangle of three diagonals (u0, u1, u2: scratch of n
+   each), then back substitution. Inverse iteration calls it with lambda an eigenvalue to
+   the last bits, so a pivot may be as good as zero: it is then replaced by a tiny one, and
+   the solution is huge along the eigenvector, which is the point. */
+static void tridiagonal_shifted_solve(const double *d, const double *e, int n, double lambda, double *y,
+                                      double *u0, double *u1, double *u2, double tiny)
+{
+    double diag = d[0] - lambda, sup1 = n > 1 ? e[0] : 0.0, sup2 = 0.0;  /* row i as reduced so far */
+    for (int i = 0; i + 1 < n; i++) {
+        double sub = e[i], next_diag = d[i + 1] - lambda, next_sup = i + 2 < n ? e[i + 1] : 0.0;
+        if (fabs(diag) >= fabs(sub)) {          /* row i is the pivot: eliminate from row i + 1 */
+            double f = diag != 0.0 ? sub / diag : 0.0;
+            u0[i] = diag; u1[i] = sup1; u2[i] = sup2;
+            y[i + 1] -= f * y[i];
+            diag = next_diag - f * sup1;
+            sup1 = next_sup - f * sup2;
+        } else {                                /* row i + 1 is: exchange, then eliminate from row i */
+            double f = diag / sub, yi = y[i];
+            u0[i] = sub; u1[i] = next_diag; u2[i] = next_sup;
+            y[i] = y[i + 1];
+            y[i + 1] = yi - f * y[i];
+            diag = sup1 - f * next_diag;
+            sup1 = sup2 - f * next_sup;
         }
-        if (off <= 1e-30 * diag || off == 0.0) break;
-        for (int p = 0; p < n; p++)
-            for (int q = p + 1; q < n; q++) {
-                double *row_p = a + (size_t)p * n, *row_q = a + (size_t)q * n, apq = row_p[q];
-                if (apq == 0.0) continue;
-                /* the rotation (c, s) that makes a[p][q] zero: tan 2 theta = 2 a_pq / (a_qq - a_pp) */
-                double theta = (row_q[q] - row_p[p]) / (2.0 * apq);
-                double t = (theta >= 0 ? 1.0 : -1.0) / (fabs(theta) + sqrt(theta * theta + 1.0));
-                double c = 1.0 / sqrt(t * t + 1.0), s = t * c, app = row_p[p], aqq = row_q[q];
-                for (int k = 0; k < n; k++) {           /* rows p and q of J^T a J, k != p, q */
-                    double apk = row_p[k], aqk = row_q[k];
-                    row_p[k] = c * apk - s * aqk;
-                    row_q[k] = s * apk + c * aqk;
-                }
-                row_p[p] = app - t * apq;
-                row_q[q] = aqq + t * apq;
-                row_p[q] = row_q[p] = 0.0;
-                for (int k = 0; k < n; k++) {           /* the columns mirror the rows */
-                    a[(size_t)k * n + p] = row_p[k];
-                    a[(size_t)k * n + q] = row_q[k];
-                }
-                double *vp = vt + (size_t)p * n, *vq = vt + (size_t)q * n;
-                for (int k = 0; k < n; k++) {
-                    double x = vp[k], y = vq[k];
-                    vp[k] = c * x - s * y;
-                    vq[k] = s * x + c * y;
-                }
+        sup2 = 0.0;
+    }
+    u0[n - 1] = diag;
+    for (int i = n - 1; i >= 0; i--) {
+        double s = y[i] - (i + 1 < n ? u1[i] * y[i + 1] : 0.0) - (i + 2 < n ? u2[i] * y[i + 2] : 0.0);
+        y[i] = s / (fabs(u0[i]) > tiny ? u0[i] : tiny);
+    }
+}
+
+/* The r largest eigenvalues (descending) of the symmetric nxn matrix a, which is destroyed,
+   and their eigenvectors (the columns of vectors, nxr). Only a few of the n pairs are
+   wanted, so instead of diagonalising the whole matrix:
+   1. n - 2 Householder reflections H_k = I - 2 u_k u_k^T make a tridiagonal T = Q^T a Q,
+      Q = H_0 H_1 ... H_(n-3) (u_k zeroes column k below its first subdiagonal entry);
+   2. bisection with eigen_count_below finds each wanted eigenvalue of T to the last bits;
+   3. inverse iteration finds its eigenvector y of T: a solve with T - lambda I multiplies
+      y's component along that eigenvector by 1 / (its eigenvalue - lambda), enormous next to
+      every other one. Each vector is kept orthogonal to those found before it (Gram-Schmidt),
+      which separates the vectors of a repeated eigenvalue;
+   4. Q y is the eigenvector of a.
+   Step 1 costs (4/3) n^3, the rest n^2 per wanted pair. */
+static int symmetric_top_eigen(double *a, int n, int r, double *values, double *vectors)
+{
+    double *u = xcalloc((size_t)n * n, sizeof(double)), *d = xmalloc(sizeof(double) * n), *e = xcalloc((size_t)n, sizeof(double));
+    double *w = xmalloc(sizeof(double) * 3 * n), *y = xmalloc(sizeof(double) * n);
+    if (!u || !d || !e || !w || !y) { free(u); free(d); free(e); free(w); free(y); return -1; }
+    for (int k = 0; k + 2 < n; k++) {           /* 1: reflect column k's x = a[k+1..][k] onto alpha e_1 */
+        double *uk = u + (size_t)k * n, norm = 0.0;
+        for (int i = k + 1; i < n; i++) norm += a[(size_t)i * n + k] * a[(size_t)i * n + k];
+        norm = sqrt(norm);
+        if (norm == 0.0) continue;              /* already zero: H_k = I */
+        double x0 = a[(size_t)(k + 1) * n + k], alpha = x0 > 0.0 ? -norm : norm;   /* no cancellation in x0 - alpha */
+        double scale = 1.0 / sqrt(2.0 * norm * (norm + fabs(x0)));             /* 1 / |x - alpha e_1| */
+        for (int i = k + 1; i < n; i++) uk[i] = a[(size_t)i * n + k] * scale;
+        uk[k + 1] = (x0 - alpha) * scale;
+        /* the trailing block B becomes H B H = B - 2 u p'^T - 2 p' u^T, p = B u, p' = p - (u^T p) u */
+        double *p = w, up = 0.0;
+        for (int i = k + 1; i < n; i++) {
+            double s = 0.0;
+            for (int j = k + 1; j < n; j++) s += a[(size_t)i * n + j] * uk[j];
+            p[i] = s;
+            up += uk[i] * s;
+        }
+        for (int i = k + 1; i < n; i++) p[i] -= up * uk[i];
+        for (int i = k + 1; i < n; i++)
+            for (int j = k + 1; j < n; j++) a[(size_t)i * n + j] -= 2.0 * (uk[i] * p[j] + p[i] * uk[j]);
+        a[(size_t)(k + 1) * n + k] = alpha;
+    }
+    double bound = 0.0, max_e2 = 0.0;           /* Gershgorin: every eigenvalue within bound of 0 */
+    for (int i = 0; i < n; i++) {
+        d[i] = a[(size_t)i * n + i];
+        if (i + 1 < n) e[i] = a[(size_t)(i + 1) * n + i];
+    }
+    for (int i = 0; i < n; i++) {
+        double radius = (i ? fabs(e[i - 1]) : 0.0) + (i + 1 < n ? fabs(e[i]) : 0.0);
+        bound = fmax(bound, fabs(d[i]) + radius);
+        if (i + 1 < n) max_e2 = fmax(max_e2, e[i] * e[i]);
+    }
+    double pivmin = DBL_MIN * fmax(1.0, max_e2), tiny = DBL_EPSILON * fmax(bound, DBL_MIN);
+    for (int k = 0; k < r; k++) {
+        int below = n - 1 - k;                  /* 2: the eigenvalue with n - 1 - k others below it */
+        double lo = -bound - tiny, hi = bound + tiny;
+        for (int it = 0; it < 200; it++) {
+            double mid = 0.5 * (lo + hi);
+            if (mid <= lo || mid >= hi) break;  /* no double left between them */
+            if (eigen_count_below(d, e, n, mid, pivmin) > below) hi = mid; else lo = mid;
+        }
+        double lambda = values[k] = 0.5 * (lo + hi);
+        for (int i = 0; i < n; i++) y[i] = 1.0 + 0.5 * sin(1.0 + i + 7.0 * k);   /* 3: any start not orthogonal to it */
+        for (int it = 0; it < 4; it++) {
+            tridiagonal_shifted_solve(d, e, n, lambda, y, w, w + n, w + 2 * n, tiny);
+            for (int j = 0; j < k; j++) {       /* against the earlier vectors (still T's) */
+                double dot = 0.0;
+                for (int i = 0; i < n; i++) dot += vectors[(size_t)i * r + j] * y[i];
+                for (int i = 0; i < n; i++) y[i] -= dot * vectors[(size_t)i * r + j];
             }
-    }
-    /* sort descending: an index order, then values and the vectors as columns */
-    int *order = xmalloc(sizeof(int) * n);
-    if (!order) { free(vt); return -1; }
-    for (int i = 0; i < n; i++) order[i] = i;
-    for (int i = 1; i < n; i++)
-        for (int j = i; j > 0 && a[(size_t)order[j - 1] * n + order[j - 1]] < a[(size_t)order[j] * n + order[j]]; j--) {
-            int x = order[j]; order[j] = order[j - 1]; order[j - 1] = x;
+            double norm = 0.0;
+            for (int i = 0; i < n; i++) norm += y[i] * y[i];
+            norm = sqrt(norm);
+            for (int i = 0; i < n; i++) y[i] = norm > 0.0 ? y[i] / norm : 0.0;
         }
-    for (int k = 0; k < n; k++) {
-        values[k] = a[(size_t)order[k] * n + order[k]];
-        for (int i = 0; i < n; i++) vectors[(size_t)i * n + k] = vt[(size_t)order[k] * n + i];
+        for (int i = 0; i < n; i++) vectors[(size_t)i * r + k] = y[i];
     }
-    free(order);
-    free(vt);
+    for (int k = 0; k < r; k++)                 /* 4: Q y = H_0 (H_1 (... H_(n-3) y)) */
+        for (int j = n - 3; j >= 0; j--) {
+            const double *uj = u + (size_t)j * n;
+            double dot = 0.0;
+            for (int i = j + 1; i < n; i++) dot += uj[i] * vectors[(size_t)i * r + k];
+            for (int i = j + 1; i < n; i++) vectors[(size_t)i * r + k] -= 2.0 * dot * uj[i];
+        }
+    free(u); free(d); free(e); free(w); free(y);
     return 0;
 }
 
 /* The r largest singular values of the mxn matrix a with their left and right singular
-   vectors (the columns of u, mxr, and v, nxr), from the eigenpairs of the smaller Gram
-   matrix: a^T a = V S^2 V^T gives u_k = a v_k / s_k, a a^T = U S^2 U^T gives v_k = a^T u_k / s_k.
-   A zero singular value gets zero vectors. */
+   vectors (the columns of u, mxr, and v, nxr), r <= min(m, n), from the eigenpairs of the
+   smaller Gram matrix: a^T a = V S^2 V^T gives u_k = a v_k / s_k, a a^T = U S^2 U^T gives
+   v_k = a^T u_k / s_k. A zero singular value gets zero vectors on the other side. */
 static int top_singular(const double *a, int m, int n, int r, double *sigma, double *u, double *v)
 {
     int left = m < n, k_dim = left ? m : n;             /* the Gram matrix is k_dim x k_dim */
-    double *gram = xmalloc(sizeof(double) * k_dim * k_dim), *values = xmalloc(sizeof(double) * k_dim);
-    double *vectors = xmalloc(sizeof(double) * k_dim * k_dim);
-    int ok = gram && values && vectors;
+    double *gram = xmalloc(sizeof(double) * k_dim * k_dim), *values = xmalloc(sizeof(double) * r);
+    int ok = gram && values;
     for (int i = 0; ok && i < k_dim; i++)
         for (int j = i; j < k_dim; j++) {
             double s = 0.0;
@@ -4858,12 +4929,11 @@ static int top_singular(const double *a, int m, int n, int r, double *sigma, dou
             else for (int k = 0; k < m; k++) s += a[(size_t)k * n + i] * a[(size_t)k * n + j];
             gram[(size_t)i * k_dim + j] = gram[(size_t)j * k_dim + i] = s;
         }
-    if (ok) ok = symmetric_eigen(gram, k_dim, values, vectors) == 0;
+    double *known = left ? u : v, *other = left ? v : u;
+    int n_known = left ? m : n, n_other = left ? n : m;
+    if (ok) ok = symmetric_top_eigen(gram, k_dim, r, values, known) == 0;
     for (int k = 0; ok && k < r; k++) {
-        sigma[k] = k < k_dim && values[k] > 0.0 ? sqrt(values[k]) : 0.0;
-        double *known = left ? u : v, *other = left ? v : u;
-        int n_known = left ? m : n, n_other = left ? n : m;
-        for (int i = 0; i < n_known; i++) known[(size_t)i * r + k] = k < k_dim ? vectors[(size_t)i * k_dim + k] : 0.0;
+        sigma[k] = values[k] > 0.0 ? sqrt(values[k]) : 0.0;
         for (int i = 0; i < n_other; i++) {             /* the other side: a v / s or a^T u / s */
             double s = 0.0;
             for (int j = 0; j < n_known; j++)
@@ -4873,7 +4943,6 @@ static int top_singular(const double *a, int m, int n, int r, double *sigma, dou
     }
     free(gram);
     free(values);
-    free(vectors);
     return ok ? 0 : -1;
 }
 
@@ -4950,6 +5019,7 @@ static int teacher_group_inputs(KvlModel *m, KvlCache *cache, int n_ctx, const i
 /* Solves the targets of group g in layer l, given the teacher's inputs xt [n_all][width]
    and the student's xs [n_all][width]. The group's targets share two sums over the tokens,
    G = sum x_s x_s^T and E = sum (x_t - x_s) x_s^T; each target's C is then W E. */
+enum { SUM_BLOCK = 64 };                        /* tokens per block of the sums */
 static int solve_group(KvlModel *m, KvlLora *lora, int l, int g, const float *xt, const float *xs, size_t n_all, float damping)
 {
     const KvlConfig *c = &m->config;
@@ -4958,18 +5028,34 @@ static int solve_group(KvlModel *m, KvlLora *lora, int l, int g, const float *xt
     for (int k = 0; k < KVL_N_TARGETS; k++)
         if (lora->out[k] > out_max) out_max = lora->out[k];
     double *gram = xcalloc((size_t)in * in, sizeof(double)), *e = xcalloc((size_t)in * in, sizeof(double));
-    double *g2 = xmalloc(sizeof(double) * in * in), *cross = xmalloc(sizeof(double) * out_max * in), *diff = xmalloc(sizeof(double) * in);
+    double *g2 = xmalloc(sizeof(double) * in * in), *cross = xmalloc(sizeof(double) * out_max * in);
+    double *x = xmalloc(sizeof(double) * SUM_BLOCK * in), *diff = xmalloc(sizeof(double) * SUM_BLOCK * in);
     float *b = xmalloc(sizeof(float) * out_max * R), *a = xmalloc(sizeof(float) * R * in);
-    if (!gram || !e || !g2 || !cross || !diff || !b || !a) goto done;
-    for (size_t t = 0; t < n_all; t++) {
-        const float *x = xs + t * in;
-        for (int i = 0; i < in; i++) diff[i] = (double)xt[t * in + i] - x[i];
-        for (int i = 0; i < in; i++)
-            for (int j = 0; j < in; j++) {
-                gram[(size_t)i * in + j] += (double)x[i] * x[j];
-                e[(size_t)i * in + j] += diff[i] * x[j];
+    if (!gram || !e || !g2 || !cross || !x || !diff || !b || !a) goto done;
+    /* Each entry of G and E sums over the tokens in order. The tokens go in blocks, so that
+       a row of G and of E stays in cache while the block passes (the whole of G and E
+       would not: 2.4 MB for the MLP's down_proj at 384 inputs); rows are independent, so
+       the threads split them. G's lower triangle is mirrored from the upper. */
+    for (size_t t0 = 0; t0 < n_all; t0 += SUM_BLOCK) {
+        int n_block = n_all - t0 < SUM_BLOCK ? (int)(n_all - t0) : SUM_BLOCK;
+        for (int t = 0; t < n_block; t++)
+            for (int i = 0; i < in; i++) {
+                x[(size_t)t * in + i] = xs[(t0 + t) * in + i];
+                diff[(size_t)t * in + i] = (double)xt[(t0 + t) * in + i] - xs[(t0 + t) * in + i];
             }
+        PARALLEL_FOR
+        for (int i = 0; i < in; i++) {
+            double *g_row = gram + (size_t)i * in, *e_row = e + (size_t)i * in;
+            for (int t = 0; t < n_block; t++) {
+                const double *x_row = x + (size_t)t * in;
+                double xi = x_row[i], di = diff[(size_t)t * in + i];
+                for (int j = i; j < in; j++) g_row[j] += xi * x_row[j];
+                for (int j = 0; j < in; j++) e_row[j] += di * x_row[j];
+            }
+        }
     }
+    for (int i = 0; i < in; i++)
+        for (int j = 0; j < i; j++) gram[(size_t)i * in + j] = gram[(size_t)j * in + i];
     double mean_diag = 0.0;                     /* lambda = damping x the mean of diag(G) */
     for (int i = 0; i < in; i++) mean_diag += gram[(size_t)i * in + i] / in;
     for (int i = 0; i < in; i++) gram[(size_t)i * in + i] += damping * mean_diag;
@@ -4991,7 +5077,7 @@ static int solve_group(KvlModel *m, KvlLora *lora, int l, int g, const float *xt
     }
     r = 0;
 done:
-    free(gram); free(e); free(g2); free(cross); free(diff); free(b); free(a);
+    free(gram); free(e); free(g2); free(cross); free(x); free(diff); free(b); free(a);
     return r;
 }
 
@@ -4999,14 +5085,17 @@ int kvl_distill_closed_form(KvlModel *m, KvlCache *cache, const int *prefix, int
                             KvlLora *lora, float damping, int max_tokens)
 {
     const KvlConfig *c = &m->config;
-    int n_ctx = cache->n_tokens, n_use = 0, max_len = 0, r = -1;
+    int n_ctx = cache->n_tokens, n_use = 0, max_len = 0, r = -1, D = c->dim;
     size_t n_all = 0;
     for (; n_use < n_probes && n_all + (size_t)probes[n_use].n <= (size_t)max_tokens; n_use++) {
         n_all += (size_t)probes[n_use].n;
         if (probes[n_use].n > max_len) max_len = probes[n_use].n;
     }
     if (n_use == 0) return fail("closed form: no probe fits in %d tokens", max_tokens);
+    /* entering: each student sequence's residual stream entering the layer being solved,
+       [n_prefix + n] rows of D per probe, one after another */
     float *teacher[N_GROUPS] = {0}, *student = NULL, *xn_mlp = xmalloc(sizeof(float) * (size_t)max_len * c->dim);
+    float *entering = xmalloc(sizeof(float) * (n_all + (size_t)n_use * n_prefix) * D);
     int *seq = xmalloc(sizeof(int) * (size_t)(n_prefix + max_len));
     const KvlLora *keep = m->lora;
     Acts acts = {0};
@@ -5015,36 +5104,46 @@ int kvl_distill_closed_form(KvlModel *m, KvlCache *cache, const int *prefix, int
         if ((size_t)group_width(c, g) > widest) widest = (size_t)group_width(c, g);
     for (int g = 0; g < N_GROUPS; g++) teacher[g] = xmalloc(sizeof(float) * (size_t)c->n_layers * n_all * group_width(c, g));
     student = xmalloc(sizeof(float) * n_all * widest);
-    if (!xn_mlp || !seq || !student || !teacher[0] || !teacher[1] || !teacher[2] || !teacher[3] ||
-        acts_init(&acts, c, n_prefix + max_len, lora->rank, 0))
+    if (!xn_mlp || !entering || !seq || !student || !teacher[0] || !teacher[1] || !teacher[2] || !teacher[3] ||
+        acts_init(&acts, c, n_prefix + max_len, lora->rank, 0) || scratch_reserve(m, n_prefix + max_len, n_prefix + max_len))
         goto done;
     for (size_t at = 0, i = 0; i < (size_t)n_use; at += (size_t)probes[i].n, i++)
         if (teacher_group_inputs(m, cache, n_ctx, probes[i].ids, probes[i].n, xn_mlp, teacher, n_all, at)) goto done;
-    /* the student starts as the model itself */
+    /* the student starts as the model itself, its streams as the embeddings */
     for (int k = 0; k < KVL_N_TARGETS; k++)
         if (lora->has[k]) memset(lora->B[k], 0, sizeof(float) * c->n_layers * lora->out[k] * lora->rank);
     m->lora = lora;
     memcpy(seq, prefix, sizeof(int) * n_prefix);
+    for (size_t row = 0, i = 0; i < (size_t)n_use; row += (size_t)(n_prefix + probes[i].n), i++) {
+        memcpy(seq + n_prefix, probes[i].ids, sizeof(int) * probes[i].n);
+        embedding_forward(entering + row * D, seq, m->w.embed, n_prefix + probes[i].n, D);
+    }
+    /* Layer by layer: each group's inputs come from layer l run again (on a copy of the
+       stream) with the updates solved so far, layer l's own included; once the layer is
+       solved, one more run moves every stream on to the next layer. */
     for (int l = 0; l < c->n_layers; l++)
-        for (int g = 0; g < N_GROUPS; g++) {
-            int wanted = 0, width = group_width(c, g);
-            for (int k = 0; k < KVL_N_TARGETS; k++) wanted |= lora->has[k] && target_group[k] == g;
+        for (int g = 0; g <= N_GROUPS; g++) {
+            int wanted = g == N_GROUPS && l + 1 < c->n_layers, width = g < N_GROUPS ? group_width(c, g) : D;
+            for (int k = 0; k < KVL_N_TARGETS && g < N_GROUPS; k++) wanted |= lora->has[k] && target_group[k] == g;
             if (!wanted) continue;
-            for (size_t at = 0, i = 0; i < (size_t)n_use; at += (size_t)probes[i].n, i++) {
+            for (size_t at = 0, row = 0, i = 0; i < (size_t)n_use; at += (size_t)probes[i].n, row += (size_t)(n_prefix + probes[i].n), i++) {
                 int T = n_prefix + probes[i].n;
-                memcpy(seq + n_prefix, probes[i].ids, sizeof(int) * probes[i].n);
-                if (scratch_reserve(m, T, T)) goto done;
-                student_forward_layers(&acts, seq, m, T, l + 1);
+                float *x = g < N_GROUPS ? acts.res_final : entering + row * D;
+                if (g < N_GROUPS) memcpy(x, entering + row * D, sizeof(float) * T * D);
+                rope_tables(m->scratch->rope_cos, m->scratch->rope_sin, m->scratch->inv_freq, 0, T, c->head_dim / 2);
+                student_layer_forward(&acts, m, x, T, l);
+                if (g == N_GROUPS) continue;
                 const float *layer_in[N_GROUPS] = {acts.xn_attn, acts.att_out, acts.xn_mlp, acts.hidden};
                 memcpy(student + at * width, layer_in[g] + ((size_t)l * T + n_prefix) * width, sizeof(float) * probes[i].n * width);
             }
-            if (solve_group(m, lora, l, g, teacher[g] + (size_t)l * n_all * width, student, n_all, damping)) goto done;
+            if (g < N_GROUPS && solve_group(m, lora, l, g, teacher[g] + (size_t)l * n_all * width, student, n_all, damping)) goto done;
         }
     r = 0;
 done:
     m->lora = keep;
     for (int g = 0; g < N_GROUPS; g++) free(teacher[g]);
     free(student);
+    free(entering);
     free(xn_mlp);
     free(seq);
     acts_free(&acts);
@@ -5922,11 +6021,13 @@ static int needle_ask(KvlModel *m, KvlTokenizer *tok, KvlCache *cache, const Kvl
 }
 
 /* One trial of the needle test (see KvlNeedleOptions): a document of o->context_len
-   tokens with o->n_needles needles at depths, from doc_seed; its KV cache; an adapter
-   distilled from it with probes that hold no ground truth (the teacher's own samples after
-   "\nQ:", and/or slices of the context); then each needle's question "\nQ: What is the
-   secret code of NAME? A:" asked three ways: after the cached context, after <s> alone,
-   and after <s> alone with the adapter. The generator's codes are used only to score. */
+   tokens with o->n_needles needles at depths, from doc_seed; its KV cache; probes that
+   hold no ground truth (the teacher's own samples after "\nQ:", and/or slices of the
+   context); then each needle's question "\nQ: What is the secret code of NAME? A:" asked
+   after the cached context and after <s> alone, and, for each run, after <s> alone with an
+   adapter distilled from those probes by the run's method. Every run starts from the same
+   initial adapter (the seed), so that the runs differ only in method and rank. The
+   generator's codes are used only to score. */
 int kvl_needle_trial(KvlModel *m, KvlTokenizer *tok, const KvlNeedleOptions *o, const float *depths, uint64_t doc_seed,
                      KvlNeedleResult *res)
 {
@@ -5940,6 +6041,7 @@ int kvl_needle_trial(KvlModel *m, KvlTokenizer *tok, const KvlNeedleOptions *o, 
     memset(res, 0, sizeof *res);
     if (!logits) return -1;
     if (K < 1 || K > KVL_NEEDLE_MAX) { fail("needle test: %d needles (1 .. %d)", K, KVL_NEEDLE_MAX); goto done; }
+    if (o->n_runs < 1 || o->n_runs > KVL_NEEDLE_RUNS) { fail("needle test: %d runs (1 .. %d)", o->n_runs, KVL_NEEDLE_RUNS); goto done; }
     if (needle_context(tok, res->needles, K, depths, o->context_len, doc_seed, &doc, &n_doc)) goto done;
     res->n_needles = K;
     res->context_tokens = n_doc;
@@ -5959,7 +6061,7 @@ int kvl_needle_trial(KvlModel *m, KvlTokenizer *tok, const KvlNeedleOptions *o, 
             needle_ask(m, tok, &empty, &res->needles[k], room, logits, &res->correct[k][1]))
             goto done;
 
-    /* the probes and the adapter */
+    /* the probes */
     double start = now_seconds();
     int n_self = o->probes & KVL_PROBES_SELF_STUDY ? o->n_self_study : 0;
     if (o->probes & KVL_PROBES_CONTEXT && kvl_context_chunks(doc, n_doc, o->chunk_len, &chunks, &n_chunks)) goto done;
@@ -5974,19 +6076,26 @@ int kvl_needle_trial(KvlModel *m, KvlTokenizer *tok, const KvlNeedleOptions *o, 
     n_probes += n_chunks;
     n_chunks = 0;
     if (n_probes == 0) { fail("needle test: no probes"); goto done; }
-    if (kvl_lora_init(&lora, c, o->rank, o->alpha, 0, o->targets, o->distill.seed) ||
-        (o->method != KVL_METHOD_GRADIENT && kvl_distill_closed_form(m, &cache, &bos, 1, probes, n_probes, &lora, o->damping, o->solve_tokens)) ||
-        (o->method != KVL_METHOD_CLOSED_FORM && kvl_distill(m, &cache, &bos, 1, probes, n_probes, &lora, &o->distill, NULL)))
-        goto done;
-    res->distill_seconds = now_seconds() - start;
-    res->adapter_bytes = lora.n_params * sizeof(float);
+    res->probe_seconds = now_seconds() - start;
     res->n_probes = n_probes;
 
-    /* the adapter alone */
-    m->lora = &lora;
-    for (int k = 0; k < K; k++)
-        if (needle_ask(m, tok, &empty, &res->needles[k], room, logits, &res->correct[k][2])) { m->lora = NULL; goto done; }
-    m->lora = NULL;
+    /* each run: an adapter from the probes, its loss over them, and the questions it answers */
+    for (int run = 0; run < o->n_runs; run++) {
+        const KvlNeedleRun *u = &o->runs[run];
+        start = now_seconds();
+        if (kvl_lora_init(&lora, c, u->rank, u->alpha, 0, o->targets, o->distill.seed) ||
+            (u->method != KVL_METHOD_GRADIENT && kvl_distill_closed_form(m, &cache, &bos, 1, probes, n_probes, &lora, o->damping, o->solve_tokens)) ||
+            (u->method != KVL_METHOD_CLOSED_FORM && kvl_distill(m, &cache, &bos, 1, probes, n_probes, &lora, &o->distill, NULL)))
+            goto done;
+        res->distill_seconds[run] = now_seconds() - start;
+        res->adapter_bytes[run] = lora.n_params * sizeof(float);
+        m->lora = &lora;
+        int e = kvl_distill_loss(m, &cache, &bos, 1, probes, n_probes, o->distill.use_kl, &res->loss[run]);
+        for (int k = 0; k < K && !e; k++) e = needle_ask(m, tok, &empty, &res->needles[k], room, logits, &res->correct[k][2 + run]);
+        m->lora = NULL;
+        kvl_lora_free(&lora);
+        if (e) goto done;
+    }
     r = 0;
 done:
     for (int i = 0; i < n_probes; i++) free(probes[i].ids);
@@ -6044,8 +6153,9 @@ static int failed(int status)
    one in (0, hi], checked as stored; STRING keeps the argument; CHOICE stores the value's
    index among the metavar's "a|b|c"; NUMBERS are 1 to 16 comma-separated doubles in
    [lo, hi]; STRINGS collects an option given again and again. */
-typedef enum { OPT_FLAG, OPT_INT, OPT_FLOAT, OPT_POSITIVE, OPT_STRING, OPT_CHOICE, OPT_NUMBERS, OPT_STRINGS } OptKind;
+typedef enum { OPT_FLAG, OPT_INT, OPT_FLOAT, OPT_POSITIVE, OPT_STRING, OPT_CHOICE, OPT_CHOICES, OPT_NUMBERS, OPT_STRINGS } OptKind;
 typedef struct { int n; double v[16]; } Numbers;
+typedef struct { int n; int v[16]; } Choices;      /* OPT_CHOICES: indices into the metavar's a|b|c */
 typedef struct { int n; const char *v[64]; } Strings;
 
 typedef struct {
@@ -6082,14 +6192,22 @@ static int set_option(const Option *o, const char *v)
         *f = (float)x;
         return !((o->kind == OPT_FLOAT ? *f >= o->lo : *f > 0) && *f <= o->hi);
     }
-    case OPT_CHOICE: {
-        int k = 0;
-        for (const char *c = o->metavar; *c; k++) {
-            size_t len = strcspn(c, "|");
-            if (strlen(v) == len && !strncmp(c, v, len)) { *(int *)o->dest = k; return 0; }
-            c += len + (c[len] == '|');
+    case OPT_CHOICE: case OPT_CHOICES: {
+        Choices *l = o->dest;
+        if (o->kind == OPT_CHOICES) l->n = 0;
+        for (size_t item = strcspn(v, ","); ; v += item + 1, item = strcspn(v, ",")) {
+            int k = 0, found = -1;
+            for (const char *c = o->metavar; *c && found < 0; k++) {
+                size_t len = strcspn(c, "|");
+                if (item == len && !strncmp(c, v, len)) found = k;
+                c += len + (c[len] == '|');
+            }
+            if (found < 0 || (o->kind == OPT_CHOICE && v[item])) return 1;
+            if (o->kind == OPT_CHOICE) { *(int *)o->dest = found; return 0; }
+            if (l->n == COUNT(l->v)) return 1;
+            l->v[l->n++] = found;
+            if (!v[item]) return 0;
         }
-        return 1;
     }
     case OPT_NUMBERS: {
         Numbers *l = o->dest;
@@ -6121,6 +6239,7 @@ static void describe(const Option *o, char *out, size_t cap)
     else if (o->kind == OPT_POSITIVE && bounded) snprintf(out, cap, "a number in (0, %.10g]", o->hi);
     else if (o->kind == OPT_POSITIVE) snprintf(out, cap, "a number > 0");
     else if (o->kind == OPT_CHOICE) snprintf(out, cap, "one of %s", o->metavar);
+    else if (o->kind == OPT_CHOICES) snprintf(out, cap, "1 to 16 comma-separated of %s", o->metavar);
     else if (o->kind == OPT_NUMBERS) snprintf(out, cap, "1 to 16 comma-separated numbers from %.10g to %.10g", o->lo, o->hi);
     else snprintf(out, cap, "given at most 64 times");
 }
@@ -7285,31 +7404,38 @@ static const char *needle_usage =
     "context. An answer counts when the greedy answer is exactly the code. The probes hold\n"
     "no ground truth: self-study samples questions and answers from the teacher after \"Q:\";\n"
     "context probes are slices of the context. Needle k of trial t sits at depth\n"
-    "D[(t K + k) mod |D|] (0 = the start of the document, 1 = its end).\n\n";
+    "D[(t K + k) mod |D|] (0 = the start of the document, 1 = its end).\n\n"
+    "Several methods or ranks (--method gradient,closed-form --rank 2,8) compare adapters\n"
+    "distilled from the same documents, caches and probes, each from the same initial\n"
+    "adapter: one run per method and rank, at most 16. A run's time is its distillation\n"
+    "alone; making the probes is timed apart.\n\n";
 
 typedef struct {
     const char *dir, *svg, *targets;
-    long long needles, trials, rank, steps, batch, self_study, self_study_len, chunk_len, seed, threads;
+    long long needles, trials, steps, batch, self_study, self_study_len, chunk_len, seed, threads;
     float alpha, lr, damping;
-    int probes, json, method;           /* probes: 0 self-study, 1 context, 2 both; method: KVL_METHOD_* */
+    int probes, json;                   /* probes: 0 self-study, 1 context, 2 both */
     long long solve_tokens;
-    Numbers lens, depths;
+    Numbers lens, depths, ranks;
+    Choices methods;                    /* KVL_METHOD_* */
 } NeedleArgs;
 
 static const char *const method_names[3] = {"gradient", "closed-form", "hybrid"};
 
 static const char *const probe_names[3] = {"self-study", "context", "both"};
 
-/* The answers, per cell (context length l, depth d: cell l |D| + d) and in all, in three
-   columns: with the context, without it, with the adapter. */
+/* The answers, per cell (context length l, depth d: cell l |D| + d) and in all, in columns:
+   with the context, without it, with each run's adapter. */
 typedef struct {
-    int (*hits)[3], *asked;
-    int total[3], n_asked, n_trials;
-    size_t kv_bytes, adapter_bytes;     /* float32: the context's cache (mean over trials), the adapter */
-    double seconds, wall;               /* distillation, summed over trials; the whole test */
+    int (*hits)[2 + KVL_NEEDLE_RUNS], *asked;
+    int total[2 + KVL_NEEDLE_RUNS], n_asked, n_trials;
+    size_t kv_bytes, adapter_bytes[KVL_NEEDLE_RUNS];  /* float32: the context's cache (mean over trials), each adapter */
+    double probe_seconds, seconds[KVL_NEEDLE_RUNS], loss[KVL_NEEDLE_RUNS];   /* summed over trials */
+    double wall;                        /* the whole test */
 } NeedleTally;
 
-/* The heatmap: one panel per way of asking, context lengths across, depths down. */
+/* The heatmap: one panel per way of asking (the first run's adapter), context lengths
+   across, depths down. */
 static int needle_svg(const char *path, const Numbers *lens, const Numbers *depths, const NeedleTally *s, const char *title)
 {
     static const char *const panel_titles[3] = {"with the context", "no context", "distilled adapter, no context"};
@@ -7347,32 +7473,50 @@ static int needle_svg(const char *path, const Numbers *lens, const Numbers *dept
     return r;
 }
 
+/* Run u's method and rank: runs go through the methods, and for each through the ranks. */
+static int run_method(const NeedleArgs *a, int u) { return a->methods.v[u / a->ranks.n]; }
+static long long run_rank(const NeedleArgs *a, int u) { return (long long)a->ranks.v[u % a->ranks.n]; }
+
 /* The result: one JSON object, or tables of recall in all, the bytes and recall by context
-   length x depth; and the heatmap. */
+   length x depth; and the heatmap. The JSON's top level and the tables by depth hold the
+   first run; "runs" and the first table hold every run. */
 static int needle_report(const NeedleArgs *a, const NeedleTally *s)
 {
-    static const char *const labels[3] = {"with the context", "no context", "distilled, no context"};
-    int n = s->n_asked, n_depths = a->depths.n, cells = a->lens.n * n_depths;
+    int n = s->n_asked, n_depths = a->depths.n, cells = a->lens.n * n_depths, n_runs = a->methods.n * a->ranks.n, T = s->n_trials;
     if (a->json) {
         printf("{\"with_context\": %.6f, \"no_context\": %.6f, \"distilled\": %.6f, \"questions\": %d, \"kv_cache_bytes\": %zu, \"adapter_bytes\": %zu, "
-               "\"distill_seconds\": %.3f, ", (double)s->total[0] / n, (double)s->total[1] / n, (double)s->total[2] / n, n, s->kv_bytes,
-               s->adapter_bytes, s->seconds / s->n_trials);
-        printf("\"needles\": %lld, \"trials\": %d, \"rank\": %lld, \"method\": \"%s\", \"steps\": %lld, \"probes\": \"%s\", \"cells\": [",
-               a->needles, s->n_trials, a->rank, method_names[a->method], a->steps, probe_names[a->probes]);
-        for (int i = 0; i < cells; i++)
-            printf("%s{\"context_len\": %g, \"depth\": %g, \"asked\": %d, \"with_context\": %d, \"no_context\": %d, \"distilled\": %d}", i ? ", " : "",
-                   a->lens.v[i / n_depths], a->depths.v[i % n_depths], s->asked[i], s->hits[i][0], s->hits[i][1], s->hits[i][2]);
+               "\"probe_seconds\": %.3f, \"distill_seconds\": %.3f, ", (double)s->total[0] / n, (double)s->total[1] / n, (double)s->total[2] / n, n,
+               s->kv_bytes, s->adapter_bytes[0], s->probe_seconds / T, (s->probe_seconds + s->seconds[0]) / T);
+        printf("\"needles\": %lld, \"trials\": %d, \"rank\": %lld, \"method\": \"%s\", \"steps\": %lld, \"probes\": \"%s\", \"runs\": [",
+               a->needles, T, run_rank(a, 0), method_names[run_method(a, 0)], a->steps, probe_names[a->probes]);
+        for (int u = 0; u < n_runs; u++)
+            printf("%s{\"method\": \"%s\", \"rank\": %lld, \"recall\": %.6f, \"loss\": %.6g, \"seconds\": %.3f, \"adapter_bytes\": %zu}", u ? ", " : "",
+                   method_names[run_method(a, u)], run_rank(a, u), (double)s->total[2 + u] / n, s->loss[u] / T, s->seconds[u] / T, s->adapter_bytes[u]);
+        printf("], \"cells\": [");
+        for (int i = 0; i < cells; i++) {
+            printf("%s{\"context_len\": %g, \"depth\": %g, \"asked\": %d, \"with_context\": %d, \"no_context\": %d, \"distilled\": %d, \"distilled_runs\": [",
+                   i ? ", " : "", a->lens.v[i / n_depths], a->depths.v[i % n_depths], s->asked[i], s->hits[i][0], s->hits[i][1], s->hits[i][2]);
+            for (int u = 0; u < n_runs; u++) printf("%s%d", u ? ", " : "", s->hits[i][2 + u]);
+            printf("]}");
+        }
         printf("]}\n");
     } else {
-        printf("\n  %-22s %9s %8s\n", "asked", "correct", "recall");
-        for (int w = 0; w < 3; w++) printf("  %-22s %4d/%-4d %7.1f%%\n", labels[w], s->total[w], n, 100.0 * s->total[w] / n);
+        printf("\n  %-30s %9s %8s %10s %9s\n", "asked", "correct", "recall", "loss", "seconds");
+        printf("  %-30s %4d/%-4d %7.1f%%\n", "with the context", s->total[0], n, 100.0 * s->total[0] / n);
+        printf("  %-30s %4d/%-4d %7.1f%%\n", "no context", s->total[1], n, 100.0 * s->total[1] / n);
+        for (int u = 0; u < n_runs; u++) {
+            char label[64];
+            int method = run_method(a, u);
+            if (method == KVL_METHOD_CLOSED_FORM) snprintf(label, sizeof label, "distilled: closed form, r%lld", run_rank(a, u));
+            else snprintf(label, sizeof label, "distilled: %s%lld steps, r%lld", method == KVL_METHOD_HYBRID ? "solve + " : "", a->steps, run_rank(a, u));
+            printf("  %-30s %4d/%-4d %7.1f%% %10.4f %9.1f\n", label, s->total[2 + u], n, 100.0 * s->total[2 + u] / n, s->loss[u] / T, s->seconds[u] / T);
+        }
+        printf("  (loss: the distillation loss over the probes after distilling; seconds: per trial)\n");
         printf("\n  KV cache of the context  %9zu bytes (float32, mean over trials)\n", s->kv_bytes);
-        printf("  adapter                  %9zu bytes (%.1f%% of the cache)\n", s->adapter_bytes, 100.0 * s->adapter_bytes / (s->kv_bytes ? s->kv_bytes : 1));
-        char how[64];
-        if (a->method == KVL_METHOD_CLOSED_FORM) snprintf(how, sizeof how, "the closed form");
-        else snprintf(how, sizeof how, "%s%lld steps", a->method == KVL_METHOD_HYBRID ? "the closed form + " : "", a->steps);
-        printf("  distillation             %9.1f s per trial (probes + %s)\n", s->seconds / s->n_trials, how);
-        printf("\n  recall by depth (with / no context / distilled)\n  %-8s", "tokens");
+        printf("  adapter                  %9zu bytes (%.1f%% of the cache)%s\n", s->adapter_bytes[0], 100.0 * s->adapter_bytes[0] / (s->kv_bytes ? s->kv_bytes : 1),
+               n_runs > 1 ? ", the first run" : "");
+        printf("  probes                   %9.1f s per trial\n", s->probe_seconds / T);
+        printf("\n  recall by depth (with / no context / distilled%s)\n  %-8s", n_runs > 1 ? ", the first run" : "", "tokens");
         for (int d = 0; d < n_depths; d++) printf(" %16.0f%%", 100 * a->depths.v[d]);
         for (int i = 0; i < cells; i++) {
             if (i % n_depths == 0) printf("\n  %-8.0f", a->lens.v[i / n_depths]);
@@ -7383,30 +7527,34 @@ static int needle_report(const NeedleArgs *a, const NeedleTally *s)
     }
     if (a->svg) {
         char title[256];
-        snprintf(title, sizeof title, "kvlora needle test: %lld needles, rank %lld, %lld steps, %d trials", a->needles, a->rank, a->steps, s->n_trials);
+        snprintf(title, sizeof title, "kvlora needle test: %lld needles, %s rank %lld, %lld steps, %d trials", a->needles,
+                 method_names[run_method(a, 0)], run_rank(a, 0), a->steps, T);
         if (failed(needle_svg(a->svg, &a->lens, &a->depths, s, title))) return 1;
         fprintf(stderr, "kvlora: wrote %s\n", a->svg);
     }
     return 0;
 }
 
-/* Every trial: a document, an adapter distilled from its cache, the answers three ways. */
+/* Every trial: a document, its probes, an adapter per run, the answers every way. */
 static int needle_run(const NeedleArgs *a, KvlNeedleOptions *o)
 {
     KvlModel *m = NULL;
     KvlTokenizer *tok = NULL;
-    int K = (int)a->needles, n_depths = a->depths.n, cells = a->lens.n * n_depths, rc = 1;
-    NeedleTally s = {xcalloc((size_t)cells, sizeof *s.hits), xcalloc((size_t)cells, sizeof *s.asked), {0}, 0, 0, 0, 0, 0, 0};
+    int K = (int)a->needles, n_depths = a->depths.n, cells = a->lens.n * n_depths, rc = 1, ways = 2 + o->n_runs;
+    NeedleTally s = {0};
+    s.hits = xcalloc((size_t)cells, sizeof *s.hits);
+    s.asked = xcalloc((size_t)cells, sizeof *s.asked);
     double t_start = now_seconds();
     if (failed(!s.hits || !s.asked || kvl_model_load(&m, a->dir) || load_tokenizer(a->dir, &tok))) goto done;
-    if (!a->json)
-        printf("needle test: %s, %lld needles, %lld trial%s per context length, probes %s, rank %lld on %s, %s (%lld steps)\n",
-               a->dir, a->needles, a->trials, a->trials == 1 ? "" : "s", probe_names[a->probes], a->rank, a->targets, method_names[a->method],
-               a->method == KVL_METHOD_CLOSED_FORM ? 0LL : a->steps);
+    if (!a->json) {
+        printf("needle test: %s, %lld needles, %lld trial%s per context length, probes %s, on %s, %lld steps;", a->dir, a->needles, a->trials,
+               a->trials == 1 ? "" : "s", probe_names[a->probes], a->targets, a->steps);
+        for (int u = 0; u < o->n_runs; u++) printf("%s %s r%lld", u ? "," : "", method_names[run_method(a, u)], run_rank(a, u));
+        printf("\n");
+    }
     for (int l = 0; l < a->lens.n; l++)
         for (int t = 0; t < a->trials; t++) {
             float d[KVL_NEEDLE_MAX];
-            int got[3] = {0};
             KvlNeedleResult res;
             for (int k = 0; k < K; k++) d[k] = (float)a->depths.v[(t * K + k) % n_depths];
             o->context_len = (int)a->lens.v[l];
@@ -7415,16 +7563,24 @@ static int needle_run(const NeedleArgs *a, KvlNeedleOptions *o)
             for (int k = 0; k < K; k++) {
                 int cell = l * n_depths + (t * K + k) % n_depths;
                 s.asked[cell]++;
-                for (int w = 0; w < 3; w++) { s.hits[cell][w] += res.correct[k][w]; got[w] += res.correct[k][w]; s.total[w] += res.correct[k][w]; }
+                for (int w = 0; w < ways; w++) { s.hits[cell][w] += res.correct[k][w]; s.total[w] += res.correct[k][w]; }
             }
             s.n_asked += K;
             s.n_trials++;
             s.kv_bytes += res.kv_cache_bytes;
-            s.adapter_bytes = res.adapter_bytes;
-            s.seconds += res.distill_seconds;
-            fprintf(stderr, "trial %d/%lld: %d-token context: with context %d/%lld, no context %d/%lld, distilled %d/%lld (%d probes, %.1f s)\n",
-                    s.n_trials, a->trials * a->lens.n, res.context_tokens, got[0], a->needles, got[1], a->needles, got[2], a->needles,
-                    res.n_probes, res.distill_seconds);
+            s.probe_seconds += res.probe_seconds;
+            int got[2 + KVL_NEEDLE_RUNS] = {0};
+            for (int k = 0; k < K; k++)
+                for (int w = 0; w < ways; w++) got[w] += res.correct[k][w];
+            fprintf(stderr, "trial %d/%lld: %d-token context, %d probes (%.1f s): with context %d/%d, no context %d/%d, distilled",
+                    s.n_trials, a->trials * a->lens.n, res.context_tokens, res.n_probes, res.probe_seconds, got[0], K, got[1], K);
+            for (int u = 0; u < o->n_runs; u++) {
+                s.adapter_bytes[u] = res.adapter_bytes[u];
+                s.seconds[u] += res.distill_seconds[u];
+                s.loss[u] += res.loss[u];
+                fprintf(stderr, "%s %d/%d (%.1f s)", u ? "," : "", got[2 + u], K, res.distill_seconds[u]);
+            }
+            fprintf(stderr, "\n");
         }
     s.kv_bytes /= (size_t)s.n_trials;
     s.wall = now_seconds() - t_start;
@@ -7453,11 +7609,12 @@ static int cmd_needle(int argc, char **argv)
         {"--context-len", OPT_NUMBERS, &a.lens, 1, 1 << 20, "512", "T,...", "document lengths in tokens"},
         {"--depths", OPT_NUMBERS, &a.depths, 0, 1, "0,0.25,0.5,0.75,1", "D,...", "needle depths"},
         {"--probes", OPT_CHOICE, &a.probes, 0, 0, "self-study", "self-study|context|both", "what the adapter is distilled on"},
-        {"--rank", OPT_INT, &a.rank, 1, 65536, "2", "R", "the adapter's rank"},
+        {"--rank", OPT_NUMBERS, &a.ranks, 1, 65536, "2", "R,...", "the adapter's rank (several: one run each)"},
         {"--alpha", OPT_POSITIVE, &a.alpha, 0, INFINITY, NULL, "A", "its alpha (default 2 R)"},
         {"--targets", OPT_STRING, &a.targets, 0, 0, "all", "LIST", "adapted layers, e.g. q_proj,v_proj"},
-        {"--method", OPT_CHOICE, &a.method, 0, 0, "gradient", "gradient|closed-form|hybrid", "AdamW steps; a least-squares solve per layer;\n"
-                                                                                             "the solve, then the steps (kvlora distill --help)"},
+        {"--method", OPT_CHOICES, &a.methods, 0, 0, "gradient", "gradient|closed-form|hybrid", "AdamW steps; a least-squares solve per layer;\n"
+                                                                                              "the solve, then the steps (kvlora distill --help);\n"
+                                                                                              "several, comma-separated: one run each"},
         {"--damping", OPT_FLOAT, &a.damping, 0, INFINITY, "0.01", "D", "the solve's ridge, relative to the mean of diag(X X^T)"},
         {"--solve-tokens", OPT_INT, &a.solve_tokens, 1, 1 << 30, "4096", "N", "the probe tokens the solve uses"},
         {"--steps", OPT_INT, &a.steps, 0, 1 << 30, "200", "S", "distillation steps"},
@@ -7476,14 +7633,22 @@ static int cmd_needle(int argc, char **argv)
     if (r != GO_ON) return r;
     if (kvl_lora_parse_targets(a.targets, o.targets)) return usage_error("needle", "--targets: %s", kvl_last_error());
     if (probe_sets[a.probes] & KVL_PROBES_SELF_STUDY && a.self_study == 0) return usage_error("needle", "self-study probes need --self-study N > 0");
+    for (int i = 0; i < a.ranks.n; i++)
+        if (a.ranks.v[i] != floor(a.ranks.v[i])) return usage_error("needle", "--rank: %g is not a whole number", a.ranks.v[i]);
+    if (a.methods.n * a.ranks.n > KVL_NEEDLE_RUNS)
+        return usage_error("needle", "%d methods x %d ranks make more than %d runs", a.methods.n, a.ranks.n, KVL_NEEDLE_RUNS);
 #ifdef _OPENMP
     if (a.threads) omp_set_num_threads((int)a.threads);
 #endif
     o.n_needles = (int)a.needles; o.probes = probe_sets[a.probes]; o.n_self_study = (int)a.self_study;
-    o.self_study_len = (int)a.self_study_len; o.chunk_len = (int)a.chunk_len; o.rank = (int)a.rank;
-    o.alpha = a.alpha > 0 ? a.alpha : 2.0f * a.rank;
+    o.self_study_len = (int)a.self_study_len; o.chunk_len = (int)a.chunk_len;
+    o.n_runs = a.methods.n * a.ranks.n;
+    for (int u = 0; u < o.n_runs; u++) {
+        long long rank = run_rank(&a, u);
+        o.runs[u] = (KvlNeedleRun){run_method(&a, u), (int)rank, a.alpha > 0 ? a.alpha : 2.0f * rank};
+    }
     o.distill = (KvlDistillOptions){1, (int)a.steps, (int)a.batch, a.lr, 0.0f, (uint64_t)a.seed, NULL, NULL};
-    o.method = a.method; o.damping = a.damping; o.solve_tokens = (int)a.solve_tokens;
+    o.damping = a.damping; o.solve_tokens = (int)a.solve_tokens;
     return needle_run(&a, &o);
 }
 

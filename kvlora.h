@@ -410,7 +410,14 @@ int  kvl_pretrain_eval(KvlModel *m, KvlTokenizer *tok, int n_texts, int max_sent
 /* ---- the needle test ---- */
 
 #define KVL_NEEDLE_MAX 64
+#define KVL_NEEDLE_RUNS 16
 enum { KVL_PROBES_SELF_STUDY = 1, KVL_PROBES_CONTEXT = 2 };
+
+/* One adapter of a trial: how it is distilled (KVL_METHOD_*), its rank and alpha. */
+typedef struct {
+    int method, rank;
+    float alpha;
+} KvlNeedleRun;
 
 typedef struct {
     int n_needles;                /* K, 1 .. KVL_NEEDLE_MAX */
@@ -418,25 +425,28 @@ typedef struct {
     int probes;                   /* KVL_PROBES_SELF_STUDY and/or KVL_PROBES_CONTEXT */
     int n_self_study, self_study_len;   /* self-study samples after "\nQ:", and their length */
     int chunk_len;                /* context probes: windows of this many tokens */
-    int rank;                     /* the adapter: rank, alpha, targets */
-    float alpha;
-    int targets[KVL_N_TARGETS];
-    KvlDistillOptions distill;    /* steps, batch, lr, seed (also of the samples and the adapter) */
-    int method;                   /* KVL_METHOD_*; the closed form's damping and probe tokens: */
-    float damping;
+    int n_runs;                   /* adapters distilled from the same cache and probes, 1 .. KVL_NEEDLE_RUNS */
+    KvlNeedleRun runs[KVL_NEEDLE_RUNS];
+    int targets[KVL_N_TARGETS];   /* the layers every adapter adapts */
+    KvlDistillOptions distill;    /* steps, batch, lr, seed (also of the samples and the adapters) */
+    float damping;                /* the closed form's damping and probe tokens */
     int solve_tokens;
 } KvlNeedleOptions;
 
 typedef struct {
     int n_needles, context_tokens, n_probes;
     KvlNeedle needles[KVL_NEEDLE_MAX];
-    int correct[KVL_NEEDLE_MAX][3];     /* per needle: with the context, without it, with the adapter */
-    size_t kv_cache_bytes, adapter_bytes;     /* float32, the context's tokens */
-    double distill_seconds;             /* probes and training */
+    int correct[KVL_NEEDLE_MAX][2 + KVL_NEEDLE_RUNS];   /* per needle: with the context, without it, with each run's adapter */
+    size_t kv_cache_bytes;                   /* float32, the context's tokens */
+    size_t adapter_bytes[KVL_NEEDLE_RUNS];
+    double probe_seconds;                    /* making the probes (self-study samples the teacher) */
+    double distill_seconds[KVL_NEEDLE_RUNS]; /* each run's distillation from the probes */
+    double loss[KVL_NEEDLE_RUNS];            /* the distillation loss over every probe, each run's adapter */
 } KvlNeedleResult;
 
-/* One trial: a fresh document from doc_seed, its cache, an adapter distilled from it, and
-   every needle's question asked with the context, without it, and with the adapter. */
+/* One trial: a fresh document from doc_seed, its cache, probes, an adapter distilled from
+   them for each run, and every needle's question asked with the context, without it, and
+   with each adapter. */
 int  kvl_needle_trial(KvlModel *m, KvlTokenizer *tok, const KvlNeedleOptions *opt, const float *depths, uint64_t doc_seed,
                       KvlNeedleResult *result);
 

@@ -2193,6 +2193,71 @@ static void test_top_singular(void)
     }
 }
 
+/* The top eigenpairs against their definition (a v = λ v, VᵀV = I) and against known
+   eigenvalues: matrices Q diag(λ) Qᵀ with λ repeated (5, 5, 5), two apart by 1e-9
+   relative, others 1e-6 and 0 (so ill-conditioned), one already diagonal (every
+   reflection is the identity), and sizes from 1 to 12; the top r of n, r from 1 to n. */
+static void test_symmetric_top_eigen(void)
+{
+    enum { N = 12 };
+    static const double spectra[3][N] = {
+        {5, 5, 5, 3, 3 * (1 + 1e-9), 2, 1, 0.5, 1e-6, 1e-6, 0, 0},
+        {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12},
+        {-4, 9, 0.25, 9, -4, 1e-3, 2, 2, 7, -1, 0, 3},
+    };
+    KvlRng rng;
+    kvl_rng_seed(&rng, 21);
+    double worst_res = 0.0, worst_orth = 0.0, worst_value = 0.0;
+    int cases = 0, solved = 1;
+    for (int sp = 0; sp < 3; sp++)
+        for (int n = 1; n <= N; n += (n < 4 ? 1 : 4))
+            for (int diagonal = 0; diagonal < 2; diagonal++) {
+                double q[N * N], a[N * N], work[N * N], want[N], values[N], vectors[N * N];
+                for (int i = 0; i < n * n; i++) q[i] = rand_normal(&rng);
+                for (int j = 0; j < n; j++) {          /* Gram-Schmidt on the columns: Q orthogonal */
+                    for (int k = 0; k < j; k++) {
+                        double dot = 0.0;
+                        for (int i = 0; i < n; i++) dot += q[i * n + j] * q[i * n + k];
+                        for (int i = 0; i < n; i++) q[i * n + j] -= dot * q[i * n + k];
+                    }
+                    double norm = 0.0;
+                    for (int i = 0; i < n; i++) norm += q[i * n + j] * q[i * n + j];
+                    for (int i = 0; i < n; i++) q[i * n + j] = diagonal ? (i == j) : q[i * n + j] / sqrt(norm);
+                }
+                for (int i = 0; i < n; i++)
+                    for (int j = 0; j < n; j++) {
+                        double x = 0.0;
+                        for (int k = 0; k < n; k++) x += q[i * n + k] * spectra[sp][k] * q[j * n + k];
+                        a[i * n + j] = x;
+                    }
+                for (int i = 0; i < n; i++) want[i] = spectra[sp][i];
+                for (int i = 1; i < n; i++)            /* descending */
+                    for (int j = i; j > 0 && want[j - 1] < want[j]; j--) { double t = want[j]; want[j] = want[j - 1]; want[j - 1] = t; }
+                double scale = fabs(want[0]) > fabs(want[n - 1]) ? fabs(want[0]) : fabs(want[n - 1]);
+                for (int r = 1; r <= n; r++) {
+                    memcpy(work, a, sizeof(double) * n * n);
+                    solved &= symmetric_top_eigen(work, n, r, values, vectors) == 0;
+                    for (int k = 0; k < r; k++) {
+                        worst_value = fmax(worst_value, fabs(values[k] - want[k]) / scale);
+                        for (int i = 0; i < n; i++) {
+                            double av = 0.0;
+                            for (int j = 0; j < n; j++) av += a[i * n + j] * vectors[j * r + k];
+                            worst_res = fmax(worst_res, fabs(av - values[k] * vectors[i * r + k]) / scale);
+                        }
+                        for (int l = 0; l < r; l++) {
+                            double dot = 0.0;
+                            for (int i = 0; i < n; i++) dot += vectors[i * r + k] * vectors[i * r + l];
+                            worst_orth = fmax(worst_orth, fabs(dot - (k == l)));
+                        }
+                    }
+                    cases++;
+                }
+            }
+    printf("  top eigenpairs of %d matrices: eigenvalues to %.1e, |a v - λ v| to %.1e (of max|λ|), VᵀV = I to %.1e\n",
+           cases, worst_value, worst_res, worst_orth);
+    CHECK(solved && worst_value < 1e-13 && worst_res < 1e-13 && worst_orth < 1e-12, "eigenpairs to double precision");
+}
+
 /* On one linear layer: the whitened truncation is the best rank-r update. It beats the
    plain truncation of ΔW*, equals the optimum that alternating least squares finds by
    brute force from several starts, and at full rank gives ΔW* itself. */
@@ -3639,7 +3704,9 @@ static void test_needle_builtin_model(void)
     }
     KvlNeedleOptions o = {0};
     o.n_needles = NEEDLE_TEST_K; o.context_len = NEEDLE_TEST_LEN; o.probes = KVL_PROBES_SELF_STUDY;
-    o.n_self_study = NEEDLE_TEST_SAMPLES; o.self_study_len = NEEDLE_TEST_SAMPLE_LEN; o.chunk_len = 32; o.rank = 4; o.alpha = 8;
+    o.n_self_study = NEEDLE_TEST_SAMPLES; o.self_study_len = NEEDLE_TEST_SAMPLE_LEN; o.chunk_len = 32;
+    o.n_runs = 1;
+    o.runs[0] = (KvlNeedleRun){KVL_METHOD_GRADIENT, 4, 8.0f};
     for (int i = 0; i < KVL_N_TARGETS; i++) o.targets[i] = 1;
     o.distill = (KvlDistillOptions){1, NEEDLE_TEST_STEPS, NEEDLE_TEST_BATCH, 1e-2f, 0.0f, 0, NULL, NULL};
     int hits[3] = {0}, asked = 0;
@@ -3706,6 +3773,50 @@ static void test_cli_needle(void)
     remove(svg);
 }
 
+/* needle --method and --rank with several values: one row of "runs" per method and rank
+   (method-major), each from the same document, probes and initial adapter, so that a run
+   gives what it gives alone: the closed form at rank 4, run alone, reaches the same loss and
+   answers as the last of the four runs. */
+static void test_cli_needle_runs(void)
+{
+    if (!file_exists("data/model/config.json")) { SKIP("kvlora needle runs: data/model not present"); return; }
+    const char *out = tmp_path("needle_runs.json"), *alone = tmp_path("needle_alone.json");
+    static const char *const common = " needle data/model --needles 2 --trials 1 --context-len 96 --steps 3 --self-study 4 --self-study-len 8 --json";
+    char cmd[2048], *text = NULL, *text_alone = NULL;
+    size_t len;
+    snprintf(cmd, sizeof cmd, KVLORA_CLI "%s --method gradient,closed-form --rank 2,4 > %s 2>" NULL_DEVICE, common, out);
+    CHECK(system(cmd) == 0, "%s", cmd);
+    snprintf(cmd, sizeof cmd, KVLORA_CLI "%s --method closed-form --rank 4 > %s 2>" NULL_DEVICE, common, alone);
+    CHECK(system(cmd) == 0, "%s", cmd);
+    Json *j = NULL, *one = NULL;
+    if (read_file(out, &text, &len) == 0 && parse_ok(text, &j) && read_file(alone, &text_alone, &len) == 0 && parse_ok(text_alone, &one)) {
+        const Json *runs = json_get(j, "runs");
+        static const char *const methods[4] = {"gradient", "gradient", "closed-form", "closed-form"};
+        static const int ranks[4] = {2, 4, 2, 4};
+        CHECK(runs && runs->type == JSON_ARRAY && runs->length == 4, "--json: 4 runs");
+        for (size_t u = 0; runs && u < runs->length && u < 4; u++) {
+            const Json *row = runs->children[u], *method = json_get(row, "method"), *rank = json_get(row, "rank");
+            const Json *recall = json_get(row, "recall"), *loss = json_get(row, "loss"), *sec = json_get(row, "seconds"), *bytes = json_get(row, "adapter_bytes");
+            CHECK(method && method->type == JSON_STRING && !strcmp(method->string, methods[u]) && rank && rank->number == ranks[u],
+                  "run %zu: %s at rank %d", u, methods[u], ranks[u]);
+            CHECK(recall && recall->number >= 0 && recall->number <= 1 && loss && loss->number > 0 && sec && sec->number > 0,
+                  "run %zu: recall a fraction, a loss, seconds", u);
+            CHECK(bytes && bytes->number == 20480 * 4 / 2 * ranks[u], "run %zu: adapter_bytes %.0f", u, bytes ? bytes->number : -1);
+        }
+        const Json *last = runs && runs->length == 4 ? runs->children[3] : NULL, *row = json_get(one, "runs");
+        row = row && row->length == 1 ? row->children[0] : NULL;
+        CHECK(last && row && json_get(last, "loss")->number == json_get(row, "loss")->number &&
+              json_get(last, "recall")->number == json_get(row, "recall")->number, "a run among others gives what it gives alone");
+        CHECK(json_get(j, "distilled")->number == json_get(runs->children[0], "recall")->number, "the top level's distilled is the first run's");
+    } else CHECK(0, "--json prints one JSON object: %.200s", text ? text : "(nothing)");
+    json_free(j);
+    json_free(one);
+    free(text);
+    free(text_alone);
+    remove(out);
+    remove(alone);
+}
+
 /* `kvlora needle`'s command line: --help, usage errors (exit 2), and work that cannot be
    done (exit 1). */
 static void test_cli_needle_usage(void)
@@ -3713,6 +3824,11 @@ static void test_cli_needle_usage(void)
     if (!file_exists("data/model/config.json")) { SKIP("kvlora needle's command line: data/model not present"); return; }
     CHECK(system(KVLORA_CLI " needle --help > " NULL_DEVICE) == 0, "needle --help");
     CHECK(WEXITSTATUS(system(KVLORA_CLI " needle data/model --needles 0 2>" NULL_DEVICE)) == 2, "--needles 0 is a usage error");
+    CHECK(WEXITSTATUS(system(KVLORA_CLI " needle data/model --method gradient,sgd 2>" NULL_DEVICE)) == 2, "--method with an unknown method");
+    CHECK(WEXITSTATUS(system(KVLORA_CLI " needle data/model --method gradient, 2>" NULL_DEVICE)) == 2, "--method with an empty item");
+    CHECK(WEXITSTATUS(system(KVLORA_CLI " needle data/model --rank 2.5 2>" NULL_DEVICE)) == 2, "--rank 2.5");
+    CHECK(WEXITSTATUS(system(KVLORA_CLI " needle data/model --method gradient,closed-form,hybrid --rank 1,2,3,4,5,6 2>" NULL_DEVICE)) == 2,
+          "18 runs are more than 16");
     CHECK(WEXITSTATUS(system(KVLORA_CLI " needle 2>" NULL_DEVICE)) == 2, "no model directory is a usage error");
     CHECK(WEXITSTATUS(system(KVLORA_CLI " needle data/model --context-len 20 >" NULL_DEVICE " 2>&1")) == 1,
           "4 needles in 20 tokens: the work fails (exit 1)");
@@ -3976,6 +4092,7 @@ static const struct { const char *name; void (*fn)(void); } tests[] = {
     {"distill_is_reproducible", test_distill_is_reproducible},
     {"closed_form_lowers_loss", test_closed_form_lowers_loss},
     {"cholesky_and_solves", test_cholesky_and_solves},
+    {"symmetric_top_eigen", test_symmetric_top_eigen},
     {"top_singular", test_top_singular},
     {"lowrank_least_squares", test_lowrank_least_squares},
     {"adapter_roundtrip", test_adapter_roundtrip},
@@ -4013,6 +4130,7 @@ static const struct { const char *name; void (*fn)(void); } tests[] = {
     {"builtin_model_greedy_answers", test_builtin_model_greedy_answers},
     {"needle_builtin_model", test_needle_builtin_model},
     {"cli_needle", test_cli_needle},
+    {"cli_needle_runs", test_cli_needle_runs},
     {"cli_needle_usage", test_cli_needle_usage},
     {"argmax", test_argmax},
     {"sampling", test_sampling},
