@@ -3462,16 +3462,15 @@ typedef struct {
 
 /* Layer l on T tokens at positions pos0 ... : x (the residual stream, [T][D]) gets
        x += Attention(RMSNorm(x));  x += MLP(RMSNorm(x))
-   and the tokens' keys and values go into the cache. */
-static void layer_forward(float *x, KvlCache *cache, const LayerBuffers *b, const KvlModel *m, int l, int pos0, int T)
+   and the tokens' keys and values go into the cache. Its two blocks, the first:
+       n = RMSNorm(x);  x += o(attention(rope(q(n)), rope(k(n)), v(n)))   (with the cache) */
+static void attention_block_forward(float *x, KvlCache *cache, const LayerBuffers *b, const KvlModel *m, int l, int pos0, int T)
 {
     const KvlConfig *c = &m->config;
     const KvlWeights *w = &m->w;
     const KvlLora *lora = m->lora;
-    int D = c->dim, H = c->n_heads, KVH = c->n_kv_heads, HD = c->head_dim, F = c->ffn_dim;
+    int D = c->dim, H = c->n_heads, KVH = c->n_kv_heads, HD = c->head_dim;
     int QD = H * HD, KD = KVH * HD, half = HD / 2;
-
-    /* attention block */
     if (b->res_attn) memcpy(b->res_attn, x, sizeof(float) * T * D);
     PARALLEL_FOR
     for (int t = 0; t < T; t++) rmsnorm_forward(b->xn_attn + (size_t)t * D, x + (size_t)t * D, w->attn_norm + (size_t)l * D, D, c->rms_eps);
@@ -3497,8 +3496,15 @@ static void layer_forward(float *x, KvlCache *cache, const LayerBuffers *b, cons
     attention_forward(b->att_out, b->att, b->att_head_stride, b->att_row_stride, b->q, cache, l, pos0, T, c);
     linear_forward(b->delta, b->u[KVL_O_PROJ], b->att_out, w->wo + (size_t)l * D * QD, NULL, lora, KVL_O_PROJ, l, T, QD, D, b->lora_tmp);
     for (size_t i = 0; i < (size_t)T * D; i++) x[i] += b->delta[i];
+}
 
-    /* MLP block: down(silu(gate(x)) * up(x)) */
+/* The second: n = RMSNorm(x);  x += down(silu(gate(n)) * up(n)) */
+static void mlp_block_forward(float *x, const LayerBuffers *b, const KvlModel *m, int l, int T)
+{
+    const KvlConfig *c = &m->config;
+    const KvlWeights *w = &m->w;
+    const KvlLora *lora = m->lora;
+    int D = c->dim, F = c->ffn_dim;
     if (b->res_mlp) memcpy(b->res_mlp, x, sizeof(float) * T * D);
     PARALLEL_FOR
     for (int t = 0; t < T; t++) rmsnorm_forward(b->xn_mlp + (size_t)t * D, x + (size_t)t * D, w->mlp_norm + (size_t)l * D, D, c->rms_eps);
@@ -3507,6 +3513,12 @@ static void layer_forward(float *x, KvlCache *cache, const LayerBuffers *b, cons
     swiglu_forward(b->hidden, b->gate, b->up, (size_t)T * F);
     linear_forward(b->delta, b->u[KVL_DOWN_PROJ], b->hidden, w->w_down + (size_t)l * D * F, NULL, lora, KVL_DOWN_PROJ, l, T, F, D, b->lora_tmp);
     for (size_t i = 0; i < (size_t)T * D; i++) x[i] += b->delta[i];
+}
+
+static void layer_forward(float *x, KvlCache *cache, const LayerBuffers *b, const KvlModel *m, int l, int pos0, int T)
+{
+    attention_block_forward(x, cache, b, m, l, pos0, T);
+    mlp_block_forward(x, b, m, l, T);
 }
 
 /* Layer backward, layer_forward read from the bottom up. dx holds d loss / d x for the
@@ -3945,20 +3957,8 @@ static void student_layer_buffers(LayerBuffers *b, const KvlModel *m, const Acts
     b->rope_cos = s->rope_cos; b->rope_sin = s->rope_sin;
 }
 
-/* Layer l of the student over T tokens from position 0, with the model's adapter
-   (m->lora): x, the residual stream entering the layer ([T][D]), becomes the stream
-   leaving it, and the layer's activations land in its own slice of a. The RoPE tables
-   must hold positions 0 .. T-1. */
-static void student_layer_forward(Acts *a, KvlModel *m, float *x, int T, int l)
-{
-    LayerBuffers b;
-    student_layer_buffers(&b, m, a, l, T);
-    a->cache.n_tokens = 0;
-    layer_forward(x, &a->cache, &b, m, l, 0, T);
-}
-
-/* The student's forward pass over tokens[0..T) from position 0 with the model's adapter:
-   section 6's layer_forward, each layer writing into its own slice of a. */
+/* The student's forward pass over tokens[0..T) from position 0 with the model's adapter
+   (m->lora): section 6's layer_forward, each layer writing into its own slice of a. */
 static void student_forward(Acts *a, const int *tokens, KvlModel *m, int T)
 {
     const KvlConfig *c = &m->config;
@@ -3969,7 +3969,12 @@ static void student_forward(Acts *a, const int *tokens, KvlModel *m, int T)
     a->tokens = tokens;
     embedding_forward(x, tokens, w->embed, T, D);
     rope_tables(s->rope_cos, s->rope_sin, s->inv_freq, 0, T, c->head_dim / 2);
-    for (int l = 0; l < c->n_layers; l++) student_layer_forward(a, m, x, T, l);
+    a->cache.n_tokens = 0;
+    for (int l = 0; l < c->n_layers; l++) {
+        LayerBuffers b;
+        student_layer_buffers(&b, m, a, l, T);
+        layer_forward(x, &a->cache, &b, m, l, 0, T);
+    }
     a->cache.n_tokens = T;
     for (int t = 0; t < T; t++) rmsnorm_forward(a->xn_final + (size_t)t * D, x + (size_t)t * D, w->final_norm, D, c->rms_eps);
     matmul(a->logits, a->xn_final, w->lm_head, NULL, T, D, c->vocab_size);
@@ -5063,12 +5068,15 @@ static int solve_group(KvlModel *m, KvlLora *lora, int l, int g, const float *xt
         if (!lora->has[k] || target_group[k] != g) continue;
         int out = lora->out[k];
         const float *w = weights[k] + (size_t)l * out * in;
-        for (int o = 0; o < out; o++)           /* C = W E */
-            for (int j = 0; j < in; j++) {
-                double s = 0.0;
-                for (int i = 0; i < in; i++) s += w[(size_t)o * in + i] * e[(size_t)i * in + j];
-                cross[(size_t)o * in + j] = s;
+        PARALLEL_FOR
+        for (int o = 0; o < out; o++) {         /* C = W E, row o summed over i in order, along E's rows */
+            double *c_row = cross + (size_t)o * in;
+            for (int j = 0; j < in; j++) c_row[j] = 0.0;
+            for (int i = 0; i < in; i++) {
+                double w_oi = w[(size_t)o * in + i];
+                for (int j = 0; j < in; j++) c_row[j] += w_oi * e[(size_t)i * in + j];
             }
+        }
         memcpy(g2, gram, sizeof(double) * in * in);
         if (lowrank_least_squares(b, a, g2, cross, out, in, R)) goto done;
         /* dW = scale * B A: B as solved, A divided by the scale */
@@ -5079,6 +5087,18 @@ static int solve_group(KvlModel *m, KvlLora *lora, int l, int g, const float *xt
 done:
     free(gram); free(e); free(g2); free(cross); free(x); free(diff); free(b); free(a);
     return r;
+}
+
+/* Block 0 (attention) or 1 (the MLP) of the student's layer l over T tokens from position
+   0, as in student_forward: x, the residual stream entering the block, becomes the stream
+   leaving it; the activations land in a's slice l. The RoPE tables hold positions 0 .. T-1. */
+static void student_block_forward(Acts *a, KvlModel *m, float *x, int T, int l, int block)
+{
+    LayerBuffers b;
+    student_layer_buffers(&b, m, a, l, T);
+    a->cache.n_tokens = 0;
+    if (block == 0) attention_block_forward(x, &a->cache, &b, m, l, 0, T);
+    else mlp_block_forward(x, &b, m, l, T);
 }
 
 int kvl_distill_closed_form(KvlModel *m, KvlCache *cache, const int *prefix, int n_prefix, const KvlProbe *probes, int n_probes,
@@ -5118,26 +5138,27 @@ int kvl_distill_closed_form(KvlModel *m, KvlCache *cache, const int *prefix, int
         memcpy(seq + n_prefix, probes[i].ids, sizeof(int) * probes[i].n);
         embedding_forward(entering + row * D, seq, m->w.embed, n_prefix + probes[i].n, D);
     }
-    /* Layer by layer: each group's inputs come from layer l run again (on a copy of the
-       stream) with the updates solved so far, layer l's own included; once the layer is
-       solved, one more run moves every stream on to the next layer. */
+    /* Block by block (attention, then MLP, of each layer): each group's inputs come from its
+       block run again, on a copy of the stream, with the updates solved so far, the block's
+       own included; once the block is solved, one more run moves every stream past it. */
     for (int l = 0; l < c->n_layers; l++)
-        for (int g = 0; g <= N_GROUPS; g++) {
-            int wanted = g == N_GROUPS && l + 1 < c->n_layers, width = g < N_GROUPS ? group_width(c, g) : D;
-            for (int k = 0; k < KVL_N_TARGETS && g < N_GROUPS; k++) wanted |= lora->has[k] && target_group[k] == g;
-            if (!wanted) continue;
-            for (size_t at = 0, row = 0, i = 0; i < (size_t)n_use; at += (size_t)probes[i].n, row += (size_t)(n_prefix + probes[i].n), i++) {
-                int T = n_prefix + probes[i].n;
-                float *x = g < N_GROUPS ? acts.res_final : entering + row * D;
-                if (g < N_GROUPS) memcpy(x, entering + row * D, sizeof(float) * T * D);
-                rope_tables(m->scratch->rope_cos, m->scratch->rope_sin, m->scratch->inv_freq, 0, T, c->head_dim / 2);
-                student_layer_forward(&acts, m, x, T, l);
-                if (g == N_GROUPS) continue;
-                const float *layer_in[N_GROUPS] = {acts.xn_attn, acts.att_out, acts.xn_mlp, acts.hidden};
-                memcpy(student + at * width, layer_in[g] + ((size_t)l * T + n_prefix) * width, sizeof(float) * probes[i].n * width);
+        for (int block = 0; block < 2; block++)
+            for (int g = 2 * block; g <= 2 * block + 2; g++) {
+                int move = g == 2 * block + 2, width = move ? D : group_width(c, g), wanted = move && (l + 1 < c->n_layers || block == 0);
+                for (int k = 0; k < KVL_N_TARGETS && !move; k++) wanted |= lora->has[k] && target_group[k] == g;
+                if (!wanted) continue;
+                for (size_t at = 0, row = 0, i = 0; i < (size_t)n_use; at += (size_t)probes[i].n, row += (size_t)(n_prefix + probes[i].n), i++) {
+                    int T = n_prefix + probes[i].n;
+                    float *x = move ? entering + row * D : acts.res_final;
+                    if (!move) memcpy(x, entering + row * D, sizeof(float) * T * D);
+                    rope_tables(m->scratch->rope_cos, m->scratch->rope_sin, m->scratch->inv_freq, 0, T, c->head_dim / 2);
+                    student_block_forward(&acts, m, x, T, l, block);
+                    if (move) continue;
+                    const float *layer_in[N_GROUPS] = {acts.xn_attn, acts.att_out, acts.xn_mlp, acts.hidden};
+                    memcpy(student + at * width, layer_in[g] + ((size_t)l * T + n_prefix) * width, sizeof(float) * probes[i].n * width);
+                }
+                if (!move && solve_group(m, lora, l, g, teacher[g] + (size_t)l * n_all * width, student, n_all, damping)) goto done;
             }
-            if (g < N_GROUPS && solve_group(m, lora, l, g, teacher[g] + (size_t)l * n_all * width, student, n_all, damping)) goto done;
-        }
     r = 0;
 done:
     m->lora = keep;
