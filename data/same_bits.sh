@@ -42,9 +42,10 @@
 #
 # Compared: every file the commands write and every command's stdout (one .stdout file per
 # family of commands, their outputs in order), byte for byte with cmp. Not compared: stderr,
-# which carries progress and timings. One line of stdout carries a timing: needle --json's
-# "distill_seconds": N.NNN, which is replaced by "distill_seconds": "(timing removed)" before
-# the comparison (only that field; everything else in the JSON is compared as written).
+# which carries progress and timings. One line of stdout carries timings: needle --json's
+# "distill_seconds", "probe_seconds" and each run's "seconds": N.NNN, each replaced by
+# "(timing removed)" before the comparison (only those fields; everything else in the JSON is
+# compared as written).
 #
 # Output: one line per compared file, "same  NAME" or "DIFF  NAME", then
 # "same bits: N files identical" (exit 0) or "DIFFERENT: K of N files differ" (exit 1).
@@ -207,10 +208,10 @@ suite() {
         --weights 0.5,2 --combine -o adapter.combined
     run generate "$K" generate merged.model --ids 0,5,6,7,8 -n 16
 
-    # needle: the whole test, small; its one timing is taken out of the JSON
+    # needle: the whole test, small; its timings are taken out of the JSON
     run needle "$K" needle "$M" --json --seed 3 --needles 2 --trials 2 --context-len 64,128 --steps 20 \
         --self-study 12 --self-study-len 16 --batch 4 --probes both --svg needle.svg
-    sed -E 's/"distill_seconds": [0-9.]+/"distill_seconds": "(timing removed)"/' needle.stdout > needle.json
+    sed -E 's/"(distill_seconds|probe_seconds|seconds)": [0-9.]+/"\1": "(timing removed)"/g' needle.stdout > needle.json
     rm needle.stdout
 
     # tokenize and detokenize through every tokenizer
