@@ -7817,8 +7817,8 @@ static double linear_macs_per_token(const KvlConfig *c)
 static int bench_forward(KvlModel *m, const int *ids, int T, int repeat, float *logits)
 {
     const KvlConfig *c = &m->config;
-    double attn_macs = 0, best = 1e30;      /* q.k and p.v over the causal triangle */
-    for (int t = 0; t < T; t++) attn_macs += 2.0 * c->n_heads * c->head_dim * (t + 1);
+    double attn_macs = 0, best = 1e30;      /* q.k and p.v over the causal triangle, in every layer */
+    for (int t = 0; t < T; t++) attn_macs += 2.0 * c->n_layers * c->n_heads * c->head_dim * (t + 1);
     double prefill_flops = 2.0 * (T * linear_macs_per_token(c) + attn_macs + (double)c->dim * c->vocab_size);
     for (int r = 0; r < repeat; r++) {
         KvlCache cache;
