@@ -6381,9 +6381,19 @@ static int context_from_args(const char *dir, KvlTokenizer **tok, const ContextA
 }
 
 /* SIGINT / SIGTERM ask distill and pretrain to stop after the current step and keep what
-   they have. */
+   they have. A second one quits at once: every file is written to a temporary name and
+   renamed, so the last checkpoint on disk stays whole. */
 static volatile sig_atomic_t stop_requested;
-static void request_stop(int sig) { (void)sig; stop_requested = 1; }
+static void request_stop(int sig)
+{
+    (void)sig;
+    if (stop_requested) _Exit(130);
+    stop_requested = 1;
+}
+
+/* Before the steps there is nothing to keep: quit at once (also where the shell that
+   started the command in the background had SIGINT ignored). */
+static void quit_at_once(int sig) { (void)sig; _Exit(130); }
 
 /* --- kvlora tokenize / detokenize --- */
 
@@ -6882,7 +6892,9 @@ static const char *distill_usage =
     "the model reading the cached prefix ++ context ++ probe, and writes it in PEFT's layout\n"
     "(ADAPTER_DIR/adapter_model.safetensors + adapter_config.json). One progress line per\n"
     "step on stderr. Same seed, same adapter, whatever the number of threads. SIGINT and\n"
-    "SIGTERM stop after the current step and save the adapter as it is (exit code 130).\n"
+    "SIGTERM during the steps stop after the current step and save the adapter as it is,\n"
+    "skipping the final loss (exit code 130); a second one quits at once. Before the steps\n"
+    "they quit at once and write nothing.\n"
     "--method closed-form skips the steps: each target layer, from the bottom, gets the\n"
     "best rank-R least-squares update from the student's inputs to the teacher's outputs\n"
     "over the probes (GPTQ's recipe); hybrid then trains from that adapter.\n\n";
@@ -6895,11 +6907,12 @@ typedef struct {
     int chunks, rslora, loss, method;   /* method: KVL_METHOD_* in the order of --method's choices */
 } DistillArgs;
 
-typedef struct { KvlLora *lora; const char *out; long long every; } DistillProgress;
+typedef struct { KvlLora *lora; const char *out; long long every; int step; } DistillProgress;
 
 static int print_progress(void *ctx, int step, int steps, double loss, double elapsed, double eta, int tokens)
 {
     DistillProgress *p = ctx;
+    p->step = step;
     fprintf(stderr, "step %4d/%d  loss %.6f  %7.0f tok/s  %6.1f s elapsed  %6.1f s left\n",
             step, steps, loss, tokens * step / (elapsed + 1e-9), elapsed, eta);
     if (p->every > 0 && step % p->every == 0 && step < steps) {
@@ -7036,7 +7049,7 @@ static int distill_train(KvlModel *m, KvlCache *cache, const DistillArgs *a, con
     if (failed(kvl_distill_loss(m, cache, tokens, n_prefix, probes, n_probes, use_kl, &before))) goto done;
     fprintf(stderr, "kvlora: rank %d, alpha %g, %zu parameters; %s loss over the probes before: %.6f\n",
             lora.rank, lora.alpha, lora.n_params, use_kl ? "kl" : "mse", before);
-    DistillProgress progress = {&lora, a->out, a->every};
+    DistillProgress progress = {&lora, a->out, a->every, 0};
     KvlDistillOptions opt = {use_kl, (int)a->steps, (int)a->batch, a->lr, a->weight_decay, (uint64_t)a->seed, print_progress, &progress};
     signal(SIGINT, request_stop);
     signal(SIGTERM, request_stop);
@@ -7047,17 +7060,21 @@ static int distill_train(KvlModel *m, KvlCache *cache, const DistillArgs *a, con
                    kvl_distill_loss(m, cache, tokens, n_prefix, probes, n_probes, use_kl, &solved))) goto done;
         fprintf(stderr, "kvlora: closed form in %.1f s: loss %.6f\n", now_seconds() - t0, solved);
     }
-    if (failed((a->method != KVL_METHOD_CLOSED_FORM && kvl_distill(m, cache, tokens, n_prefix, probes, n_probes, &lora, &opt, &last)) ||
-               kvl_distill_loss(m, cache, tokens, n_prefix, probes, n_probes, use_kl, &after))) goto done;
+    if (failed(a->method != KVL_METHOD_CLOSED_FORM && kvl_distill(m, cache, tokens, n_prefix, probes, n_probes, &lora, &opt, &last))) goto done;
+    if (stop_requested) {                       /* the adapter first; the loss over every probe would take a while */
+        if (failed(kvl_lora_save(&lora, a->out))) goto done;
+        fprintf(stderr, "kvlora: interrupted after step %d of %lld; the adapter as trained so far is in %s "
+                "(the final loss over the probes is skipped)\n", progress.step, a->steps, a->out);
+        rc = 130;
+        goto done;
+    }
+    if (failed(kvl_distill_loss(m, cache, tokens, n_prefix, probes, n_probes, use_kl, &after))) goto done;
     double seconds = now_seconds() - t0;
     if (failed(kvl_lora_save(&lora, a->out))) goto done;
     size_t kv_bytes = kvl_cache_bytes_per_token(c) * (size_t)(n_tokens - n_prefix);
-    if (stop_requested)
-        fprintf(stderr, "kvlora: interrupted; the adapter as trained so far is in %s (loss %.6f)\n", a->out, after);
-    else
-        fprintf(stderr, "kvlora: loss %.6f -> %.6f in %.1f s; wrote %s: %zu bytes of float32 LoRA for %zu bytes of float32 KV cache (%.1f%%)\n",
-                before, after, seconds, a->out, lora.n_params * 4, kv_bytes, 100.0 * lora.n_params * 4 / (kv_bytes ? kv_bytes : 1));
-    rc = stop_requested ? 130 : 0;
+    fprintf(stderr, "kvlora: loss %.6f -> %.6f in %.1f s; wrote %s: %zu bytes of float32 LoRA for %zu bytes of float32 KV cache (%.1f%%)\n",
+            before, after, seconds, a->out, lora.n_params * 4, kv_bytes, 100.0 * lora.n_params * 4 / (kv_bytes ? kv_bytes : 1));
+    rc = 0;
 done:
     m->lora = NULL;
     kvl_lora_free(&lora);
@@ -7114,6 +7131,8 @@ static int cmd_distill(int argc, char **argv)
     if (kvl_lora_parse_targets(a.targets, has)) return usage_error("distill", "--targets: %s", kvl_last_error());
     if (a.self_study < 0 && !a.chunks && !a.query_ids && !a.queries) { a.self_study = 16; a.chunks = 1; }
     if (a.self_study < 0) a.self_study = 0;
+    signal(SIGINT, quit_at_once);               /* until the steps begin */
+    signal(SIGTERM, quit_at_once);
     r = 1;
     if (!failed(kvl_model_load(&m, a.dir) || distill_context(m, &a, &tok, &cache, &tokens, &n_tokens, &n_prefix) ||
                 distill_probes(m, &cache, &tok, &a, tokens, n_tokens, n_prefix, &probes, &n_probes)))

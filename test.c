@@ -3193,7 +3193,7 @@ static void test_bad_input_table(void)
 }
 
 /* distill --checkpoint-every keeps a whole adapter on disk, and SIGINT stops training
-   with the adapter saved. */
+   with the adapter saved (the final loss skipped); before the steps it writes nothing. */
 static void test_checkpoint_and_interrupt(void)
 {
     char cmd[4096], dir[600], path[1024];
@@ -3217,10 +3217,21 @@ static void test_checkpoint_and_interrupt(void)
     snprintf(path, sizeof path, "%s.log", dir);
     size_t len;
     char *log = slurp(path, &len);
-    CHECK(log && strstr(log, "checkpoint at step 3") && strstr(log, "interrupted"), "the log shows checkpoints and the interruption");
+    CHECK(log && strstr(log, "checkpoint at step 3") && strstr(log, "interrupted after step") && strstr(log, "final loss over the probes is skipped"),
+          "the log shows checkpoints and the interruption, the final loss skipped");
     free(log);
     remove_tree(dir);
     remove(path);
+    /* before the steps (here: while the teacher samples 5 000 self-study probes, half a
+       minute or more) SIGINT quits at once and writes nothing */
+    snprintf(cmd, sizeof cmd, KVLORA_CLI " distill %s/llama_gqa_f32 --context-ids 5,6,7,8 --self-study 5000 -o %s 2>" NULL_DEVICE
+             " & pid=$!; sleep 0.5; kill -INT $pid; wait $pid", golden_dir(), dir);
+    double t0 = now_seconds();
+    status = system(cmd);
+    double seconds = now_seconds() - t0;
+    CHECK(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 130 && !file_exists(dir) && seconds < 10,
+          "SIGINT before the steps: exit 130 in %.1f s, no adapter written", seconds);
+    remove_tree(dir);
 }
 
 /* Options of a tiny pretraining run through the CLI */
