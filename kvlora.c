@@ -4528,6 +4528,21 @@ static int logits_after_context(KvlModel *m, KvlCache *cache, int last_token, fl
     return kvl_forward(m, cache, &last_token, 1, logits, 1);
 }
 
+/* The long phases report through one hook (kvlora.h: kvl_set_phase_progress). */
+static KvlPhaseProgress phase_progress;
+static void *phase_progress_ctx;
+
+void kvl_set_phase_progress(KvlPhaseProgress fn, void *ctx)
+{
+    phase_progress = fn;
+    phase_progress_ctx = ctx;
+}
+
+static void report_phase(const char *phase, long long done, long long total, double start)
+{
+    if (phase_progress) phase_progress(phase_progress_ctx, phase, done, total, now_seconds() - start);
+}
+
 /* Self-study: the teacher, reading the cached context, writes its own probes: n
    continuations of len tokens, sampled at temperature 1 from a seeded stream. Continuation
    i starts with generic prompt i mod n_prompts (when there are prompts: "Q:", ...), which
@@ -4545,6 +4560,7 @@ int kvl_self_study(KvlModel *m, KvlCache *cache, int last_token, const KvlProbe 
     m->lora = NULL;
     KvlRng rng;
     kvl_rng_seed(&rng, seed ^ 0x5e1f57d7ull);
+    double start = now_seconds();
     int r = logits_after_context(m, cache, last_token, after);
     for (int i = 0; i < n && !r; i++) {
         const KvlProbe *prompt = n_prompts ? &prompts[i % n_prompts] : NULL;
@@ -4561,6 +4577,7 @@ int kvl_self_study(KvlModel *m, KvlCache *cache, int last_token, const KvlProbe 
             if (t + 1 < len) r = kvl_forward(m, cache, &out[i].ids[n_prompt + t], 1, logits, 1);
         }
         cache->n_tokens = n_ctx;
+        report_phase("self-study", (long long)(i + 1) * len, (long long)n * len, start);
     }
     m->lora = keep;
     free(after);
@@ -4595,10 +4612,14 @@ int kvl_context_chunks(const int *context, int n_context, int len, KvlProbe **ou
 static int teachers_forward(KvlModel *m, KvlCache *cache, int n_ctx, const KvlProbe *probes, int n_probes, float *teacher, size_t *teacher_at)
 {
     size_t at = 0;
+    long long done = 0, total = 0;
+    double start = now_seconds();
+    for (int i = 0; i < n_probes; i++) total += probes[i].n;
     for (int i = 0; i < n_probes; i++) {
         teacher_at[i] = at;
         if (teacher_forward(m, cache, n_ctx, &probes[i], teacher + at)) return -1;
         at += (size_t)probes[i].n * m->config.vocab_size;
+        report_phase("teacher", done += probes[i].n, total, start);
     }
     return 0;
 }
@@ -6391,6 +6412,30 @@ static void request_stop(int sig)
     stop_requested = 1;
 }
 
+/* A long phase's progress on stderr (kvl_set_phase_progress): a line at most every 2 s,
+   and one at the end. last: when the last line was printed, in the phase's seconds. */
+static void print_phase(void *last, const char *phase, long long done, long long total, double seconds)
+{
+    double *printed = last, rate = done / (seconds + 1e-9);
+    if (done < total && seconds - *printed < 2.0) return;
+    *printed = done < total ? seconds : 0.0;    /* the next phase starts its clock again */
+    fprintf(stderr, "kvlora: %-10s %lld/%lld tokens  %7.0f tok/s  %6.1f s elapsed  %6.1f s left\n",
+            phase, done, total, rate, seconds, (total - done) / (rate + 1e-9));
+}
+
+/* tokens into the cache after what it holds, in chunks of 512 with a progress line: the
+   same bits as one call (each token's sums do not depend on the chunk it is in). */
+static int prefill(KvlModel *m, KvlCache *cache, const int *tokens, int n)
+{
+    double start = now_seconds(), printed = 0.0;
+    for (int at = 0; at < n; at += 512) {
+        int chunk = n - at < 512 ? n - at : 512;
+        if (kvl_forward(m, cache, tokens + at, chunk, NULL, 0)) return -1;
+        print_phase(&printed, "prefill", at + chunk, n, now_seconds() - start);
+    }
+    return 0;
+}
+
 /* Before the steps there is nothing to keep: quit at once (also where the shell that
    started the command in the background had SIGINT ignored). */
 static void quit_at_once(int sig) { (void)sig; _Exit(130); }
@@ -6869,7 +6914,7 @@ static int cmd_record(int argc, char **argv)
         memcpy(seq, prefix, sizeof(int) * n_prefix);
         memcpy(seq + n_prefix, context, sizeof(int) * n_context);
         t0 = now_seconds();
-        r = failed(kvl_cache_init(&cache, &m->config, n_prefix + n_context) || kvl_forward(m, &cache, seq, n_prefix + n_context, NULL, 0) ||
+        r = failed(kvl_cache_init(&cache, &m->config, n_prefix + n_context) || prefill(m, &cache, seq, n_prefix + n_context) ||
                    kvl_cache_save(&cache, m, seq, n_prefix, dtypes[dtype], out));
     }
     if (!r)
@@ -6972,7 +7017,7 @@ static int distill_context(KvlModel *m, const DistillArgs *a, KvlTokenizer **tok
             memcpy(*tokens, prefix, sizeof(int) * *n_prefix);
             memcpy(*tokens + *n_prefix, context, sizeof(int) * n_context);
             int capacity = *n_tokens + room > c->max_positions ? c->max_positions : *n_tokens + room;
-            r = kvl_cache_init(cache, c, capacity) || kvl_forward(m, cache, *tokens, *n_tokens, NULL, 0);
+            r = kvl_cache_init(cache, c, capacity) || prefill(m, cache, *tokens, *n_tokens);
         }
         free(prefix);
         free(context);
@@ -7133,6 +7178,8 @@ static int cmd_distill(int argc, char **argv)
     if (a.self_study < 0) a.self_study = 0;
     signal(SIGINT, quit_at_once);               /* until the steps begin */
     signal(SIGTERM, quit_at_once);
+    double printed = 0.0;
+    kvl_set_phase_progress(print_phase, &printed);
     r = 1;
     if (!failed(kvl_model_load(&m, a.dir) || distill_context(m, &a, &tok, &cache, &tokens, &n_tokens, &n_prefix) ||
                 distill_probes(m, &cache, &tok, &a, tokens, n_tokens, n_prefix, &probes, &n_probes)))

@@ -301,6 +301,13 @@ int  kvl_lora_combine(KvlLora *out, const KvlLora *adapters, const float *weight
 
 typedef struct { int *ids; int n; } KvlProbe;   /* token ids a probe reads after the prefix */
 
+/* Progress of the long phases before the steps: fn(ctx, phase, done, total, seconds) after
+   each probe of "self-study" (the teacher's sampling) and of "teacher" (its logits over the
+   probes), done and total in tokens. NULL, the default: silent. The command-line tool
+   prints it. */
+typedef void (*KvlPhaseProgress)(void *ctx, const char *phase, long long done, long long total, double seconds);
+void kvl_set_phase_progress(KvlPhaseProgress fn, void *ctx);
+
 /* Probes the teacher writes itself from the cached context (last_token: the context's last
    id): n continuations of len sampled tokens, each after one of the prompts (may be none). */
 int kvl_self_study(KvlModel *m, KvlCache *cache, int last_token, const KvlProbe *prompts, int n_prompts,

@@ -3234,6 +3234,24 @@ static void test_checkpoint_and_interrupt(void)
     remove_tree(dir);
 }
 
+/* distill's long phases before the steps each end with a progress line: the context's
+   prefill, the teacher's self-study samples, the teacher's pass over the probes. */
+static void test_cli_distill_phases(void)
+{
+    char cmd[2048], *log;
+    const char *out = tmp_path("phases"), *path = tmp_path("phases.log");
+    size_t len;
+    snprintf(cmd, sizeof cmd, KVLORA_CLI " distill %s/llama_gqa_f32 --context-ids 5,6,7,8,9,10 --self-study 3 --self-study-len 4 --steps 1 -o %s 2> %s",
+             golden_dir(), out, path);
+    CHECK(system(cmd) == 0, "%s", cmd);
+    log = slurp(path, &len);
+    CHECK(log && strstr(log, "kvlora: prefill    7/7 tokens") && strstr(log, "kvlora: self-study 12/12 tokens") &&
+          strstr(log, "kvlora: teacher    12/12 tokens"), "progress of the prefill, the self-study and the teacher: %.300s", log ? log : "(no log)");
+    free(log);
+    remove(path);
+    remove_tree(out);
+}
+
 /* Options of a tiny pretraining run through the CLI */
 static const char *const tiny_pretrain_args = "--dim 16 --heads 2 --kv-heads 2 --ffn 32 --layers 1 --vocab 300 --seq-len 64 --batch-tokens 64 "
                                               "--short-steps 2 --ramp-steps 2";
@@ -4118,6 +4136,7 @@ static const struct { const char *name; void (*fn)(void); } tests[] = {
     {"cli_generate", test_cli_generate},
     {"bad_input_table", test_bad_input_table},
     {"checkpoint_and_interrupt", test_checkpoint_and_interrupt},
+    {"cli_distill_phases", test_cli_distill_phases},
     {"cli_pretrain_resume", test_cli_pretrain_resume},
     {"cli_pretrain_resume_takes_no_settings", test_cli_pretrain_resume_takes_no_settings},
     {"cli_pretrain_steps_0", test_cli_pretrain_steps_0},
