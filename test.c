@@ -2263,106 +2263,106 @@ static void test_symmetric_top_eigen(void)
    brute force from several starts, and at full rank gives ΔW* itself. */
 static void test_lowrank_least_squares(void)
 {
-    enum { IN = 6, OUT = 5, N = 40, R = 2 };
+    enum { N_IN = 6, N_OUT = 5, N = 40, R = 2 };
     KvlRng rng;
     kvl_rng_seed(&rng, 13);
-    double x[IN * N], r[OUT * N], g[IN * IN], c[OUT * IN], w[OUT * IN], dw[OUT * IN], star[OUT * IN];
-    float fb[OUT * OUT], fa[OUT * IN];
-    for (int i = 0; i < IN * N; i++) x[i] = rand_normal(&rng) * (1.0 + (i / N));       /* rows of different scale */
-    for (int i = 0; i < OUT * IN; i++) w[i] = rand_normal(&rng);
-    for (int o = 0; o < OUT; o++)                      /* R = W (X_t − X_s), X_t a perturbed X */
+    double x[N_IN * N], r[N_OUT * N], g[N_IN * N_IN], c[N_OUT * N_IN], w[N_OUT * N_IN], dw[N_OUT * N_IN], star[N_OUT * N_IN];
+    float fb[N_OUT * N_OUT], fa[N_OUT * N_IN];
+    for (int i = 0; i < N_IN * N; i++) x[i] = rand_normal(&rng) * (1.0 + (i / N));       /* rows of different scale */
+    for (int i = 0; i < N_OUT * N_IN; i++) w[i] = rand_normal(&rng);
+    for (int o = 0; o < N_OUT; o++)                      /* R = W (X_t − X_s), X_t a perturbed X */
         for (int t = 0; t < N; t++) {
             double s = 0.0;
-            for (int i = 0; i < IN; i++) s += w[o * IN + i] * 0.3 * rand_normal(&rng);
+            for (int i = 0; i < N_IN; i++) s += w[o * N_IN + i] * 0.3 * rand_normal(&rng);
             r[o * N + t] = s;
         }
-    layer_sums(g, c, x, r, IN, OUT, N, 0.0);
+    layer_sums(g, c, x, r, N_IN, N_OUT, N, 0.0);
     double lambda = 0.0;
-    for (int i = 0; i < IN; i++) lambda += 0.01 * g[i * IN + i] / IN;
-    layer_sums(g, c, x, r, IN, OUT, N, lambda);
-    for (int o = 0; o < OUT; o++) {                    /* ΔW* = C G⁻¹, row by row (G symmetric) */
-        double row[IN];
-        gauss_solve(g, c + o * IN, row, IN);
-        memcpy(star + o * IN, row, sizeof row);
+    for (int i = 0; i < N_IN; i++) lambda += 0.01 * g[i * N_IN + i] / N_IN;
+    layer_sums(g, c, x, r, N_IN, N_OUT, N, lambda);
+    for (int o = 0; o < N_OUT; o++) {                    /* ΔW* = C G⁻¹, row by row (G symmetric) */
+        double row[N_IN];
+        gauss_solve(g, c + o * N_IN, row, N_IN);
+        memcpy(star + o * N_IN, row, sizeof row);
     }
-    double f_star = layer_objective(star, x, r, IN, OUT, N, lambda);
-    for (int rank = R; rank <= OUT; rank += OUT - R) {
-        double g2[IN * IN], c2[OUT * IN];
+    double f_star = layer_objective(star, x, r, N_IN, N_OUT, N, lambda);
+    for (int rank = R; rank <= N_OUT; rank += N_OUT - R) {
+        double g2[N_IN * N_IN], c2[N_OUT * N_IN];
         memcpy(g2, g, sizeof g);
         memcpy(c2, c, sizeof c);
-        CHECK(lowrank_least_squares(fb, fa, g2, c2, OUT, IN, rank) == 0, "lowrank_least_squares: %s", kvl_last_error());
-        for (int o = 0; o < OUT; o++)
-            for (int i = 0; i < IN; i++) {
+        CHECK(lowrank_least_squares(fb, fa, g2, c2, N_OUT, N_IN, rank) == 0, "lowrank_least_squares: %s", kvl_last_error());
+        for (int o = 0; o < N_OUT; o++)
+            for (int i = 0; i < N_IN; i++) {
                 double s = 0.0;
-                for (int k = 0; k < rank; k++) s += (double)fb[o * rank + k] * fa[k * IN + i];
-                dw[o * IN + i] = s;
+                for (int k = 0; k < rank; k++) s += (double)fb[o * rank + k] * fa[k * N_IN + i];
+                dw[o * N_IN + i] = s;
             }
-        double f_white = layer_objective(dw, x, r, IN, OUT, N, lambda);
-        if (rank == OUT) { CHECK(fabs(f_white - f_star) <= 1e-5 * f_star, "full rank: the ridge solution ΔW* (%.9g vs %.9g)", f_white, f_star); continue; }
+        double f_white = layer_objective(dw, x, r, N_IN, N_OUT, N, lambda);
+        if (rank == N_OUT) { CHECK(fabs(f_white - f_star) <= 1e-5 * f_star, "full rank: the ridge solution ΔW* (%.9g vs %.9g)", f_white, f_star); continue; }
         /* plain truncation: SVD_r of ΔW* itself */
-        double sigma[OUT], u[OUT * OUT], v[IN * OUT], plain[OUT * IN] = {0};
-        top_singular(star, OUT, IN, OUT, sigma, u, v);
-        for (int o = 0; o < OUT; o++)
-            for (int i = 0; i < IN; i++)
-                for (int k = 0; k < rank; k++) plain[o * IN + i] += u[o * OUT + k] * sigma[k] * v[i * OUT + k];
-        double f_plain = layer_objective(plain, x, r, IN, OUT, N, lambda);
+        double sigma[N_OUT], u[N_OUT * N_OUT], v[N_IN * N_OUT], plain[N_OUT * N_IN] = {0};
+        top_singular(star, N_OUT, N_IN, N_OUT, sigma, u, v);
+        for (int o = 0; o < N_OUT; o++)
+            for (int i = 0; i < N_IN; i++)
+                for (int k = 0; k < rank; k++) plain[o * N_IN + i] += u[o * N_OUT + k] * sigma[k] * v[i * N_OUT + k];
+        double f_plain = layer_objective(plain, x, r, N_IN, N_OUT, N, lambda);
         /* brute force: alternating exact minimisation over B (A fixed) and A (B fixed) */
         double best = 1e300;
         for (int start = 0; start < 3; start++) {
-            double a[R * IN], b[OUT * R];
-            for (int i = 0; i < R * IN; i++) a[i] = rand_normal(&rng);
+            double a[R * N_IN], b[N_OUT * R];
+            for (int i = 0; i < R * N_IN; i++) a[i] = rand_normal(&rng);
             for (int it = 0; it < 3000; it++) {
                 /* B = C Aᵀ (A G Aᵀ)⁻¹ */
-                double agat[R * R], cat[OUT * R];
+                double agat[R * R], cat[N_OUT * R];
                 for (int p = 0; p < R; p++)
                     for (int q = 0; q < R; q++) {
                         double s = 0.0;
-                        for (int i = 0; i < IN; i++)
-                            for (int j = 0; j < IN; j++) s += a[p * IN + i] * g[i * IN + j] * a[q * IN + j];
+                        for (int i = 0; i < N_IN; i++)
+                            for (int j = 0; j < N_IN; j++) s += a[p * N_IN + i] * g[i * N_IN + j] * a[q * N_IN + j];
                         agat[p * R + q] = s;
                     }
-                for (int o = 0; o < OUT; o++) {
+                for (int o = 0; o < N_OUT; o++) {
                     for (int p = 0; p < R; p++) {
                         double s = 0.0;
-                        for (int i = 0; i < IN; i++) s += c[o * IN + i] * a[p * IN + i];
+                        for (int i = 0; i < N_IN; i++) s += c[o * N_IN + i] * a[p * N_IN + i];
                         cat[o * R + p] = s;
                     }
                     gauss_solve(agat, cat + o * R, b + o * R, R);
                 }
                 /* A = (BᵀB)⁻¹ Bᵀ C G⁻¹ */
-                double btb[R * R], btc[R * IN];
+                double btb[R * R], btc[R * N_IN];
                 for (int p = 0; p < R; p++) {
                     for (int q = 0; q < R; q++) {
                         double s = 0.0;
-                        for (int o = 0; o < OUT; o++) s += b[o * R + p] * b[o * R + q];
+                        for (int o = 0; o < N_OUT; o++) s += b[o * R + p] * b[o * R + q];
                         btb[p * R + q] = s;
                     }
-                    for (int i = 0; i < IN; i++) {
+                    for (int i = 0; i < N_IN; i++) {
                         double s = 0.0;
-                        for (int o = 0; o < OUT; o++) s += b[o * R + p] * star[o * IN + i];
-                        btc[p * IN + i] = s;
+                        for (int o = 0; o < N_OUT; o++) s += b[o * R + p] * star[o * N_IN + i];
+                        btc[p * N_IN + i] = s;
                     }
                 }
-                for (int i = 0; i < IN; i++) {
+                for (int i = 0; i < N_IN; i++) {
                     double col[R], sol[R];
-                    for (int p = 0; p < R; p++) col[p] = btc[p * IN + i];
+                    for (int p = 0; p < R; p++) col[p] = btc[p * N_IN + i];
                     gauss_solve(btb, col, sol, R);
-                    for (int p = 0; p < R; p++) a[p * IN + i] = sol[p];
+                    for (int p = 0; p < R; p++) a[p * N_IN + i] = sol[p];
                 }
             }
-            double prod[OUT * IN];
-            for (int o = 0; o < OUT; o++)
-                for (int i = 0; i < IN; i++) {
+            double prod[N_OUT * N_IN];
+            for (int o = 0; o < N_OUT; o++)
+                for (int i = 0; i < N_IN; i++) {
                     double s = 0.0;
-                    for (int k = 0; k < R; k++) s += b[o * R + k] * a[k * IN + i];
-                    prod[o * IN + i] = s;
+                    for (int k = 0; k < R; k++) s += b[o * R + k] * a[k * N_IN + i];
+                    prod[o * N_IN + i] = s;
                 }
-            best = fmin(best, layer_objective(prod, x, r, IN, OUT, N, lambda));
+            best = fmin(best, layer_objective(prod, x, r, N_IN, N_OUT, N, lambda));
         }
         CHECK(f_white < f_plain, "rank %d: whitened truncation %.9g beats plain truncation of ΔW* %.9g", rank, f_white, f_plain);
         CHECK(fabs(f_white - best) <= 1e-5 * best, "rank %d: whitened truncation %.9g = the brute-force optimum %.9g", rank, f_white, best);
         printf("  rank %d of %dx%d: objective %.6g (whitened) vs %.6g (plain truncation) vs %.6g (alternating least squares); full-rank %.6g\n",
-               rank, OUT, IN, f_white, f_plain, best, f_star);
+               rank, N_OUT, N_IN, f_white, f_plain, best, f_star);
     }
 }
 
