@@ -63,25 +63,24 @@ ifeq ($(SANITIZE),1)
 endif
 
 # listed longest first, so that two jobs finish together
-test-binaries: $(if $(filter 1,$(SANITIZE)),test_san) test_kvlora $(if $(filter 1,$(SANITIZE)),kvlora_san) kvlora kvlora_noomp
+test-binaries: $(if $(filter 1,$(SANITIZE)),test_san) test_kvlora kvlora kvlora_noomp
 
 # The whole suite again under AddressSanitizer + UndefinedBehaviorSanitizer, CLI included,
 # its slowest tests in the reduced configuration (KVLORA_TEST_QUICK: fewer training steps;
 # this pass looks for memory errors and undefined behaviour, the first pass for numbers).
 # Part of `make test` when the compiler can build it (SANITIZE=0 skips it).
 SAN_FLAGS = -std=c99 -g -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -ffp-contract=off
-kvlora_san: kvlora.c kvlora.h
-	$(CC) $(SAN_FLAGS) -DKVLORA_MAIN -o $@ kvlora.c $(LDLIBS)
+# test_san carries the tool too: ./test_san --cli ARGS is kvlora ARGS (test.c says how).
 test_san: test.c kvlora.c kvlora.h
-	$(CC) $(SAN_FLAGS) -DKVLORA_SANITIZED -DKVLORA_TEST_QUICK '-DKVLORA_CLI="./kvlora_san"' -o $@ test.c $(LDLIBS)
+	$(CC) $(SAN_FLAGS) -DKVLORA_SANITIZED -DKVLORA_TEST_QUICK '-DKVLORA_CLI="./test_san --cli"' -o $@ test.c $(LDLIBS)
 # The sanitized build has no OpenMP, so the pass runs as two halves side by side, split
 # near the middle of its time (test.c's --until and --from). Each half writes a log that
 # is printed whole when it ends, so that the two outputs do not interleave.
 SAN_SPLIT = checkpoint_and_interrupt
 sanitize: sanitize-first-half sanitize-second-half
-sanitize-first-half: kvlora_san test_san
+sanitize-first-half: test_san
 	ASAN_OPTIONS=detect_leaks=1 ./test_san --until $(SAN_SPLIT) > test_san.first.log 2>&1; s=$$?; cat test_san.first.log; exit $$s
-sanitize-second-half: kvlora_san test_san
+sanitize-second-half: test_san
 	ASAN_OPTIONS=detect_leaks=1 ./test_san --from $(SAN_SPLIT) > test_san.second.log 2>&1; s=$$?; cat test_san.second.log; exit $$s
 
 # Fuzzing: with clang, libFuzzer runs each target for FUZZ_SECONDS on the seed corpus in

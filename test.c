@@ -18,7 +18,18 @@
      reference itself at ~1e-6 of max|z| (data/golden/README.md), so 1e-4 leaves two
      orders of magnitude for accumulation-order noise and still catches any real bug
      (a wrong rope, norm or head mapping moves logits by O(1)). */
+/* The sanitizer pass (KVLORA_SANITIZED) carries the command-line tool inside it:
+   `./test_san --cli ARGS` is `kvlora ARGS` under the sanitizers, so that make test compiles
+   kvlora.c with them once instead of twice (about 10 s of its two minutes). For that,
+   kvlora.c's main is compiled under the name kvlora_main. */
+#ifdef KVLORA_SANITIZED
+#define KVLORA_MAIN
+#define main kvlora_main
+#endif
 #include "kvlora.c"
+#ifdef KVLORA_SANITIZED
+#undef main
+#endif
 #include <dirent.h>
 /* The CLI tests run commands that both sh and Windows' cmd.exe read: redirections, &&,
    double quotes. Where they differ: */
@@ -33,7 +44,7 @@
 #define remove_empty_dir remove
 #endif
 
-/* The command-line tool the CLI tests run (make sanitize points it at a sanitized build). */
+/* The command-line tool the CLI tests run (make sanitize points it at this binary's own). */
 #ifndef KVLORA_CLI
 #define KVLORA_CLI "./kvlora"
 #endif
@@ -81,7 +92,7 @@ enum { PRETRAIN_TEST_STEPS = 40, PRETRAIN_TEST_BATCH_TOKENS = 400, PRETRAIN_TEST
    max|want| <= atol (the difference itself when want is all zeros), so the tensor is OK
    exactly when max|got - want| / max|want| <= atol. Prints one OK / NOT OK line (and the
    first mismatches) and counts one check. */
-static int compare_tensor(const char *name, const float *got, const float *want, size_t n, double atol, double rtol, int relative)
+static int compare_floats(const char *name, const float *got, const float *want, size_t n, double atol, double rtol, int relative)
 {
     double max_diff = 0.0, max_want = 0.0;
     for (size_t i = 0; i < n; i++)
@@ -113,14 +124,14 @@ static int compare_tensor(const char *name, const float *got, const float *want,
 /* got against want: OK when every |got - want| <= atol + rtol * |want|. Returns 1 when OK. */
 static int check_tensor(const char *name, const float *got, const float *want, size_t n, float atol, float rtol)
 {
-    return compare_tensor(name, got, want, n, atol, rtol, 0);
+    return compare_floats(name, got, want, n, atol, rtol, 0);
 }
 
 /* The goldens' criterion: OK when max|got - want| <= tol * max|want|, i.e. every element
    within tol of the tensor's largest value (the scale at which a real bug shows). */
 static int check_tensor_rel(const char *name, const float *got, const float *want, size_t n, double tol)
 {
-    return compare_tensor(name, got, want, n, tol, 0.0, 1);
+    return compare_floats(name, got, want, n, tol, 0.0, 1);
 }
 
 /* A scalar against its golden value: OK when |got - want| <= rtol * |want|. */
@@ -1865,7 +1876,7 @@ static void test_peft_reads_kvlora_adapter(void)
    cache with room for 16 more tokens. 0 when loaded (otherwise a failed check). */
 enum { DISTILL_CONTEXT = 48 };
 
-static int distill_context(KvlModel **m, KvlCache *cache, int *context)
+static int distill_fixture_context(KvlModel **m, KvlCache *cache, int *context)
 {
     char dir[512];
     snprintf(dir, sizeof dir, "%s/llama_gqa_f32", golden_dir());
@@ -1897,7 +1908,7 @@ static void test_self_study_reproducible(void)
     KvlModel *m;
     KvlCache cache;
     int context[DISTILL_CONTEXT];
-    if (distill_context(&m, &cache, context)) return;
+    if (distill_fixture_context(&m, &cache, context)) return;
     KvlProbe probes[8], again[8];
     CHECK(kvl_self_study(m, &cache, context[DISTILL_CONTEXT - 1], NULL, 0, 8, 12, 1, probes) == 0 && cache.n_tokens == 1 + DISTILL_CONTEXT,
           "self-study: %s", kvl_last_error());
@@ -1915,7 +1926,7 @@ static void test_self_study_after_prompt(void)
     KvlModel *m;
     KvlCache cache;
     int context[DISTILL_CONTEXT];
-    if (distill_context(&m, &cache, context)) return;
+    if (distill_fixture_context(&m, &cache, context)) return;
     int prompt_ids[2] = {7, 8};
     KvlProbe prompt = {prompt_ids, 2}, prompted[2] = {{NULL, 0}, {NULL, 0}};
     CHECK(kvl_self_study(m, &cache, context[DISTILL_CONTEXT - 1], &prompt, 1, 2, 5, 3, prompted) == 0 && prompted[0].n == 7 && prompted[0].ids[0] == 7 &&
@@ -1948,7 +1959,7 @@ static int distill_small(void)
     if (done) return distilled.ok;
     done = 1;
     int context[DISTILL_CONTEXT], n_chunks = 0;
-    if (distill_context(&distilled.m, &distilled.cache, context)) return 0;
+    if (distill_fixture_context(&distilled.m, &distilled.cache, context)) return 0;
     KvlModel *m = distilled.m;
     if (kvl_self_study(m, &distilled.cache, context[DISTILL_CONTEXT - 1], NULL, 0, 8, 12, 1, distilled.probes) ||
         kvl_context_chunks(context, DISTILL_CONTEXT, 16, &distilled.chunks, &n_chunks) || n_chunks > 8) {
@@ -4169,6 +4180,9 @@ static const struct { const char *name; void (*fn)(void); } tests[] = {
    it before that test. make test runs the sanitizer pass in two such halves, one per core. */
 int main(int argc, char **argv)
 {
+#ifdef KVLORA_SANITIZED
+    if (argc > 1 && !strcmp(argv[1], "--cli")) return kvlora_main(argc - 1, argv + 1);
+#endif
     double start = now_seconds();
     int first = 0, end = (int)(sizeof tests / sizeof tests[0]), n_filters = 0;
     for (int a = 1; a < argc; a++) {
