@@ -5112,10 +5112,12 @@ done:
 
 /* Block 0 (attention) or 1 (the MLP) of the student's layer l over T tokens from position
    0, as in student_forward: x, the residual stream entering the block, becomes the stream
-   leaving it; the activations land in a's slice l. The RoPE tables hold positions 0 .. T-1. */
+   leaving it; the activations land in a's slice l. */
 static void student_block_forward(Acts *a, KvlModel *m, float *x, int T, int l, int block)
 {
+    KvlScratch *s = m->scratch;
     LayerBuffers b;
+    rope_tables(s->rope_cos, s->rope_sin, s->inv_freq, 0, T, m->config.head_dim / 2);
     student_layer_buffers(&b, m, a, l, T);
     a->cache.n_tokens = 0;
     if (block == 0) attention_block_forward(x, &a->cache, &b, m, l, 0, T);
@@ -5163,23 +5165,24 @@ int kvl_distill_closed_form(KvlModel *m, KvlCache *cache, const int *prefix, int
        block run again, on a copy of the stream, with the updates solved so far, the block's
        own included; once the block is solved, one more run moves every stream past it. */
     for (int l = 0; l < c->n_layers; l++)
-        for (int block = 0; block < 2; block++)
-            for (int g = 2 * block; g <= 2 * block + 2; g++) {
-                int move = g == 2 * block + 2, width = move ? D : group_width(c, g), wanted = move && (l + 1 < c->n_layers || block == 0);
-                for (int k = 0; k < KVL_N_TARGETS && !move; k++) wanted |= lora->has[k] && target_group[k] == g;
+        for (int block = 0; block < 2; block++) {
+            for (int g = 2 * block; g < 2 * block + 2; g++) {      /* the block's two groups */
+                int wanted = 0, width = group_width(c, g);
+                for (int k = 0; k < KVL_N_TARGETS; k++) wanted |= lora->has[k] && target_group[k] == g;
                 if (!wanted) continue;
+                const float *group_in[N_GROUPS] = {acts.xn_attn, acts.att_out, acts.xn_mlp, acts.hidden};
                 for (size_t at = 0, row = 0, i = 0; i < (size_t)n_use; at += (size_t)probes[i].n, row += (size_t)(n_prefix + probes[i].n), i++) {
                     int T = n_prefix + probes[i].n;
-                    float *x = move ? entering + row * D : acts.res_final;
-                    if (!move) memcpy(x, entering + row * D, sizeof(float) * T * D);
-                    rope_tables(m->scratch->rope_cos, m->scratch->rope_sin, m->scratch->inv_freq, 0, T, c->head_dim / 2);
-                    student_block_forward(&acts, m, x, T, l, block);
-                    if (move) continue;
-                    const float *layer_in[N_GROUPS] = {acts.xn_attn, acts.att_out, acts.xn_mlp, acts.hidden};
-                    memcpy(student + at * width, layer_in[g] + ((size_t)l * T + n_prefix) * width, sizeof(float) * probes[i].n * width);
+                    memcpy(acts.res_final, entering + row * D, sizeof(float) * T * D);
+                    student_block_forward(&acts, m, acts.res_final, T, l, block);
+                    memcpy(student + at * width, group_in[g] + ((size_t)l * T + n_prefix) * width, sizeof(float) * probes[i].n * width);
                 }
-                if (!move && solve_group(m, lora, l, g, teacher[g] + (size_t)l * n_all * width, student, n_all, damping)) goto done;
+                if (solve_group(m, lora, l, g, teacher[g] + (size_t)l * n_all * width, student, n_all, damping)) goto done;
             }
+            if (block == 1 && l + 1 == c->n_layers) break;          /* no stream goes on past the last block */
+            for (size_t row = 0, i = 0; i < (size_t)n_use; row += (size_t)(n_prefix + probes[i].n), i++)
+                student_block_forward(&acts, m, entering + row * D, n_prefix + probes[i].n, l, block);
+        }
     r = 0;
 done:
     m->lora = keep;
@@ -6193,11 +6196,12 @@ static int failed(int status)
 /* What an option takes, and what its destination is: FLAG sets an int to 1; INT is a
    long long in [lo, hi] (hi INFINITY: no bound); FLOAT a float in [lo, hi] and POSITIVE
    one in (0, hi], checked as stored; STRING keeps the argument; CHOICE stores the value's
-   index among the metavar's "a|b|c"; NUMBERS are 1 to 16 comma-separated doubles in
-   [lo, hi]; STRINGS collects an option given again and again. */
+   index among the metavar's "a|b|c", CHOICES 1 to 16 comma-separated such indices;
+   NUMBERS are 1 to 16 comma-separated doubles in [lo, hi]; STRINGS collects an option
+   given again and again. */
 typedef enum { OPT_FLAG, OPT_INT, OPT_FLOAT, OPT_POSITIVE, OPT_STRING, OPT_CHOICE, OPT_CHOICES, OPT_NUMBERS, OPT_STRINGS } OptKind;
 typedef struct { int n; double v[16]; } Numbers;
-typedef struct { int n; int v[16]; } Choices;      /* OPT_CHOICES: indices into the metavar's a|b|c */
+typedef struct { int n; int v[16]; } Choices;
 typedef struct { int n; const char *v[64]; } Strings;
 
 typedef struct {
@@ -6212,6 +6216,18 @@ typedef struct {
 
 #define COUNT(a) (int)(sizeof (a) / sizeof (a)[0])
 enum { GO_ON = -1 };        /* from parse_options: the command line is good, run the command */
+
+/* The index of the len bytes at v among the metavar's "a|b|c", or -1. */
+static int choice_index(const char *metavar, const char *v, size_t len)
+{
+    int k = 0;
+    for (const char *c = metavar; *c; k++) {
+        size_t n = strcspn(c, "|");
+        if (n == len && !strncmp(c, v, len)) return k;
+        c += n + (c[n] == '|');
+    }
+    return -1;
+}
 
 /* Stores v in o's destination; nonzero when o does not take v. */
 static int set_option(const Option *o, const char *v)
@@ -6234,21 +6250,21 @@ static int set_option(const Option *o, const char *v)
         *f = (float)x;
         return !((o->kind == OPT_FLOAT ? *f >= o->lo : *f > 0) && *f <= o->hi);
     }
-    case OPT_CHOICE: case OPT_CHOICES: {
+    case OPT_CHOICE: {
+        int k = choice_index(o->metavar, v, strlen(v));
+        if (k < 0) return 1;
+        *(int *)o->dest = k;
+        return 0;
+    }
+    case OPT_CHOICES: {
         Choices *l = o->dest;
-        if (o->kind == OPT_CHOICES) l->n = 0;
-        for (size_t item = strcspn(v, ","); ; v += item + 1, item = strcspn(v, ",")) {
-            int k = 0, found = -1;
-            for (const char *c = o->metavar; *c && found < 0; k++) {
-                size_t len = strcspn(c, "|");
-                if (item == len && !strncmp(c, v, len)) found = k;
-                c += len + (c[len] == '|');
-            }
-            if (found < 0 || (o->kind == OPT_CHOICE && v[item])) return 1;
-            if (o->kind == OPT_CHOICE) { *(int *)o->dest = found; return 0; }
-            if (l->n == COUNT(l->v)) return 1;
-            l->v[l->n++] = found;
-            if (!v[item]) return 0;
+        for (l->n = 0;; v++) {
+            size_t len = strcspn(v, ",");
+            int k = choice_index(o->metavar, v, len);
+            if (k < 0 || l->n == COUNT(l->v)) return 1;
+            l->v[l->n++] = k;
+            v += len;
+            if (!*v) return 0;
         }
     }
     case OPT_NUMBERS: {
