@@ -78,10 +78,10 @@ test_san: test.c kvlora.c kvlora.h
 # is printed whole when it ends, so that the two outputs do not interleave.
 SAN_SPLIT = checkpoint_and_interrupt
 sanitize: sanitize-first-half sanitize-second-half
-sanitize-first-half: test_san
-	ASAN_OPTIONS=detect_leaks=1 ./test_san --until $(SAN_SPLIT) > test_san.first.log 2>&1; s=$$?; cat test_san.first.log; exit $$s
-sanitize-second-half: test_san
-	ASAN_OPTIONS=detect_leaks=1 ./test_san --from $(SAN_SPLIT) > test_san.second.log 2>&1; s=$$?; cat test_san.second.log; exit $$s
+sanitize-first-half: HALF = --until $(SAN_SPLIT)
+sanitize-second-half: HALF = --from $(SAN_SPLIT)
+sanitize-first-half sanitize-second-half: test_san
+	ASAN_OPTIONS=detect_leaks=1 ./test_san $(HALF) > test_san.$@.log 2>&1; s=$$?; cat test_san.$@.log; exit $$s
 
 # Fuzzing: with clang, libFuzzer runs each target for FUZZ_SECONDS on the seed corpus in
 # data/fuzz/NAME (new inputs go to FUZZ_WORK); with another compiler a plain driver replays
@@ -170,4 +170,4 @@ test-tcc:
 	$(MAKE) --no-print-directory CC=tcc OMP=0 SANITIZE=0 -B test
 
 clean:
-	rm -f kvlora libkvlora.so kvlora_noomp test_kvlora kvlora_san test_san test_san.first.log test_san.second.log kvlora_vg kvlora_s390x test_s390x kvlora_aarch64 test_aarch64 $(addprefix fuzz_,$(FUZZ_TARGETS)) kvlora.exe test_windows.exe
+	rm -f kvlora libkvlora.so kvlora_noomp test_kvlora test_san test_san.sanitize-first-half.log test_san.sanitize-second-half.log kvlora_vg kvlora_s390x test_s390x kvlora_aarch64 test_aarch64 $(addprefix fuzz_,$(FUZZ_TARGETS)) kvlora.exe test_windows.exe
