@@ -85,8 +85,16 @@
    parallel loop is pretraining's lanes (section 11). Without OpenMP the macro is empty and
    the code is the same. */
 #define PARALLEL_FOR _Pragma("omp parallel for schedule(static)")
+/* Jobs of unequal size (attention's query blocks: later queries see more keys) are handed
+   out one at a time instead; which thread computes a job never changes its result. */
+#define PARALLEL_FOR_DYNAMIC _Pragma("omp parallel for schedule(dynamic)")
+static int max_threads(void) { return omp_get_max_threads(); }
+static int thread_index(void) { return omp_get_thread_num(); }
 #else
 #define PARALLEL_FOR
+#define PARALLEL_FOR_DYNAMIC
+static int max_threads(void) { return 1; }
+static int thread_index(void) { return 0; }
 #endif
 
 /* ------------------------------------------------------------------------------------ */
@@ -3320,6 +3328,16 @@ static void attention_forward(float *out, float *att, size_t head_stride, size_t
     }
 }
 
+/* attention_forward's very sums, faster (Appendix A): blocks of queries share each block
+   of keys while it is in cache, several keys' dot products run side by side, and threads
+   split (head, query block) jobs. att, head_stride and row_stride as above; or, with att
+   NULL, the probabilities are not kept and each thread writes its block of score rows
+   at att_rows + thread * head_stride, row_stride floats apart. test.c's
+   attention_blocked_matches_plain checks the bits. */
+#define ATT_QUERIES 16      /* queries of one head per job */
+static void attention_forward_blocked(float *out, float *att, float *att_rows, size_t head_stride, size_t row_stride,
+                                      const float *q, const KvlCache *cache, int layer, int pos0, int T, const KvlConfig *c);
+
 /* Attention backward; writes d_q, d_k and d_v (does not add to them). For
    o_t = sum_j p_tj v_j, p_t = softmax_j(s_tj), s_tj = q_t . k_j / sqrt(HD):
        dv_j  += sum_t p_tj do_t            dp_tj = do_t . v_j
@@ -3436,7 +3454,8 @@ typedef struct {
     float *xn_attn, *xn_mlp;        /* [T][D] its RMSNorm */
     float *q, *k, *v;               /* [T][H*HD], [T][KVH*HD] x2 */
     float *q_raw, *k_raw;           /* q and k before q_norm/k_norm (Qwen3), or NULL */
-    float *att;                     /* attention probabilities, see attention_forward */
+    float *att;                     /* attention probabilities, see attention_forward; or NULL: */
+    float *att_rows;                /* not kept, each thread's score rows, see attention_forward_blocked */
     size_t att_head_stride, att_row_stride;
     float *att_out;                 /* [T][H*HD] */
     float *gate, *up, *hidden;      /* [T][F] */
@@ -3493,7 +3512,7 @@ static void attention_block_forward(float *x, KvlCache *cache, const LayerBuffer
             memcpy(cache->v + at, b->v + (size_t)t * KD + h * HD, sizeof(float) * HD);
         }
     }
-    attention_forward(b->att_out, b->att, b->att_head_stride, b->att_row_stride, b->q, cache, l, pos0, T, c);
+    attention_forward_blocked(b->att_out, b->att, b->att_rows, b->att_head_stride, b->att_row_stride, b->q, cache, l, pos0, T, c);
     linear_forward(b->delta, b->u[KVL_O_PROJ], b->att_out, w->wo + (size_t)l * D * QD, NULL, lora, KVL_O_PROJ, l, T, QD, D, b->lora_tmp);
     for (size_t i = 0; i < (size_t)T * D; i++) x[i] += b->delta[i];
 }
@@ -3606,7 +3625,8 @@ struct KvlScratch {
     float *k;             /* [T][KVH*HD] */
     float *v;             /* [T][KVH*HD] */
     float *att_out;       /* [T][H*HD] attention output before o_proj */
-    float *att;           /* [H][P] one row of attention weights per head */
+    int att_threads;      /* threads the score rows were made for */
+    float *att;           /* [threads][ATT_QUERIES][P] each thread's block of attention score rows */
     float *gate;          /* [T][F] */
     float *up;            /* [T][F] */
     float *hidden;        /* [T][F] silu(gate) * up */
@@ -3634,7 +3654,7 @@ static int scratch_reserve(KvlModel *m, int n_tokens, int n_keys)
 {
     KvlScratch *s = m->scratch;
     int R = m->lora ? m->lora->rank : 1;
-    if (s && s->max_tokens >= n_tokens && s->max_keys >= n_keys && s->max_rank >= R) return 0;
+    if (s && s->max_tokens >= n_tokens && s->max_keys >= n_keys && s->max_rank >= R && s->att_threads >= max_threads()) return 0;
     const KvlConfig *c = &m->config;
     int T = n_tokens, P = n_keys;
     if (s) {
@@ -3658,7 +3678,8 @@ static int scratch_reserve(KvlModel *m, int n_tokens, int n_keys)
     s->k = xmalloc(sizeof(float) * T * KD);
     s->v = xmalloc(sizeof(float) * T * KD);
     s->att_out = xmalloc(sizeof(float) * T * QD);
-    s->att = xmalloc(sizeof(float) * c->n_heads * P);
+    s->att_threads = max_threads();
+    s->att = xmalloc(sizeof(float) * s->att_threads * ATT_QUERIES * P);
     s->gate = xmalloc(sizeof(float) * T * c->ffn_dim);
     s->up = xmalloc(sizeof(float) * T * c->ffn_dim);
     s->hidden = xmalloc(sizeof(float) * T * c->ffn_dim);
@@ -3686,7 +3707,8 @@ static LayerBuffers forward_buffers(KvlScratch *s)
     LayerBuffers b = {0};
     b.xn_attn = b.xn_mlp = s->xb;
     b.q = s->q; b.k = s->k; b.v = s->v;
-    b.att = s->att; b.att_head_stride = (size_t)s->max_keys; b.att_row_stride = 0;
+    b.att = NULL; b.att_rows = s->att;
+    b.att_head_stride = (size_t)ATT_QUERIES * s->max_keys; b.att_row_stride = (size_t)s->max_keys;
     b.att_out = s->att_out;
     b.gate = s->gate; b.up = s->up; b.hidden = s->hidden;
     b.delta = s->delta;
@@ -8209,6 +8231,125 @@ static void gemm(float *out, const float *x, const float *w, int T, int K, int N
 #else
     gemm_tiled(out, x, w, T, K, N, w_is_nk, accumulate, matmul_tile4, 4);
 #endif
+}
+
+/* ---- attention in blocks ---- */
+
+/* attention_forward (section 6) computes, for each head and query, the scores q . k_j with
+   dot(), their softmax, and sum_j p_j v_j by a loop over the keys. Here are the same sums,
+   in the same order, regrouped. A job is ATT_QUERIES queries of one head. Its keys are
+   taken ATT_KEYS at a time and copied transposed, so that the job's queries compute
+   ATT_KEYS scores at once along vectors, as matmul does, reading each key once per job
+   rather than once per query. dot()'s eight partial sums stay what they are: lane l sums
+   the products of the coordinates i = l, l + 8, l + 16, ... in turn, and the lanes are
+   added pairwise at the end, as dot() adds them. The products p_j v_j of four keys are
+   added to the output in one pass, each coordinate's terms still in turn: every float is
+   the one the plain loop computes. */
+
+#define ATT_KEYS 16             /* the keys of one tile: one 16-float vector of scores */
+#define ATT_MAX_HEAD_DIM 256    /* wider heads take the plain loop's dot() */
+
+/* The scores of one query against a tile of keys: s[j] = dot(q, k_j) * scale, j < ATT_KEYS,
+   from kt[i][j] = k_j[i]. HD is a multiple of 8: the caller pads q and the keys with zeros,
+   which add +0 to a lane and leave it as it was (a lane that starts at +0 never becomes -0). */
+static void attention_scores_tile(float *s, const float *q, const float *kt, int HD, float scale)
+{
+    float a0[ATT_KEYS] = {0}, a1[ATT_KEYS] = {0}, a2[ATT_KEYS] = {0}, a3[ATT_KEYS] = {0};
+    float a4[ATT_KEYS] = {0}, a5[ATT_KEYS] = {0}, a6[ATT_KEYS] = {0}, a7[ATT_KEYS] = {0};
+    for (int i = 0; i < HD; i += 8) {
+        const float *k = kt + (size_t)i * ATT_KEYS;
+        for (int j = 0; j < ATT_KEYS; j++) {
+            a0[j] += q[i] * k[j];
+            a1[j] += q[i + 1] * k[ATT_KEYS + j];
+            a2[j] += q[i + 2] * k[2 * ATT_KEYS + j];
+            a3[j] += q[i + 3] * k[3 * ATT_KEYS + j];
+            a4[j] += q[i + 4] * k[4 * ATT_KEYS + j];
+            a5[j] += q[i + 5] * k[5 * ATT_KEYS + j];
+            a6[j] += q[i + 6] * k[6 * ATT_KEYS + j];
+            a7[j] += q[i + 7] * k[7 * ATT_KEYS + j];
+        }
+    }
+    for (int j = 0; j < ATT_KEYS; j++) s[j] = (((a0[j] + a4[j]) + (a1[j] + a5[j])) + ((a2[j] + a6[j]) + (a3[j] + a7[j]))) * scale;
+}
+
+/* One job: queries t0 .. t0 + n_q - 1 of head h; query t's scores, then probabilities, go
+   to rows0 + (t - t0) * row_stride. */
+static void attention_job(float *out, float *rows0, size_t row_stride, const float *q, const float *keys,
+                          const float *values, int h, int t0, int n_q, int pos0, const KvlConfig *c)
+{
+    int H = c->n_heads, HD = c->head_dim, HD8 = (HD + 7) / 8 * 8;
+    float scale = 1.0f / sqrtf((float)HD);
+    float q_pad[ATT_QUERIES * ATT_MAX_HEAD_DIM], kt[ATT_MAX_HEAD_DIM * ATT_KEYS], tile[ATT_KEYS];
+#define FIRST_KEY(pos) ((c->sliding_window && (pos) - c->sliding_window + 1 > 0) ? (pos) - c->sliding_window + 1 : 0)
+    int lo = FIRST_KEY(pos0 + t0), hi = pos0 + t0 + n_q;         /* the keys any query of the job sees: [lo, hi) */
+    if (HD <= ATT_MAX_HEAD_DIM) {
+        for (int t = 0; t < n_q; t++)
+            for (int i = 0; i < HD8; i++) q_pad[t * HD8 + i] = i < HD ? q[((size_t)(t0 + t) * H + h) * HD + i] : 0.0f;
+        for (int j0 = lo; j0 < hi; j0 += ATT_KEYS) {              /* the scores, a tile of keys at a time */
+            int j1 = j0 + ATT_KEYS < hi ? j0 + ATT_KEYS : hi;
+            if (j1 - j0 < ATT_KEYS || HD < HD8) memset(kt, 0, sizeof(float) * HD8 * ATT_KEYS);
+            for (int j = 0; j < j1 - j0; j++)
+                for (int i = 0; i < HD; i++) kt[i * ATT_KEYS + j] = keys[(size_t)(j0 + j) * HD + i];
+            for (int t = t0; t < t0 + n_q; t++) {
+                int pos = pos0 + t, a = FIRST_KEY(pos) > j0 ? FIRST_KEY(pos) : j0, b = pos + 1 < j1 ? pos + 1 : j1;
+                if (a >= b) continue;
+                attention_scores_tile(tile, q_pad + (t - t0) * HD8, kt, HD8, scale);
+                memcpy(rows0 + (t - t0) * row_stride + a, tile + (a - j0), sizeof(float) * (b - a));
+            }
+        }
+    } else
+        for (int t = t0; t < t0 + n_q; t++)
+            for (int j = FIRST_KEY(pos0 + t); j <= pos0 + t; j++)
+                rows0[(t - t0) * row_stride + j] = dot(q + ((size_t)t * H + h) * HD, keys + (size_t)j * HD, HD) * scale;
+    for (int t = t0; t < t0 + n_q; t++) {                        /* the softmax of each row, as the plain loop */
+        int pos = pos0 + t, first = FIRST_KEY(pos);
+        float *p = rows0 + (t - t0) * row_stride, lane_max[8], max_score = -INFINITY, sum = 0.0f;
+        int j = first;
+        for (int l = 0; l < 8; l++) lane_max[l] = -INFINITY;
+        for (; j + 8 <= pos + 1; j += 8)             /* the largest score, in eight lanes: */
+            for (int l = 0; l < 8; l++) lane_max[l] = p[j + l] > lane_max[l] ? p[j + l] : lane_max[l];
+        for (int l = 0; l < 8; l++)                  /* the same value in any order (NaN is skipped) */
+            if (lane_max[l] > max_score) max_score = lane_max[l];
+        for (; j <= pos; j++)
+            if (p[j] > max_score) max_score = p[j];
+        for (j = first; j <= pos; j++) {
+            p[j] = expf(p[j] - max_score);
+            sum += p[j];
+        }
+        for (int j = first; j <= pos; j++) p[j] /= sum;
+    }
+    for (int t = t0; t < t0 + n_q; t++) {                        /* out_t = sum_j p_tj v_j */
+        int pos = pos0 + t, j = FIRST_KEY(pos);
+        const float *p = rows0 + (t - t0) * row_stride;
+        float *o = out + ((size_t)t * H + h) * HD;
+        for (int d = 0; d < HD; d++) o[d] = 0.0f;
+        for (; j + 4 <= pos + 1; j += 4) {          /* four terms per coordinate, added in turn */
+            const float *v0 = values + (size_t)j * HD, *v1 = v0 + HD, *v2 = v1 + HD, *v3 = v2 + HD;
+            float p0 = p[j], p1 = p[j + 1], p2 = p[j + 2], p3 = p[j + 3];
+            for (int d = 0; d < HD; d++) o[d] = (((o[d] + p0 * v0[d]) + p1 * v1[d]) + p2 * v2[d]) + p3 * v3[d];
+        }
+        for (; j <= pos; j++) {
+            const float *vj = values + (size_t)j * HD;
+            for (int d = 0; d < HD; d++) o[d] += p[j] * vj[d];
+        }
+    }
+#undef FIRST_KEY
+}
+
+static void attention_forward_blocked(float *out, float *att, float *att_rows, size_t head_stride, size_t row_stride,
+                                      const float *q, const KvlCache *cache, int layer, int pos0, int T, const KvlConfig *c)
+{
+    int H = c->n_heads, HD = c->head_dim, group = c->n_heads / c->n_kv_heads;
+    int n_blocks = (T + ATT_QUERIES - 1) / ATT_QUERIES;
+    (void)attention_forward;                    /* the definition: test.c compares the two */
+    PARALLEL_FOR_DYNAMIC
+    for (int job = 0; job < H * n_blocks; job++) {
+        /* the last query blocks first: they are the longest jobs, and the short ones fill in after */
+        int h = job % H, t0 = (n_blocks - 1 - job / H) * ATT_QUERIES, n_q = T - t0 < ATT_QUERIES ? T - t0 : ATT_QUERIES;
+        size_t head_offset = ((size_t)layer * c->n_kv_heads + h / group) * cache->max_tokens * HD;
+        float *rows0 = att ? att + h * head_stride + t0 * row_stride : att_rows + thread_index() * head_stride;
+        attention_job(out, rows0, row_stride, q, cache->k + head_offset, cache->v + head_offset, h, t0, n_q, pos0, c);
+    }
 }
 
 /* ------------------------------------------------------------------------------------ */

@@ -1083,6 +1083,65 @@ static void test_swiglu_backward(void)
     CHECK(bad == 0, "swiglu_backward vs finite differences: %d of %d off", bad, 2 * N);
 }
 
+/* The blocked attention (Appendix A) against the plain loop, bit for bit: queries after
+   earlier positions of the cache and from position 0, lengths that fill no block evenly,
+   grouped-query heads, with and without a sliding window, keeping the probabilities (the
+   student) or not (each thread's score rows), on 1 and 3 threads. */
+static void test_attention_blocked_matches_plain(void)
+{
+    KvlConfig c = {0};
+    c.n_layers = 2; c.n_heads = 6; c.n_kv_heads = 2; c.head_dim = 12; c.max_positions = 4096;
+    int lengths[3] = {1, 17, 300}, H = 6, HD = 12, QD = H * HD, bad = 0, n = 0;
+#ifdef _OPENMP
+    int saved = omp_get_max_threads();
+#endif
+    for (int threads = 1; threads <= 3; threads += 2) {
+#ifdef _OPENMP
+        omp_set_num_threads(threads);
+#endif
+        for (int li = 0; li < 3; li++)
+            for (int window = 0; window <= 37; window += 37)
+                for (int pos0 = 0; pos0 <= 150; pos0 += 150)
+                    for (int keep = 0; keep <= 1; keep++) {
+                        int T = lengths[li], P = pos0 + T;
+                        if (keep && pos0) continue;     /* the student's queries start at 0 */
+                        c.sliding_window = window;
+                        KvlCache cache;
+                        kvl_cache_init(&cache, &c, P);
+                        KvlRng rng;
+                        kvl_rng_seed(&rng, (uint64_t)(T * 7 + window + pos0));
+                        float *q = malloc(sizeof(float) * T * QD), *want = malloc(sizeof(float) * T * QD);
+                        float *got = malloc(sizeof(float) * T * QD), *att_want = malloc(sizeof(float) * H * T * P);
+                        float *att_got = malloc(sizeof(float) * H * T * P);
+                        float *rows = malloc(sizeof(float) * threads * ATT_QUERIES * P);
+                        fill_random(q, (size_t)T * QD, &rng, 3.0f);
+                        fill_random(cache.k, (size_t)c.n_layers * c.n_kv_heads * P * HD, &rng, 1.5f);
+                        fill_random(cache.v, (size_t)c.n_layers * c.n_kv_heads * P * HD, &rng, 1.0f);
+                        attention_forward(want, att_want, (size_t)T * P, (size_t)P, q, &cache, 1, pos0, T, &c);
+                        if (keep) {
+                            attention_forward_blocked(got, att_got, NULL, (size_t)T * P, (size_t)P, q, &cache, 1, pos0, T, &c);
+                            /* the rows of keys no query sees are not written: compare the ones that are */
+                            for (int h = 0; h < H; h++)
+                                for (int t = 0; t < T; t++) {
+                                    int first = window && t - window + 1 > 0 ? t - window + 1 : 0;
+                                    size_t at = ((size_t)h * T + t) * P + first;
+                                    bad += !bits_equal(att_got + at, att_want + at, (size_t)(t - first + 1));
+                                }
+                        } else
+                            attention_forward_blocked(got, NULL, rows, (size_t)ATT_QUERIES * P, (size_t)P, q, &cache, 1, pos0, T, &c);
+                        bad += !bits_equal(got, want, (size_t)T * QD);
+                        n++;
+                        free(q); free(want); free(got); free(att_want); free(att_got); free(rows);
+                        kvl_cache_free(&cache);
+                    }
+    }
+#ifdef _OPENMP
+    omp_set_num_threads(saved);
+#endif
+    CHECK(bad == 0 && n == 36, "blocked attention equals the plain loop bit for bit in %d cases (lengths 1, 17, 300; window 0 and 37; "
+          "after 0 and 150 cached positions; 1 and 3 threads): %d differ", n, bad);
+}
+
 /* attention of one layer over T tokens held in a KvlCache, with GQA, with and without a
    sliding window */
 static void test_attention_backward(void)
@@ -4096,6 +4155,7 @@ static const struct { const char *name; void (*fn)(void); } tests[] = {
     {"rmsnorm_backward", test_rmsnorm_backward},
     {"rope_backward", test_rope_backward},
     {"swiglu_backward", test_swiglu_backward},
+    {"attention_blocked_matches_plain", test_attention_blocked_matches_plain},
     {"attention_backward", test_attention_backward},
     {"linear_backward", test_linear_backward},
     {"model_backward", test_model_backward},
