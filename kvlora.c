@@ -8095,7 +8095,6 @@ int main(int argc, char **argv)
 
 #define MM_COLS 16      /* outputs per panel: one to four vector registers wide */
 #define MM_DEPTH 256    /* inputs per packed block: MM_DEPTH * MM_COLS floats = 16 KB */
-#define MM_MAX_ROWS 6   /* the most tokens a register tile holds */
 
 /* The register tile: four tokens x MM_COLS outputs, resumed from and stored to out. The
    four rows are four separate arrays on purpose: GCC keeps these in vector registers but
@@ -8131,8 +8130,28 @@ static void matmul_tile4(float *out, int n_out, const float *x, int in, const fl
     }
 }
 
-#if defined(__AVX__) && !defined(__AVX512F__) && !defined(KVL_PLAIN_KERNELS)
+/* One token x MM_COLS outputs: the rows a tile of several tokens leaves over, and all of
+   decoding, which has one token. (A bigger tile would compute rows of padding: decoding
+   is bound by reading the weights once, and this reads them once and computes nothing
+   more.) */
+static void matmul_tile1(float *out, const float *x, const float *panel, int panel_stride, int depth, int fresh)
+{
+    float a[MM_COLS];
+    for (int j = 0; j < MM_COLS; j++) a[j] = fresh ? 0.0f : out[j];
+    for (int i = 0; i < depth; i++) {
+        const float *wi = panel + (size_t)i * panel_stride;
+        float b = x[i];
+        for (int j = 0; j < MM_COLS; j++) a[j] += b * wi[j];
+    }
+    for (int j = 0; j < MM_COLS; j++) out[j] = a[j];
+}
+
+#if defined(__AVX__) && !defined(KVL_PLAIN_KERNELS)
 #include <immintrin.h>
+#define KVL_AVX_PACK 1
+#endif
+
+#if defined(__AVX__) && !defined(__AVX512F__) && !defined(KVL_PLAIN_KERNELS)
 #define KVL_AVX_TILE 1
 /* The same tile for AVX2-class machines, six tokens x 16 outputs in twelve named vector
    registers: with 16 vector registers GCC keeps the plain tile's accumulators in memory,
@@ -8171,6 +8190,44 @@ static void matmul_tile6_avx(float *out, int n_out, const float *x, int in, cons
 }
 #endif
 
+/* A panel of nn.Linear's weights: panel[k][j] = w[j][k] for j < n_cols (zeros beyond),
+   k < depth, from rows of w K floats apart. Moving floats changes no sum, so the AVX path
+   below is free to transpose 8x8 blocks in registers; it pays where the product has
+   one or a few tokens (decoding), whose time goes into this copy rather than the tile. */
+static void pack_panel(float *panel, const float *w, int K, int n_cols, int depth)
+{
+    int k = 0;
+#ifdef KVL_AVX_PACK
+    for (; n_cols == MM_COLS && k + 8 <= depth; k += 8)
+        for (int j0 = 0; j0 < MM_COLS; j0 += 8) {
+            const float *r = w + (size_t)j0 * K + k;
+            __m256 r0 = _mm256_loadu_ps(r), r1 = _mm256_loadu_ps(r + K), r2 = _mm256_loadu_ps(r + 2 * (size_t)K);
+            __m256 r3 = _mm256_loadu_ps(r + 3 * (size_t)K), r4 = _mm256_loadu_ps(r + 4 * (size_t)K);
+            __m256 r5 = _mm256_loadu_ps(r + 5 * (size_t)K), r6 = _mm256_loadu_ps(r + 6 * (size_t)K);
+            __m256 r7 = _mm256_loadu_ps(r + 7 * (size_t)K);
+            __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+            __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+            __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+            __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+            __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+            __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+            __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+            __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+            float *p = panel + (size_t)k * MM_COLS + j0;
+            _mm256_storeu_ps(p, _mm256_permute2f128_ps(u0, u4, 0x20));
+            _mm256_storeu_ps(p + MM_COLS, _mm256_permute2f128_ps(u1, u5, 0x20));
+            _mm256_storeu_ps(p + 2 * MM_COLS, _mm256_permute2f128_ps(u2, u6, 0x20));
+            _mm256_storeu_ps(p + 3 * MM_COLS, _mm256_permute2f128_ps(u3, u7, 0x20));
+            _mm256_storeu_ps(p + 4 * MM_COLS, _mm256_permute2f128_ps(u0, u4, 0x31));
+            _mm256_storeu_ps(p + 5 * MM_COLS, _mm256_permute2f128_ps(u1, u5, 0x31));
+            _mm256_storeu_ps(p + 6 * MM_COLS, _mm256_permute2f128_ps(u2, u6, 0x31));
+            _mm256_storeu_ps(p + 7 * MM_COLS, _mm256_permute2f128_ps(u3, u7, 0x31));
+        }
+#endif
+    for (int j = 0; j < MM_COLS; j++)               /* (loops in the order that reads w contiguously) */
+        for (int kk = k; kk < depth; kk++) panel[kk * MM_COLS + j] = j < n_cols ? w[(size_t)j * K + kk] : 0.0f;
+}
+
 /* A register tile: rows tokens x MM_COLS outputs of out (row stride n_out) from rows rows
    of x (stride in) and depth rows of MM_COLS weights, panel_stride floats apart. */
 typedef void (*MatmulTile)(float *out, int n_out, const float *x, int in, const float *panel, int panel_stride, int depth, int fresh);
@@ -8191,14 +8248,12 @@ static void gemm_tiled(float *out, const float *x, const float *w, int T, int K,
     PARALLEL_FOR
     for (int job = 0; job < n_panels * n_blocks; job++) {
         float panel[MM_DEPTH * MM_COLS];        /* panel[k][j] = w(k0 + k, n0 + j) */
-        float edge[MM_MAX_ROWS * MM_COLS];      /* a tile of the last rows or the last, narrower panel */
+        float edge[MM_COLS];                    /* one row of outputs of an edge */
         int p = job / n_blocks, n0 = p * MM_COLS, n_cols = N - n0 < MM_COLS ? N - n0 : MM_COLS;
         int t_begin = job % n_blocks * block, t_end = t_begin + block < T ? t_begin + block : T;
         for (int k0 = 0; k0 < K; k0 += MM_DEPTH) {
             int depth = K - k0 < MM_DEPTH ? K - k0 : MM_DEPTH, fresh = k0 == 0 && !accumulate;
-            for (int j = 0; j < MM_COLS; j++)       /* (loops in the order that reads w contiguously) */
-                for (int k = 0; k < depth && w_is_nk; k++)
-                    panel[k * MM_COLS + j] = j < n_cols ? w[(size_t)(n0 + j) * K + k0 + k] : 0.0f;
+            if (w_is_nk) pack_panel(panel, w + (size_t)n0 * K + k0, K, n_cols, depth);
             for (int k = 0; k < depth && !w_is_nk && n_cols < MM_COLS; k++)
                 for (int j = 0; j < MM_COLS; j++)
                     panel[k * MM_COLS + j] = j < n_cols ? w[(size_t)(k0 + k) * N + n0 + j] : 0.0f;
@@ -8208,16 +8263,11 @@ static void gemm_tiled(float *out, const float *x, const float *w, int T, int K,
             int t0 = t_begin;
             for (; t0 + rows <= t_end && n_cols == MM_COLS; t0 += rows)
                 tile(out + (size_t)t0 * N + n0, N, x + (size_t)t0 * K + k0, K, wp, wp_stride, depth, fresh);
-            for (; t0 < t_end; t0 += rows) {    /* the edges: fewer tokens or outputs, same sums */
-                int n_rows = t_end - t0 < rows ? t_end - t0 : rows;
-                float part[MM_MAX_ROWS * MM_DEPTH] = {0};
-                for (int r = 0; r < n_rows; r++) {
-                    memcpy(part + r * MM_DEPTH, x + (size_t)(t0 + r) * K + k0, sizeof(float) * depth);
-                    for (int j = 0; j < n_cols; j++) edge[r * MM_COLS + j] = out[(size_t)(t0 + r) * N + n0 + j];
-                }
-                tile(edge, MM_COLS, part, MM_DEPTH, wp, wp_stride, depth, fresh);
-                for (int r = 0; r < n_rows; r++)
-                    for (int j = 0; j < n_cols; j++) out[(size_t)(t0 + r) * N + n0 + j] = edge[r * MM_COLS + j];
+            for (; t0 < t_end; t0++) {          /* the edges, a token at a time: fewer tokens or outputs, same sums */
+                float *o = out + (size_t)t0 * N + n0;
+                for (int j = 0; j < MM_COLS; j++) edge[j] = j < n_cols ? o[j] : 0.0f;
+                matmul_tile1(edge, x + (size_t)t0 * K + k0, wp, wp_stride, depth, fresh);
+                for (int j = 0; j < n_cols; j++) o[j] = edge[j];
             }
         }
     }
