@@ -3482,8 +3482,10 @@ typedef struct {
 /* Layer l on T tokens at positions pos0 ... : x (the residual stream, [T][D]) gets
        x += Attention(RMSNorm(x));  x += MLP(RMSNorm(x))
    and the tokens' keys and values go into the cache. Its two blocks, the first:
-       n = RMSNorm(x);  x += o(attention(rope(q(n)), rope(k(n)), v(n)))   (with the cache) */
-static void attention_block_forward(float *x, KvlCache *cache, const LayerBuffers *b, const KvlModel *m, int l, int pos0, int T)
+       n = RMSNorm(x);  x += o(attention(rope(q(n)), rope(k(n)), v(n)))   (with the cache)
+   in three steps: the queries, keys and values of the tokens; attention over the cache;
+   the output projection. The first and last serve batched decoding (section 7) too. */
+static void attention_inputs(const float *x, const LayerBuffers *b, const KvlModel *m, int l, int T)
 {
     const KvlConfig *c = &m->config;
     const KvlWeights *w = &m->w;
@@ -3506,15 +3508,35 @@ static void attention_block_forward(float *x, KvlCache *cache, const LayerBuffer
         }
         rope_forward(qt, b->rope_cos + (size_t)t * half, b->rope_sin + (size_t)t * half, H, HD);
         rope_forward(kt, b->rope_cos + (size_t)t * half, b->rope_sin + (size_t)t * half, KVH, HD);
-        for (int h = 0; h < KVH; h++) {      /* the cache is [L][KVH][positions][HD] */
-            size_t at = (((size_t)l * KVH + h) * cache->max_tokens + pos0 + t) * HD;
-            memcpy(cache->k + at, kt + h * HD, sizeof(float) * HD);
-            memcpy(cache->v + at, b->v + (size_t)t * KD + h * HD, sizeof(float) * HD);
-        }
     }
-    attention_forward_blocked(b->att_out, b->att, b->att_rows, b->att_head_stride, b->att_row_stride, b->q, cache, l, pos0, T, c);
-    linear_forward(b->delta, b->u[KVL_O_PROJ], b->att_out, w->wo + (size_t)l * D * QD, NULL, lora, KVL_O_PROJ, l, T, QD, D, b->lora_tmp);
+}
+
+/* Token t's key and value (row t of b->k, b->v) into the cache at position pos, layer l
+   (the cache is [L][KVH][positions][HD]). */
+static void cache_store(KvlCache *cache, const LayerBuffers *b, int l, int t, int pos)
+{
+    int KVH = cache->n_kv_heads, HD = cache->head_dim;
+    for (int h = 0; h < KVH; h++) {
+        size_t at = (((size_t)l * KVH + h) * cache->max_tokens + pos) * HD;
+        memcpy(cache->k + at, b->k + ((size_t)t * KVH + h) * HD, sizeof(float) * HD);
+        memcpy(cache->v + at, b->v + ((size_t)t * KVH + h) * HD, sizeof(float) * HD);
+    }
+}
+
+static void attention_output(float *x, const LayerBuffers *b, const KvlModel *m, int l, int T)
+{
+    const KvlConfig *c = &m->config;
+    int D = c->dim, QD = c->n_heads * c->head_dim;
+    linear_forward(b->delta, b->u[KVL_O_PROJ], b->att_out, m->w.wo + (size_t)l * D * QD, NULL, m->lora, KVL_O_PROJ, l, T, QD, D, b->lora_tmp);
     for (size_t i = 0; i < (size_t)T * D; i++) x[i] += b->delta[i];
+}
+
+static void attention_block_forward(float *x, KvlCache *cache, const LayerBuffers *b, const KvlModel *m, int l, int pos0, int T)
+{
+    attention_inputs(x, b, m, l, T);
+    for (int t = 0; t < T; t++) cache_store(cache, b, l, t, pos0 + t);
+    attention_forward_blocked(b->att_out, b->att, b->att_rows, b->att_head_stride, b->att_row_stride, b->q, cache, l, pos0, T, &m->config);
+    attention_output(x, b, m, l, T);
 }
 
 /* The second: n = RMSNorm(x);  x += down(silu(gate(n)) * up(n)) */
@@ -3760,6 +3782,80 @@ int kvl_forward(KvlModel *m, KvlCache *cache, const int *tokens, int n_tokens, f
     return 0;
 }
 
+/* ---- batched decoding: several sequences after one cached context ---- */
+
+/* Each sequence's token is a row of one chunk: the linear layers see a chunk of rows, as
+   in prefill, and compute each row's sums as they would alone. Only attention and RoPE
+   differ: row r sits at its own position n_shared + tail_len, and reads the shared
+   cache's keys and then its own tail's (Appendix A). */
+static void attention_forward_batch(float *out, float *att_rows, size_t rows_stride, const float *q, const KvlBatch *batch,
+                                    const int *seq, int layer, int T, const KvlConfig *c);
+
+void kvl_batch_free(KvlBatch *b)
+{
+    kvl_cache_free(&b->tails);
+    free(b->tail_len);
+    memset(b, 0, sizeof *b);
+}
+
+int kvl_batch_init(KvlBatch *b, const KvlModel *m, const KvlCache *shared, int n_seqs, int max_tail)
+{
+    memset(b, 0, sizeof *b);
+    if (n_seqs < 1 || max_tail < 1) return fail("batch: %d sequences of %d tokens", n_seqs, max_tail);
+    if (shared->n_layers != m->config.n_layers || shared->n_kv_heads != m->config.n_kv_heads || shared->head_dim != m->config.head_dim)
+        return fail("batch: the KV cache was made for another model shape");
+    if ((size_t)n_seqs * max_tail > INT_MAX) return fail("batch: %d sequences of %d tokens are too many", n_seqs, max_tail);
+    b->shared = shared;
+    b->n_seqs = n_seqs;
+    b->max_tail = max_tail;
+    KvlConfig tails = m->config;            /* the tails' positions are n_seqs x max_tail slots, not the model's */
+    tails.max_positions = n_seqs * max_tail;
+    b->tail_len = xcalloc((size_t)n_seqs, sizeof(int));
+    if (!b->tail_len || kvl_cache_init(&b->tails, &tails, n_seqs * max_tail)) {
+        kvl_batch_free(b);
+        return -1;
+    }
+    return 0;
+}
+
+int kvl_forward_batch(KvlModel *m, KvlBatch *batch, const int *tokens, float *logits)
+{
+    const KvlConfig *c = &m->config;
+    int D = c->dim, V = c->vocab_size, half = c->head_dim / 2, n_shared = batch->shared->n_tokens, T = 0;
+    int *seq = xmalloc(sizeof(int) * batch->n_seqs), *ids = xmalloc(sizeof(int) * batch->n_seqs);
+    if (!seq || !ids) { free(seq); free(ids); return -1; }
+    for (int b = 0; b < batch->n_seqs; b++) {
+        if (tokens[b] < 0) continue;
+        if (tokens[b] >= V) { free(seq); free(ids); return fail("batch: token id %d of sequence %d is outside the vocabulary [0, %d)", tokens[b], b, V); }
+        if (batch->tail_len[b] >= batch->max_tail) { free(seq); free(ids); return fail("batch: sequence %d is full (%d tokens)", b, batch->max_tail); }
+        seq[T] = b;
+        ids[T++] = tokens[b];
+    }
+    if (T == 0 || scratch_reserve(m, T, n_shared + batch->max_tail)) { free(seq); free(ids); return T ? -1 : 0; }
+    KvlScratch *s = m->scratch;
+    LayerBuffers lb = forward_buffers(s);
+    embedding_forward(s->x, ids, m->w.embed, T, D);
+    for (int r = 0; r < T; r++)
+        rope_tables(s->rope_cos + (size_t)r * half, s->rope_sin + (size_t)r * half, s->inv_freq, n_shared + batch->tail_len[seq[r]], 1, half);
+    for (int l = 0; l < c->n_layers; l++) {
+        attention_inputs(s->x, &lb, m, l, T);
+        for (int r = 0; r < T; r++) cache_store(&batch->tails, &lb, l, r, seq[r] * batch->max_tail + batch->tail_len[seq[r]]);
+        attention_forward_batch(s->att_out, lb.att_rows, lb.att_row_stride, s->q, batch, seq, l, T, c);
+        attention_output(s->x, &lb, m, l, T);
+        mlp_block_forward(s->x, &lb, m, l, T);
+    }
+    for (int r = 0; r < T; r++) batch->tail_len[seq[r]]++;
+    if (logits) {
+        for (int r = 0; r < T; r++) rmsnorm_forward(s->xb + (size_t)r * D, s->x + (size_t)r * D, m->w.final_norm, D, c->rms_eps);
+        matmul(logits, s->xb, m->w.lm_head, NULL, T, D, V);
+        for (int r = T - 1; r >= 0; r--)        /* row r to its sequence's row seq[r] >= r */
+            if (seq[r] != r) memcpy(logits + (size_t)seq[r] * V, logits + (size_t)r * V, sizeof(float) * V);
+    }
+    free(seq);
+    free(ids);
+    return 0;
+}
+
 /* ---- sampling: from logits to the next token ---- */
 
 /* Greedy decoding takes the first maximum, as torch.argmax does. Sampling divides the    */
@@ -3777,26 +3873,43 @@ int kvl_argmax(const float *x, int n)
 
 typedef struct { float p; int id; } ProbIndex;
 
-static int compare_prob_desc(const void *a, const void *b)
+/* Sorts by probability, largest first, ties by lower id first (deterministic), as a
+   comparison sort with that order would; but in four passes of a stable radix sort on
+   the float's bits (for p >= 0 their order as integers is the order of the numbers),
+   which is linear in n: sampling sorts a vocabulary per token. tmp holds n entries. */
+static void sort_prob_desc(ProbIndex *order, ProbIndex *tmp, int n)
 {
-    const ProbIndex *x = a, *y = b;
-    if (x->p != y->p) return x->p > y->p ? -1 : 1;
-    return x->id - y->id;                      /* ties: lower id first, deterministic */
+    for (int shift = 0; shift < 32; shift += 8) {
+        size_t count[257] = {0};
+        for (int i = 0; i < n; i++) {
+            uint32_t key;
+            memcpy(&key, &order[i].p, sizeof key);
+            count[((~key >> shift) & 0xFF) + 1]++;     /* ~key: descending */
+        }
+        for (int d = 0; d < 256; d++) count[d + 1] += count[d];
+        for (int i = 0; i < n; i++) {
+            uint32_t key;
+            memcpy(&key, &order[i].p, sizeof key);
+            tmp[count[(~key >> shift) & 0xFF]++] = order[i];
+        }
+        memcpy(order, tmp, sizeof *order * (size_t)n);
+    }
 }
 
 int kvl_sample(float *logits, int n, float temperature, float top_p, KvlRng *rng)
 {
     if (temperature <= 0.0f) return kvl_argmax(logits, n);
+    double u = kvl_rng_float(rng);     /* one draw per sampled token, always (batched self-study counts on it) */
     float max_logit = logits[kvl_argmax(logits, n)];
     double sum = 0.0;
     for (int i = 0; i < n; i++) {
         logits[i] = expf((logits[i] - max_logit) / temperature);
         sum += logits[i];
     }
-    ProbIndex *order = malloc(sizeof *order * (size_t)n);
+    ProbIndex *order = malloc(sizeof *order * 2 * (size_t)n);
     if (!order) return kvl_argmax(logits, n);  /* out of memory: degrade to greedy */
     for (int i = 0; i < n; i++) { order[i].p = (float)(logits[i] / sum); order[i].id = i; }
-    qsort(order, (size_t)n, sizeof *order, compare_prob_desc);
+    sort_prob_desc(order, order + n, n);
     int keep = n;
     if (top_p > 0.0f && top_p < 1.0f) {
         double cumulative = 0.0;
@@ -3807,7 +3920,7 @@ int kvl_sample(float *logits, int n, float temperature, float top_p, KvlRng *rng
     }
     double kept = 0.0;
     for (int i = 0; i < keep; i++) kept += order[i].p;
-    double r = kvl_rng_float(rng) * kept, cumulative = 0.0;
+    double r = u * kept, cumulative = 0.0;
     int chosen = order[keep - 1].id;
     for (int i = 0; i < keep; i++) {
         cumulative += order[i].p;
@@ -4568,42 +4681,69 @@ static void report_phase(const char *phase, long long done, long long total, dou
 /* Self-study: the teacher, reading the cached context, writes its own probes: n
    continuations of len tokens, sampled at temperature 1 from a seeded stream. Continuation
    i starts with generic prompt i mod n_prompts (when there are prompts: "Q:", ...), which
-   becomes part of the probe. No ground truth goes in: the probes are the model's own words. */
+   becomes part of the probe. No ground truth goes in: the probes are the model's own words.
+   The continuations are decoded SELF_STUDY_BATCH at a time (kvl_forward_batch), a prompt
+   token or a sampled one per step each. The tokens are those of writing the continuations
+   one after another: sampled token t of continuation i takes draw i * len + t of the
+   stream (kvl_sample makes exactly one draw), whose generator state is kept for it. */
+#define SELF_STUDY_BATCH 16
+
 int kvl_self_study(KvlModel *m, KvlCache *cache, int last_token, const KvlProbe *prompts, int n_prompts,
                    int n, int len, uint64_t seed, KvlProbe *out)
 {
-    int V = m->config.vocab_size, n_ctx = cache->n_tokens, longest = 0;
+    int V = m->config.vocab_size, n_ctx = cache->n_tokens, longest = 0, B = n < SELF_STUDY_BATCH ? n : SELF_STUDY_BATCH;
     for (int k = 0; k < n_prompts; k++)
         if (prompts[k].n > longest) longest = prompts[k].n;
     if (len < 1 || n_ctx + longest + len > cache->max_tokens) return fail("self-study: %d tokens do not fit after the %d-token context", longest + len, n_ctx);
-    float *after = xmalloc(sizeof(float) * V), *logits = xmalloc(sizeof(float) * V);
-    if (!after || !logits) { free(after); free(logits); return -1; }
+    if (n < 1) return 0;
+    KvlRng *draws = xmalloc(sizeof(KvlRng) * (size_t)n * len);
+    float *after = xmalloc(sizeof(float) * V), *logits = xmalloc(sizeof(float) * V * B);
+    int *fed = xmalloc(sizeof(int) * B), *sampled = xmalloc(sizeof(int) * B), *next = xmalloc(sizeof(int) * B);
+    KvlBatch batch = {0};
+    int r = !draws || !after || !logits || !fed || !sampled || !next ? -1 : kvl_batch_init(&batch, m, cache, B, longest + len);
     const KvlLora *keep = m->lora;
     m->lora = NULL;
     KvlRng rng;
     kvl_rng_seed(&rng, seed ^ 0x5e1f57d7ull);
+    for (size_t k = 0; !r && k < (size_t)n * len; k++) {
+        draws[k] = rng;
+        kvl_rng_u32(&rng);
+    }
     double start = now_seconds();
-    int r = logits_after_context(m, cache, last_token, after);
-    for (int i = 0; i < n && !r; i++) {
-        const KvlProbe *prompt = n_prompts ? &prompts[i % n_prompts] : NULL;
-        int n_prompt = prompt ? prompt->n : 0;
-        out[i].n = n_prompt + len;
-        out[i].ids = xmalloc(sizeof(int) * (size_t)(n_prompt + len));
-        if (!out[i].ids) { r = -1; break; }
-        if (n_prompt) {
-            memcpy(out[i].ids, prompt->ids, sizeof(int) * n_prompt);
-            r = kvl_forward(m, cache, prompt->ids, n_prompt, logits, 1);
-        } else memcpy(logits, after, sizeof(float) * V);
-        for (int t = 0; t < len && !r; t++) {
-            out[i].ids[n_prompt + t] = kvl_sample(logits, V, 1.0f, 1.0f, &rng);
-            if (t + 1 < len) r = kvl_forward(m, cache, &out[i].ids[n_prompt + t], 1, logits, 1);
+    if (!r) r = logits_after_context(m, cache, last_token, after);
+    for (int i0 = 0; i0 < n && !r; i0 += B) {
+        int nb = n - i0 < B ? n - i0 : B, done = 0;
+        for (int b = 0; b < B; b++) batch.tail_len[b] = fed[b] = sampled[b] = 0;
+        for (int b = 0; b < nb && !r; b++) {
+            const KvlProbe *prompt = n_prompts ? &prompts[(i0 + b) % n_prompts] : NULL;
+            out[i0 + b].n = (prompt ? prompt->n : 0) + len;
+            if (!(out[i0 + b].ids = xmalloc(sizeof(int) * (size_t)out[i0 + b].n))) r = -1;
+            else if (prompt) memcpy(out[i0 + b].ids, prompt->ids, sizeof(int) * prompt->n);
+            else memcpy(logits + (size_t)b * V, after, sizeof(float) * V);
         }
-        cache->n_tokens = n_ctx;
-        report_phase("self-study", (long long)(i + 1) * len, (long long)n * len, start);
+        while (!r && done < nb) {           /* each continuation: its prompt, then a sample per step */
+            PARALLEL_FOR
+            for (int b = 0; b < nb; b++) {      /* (each sample its own draw: any thread may take it) */
+                int i = i0 + b, n_prompt = out[i].n - len;
+                if (fed[b] < n_prompt || sampled[b] == len) continue;
+                KvlRng draw = draws[(size_t)i * len + sampled[b]];
+                out[i].ids[n_prompt + sampled[b]] = kvl_sample(logits + (size_t)b * V, V, 1.0f, 1.0f, &draw);
+            }
+            for (int b = 0; b < B; b++) {
+                int i = i0 + b, n_prompt = b < nb ? out[i].n - len : 0;
+                next[b] = -1;
+                if (b >= nb || sampled[b] == len) continue;
+                if (fed[b] < n_prompt) next[b] = out[i].ids[fed[b]++];
+                else if (++sampled[b] < len) next[b] = out[i].ids[n_prompt + sampled[b] - 1];
+                else done++;
+            }
+            if (done < nb) r = kvl_forward_batch(m, &batch, next, logits);
+        }
+        report_phase("self-study", (long long)(i0 + nb) * len, (long long)n * len, start);
     }
     m->lora = keep;
-    free(after);
-    free(logits);
+    kvl_batch_free(&batch);
+    free(draws); free(after); free(logits); free(fed); free(sampled); free(next);
     return r;
 }
 
@@ -8297,7 +8437,7 @@ static void gemm(float *out, const float *x, const float *w, int T, int K, int N
    the one the plain loop computes. */
 
 #define ATT_KEYS 16             /* the keys of one tile: one 16-float vector of scores */
-#define ATT_MAX_HEAD_DIM 256    /* wider heads take the plain loop's dot() */
+#define ATT_MAX_HEAD_DIM 256    /* wider heads take the plain loop's dot(), as does a job of one query */
 
 /* The scores of one query against a tile of keys: s[j] = dot(q, k_j) * scale, j < ATT_KEYS,
    from kt[i][j] = k_j[i]. HD is a multiple of 8: the caller pads q and the keys with zeros,
@@ -8322,24 +8462,43 @@ static void attention_scores_tile(float *s, const float *q, const float *kt, int
     for (int j = 0; j < ATT_KEYS; j++) s[j] = (((a0[j] + a4[j]) + (a1[j] + a5[j])) + ((a2[j] + a6[j]) + (a3[j] + a7[j]))) * scale;
 }
 
-/* One job: queries t0 .. t0 + n_q - 1 of head h; query t's scores, then probabilities, go
-   to rows0 + (t - t0) * row_stride. */
-static void attention_job(float *out, float *rows0, size_t row_stride, const float *q, const float *keys,
-                          const float *values, int h, int t0, int n_q, int pos0, const KvlConfig *c)
+/* The keys and values of one key/value head, by position: below n from k and v (the
+   cache), from n on at tail_k and tail_v (a sequence's own tokens in batched decoding). */
+typedef struct {
+    const float *k, *v, *tail_k, *tail_v;
+    int n;
+} AttentionKeys;
+
+static const float *key_at(const AttentionKeys *a, int j, int HD)
+{
+    return j < a->n ? a->k + (size_t)j * HD : a->tail_k + (size_t)(j - a->n) * HD;
+}
+
+static const float *value_at(const AttentionKeys *a, int j, int HD)
+{
+    return j < a->n ? a->v + (size_t)j * HD : a->tail_v + (size_t)(j - a->n) * HD;
+}
+
+/* One job: queries t0 .. t0 + n_q - 1 of head h at positions pos0 + t; query t's scores,
+   then probabilities, go to rows0 + (t - t0) * row_stride. */
+static void attention_job(float *out, float *rows0, size_t row_stride, const float *q, const AttentionKeys *keys,
+                          int h, int t0, int n_q, int pos0, const KvlConfig *c)
 {
     int H = c->n_heads, HD = c->head_dim, HD8 = (HD + 7) / 8 * 8;
     float scale = 1.0f / sqrtf((float)HD);
     float q_pad[ATT_QUERIES * ATT_MAX_HEAD_DIM], kt[ATT_MAX_HEAD_DIM * ATT_KEYS], tile[ATT_KEYS];
 #define FIRST_KEY(pos) ((c->sliding_window && (pos) - c->sliding_window + 1 > 0) ? (pos) - c->sliding_window + 1 : 0)
     int lo = FIRST_KEY(pos0 + t0), hi = pos0 + t0 + n_q;         /* the keys any query of the job sees: [lo, hi) */
-    if (HD <= ATT_MAX_HEAD_DIM) {
+    if (HD <= ATT_MAX_HEAD_DIM && n_q > 1) {   /* (a lone query gains nothing from copying the keys) */
         for (int t = 0; t < n_q; t++)
             for (int i = 0; i < HD8; i++) q_pad[t * HD8 + i] = i < HD ? q[((size_t)(t0 + t) * H + h) * HD + i] : 0.0f;
         for (int j0 = lo; j0 < hi; j0 += ATT_KEYS) {              /* the scores, a tile of keys at a time */
             int j1 = j0 + ATT_KEYS < hi ? j0 + ATT_KEYS : hi;
             if (j1 - j0 < ATT_KEYS || HD < HD8) memset(kt, 0, sizeof(float) * HD8 * ATT_KEYS);
-            for (int j = 0; j < j1 - j0; j++)
-                for (int i = 0; i < HD; i++) kt[i * ATT_KEYS + j] = keys[(size_t)(j0 + j) * HD + i];
+            for (int j = 0; j < j1 - j0; j++) {
+                const float *kj = key_at(keys, j0 + j, HD);
+                for (int i = 0; i < HD; i++) kt[i * ATT_KEYS + j] = kj[i];
+            }
             for (int t = t0; t < t0 + n_q; t++) {
                 int pos = pos0 + t, a = FIRST_KEY(pos) > j0 ? FIRST_KEY(pos) : j0, b = pos + 1 < j1 ? pos + 1 : j1;
                 if (a >= b) continue;
@@ -8350,7 +8509,7 @@ static void attention_job(float *out, float *rows0, size_t row_stride, const flo
     } else
         for (int t = t0; t < t0 + n_q; t++)
             for (int j = FIRST_KEY(pos0 + t); j <= pos0 + t; j++)
-                rows0[(t - t0) * row_stride + j] = dot(q + ((size_t)t * H + h) * HD, keys + (size_t)j * HD, HD) * scale;
+                rows0[(t - t0) * row_stride + j] = dot(q + ((size_t)t * H + h) * HD, key_at(keys, j, HD), HD) * scale;
     for (int t = t0; t < t0 + n_q; t++) {                        /* the softmax of each row, as the plain loop */
         int pos = pos0 + t, first = FIRST_KEY(pos);
         float *p = rows0 + (t - t0) * row_stride, lane_max[8], max_score = -INFINITY, sum = 0.0f;
@@ -8374,16 +8533,34 @@ static void attention_job(float *out, float *rows0, size_t row_stride, const flo
         float *o = out + ((size_t)t * H + h) * HD;
         for (int d = 0; d < HD; d++) o[d] = 0.0f;
         for (; j + 4 <= pos + 1; j += 4) {          /* four terms per coordinate, added in turn */
-            const float *v0 = values + (size_t)j * HD, *v1 = v0 + HD, *v2 = v1 + HD, *v3 = v2 + HD;
+            const float *v0 = value_at(keys, j, HD), *v1 = value_at(keys, j + 1, HD);
+            const float *v2 = value_at(keys, j + 2, HD), *v3 = value_at(keys, j + 3, HD);
             float p0 = p[j], p1 = p[j + 1], p2 = p[j + 2], p3 = p[j + 3];
             for (int d = 0; d < HD; d++) o[d] = (((o[d] + p0 * v0[d]) + p1 * v1[d]) + p2 * v2[d]) + p3 * v3[d];
         }
         for (; j <= pos; j++) {
-            const float *vj = values + (size_t)j * HD;
+            const float *vj = value_at(keys, j, HD);
             for (int d = 0; d < HD; d++) o[d] += p[j] * vj[d];
         }
     }
 #undef FIRST_KEY
+}
+
+/* Batched decoding's attention: a job is one head of one sequence's token, over the
+   shared keys and then the sequence's own. */
+static void attention_forward_batch(float *out, float *att_rows, size_t rows_stride, const float *q, const KvlBatch *batch,
+                                    const int *seq, int layer, int T, const KvlConfig *c)
+{
+    int H = c->n_heads, KVH = c->n_kv_heads, HD = c->head_dim, group = H / KVH, QD = H * HD;
+    const KvlCache *shared = batch->shared, *tails = &batch->tails;
+    PARALLEL_FOR_DYNAMIC
+    for (int job = 0; job < H * T; job++) {
+        int h = job % H, r = job / H, b = seq[r], g = layer * KVH + h / group;
+        size_t shared_at = (size_t)g * shared->max_tokens * HD, tail_at = ((size_t)g * tails->max_tokens + (size_t)b * batch->max_tail) * HD;
+        AttentionKeys keys = {shared->k + shared_at, shared->v + shared_at, tails->k + tail_at, tails->v + tail_at, shared->n_tokens};
+        attention_job(out + (size_t)r * QD, att_rows + thread_index() * ATT_QUERIES * rows_stride, rows_stride, q + (size_t)r * QD,
+                      &keys, h, 0, 1, shared->n_tokens + batch->tail_len[b], c);
+    }
 }
 
 static void attention_forward_blocked(float *out, float *att, float *att_rows, size_t head_stride, size_t row_stride,
@@ -8397,8 +8574,9 @@ static void attention_forward_blocked(float *out, float *att, float *att_rows, s
         /* the last query blocks first: they are the longest jobs, and the short ones fill in after */
         int h = job % H, t0 = (n_blocks - 1 - job / H) * ATT_QUERIES, n_q = T - t0 < ATT_QUERIES ? T - t0 : ATT_QUERIES;
         size_t head_offset = ((size_t)layer * c->n_kv_heads + h / group) * cache->max_tokens * HD;
+        AttentionKeys keys = {cache->k + head_offset, cache->v + head_offset, NULL, NULL, INT_MAX};
         float *rows0 = att ? att + h * head_stride + t0 * row_stride : att_rows + thread_index() * head_stride;
-        attention_job(out, rows0, row_stride, q, cache->k + head_offset, cache->v + head_offset, h, t0, n_q, pos0, c);
+        attention_job(out, rows0, row_stride, q, &keys, h, t0, n_q, pos0, c);
     }
 }
 

@@ -252,6 +252,22 @@ int  kvl_model_save(const KvlModel *m, const char *src_dir, const char *out_dir)
 int kvl_forward(KvlModel *m, KvlCache *cache, const int *tokens, int n_tokens,
                 float *logits, int n_logits);
 
+/* Batched decoding: n_seqs sequences that continue one cached context (shared: read,
+   never written), each with tokens of its own after it, up to max_tail of them (its
+   tail, kept in tails). Each kvl_forward_batch call reads one more token of every
+   sequence, or none where tokens[b] is -1, in one pass over the weights; logits (or
+   NULL) gets [n_seqs][V], written for the sequences that read a token. The logits are
+   bit for bit those of each sequence read on its own after the context by kvl_forward. */
+typedef struct {
+    const KvlCache *shared;
+    KvlCache tails;               /* sequence b's tokens at positions b * max_tail ... */
+    int n_seqs, max_tail;
+    int *tail_len;                /* tokens each sequence has read */
+} KvlBatch;
+int  kvl_batch_init(KvlBatch *b, const KvlModel *m, const KvlCache *shared, int n_seqs, int max_tail);
+void kvl_batch_free(KvlBatch *b);
+int  kvl_forward_batch(KvlModel *m, KvlBatch *b, const int *tokens, float *logits);
+
 /* The definition of every linear layer's product, out[t][o] = sum_i x[t][i] w[o][i] + b[o]
    (x [T][in], w [out][in], b [out] or NULL), summed in order i = 0, 1, ... from zero, bias
    last. kvlora's fast kernel gives exactly these bits; a port can check against it. */

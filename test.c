@@ -798,6 +798,72 @@ static void test_threads_forward(void)
 #endif
 }
 
+/* Batched decoding against each sequence read alone after the same context with
+   kvl_forward, bit for bit: five sequences of different lengths (some sit out steps),
+   on the GQA model and on the sliding-window model (window 8, shorter than the tails),
+   on 1 and 3 threads. */
+static void test_batched_decoding_matches_sequential(void)
+{
+    const char *models[2] = {"llama_gqa_f32", "mistral_window_f32"};
+    int bad = 0, compared = 0;
+#ifdef _OPENMP
+    int saved = omp_get_max_threads();
+#endif
+    for (int mi = 0; mi < 2; mi++)
+        for (int threads = 1; threads <= 3; threads += 2) {
+#ifdef _OPENMP
+            omp_set_num_threads(threads);
+#endif
+            char dir[512];
+            snprintf(dir, sizeof dir, "%s/%s", golden_dir(), models[mi]);
+            KvlModel *m;
+            if (kvl_model_load(&m, dir)) { CHECK(0, "load %s: %s", dir, kvl_last_error()); return; }
+            enum { N_CTX = 21, SEQS = 5, STEPS = 12 };
+            int V = m->config.vocab_size, context[N_CTX], tokens[SEQS][STEPS], lengths[SEQS] = {12, 1, 7, 12, 4};
+            for (int i = 0; i < N_CTX; i++) context[i] = (i * 31 + 5) % V;
+            for (int b = 0; b < SEQS; b++)
+                for (int s = 0; s < STEPS; s++) tokens[b][s] = (b * 97 + s * 13 + 2) % V;
+            KvlCache shared;
+            KvlBatch batch;
+            kvl_cache_init(&shared, &m->config, N_CTX);
+            kvl_forward(m, &shared, context, N_CTX, NULL, 0);
+            float *got = malloc(sizeof(float) * SEQS * V), *want = malloc(sizeof(float) * V);
+            float *wanted = malloc(sizeof(float) * SEQS * STEPS * V);
+            for (int b = 0; b < SEQS; b++) {    /* each sequence alone: the context, then its tokens */
+                KvlCache alone;
+                kvl_cache_init(&alone, &m->config, N_CTX + STEPS);
+                kvl_forward(m, &alone, context, N_CTX, NULL, 0);
+                for (int s = 0; s < lengths[b]; s++) kvl_forward(m, &alone, &tokens[b][s], 1, wanted + ((size_t)b * STEPS + s) * V, 1);
+                kvl_cache_free(&alone);
+            }
+            /* room for 60 tokens each: more slots in all (300) than the model has positions (256) */
+            if (kvl_batch_init(&batch, m, &shared, SEQS, 60)) { CHECK(0, "batch: %s", kvl_last_error()); return; }
+            int step_of[SEQS] = {0};
+            for (int s = 0; s < STEPS + 3; s++) {
+                int next[SEQS];
+                for (int b = 0; b < SEQS; b++)      /* sequence 2 sits out steps 1-3; the others stop at their length */
+                    next[b] = (b == 2 && s >= 1 && s <= 3) || step_of[b] >= lengths[b] ? -1 : tokens[b][step_of[b]];
+                if (kvl_forward_batch(m, &batch, next, got)) { CHECK(0, "kvl_forward_batch: %s", kvl_last_error()); break; }
+                for (int b = 0; b < SEQS; b++)
+                    if (next[b] >= 0) {
+                        memcpy(want, wanted + ((size_t)b * STEPS + step_of[b]++) * V, sizeof(float) * V);
+                        bad += !bits_equal(got + (size_t)b * V, want, (size_t)V);
+                        compared++;
+                    }
+            }
+            CHECK(shared.n_tokens == N_CTX, "the shared cache is left as it was (%d tokens)", shared.n_tokens);
+            kvl_batch_free(&batch);
+            kvl_cache_free(&shared);
+            free(got); free(want); free(wanted);
+            kvl_model_free(m);
+        }
+#ifdef _OPENMP
+    omp_set_num_threads(saved);
+#endif
+    CHECK(bad == 0 && compared == 4 * (12 + 1 + 7 + 12 + 4), "batched decoding equals each sequence alone bit for bit: %d of %d logit rows differ "
+          "(5 sequences of 12, 1, 7, 12 and 4 tokens after 21; GQA and window 8; 1 and 3 threads)", bad, compared);
+}
+
 /* A distillation, forward and backward: the same adapter on 1 and 3 threads. */
 static void test_threads_distill(void)
 {
@@ -1959,6 +2025,63 @@ static void test_context_chunks(void)
           "5 chunks of 16 every 8 over 48 tokens (%d)", n_chunks);
     for (int i = 0; i < n_chunks; i++) free(chunks[i].ids);
     free(chunks);
+}
+
+/* Self-study writes its continuations in batches; its tokens must be those of writing them
+   one after another, as this plain loop does: the context's last token read again for
+   the logits after it, then each continuation's prompt, a token sampled, read, sampled ...
+   all from one stream seeded as kvl_self_study seeds it. */
+static void self_study_one_at_a_time(KvlModel *m, KvlCache *cache, int last_token, const KvlProbe *prompts, int n_prompts,
+                                     int n, int len, uint64_t seed, int *tokens, int stride)
+{
+    int V = m->config.vocab_size, n_ctx = cache->n_tokens;
+    float *after = malloc(sizeof(float) * V), *logits = malloc(sizeof(float) * V);
+    KvlRng rng;
+    kvl_rng_seed(&rng, seed ^ 0x5e1f57d7ull);
+    cache->n_tokens = n_ctx - 1;
+    kvl_forward(m, cache, &last_token, 1, after, 1);
+    for (int i = 0; i < n; i++) {
+        const KvlProbe *prompt = n_prompts ? &prompts[i % n_prompts] : NULL;
+        int *out = tokens + (size_t)i * stride, n_prompt = prompt ? prompt->n : 0;
+        if (prompt) {
+            memcpy(out, prompt->ids, sizeof(int) * n_prompt);
+            kvl_forward(m, cache, prompt->ids, n_prompt, logits, 1);
+        } else memcpy(logits, after, sizeof(float) * V);
+        for (int t = 0; t < len; t++) {
+            out[n_prompt + t] = kvl_sample(logits, V, 1.0f, 1.0f, &rng);
+            if (t + 1 < len) kvl_forward(m, cache, &out[n_prompt + t], 1, logits, 1);
+        }
+        cache->n_tokens = n_ctx;
+    }
+    free(after);
+    free(logits);
+}
+
+/* 20 continuations (two batches, the second part full) after prompts of 1 and 3 tokens,
+   and 20 without prompts: the same tokens as one at a time. */
+static void test_self_study_batched_matches_one_at_a_time(void)
+{
+    KvlModel *m;
+    KvlCache cache;
+    int context[DISTILL_CONTEXT];
+    if (distill_fixture_context(&m, &cache, context)) return;
+    enum { N = 20, LEN = 10, STRIDE = 3 + LEN };
+    int p1[1] = {7}, p3[3] = {9, 4, 11}, want[N * STRIDE], same = 0;
+    KvlProbe prompts[2] = {{p1, 1}, {p3, 3}}, got[N];
+    for (int with_prompts = 0; with_prompts <= 1; with_prompts++) {
+        self_study_one_at_a_time(m, &cache, context[DISTILL_CONTEXT - 1], prompts, 2 * with_prompts, N, LEN, 5, want, STRIDE);
+        if (kvl_self_study(m, &cache, context[DISTILL_CONTEXT - 1], prompts, 2 * with_prompts, N, LEN, 5, got)) {
+            CHECK(0, "self-study: %s", kvl_last_error());
+            break;
+        }
+        for (int i = 0; i < N; i++) {
+            same += got[i].n == (with_prompts ? prompts[i % 2].n : 0) + LEN && memcmp(got[i].ids, want + i * STRIDE, sizeof(int) * got[i].n) == 0;
+            free(got[i].ids);
+        }
+    }
+    CHECK(same == 2 * N, "batched self-study writes the tokens of one continuation at a time: %d of %d continuations equal", same, 2 * N);
+    kvl_cache_free(&cache);
+    kvl_model_free(m);
 }
 
 /* Self-study leaves the cache as it found it and is reproducible from its seed. */
@@ -3526,6 +3649,40 @@ static void test_sampling(void)
     CHECK(counts[1] > 750 && counts[1] < 950 && counts[4] < 40, "sample frequencies follow softmax: %d %d %d %d %d", counts[0], counts[1], counts[2], counts[3], counts[4]);
 }
 
+/* Sampling's radix sort gives the order of a comparison sort by probability, largest
+   first, ties by lower id: on a vocabulary's worth of probabilities with many ties and
+   zeros, and on tiny ones near the smallest floats. */
+static int compare_prob_desc(const void *a, const void *b)
+{
+    const ProbIndex *x = a, *y = b;
+    if (x->p != y->p) return x->p > y->p ? -1 : 1;
+    return x->id - y->id;
+}
+
+static void test_sampling_sort(void)
+{
+    enum { N = 5000 };
+    ProbIndex *got = malloc(sizeof *got * 2 * N), *want = malloc(sizeof *want * N);
+    KvlRng rng;
+    kvl_rng_seed(&rng, 3);
+    int same = 1;
+    for (int trial = 0; trial < 3; trial++) {
+        for (int i = 0; i < N; i++) {
+            float u = kvl_rng_float(&rng);
+            got[i].p = trial == 0 ? u : trial == 1 ? (float)(kvl_rng_u32(&rng) % 50) / 64.0f : u * 1e-40f;
+            if (i % 97 == 0) got[i].p = 0.0f;
+            got[i].id = i;
+            want[i] = got[i];
+        }
+        qsort(want, N, sizeof *want, compare_prob_desc);
+        sort_prob_desc(got, got + N, N);
+        for (int i = 0; i < N; i++) same &= got[i].id == want[i].id && got[i].p == want[i].p;
+    }
+    CHECK(same, "sampling's radix sort orders as a comparison sort (probability descending, ties by id)");
+    free(got);
+    free(want);
+}
+
 static void test_sampling_top_p(void)
 {
     KvlRng a;
@@ -4156,6 +4313,7 @@ static const struct { const char *name; void (*fn)(void); } tests[] = {
     {"rope_backward", test_rope_backward},
     {"swiglu_backward", test_swiglu_backward},
     {"attention_blocked_matches_plain", test_attention_blocked_matches_plain},
+    {"batched_decoding_matches_sequential", test_batched_decoding_matches_sequential},
     {"attention_backward", test_attention_backward},
     {"linear_backward", test_linear_backward},
     {"model_backward", test_model_backward},
@@ -4177,6 +4335,7 @@ static const struct { const char *name; void (*fn)(void); } tests[] = {
     {"pretrain_state_refuses_other_model", test_pretrain_state_refuses_other_model},
     {"pretrain_eval_of_a_guessing_model", test_pretrain_eval_of_a_guessing_model},
     {"context_chunks", test_context_chunks},
+    {"self_study_batched_matches_one_at_a_time", test_self_study_batched_matches_one_at_a_time},
     {"self_study_reproducible", test_self_study_reproducible},
     {"self_study_after_prompt", test_self_study_after_prompt},
     {"distill_lowers_loss", test_distill_lowers_loss},
@@ -4226,6 +4385,7 @@ static const struct { const char *name; void (*fn)(void); } tests[] = {
     {"argmax", test_argmax},
     {"sampling", test_sampling},
     {"sampling_top_p", test_sampling_top_p},
+    {"sampling_sort", test_sampling_sort},
     {"losses", test_losses},
     {"cli_dump", test_cli_dump},
     {"cli_dump_errors", test_cli_dump_errors},
