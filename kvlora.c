@@ -240,6 +240,21 @@ static int replace_file(const char *from, const char *to)
 #endif
 }
 
+/* fseek to a byte offset that may pass 2 GB where long, fseek's offset, has 32 bits
+   (Windows); elsewhere without large-file offsets, offsets past LONG_MAX are refused. */
+static int file_seek(FILE *f, uint64_t offset)
+{
+#if defined(_WIN32)
+    return _fseeki64(f, (__int64)offset, SEEK_SET);
+#elif defined(KVL_POSIX)
+    if ((uint64_t)(off_t)offset != offset) return -1;
+    return fseeko(f, (off_t)offset, SEEK_SET);
+#else
+    if (offset > LONG_MAX) return -1;
+    return fseek(f, (long)offset, SEEK_SET);
+#endif
+}
+
 /* 0 when the directory exists afterwards; without a platform call, assumes it does. */
 static int create_dir(const char *dir)
 {
@@ -935,11 +950,9 @@ void kvl_st_close(KvlSafetensors *st)
     memset(st, 0, sizeof *st);
 }
 
-/* fseek with a 64-bit offset, refused where long cannot hold it. */
 static int seek_to(FILE *f, uint64_t offset, const char *path)
 {
-    if (offset > (uint64_t)LONG_MAX) return fail("%s: offset %llu is beyond what this platform's fseek can reach", path, (unsigned long long)offset);
-    if (fseek(f, (long)offset, SEEK_SET) != 0) return fail("%s: cannot seek to byte %llu", path, (unsigned long long)offset);
+    if (file_seek(f, offset) != 0) return fail("%s: cannot seek to byte %llu", path, (unsigned long long)offset);
     return 0;
 }
 
@@ -4769,21 +4782,51 @@ int kvl_context_chunks(const int *context, int n_context, int len, KvlProbe **ou
     return 0;
 }
 
-/* Every probe's teacher logits, one probe after another ([sum of the probes' lengths][V]);
-   probe i's start at teacher + teacher_at[i]. */
-static int teachers_forward(KvlModel *m, KvlCache *cache, int n_ctx, const KvlProbe *probes, int n_probes, float *teacher, size_t *teacher_at)
+/* Every probe's teacher logits, one probe after another ([sum of the probes' lengths][V]),
+   probe i's from float teacher_at[i] on: in memory at teacher, or (teacher NULL) in the
+   file fp, each probe computed into one ([longest probe][V]) and written. */
+static int teachers_forward(KvlModel *m, KvlCache *cache, int n_ctx, const KvlProbe *probes, int n_probes,
+                            float *teacher, FILE *fp, float *one, size_t *teacher_at)
 {
-    size_t at = 0;
+    size_t at = 0, V = (size_t)m->config.vocab_size;
     long long done = 0, total = 0;
     double start = now_seconds();
     for (int i = 0; i < n_probes; i++) total += probes[i].n;
     for (int i = 0; i < n_probes; i++) {
         teacher_at[i] = at;
-        if (teacher_forward(m, cache, n_ctx, &probes[i], teacher + at)) return -1;
-        at += (size_t)probes[i].n * m->config.vocab_size;
+        if (teacher_forward(m, cache, n_ctx, &probes[i], teacher ? teacher + at : one)) return -1;
+        if (!teacher && fwrite(one, sizeof(float) * V, (size_t)probes[i].n, fp) != (size_t)probes[i].n)
+            return fail("teacher logits: writing their file: %s", strerror(errno));
+        at += (size_t)probes[i].n * V;
         report_phase("teacher", done += probes[i].n, total, start);
     }
+    if (!teacher && fflush(fp)) return fail("teacher logits: writing their file: %s", strerror(errno));
     return 0;
+}
+
+/* Probe i's teacher logits back from the file. */
+static int teacher_read(FILE *fp, size_t at, int n, int V, float *logits)
+{
+    if (seek_to(fp, (uint64_t)at * sizeof(float), "the teacher logits' file")) return -1;
+    if (fread(logits, sizeof(float) * V, (size_t)n, fp) != (size_t)n)
+        return fail("teacher logits: reading their file back: %s", ferror(fp) ? strerror(errno) : "it is shorter than written");
+    return 0;
+}
+
+/* The file for teacher logits that exceed the memory budget: path, or an anonymous
+   tmpfile(). Where the system allows it (POSIX), the name is removed at once: the open
+   file lives on until it is closed, and vanishes however the process ends (an error,
+   Ctrl-C, a kill). *named: the name still exists and must be removed after closing. */
+static FILE *teacher_file_open(const char *path, int *named)
+{
+    FILE *fp = path ? fopen(path, "w+b") : tmpfile();
+    *named = 0;
+    if (!fp) {
+        fail("teacher logits: cannot create %s: %s", path ? path : "a temporary file", strerror(errno));
+        return NULL;
+    }
+    *named = path && remove(path) != 0;
+    return fp;
 }
 
 /* The next batch of probes (at most 4096): the next ones of order, which is shuffled anew
@@ -4808,8 +4851,9 @@ static int next_batch(int *chosen, int batch, int *order, int *next, int n_probe
 /* The distillation loop. The student is the model with the adapter lora; the teacher the
    model alone reading cache (prefix ++ context, n_ctx positions) then each probe. Each step
    takes the next batch of probes from a seeded shuffle, sums the gradient of the mean loss
-   over the batch's positions, and takes one AdamW step. Teacher logits are computed once
-   when they fit in 256 MB, else again at every step. */
+   over the batch's positions, and takes one AdamW step. The teacher's logits are computed
+   once, before the steps: kept in memory up to opt->teacher_memory bytes, else in a file
+   and read back batch by batch (the same floats either way). */
 int kvl_distill(KvlModel *m, KvlCache *cache, const int *prefix, int n_prefix, const KvlProbe *probes, int n_probes,
                 KvlLora *lora, const KvlDistillOptions *opt, double *final_loss)
 {
@@ -4832,14 +4876,16 @@ int kvl_distill(KvlModel *m, KvlCache *cache, const int *prefix, int n_prefix, c
     int *order = xmalloc(sizeof(int) * n_probes), *seq = xmalloc(sizeof(int) * (n_prefix + max_len));
     float *teacher = NULL, *teacher_one = xmalloc(sizeof(float) * (size_t)max_len * V);
     size_t *teacher_at = xcalloc((size_t)n_probes, sizeof(size_t));
-    int keep_teacher = total_tokens * V <= (size_t)64 << 20;
+    size_t budget = opt->teacher_memory ? opt->teacher_memory : (size_t)256 << 20;
+    int in_memory = total_tokens <= budget / sizeof(float) / V, named = 0;
+    FILE *teacher_fp = NULL;
     if (!order || !seq || !teacher_one || !teacher_at || lora_alloc_like(&grad, lora, c) ||
         !(adam.m = xcalloc(lora->n_params, sizeof(float))) || !(adam.v = xcalloc(lora->n_params, sizeof(float))) ||
         acts_init(&acts, c, n_prefix + max_len, lora->rank, 0) || scratch_reserve(m, n_prefix + max_len, cache->max_tokens))
         goto done;
-    if (keep_teacher && (!(teacher = xmalloc(sizeof(float) * total_tokens * V)) ||
-                         teachers_forward(m, cache, n_ctx, probes, n_probes, teacher, teacher_at)))
+    if (in_memory ? !(teacher = xmalloc(sizeof(float) * total_tokens * V)) : !(teacher_fp = teacher_file_open(opt->teacher_file, &named)))
         goto done;
+    if (teachers_forward(m, cache, n_ctx, probes, n_probes, teacher, teacher_fp, teacher_one, teacher_at)) goto done;
     memcpy(seq, prefix, sizeof(int) * n_prefix);
     const KvlLora *keep = m->lora;
     m->lora = lora;
@@ -4856,7 +4902,7 @@ int kvl_distill(KvlModel *m, KvlCache *cache, const int *prefix, int n_prefix, c
         for (int b = 0; b < n_chosen; b++) {
             const KvlProbe *p = &probes[chosen[b]];
             const float *zt = teacher ? teacher + teacher_at[chosen[b]] : teacher_one;
-            if (!teacher && teacher_forward(m, cache, n_ctx, p, teacher_one)) { m->lora = keep; goto done; }
+            if (!teacher && teacher_read(teacher_fp, teacher_at[chosen[b]], p->n, V, teacher_one)) { m->lora = keep; goto done; }
             memcpy(seq + n_prefix, p->ids, sizeof(int) * p->n);
             double part = 0.0;
             if (distill_probe(m, &acts, &grad, seq, n_prefix, p->n, zt, opt->use_kl, n_total, &part)) { m->lora = keep; goto done; }
@@ -4873,6 +4919,8 @@ int kvl_distill(KvlModel *m, KvlCache *cache, const int *prefix, int n_prefix, c
     r = 0;
 done:
     cache->n_tokens = n_ctx;
+    if (teacher_fp) fclose(teacher_fp);
+    if (named) remove(opt->teacher_file);
     free(order); free(seq); free(teacher); free(teacher_one); free(teacher_at);
     free(adam.m); free(adam.v);
     kvl_lora_free(&grad);
@@ -7125,7 +7173,7 @@ static const char *distill_usage =
 typedef struct {
     const char *dir, *out, *cache, *queries, *query_ids, *targets, *init;
     ContextArgs ca;
-    long long self_study, self_study_len, chunk_len, rank, steps, batch, seed, every, solve_tokens;
+    long long self_study, self_study_len, chunk_len, rank, steps, batch, seed, every, solve_tokens, teacher_mb;
     float alpha, lr, weight_decay, damping;
     int chunks, rslora, loss, method;   /* method: KVL_METHOD_* in the order of --method's choices */
 } DistillArgs;
@@ -7273,7 +7321,15 @@ static int distill_train(KvlModel *m, KvlCache *cache, const DistillArgs *a, con
     fprintf(stderr, "kvlora: rank %d, alpha %g, %zu parameters; %s loss over the probes before: %.6f\n",
             lora.rank, lora.alpha, lora.n_params, use_kl ? "kl" : "mse", before);
     DistillProgress progress = {&lora, a->out, a->every, 0};
-    KvlDistillOptions opt = {use_kl, (int)a->steps, (int)a->batch, a->lr, a->weight_decay, (uint64_t)a->seed, print_progress, &progress};
+    char teacher_file[4200];
+    snprintf(teacher_file, sizeof teacher_file, "%s.teacher.tmp", a->out);
+    size_t teacher_memory = a->teacher_mb ? (size_t)a->teacher_mb << 20 : 1, teacher_bytes = 0;
+    for (int i = 0; i < n_probes; i++) teacher_bytes += (size_t)probes[i].n * m->config.vocab_size * sizeof(float);
+    if (a->method != KVL_METHOD_CLOSED_FORM && teacher_bytes > teacher_memory)
+        fprintf(stderr, "kvlora: the teacher's logits (%.0f MB) exceed --teacher-memory: they go to %s, removed when done\n",
+                teacher_bytes / 1048576.0, teacher_file);
+    KvlDistillOptions opt = {use_kl, (int)a->steps, (int)a->batch, a->lr, a->weight_decay, (uint64_t)a->seed, print_progress, &progress,
+                             teacher_memory, teacher_file};
     signal(SIGINT, request_stop);
     signal(SIGTERM, request_stop);
     double t0 = now_seconds();
@@ -7337,6 +7393,9 @@ static int cmd_distill(int argc, char **argv)
         {"--solve-tokens", OPT_INT, &a.solve_tokens, 1, 1 << 30, "4096", "N", "the probe tokens the solve uses (whole probes, in order)"},
         {"--checkpoint-every", OPT_INT, &a.every, 1, 1 << 30, NULL, "N", "write the adapter every N steps (atomically: a crash or a kill\n"
                                                                       "leaves the last one whole)"},
+        {"--teacher-memory", OPT_INT, &a.teacher_mb, 0, 1 << 30, "256", "MB", "the teacher's logits over the probes (computed once) stay in\n"
+                                                                          "memory up to MB; beyond, in ADAPTER_DIR.teacher.tmp, removed\n"
+                                                                          "when done (0: always the file)"},
         {"-o", OPT_STRING, &a.out, 0, 0, NULL, "ADAPTER_DIR", "where the adapter goes"},
     };
     KvlModel *m = NULL;
@@ -7912,7 +7971,7 @@ static int cmd_needle(int argc, char **argv)
         long long rank = run_rank(&a, u);
         o.runs[u] = (KvlNeedleRun){run_method(&a, u), (int)rank, a.alpha > 0 ? a.alpha : 2.0f * rank};
     }
-    o.distill = (KvlDistillOptions){1, (int)a.steps, (int)a.batch, a.lr, 0.0f, (uint64_t)a.seed, NULL, NULL};
+    o.distill = (KvlDistillOptions){1, (int)a.steps, (int)a.batch, a.lr, 0.0f, (uint64_t)a.seed, NULL, NULL, 0, NULL};
     o.damping = a.damping; o.solve_tokens = (int)a.solve_tokens;
     return needle_run(&a, &o);
 }
@@ -8119,7 +8178,7 @@ static void bench_distill(KvlModel *m, int *ids, int T, int repeat)
     KvlProbe probe = {ids, n_probe};
     Acts acts;                  /* (allocated, never touched: to read their size) */
     double elapsed[2] = {0, 0}, loss;
-    KvlDistillOptions opt = {1, 2 + repeat, 1, 1e-4f, 0.0f, 1, bench_progress, elapsed};
+    KvlDistillOptions opt = {1, 2 + repeat, 1, 1e-4f, 0.0f, 1, bench_progress, elapsed, 0, NULL};
     kvl_lora_parse_targets("all", has);
     if (n_probe <= 0 || kvl_cache_init(&cache, c, T + n_probe)) return;
     kvl_forward(m, &cache, ids, T, NULL, 0);

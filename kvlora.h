@@ -339,6 +339,13 @@ typedef struct {
     /* called after each step (may be NULL); a nonzero return stops the training there */
     int (*progress)(void *ctx, int step, int steps, double loss, double elapsed_s, double eta_s, int tokens);
     void *progress_ctx;
+    /* The teacher's logits over the probes are computed once. Up to teacher_memory bytes
+       (0: 256 MB) they stay in memory; beyond, in teacher_file (NULL: an anonymous
+       tmpfile()), exact, read back batch by batch, and the file is removed at the end (on
+       POSIX systems its name is removed as soon as it is open, so nothing is left behind
+       however the process ends). */
+    size_t teacher_memory;
+    const char *teacher_file;
 } KvlDistillOptions;
 
 /* Trains lora so that the model with it, reading prefix ++ probe, matches the model alone

@@ -885,7 +885,7 @@ static void test_threads_distill(void)
         kvl_forward(m, &c, ids, T, NULL, 0);
         KvlProbe probe = {ids + 3, 16};
         kvl_lora_init(&adapters[k], &m->config, 4, 8.0f, 0, has, 1);
-        KvlDistillOptions opt = {1, 5, 1, 1e-2f, 0.0f, 1, NULL, NULL};
+        KvlDistillOptions opt = {1, 5, 1, 1e-2f, 0.0f, 1, NULL, NULL, 0, NULL};
         double loss;
         kvl_distill(m, &c, ids, 1, &probe, 1, &adapters[k], &opt, &loss);
         kvl_cache_free(&c);
@@ -2156,7 +2156,7 @@ static int distill_small(void)
     double last;
     m->lora = &distilled.lora;
     kvl_distill_loss(m, &distilled.cache, distill_prefix, 1, distilled.probes, distilled.n_probes, 1, &distilled.before);
-    distilled.opt = (KvlDistillOptions){1, DISTILL_TEST_STEPS, 4, 1e-2f, 0.0f, 1, NULL, NULL};
+    distilled.opt = (KvlDistillOptions){1, DISTILL_TEST_STEPS, 4, 1e-2f, 0.0f, 1, NULL, NULL, 0, NULL};
     int r = kvl_distill(m, &distilled.cache, distill_prefix, 1, distilled.probes, distilled.n_probes, &distilled.lora, &distilled.opt, &last);
     CHECK(r == 0, "distill: %s", kvl_last_error());
     kvl_distill_loss(m, &distilled.cache, distill_prefix, 1, distilled.probes, distilled.n_probes, 1, &distilled.after);
@@ -2186,6 +2186,32 @@ static void test_distill_is_reproducible(void)
     kvl_distill(distilled.m, &distilled.cache, distill_prefix, 1, distilled.probes, distilled.n_probes, &again, &distilled.opt, &last);
     CHECK(memcmp(again.params, distilled.lora.params, sizeof(float) * distilled.lora.n_params) == 0, "same seed, same adapter, bit for bit");
     kvl_lora_free(&again);
+}
+
+/* Teacher logits beyond the memory budget go through a file and come back as the same
+   floats: the adapter is bit for bit the in-memory one, with a named file (gone when
+   kvl_distill returns) and with an anonymous one. */
+static void test_distill_teacher_file(void)
+{
+    if (!distill_small()) return;
+    char path[600];
+    snprintf(path, sizeof path, "%s", tmp_path("teacher.tmp"));
+    int has[KVL_N_TARGETS], same = 0;
+    kvl_lora_parse_targets("all", has);
+    for (int named = 0; named <= 1; named++) {
+        KvlLora again;
+        double last;
+        KvlDistillOptions opt = distilled.opt;
+        opt.teacher_memory = 1;                 /* one byte: every probe's logits go to the file */
+        opt.teacher_file = named ? path : NULL;
+        kvl_lora_init(&again, &distilled.m->config, 8, 16.0f, 0, has, 1);
+        int r = kvl_distill(distilled.m, &distilled.cache, distill_prefix, 1, distilled.probes, distilled.n_probes, &again, &opt, &last);
+        CHECK(r == 0, "distill with the teacher's logits in a file: %s", r ? kvl_last_error() : "ok");
+        same += r == 0 && memcmp(again.params, distilled.lora.params, sizeof(float) * distilled.lora.n_params) == 0;
+        kvl_lora_free(&again);
+    }
+    CHECK(same == 2 && !file_exists(path), "teacher logits through a file (named, anonymous): the in-memory adapter bit for bit "
+          "(%d of 2), the file gone afterwards", same);
 }
 
 /* The closed form on a whole model: from the zero adapter (the model itself), the
@@ -3386,7 +3412,9 @@ static void test_bad_input_table(void)
 }
 
 /* distill --checkpoint-every keeps a whole adapter on disk, and SIGINT stops training
-   with the adapter saved (the final loss skipped); before the steps it writes nothing. */
+   with the adapter saved (the final loss skipped); before the steps it writes nothing.
+   The teacher's logits go to their file (--teacher-memory 0), and no file is left behind
+   by the interrupted run, nor by one that fails at its end or completes. */
 static void test_checkpoint_and_interrupt(void)
 {
     char cmd[4096], dir[600], path[1024];
@@ -3394,7 +3422,7 @@ static void test_checkpoint_and_interrupt(void)
     snprintf(dir, sizeof dir, "%s", tmp_path("ckpt"));
     /* start a long run, wait for its first checkpoint (however slow the machine), then SIGINT */
     snprintf(cmd, sizeof cmd, KVLORA_CLI " distill %s/llama_gqa_f32 --context-ids 5,6,7,8,9,10,11,12,13,14,15,16 "
-             "--steps 1000000 --checkpoint-every 3 -o %s 2> %s.log & pid=$!; i=0; "
+             "--steps 1000000 --checkpoint-every 3 --teacher-memory 0 -o %s 2> %s.log & pid=$!; i=0; "
              "while [ ! -f %s/adapter_config.json ] && [ $i -lt 6000 ]; do sleep 0.05; i=$((i+1)); done; "
              "kill -INT $pid; wait $pid", golden_dir(), dir, dir, dir);
     int status = system(cmd);
@@ -3415,6 +3443,23 @@ static void test_checkpoint_and_interrupt(void)
     free(log);
     remove_tree(dir);
     remove(path);
+    char teacher_file[700];
+    snprintf(teacher_file, sizeof teacher_file, "%s.teacher.tmp", dir);
+    int left = file_exists(teacher_file), failed_ok, completed_ok;
+    FILE *f = fopen(dir, "wb");                 /* a file where the adapter's directory should go: the run fails at its end */
+    if (f) fclose(f);
+    snprintf(cmd, sizeof cmd, KVLORA_CLI " distill %s/llama_gqa_f32 --context-ids 5,6,7,8 --steps 2 --teacher-memory 0 -o %s 2>" NULL_DEVICE,
+             golden_dir(), dir);
+    status = system(cmd);
+    failed_ok = status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 1;
+    left += file_exists(teacher_file);
+    remove(dir);
+    status = system(cmd);
+    completed_ok = status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    left += file_exists(teacher_file);
+    CHECK(failed_ok && completed_ok && left == 0, "teacher logits' file: interrupted, failed (%s) and completed (%s) runs leave none behind (%d left)",
+          failed_ok ? "exit 1" : "NOT exit 1", completed_ok ? "exit 0" : "NOT exit 0", left);
+    remove_tree(dir);
     /* before the steps (here: while the teacher samples 5 000 self-study probes, half a
        minute or more) SIGINT quits at once and writes nothing */
     snprintf(cmd, sizeof cmd, KVLORA_CLI " distill %s/llama_gqa_f32 --context-ids 5,6,7,8 --self-study 5000 -o %s 2>" NULL_DEVICE
@@ -3964,7 +4009,7 @@ static void test_needle_builtin_model(void)
     o.n_runs = 1;
     o.runs[0] = (KvlNeedleRun){KVL_METHOD_GRADIENT, 4, 8.0f};
     for (int i = 0; i < KVL_N_TARGETS; i++) o.targets[i] = 1;
-    o.distill = (KvlDistillOptions){1, NEEDLE_TEST_STEPS, NEEDLE_TEST_BATCH, 1e-2f, 0.0f, 0, NULL, NULL};
+    o.distill = (KvlDistillOptions){1, NEEDLE_TEST_STEPS, NEEDLE_TEST_BATCH, 1e-2f, 0.0f, 0, NULL, NULL, 0, NULL};
     int hits[3] = {0}, asked = 0;
     for (int trial = 0; trial < NEEDLE_TEST_TRIALS; trial++) {
         float depths[NEEDLE_TEST_K];
@@ -4340,6 +4385,7 @@ static const struct { const char *name; void (*fn)(void); } tests[] = {
     {"self_study_after_prompt", test_self_study_after_prompt},
     {"distill_lowers_loss", test_distill_lowers_loss},
     {"distill_is_reproducible", test_distill_is_reproducible},
+    {"distill_teacher_file", test_distill_teacher_file},
     {"closed_form_lowers_loss", test_closed_form_lowers_loss},
     {"cholesky_and_solves", test_cholesky_and_solves},
     {"symmetric_top_eigen", test_symmetric_top_eigen},
