@@ -20,13 +20,14 @@
        Appendix B: Unicode tables
    A reader who stops after section 7 has read a complete inference engine for Llama,
    Mistral, Qwen2 and Qwen3 and met no intrinsics on the way: matmul's definition is
-   kvl_matmul_naive (section 6); Appendix A computes the same sums fast.
+   kvl_matmul_naive (section 6), attention's is attention_forward (section 6); Appendix A
+   computes the same sums fast.
 
    Non-goals: speed at any price (the kernels are plain C that a compiler vectorises; the
-   one fast path, Appendix A's packed matmul with its AVX tile, computes the very sums of
-   the plain loop it replaces),
-   quantised weights, batching of unrelated sequences, and any architecture other than
-   the Llama family.
+   fast paths, Appendix A's packed matmul with its AVX tile and its attention in blocks,
+   compute the very sums of the plain loops they replace),
+   quantised weights, batching of unrelated sequences (batched decoding continues one
+   shared context), and any architecture other than the Llama family.
 
    Shapes in comments use this legend:
        T tokens of the current chunk   P positions in the cache (keys attended to)
@@ -3018,18 +3019,22 @@ done:
 }
 
 /* config.json for a model of shape c, as transformers writes a LlamaForCausalLM's
-   (only for what kvl_config_parse reads back the same: Llama without biases or q/k norms). */
+   (only for what kvl_config_parse reads back the same: Llama without biases or q/k norms).
+   A model without a BOS or EOS token (id -1) gets null, as transformers writes None. */
 static int config_json(const KvlConfig *c, Buf *b)
 {
+    char bos[16] = "null", eos[16] = "null";
     if (c->qkv_bias || c->qk_norm || c->sliding_window || c->rope_llama3) return fail("config.json: only plain Llama shapes are written");
+    if (c->bos_token_id >= 0) snprintf(bos, sizeof bos, "%d", c->bos_token_id);
+    if (c->eos_token_id >= 0) snprintf(eos, sizeof eos, "%d", c->eos_token_id);
     return buf_printf(b, "{\n  \"architectures\": [\"LlamaForCausalLM\"],\n  \"model_type\": \"llama\",\n"
                          "  \"hidden_size\": %d,\n  \"intermediate_size\": %d,\n  \"num_hidden_layers\": %d,\n"
                          "  \"num_attention_heads\": %d,\n  \"num_key_value_heads\": %d,\n  \"head_dim\": %d,\n"
                          "  \"vocab_size\": %d,\n  \"max_position_embeddings\": %d,\n  \"rms_norm_eps\": %.9g,\n"
-                         "  \"rope_theta\": %.9g,\n  \"tie_word_embeddings\": %s,\n  \"bos_token_id\": %d,\n  \"eos_token_id\": %d,\n"
+                         "  \"rope_theta\": %.9g,\n  \"tie_word_embeddings\": %s,\n  \"bos_token_id\": %s,\n  \"eos_token_id\": %s,\n"
                          "  \"hidden_act\": \"silu\",\n  \"attention_bias\": false,\n  \"mlp_bias\": false,\n  \"torch_dtype\": \"float32\"\n}\n",
                       c->dim, c->ffn_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, c->vocab_size, c->max_positions,
-                      c->rms_eps, c->rope_theta, c->tie_embeddings ? "true" : "false", c->bos_token_id, c->eos_token_id);
+                      c->rms_eps, c->rope_theta, c->tie_embeddings ? "true" : "false", bos, eos);
 }
 
 /* Writes a model directory: the model's weights, float32, under their Hugging Face names,
@@ -8077,9 +8082,11 @@ static int cmd_compare(int argc, char **argv)
 /* --- kvlora bench --- */
 
 static const char *bench_usage =
-    "usage: kvlora bench [MODEL_DIR] [--threads N] [--tokens T] [--repeat R]\n\n"
-    "Measures the forward pass: prefill of T tokens into an empty cache, the matmuls alone\n"
-    "on the same shapes, and decoding with a T-token cache. Without MODEL_DIR it uses a\n"
+    "usage: kvlora bench [MODEL_DIR] [--threads N] [--tokens T[,T...]] [--repeat R]\n\n"
+    "Measures the forward pass: for each T, prefill of T tokens into an empty cache, then\n"
+    "decoding 16 tokens after them one at a time, and 16 sequences decoded side by side\n"
+    "after them (kvl_forward_batch, 8 tokens each); then, at the first T, the matmuls alone\n"
+    "on the prefill's shapes. Without MODEL_DIR it uses a\n"
     "random model of SmolLM2-135M's shape (30 layers, hidden 576, 9 heads, 3 KV heads,\n"
     "ffn 1536, vocab 49152). GFLOP/s counts 2 flops per multiply-add of the linear layers\n"
     "and of attention (q.k and p.v); the best of R runs is reported. Then one distillation\n"
@@ -8116,30 +8123,49 @@ static double linear_macs_per_token(const KvlConfig *c)
     return c->n_layers * (D * QD + 2 * D * KD + QD * D + 3 * D * c->ffn_dim);
 }
 
-/* Prefill of T tokens (the best of `repeat` runs), then one token of decoding after them. */
+/* Prefill of T tokens (the best of `repeat` runs); after the last one, 16 tokens decoded
+   one at a time, and 16 sequences decoded side by side, 8 tokens each. */
 static int bench_forward(KvlModel *m, const int *ids, int T, int repeat, float *logits)
 {
     const KvlConfig *c = &m->config;
+    enum { DECODE = 16, SEQS = 16, SEQ_TOKENS = 8 };
     double attn_macs = 0, best = 1e30;      /* q.k and p.v over the causal triangle, in every layer */
     for (int t = 0; t < T; t++) attn_macs += 2.0 * c->n_layers * c->n_heads * c->head_dim * (t + 1);
     double prefill_flops = 2.0 * (T * linear_macs_per_token(c) + attn_macs + (double)c->dim * c->vocab_size);
-    for (int r = 0; r < repeat; r++) {
+    float *batch_logits = xmalloc(sizeof(float) * SEQS * c->vocab_size);
+    int r = batch_logits ? 0 : -1;
+    for (int rep = 0; rep < repeat && !r; rep++) {
         KvlCache cache;
-        if (kvl_cache_init(&cache, c, T + 1)) return -1;
+        KvlBatch batch;
+        if (kvl_cache_init(&cache, c, T + DECODE)) { r = -1; break; }
         double t0 = now_seconds();
-        if (kvl_forward(m, &cache, ids, T, logits, 1)) { kvl_cache_free(&cache); return -1; }
+        r = kvl_forward(m, &cache, ids, T, logits, 1);
         double dt = now_seconds() - t0;
         if (dt < best) best = dt;
-        if (r == repeat - 1) {
-            int next = ids[0];
-            t0 = now_seconds();
-            kvl_forward(m, &cache, &next, 1, logits, 1);
-            printf("decode            %.1f tokens/s with a %d-token cache\n", 1 / (now_seconds() - t0), T);
+        if (!r && rep == repeat - 1) {
+            printf("prefill           %d tokens in %.3f s: %.1f tokens/s, %.1f GFLOP/s\n", T, best, T / best, prefill_flops / best * 1e-9);
+            if (!(r = kvl_batch_init(&batch, m, &cache, SEQS, SEQ_TOKENS))) {
+                int next[SEQS];
+                t0 = now_seconds();
+                for (int s = 0; s < SEQ_TOKENS && !r; s++) {
+                    for (int b = 0; b < SEQS; b++) next[b] = ids[(b * SEQ_TOKENS + s) % T];
+                    r = kvl_forward_batch(m, &batch, next, batch_logits);
+                }
+                dt = now_seconds() - t0;
+                kvl_batch_free(&batch);
+            }
+            if (!r) {
+                double t1 = now_seconds();
+                for (int s = 0; s < DECODE && !r; s++) r = kvl_forward(m, &cache, &ids[s], 1, logits, 1);
+                printf("decode            %.1f tokens/s with a %d-token cache (%d tokens one at a time)\n", DECODE / (now_seconds() - t1), T, DECODE);
+                printf("decode, batched   %.1f tokens/s with a %d-token cache (%d sequences side by side, %d tokens each)\n",
+                       SEQS * SEQ_TOKENS / dt, T, SEQS, SEQ_TOKENS);
+            }
         }
         kvl_cache_free(&cache);
     }
-    printf("prefill           %d tokens in %.3f s: %.1f tokens/s, %.1f GFLOP/s\n", T, best, T / best, prefill_flops / best * 1e-9);
-    return 0;
+    free(batch_logits);
+    return r;
 }
 
 /* The matmuls alone, on the prefill's shapes. */
@@ -8199,17 +8225,26 @@ static void bench_distill(KvlModel *m, int *ids, int T, int repeat)
 
 static int cmd_bench(int argc, char **argv)
 {
-    const char *dir = NULL;
-    long long threads = 0, T, repeat;
+    const char *dir = NULL, *tokens_arg = "512";
+    long long threads = 0, repeat;
     Option opts[] = {
         {"--threads", OPT_INT, &threads, 1, 1024, NULL, "N", "OpenMP threads (default: OpenMP's own choice; ignored without OpenMP)"},
-        {"--tokens", OPT_INT, &T, 1, 1 << 20, "512", "T", "tokens of the prefill, and of the cache when decoding"},
+        {"--tokens", OPT_STRING, &tokens_arg, 0, 0, "512", "T[,T...]", "tokens of the prefill, and of the cache when decoding (at most 8 lengths)"},
         {"--repeat", OPT_INT, &repeat, 1, 1000, "3", "R", "runs of each measurement (the best is reported)"},
     };
     KvlModel *m;
     int r = parse_options("bench", bench_usage, opts, COUNT(opts), argc, argv, &dir, 1, 0), *ids;
     float *logits;
     if (r != GO_ON) return r;
+    int lengths[8], n_lengths = 0, T = 0;
+    for (const char *p = tokens_arg; *p && n_lengths < 8; n_lengths++) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p || v < 1 || v > 1 << 20 || (*end && *end != ',')) return usage_error("bench", "--tokens: '%s' is not a list of token counts", tokens_arg);
+        lengths[n_lengths] = (int)v;
+        if (v > T) T = (int)v;
+        p = *end ? end + 1 : end;
+    }
 #ifdef _OPENMP
     if (threads) omp_set_num_threads((int)threads);
     int n_threads = omp_get_max_threads();
@@ -8217,18 +8252,18 @@ static int cmd_bench(int argc, char **argv)
     int n_threads = 1;
 #endif
     if (failed(dir ? kvl_model_load(&m, dir) : bench_model(&m))) return 1;
-    if (T + 1 > m->config.max_positions) { kvl_model_free(m); return cli_error("--tokens %lld exceeds the model's positions", T); }
+    if (T + 16 > m->config.max_positions) { kvl_model_free(m); return cli_error("--tokens %d and 16 more exceed the model's positions", T); }
     ids = xmalloc(sizeof(int) * (size_t)(T + 128));        /* the prefill's T, and the probe's 128 of bench_distill */
     logits = xmalloc(sizeof(float) * m->config.vocab_size);
     if (!(r = failed(!ids || !logits))) {
         for (int t = 0; t < T + 128; t++) ids[t] = (int)((t * 7919u + 1) % (unsigned)m->config.vocab_size);
         printf("model             %s (%zu parameters)\n", dir ? dir : "random SmolLM2-135M shape", m->n_params);
         printf("threads           %d\n", n_threads);
-        r = failed(bench_forward(m, ids, (int)T, (int)repeat, logits));
+        for (int i = 0; i < n_lengths && !r; i++) r = failed(bench_forward(m, ids, lengths[i], (int)repeat, logits));
     }
     if (!r) {
-        bench_matmuls(m, (int)T, (int)repeat);
-        bench_distill(m, ids, (int)T, (int)repeat);
+        bench_matmuls(m, lengths[0], (int)repeat);
+        bench_distill(m, ids, lengths[0], (int)repeat);
         if (peak_memory_mb() >= 0) printf("peak RSS          %.1f MB\n", peak_memory_mb());
     }
     free(ids);
@@ -8281,6 +8316,7 @@ int main(int argc, char **argv)
 /* ------------------------------------------------------------------------------------ */
 /* Appendix A. Fast kernels: the same sums, faster (packing, tiles, intrinsics)         */
 /*                                                                                      */
+/* Two kernels: the matmul, then attention in blocks (further down).                    */
 /* gemm (declared in section 6) computes every output in the order of                   */
 /* kvl_matmul_naive's loop: it starts at 0 and adds x[t][k] w(k, n) for k = 0, 1, ...   */
 /* in turn. Only the loops around that sum are reordered. A panel of MM_COLS rows of w  */

@@ -4285,6 +4285,27 @@ static void test_cli_dump_activations(void)
     remove(report);
 }
 
+/* A model without BOS and EOS tokens (id -1) is saved with null ids, and loads back. */
+static void test_model_save_without_bos(void)
+{
+    KvlConfig c = {0};
+    c.arch = KVL_LLAMA;
+    snprintf(c.arch_name, sizeof c.arch_name, "LlamaForCausalLM");
+    c.dim = 16; c.n_layers = 1; c.n_heads = 2; c.n_kv_heads = 1; c.head_dim = 8; c.ffn_dim = 32;
+    c.vocab_size = 40; c.max_positions = 32; c.rms_eps = 1e-5f; c.rope_theta = 10000.0f;
+    c.tie_embeddings = 1; c.bos_token_id = c.eos_token_id = -1;
+    KvlModel *m, *back = NULL;
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s", tmp_path("model_without_bos"));
+    int saved = kvl_model_random(&m, &c, 1) == 0 && kvl_model_save(m, NULL, dir) == 0;
+    int loaded = saved && kvl_model_load(&back, dir) == 0;
+    CHECK(loaded && back->config.bos_token_id == -1 && back->config.eos_token_id == -1,
+          "a model without BOS/EOS saves and loads back (%s)", loaded ? "ok" : kvl_last_error());
+    if (saved) kvl_model_free(m);
+    if (loaded) kvl_model_free(back);
+    remove_tree(dir);
+}
+
 /* kvlora.h's usage example is a whole program: taken from the header as it stands,
    compiled against kvlora.c and run, it must answer the needle it reads. */
 static void test_header_example(void)
@@ -4438,6 +4459,7 @@ static const struct { const char *name; void (*fn)(void); } tests[] = {
     {"cli_help", test_cli_help},
     {"cli_compare", test_cli_compare},
     {"cli_dump_activations", test_cli_dump_activations},
+    {"model_save_without_bos", test_model_save_without_bos},
     {"header_example", test_header_example},
 };
 
