@@ -4951,6 +4951,8 @@ int kvl_distill_loss(KvlModel *m, KvlCache *cache, const int *prefix, int n_pref
         scratch_reserve(m, n_prefix + max_len, cache->max_tokens))
         goto done;
     memcpy(seq, prefix, sizeof(int) * n_prefix);
+    double start = now_seconds();
+    long long done_tokens = 0;
     for (int i = 0; i < n_probes; i++) {
         double part = 0.0;
         memcpy(seq + n_prefix, probes[i].ids, sizeof(int) * probes[i].n);
@@ -4958,6 +4960,7 @@ int kvl_distill_loss(KvlModel *m, KvlCache *cache, const int *prefix, int n_pref
             distill_probe(m, &acts, NULL, seq, n_prefix, probes[i].n, teacher, use_kl, n_total, &part))
             goto done;
         *loss += part;
+        report_phase("loss", done_tokens += probes[i].n, n_total, start);
     }
     r = 0;
 done:

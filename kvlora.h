@@ -317,10 +317,10 @@ int  kvl_lora_combine(KvlLora *out, const KvlLora *adapters, const float *weight
 
 typedef struct { int *ids; int n; } KvlProbe;   /* token ids a probe reads after the prefix */
 
-/* Progress of the long phases before the steps: fn(ctx, phase, done, total, seconds) after
-   each probe of "self-study" (the teacher's sampling) and of "teacher" (its logits over the
-   probes), done and total in tokens. NULL, the default: silent. The command-line tool
-   prints it. */
+/* Progress of the long phases around the steps: fn(ctx, phase, done, total, seconds) after
+   each probe of "self-study" (the teacher's sampling), of "teacher" (its logits over the
+   probes) and of "loss" (kvl_distill_loss), done and total in tokens. NULL, the default:
+   silent. The command-line tool prints it. */
 typedef void (*KvlPhaseProgress)(void *ctx, const char *phase, long long done, long long total, double seconds);
 void kvl_set_phase_progress(KvlPhaseProgress fn, void *ctx);
 

@@ -3472,8 +3472,8 @@ static void test_checkpoint_and_interrupt(void)
     remove_tree(dir);
 }
 
-/* distill's long phases before the steps each end with a progress line: the context's
-   prefill, the teacher's self-study samples, the teacher's pass over the probes. */
+/* distill's long phases each end with a progress line: the context's prefill, the
+   teacher's self-study samples, the loss before, the teacher's pass over the probes. */
 static void test_cli_distill_phases(void)
 {
     char cmd[2048], *log;
@@ -3484,7 +3484,8 @@ static void test_cli_distill_phases(void)
     CHECK(system(cmd) == 0, "%s", cmd);
     log = slurp(path, &len);
     CHECK(log && strstr(log, "kvlora: prefill    7/7 tokens") && strstr(log, "kvlora: self-study 12/12 tokens") &&
-          strstr(log, "kvlora: teacher    12/12 tokens"), "progress of the prefill, the self-study and the teacher: %.300s", log ? log : "(no log)");
+          strstr(log, "kvlora: teacher    12/12 tokens") && strstr(log, "kvlora: loss       12/12 tokens"),
+          "progress of the prefill, the self-study, the loss and the teacher: %.300s", log ? log : "(no log)");
     free(log);
     remove(path);
     remove_tree(out);
