@@ -3309,9 +3309,9 @@ static void rope_backward(float *d, const float *cos_t, const float *sin_t, int 
    (and j > pos - window with a sliding window),
        p_tj = softmax_j(q_t . k_j / sqrt(HD)),   out_t = sum_j p_tj v_j,
    with key/value head h / (H / KVH) (grouped-query attention). The probabilities of head h,
-   query t are written at att + h * head_stride + t * row_stride: the forward pass reuses one
-   row per head (row_stride 0), the student keeps them all for the backward. Threads split
-   the heads. */
+   query t are written at att + h * head_stride + t * row_stride (row_stride 0: one row per
+   head, reused); the student keeps them all for the backward. Threads split the heads.
+   This is the definition; the forward pass runs attention_forward_blocked below. */
 static void attention_forward(float *out, float *att, size_t head_stride, size_t row_stride, const float *q,
                               const KvlCache *cache, int layer, int pos0, int T, const KvlConfig *c)
 {
@@ -3806,8 +3806,8 @@ int kvl_forward(KvlModel *m, KvlCache *cache, const int *tokens, int n_tokens, f
    in prefill, and compute each row's sums as they would alone. Only attention and RoPE
    differ: row r sits at its own position n_shared + tail_len, and reads the shared
    cache's keys and then its own tail's (Appendix A). */
-static void attention_forward_batch(float *out, float *att_rows, size_t rows_stride, const float *q, const KvlBatch *batch,
-                                    const int *seq, int layer, int T, const KvlConfig *c);
+static void attention_forward_batch(float *out, float *att_rows, size_t head_stride, size_t row_stride, const float *q,
+                                    const KvlBatch *batch, const int *seq, int layer, int T, const KvlConfig *c);
 
 void kvl_batch_free(KvlBatch *b)
 {
@@ -3840,16 +3840,16 @@ int kvl_forward_batch(KvlModel *m, KvlBatch *batch, const int *tokens, float *lo
 {
     const KvlConfig *c = &m->config;
     int D = c->dim, V = c->vocab_size, half = c->head_dim / 2, n_shared = batch->shared->n_tokens, T = 0;
-    int *seq = xmalloc(sizeof(int) * batch->n_seqs), *ids = xmalloc(sizeof(int) * batch->n_seqs);
-    if (!seq || !ids) { free(seq); free(ids); return -1; }
     for (int b = 0; b < batch->n_seqs; b++) {
-        if (tokens[b] < 0) continue;
-        if (tokens[b] >= V) { free(seq); free(ids); return fail("batch: token id %d of sequence %d is outside the vocabulary [0, %d)", tokens[b], b, V); }
-        if (batch->tail_len[b] >= batch->max_tail) { free(seq); free(ids); return fail("batch: sequence %d is full (%d tokens)", b, batch->max_tail); }
-        seq[T] = b;
-        ids[T++] = tokens[b];
+        if (tokens[b] >= V) return fail("batch: token id %d of sequence %d is outside the vocabulary [0, %d)", tokens[b], b, V);
+        if (tokens[b] >= 0 && batch->tail_len[b] >= batch->max_tail) return fail("batch: sequence %d is full (%d tokens)", b, batch->max_tail);
+        T += tokens[b] >= 0;
     }
-    if (T == 0 || scratch_reserve(m, T, n_shared + batch->max_tail)) { free(seq); free(ids); return T ? -1 : 0; }
+    if (T == 0) return 0;
+    int *seq = xmalloc(sizeof(int) * 2 * (size_t)T), *ids = seq + T;   /* row r: sequence seq[r] reads ids[r] */
+    if (!seq || scratch_reserve(m, T, n_shared + batch->max_tail)) { free(seq); return -1; }
+    for (int b = 0, r = 0; b < batch->n_seqs; b++)
+        if (tokens[b] >= 0) { seq[r] = b; ids[r++] = tokens[b]; }
     KvlScratch *s = m->scratch;
     LayerBuffers lb = forward_buffers(s);
     embedding_forward(s->x, ids, m->w.embed, T, D);
@@ -3858,7 +3858,7 @@ int kvl_forward_batch(KvlModel *m, KvlBatch *batch, const int *tokens, float *lo
     for (int l = 0; l < c->n_layers; l++) {
         attention_inputs(s->x, &lb, m, l, T);
         for (int r = 0; r < T; r++) cache_store(&batch->tails, &lb, l, r, seq[r] * batch->max_tail + batch->tail_len[seq[r]]);
-        attention_forward_batch(s->att_out, lb.att_rows, lb.att_row_stride, s->q, batch, seq, l, T, c);
+        attention_forward_batch(s->att_out, lb.att_rows, lb.att_head_stride, lb.att_row_stride, s->q, batch, seq, l, T, c);
         attention_output(s->x, &lb, m, l, T);
         mlp_block_forward(s->x, &lb, m, l, T);
     }
@@ -3870,7 +3870,6 @@ int kvl_forward_batch(KvlModel *m, KvlBatch *batch, const int *tokens, float *lo
             if (seq[r] != r) memcpy(logits + (size_t)seq[r] * V, logits + (size_t)r * V, sizeof(float) * V);
     }
     free(seq);
-    free(ids);
     return 0;
 }
 
@@ -8232,21 +8231,22 @@ static int cmd_bench(int argc, char **argv)
     long long threads = 0, repeat;
     Option opts[] = {
         {"--threads", OPT_INT, &threads, 1, 1024, NULL, "N", "OpenMP threads (default: OpenMP's own choice; ignored without OpenMP)"},
-        {"--tokens", OPT_STRING, &tokens_arg, 0, 0, "512", "T[,T...]", "tokens of the prefill, and of the cache when decoding (at most 8 lengths)"},
+        {"--tokens", OPT_STRING, &tokens_arg, 0, 0, "512", "T[,T...]", "tokens of the prefill, and of the cache when decoding"},
         {"--repeat", OPT_INT, &repeat, 1, 1000, "3", "R", "runs of each measurement (the best is reported)"},
     };
     KvlModel *m;
     int r = parse_options("bench", bench_usage, opts, COUNT(opts), argc, argv, &dir, 1, 0), *ids;
     float *logits;
     if (r != GO_ON) return r;
-    int lengths[8], n_lengths = 0, T = 0;
-    for (const char *p = tokens_arg; *p && n_lengths < 8; n_lengths++) {
-        char *end;
-        long v = strtol(p, &end, 10);
-        if (end == p || v < 1 || v > 1 << 20 || (*end && *end != ',')) return usage_error("bench", "--tokens: '%s' is not a list of token counts", tokens_arg);
-        lengths[n_lengths] = (int)v;
-        if (v > T) T = (int)v;
-        p = *end ? end + 1 : end;
+    int *lengths, n_lengths, T = 0;
+    if (parse_ids(tokens_arg, &lengths, &n_lengths)) return usage_error("bench", "--tokens: %s", kvl_last_error());
+    for (int i = 0; i < n_lengths; i++) {
+        if (lengths[i] < 1 || lengths[i] > 1 << 20) {
+            int bad = lengths[i];
+            free(lengths);
+            return usage_error("bench", "--tokens: %d is not in 1..%d", bad, 1 << 20);
+        }
+        if (lengths[i] > T) T = lengths[i];
     }
 #ifdef _OPENMP
     if (threads) omp_set_num_threads((int)threads);
@@ -8254,8 +8254,8 @@ static int cmd_bench(int argc, char **argv)
 #else
     int n_threads = 1;
 #endif
-    if (failed(dir ? kvl_model_load(&m, dir) : bench_model(&m))) return 1;
-    if (T + 16 > m->config.max_positions) { kvl_model_free(m); return cli_error("--tokens %d and 16 more exceed the model's positions", T); }
+    if (failed(dir ? kvl_model_load(&m, dir) : bench_model(&m))) { free(lengths); return 1; }
+    if (T + 16 > m->config.max_positions) { free(lengths); kvl_model_free(m); return cli_error("--tokens %d and 16 more exceed the model's positions", T); }
     ids = xmalloc(sizeof(int) * (size_t)(T + 128));        /* the prefill's T, and the probe's 128 of bench_distill */
     logits = xmalloc(sizeof(float) * m->config.vocab_size);
     if (!(r = failed(!ids || !logits))) {
@@ -8271,6 +8271,7 @@ static int cmd_bench(int argc, char **argv)
     }
     free(ids);
     free(logits);
+    free(lengths);
     kvl_model_free(m);
     return r;
 }
@@ -8645,9 +8646,10 @@ static void attention_job(float *out, float *rows0, size_t row_stride, const flo
 }
 
 /* Batched decoding's attention: a job is one head of one sequence's token, over the
-   shared keys and then the sequence's own. */
-static void attention_forward_batch(float *out, float *att_rows, size_t rows_stride, const float *q, const KvlBatch *batch,
-                                    const int *seq, int layer, int T, const KvlConfig *c)
+   shared keys and then the sequence's own; score rows as attention_forward_blocked's
+   without att. */
+static void attention_forward_batch(float *out, float *att_rows, size_t head_stride, size_t row_stride, const float *q,
+                                    const KvlBatch *batch, const int *seq, int layer, int T, const KvlConfig *c)
 {
     int H = c->n_heads, KVH = c->n_kv_heads, HD = c->head_dim, group = H / KVH, QD = H * HD;
     const KvlCache *shared = batch->shared, *tails = &batch->tails;
@@ -8656,7 +8658,7 @@ static void attention_forward_batch(float *out, float *att_rows, size_t rows_str
         int h = job % H, r = job / H, b = seq[r], g = layer * KVH + h / group;
         size_t shared_at = (size_t)g * shared->max_tokens * HD, tail_at = ((size_t)g * tails->max_tokens + (size_t)b * batch->max_tail) * HD;
         AttentionKeys keys = {shared->k + shared_at, shared->v + shared_at, tails->k + tail_at, tails->v + tail_at, shared->n_tokens};
-        attention_job(out + (size_t)r * QD, att_rows + thread_index() * ATT_QUERIES * rows_stride, rows_stride, q + (size_t)r * QD,
+        attention_job(out + (size_t)r * QD, att_rows + thread_index() * head_stride, row_stride, q + (size_t)r * QD,
                       &keys, h, 0, 1, shared->n_tokens + batch->tail_len[b], c);
     }
 }
