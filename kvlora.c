@@ -4512,7 +4512,8 @@ int kvl_lora_combine(KvlLora *out, const KvlLora *adapters, const float *weights
 /* Over T positions with logits z_s (student) and z_t (teacher), vocabulary V:          */
 /*   kl  = 1/T sum_t KL(p_t || p_s) = 1/T sum_t sum_v p_t,v (log p_t,v - log p_s,v)     */
 /*   mse = 1/(T V) sum_t sum_v (z_s,t,v - z_t,t,v)^2                                    */
-/* with p = softmax(z) over the full vocabulary. Sums in double.                        */
+/* with p = softmax(z) over the full vocabulary. Sums in double. A teacher kept only as */
+/* its top K tokens gives KL_K, the KL over those K tokens and the rest (below).        */
 /* The other method, at the end: the closed form, a least-squares solve per layer       */
 /* instead of the steps.                                                                */
 
@@ -4611,12 +4612,99 @@ static void kl_forward_backward(double *loss, float *d_student, const float *stu
     }
 }
 
+/* The teacher kept sparse (Cartridges' recipe, to save its memory): at each position only
+   its K most likely tokens, with their log-probabilities l_t,k, and the log of the mass
+   left to all the others, log r_t (r_t = sum of p_t,v over v outside the top K). A row:
+   K int32 ids in ascending order, K floats l_t,k, one float log r_t (-inf when r_t = 0).
+   The loss is then the KL between the two distributions seen through those K + 1 bins,
+   the student's rest r_s = sum of p_s,v outside the teacher's top K:
+       KL_K = sum_k p_t,k (l_t,k - l_s,k) + r_t (log r_t - log r_s).
+   An approximation from below: by the chain rule of KL,
+       KL = KL_K + r_t KL(p_t | rest || p_s | rest),
+   so it leaves out how the rest's mass is spread, weighted by that mass (test
+   kl_topk_against_exact checks the identity and kl_topk_distill the cost to an adapter). */
+static size_t teacher_row_bytes(int V, int topk)
+{
+    return topk > 0 ? sizeof(float) * (2 * (size_t)topk + 1) : sizeof(float) * (size_t)V;
+}
+
+/* The bytes of every probe's teacher rows (topk above V counts as V, as kvl_distill takes it). */
+static size_t teacher_bytes(int V, int topk, const KvlProbe *probes, int n_probes)
+{
+    size_t tokens = 0;
+    for (int i = 0; i < n_probes; i++) tokens += (size_t)probes[i].n;
+    return tokens * teacher_row_bytes(V, topk > V ? V : topk);
+}
+
+/* One position's sparse row from the teacher's logits zt. order: 2V entries of scratch.
+   The top K are the first K of the probabilities sorted in descending order (ties: the
+   lower id first), so the choice is the same on every machine. */
+static void teacher_topk_row(unsigned char *row, const float *zt, int V, int K, ProbIndex *order)
+{
+    int32_t *ids = (int32_t *)row;
+    float *logp = (float *)(row + sizeof(int32_t) * K), mt = zt[kvl_argmax(zt, V)];
+    double st = 0.0, rest = 0.0;
+    for (int v = 0; v < V; v++) {
+        order[v].p = expf(zt[v] - mt);
+        order[v].id = v;
+        st += exp((double)zt[v] - mt);
+    }
+    sort_prob_desc(order, order + V, V);
+    for (int i = K; i < V; i++) rest += exp((double)zt[order[i].id] - mt);
+    for (int i = 0; i < K; i++) ids[i] = order[i].id;
+    for (int i = 1; i < K; i++)                         /* ids ascending (insertion sort: K is small) */
+        for (int j = i; j > 0 && ids[j - 1] > ids[j]; j--) { int32_t t = ids[j]; ids[j] = ids[j - 1]; ids[j - 1] = t; }
+    double lse = log(st) + mt;
+    for (int i = 0; i < K; i++) logp[i] = (float)(zt[ids[i]] - lse);
+    logp[K] = rest > 0.0 ? (float)(log(rest) - log(st)) : -INFINITY;
+}
+
+/* KL_K and its gradient, as kl_forward_backward does for the exact KL: adds
+   sum_t KL_K,t / n_total to *loss and writes d KL_K / d z_s = (p_s - q) / n_total, where
+   q_v = p_t,v inside the top K and r_t p_s,v / r_s outside (the rest's mass spread as the
+   student spreads it). rows: T sparse rows of K. */
+static void kl_topk_forward_backward(double *loss, float *d_student, const float *student, const unsigned char *rows,
+                                     int T, int V, int K, int n_total)
+{
+    size_t row_bytes = teacher_row_bytes(V, K);
+    for (int t0 = 0; t0 < T; t0 += 64) {
+        double block[64];
+        int n = T - t0 < 64 ? T - t0 : 64;
+        PARALLEL_FOR
+        for (int i = 0; i < n; i++) {
+            const float *zs = student + (size_t)(t0 + i) * V;
+            const int32_t *ids = (const int32_t *)(rows + (size_t)(t0 + i) * row_bytes);
+            const float *logp = (const float *)(rows + (size_t)(t0 + i) * row_bytes + sizeof(int32_t) * K);
+            float *d = d_student + (size_t)(t0 + i) * V, ms = zs[kvl_argmax(zs, V)];
+            double ss = 0.0, rest_s = 0.0;
+            for (int v = 0, k = 0; v < V; v++) {
+                d[v] = expf(zs[v] - ms);
+                ss += d[v];
+                if (k < K && ids[k] == v) k++;
+                else rest_s += d[v];
+            }
+            double lse_s = log(ss) + ms, r_t = exp((double)logp[K]), kl = 0.0;
+            float outside = (float)((1.0 / ss - (rest_s > 0.0 ? r_t / rest_s : 0.0)) / n_total);
+            for (int v = 0; v < V; v++) d[v] *= outside;
+            for (int k = 0; k < K; k++) {
+                double p_t = exp((double)logp[k]), l_s = zs[ids[k]] - lse_s;
+                kl += p_t * (logp[k] - l_s);
+                d[ids[k]] = (float)((exp(l_s) - p_t) / n_total);
+            }
+            if (r_t > 0.0) kl += r_t * (logp[K] - (log(rest_s) - log(ss)));
+            block[i] = kl;
+        }
+        for (int i = 0; i < n; i++) *loss += block[i] / n_total;
+    }
+}
+
 /* One probe of distillation: the student (the model with m->lora) reads prefix ++ probe,
-   the teacher's logits for the probe's n_probe positions are given; adds d loss / d LoRA
-   to dlora (when not NULL) and stores in *loss this probe's share of the batch loss (its
-   summed loss / n_total). a must hold n_prefix + n_probe tokens. */
+   the teacher's rows for the probe's n_probe positions are given (logits, or with topk > 0
+   the sparse rows above, KL only); adds d loss / d LoRA to dlora (when not NULL) and
+   stores in *loss this probe's share of the batch loss (its summed loss / n_total). a must
+   hold n_prefix + n_probe tokens. */
 static int distill_probe(KvlModel *m, Acts *a, KvlLora *dlora, const int *tokens, int n_prefix, int n_probe,
-                         const float *teacher, int use_kl, int n_total, double *loss)
+                         const void *teacher, int use_kl, int topk, int n_total, double *loss)
 {
     const KvlConfig *c = &m->config;
     int T = n_prefix + n_probe, V = c->vocab_size;
@@ -4624,7 +4712,11 @@ static int distill_probe(KvlModel *m, Acts *a, KvlLora *dlora, const int *tokens
     if (scratch_reserve(m, T, T)) return -1;
     student_forward(a, tokens, m, T);
     const float *zs = a->logits + (size_t)n_prefix * V;
-    if (dlora && use_kl) {
+    if (topk > 0) {
+        *loss = 0.0;
+        kl_topk_forward_backward(loss, a->d_logits + (size_t)n_prefix * V, zs, teacher, n_probe, V, topk, n_total);
+        if (!dlora) return 0;
+    } else if (dlora && use_kl) {
         *loss = 0.0;
         kl_forward_backward(loss, a->d_logits + (size_t)n_prefix * V, zs, teacher, n_probe, V, n_total);
     } else {
@@ -4786,33 +4878,39 @@ int kvl_context_chunks(const int *context, int n_context, int len, KvlProbe **ou
     return 0;
 }
 
-/* Every probe's teacher logits, one probe after another ([sum of the probes' lengths][V]),
-   probe i's from float teacher_at[i] on: in memory at teacher, or (teacher NULL) in the
-   file fp, each probe computed into one ([longest probe][V]) and written. */
-static int teachers_forward(KvlModel *m, KvlCache *cache, int n_ctx, const KvlProbe *probes, int n_probes,
-                            float *teacher, FILE *fp, float *one, size_t *teacher_at)
+/* Every probe's teacher rows (logits, or the sparse rows of the top topk), one probe after
+   another, probe i's from byte teacher_at[i] on: in memory at teacher, or (teacher NULL)
+   in the file fp. Each probe's logits are computed into logits ([longest probe][V]), and
+   for the file its rows go through rows ([longest probe][row]; for full rows, logits
+   itself); order: scratch for the top K (2V). */
+static int teachers_forward(KvlModel *m, KvlCache *cache, int n_ctx, const KvlProbe *probes, int n_probes, int topk,
+                            unsigned char *teacher, FILE *fp, float *logits, unsigned char *rows, ProbIndex *order,
+                            size_t *teacher_at)
 {
-    size_t at = 0, V = (size_t)m->config.vocab_size;
+    int V = m->config.vocab_size;
+    size_t at = 0, row_bytes = teacher_row_bytes(V, topk);
     long long done = 0, total = 0;
     double start = now_seconds();
     for (int i = 0; i < n_probes; i++) total += probes[i].n;
     for (int i = 0; i < n_probes; i++) {
+        size_t n = (size_t)probes[i].n;
+        unsigned char *dest = teacher ? teacher + at : rows;
         teacher_at[i] = at;
-        if (teacher_forward(m, cache, n_ctx, &probes[i], teacher ? teacher + at : one)) return -1;
-        if (!teacher && fwrite(one, sizeof(float) * V, (size_t)probes[i].n, fp) != (size_t)probes[i].n)
-            return fail("teacher logits: writing their file: %s", strerror(errno));
-        at += (size_t)probes[i].n * V;
+        if (teacher_forward(m, cache, n_ctx, &probes[i], topk ? logits : (float *)dest)) return -1;
+        for (size_t t = 0; topk && t < n; t++) teacher_topk_row(dest + t * row_bytes, logits + t * V, V, topk, order);
+        if (!teacher && fwrite(dest, row_bytes, n, fp) != n) return fail("teacher logits: writing their file: %s", strerror(errno));
+        at += n * row_bytes;
         report_phase("teacher", done += probes[i].n, total, start);
     }
     if (!teacher && fflush(fp)) return fail("teacher logits: writing their file: %s", strerror(errno));
     return 0;
 }
 
-/* Probe i's teacher logits back from the file. */
-static int teacher_read(FILE *fp, size_t at, int n, int V, float *logits)
+/* A probe's n teacher rows of row_bytes back from the file, from byte at. */
+static int teacher_read(FILE *fp, size_t at, int n, size_t row_bytes, unsigned char *rows)
 {
-    if (seek_to(fp, (uint64_t)at * sizeof(float), "the teacher logits' file")) return -1;
-    if (fread(logits, sizeof(float) * V, (size_t)n, fp) != (size_t)n)
+    if (seek_to(fp, (uint64_t)at, "the teacher logits' file")) return -1;
+    if (fread(rows, row_bytes, (size_t)n, fp) != (size_t)n)
         return fail("teacher logits: reading their file back: %s", ferror(fp) ? strerror(errno) : "it is shorter than written");
     return 0;
 }
@@ -4856,8 +4954,9 @@ static int next_batch(int *chosen, int batch, int *order, int *next, int n_probe
    model alone reading cache (prefix ++ context, n_ctx positions) then each probe. Each step
    takes the next batch of probes from a seeded shuffle, sums the gradient of the mean loss
    over the batch's positions, and takes one AdamW step. The teacher's logits are computed
-   once, before the steps: kept in memory up to opt->teacher_memory bytes, else in a file
-   and read back batch by batch (the same floats either way). */
+   once, before the steps (whole, or as sparse top-K rows): kept in memory up to
+   opt->teacher_memory bytes, else in a file and read back batch by batch (the same floats
+   either way). */
 int kvl_distill(KvlModel *m, KvlCache *cache, const int *prefix, int n_prefix, const KvlProbe *probes, int n_probes,
                 KvlLora *lora, const KvlDistillOptions *opt, double *final_loss)
 {
@@ -4874,22 +4973,28 @@ int kvl_distill(KvlModel *m, KvlCache *cache, const int *prefix, int n_prefix, c
     if (n_prefix + max_len > c->max_positions) return fail("distill: prefix and probe exceed the model's positions");
     int batch = opt->batch < 1 ? 1 : opt->batch > n_probes ? n_probes : opt->batch;
     if (batch > 4096) return fail("distill: batch %d is larger than 4096", batch);
+    int topk = opt->teacher_topk < 0 ? 0 : opt->teacher_topk > V ? V : opt->teacher_topk;
+    if (topk && !opt->use_kl) return fail("distill: a top-K teacher needs the KL loss (the squared logit difference needs every logit)");
     KvlLora grad = {0};
     AdamW adam = {opt->lr, 0.9f, 0.999f, 1e-8f, opt->weight_decay, 0, NULL, NULL};
     Acts acts = {0};
+    size_t row_bytes = teacher_row_bytes(V, topk), budget = opt->teacher_memory ? opt->teacher_memory : (size_t)256 << 20;
     int *order = xmalloc(sizeof(int) * n_probes), *seq = xmalloc(sizeof(int) * (n_prefix + max_len));
-    float *teacher = NULL, *teacher_one = xmalloc(sizeof(float) * (size_t)max_len * V);
+    int in_memory = teacher_bytes(V, topk, probes, n_probes) <= budget, named = 0;
+    float *logits = xmalloc(sizeof(float) * (size_t)max_len * V);
+    /* a probe's rows read back from the file: its logits, or its sparse rows */
+    unsigned char *teacher = NULL, *sparse = topk ? xmalloc(row_bytes * (size_t)max_len) : NULL;
+    unsigned char *rows = topk ? sparse : (unsigned char *)logits;
+    ProbIndex *by_prob = topk ? xmalloc(sizeof(ProbIndex) * 2 * (size_t)V) : NULL;
     size_t *teacher_at = xcalloc((size_t)n_probes, sizeof(size_t));
-    size_t budget = opt->teacher_memory ? opt->teacher_memory : (size_t)256 << 20;
-    int in_memory = total_tokens <= budget / sizeof(float) / V, named = 0;
     FILE *teacher_fp = NULL;
-    if (!order || !seq || !teacher_one || !teacher_at || lora_alloc_like(&grad, lora, c) ||
+    if (!order || !seq || !logits || (topk && (!sparse || !by_prob)) || !teacher_at || lora_alloc_like(&grad, lora, c) ||
         !(adam.m = xcalloc(lora->n_params, sizeof(float))) || !(adam.v = xcalloc(lora->n_params, sizeof(float))) ||
         acts_init(&acts, c, n_prefix + max_len, lora->rank, 0) || scratch_reserve(m, n_prefix + max_len, cache->max_tokens))
         goto done;
-    if (in_memory ? !(teacher = xmalloc(sizeof(float) * total_tokens * V)) : !(teacher_fp = teacher_file_open(opt->teacher_file, &named)))
+    if (in_memory ? !(teacher = xmalloc(row_bytes * total_tokens)) : !(teacher_fp = teacher_file_open(opt->teacher_file, &named)))
         goto done;
-    if (teachers_forward(m, cache, n_ctx, probes, n_probes, teacher, teacher_fp, teacher_one, teacher_at)) goto done;
+    if (teachers_forward(m, cache, n_ctx, probes, n_probes, topk, teacher, teacher_fp, logits, rows, by_prob, teacher_at)) goto done;
     memcpy(seq, prefix, sizeof(int) * n_prefix);
     const KvlLora *keep = m->lora;
     m->lora = lora;
@@ -4905,11 +5010,11 @@ int kvl_distill(KvlModel *m, KvlCache *cache, const int *prefix, int n_prefix, c
         loss = 0.0;
         for (int b = 0; b < n_chosen; b++) {
             const KvlProbe *p = &probes[chosen[b]];
-            const float *zt = teacher ? teacher + teacher_at[chosen[b]] : teacher_one;
-            if (!teacher && teacher_read(teacher_fp, teacher_at[chosen[b]], p->n, V, teacher_one)) { m->lora = keep; goto done; }
+            const unsigned char *zt = teacher ? teacher + teacher_at[chosen[b]] : rows;
+            if (!teacher && teacher_read(teacher_fp, teacher_at[chosen[b]], p->n, row_bytes, rows)) { m->lora = keep; goto done; }
             memcpy(seq + n_prefix, p->ids, sizeof(int) * p->n);
             double part = 0.0;
-            if (distill_probe(m, &acts, &grad, seq, n_prefix, p->n, zt, opt->use_kl, n_total, &part)) { m->lora = keep; goto done; }
+            if (distill_probe(m, &acts, &grad, seq, n_prefix, p->n, zt, opt->use_kl, topk, n_total, &part)) { m->lora = keep; goto done; }
             loss += part;
         }
         adamw_step(&adam, lora->params, grad.params, lora->n_params);
@@ -4925,7 +5030,7 @@ done:
     cache->n_tokens = n_ctx;
     if (teacher_fp) fclose(teacher_fp);
     if (named) remove(opt->teacher_file);
-    free(order); free(seq); free(teacher); free(teacher_one); free(teacher_at);
+    free(order); free(seq); free(teacher); free(logits); free(sparse); free(by_prob); free(teacher_at);
     free(adam.m); free(adam.v);
     kvl_lora_free(&grad);
     acts_free(&acts);
@@ -4956,7 +5061,7 @@ int kvl_distill_loss(KvlModel *m, KvlCache *cache, const int *prefix, int n_pref
         double part = 0.0;
         memcpy(seq + n_prefix, probes[i].ids, sizeof(int) * probes[i].n);
         if (teacher_forward(m, cache, n_ctx, &probes[i], teacher) ||
-            distill_probe(m, &acts, NULL, seq, n_prefix, probes[i].n, teacher, use_kl, n_total, &part))
+            distill_probe(m, &acts, NULL, seq, n_prefix, probes[i].n, teacher, use_kl, 0, n_total, &part))
             goto done;
         *loss += part;
         report_phase("loss", done_tokens += probes[i].n, n_total, start);
@@ -6993,7 +7098,7 @@ static int dump_gradients(KvlModel *m, KvlLora *lora, const Dump *d, const float
     memcpy(seq + d->n[1], d->ids[0], sizeof(int) * T);
     m->lora = lora;
     r = lora_alloc_like(grad, lora, &m->config) || acts_init(&acts, &m->config, d->n[1] + T, lora->rank, 0) ||
-        distill_probe(m, &acts, grad, seq, d->n[1], T, teacher, d->loss == 0, T, &loss) ||
+        distill_probe(m, &acts, grad, seq, d->n[1], T, teacher, d->loss == 0, 0, T, &loss) ||
         lora_tensor_list(grad, "grad.", tensors, names, n);
     acts_free(&acts);
     free(seq);
@@ -7180,7 +7285,7 @@ static const char *distill_usage =
 typedef struct {
     const char *dir, *out, *cache, *queries, *query_ids, *targets, *init;
     ContextArgs ca;
-    long long self_study, self_study_len, chunk_len, rank, steps, batch, seed, every, solve_tokens, teacher_mb;
+    long long self_study, self_study_len, chunk_len, rank, steps, batch, seed, every, solve_tokens, teacher_mb, teacher_topk;
     float alpha, lr, weight_decay, damping;
     int chunks, rslora, loss, method;   /* method: KVL_METHOD_* in the order of --method's choices */
 } DistillArgs;
@@ -7330,13 +7435,16 @@ static int distill_train(KvlModel *m, KvlCache *cache, const DistillArgs *a, con
     DistillProgress progress = {&lora, a->out, a->every, 0};
     char teacher_file[4200];
     snprintf(teacher_file, sizeof teacher_file, "%s.teacher.tmp", a->out);
-    size_t teacher_memory = a->teacher_mb ? (size_t)a->teacher_mb << 20 : 1, teacher_bytes = 0;
-    for (int i = 0; i < n_probes; i++) teacher_bytes += (size_t)probes[i].n * m->config.vocab_size * sizeof(float);
-    if (a->method != KVL_METHOD_CLOSED_FORM && teacher_bytes > teacher_memory)
-        fprintf(stderr, "kvlora: the teacher's logits (%.0f MB) exceed --teacher-memory: they go to %s, removed when done\n",
-                teacher_bytes / 1048576.0, teacher_file);
+    size_t teacher_memory = a->teacher_mb ? (size_t)a->teacher_mb << 20 : 1;
+    size_t bytes = teacher_bytes(c->vocab_size, (int)a->teacher_topk, probes, n_probes);
+    if (a->method != KVL_METHOD_CLOSED_FORM && bytes > teacher_memory)
+        fprintf(stderr, "kvlora: the teacher's %s (%.0f MB) exceed --teacher-memory: they go to %s, removed when done\n",
+                a->teacher_topk ? "top-K rows" : "logits", bytes / 1048576.0, teacher_file);
+    if (a->teacher_topk)
+        fprintf(stderr, "kvlora: the teacher kept as its top %lld tokens and the rest's mass: the steps print the KL over those "
+                "(below the exact KL); the losses before and after are exact\n", a->teacher_topk);
     KvlDistillOptions opt = {use_kl, (int)a->steps, (int)a->batch, a->lr, a->weight_decay, (uint64_t)a->seed, print_progress, &progress,
-                             teacher_memory, teacher_file};
+                             teacher_memory, teacher_file, (int)a->teacher_topk};
     signal(SIGINT, request_stop);
     signal(SIGTERM, request_stop);
     double t0 = now_seconds();
@@ -7403,6 +7511,9 @@ static int cmd_distill(int argc, char **argv)
         {"--teacher-memory", OPT_INT, &a.teacher_mb, 0, 1 << 30, "256", "MB", "the teacher's logits over the probes (computed once) stay in\n"
                                                                           "memory up to MB; beyond, in ADAPTER_DIR.teacher.tmp, removed\n"
                                                                           "when done (0: always the file)"},
+        {"--teacher-topk", OPT_INT, &a.teacher_topk, 0, 1 << 24, "0", "K", "keep only the teacher's K most likely tokens per position and\n"
+                                                                     "the rest's mass (Cartridges; KL only): far less memory, an\n"
+                                                                     "approximation of the loss (0: every logit, exact)"},
         {"-o", OPT_STRING, &a.out, 0, 0, NULL, "ADAPTER_DIR", "where the adapter goes"},
     };
     KvlModel *m = NULL;
@@ -7417,6 +7528,7 @@ static int cmd_distill(int argc, char **argv)
     if (a.cache && (a.ca.prefix_ids || a.ca.prefix_text)) return usage_error("distill", "a cache holds its prefix: --prefix goes to kvlora record");
     if (a.query_ids && a.queries) return usage_error("distill", "give at most one of --queries and --query-ids");
     if (!a.out) return usage_error("distill", "missing -o ADAPTER_DIR");
+    if (a.teacher_topk && a.loss != 0) return usage_error("distill", "--teacher-topk needs --loss kl (the squared difference needs every logit)");
     if (kvl_lora_parse_targets(a.targets, has)) return usage_error("distill", "--targets: %s", kvl_last_error());
     if (a.self_study < 0 && !a.chunks && !a.query_ids && !a.queries) { a.self_study = 16; a.chunks = 1; }
     if (a.self_study < 0) a.self_study = 0;
@@ -7743,7 +7855,7 @@ static const char *needle_usage =
 
 typedef struct {
     const char *dir, *svg, *targets;
-    long long needles, trials, steps, batch, self_study, self_study_len, chunk_len, seed, threads;
+    long long needles, trials, steps, batch, self_study, self_study_len, chunk_len, seed, threads, teacher_topk;
     float alpha, lr, damping;
     int probes, json;                   /* probes: 0 self-study, 1 context, 2 both */
     long long solve_tokens;
@@ -7951,6 +8063,8 @@ static int cmd_needle(int argc, char **argv)
         {"--steps", OPT_INT, &a.steps, 0, 1 << 30, "200", "S", "distillation steps"},
         {"--batch", OPT_INT, &a.batch, 1, 4096, "8", "B", "probes per step"},
         {"--lr", OPT_POSITIVE, &a.lr, 0, INFINITY, "1e-2", "LR", "AdamW learning rate"},
+        {"--teacher-topk", OPT_INT, &a.teacher_topk, 0, 1 << 24, "0", "K", "keep only the teacher's top K tokens per position and the\n"
+                                                                     "rest's mass (as distill; 0: every logit)"},
         {"--self-study", OPT_INT, &a.self_study, 0, 1 << 20, "64", "N", "teacher samples"},
         {"--self-study-len", OPT_INT, &a.self_study_len, 1, 1 << 20, "48", "L", "their length"},
         {"--chunk-len", OPT_INT, &a.chunk_len, 1, 1 << 20, "32", "L", "context probes' length"},
@@ -7978,7 +8092,7 @@ static int cmd_needle(int argc, char **argv)
         long long rank = run_rank(&a, u);
         o.runs[u] = (KvlNeedleRun){run_method(&a, u), (int)rank, a.alpha > 0 ? a.alpha : 2.0f * rank};
     }
-    o.distill = (KvlDistillOptions){1, (int)a.steps, (int)a.batch, a.lr, 0.0f, (uint64_t)a.seed, NULL, NULL, 0, NULL};
+    o.distill = (KvlDistillOptions){1, (int)a.steps, (int)a.batch, a.lr, 0.0f, (uint64_t)a.seed, NULL, NULL, 0, NULL, (int)a.teacher_topk};
     o.damping = a.damping; o.solve_tokens = (int)a.solve_tokens;
     return needle_run(&a, &o);
 }
@@ -8206,7 +8320,7 @@ static void bench_distill(KvlModel *m, int *ids, int T, int repeat)
     KvlProbe probe = {ids, n_probe};
     Acts acts;                  /* (allocated, never touched: to read their size) */
     double elapsed[2] = {0, 0}, loss;
-    KvlDistillOptions opt = {1, 2 + repeat, 1, 1e-4f, 0.0f, 1, bench_progress, elapsed, 0, NULL};
+    KvlDistillOptions opt = {1, 2 + repeat, 1, 1e-4f, 0.0f, 1, bench_progress, elapsed, 0, NULL, 0};
     kvl_lora_parse_targets("all", has);
     if (n_probe <= 0 || kvl_cache_init(&cache, c, T + n_probe)) return;
     kvl_forward(m, &cache, ids, T, NULL, 0);

@@ -346,6 +346,11 @@ typedef struct {
        however the process ends). */
     size_t teacher_memory;
     const char *teacher_file;
+    /* > 0: keep only the teacher's teacher_topk most likely tokens per position and the mass
+       of the rest, as Cartridges does (KL only); the loss is then the KL over those K + 1
+       bins, an approximation from below that leaves out how the rest's mass is spread.
+       0: every logit, exact. */
+    int teacher_topk;
 } KvlDistillOptions;
 
 /* Trains lora so that the model with it, reading prefix ++ probe, matches the model alone
