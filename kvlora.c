@@ -4950,90 +4950,239 @@ static int next_batch(int *chosen, int batch, int *order, int *next, int n_probe
     return n_chosen;
 }
 
-/* The distillation loop. The student is the model with the adapter lora; the teacher the
-   model alone reading cache (prefix ++ context, n_ctx positions) then each probe. Each step
-   takes the next batch of probes from a seeded shuffle, sums the gradient of the mean loss
-   over the batch's positions, and takes one AdamW step. The teacher's logits are computed
-   once, before the steps (whole, or as sparse top-K rows): kept in memory up to
-   opt->teacher_memory bytes, else in a file and read back batch by batch (the same floats
-   either way). */
-int kvl_distill(KvlModel *m, KvlCache *cache, const int *prefix, int n_prefix, const KvlProbe *probes, int n_probes,
-                KvlLora *lora, const KvlDistillOptions *opt, double *final_loss)
+/* Probes with their teacher's rows, computed once (teacher_set_compute) and read back probe
+   by probe (teacher_set_rows): in memory, or in a file when they exceed the budget. A
+   distillation reads one set; the sessions experiment keeps earlier sessions' sets, whose
+   caches are gone by then, to replay them or to train on all of them at once. */
+typedef struct {
+    const KvlProbe *probes;
+    int n_probes, max_len, topk;
+    size_t row_bytes, *at;            /* probe i's rows from byte at[i] */
+    unsigned char *rows;              /* every probe's rows in memory, or NULL: */
+    FILE *fp;                         /* in this file */
+    const char *path;                 /* the file's name while it exists (removed by teacher_set_free) */
+} TeacherSet;
+
+static void teacher_set_free(TeacherSet *ts)
+{
+    if (ts->fp) fclose(ts->fp);
+    if (ts->path) remove(ts->path);
+    free(ts->rows);
+    free(ts->at);
+    memset(ts, 0, sizeof *ts);
+}
+
+/* The rows of the base model (m without adapter) reading the cache, then each probe. */
+static int teacher_set_compute(TeacherSet *ts, KvlModel *m, KvlCache *cache, const KvlProbe *probes, int n_probes, int topk,
+                               size_t budget, const char *file)
+{
+    int V = m->config.vocab_size, named = 0, r = -1;
+    memset(ts, 0, sizeof *ts);
+    ts->probes = probes;
+    ts->n_probes = n_probes;
+    ts->topk = topk;
+    ts->row_bytes = teacher_row_bytes(V, topk);
+    for (int i = 0; i < n_probes; i++)
+        if (probes[i].n > ts->max_len) ts->max_len = probes[i].n;
+    size_t bytes = teacher_bytes(V, topk, probes, n_probes);
+    float *logits = xmalloc(sizeof(float) * (size_t)ts->max_len * V);
+    unsigned char *sparse = topk ? xmalloc(ts->row_bytes * (size_t)ts->max_len) : NULL;
+    ProbIndex *by_prob = topk ? xmalloc(sizeof(ProbIndex) * 2 * (size_t)V) : NULL;
+    const KvlLora *keep = m->lora;
+    m->lora = NULL;
+    if (!logits || (topk && (!sparse || !by_prob)) || !(ts->at = xcalloc((size_t)n_probes, sizeof(size_t)))) goto done;
+    if (bytes <= budget ? !(ts->rows = xmalloc(bytes)) : !(ts->fp = teacher_file_open(file, &named))) goto done;
+    if (named) ts->path = file;
+    r = teachers_forward(m, cache, cache->n_tokens, probes, n_probes, topk, ts->rows, ts->fp, logits,
+                         topk ? sparse : (unsigned char *)logits, by_prob, ts->at);
+done:
+    m->lora = keep;
+    free(logits); free(sparse); free(by_prob);
+    if (r) teacher_set_free(ts);
+    return r;
+}
+
+/* Probe i's rows: in memory, or read from the file into buffer ([max_len][row]). */
+static const unsigned char *teacher_set_rows(const TeacherSet *ts, int i, unsigned char *buffer)
+{
+    if (ts->rows) return ts->rows + ts->at[i];
+    return teacher_read(ts->fp, ts->at[i], ts->probes[i].n, ts->row_bytes, buffer) ? NULL : buffer;
+}
+
+/* Keeping an adapter's A rows orthogonal to another's (O-LoRA's aim, the "orthogonal"
+   sessions): basis gets, for each target and layer, an orthonormal basis of the span of
+   lora's A rows (modified Gram-Schmidt in double; a row that depends on the ones before it
+   becomes zero), and project_out_rows then removes from each A row of an adapter its
+   component in that span: a -= sum_q (a . q) q. */
+static int orthonormal_rows(KvlLora *basis, const KvlLora *lora, const KvlConfig *c)
+{
+    if (lora_alloc_like(basis, lora, c)) return -1;
+    memcpy(basis->params, lora->params, sizeof(float) * lora->n_params);
+    int R = lora->rank;
+    for (int t = 0; t < KVL_N_TARGETS; t++) {
+        if (!lora->has[t]) continue;
+        int in = lora->in[t];
+        for (int l = 0; l < c->n_layers; l++) {
+            float *A = basis->A[t] + (size_t)l * R * in;
+            for (int r = 0; r < R; r++) {
+                float *a = A + (size_t)r * in;
+                double before = 0.0, after = 0.0;
+                for (int i = 0; i < in; i++) before += (double)a[i] * a[i];
+                for (int q = 0; q < r; q++) {
+                    const float *b = A + (size_t)q * in;
+                    double dot = 0.0;
+                    for (int i = 0; i < in; i++) dot += (double)a[i] * b[i];
+                    for (int i = 0; i < in; i++) a[i] -= (float)(dot * b[i]);
+                }
+                for (int i = 0; i < in; i++) after += (double)a[i] * a[i];
+                double scale = after > 1e-12 * before && after > 0.0 ? 1.0 / sqrt(after) : 0.0;
+                for (int i = 0; i < in; i++) a[i] = (float)(a[i] * scale);
+            }
+        }
+    }
+    return 0;
+}
+
+static void project_out_rows(KvlLora *lora, const KvlLora *basis)
+{
+    for (int t = 0; t < KVL_N_TARGETS; t++) {
+        if (!lora->has[t] || !basis->has[t]) continue;
+        int in = lora->in[t];
+        for (int l = 0; l < lora->n_layers; l++)
+            for (int r = 0; r < lora->rank; r++) {
+                float *a = lora->A[t] + ((size_t)l * lora->rank + r) * in;
+                for (int q = 0; q < basis->rank; q++) {
+                    const float *b = basis->A[t] + ((size_t)l * basis->rank + q) * in;
+                    double dot = 0.0;
+                    for (int i = 0; i < in; i++) dot += (double)a[i] * b[i];
+                    for (int i = 0; i < in; i++) a[i] -= (float)(dot * b[i]);
+                }
+            }
+    }
+}
+
+/* The distillation loop over teacher sets whose rows are computed. The student is the
+   model with the adapter lora. Each step takes its batch from a seeded shuffle of the
+   probes of sets[0 .. n_main) (every probe seen once an epoch) and, when replay > 0, the
+   share round(replay x batch) of it from a shuffle of its own over sets[n_main .. n_sets):
+   earlier sessions' probes with the rows their teachers gave. It sums the gradient of the
+   mean loss over the batch's positions and takes one AdamW step; with
+   opt->orthogonal_to, lora's A rows are then projected out of that adapter's A rows' span
+   (and once before the first step), so that they stay orthogonal to it exactly. */
+static int distill_sets(KvlModel *m, const int *prefix, int n_prefix, const TeacherSet *sets, int n_sets, int n_main,
+                        float replay, KvlLora *lora, const KvlDistillOptions *opt, double *final_loss)
 {
     const KvlConfig *c = &m->config;
-    int V = c->vocab_size, n_ctx = cache->n_tokens, max_len = 0, r = -1;
-    size_t total_tokens = 0;
-    if (n_probes < 1) return fail("distill: no probes");
-    for (int i = 0; i < n_probes; i++) {
-        if (probes[i].n < 1) return fail("distill: probe %d is empty", i);
-        if (probes[i].n > max_len) max_len = probes[i].n;
-        total_tokens += (size_t)probes[i].n;
+    int max_len = 0, n_pool[2] = {0, 0}, r = -1;
+    size_t read_bytes = 0;
+    for (int s = 0; s < n_sets; s++) {
+        n_pool[s >= n_main] += sets[s].n_probes;
+        if (sets[s].max_len > max_len) max_len = sets[s].max_len;
+        if (!sets[s].rows && sets[s].row_bytes * sets[s].max_len > read_bytes) read_bytes = sets[s].row_bytes * sets[s].max_len;
     }
-    if (n_ctx + max_len > cache->max_tokens) return fail("distill: a probe of %d tokens does not fit after the %d-token context", max_len, n_ctx);
+    if (n_pool[0] < 1) return fail("distill: no probes");
     if (n_prefix + max_len > c->max_positions) return fail("distill: prefix and probe exceed the model's positions");
-    int batch = opt->batch < 1 ? 1 : opt->batch > n_probes ? n_probes : opt->batch;
-    if (batch > 4096) return fail("distill: batch %d is larger than 4096", batch);
-    int topk = opt->teacher_topk < 0 ? 0 : opt->teacher_topk > V ? V : opt->teacher_topk;
-    if (topk && !opt->use_kl) return fail("distill: a top-K teacher needs the KL loss (the squared logit difference needs every logit)");
-    KvlLora grad = {0};
+    int want = opt->batch < 1 ? 1 : opt->batch;
+    int n_old = replay > 0.0f && n_pool[1] ? (int)(replay * want + 0.5f) : 0;
+    if (n_old > n_pool[1]) n_old = n_pool[1];
+    int n_new = want - n_old < n_pool[0] ? want - n_old : n_pool[0];
+    if (n_new + n_old > 4096) return fail("distill: batch %d is larger than 4096", n_new + n_old);
+    KvlLora grad = {0}, basis = {0};
     AdamW adam = {opt->lr, 0.9f, 0.999f, 1e-8f, opt->weight_decay, 0, NULL, NULL};
     Acts acts = {0};
-    size_t row_bytes = teacher_row_bytes(V, topk), budget = opt->teacher_memory ? opt->teacher_memory : (size_t)256 << 20;
-    int *order = xmalloc(sizeof(int) * n_probes), *seq = xmalloc(sizeof(int) * (n_prefix + max_len));
-    int in_memory = teacher_bytes(V, topk, probes, n_probes) <= budget, named = 0;
-    float *logits = xmalloc(sizeof(float) * (size_t)max_len * V);
-    /* a probe's rows read back from the file: its logits, or its sparse rows */
-    unsigned char *teacher = NULL, *sparse = topk ? xmalloc(row_bytes * (size_t)max_len) : NULL;
-    unsigned char *rows = topk ? sparse : (unsigned char *)logits;
-    ProbIndex *by_prob = topk ? xmalloc(sizeof(ProbIndex) * 2 * (size_t)V) : NULL;
-    size_t *teacher_at = xcalloc((size_t)n_probes, sizeof(size_t));
-    FILE *teacher_fp = NULL;
-    if (!order || !seq || !logits || (topk && (!sparse || !by_prob)) || !teacher_at || lora_alloc_like(&grad, lora, c) ||
-        !(adam.m = xcalloc(lora->n_params, sizeof(float))) || !(adam.v = xcalloc(lora->n_params, sizeof(float))) ||
-        acts_init(&acts, c, n_prefix + max_len, lora->rank, 0) || scratch_reserve(m, n_prefix + max_len, cache->max_tokens))
-        goto done;
-    if (in_memory ? !(teacher = xmalloc(row_bytes * total_tokens)) : !(teacher_fp = teacher_file_open(opt->teacher_file, &named)))
-        goto done;
-    if (teachers_forward(m, cache, n_ctx, probes, n_probes, topk, teacher, teacher_fp, logits, rows, by_prob, teacher_at)) goto done;
-    memcpy(seq, prefix, sizeof(int) * n_prefix);
+    int *order[2], *set_of[2], *index_of[2], *seq = xmalloc(sizeof(int) * (n_prefix + max_len));
+    unsigned char *buffer = read_bytes ? xmalloc(read_bytes) : NULL;
+    for (int p = 0; p < 2; p++) {           /* pool p's probe j is probe index_of[p][j] of set set_of[p][j] */
+        order[p] = xmalloc(sizeof(int) * (n_pool[p] + 1));
+        set_of[p] = xmalloc(sizeof(int) * (n_pool[p] + 1));
+        index_of[p] = xmalloc(sizeof(int) * (n_pool[p] + 1));
+    }
     const KvlLora *keep = m->lora;
+    if (!seq || (read_bytes && !buffer) || !order[0] || !set_of[0] || !index_of[0] || !order[1] || !set_of[1] || !index_of[1] ||
+        lora_alloc_like(&grad, lora, c) || !(adam.m = xcalloc(lora->n_params, sizeof(float))) ||
+        !(adam.v = xcalloc(lora->n_params, sizeof(float))) || acts_init(&acts, c, n_prefix + max_len, lora->rank, 0) ||
+        scratch_reserve(m, n_prefix + max_len, n_prefix + max_len) || (opt->orthogonal_to && orthonormal_rows(&basis, opt->orthogonal_to, c)))
+        goto done;
+    for (int s = 0, j[2] = {0, 0}; s < n_sets; s++)
+        for (int i = 0; i < sets[s].n_probes; i++) {
+            int p = s >= n_main;
+            set_of[p][j[p]] = s;
+            index_of[p][j[p]] = i;
+            order[p][j[p]] = j[p];
+            j[p]++;
+        }
+    if (opt->orthogonal_to) project_out_rows(lora, &basis);
+    memcpy(seq, prefix, sizeof(int) * n_prefix);
     m->lora = lora;
-    KvlRng rng;
-    kvl_rng_seed(&rng, opt->seed ^ 0xd15711ull);
-    for (int i = 0; i < n_probes; i++) order[i] = i;
-    int next = n_probes;                            /* position in the shuffled order */
+    KvlRng rng[2];
+    kvl_rng_seed(&rng[0], opt->seed ^ 0xd15711ull);
+    kvl_rng_seed(&rng[1], opt->seed ^ 0x4e91a7ull);
+    int next[2] = {n_pool[0], n_pool[1]};               /* positions in the shuffled orders */
     double start = now_seconds(), loss = 0.0;
     for (int step = 0; step < opt->steps; step++) {
-        int chosen[4096], n_chosen = next_batch(chosen, batch, order, &next, n_probes, &rng), n_total = 0;
-        for (int b = 0; b < n_chosen; b++) n_total += probes[chosen[b]].n;
+        int chosen[4096], from[4096], n_chosen = 0, n_total = 0;
+        for (int p = 0; p < 2; p++) {
+            int n = next_batch(chosen + n_chosen, p ? n_old : n_new, order[p], &next[p], n_pool[p], &rng[p]);
+            for (int b = n_chosen; b < n_chosen + n; b++) from[b] = p;
+            n_chosen += n;
+        }
+        for (int b = 0; b < n_chosen; b++) n_total += sets[set_of[from[b]][chosen[b]]].probes[index_of[from[b]][chosen[b]]].n;
         memset(grad.params, 0, sizeof(float) * grad.n_params);
         loss = 0.0;
         for (int b = 0; b < n_chosen; b++) {
-            const KvlProbe *p = &probes[chosen[b]];
-            const unsigned char *zt = teacher ? teacher + teacher_at[chosen[b]] : rows;
-            if (!teacher && teacher_read(teacher_fp, teacher_at[chosen[b]], p->n, row_bytes, rows)) { m->lora = keep; goto done; }
-            memcpy(seq + n_prefix, p->ids, sizeof(int) * p->n);
+            const TeacherSet *ts = &sets[set_of[from[b]][chosen[b]]];
+            int i = index_of[from[b]][chosen[b]];
+            const KvlProbe *p = &ts->probes[i];
+            const unsigned char *zt = teacher_set_rows(ts, i, buffer);
             double part = 0.0;
-            if (distill_probe(m, &acts, &grad, seq, n_prefix, p->n, zt, opt->use_kl, topk, n_total, &part)) { m->lora = keep; goto done; }
+            memcpy(seq + n_prefix, p->ids, sizeof(int) * p->n);
+            if (!zt || distill_probe(m, &acts, &grad, seq, n_prefix, p->n, zt, opt->use_kl, ts->topk, n_total, &part)) goto done;
             loss += part;
         }
         adamw_step(&adam, lora->params, grad.params, lora->n_params);
+        if (opt->orthogonal_to) project_out_rows(lora, &basis);
         if (opt->progress) {           /* nonzero: stop here, with the adapter of this step */
             double elapsed = now_seconds() - start;
             if (opt->progress(opt->progress_ctx, step + 1, opt->steps, loss, elapsed, elapsed / (step + 1) * (opt->steps - step - 1), n_total)) break;
         }
     }
-    m->lora = keep;
     if (final_loss) *final_loss = loss;
     r = 0;
 done:
-    cache->n_tokens = n_ctx;
-    if (teacher_fp) fclose(teacher_fp);
-    if (named) remove(opt->teacher_file);
-    free(order); free(seq); free(teacher); free(logits); free(sparse); free(by_prob); free(teacher_at);
-    free(adam.m); free(adam.v);
+    m->lora = keep;
+    for (int p = 0; p < 2; p++) { free(order[p]); free(set_of[p]); free(index_of[p]); }
+    free(seq); free(buffer); free(adam.m); free(adam.v);
     kvl_lora_free(&grad);
+    kvl_lora_free(&basis);
     acts_free(&acts);
+    return r;
+}
+
+/* The distillation: the teacher, the model alone reading cache (prefix ++ context), gives
+   its rows over every probe once, before the steps (whole logits, or the top K): kept in
+   memory up to opt->teacher_memory bytes, else in a file and read back batch by batch
+   (the same floats either way); then the steps above. */
+int kvl_distill(KvlModel *m, KvlCache *cache, const int *prefix, int n_prefix, const KvlProbe *probes, int n_probes,
+                KvlLora *lora, const KvlDistillOptions *opt, double *final_loss)
+{
+    const KvlConfig *c = &m->config;
+    int V = c->vocab_size, max_len = 0;
+    if (n_probes < 1) return fail("distill: no probes");
+    for (int i = 0; i < n_probes; i++) {
+        if (probes[i].n < 1) return fail("distill: probe %d is empty", i);
+        if (probes[i].n > max_len) max_len = probes[i].n;
+    }
+    if (cache->n_tokens + max_len > cache->max_tokens)
+        return fail("distill: a probe of %d tokens does not fit after the %d-token context", max_len, cache->n_tokens);
+    if (n_prefix + max_len > c->max_positions) return fail("distill: prefix and probe exceed the model's positions");
+    if (opt->batch > 4096 && n_probes > 4096) return fail("distill: batch %d is larger than 4096", opt->batch < n_probes ? opt->batch : n_probes);
+    int topk = opt->teacher_topk < 0 ? 0 : opt->teacher_topk > V ? V : opt->teacher_topk;
+    if (topk && !opt->use_kl) return fail("distill: a top-K teacher needs the KL loss (the squared logit difference needs every logit)");
+    TeacherSet ts;
+    size_t budget = opt->teacher_memory ? opt->teacher_memory : (size_t)256 << 20;
+    if (teacher_set_compute(&ts, m, cache, probes, n_probes, topk, budget, opt->teacher_file)) return -1;
+    int r = distill_sets(m, prefix, n_prefix, &ts, 1, 1, 0.0f, lora, opt, final_loss);
+    teacher_set_free(&ts);
     return r;
 }
 
@@ -7444,7 +7593,7 @@ static int distill_train(KvlModel *m, KvlCache *cache, const DistillArgs *a, con
         fprintf(stderr, "kvlora: the teacher kept as its top %lld tokens and the rest's mass: the steps print the KL over those "
                 "(below the exact KL); the losses before and after are exact\n", a->teacher_topk);
     KvlDistillOptions opt = {use_kl, (int)a->steps, (int)a->batch, a->lr, a->weight_decay, (uint64_t)a->seed, print_progress, &progress,
-                             teacher_memory, teacher_file, (int)a->teacher_topk};
+                             teacher_memory, teacher_file, (int)a->teacher_topk, NULL};
     signal(SIGINT, request_stop);
     signal(SIGTERM, request_stop);
     double t0 = now_seconds();
@@ -8092,7 +8241,7 @@ static int cmd_needle(int argc, char **argv)
         long long rank = run_rank(&a, u);
         o.runs[u] = (KvlNeedleRun){run_method(&a, u), (int)rank, a.alpha > 0 ? a.alpha : 2.0f * rank};
     }
-    o.distill = (KvlDistillOptions){1, (int)a.steps, (int)a.batch, a.lr, 0.0f, (uint64_t)a.seed, NULL, NULL, 0, NULL, (int)a.teacher_topk};
+    o.distill = (KvlDistillOptions){1, (int)a.steps, (int)a.batch, a.lr, 0.0f, (uint64_t)a.seed, NULL, NULL, 0, NULL, (int)a.teacher_topk, NULL};
     o.damping = a.damping; o.solve_tokens = (int)a.solve_tokens;
     return needle_run(&a, &o);
 }
@@ -8320,7 +8469,7 @@ static void bench_distill(KvlModel *m, int *ids, int T, int repeat)
     KvlProbe probe = {ids, n_probe};
     Acts acts;                  /* (allocated, never touched: to read their size) */
     double elapsed[2] = {0, 0}, loss;
-    KvlDistillOptions opt = {1, 2 + repeat, 1, 1e-4f, 0.0f, 1, bench_progress, elapsed, 0, NULL, 0};
+    KvlDistillOptions opt = {1, 2 + repeat, 1, 1e-4f, 0.0f, 1, bench_progress, elapsed, 0, NULL, 0, NULL};
     kvl_lora_parse_targets("all", has);
     if (n_probe <= 0 || kvl_cache_init(&cache, c, T + n_probe)) return;
     kvl_forward(m, &cache, ids, T, NULL, 0);

@@ -351,6 +351,10 @@ typedef struct {
        bins, an approximation from below that leaves out how the rest's mass is spread.
        0: every logit, exact. */
     int teacher_topk;
+    /* NULL, or an adapter whose A rows this one's A rows are kept orthogonal to, for each
+       target and layer (O-LoRA's aim: new sessions' adapters read input directions the
+       earlier ones do not; kept exactly, by projection after every step). */
+    const KvlLora *orthogonal_to;
 } KvlDistillOptions;
 
 /* Trains lora so that the model with it, reading prefix ++ probe, matches the model alone

@@ -885,7 +885,7 @@ static void test_threads_distill(void)
         kvl_forward(m, &c, ids, T, NULL, 0);
         KvlProbe probe = {ids + 3, 16};
         kvl_lora_init(&adapters[k], &m->config, 4, 8.0f, 0, has, 1);
-        KvlDistillOptions opt = {1, 5, 1, 1e-2f, 0.0f, 1, NULL, NULL, 0, NULL, 0};
+        KvlDistillOptions opt = {1, 5, 1, 1e-2f, 0.0f, 1, NULL, NULL, 0, NULL, 0, NULL};
         double loss;
         kvl_distill(m, &c, ids, 1, &probe, 1, &adapters[k], &opt, &loss);
         kvl_cache_free(&c);
@@ -2156,7 +2156,7 @@ static int distill_small(void)
     double last;
     m->lora = &distilled.lora;
     kvl_distill_loss(m, &distilled.cache, distill_prefix, 1, distilled.probes, distilled.n_probes, 1, &distilled.before);
-    distilled.opt = (KvlDistillOptions){1, DISTILL_TEST_STEPS, 4, 1e-2f, 0.0f, 1, NULL, NULL, 0, NULL, 0};
+    distilled.opt = (KvlDistillOptions){1, DISTILL_TEST_STEPS, 4, 1e-2f, 0.0f, 1, NULL, NULL, 0, NULL, 0, NULL};
     int r = kvl_distill(m, &distilled.cache, distill_prefix, 1, distilled.probes, distilled.n_probes, &distilled.lora, &distilled.opt, &last);
     CHECK(r == 0, "distill: %s", kvl_last_error());
     kvl_distill_loss(m, &distilled.cache, distill_prefix, 1, distilled.probes, distilled.n_probes, 1, &distilled.after);
@@ -4233,7 +4233,7 @@ static void test_needle_builtin_model(void)
     o.n_runs = 1;
     o.runs[0] = (KvlNeedleRun){KVL_METHOD_GRADIENT, 4, 8.0f};
     for (int i = 0; i < KVL_N_TARGETS; i++) o.targets[i] = 1;
-    o.distill = (KvlDistillOptions){1, NEEDLE_TEST_STEPS, NEEDLE_TEST_BATCH, 1e-2f, 0.0f, 0, NULL, NULL, 0, NULL, 0};
+    o.distill = (KvlDistillOptions){1, NEEDLE_TEST_STEPS, NEEDLE_TEST_BATCH, 1e-2f, 0.0f, 0, NULL, NULL, 0, NULL, 0, NULL};
     int hits[3] = {0}, asked = 0;
     for (int trial = 0; trial < NEEDLE_TEST_TRIALS; trial++) {
         float depths[NEEDLE_TEST_K];
