@@ -4978,6 +4978,7 @@ static int teacher_set_compute(TeacherSet *ts, KvlModel *m, KvlCache *cache, con
 {
     int V = m->config.vocab_size, named = 0, r = -1;
     memset(ts, 0, sizeof *ts);
+    if (V < 1 || n_probes < 1) return fail("distill: no vocabulary or no probes");
     ts->probes = probes;
     ts->n_probes = n_probes;
     ts->topk = topk;
@@ -6536,90 +6537,313 @@ static int needle_ask(KvlModel *m, KvlTokenizer *tok, KvlCache *cache, const Kvl
     return e ? -1 : 0;
 }
 
+/* A needle document as a trial or a session uses it: its needles, BOS ++ its tokens, its
+   KV cache (with room after it for a probe or a question), and, with_probes, the probes
+   distilled from it, which hold no ground truth: the teacher's own samples after "\nQ:"
+   (seeded by o->distill.seed), and/or slices of the context. */
+typedef struct {
+    KvlNeedle needles[KVL_NEEDLE_MAX];
+    int n_doc, *tokens, room;                /* tokens: BOS ++ the document's n_doc */
+    KvlCache cache;
+    KvlProbe *probes;
+    int n_probes;
+    double probe_seconds;
+} NeedleDoc;
+
+static void needle_doc_free(NeedleDoc *d)
+{
+    for (int i = 0; i < d->n_probes; i++) free(d->probes[i].ids);
+    free(d->probes);
+    free(d->tokens);
+    kvl_cache_free(&d->cache);
+    memset(d, 0, sizeof *d);
+}
+
+static int needle_doc_open(NeedleDoc *d, KvlModel *m, KvlTokenizer *tok, const KvlNeedleOptions *o, const float *depths,
+                           uint64_t doc_seed, int with_probes)
+{
+    const KvlConfig *c = &m->config;
+    int *doc = NULL, n_chunks = 0, r = -1, bos = c->bos_token_id >= 0 ? c->bos_token_id : 0;
+    KvlProbe *chunks = NULL, prompt = {0};
+    memset(d, 0, sizeof *d);
+    if (needle_context(tok, d->needles, o->n_needles, depths, o->context_len, doc_seed, &doc, &d->n_doc)) return -1;
+    d->room = 64 + (o->self_study_len > o->chunk_len ? o->self_study_len : o->chunk_len);
+    if (!(d->tokens = xmalloc(sizeof(int) * (d->n_doc + 1)))) goto done;
+    d->tokens[0] = bos;
+    memcpy(d->tokens + 1, doc, sizeof(int) * d->n_doc);
+    if (1 + d->n_doc + d->room > c->max_positions) {
+        fail("needle test: a %d-token context leaves no room in %d positions", d->n_doc, c->max_positions);
+        goto done;
+    }
+    if (kvl_cache_init(&d->cache, c, 1 + d->n_doc + d->room) || kvl_forward(m, &d->cache, d->tokens, 1 + d->n_doc, NULL, 0)) goto done;
+    if (!with_probes) { r = 0; goto done; }
+    double start = now_seconds();
+    int n_self = o->probes & KVL_PROBES_SELF_STUDY ? o->n_self_study : 0;
+    if (o->probes & KVL_PROBES_CONTEXT && kvl_context_chunks(doc, d->n_doc, o->chunk_len, &chunks, &n_chunks)) goto done;
+    if (!(d->probes = xcalloc((size_t)(n_self + n_chunks) + 1, sizeof *d->probes))) goto done;
+    if (n_self) {
+        if (kvl_encode(tok, "\nQ:", 3, 0, &prompt.ids, &prompt.n)) goto done;
+        int e = kvl_self_study(m, &d->cache, d->tokens[d->n_doc], &prompt, 1, n_self, o->self_study_len, o->distill.seed, d->probes);
+        d->n_probes = n_self;                   /* (freed with d, whatever happened) */
+        if (e) goto done;
+    }
+    if (n_chunks) memcpy(d->probes + d->n_probes, chunks, sizeof *chunks * n_chunks);   /* (memcpy from NULL is undefined) */
+    d->n_probes += n_chunks;
+    n_chunks = 0;
+    if (d->n_probes == 0) { fail("needle test: no probes"); goto done; }
+    d->probe_seconds = now_seconds() - start;
+    r = 0;
+done:
+    for (int i = 0; i < n_chunks; i++) free(chunks[i].ids);
+    free(chunks); free(prompt.ids); free(doc);
+    if (r) needle_doc_free(d);
+    return r;
+}
+
 /* One trial of the needle test (see KvlNeedleOptions): a document of o->context_len
-   tokens with o->n_needles needles at depths, from doc_seed; its KV cache; probes that
-   hold no ground truth (the teacher's own samples after "\nQ:", and/or slices of the
-   context); then each needle's question "\nQ: What is the secret code of NAME? A:" asked
-   after the cached context and after <s> alone, and, for each run, after <s> alone with an
-   adapter distilled from those probes by the run's method. Every run starts from the same
-   initial adapter (the seed), so that the runs differ only in method and rank. The
-   generator's codes are used only to score. */
+   tokens with o->n_needles needles at depths, from doc_seed; its KV cache and probes; then
+   each needle's question "\nQ: What is the secret code of NAME? A:" asked after the cached
+   context and after <s> alone, and, for each run, after <s> alone with an adapter
+   distilled from those probes by the run's method. Every run starts from the same initial
+   adapter (the seed), so that the runs differ only in method and rank. The generator's
+   codes are used only to score. */
 int kvl_needle_trial(KvlModel *m, KvlTokenizer *tok, const KvlNeedleOptions *o, const float *depths, uint64_t doc_seed,
                      KvlNeedleResult *res)
 {
     const KvlConfig *c = &m->config;
-    int K = o->n_needles, r = -1, *doc = NULL, n_doc = 0, *tokens = NULL, n_probes = 0, n_chunks = 0;
-    int bos = c->bos_token_id >= 0 ? c->bos_token_id : 0;
-    KvlCache cache = {0}, empty = {0};
+    int K = o->n_needles, r = -1, bos = c->bos_token_id >= 0 ? c->bos_token_id : 0;
+    NeedleDoc d = {0};
+    KvlCache empty = {0};
     KvlLora lora = {0};
-    KvlProbe *probes = NULL, *chunks = NULL, prompt = {0};
     float *logits = xmalloc(sizeof(float) * c->vocab_size);
     memset(res, 0, sizeof *res);
     if (!logits) return -1;
     if (K < 1 || K > KVL_NEEDLE_MAX) { fail("needle test: %d needles (1 .. %d)", K, KVL_NEEDLE_MAX); goto done; }
     if (o->n_runs < 1 || o->n_runs > KVL_NEEDLE_RUNS) { fail("needle test: %d runs (1 .. %d)", o->n_runs, KVL_NEEDLE_RUNS); goto done; }
-    if (needle_context(tok, res->needles, K, depths, o->context_len, doc_seed, &doc, &n_doc)) goto done;
+    if (needle_doc_open(&d, m, tok, o, depths, doc_seed, 1)) goto done;
+    memcpy(res->needles, d.needles, sizeof *d.needles * K);
     res->n_needles = K;
-    res->context_tokens = n_doc;
-    int room = 64 + (o->self_study_len > o->chunk_len ? o->self_study_len : o->chunk_len);
-    if (!(tokens = xmalloc(sizeof(int) * (n_doc + 1)))) goto done;
-    tokens[0] = bos;
-    memcpy(tokens + 1, doc, sizeof(int) * n_doc);
-    if (1 + n_doc + room > c->max_positions) { fail("needle test: a %d-token context leaves no room in %d positions", n_doc, c->max_positions); goto done; }
-    if (kvl_cache_init(&cache, c, 1 + n_doc + room) || kvl_cache_init(&empty, c, 1 + room) ||
-        kvl_forward(m, &cache, tokens, 1 + n_doc, NULL, 0) || kvl_forward(m, &empty, &bos, 1, NULL, 0))
-        goto done;
-    res->kv_cache_bytes = kvl_cache_bytes_per_token(c) * (size_t)n_doc;
+    res->context_tokens = d.n_doc;
+    res->kv_cache_bytes = kvl_cache_bytes_per_token(c) * (size_t)d.n_doc;
+    res->probe_seconds = d.probe_seconds;
+    res->n_probes = d.n_probes;
+    if (kvl_cache_init(&empty, c, 1 + d.room) || kvl_forward(m, &empty, &bos, 1, NULL, 0)) goto done;
 
     /* the base model, with and without the context */
     for (int k = 0; k < K; k++)
-        if (needle_ask(m, tok, &cache, &res->needles[k], room, logits, &res->correct[k][0]) ||
-            needle_ask(m, tok, &empty, &res->needles[k], room, logits, &res->correct[k][1]))
+        if (needle_ask(m, tok, &d.cache, &d.needles[k], d.room, logits, &res->correct[k][0]) ||
+            needle_ask(m, tok, &empty, &d.needles[k], d.room, logits, &res->correct[k][1]))
             goto done;
-
-    /* the probes */
-    double start = now_seconds();
-    int n_self = o->probes & KVL_PROBES_SELF_STUDY ? o->n_self_study : 0;
-    if (o->probes & KVL_PROBES_CONTEXT && kvl_context_chunks(doc, n_doc, o->chunk_len, &chunks, &n_chunks)) goto done;
-    if (!(probes = xcalloc((size_t)(n_self + n_chunks) + 1, sizeof *probes))) goto done;
-    if (n_self) {
-        if (kvl_encode(tok, "\nQ:", 3, 0, &prompt.ids, &prompt.n)) goto done;
-        int e = kvl_self_study(m, &cache, tokens[n_doc], &prompt, 1, n_self, o->self_study_len, o->distill.seed, probes);
-        n_probes = n_self;                      /* (freed below, whatever happened) */
-        if (e) goto done;
-    }
-    if (n_chunks) memcpy(probes + n_probes, chunks, sizeof *probes * n_chunks);   /* (memcpy from NULL is undefined) */
-    n_probes += n_chunks;
-    n_chunks = 0;
-    if (n_probes == 0) { fail("needle test: no probes"); goto done; }
-    res->probe_seconds = now_seconds() - start;
-    res->n_probes = n_probes;
 
     /* each run: an adapter from the probes, its loss over them, and the questions it answers */
     for (int run = 0; run < o->n_runs; run++) {
         const KvlNeedleRun *u = &o->runs[run];
-        start = now_seconds();
+        double start = now_seconds();
         if (kvl_lora_init(&lora, c, u->rank, u->alpha, 0, o->targets, o->distill.seed) ||
-            (u->method != KVL_METHOD_GRADIENT && kvl_distill_closed_form(m, &cache, &bos, 1, probes, n_probes, &lora, o->damping, o->solve_tokens)) ||
-            (u->method != KVL_METHOD_CLOSED_FORM && kvl_distill(m, &cache, &bos, 1, probes, n_probes, &lora, &o->distill, NULL)))
+            (u->method != KVL_METHOD_GRADIENT && kvl_distill_closed_form(m, &d.cache, &bos, 1, d.probes, d.n_probes, &lora, o->damping, o->solve_tokens)) ||
+            (u->method != KVL_METHOD_CLOSED_FORM && kvl_distill(m, &d.cache, &bos, 1, d.probes, d.n_probes, &lora, &o->distill, NULL)))
             goto done;
         res->distill_seconds[run] = now_seconds() - start;
         res->adapter_bytes[run] = lora.n_params * sizeof(float);
         m->lora = &lora;
-        int e = kvl_distill_loss(m, &cache, &bos, 1, probes, n_probes, o->distill.use_kl, &res->loss[run]);
-        for (int k = 0; k < K && !e; k++) e = needle_ask(m, tok, &empty, &res->needles[k], room, logits, &res->correct[k][2 + run]);
+        int e = kvl_distill_loss(m, &d.cache, &bos, 1, d.probes, d.n_probes, o->distill.use_kl, &res->loss[run]);
+        for (int k = 0; k < K && !e; k++) e = needle_ask(m, tok, &empty, &d.needles[k], d.room, logits, &res->correct[k][2 + run]);
         m->lora = NULL;
         kvl_lora_free(&lora);
         if (e) goto done;
     }
     r = 0;
 done:
-    for (int i = 0; i < n_probes; i++) free(probes[i].ids);
-    for (int i = 0; i < n_chunks; i++) free(chunks[i].ids);
-    free(probes); free(chunks); free(prompt.ids); free(doc); free(tokens); free(logits);
-    kvl_cache_free(&cache);
+    needle_doc_free(&d);
+    free(logits);
     kvl_cache_free(&empty);
     kvl_lora_free(&lora);
+    return r;
+}
+
+/* ---- many sessions: how adapters are combined over time, forgetting and drift ---- */
+
+const char *const kvl_merge_names[KVL_N_MERGES] = {"incremental", "incremental-replay", "compose-sum", "compose-orthogonal",
+                                                   "merge-weights", "joint"};
+
+/* The needles' questions asked after <s> alone, with the model as it stands (its weights
+   and m->lora): the answers right. <s> is read again each time, through the adapter too,
+   as the student read it in training. */
+static int ask_without_context(KvlModel *m, KvlTokenizer *tok, const KvlNeedle *needles, int K, int room, float *logits, int *right)
+{
+    KvlCache empty = {0};
+    int bos = m->config.bos_token_id >= 0 ? m->config.bos_token_id : 0, r = 0;
+    *right = 0;
+    if (kvl_cache_init(&empty, &m->config, 1 + room) || kvl_forward(m, &empty, &bos, 1, NULL, 0)) r = -1;
+    for (int k = 0; k < K && !r; k++) {
+        int correct = 0;
+        r = needle_ask(m, tok, &empty, &needles[k], room, logits, &correct);
+        *right += correct;
+    }
+    kvl_cache_free(&empty);
+    return r;
+}
+
+/* Drift of the final state away from the base model, on text never distilled: (a) the
+   answers right with the context on fresh needle documents, *base_right by the base
+   model, *right by the final state (out of *asked); (b) the mean over positions of
+   KL(base || final) of next-token distributions on fresh filler (no needles). base_weights:
+   the base model's weights when the final state is merged into m's (else NULL); the final
+   state is m as it stands on entry, and is left so. */
+static int session_drift(KvlModel *m, KvlTokenizer *tok, const KvlSessionsOptions *o, uint64_t seed, const float *base_weights,
+                         KvlSessionsResult *res)
+{
+    const KvlConfig *c = &m->config;
+    int V = c->vocab_size, bos = c->bos_token_id >= 0 ? c->bos_token_id : 0, r = -1, *filler = NULL, n_filler = 0;
+    size_t n_weights = base_weights ? m->n_params : 0;
+    const KvlLora *final_lora = m->lora;
+    float *final_weights = n_weights ? xmalloc(sizeof(float) * n_weights) : NULL;
+    float *logits = xmalloc(sizeof(float) * V), *adapted = NULL, *base = NULL;
+    int *ids = NULL;
+    KvlCache cache = {0};
+    NeedleDoc d = {0};
+    res->drift_asked = res->drift_base = res->drift_right = 0;
+    if (!logits || (n_weights && !final_weights)) goto done;
+    if (n_weights) memcpy(final_weights, m->memory, sizeof(float) * n_weights);
+    if (needle_context(tok, NULL, 0, NULL, o->drift_tokens, kvl_document_seed(seed, 2 * KVL_SESSIONS_MAX, 1), &ids, &n_filler) ||
+        !(filler = xmalloc(sizeof(int) * (n_filler + 1))) || !(adapted = xmalloc(sizeof(float) * (n_filler + 1) * V)) ||
+        !(base = xmalloc(sizeof(float) * (n_filler + 1) * V)) || kvl_cache_init(&cache, c, n_filler + 1))
+        goto done;
+    filler[0] = bos;                            /* <s> ++ the filler */
+    memcpy(filler + 1, ids, sizeof(int) * n_filler);
+    for (int pass = 0; pass < 2; pass++) {      /* the final state, then the base model */
+        if (pass == 1) {
+            m->lora = NULL;
+            if (n_weights) memcpy(m->memory, base_weights, sizeof(float) * n_weights);
+        }
+        cache.n_tokens = 0;
+        if (kvl_forward(m, &cache, filler, n_filler + 1, pass ? base : adapted, n_filler + 1)) goto done;
+        for (int j = 0; j < o->drift_documents; j++) {
+            if (needle_doc_open(&d, m, tok, &o->needle, NULL, kvl_document_seed(seed, KVL_SESSIONS_MAX + j, 1), 0)) goto done;
+            for (int k = 0; k < o->needle.n_needles; k++) {
+                int correct = 0;
+                if (needle_ask(m, tok, &d.cache, &d.needles[k], d.room, logits, &correct)) goto done;
+                *(pass ? &res->drift_base : &res->drift_right) += correct;
+                res->drift_asked += !pass;
+            }
+            needle_doc_free(&d);
+        }
+    }
+    double kl = 0.0;
+    for (int t = 0; t <= n_filler; t++) kl += kl_position(adapted + (size_t)t * V, base + (size_t)t * V, V);
+    res->drift_kl = kl / (n_filler + 1);
+    r = 0;
+done:
+    m->lora = final_lora;
+    if (final_weights) memcpy(m->memory, final_weights, sizeof(float) * n_weights);
+    needle_doc_free(&d);
+    kvl_cache_free(&cache);
+    free(final_weights); free(logits); free(adapted); free(base); free(filler); free(ids);
+    return r;
+}
+
+/* Many sessions with one merging strategy (see KvlSessionsOptions). Session k reads a fresh
+   needle document (seed kvl_document_seed(seed, k, 1)): its cache is recorded, its probes
+   made and the teacher's rows over them computed; then the cache is dropped, as a
+   deployed system would, and only the probes and rows remain. How the session is learnt:
+   - incremental: the one adapter goes on training (from where session k-1 left it) on
+     session k's probes;
+   - incremental-replay: the same, with o->replay of each batch drawn from the earlier
+     sessions' probes and kept rows;
+   - compose-sum: an adapter of its own (seed + k), from scratch; the deployed adapter is
+     the sum of all so far (kvl_lora_combine, weights 1);
+   - compose-orthogonal: the same, its A rows kept orthogonal to the earlier adapters';
+   - merge-weights: an adapter of its own, then merged into the weights, which teach the
+     next session (the model is restored at the end);
+   - joint: nothing until the end, then one adapter trained on every session's probes at
+     once, steps x S (every probe seen as often as in the others): the reference ceiling.
+   After each session (but joint), its own questions are asked without context
+   (res->learnt); after the last, every session's (res->kept); then the drift. */
+int kvl_needle_sessions(KvlModel *m, KvlTokenizer *tok, const KvlSessionsOptions *o, int merge, uint64_t seed, KvlSessionsResult *res)
+{
+    const KvlConfig *c = &m->config;
+    const KvlNeedleOptions *no = &o->needle;
+    const KvlNeedleRun *u = &no->runs[0];
+    int S = o->n_sessions, K = no->n_needles, r = -1, bos = c->bos_token_id >= 0 ? c->bos_token_id : 0, room = 0;
+    memset(res, 0, sizeof *res);
+    if (S < 1 || S > KVL_SESSIONS_MAX) return fail("sessions: %d sessions (1 .. %d)", S, KVL_SESSIONS_MAX);
+    if (merge < 0 || merge >= KVL_N_MERGES) return fail("sessions: no merging strategy %d", merge);
+    if (K < 1 || K > KVL_NEEDLE_MAX) return fail("sessions: %d needles (1 .. %d)", K, KVL_NEEDLE_MAX);
+    if (!(o->replay >= 0.0f && o->replay < 1.0f)) return fail("sessions: a replay share of %g (0 <= share < 1)", o->replay);
+    NeedleDoc *docs = xcalloc((size_t)S, sizeof *docs);
+    TeacherSet *sets = xcalloc((size_t)S, sizeof *sets), *pool = xcalloc((size_t)S, sizeof *pool);
+    KvlLora *parts = xcalloc((size_t)S, sizeof *parts), state = {0};
+    float *ones = xmalloc(sizeof(float) * S), *logits = xmalloc(sizeof(float) * c->vocab_size);
+    float *base_weights = merge == KVL_MERGE_WEIGHTS ? xmalloc(sizeof(float) * m->n_params) : NULL;
+    const KvlLora *keep = m->lora;
+    size_t budget = no->distill.teacher_memory ? no->distill.teacher_memory : (size_t)256 << 20;
+    double start = now_seconds();
+    int topk = no->distill.teacher_topk > c->vocab_size ? c->vocab_size : no->distill.teacher_topk < 0 ? 0 : no->distill.teacher_topk;
+    res->n_sessions = S;
+    res->n_needles = K;
+    if (!docs || !sets || !pool || !parts || !ones || !logits || (merge == KVL_MERGE_WEIGHTS && !base_weights)) goto done;
+    if (topk && !no->distill.use_kl) { fail("sessions: a top-K teacher needs the KL loss"); goto done; }
+    if (base_weights) memcpy(base_weights, m->memory, sizeof(float) * m->n_params);
+    for (int k = 0; k < S; k++) ones[k] = 1.0f;
+    m->lora = NULL;
+    for (int k = 0; k < S; k++) {
+        KvlDistillOptions opt = no->distill;
+        int n_sets = 1, fresh = merge != KVL_MERGE_INCREMENTAL && merge != KVL_MERGE_INCREMENTAL_REPLAY;
+        KvlLora *lora = merge == KVL_MERGE_COMPOSE_SUM || merge == KVL_MERGE_COMPOSE_ORTHOGONAL ? &parts[k] : &parts[0];
+        if (needle_doc_open(&docs[k], m, tok, no, NULL, kvl_document_seed(seed, (uint64_t)k, 1), 1)) goto done;
+        room = docs[k].room;
+        if (teacher_set_compute(&sets[k], m, &docs[k].cache, docs[k].probes, docs[k].n_probes, topk, budget, NULL)) goto done;
+        kvl_cache_free(&docs[k].cache);        /* the session ends: only its probes and rows remain */
+        if (merge == KVL_MERGE_JOINT) continue;
+        if (fresh || k == 0) {
+            kvl_lora_free(lora);
+            if (kvl_lora_init(lora, c, u->rank, u->alpha, 0, no->targets, no->distill.seed + (fresh ? (uint64_t)k : 0))) goto done;
+        }
+        pool[0] = sets[k];                      /* this session's probes, then the earlier ones to replay */
+        if (merge == KVL_MERGE_INCREMENTAL_REPLAY)
+            for (int j = 0; j < k; j++) pool[n_sets++] = sets[j];
+        opt.seed = no->distill.seed + (uint64_t)k;
+        opt.orthogonal_to = merge == KVL_MERGE_COMPOSE_ORTHOGONAL && k > 0 ? &state : NULL;
+        if (distill_sets(m, &bos, 1, pool, n_sets, 1, merge == KVL_MERGE_INCREMENTAL_REPLAY ? o->replay : 0.0f, lora, &opt, NULL)) goto done;
+        if (lora == &parts[k]) {                /* compose: the sum of every session's adapter so far */
+            KvlLora sum = {0};
+            if (kvl_lora_combine(&sum, parts, ones, k + 1, c)) goto done;
+            kvl_lora_free(&state);
+            state = sum;
+        }
+        if (merge == KVL_MERGE_WEIGHTS && kvl_lora_merge(m, lora, 1.0f)) goto done;
+        m->lora = merge == KVL_MERGE_WEIGHTS ? NULL : lora == &parts[k] ? &state : lora;
+        int e = ask_without_context(m, tok, docs[k].needles, K, room, logits, &res->learnt[k]);
+        m->lora = NULL;                         /* the next session's teacher: the model (merged or not) alone */
+        if (e) goto done;
+        if (o->progress) o->progress(o->progress_ctx, merge, k + 1, S, res->learnt[k], K, now_seconds() - start);
+    }
+    if (merge == KVL_MERGE_JOINT) {
+        KvlDistillOptions opt = no->distill;
+        opt.steps *= S;
+        if (kvl_lora_init(&parts[0], c, u->rank, u->alpha, 0, no->targets, no->distill.seed) ||
+            distill_sets(m, &bos, 1, sets, S, S, 0.0f, &parts[0], &opt, NULL))
+            goto done;
+    }
+    int composed = merge == KVL_MERGE_COMPOSE_SUM || merge == KVL_MERGE_COMPOSE_ORTHOGONAL;
+    m->lora = merge == KVL_MERGE_WEIGHTS ? NULL : composed ? &state : &parts[0];
+    res->adapter_bytes = merge == KVL_MERGE_WEIGHTS ? 0 : m->lora->n_params * sizeof(float);
+    for (int k = 0; k < S; k++)
+        if (ask_without_context(m, tok, docs[k].needles, K, room, logits, &res->kept[k])) goto done;
+    if (merge == KVL_MERGE_JOINT)
+        for (int k = 0; k < S; k++) res->learnt[k] = res->kept[k];   /* learnt all at once: no "right after" */
+    if (session_drift(m, tok, o, seed, base_weights, res)) goto done;
+    res->seconds = now_seconds() - start;
+    if (o->progress && merge == KVL_MERGE_JOINT) o->progress(o->progress_ctx, merge, S, S, res->kept[S - 1], K, res->seconds);
+    r = 0;
+done:
+    m->lora = keep;
+    if (base_weights) memcpy(m->memory, base_weights, sizeof(float) * m->n_params);
+    for (int k = 0; k < S && docs; k++) needle_doc_free(&docs[k]);
+    for (int k = 0; k < S && sets; k++) teacher_set_free(&sets[k]);
+    for (int k = 0; k < S && parts; k++) kvl_lora_free(&parts[k]);
+    kvl_lora_free(&state);
+    free(docs); free(sets); free(pool); free(parts); free(ones); free(logits); free(base_weights);
     return r;
 }
 
@@ -6779,7 +7003,7 @@ static void print_help(const char *usage, const Option *opts, int n)
     fputs(usage, stdout);
     for (int k = 0; k < n; k++) {
         const char *h = opts[k].help, *nl, *def = opts[k].def;
-        char left[64];
+        char left[160];
         if (!opts[k].name) { printf("%s\n", h); continue; }
         snprintf(left, sizeof left, "%s %s", opts[k].name, opts[k].metavar ? opts[k].metavar : "");
         printf(strlen(left) > 20 ? "  %s\n%23s" : "  %-20s %s", left, "");
@@ -8000,16 +8224,28 @@ static const char *needle_usage =
     "Several methods or ranks (--method gradient,closed-form --rank 2,8) compare adapters\n"
     "distilled from the same documents, caches and probes, each from the same initial\n"
     "adapter: one run per method and rank, at most 16. A run's time is its distillation\n"
-    "alone; making the probes is timed apart.\n\n";
+    "alone; making the probes is timed apart.\n\n"
+    "--sessions S studies many sessions over time: S documents of K needles each, learnt one\n"
+    "after another (each cache dropped once distilled), combined by each --merge strategy:\n"
+    "incremental (one adapter trained on), incremental-replay (and --replay of each batch\n"
+    "from earlier sessions' probes and teacher rows), compose-sum (an adapter per session,\n"
+    "summed), compose-orthogonal (the same, each A kept orthogonal to the earlier ones'),\n"
+    "merge-weights (each adapter merged into the weights, which teach the next session) and\n"
+    "joint (one adapter on all sessions at once: the ceiling). Reported per strategy: recall\n"
+    "of each session's questions after the last session, the mean and the worst, backward\n"
+    "transfer, drift on fresh text (in-context recall against the base model, and KL), bytes\n"
+    "and time. --svg then draws the forgetting curves.\n\n";
 
 typedef struct {
     const char *dir, *svg, *targets;
     long long needles, trials, steps, batch, self_study, self_study_len, chunk_len, seed, threads, teacher_topk;
-    float alpha, lr, damping;
+    long long sessions, drift_docs, drift_tokens;
+    float alpha, lr, damping, replay;
     int probes, json;                   /* probes: 0 self-study, 1 context, 2 both */
     long long solve_tokens;
     Numbers lens, depths, ranks;
     Choices methods;                    /* KVL_METHOD_* */
+    Choices merges;                     /* KVL_MERGE_* */
 } NeedleArgs;
 
 static const char *const method_names[3] = {"gradient", "closed-form", "hybrid"};
@@ -8185,6 +8421,141 @@ done:
     return rc;
 }
 
+/* --- kvlora needle --sessions: merging strategies over many sessions --- */
+
+static void sessions_progress(void *ctx, int merge, int session, int n_sessions, int right, int asked, double seconds)
+{
+    (void)ctx;
+    if (merge == KVL_MERGE_JOINT)
+        fprintf(stderr, "%s: %d sessions learnt at once, the last one's answers %d/%d (%.1f s)\n", kvl_merge_names[merge], n_sessions, right, asked, seconds);
+    else fprintf(stderr, "%s: session %d/%d learnt, its answers %d/%d (%.1f s)\n", kvl_merge_names[merge], session, n_sessions, right, asked, seconds);
+}
+
+/* A strategy's figures: recall of session k at the end, the mean and worst over sessions,
+   backward transfer (the mean of recall at the end minus recall just after learning;
+   none for joint), drift in points of in-context recall. */
+typedef struct { double mean, worst, backward, drift_points; } SessionsSummary;
+
+static SessionsSummary sessions_summary(const KvlSessionsResult *r)
+{
+    SessionsSummary s = {0.0, 1.0, 0.0, 0.0};
+    double K = r->n_needles;
+    for (int k = 0; k < r->n_sessions; k++) {
+        s.mean += r->kept[k] / K / r->n_sessions;
+        s.backward += (r->kept[k] - r->learnt[k]) / K / r->n_sessions;
+        if (r->kept[k] / K < s.worst) s.worst = r->kept[k] / K;
+    }
+    s.drift_points = r->drift_asked ? 100.0 * (r->drift_right - r->drift_base) / r->drift_asked : 0.0;
+    return s;
+}
+
+/* The forgetting curves: recall at the end of each session's questions, oldest first, a
+   line per strategy. */
+static int sessions_svg(const char *path, const KvlSessionsResult *res, const int *merges, int n, const char *title)
+{
+    static const char *const colors[KVL_N_MERGES] = {"#d62728", "#ff7f0e", "#1f77b4", "#17becf", "#9467bd", "#2ca02c"};
+    int S = res[0].n_sessions, left = 60, top = 50, plot_w = 520, plot_h = 260, width = left + plot_w + 190, height = top + plot_h + 60;
+    Buf b = {0};
+    int r = buf_printf(&b, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" font-family=\"sans-serif\" font-size=\"12\">\n", width, height) ||
+            buf_printf(&b, "<rect width=\"%d\" height=\"%d\" fill=\"white\"/>\n", width, height) ||
+            buf_puts(&b, "<text x=\"10\" y=\"22\" font-size=\"15\">") || buf_puts(&b, title) || buf_puts(&b, "</text>\n") ||
+            buf_printf(&b, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"none\" stroke=\"#888\"/>\n", left, top, plot_w, plot_h);
+    for (int i = 0; i <= 4 && !r; i++)           /* recall 0, 25, ... 100% */
+        r = buf_printf(&b, "<text x=\"%d\" y=\"%d\" text-anchor=\"end\">%d%%</text>\n", left - 6, top + plot_h - i * plot_h / 4 + 4, 25 * i);
+    for (int k = 0; k < S && !r; k++)
+        r = buf_printf(&b, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">%d</text>\n", left + (S > 1 ? k * plot_w / (S - 1) : plot_w / 2),
+                       top + plot_h + 16, k + 1);
+    if (!r) r = buf_printf(&b, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">session (oldest first)</text>\n", left + plot_w / 2, top + plot_h + 36);
+    for (int i = 0; i < n && !r; i++) {
+        r = buf_printf(&b, "<polyline fill=\"none\" stroke-width=\"2\" stroke=\"%s\" points=\"", colors[merges[i]]);
+        for (int k = 0; k < S && !r; k++)
+            r = buf_printf(&b, "%d,%d ", left + (S > 1 ? k * plot_w / (S - 1) : plot_w / 2),
+                           top + plot_h - (int)(plot_h * (double)res[i].kept[k] / res[i].n_needles + 0.5));
+        if (!r) r = buf_puts(&b, "\"/>\n") ||
+                    buf_printf(&b, "<text x=\"%d\" y=\"%d\" fill=\"%s\">%s</text>\n", left + plot_w + 14, top + 14 + 18 * i, colors[merges[i]],
+                               kvl_merge_names[merges[i]]);
+    }
+    if (!r) r = buf_printf(&b, "<text x=\"10\" y=\"%d\">recall without context after the last session, exact code</text>\n</svg>\n", height - 8);
+    if (!r) r = write_text_file(path, b.data);
+    free(b.data);
+    return r;
+}
+
+/* Each strategy over the same sessions (the same documents and seeds), then the table or
+   the JSON, and the curves. */
+static int sessions_run(const NeedleArgs *a, KvlNeedleOptions *o)
+{
+    KvlModel *m = NULL;
+    KvlTokenizer *tok = NULL;
+    KvlSessionsResult res[KVL_N_MERGES];
+    int n = a->merges.n, rc = 1, joint = -1;
+    KvlSessionsOptions so = {*o, (int)a->sessions, a->replay, (int)a->drift_docs, (int)a->drift_tokens, sessions_progress, NULL};
+    so.needle.context_len = (int)a->lens.v[0];
+    so.needle.distill.seed = (uint64_t)a->seed;
+    if (failed(kvl_model_load(&m, a->dir) || load_tokenizer(a->dir, &tok))) goto done;
+    for (int i = 0; i < n; i++)
+        if (failed(kvl_needle_sessions(m, tok, &so, a->merges.v[i], (uint64_t)a->seed, &res[i]))) goto done;
+    for (int i = 0; i < n; i++)
+        if (a->merges.v[i] == KVL_MERGE_JOINT) joint = i;
+    if (a->json) {
+        printf("{\"sessions\": %lld, \"needles\": %lld, \"context_len\": %d, \"rank\": %lld, \"steps\": %lld, \"replay\": %g, \"strategies\": [",
+               a->sessions, a->needles, so.needle.context_len, run_rank(a, 0), a->steps, a->replay);
+        for (int i = 0; i < n; i++) {
+            SessionsSummary s = sessions_summary(&res[i]);
+            printf("%s{\"merge\": \"%s\", \"recall_by_session\": [", i ? ", " : "", kvl_merge_names[a->merges.v[i]]);
+            for (int k = 0; k < res[i].n_sessions; k++) printf("%s%.6f", k ? ", " : "", (double)res[i].kept[k] / res[i].n_needles);
+            printf("], \"learnt_by_session\": [");
+            for (int k = 0; k < res[i].n_sessions; k++) printf("%s%.6f", k ? ", " : "", (double)res[i].learnt[k] / res[i].n_needles);
+            printf("], \"mean_recall\": %.6f, \"worst_recall\": %.6f, \"backward_transfer\": ", s.mean, s.worst);
+            if (a->merges.v[i] == KVL_MERGE_JOINT) printf("null");
+            else printf("%.6f", s.backward);
+            printf(", \"drift_recall_points\": %.3f, \"drift_kl\": %.6g, \"adapter_bytes\": %zu, \"seconds\": %.3f}", s.drift_points,
+                   res[i].drift_kl, res[i].adapter_bytes, res[i].seconds);
+        }
+        printf("]}\n");
+    } else {
+        printf("sessions: %s, %lld sessions of %lld needles in %d tokens, rank %lld, %lld steps a session, self-study %lld x %lld, replay %g\n\n",
+               a->dir, a->sessions, a->needles, so.needle.context_len, run_rank(a, 0), a->steps, a->self_study, a->self_study_len, a->replay);
+        int width = 5 * (int)a->sessions > 32 ? 5 * (int)a->sessions : 32;     /* the recall column */
+        printf("  %-20s %-*s %6s %6s %6s %8s %8s %8s %8s\n", "strategy", width - 1, "recall by session, oldest first", "mean",
+               "worst", "BWT", "drift pt", "drift KL", "bytes", "seconds");
+        for (int i = 0; i < n; i++) {
+            SessionsSummary s = sessions_summary(&res[i]);
+            printf("  %-20s", kvl_merge_names[a->merges.v[i]]);
+            for (int k = 0; k < res[i].n_sessions; k++) printf(" %4.2f", (double)res[i].kept[k] / res[i].n_needles);
+            printf("%*s", width - 5 * res[i].n_sessions, "");
+            if (a->merges.v[i] == KVL_MERGE_JOINT) printf(" %6.2f %6.2f %6s", s.mean, s.worst, "-");
+            else printf(" %6.2f %6.2f %+6.2f", s.mean, s.worst, s.backward);
+            printf(" %+8.1f %8.4f %8zu %8.1f\n", s.drift_points, res[i].drift_kl, res[i].adapter_bytes, res[i].seconds);
+        }
+        printf("\n  recall: answers right without context after the last session; BWT: mean over sessions of that minus the\n"
+               "  recall just after the session was learnt; drift: in-context recall on %lld fresh documents (points against\n"
+               "  the base model's %d/%d) and mean KL(base || final) over %lld tokens of fresh filler",
+               a->drift_docs, res[0].drift_base, res[0].drift_asked, a->drift_tokens);
+        if (joint >= 0) {
+            double ceiling = sessions_summary(&res[joint]).mean;
+            printf(".\n  Mean recall against joint's, the ceiling (%.2f):", ceiling);
+            for (int i = 0, first = 1; i < n; i++)
+                if (i != joint) {
+                    printf("%s %s %+.2f", first ? "" : ",", kvl_merge_names[a->merges.v[i]], sessions_summary(&res[i]).mean - ceiling);
+                    first = 0;
+                }
+        }
+        printf("\n");
+    }
+    if (a->svg) {
+        char title[256];
+        snprintf(title, sizeof title, "kvlora: %lld sessions of %lld needles, rank %lld, recall at the end by session", a->sessions, a->needles, run_rank(a, 0));
+        if (failed(sessions_svg(a->svg, res, a->merges.v, n, title))) goto done;
+        fprintf(stderr, "kvlora: wrote %s\n", a->svg);
+    }
+    rc = 0;
+done:
+    kvl_tokenizer_free(tok);
+    kvl_model_free(m);
+    return rc;
+}
+
 static int cmd_needle(int argc, char **argv)
 {
     static const int probe_sets[3] = {KVL_PROBES_SELF_STUDY, KVL_PROBES_CONTEXT, KVL_PROBES_SELF_STUDY | KVL_PROBES_CONTEXT};
@@ -8221,6 +8592,14 @@ static int cmd_needle(int argc, char **argv)
         {"--json", OPT_FLAG, &a.json, 0, 0, NULL, NULL, "print one JSON object instead of the tables"},
         {"--svg", OPT_STRING, &a.svg, 0, 0, NULL, "FILE", "draw recall by context length x depth, one panel per way of asking"},
         {"--threads", OPT_INT, &a.threads, 1, 1024, NULL, "N", "OpenMP threads (default: OpenMP's own choice)"},
+        {.help = "many sessions:"},
+        {"--sessions", OPT_INT, &a.sessions, 0, KVL_SESSIONS_MAX, "0", "S", "S sessions learnt in turn (0: the single-document test above)"},
+        {"--merge", OPT_CHOICES, &a.merges, 0, 0, "incremental,incremental-replay,compose-sum,compose-orthogonal,merge-weights,joint",
+         "incremental|incremental-replay|compose-sum|compose-orthogonal|merge-weights|joint", "how sessions' adapters are combined;\n"
+                                                                                              "several, comma-separated"},
+        {"--replay", OPT_FLOAT, &a.replay, 0, 0.99f, "0.25", "F", "incremental-replay: the share of each batch from earlier sessions"},
+        {"--drift-docs", OPT_INT, &a.drift_docs, 0, 1 << 20, "2", "N", "fresh documents for the drift of in-context recall"},
+        {"--drift-tokens", OPT_INT, &a.drift_tokens, 16, 1 << 20, "256", "T", "fresh filler tokens for the drift's KL"},
     };
     int r = parse_options("needle", needle_usage, opts, COUNT(opts), argc, argv, &a.dir, 1, 1);
     KvlNeedleOptions o = {0};
@@ -8243,6 +8622,11 @@ static int cmd_needle(int argc, char **argv)
     }
     o.distill = (KvlDistillOptions){1, (int)a.steps, (int)a.batch, a.lr, 0.0f, (uint64_t)a.seed, NULL, NULL, 0, NULL, (int)a.teacher_topk, NULL};
     o.damping = a.damping; o.solve_tokens = (int)a.solve_tokens;
+    if (a.sessions) {
+        if (a.lens.n > 1 || o.n_runs > 1 || a.methods.v[0] != KVL_METHOD_GRADIENT)
+            return usage_error("needle", "--sessions takes one --context-len, one --rank and the gradient method");
+        return sessions_run(&a, &o);
+    }
     return needle_run(&a, &o);
 }
 

@@ -489,4 +489,41 @@ typedef struct {
 int  kvl_needle_trial(KvlModel *m, KvlTokenizer *tok, const KvlNeedleOptions *opt, const float *depths, uint64_t doc_seed,
                       KvlNeedleResult *result);
 
+/* ---- many sessions: merging strategies, forgetting, drift ---- */
+
+/* How the adapters of successive sessions are combined (kvlora.c, kvl_needle_sessions). */
+enum { KVL_MERGE_INCREMENTAL, KVL_MERGE_INCREMENTAL_REPLAY, KVL_MERGE_COMPOSE_SUM, KVL_MERGE_COMPOSE_ORTHOGONAL,
+       KVL_MERGE_WEIGHTS, KVL_MERGE_JOINT, KVL_N_MERGES };
+extern const char *const kvl_merge_names[KVL_N_MERGES];   /* "incremental", ... "joint" */
+#define KVL_SESSIONS_MAX 64
+
+typedef struct {
+    KvlNeedleOptions needle;      /* each session's document, probes and distillation: runs[0]'s
+                                     rank and alpha, the gradient method */
+    int n_sessions;               /* S, 1 .. KVL_SESSIONS_MAX */
+    float replay;                 /* incremental-replay: the share of each batch from earlier sessions */
+    int drift_documents;          /* fresh needle documents for the drift of in-context recall */
+    int drift_tokens;             /* fresh filler tokens for the drift's KL */
+    /* after each session (the joint strategy: once, at the end); may be NULL */
+    void (*progress)(void *ctx, int merge, int session, int n_sessions, int right, int asked, double seconds);
+    void *progress_ctx;
+} KvlSessionsOptions;
+
+typedef struct {
+    int n_sessions, n_needles;
+    int learnt[KVL_SESSIONS_MAX];   /* session k's answers right (without context) just after it was learnt */
+    int kept[KVL_SESSIONS_MAX];     /* ... after the last session (the joint strategy: both the same) */
+    int drift_asked, drift_base, drift_right;   /* in-context answers on fresh documents: asked, right by
+                                                   the base model, right with the final state */
+    double drift_kl;                /* mean KL(base || final state) per position of fresh filler */
+    size_t adapter_bytes;           /* float32, the final adapter (0 for merge-weights: the weights hold it) */
+    double seconds;                 /* the whole run: sessions, questions, drift */
+} KvlSessionsResult;
+
+/* S sessions, each a fresh needle document whose cache is distilled and then dropped, with
+   one merging strategy; then every session's questions asked without context, and the
+   drift on text never distilled. The model is left as it was. */
+int  kvl_needle_sessions(KvlModel *m, KvlTokenizer *tok, const KvlSessionsOptions *o, int merge, uint64_t seed,
+                         KvlSessionsResult *result);
+
 #endif

@@ -2231,6 +2231,7 @@ static void test_distill_topk(void)
     int has[KVL_N_TARGETS], ks[2] = {8, 32};
     double after[2] = {0};
     kvl_lora_parse_targets("all", has);
+#ifndef KVLORA_TEST_QUICK                       /* (numbers, measured at the full size: the first pass checks them) */
     for (int i = 0; i < 2; i++) {
         KvlLora lora;
         KvlDistillOptions opt = distilled.opt;
@@ -2250,6 +2251,7 @@ static void test_distill_topk(void)
           TOPK_DISTILL_RATIO, after[1], distilled.after);
     CHECK(after[0] * TOPK_DISTILL_FALL <= distilled.before && after[1] < after[0], "top 8 of 128: the loss falls %.0fx (%.4f -> %.4f), "
           "less than with the top 32", TOPK_DISTILL_FALL, distilled.before, after[0]);
+#endif
 
     KvlLora runs[2];
     int same = 0;
@@ -2273,6 +2275,128 @@ static void test_distill_topk(void)
     CHECK(kvl_distill(m, &distilled.cache, distill_prefix, 1, distilled.probes, distilled.n_probes, &lora, &mse, NULL) != 0 &&
           strstr(kvl_last_error(), "KL"), "a top-K teacher with the squared-difference loss is refused: %s", kvl_last_error());
     kvl_lora_free(&lora);
+}
+
+/* Keeping A rows orthogonal to an earlier adapter's (compose-orthogonal): after
+   orthonormal_rows and project_out_rows, every A row of the new adapter has no component
+   along any A row of the earlier one (|a . b| <= 1e-5 |a| |b|: float rows, double sums);
+   the projection does not touch a row already orthogonal to them (the earlier adapter's
+   own orthonormalised rows project to zero, their complement stays put); and a
+   distillation with orthogonal_to ends with its A rows still orthogonal, while without it
+   they are not. */
+static double worst_overlap(const KvlLora *a, const KvlLora *b)
+{
+    double worst = 0.0;
+    for (int t = 0; t < KVL_N_TARGETS; t++) {
+        if (!a->has[t] || !b->has[t]) continue;
+        int in = a->in[t];
+        for (int l = 0; l < a->n_layers; l++)
+            for (int i = 0; i < a->rank; i++)
+                for (int j = 0; j < b->rank; j++) {
+                    const float *x = a->A[t] + ((size_t)l * a->rank + i) * in, *y = b->A[t] + ((size_t)l * b->rank + j) * in;
+                    double dot = 0.0, xx = 0.0, yy = 0.0;
+                    for (int k = 0; k < in; k++) { dot += (double)x[k] * y[k]; xx += (double)x[k] * x[k]; yy += (double)y[k] * y[k]; }
+                    if (xx > 0.0 && yy > 0.0) worst = fmax(worst, fabs(dot) / sqrt(xx * yy));
+                }
+    }
+    return worst;
+}
+
+static void test_orthogonal_adapters(void)
+{
+    if (!distill_small()) return;
+    KvlModel *m = distilled.m;
+    const KvlConfig *c = &m->config;
+    int has[KVL_N_TARGETS];
+    KvlLora earlier, later, basis, copy;
+    kvl_lora_parse_targets("all", has);
+    kvl_lora_init(&earlier, c, 3, 6.0f, 0, has, 11);
+    kvl_lora_init(&later, c, 2, 4.0f, 0, has, 12);
+    double before = worst_overlap(&later, &earlier);
+    orthonormal_rows(&basis, &earlier, c);
+    project_out_rows(&later, &basis);
+    double after = worst_overlap(&later, &earlier);
+    CHECK(before > 0.05 && after <= 1e-5, "projected A rows are orthogonal to the earlier adapter's: overlap %.3g -> %.2g", before, after);
+    lora_alloc_like(&copy, &later, c);
+    memcpy(copy.params, later.params, sizeof(float) * later.n_params);
+    project_out_rows(&copy, &basis);            /* already orthogonal: stays (to float rounding) */
+    double moved = 0.0;
+    for (size_t i = 0; i < later.n_params; i++) moved = fmax(moved, fabs(copy.params[i] - later.params[i]));
+    CHECK(moved <= 1e-6, "projecting rows already orthogonal moves them by %.2g", moved);
+    kvl_lora_free(&copy);
+
+    double overlap[2];
+    for (int k = 0; k < 2; k++) {               /* a distillation without, then with, orthogonal_to */
+        KvlLora trained;
+        KvlDistillOptions opt = distilled.opt;
+        opt.steps = 8;
+        opt.orthogonal_to = k ? &earlier : NULL;
+        kvl_lora_init(&trained, c, 2, 4.0f, 0, has, 12);
+        int r = kvl_distill(m, &distilled.cache, distill_prefix, 1, distilled.probes, distilled.n_probes, &trained, &opt, NULL);
+        CHECK(r == 0, "distill %s orthogonal_to: %s", k ? "with" : "without", r ? kvl_last_error() : "ok");
+        overlap[k] = worst_overlap(&trained, &earlier);
+        kvl_lora_free(&trained);
+    }
+    CHECK(overlap[0] > 0.05 && overlap[1] <= 1e-5, "8 steps: A rows' overlap with the earlier adapter %.3g without orthogonal_to, %.2g with",
+          overlap[0], overlap[1]);
+    kvl_lora_free(&basis);
+    kvl_lora_free(&earlier);
+    kvl_lora_free(&later);
+}
+
+/* Replay draws its share: main probes of 3 tokens, replayed ones of 5, so a step's token
+   count tells how many of each the batch holds. Batch 8 with replay 0.25 takes 2 replayed
+   and 6 new probes every step (18 + 10 = 28 tokens), with replay 0.5 takes 4 and 4 (32),
+   without a replay pool all 8 from the main one (24); and a share larger than the replay
+   pool takes the whole pool (replay 0.9 of 8 with 3 replayed probes: 3, 5 new: 30). */
+typedef struct { int steps, tokens[8]; } TokenLog;
+
+static int log_tokens(void *ctx, int step, int steps, double loss, double elapsed, double eta, int tokens)
+{
+    TokenLog *log = ctx;
+    (void)step; (void)steps; (void)loss; (void)elapsed; (void)eta;
+    if (log->steps < 8) log->tokens[log->steps] = tokens;
+    log->steps++;
+    return 0;
+}
+
+static void test_replay_share(void)
+{
+    if (!distill_small()) return;
+    KvlModel *m = distilled.m;
+    int ids[10][5], has[KVL_N_TARGETS];
+    KvlProbe now[10], old[10];
+    for (int i = 0; i < 10; i++) {
+        for (int t = 0; t < 5; t++) ids[i][t] = (i * 7 + t * 3 + 1) % m->config.vocab_size;
+        now[i] = (KvlProbe){ids[i], 3};
+        old[i] = (KvlProbe){ids[i], 5};
+    }
+    TeacherSet sets[2];
+    int ok = teacher_set_compute(&sets[0], m, &distilled.cache, now, 10, 0, (size_t)1 << 30, NULL) == 0 &&
+             teacher_set_compute(&sets[1], m, &distilled.cache, old, 10, 8, (size_t)1 << 30, NULL) == 0;
+    CHECK(ok, "teacher sets: %s", ok ? "ok" : kvl_last_error());
+    if (!ok) return;
+    static const struct { float replay; int n_sets, n_old, want; } cases[] = {{0.25f, 2, 10, 28}, {0.5f, 2, 10, 32}, {0.25f, 1, 0, 24}, {0.9f, 2, 3, 30}};
+    kvl_lora_parse_targets("all", has);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        KvlLora lora;
+        TokenLog log = {0};
+        KvlDistillOptions opt = distilled.opt;
+        opt.steps = 3;
+        opt.batch = 8;
+        opt.progress = log_tokens;
+        opt.progress_ctx = &log;
+        TeacherSet pool[2] = {sets[0], sets[1]};
+        pool[1].n_probes = cases[i].n_old;
+        kvl_lora_init(&lora, &m->config, 2, 4.0f, 0, has, 1);
+        int r = distill_sets(m, distill_prefix, 1, pool, cases[i].n_sets, 1, cases[i].replay, &lora, &opt, NULL);
+        CHECK(r == 0 && log.steps == 3 && log.tokens[0] == cases[i].want && log.tokens[1] == cases[i].want && log.tokens[2] == cases[i].want,
+              "replay %.2f of a batch of 8 (%d replayable probes): %d tokens a step (got %d, %d, %d)", cases[i].replay, cases[i].n_old,
+              cases[i].want, log.tokens[0], log.tokens[1], log.tokens[2]);
+        kvl_lora_free(&lora);
+    }
+    teacher_set_free(&sets[0]);
+    teacher_set_free(&sets[1]);
 }
 
 /* The closed form on a whole model: from the zero adapter (the model itself), the
@@ -4333,6 +4457,76 @@ static void test_cli_needle(void)
     remove(svg);
 }
 
+/* needle --sessions on the built-in model, small: 2 sessions of one needle in 96 tokens,
+   incremental-replay and joint. Both must recall every session at the end (measured: they
+   do; compose-sum, not run here, recalls none), with the JSON's keys; and an untrained
+   adapter (--steps 0: B = 0, the model itself) must show no drift at all: 0 points and a
+   KL of exactly 0, for an adapter and for weights merged with it. */
+static void test_cli_needle_sessions(void)
+{
+    if (!file_exists("data/model/config.json")) { SKIP("kvlora needle --sessions: data/model not present"); return; }
+    static const char *const keys[] = {"merge", "recall_by_session", "mean_recall", "worst_recall", "backward_transfer", "drift_recall_points",
+                                       "drift_kl", "adapter_bytes", "seconds"};
+    const char *out = tmp_path("sessions.json"), *svg = tmp_path("sessions.svg");
+    char cmd[2048], *text = NULL;
+    size_t len;
+    Json *j = NULL;
+    remove(svg);
+#ifdef KVLORA_TEST_QUICK                        /* (the sanitizers look for memory errors: every strategy, tiny, no recall threshold) */
+    const char *run = "--context-len 48 --self-study 2 --self-study-len 8 --steps 2 --drift-docs 0 --drift-tokens 16 "
+                      "--merge compose-orthogonal,merge-weights,joint";
+#else
+    const char *run = "--context-len 96 --self-study 6 --self-study-len 24 --steps 12 --drift-docs 1 --drift-tokens 32 "
+                      "--merge incremental-replay,joint";
+#endif
+    snprintf(cmd, sizeof cmd, KVLORA_CLI " needle data/model --sessions 2 --needles 1 --batch 4 %s --json --svg %s > %s 2>" NULL_DEVICE,
+             run, svg, out);
+    CHECK(system(cmd) == 0, "%s", cmd);
+    if (read_file(out, &text, &len) == 0 && parse_ok(text, &j)) {
+        const Json *s = json_get(j, "sessions"), *n = json_get(j, "needles"), *strategies = json_get(j, "strategies");
+        CHECK(s && s->number == 2 && n && n->number == 1 && strategies && strategies->type == JSON_ARRAY && strategies->length >= 2,
+              "--json: sessions, needles and the strategies");
+        for (size_t i = 0; strategies && i < strategies->length; i++) {
+            const Json *row = strategies->children[i], *recall = json_get(row, "recall_by_session"), *name = json_get(row, "merge");
+            int has_all = 1;
+            for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) has_all &= json_get(row, keys[k]) != NULL;
+            CHECK(has_all && recall && recall->type == JSON_ARRAY && recall->length == 2, "strategy %zu: every key, a recall per session", i);
+#ifndef KVLORA_TEST_QUICK
+            const Json *mean = json_get(row, "mean_recall");
+            CHECK(mean && mean->number == 1.0, "%s: both sessions recalled at the end (mean recall %.2f)", name ? name->string : "?",
+                  mean ? mean->number : -1);
+#endif
+            (void)name;
+        }
+    } else CHECK(0, "--sessions --json prints one JSON object: %.200s", text ? text : "(nothing)");
+    free(text);
+    json_free(j);
+    text = slurp(svg, &len);
+    CHECK(text && strstr(text, "<polyline") && strstr(text, "joint"), "--svg draws the forgetting curves");
+    free(text);
+    j = NULL;
+#ifndef KVLORA_TEST_QUICK                       /* (numbers: once is enough) */
+    snprintf(cmd, sizeof cmd, KVLORA_CLI " needle data/model --sessions 2 --needles 1 --context-len 96 --self-study 4 --self-study-len 16 "
+             "--drift-docs 1 --drift-tokens 32 --steps 0 --merge incremental,merge-weights --json > %s 2>" NULL_DEVICE, out);
+    CHECK(system(cmd) == 0, "%s", cmd);
+    text = NULL;
+    if (read_file(out, &text, &len) == 0 && parse_ok(text, &j)) {
+        const Json *strategies = json_get(j, "strategies");
+        for (size_t i = 0; strategies && i < strategies->length; i++) {
+            const Json *points = json_get(strategies->children[i], "drift_recall_points"), *kl = json_get(strategies->children[i], "drift_kl");
+            CHECK(points && points->number == 0 && kl && kl->number == 0, "an untrained adapter drifts by nothing: %g points, KL %g",
+                  points ? points->number : -1, kl ? kl->number : -1);
+        }
+    } else CHECK(0, "--steps 0: %.200s", text ? text : "(nothing)");
+    free(text);
+    json_free(j);
+#endif
+    CHECK(WEXITSTATUS(system(KVLORA_CLI " needle data/model --sessions 2 --rank 2,4 2>" NULL_DEVICE)) == 2, "--sessions with two ranks is a usage error");
+    CHECK(WEXITSTATUS(system(KVLORA_CLI " needle data/model --sessions 2 --merge joint,sum 2>" NULL_DEVICE)) == 2, "--merge with an unknown strategy");
+    remove(out);
+    remove(svg);
+}
+
 /* `kvlora needle`'s command line: --help, usage errors (exit 2), and work that cannot be
    done (exit 1). */
 static void test_cli_needle_usage(void)
@@ -4632,6 +4826,8 @@ static const struct { const char *name; void (*fn)(void); } tests[] = {
     {"distill_is_reproducible", test_distill_is_reproducible},
     {"distill_teacher_file", test_distill_teacher_file},
     {"distill_topk", test_distill_topk},
+    {"orthogonal_adapters", test_orthogonal_adapters},
+    {"replay_share", test_replay_share},
     {"closed_form_lowers_loss", test_closed_form_lowers_loss},
     {"cholesky_and_solves", test_cholesky_and_solves},
     {"symmetric_top_eigen", test_symmetric_top_eigen},
@@ -4673,6 +4869,7 @@ static const struct { const char *name; void (*fn)(void); } tests[] = {
     {"builtin_model_greedy_answers", test_builtin_model_greedy_answers},
     {"needle_builtin_model", test_needle_builtin_model},
     {"cli_needle", test_cli_needle},
+    {"cli_needle_sessions", test_cli_needle_sessions},
     {"cli_needle_usage", test_cli_needle_usage},
     {"argmax", test_argmax},
     {"sampling", test_sampling},
