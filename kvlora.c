@@ -6537,6 +6537,24 @@ static int needle_ask(KvlModel *m, KvlTokenizer *tok, KvlCache *cache, const Kvl
     return e ? -1 : 0;
 }
 
+/* The K needles' questions asked after <s> alone, with the model as it stands (its weights
+   and m->lora): correct[k], and *right, the answers right. <s> is read with the adapter
+   too, as the student read it in training. */
+static int ask_without_context(KvlModel *m, KvlTokenizer *tok, const KvlNeedle *needles, int K, int room, float *logits,
+                               int correct[KVL_NEEDLE_MAX], int *right)
+{
+    KvlCache empty = {0};
+    int bos = m->config.bos_token_id >= 0 ? m->config.bos_token_id : 0, r = 0;
+    *right = 0;
+    if (kvl_cache_init(&empty, &m->config, 1 + room) || kvl_forward(m, &empty, &bos, 1, NULL, 0)) r = -1;
+    for (int k = 0; k < K && !r; k++) {
+        r = needle_ask(m, tok, &empty, &needles[k], room, logits, &correct[k]);
+        *right += correct[k];
+    }
+    kvl_cache_free(&empty);
+    return r;
+}
+
 /* A needle document as a trial or a session uses it: its needles, BOS ++ its tokens, its
    KV cache (with room after it for a probe or a question), and, with_probes, the probes
    distilled from it, which hold no ground truth: the teacher's own samples after "\nQ:"
@@ -6604,7 +6622,7 @@ done:
    tokens with o->n_needles needles at depths, from doc_seed; its KV cache and probes; then
    each needle's question "\nQ: What is the secret code of NAME? A:" asked after the cached
    context and after <s> alone, and, for each run, after <s> alone with an adapter
-   distilled from those probes by the run's method. Every run starts from the same initial
+   distilled from those probes by the run's method (<s> read through it, as in training). Every run starts from the same initial
    adapter (the seed), so that the runs differ only in method and rank. The generator's
    codes are used only to score. */
 int kvl_needle_trial(KvlModel *m, KvlTokenizer *tok, const KvlNeedleOptions *o, const float *depths, uint64_t doc_seed,
@@ -6613,7 +6631,6 @@ int kvl_needle_trial(KvlModel *m, KvlTokenizer *tok, const KvlNeedleOptions *o, 
     const KvlConfig *c = &m->config;
     int K = o->n_needles, r = -1, bos = c->bos_token_id >= 0 ? c->bos_token_id : 0;
     NeedleDoc d = {0};
-    KvlCache empty = {0};
     KvlLora lora = {0};
     float *logits = xmalloc(sizeof(float) * c->vocab_size);
     memset(res, 0, sizeof *res);
@@ -6627,13 +6644,13 @@ int kvl_needle_trial(KvlModel *m, KvlTokenizer *tok, const KvlNeedleOptions *o, 
     res->kv_cache_bytes = kvl_cache_bytes_per_token(c) * (size_t)d.n_doc;
     res->probe_seconds = d.probe_seconds;
     res->n_probes = d.n_probes;
-    if (kvl_cache_init(&empty, c, 1 + d.room) || kvl_forward(m, &empty, &bos, 1, NULL, 0)) goto done;
 
     /* the base model, with and without the context */
+    int correct[KVL_NEEDLE_MAX], right;
     for (int k = 0; k < K; k++)
-        if (needle_ask(m, tok, &d.cache, &d.needles[k], d.room, logits, &res->correct[k][0]) ||
-            needle_ask(m, tok, &empty, &d.needles[k], d.room, logits, &res->correct[k][1]))
-            goto done;
+        if (needle_ask(m, tok, &d.cache, &d.needles[k], d.room, logits, &res->correct[k][0])) goto done;
+    if (ask_without_context(m, tok, d.needles, K, d.room, logits, correct, &right)) goto done;
+    for (int k = 0; k < K; k++) res->correct[k][1] = correct[k];
 
     /* each run: an adapter from the probes, its loss over them, and the questions it answers */
     for (int run = 0; run < o->n_runs; run++) {
@@ -6646,8 +6663,9 @@ int kvl_needle_trial(KvlModel *m, KvlTokenizer *tok, const KvlNeedleOptions *o, 
         res->distill_seconds[run] = now_seconds() - start;
         res->adapter_bytes[run] = lora.n_params * sizeof(float);
         m->lora = &lora;
-        int e = kvl_distill_loss(m, &d.cache, &bos, 1, d.probes, d.n_probes, o->distill.use_kl, &res->loss[run]);
-        for (int k = 0; k < K && !e; k++) e = needle_ask(m, tok, &empty, &d.needles[k], d.room, logits, &res->correct[k][2 + run]);
+        int e = kvl_distill_loss(m, &d.cache, &bos, 1, d.probes, d.n_probes, o->distill.use_kl, &res->loss[run]) ||
+                ask_without_context(m, tok, d.needles, K, d.room, logits, correct, &right);
+        for (int k = 0; k < K && !e; k++) res->correct[k][2 + run] = correct[k];
         m->lora = NULL;
         kvl_lora_free(&lora);
         if (e) goto done;
@@ -6656,7 +6674,6 @@ int kvl_needle_trial(KvlModel *m, KvlTokenizer *tok, const KvlNeedleOptions *o, 
 done:
     needle_doc_free(&d);
     free(logits);
-    kvl_cache_free(&empty);
     kvl_lora_free(&lora);
     return r;
 }
@@ -6665,24 +6682,6 @@ done:
 
 const char *const kvl_merge_names[KVL_N_MERGES] = {"incremental", "incremental-replay", "compose-sum", "compose-orthogonal",
                                                    "merge-weights", "joint"};
-
-/* The needles' questions asked after <s> alone, with the model as it stands (its weights
-   and m->lora): the answers right. <s> is read again each time, through the adapter too,
-   as the student read it in training. */
-static int ask_without_context(KvlModel *m, KvlTokenizer *tok, const KvlNeedle *needles, int K, int room, float *logits, int *right)
-{
-    KvlCache empty = {0};
-    int bos = m->config.bos_token_id >= 0 ? m->config.bos_token_id : 0, r = 0;
-    *right = 0;
-    if (kvl_cache_init(&empty, &m->config, 1 + room) || kvl_forward(m, &empty, &bos, 1, NULL, 0)) r = -1;
-    for (int k = 0; k < K && !r; k++) {
-        int correct = 0;
-        r = needle_ask(m, tok, &empty, &needles[k], room, logits, &correct);
-        *right += correct;
-    }
-    kvl_cache_free(&empty);
-    return r;
-}
 
 /* Drift of the final state away from the base model, on text never distilled: (a) the
    answers right with the context on fresh needle documents, *base_right by the base
@@ -6765,6 +6764,7 @@ int kvl_needle_sessions(KvlModel *m, KvlTokenizer *tok, const KvlSessionsOptions
     const KvlNeedleOptions *no = &o->needle;
     const KvlNeedleRun *u = &no->runs[0];
     int S = o->n_sessions, K = no->n_needles, r = -1, bos = c->bos_token_id >= 0 ? c->bos_token_id : 0, room = 0;
+    int correct[KVL_NEEDLE_MAX];
     memset(res, 0, sizeof *res);
     if (S < 1 || S > KVL_SESSIONS_MAX) return fail("sessions: %d sessions (1 .. %d)", S, KVL_SESSIONS_MAX);
     if (merge < 0 || merge >= KVL_N_MERGES) return fail("sessions: no merging strategy %d", merge);
@@ -6813,7 +6813,7 @@ int kvl_needle_sessions(KvlModel *m, KvlTokenizer *tok, const KvlSessionsOptions
         }
         if (merge == KVL_MERGE_WEIGHTS && kvl_lora_merge(m, lora, 1.0f)) goto done;
         m->lora = merge == KVL_MERGE_WEIGHTS ? NULL : lora == &parts[k] ? &state : lora;
-        int e = ask_without_context(m, tok, docs[k].needles, K, room, logits, &res->learnt[k]);
+        int e = ask_without_context(m, tok, docs[k].needles, K, room, logits, correct, &res->learnt[k]);
         m->lora = NULL;                         /* the next session's teacher: the model (merged or not) alone */
         if (e) goto done;
         if (o->progress) o->progress(o->progress_ctx, merge, k + 1, S, res->learnt[k], K, now_seconds() - start);
@@ -6829,7 +6829,7 @@ int kvl_needle_sessions(KvlModel *m, KvlTokenizer *tok, const KvlSessionsOptions
     m->lora = merge == KVL_MERGE_WEIGHTS ? NULL : composed ? &state : &parts[0];
     res->adapter_bytes = merge == KVL_MERGE_WEIGHTS ? 0 : m->lora->n_params * sizeof(float);
     for (int k = 0; k < S; k++)
-        if (ask_without_context(m, tok, docs[k].needles, K, room, logits, &res->kept[k])) goto done;
+        if (ask_without_context(m, tok, docs[k].needles, K, room, logits, correct, &res->kept[k])) goto done;
     if (merge == KVL_MERGE_JOINT)
         for (int k = 0; k < S; k++) res->learnt[k] = res->kept[k];   /* learnt all at once: no "right after" */
     if (session_drift(m, tok, o, seed, base_weights, res)) goto done;
