@@ -6847,6 +6847,54 @@ done:
     return r;
 }
 
+/* ---- recall against bytes: a cache kept in fewer bytes ---- */
+
+/* Asymmetric uniform quantisation of the n values x[0], x[stride], ... to bits bits:
+   zero = their minimum, scale = (max - min) / (2^bits - 1), q = round((x - zero) / scale),
+   written back as zero + q scale. Each value moves by at most scale / 2 (and float
+   rounding). */
+static void quantize_group(float *x, int n, size_t stride, int bits)
+{
+    float lo = x[0], hi = x[0], levels = (float)((1u << bits) - 1u);
+    for (int i = 1; i < n; i++) {
+        float v = x[(size_t)i * stride];
+        lo = v < lo ? v : lo;
+        hi = v > hi ? v : hi;
+    }
+    float scale = (hi - lo) / levels;
+    for (int i = 0; i < n; i++) {
+        float *v = &x[(size_t)i * stride], q = scale > 0.0f ? floorf((*v - lo) / scale + 0.5f) : 0.0f;
+        *v = lo + (q < 0.0f ? 0.0f : q > levels ? levels : q) * scale;
+    }
+}
+
+/* KIVI's quantised cache (Liu et al., 2024): keys per channel, each channel's values over
+   `group` consecutive tokens sharing a scale and a zero point (keys have outlier channels,
+   so a channel is the unit that varies least); values per token, each token's head_dim
+   values in groups of `group` channels; the last `residual` tokens stay in float. The
+   cache keeps the dequantised values, which the model reads as it would the float ones.
+   *bytes: the cache as stored: bits per quantised value, 8 bytes per group (scale and zero
+   point as float32), 4 per value of the float tokens. */
+int kvl_cache_quantize(KvlCache *cache, int bits, int group, int residual, size_t *bytes)
+{
+    if (bits < 1 || bits > 16) return fail("quantised cache: %d bits (1 .. 16)", bits);
+    if (group < 1 || residual < 0) return fail("quantised cache: groups of %d, %d float tokens", group, residual);
+    int HD = cache->head_dim, n_q = cache->n_tokens > residual ? cache->n_tokens - residual : 0;
+    size_t heads = (size_t)cache->n_layers * cache->n_kv_heads, groups = 0;
+    for (size_t h = 0; h < heads; h++) {
+        float *k = cache->k + h * cache->max_tokens * HD, *v = cache->v + h * cache->max_tokens * HD;
+        for (int d = 0; d < HD; d++)
+            for (int t0 = 0; t0 < n_q; t0 += group, groups++)
+                quantize_group(k + (size_t)t0 * HD + d, n_q - t0 < group ? n_q - t0 : group, (size_t)HD, bits);
+        for (int t = 0; t < n_q; t++)
+            for (int c0 = 0; c0 < HD; c0 += group, groups++)
+                quantize_group(v + (size_t)t * HD + c0, HD - c0 < group ? HD - c0 : group, 1, bits);
+    }
+    size_t values = heads * HD * 2;             /* a token's keys and values */
+    *bytes = (values * n_q * bits + 7) / 8 + 8 * groups + 4 * values * (size_t)(cache->n_tokens - n_q);
+    return 0;
+}
+
 /* ------------------------------------------------------------------------------------ */
 /* 12. The command-line tool (compiled only with -DKVLORA_MAIN), options in one table   */
 /*                                                                                      */

@@ -526,4 +526,11 @@ typedef struct {
 int  kvl_needle_sessions(KvlModel *m, KvlTokenizer *tok, const KvlSessionsOptions *o, int merge, uint64_t seed,
                          KvlSessionsResult *result);
 
+/* ---- recall against bytes ---- */
+
+/* KIVI: quantises the cache's keys per channel (groups of `group` tokens) and values per
+   token (groups of `group` channels) to bits bits, the last `residual` tokens left in float;
+   the cache then holds the dequantised values. *bytes: its size as stored. */
+int  kvl_cache_quantize(KvlCache *cache, int bits, int group, int residual, size_t *bytes);
+
 #endif

@@ -2399,6 +2399,64 @@ static void test_replay_share(void)
     teacher_set_free(&sets[1]);
 }
 
+/* KIVI's quantised cache, against a plain re-derivation here: every key within half a step
+   of its group (a channel over `group` tokens) and every value within half a step of its
+   group (a token's `group` channels), where a step is (max - min) / (2^bits - 1) of the
+   group's float values, plus float rounding (1e-6 of the group's range and magnitude); the
+   last `residual` tokens untouched, bit for bit; the largest error shrinking with more
+   bits; and the bytes as the comment of kvl_cache_quantize counts them. On the fixture's
+   49-token cache, groups of 16 (so the last group is partial) and 5 float tokens. */
+static void test_kivi_cache(void)
+{
+    KvlModel *m;
+    KvlCache cache;
+    int context[DISTILL_CONTEXT], bits[3] = {8, 4, 2}, G = 16, R = 5;
+    if (distill_fixture_context(&m, &cache, context)) return;
+    int HD = cache.head_dim, T = cache.n_tokens, n_q = T - R;
+    size_t heads = (size_t)cache.n_layers * cache.n_kv_heads, plane = (size_t)cache.max_tokens * HD;
+    double worst[3] = {0};
+    for (int b = 0; b < 3; b++) {
+        KvlCache q;
+        size_t bytes = 0;
+        kvl_cache_init(&q, &m->config, cache.max_tokens);
+        q.n_tokens = T;
+        memcpy(q.k, cache.k, sizeof(float) * heads * plane);
+        memcpy(q.v, cache.v, sizeof(float) * heads * plane);
+        CHECK(kvl_cache_quantize(&q, bits[b], G, R, &bytes) == 0, "quantise to %d bits: %s", bits[b], kvl_last_error());
+        int within = 1, residual_same = 1;
+        for (size_t h = 0; h < heads; h++)
+            for (int kv = 0; kv < 2; kv++) {
+                const float *x = (kv ? cache.v : cache.k) + h * plane, *y = (kv ? q.v : q.k) + h * plane;
+                for (int t = 0; t < T; t++)
+                    for (int d = 0; d < HD; d++) {
+                        size_t i = (size_t)t * HD + d;
+                        if (t >= n_q) { residual_same &= x[i] == y[i]; continue; }
+                        float lo = INFINITY, hi = -INFINITY, big = 0.0f;   /* the element's group */
+                        int t0 = kv ? t : t / G * G, t1 = kv ? t + 1 : (t0 + G < n_q ? t0 + G : n_q);
+                        int d0 = kv ? d / G * G : d, d1 = kv ? (d0 + G < HD ? d0 + G : HD) : d + 1;
+                        for (int s = t0; s < t1; s++)
+                            for (int e = d0; e < d1; e++) {
+                                float z = x[(size_t)s * HD + e];
+                                lo = fminf(lo, z); hi = fmaxf(hi, z); big = fmaxf(big, fabsf(z));
+                            }
+                        double err = fabs((double)y[i] - x[i]), step = (hi - lo) / ((1 << bits[b]) - 1.0);
+                        within &= err <= step / 2 + 1e-6 * (hi - lo + big);
+                        worst[b] = fmax(worst[b], err);
+                    }
+            }
+        size_t groups = heads * ((size_t)HD * ((n_q + G - 1) / G) + (size_t)n_q * ((HD + G - 1) / G));
+        size_t want = (heads * HD * 2 * n_q * bits[b] + 7) / 8 + 8 * groups + 4 * heads * HD * 2 * R;
+        CHECK(within && residual_same && bytes == want, "%d bits: every value within half a step of its group, the last %d tokens "
+              "untouched, %zu bytes (want %zu)", bits[b], R, bytes, want);
+        kvl_cache_free(&q);
+    }
+    CHECK(worst[0] < worst[1] && worst[1] < worst[2], "the error grows as bits fall: %.3g (8), %.3g (4), %.3g (2)", worst[0], worst[1], worst[2]);
+    size_t bytes;
+    CHECK(kvl_cache_quantize(&cache, 0, G, 0, &bytes) != 0 && kvl_cache_quantize(&cache, 4, 0, 0, &bytes) != 0, "0 bits or groups of 0 are refused");
+    kvl_cache_free(&cache);
+    kvl_model_free(m);
+}
+
 /* The closed form on a whole model: from the zero adapter (the model itself), the
    layer-by-layer solve lowers the distillation loss over the same probes; at rank 8 it
    goes lower than at rank 2, and a run with only o_proj and down_proj adapts only them. */
@@ -4828,6 +4886,7 @@ static const struct { const char *name; void (*fn)(void); } tests[] = {
     {"distill_topk", test_distill_topk},
     {"orthogonal_adapters", test_orthogonal_adapters},
     {"replay_share", test_replay_share},
+    {"kivi_cache", test_kivi_cache},
     {"closed_form_lowers_loss", test_closed_form_lowers_loss},
     {"cholesky_and_solves", test_cholesky_and_solves},
     {"symmetric_top_eigen", test_symmetric_top_eigen},
