@@ -4622,24 +4622,32 @@ static void kl_forward_backward(double *loss, float *d_student, const float *stu
    An approximation from below: by the chain rule of KL,
        KL = KL_K + r_t KL(p_t | rest || p_s | rest),
    so it leaves out how the rest's mass is spread, weighted by that mass (test
-   kl_topk_against_exact checks the identity and kl_topk_distill the cost to an adapter). */
+   kl_topk_against_exact checks the identity and distill_topk the cost to an adapter). */
 static size_t teacher_row_bytes(int V, int topk)
 {
     return topk > 0 ? sizeof(float) * (2 * (size_t)topk + 1) : sizeof(float) * (size_t)V;
 }
 
-/* The bytes of every probe's teacher rows (topk above V counts as V, as kvl_distill takes it). */
-static size_t teacher_bytes(int V, int topk, const KvlProbe *probes, int n_probes)
+/* The K a distillation uses for an asked one: 0 (every logit) when a sparse row would be
+   no smaller than the full one (2K + 1 >= V): the exact loss, in fewer bytes. */
+static int teacher_topk(int asked, int V)
+{
+    return asked > 0 && 2 * (size_t)asked + 1 < (size_t)V ? asked : 0;
+}
+
+/* The bytes of every probe's teacher rows for an asked top K. */
+static size_t teacher_bytes(int V, int asked_topk, const KvlProbe *probes, int n_probes)
 {
     size_t tokens = 0;
     for (int i = 0; i < n_probes; i++) tokens += (size_t)probes[i].n;
-    return tokens * teacher_row_bytes(V, topk > V ? V : topk);
+    return tokens * teacher_row_bytes(V, teacher_topk(asked_topk, V));
 }
 
-/* One position's sparse row from the teacher's logits zt. order: 2V entries of scratch.
-   The top K are the first K of the probabilities sorted in descending order (ties: the
-   lower id first), so the choice is the same on every machine. */
-static void teacher_topk_row(unsigned char *row, const float *zt, int V, int K, ProbIndex *order)
+/* One position's sparse row from the teacher's logits zt. order: 2V entries of scratch,
+   in_top: V bytes of scratch. The top K are the first K of the probabilities sorted in
+   descending order (ties: the lower id first), so the choice is the same on every
+   machine; marking them and reading the marks in order puts their ids in ascending order. */
+static void teacher_topk_row(unsigned char *row, const float *zt, int V, int K, ProbIndex *order, unsigned char *in_top)
 {
     int32_t *ids = (int32_t *)row;
     float *logp = (float *)(row + sizeof(int32_t) * K), mt = zt[kvl_argmax(zt, V)];
@@ -4650,10 +4658,11 @@ static void teacher_topk_row(unsigned char *row, const float *zt, int V, int K, 
         st += exp((double)zt[v] - mt);
     }
     sort_prob_desc(order, order + V, V);
+    memset(in_top, 0, (size_t)V);
+    for (int i = 0; i < K; i++) in_top[order[i].id] = 1;
     for (int i = K; i < V; i++) rest += exp((double)zt[order[i].id] - mt);
-    for (int i = 0; i < K; i++) ids[i] = order[i].id;
-    for (int i = 1; i < K; i++)                         /* ids ascending (insertion sort: K is small) */
-        for (int j = i; j > 0 && ids[j - 1] > ids[j]; j--) { int32_t t = ids[j]; ids[j] = ids[j - 1]; ids[j - 1] = t; }
+    for (int v = 0, k = 0; v < V; v++)
+        if (in_top[v]) ids[k++] = v;
     double lse = log(st) + mt;
     for (int i = 0; i < K; i++) logp[i] = (float)(zt[ids[i]] - lse);
     logp[K] = rest > 0.0 ? (float)(log(rest) - log(st)) : -INFINITY;
@@ -4882,10 +4891,10 @@ int kvl_context_chunks(const int *context, int n_context, int len, KvlProbe **ou
    another, probe i's from byte teacher_at[i] on: in memory at teacher, or (teacher NULL)
    in the file fp. Each probe's logits are computed into logits ([longest probe][V]), and
    for the file its rows go through rows ([longest probe][row]; for full rows, logits
-   itself); order: scratch for the top K (2V). */
+   itself); order and in_top: scratch for the top K (2V entries, V bytes). */
 static int teachers_forward(KvlModel *m, KvlCache *cache, int n_ctx, const KvlProbe *probes, int n_probes, int topk,
                             unsigned char *teacher, FILE *fp, float *logits, unsigned char *rows, ProbIndex *order,
-                            size_t *teacher_at)
+                            unsigned char *in_top, size_t *teacher_at)
 {
     int V = m->config.vocab_size;
     size_t at = 0, row_bytes = teacher_row_bytes(V, topk);
@@ -4897,7 +4906,7 @@ static int teachers_forward(KvlModel *m, KvlCache *cache, int n_ctx, const KvlPr
         unsigned char *dest = teacher ? teacher + at : rows;
         teacher_at[i] = at;
         if (teacher_forward(m, cache, n_ctx, &probes[i], topk ? logits : (float *)dest)) return -1;
-        for (size_t t = 0; topk && t < n; t++) teacher_topk_row(dest + t * row_bytes, logits + t * V, V, topk, order);
+        for (size_t t = 0; topk && t < n; t++) teacher_topk_row(dest + t * row_bytes, logits + t * V, V, topk, order, in_top);
         if (!teacher && fwrite(dest, row_bytes, n, fp) != n) return fail("teacher logits: writing their file: %s", strerror(errno));
         at += n * row_bytes;
         report_phase("teacher", done += probes[i].n, total, start);
@@ -4987,18 +4996,20 @@ static int teacher_set_compute(TeacherSet *ts, KvlModel *m, KvlCache *cache, con
         if (probes[i].n > ts->max_len) ts->max_len = probes[i].n;
     size_t bytes = teacher_bytes(V, topk, probes, n_probes);
     float *logits = xmalloc(sizeof(float) * (size_t)ts->max_len * V);
-    unsigned char *sparse = topk ? xmalloc(ts->row_bytes * (size_t)ts->max_len) : NULL;
+    unsigned char *sparse = topk && bytes > budget ? xmalloc(ts->row_bytes * (size_t)ts->max_len) : NULL;
+    unsigned char *in_top = topk ? xmalloc((size_t)V) : NULL;
     ProbIndex *by_prob = topk ? xmalloc(sizeof(ProbIndex) * 2 * (size_t)V) : NULL;
     const KvlLora *keep = m->lora;
     m->lora = NULL;
-    if (!logits || (topk && (!sparse || !by_prob)) || !(ts->at = xcalloc((size_t)n_probes, sizeof(size_t)))) goto done;
+    if (!logits || (topk && (!in_top || !by_prob || (bytes > budget && !sparse))) || !(ts->at = xcalloc((size_t)n_probes, sizeof(size_t))))
+        goto done;
     if (bytes <= budget ? !(ts->rows = xmalloc(bytes)) : !(ts->fp = teacher_file_open(file, &named))) goto done;
     if (named) ts->path = file;
     r = teachers_forward(m, cache, cache->n_tokens, probes, n_probes, topk, ts->rows, ts->fp, logits,
-                         topk ? sparse : (unsigned char *)logits, by_prob, ts->at);
+                         topk ? sparse : (unsigned char *)logits, by_prob, in_top, ts->at);
 done:
     m->lora = keep;
-    free(logits); free(sparse); free(by_prob);
+    free(logits); free(sparse); free(in_top); free(by_prob);
     if (r) teacher_set_free(ts);
     return r;
 }
@@ -5083,23 +5094,33 @@ static int distill_sets(KvlModel *m, const int *prefix, int n_prefix, const Teac
     }
     if (n_pool[0] < 1) return fail("distill: no probes");
     if (n_prefix + max_len > c->max_positions) return fail("distill: prefix and probe exceed the model's positions");
-    int want = opt->batch < 1 ? 1 : opt->batch;
-    int n_old = replay > 0.0f && n_pool[1] ? (int)(replay * want + 0.5f) : 0;
-    if (n_old > n_pool[1]) n_old = n_pool[1];
+    int want = opt->batch < 1 ? 1 : opt->batch, n_old = 0;
+    if (replay > 0.0f && n_pool[1]) {           /* at least one replayed probe and one new one a step */
+        if (want < 2) return fail("distill: replay needs a batch of 2 probes or more");
+        n_old = (int)(replay * want + 0.5f);
+        n_old = n_old < 1 ? 1 : n_old > want - 1 ? want - 1 : n_old;
+        if (n_old > n_pool[1]) n_old = n_pool[1];
+    }
     int n_new = want - n_old < n_pool[0] ? want - n_old : n_pool[0];
     if (n_new + n_old > 4096) return fail("distill: batch %d is larger than 4096", n_new + n_old);
+    const KvlLora *other = opt->orthogonal_to;
+    if (other && other->n_layers != lora->n_layers) return fail("distill: orthogonal_to has %d layers, the adapter %d", other->n_layers, lora->n_layers);
+    for (int t = 0; other && t < KVL_N_TARGETS; t++)
+        if (other->has[t] && lora->has[t] && other->in[t] != lora->in[t])
+            return fail("distill: orthogonal_to's %s reads %d inputs, the adapter's %d", kvl_target_names[t], other->in[t], lora->in[t]);
     KvlLora grad = {0}, basis = {0};
     AdamW adam = {opt->lr, 0.9f, 0.999f, 1e-8f, opt->weight_decay, 0, NULL, NULL};
     Acts acts = {0};
-    int *order[2], *set_of[2], *index_of[2], *seq = xmalloc(sizeof(int) * (n_prefix + max_len));
+    typedef struct { int set, probe; } PoolEntry;
+    PoolEntry *pool[2];                         /* pool p's probes: the main one (0), the replayed one (1) */
+    int *order[2], *seq = xmalloc(sizeof(int) * (n_prefix + max_len));
     unsigned char *buffer = read_bytes ? xmalloc(read_bytes) : NULL;
-    for (int p = 0; p < 2; p++) {           /* pool p's probe j is probe index_of[p][j] of set set_of[p][j] */
+    for (int p = 0; p < 2; p++) {
+        pool[p] = xmalloc(sizeof(PoolEntry) * (n_pool[p] + 1));
         order[p] = xmalloc(sizeof(int) * (n_pool[p] + 1));
-        set_of[p] = xmalloc(sizeof(int) * (n_pool[p] + 1));
-        index_of[p] = xmalloc(sizeof(int) * (n_pool[p] + 1));
     }
     const KvlLora *keep = m->lora;
-    if (!seq || (read_bytes && !buffer) || !order[0] || !set_of[0] || !index_of[0] || !order[1] || !set_of[1] || !index_of[1] ||
+    if (!seq || (read_bytes && !buffer) || !pool[0] || !order[0] || !pool[1] || !order[1] ||
         lora_alloc_like(&grad, lora, c) || !(adam.m = xcalloc(lora->n_params, sizeof(float))) ||
         !(adam.v = xcalloc(lora->n_params, sizeof(float))) || acts_init(&acts, c, n_prefix + max_len, lora->rank, 0) ||
         scratch_reserve(m, n_prefix + max_len, n_prefix + max_len) || (opt->orthogonal_to && orthonormal_rows(&basis, opt->orthogonal_to, c)))
@@ -5107,8 +5128,7 @@ static int distill_sets(KvlModel *m, const int *prefix, int n_prefix, const Teac
     for (int s = 0, j[2] = {0, 0}; s < n_sets; s++)
         for (int i = 0; i < sets[s].n_probes; i++) {
             int p = s >= n_main;
-            set_of[p][j[p]] = s;
-            index_of[p][j[p]] = i;
+            pool[p][j[p]] = (PoolEntry){s, i};
             order[p][j[p]] = j[p];
             j[p]++;
         }
@@ -5121,20 +5141,19 @@ static int distill_sets(KvlModel *m, const int *prefix, int n_prefix, const Teac
     int next[2] = {n_pool[0], n_pool[1]};               /* positions in the shuffled orders */
     double start = now_seconds(), loss = 0.0;
     for (int step = 0; step < opt->steps; step++) {
-        int chosen[4096], from[4096], n_chosen = 0, n_total = 0;
+        int chosen[4096], n_chosen = 0, n_total = 0;
+        PoolEntry batch[4096];
         for (int p = 0; p < 2; p++) {
-            int n = next_batch(chosen + n_chosen, p ? n_old : n_new, order[p], &next[p], n_pool[p], &rng[p]);
-            for (int b = n_chosen; b < n_chosen + n; b++) from[b] = p;
-            n_chosen += n;
+            int n = next_batch(chosen, p ? n_old : n_new, order[p], &next[p], n_pool[p], &rng[p]);
+            for (int b = 0; b < n; b++) batch[n_chosen++] = pool[p][chosen[b]];
         }
-        for (int b = 0; b < n_chosen; b++) n_total += sets[set_of[from[b]][chosen[b]]].probes[index_of[from[b]][chosen[b]]].n;
+        for (int b = 0; b < n_chosen; b++) n_total += sets[batch[b].set].probes[batch[b].probe].n;
         memset(grad.params, 0, sizeof(float) * grad.n_params);
         loss = 0.0;
         for (int b = 0; b < n_chosen; b++) {
-            const TeacherSet *ts = &sets[set_of[from[b]][chosen[b]]];
-            int i = index_of[from[b]][chosen[b]];
-            const KvlProbe *p = &ts->probes[i];
-            const unsigned char *zt = teacher_set_rows(ts, i, buffer);
+            const TeacherSet *ts = &sets[batch[b].set];
+            const KvlProbe *p = &ts->probes[batch[b].probe];
+            const unsigned char *zt = teacher_set_rows(ts, batch[b].probe, buffer);
             double part = 0.0;
             memcpy(seq + n_prefix, p->ids, sizeof(int) * p->n);
             if (!zt || distill_probe(m, &acts, &grad, seq, n_prefix, p->n, zt, opt->use_kl, ts->topk, n_total, &part)) goto done;
@@ -5151,7 +5170,7 @@ static int distill_sets(KvlModel *m, const int *prefix, int n_prefix, const Teac
     r = 0;
 done:
     m->lora = keep;
-    for (int p = 0; p < 2; p++) { free(order[p]); free(set_of[p]); free(index_of[p]); }
+    for (int p = 0; p < 2; p++) { free(pool[p]); free(order[p]); }
     free(seq); free(buffer); free(adam.m); free(adam.v);
     kvl_lora_free(&grad);
     kvl_lora_free(&basis);
@@ -5177,7 +5196,7 @@ int kvl_distill(KvlModel *m, KvlCache *cache, const int *prefix, int n_prefix, c
         return fail("distill: a probe of %d tokens does not fit after the %d-token context", max_len, cache->n_tokens);
     if (n_prefix + max_len > c->max_positions) return fail("distill: prefix and probe exceed the model's positions");
     if (opt->batch > 4096 && n_probes > 4096) return fail("distill: batch %d is larger than 4096", opt->batch < n_probes ? opt->batch : n_probes);
-    int topk = opt->teacher_topk < 0 ? 0 : opt->teacher_topk > V ? V : opt->teacher_topk;
+    int topk = teacher_topk(opt->teacher_topk, V);
     if (topk && !opt->use_kl) return fail("distill: a top-K teacher needs the KL loss (the squared logit difference needs every logit)");
     TeacherSet ts;
     size_t budget = opt->teacher_memory ? opt->teacher_memory : (size_t)256 << 20;
@@ -6547,10 +6566,8 @@ static int ask_without_context(KvlModel *m, KvlTokenizer *tok, const KvlNeedle *
     int bos = m->config.bos_token_id >= 0 ? m->config.bos_token_id : 0, r = 0;
     *right = 0;
     if (kvl_cache_init(&empty, &m->config, 1 + room) || kvl_forward(m, &empty, &bos, 1, NULL, 0)) r = -1;
-    for (int k = 0; k < K && !r; k++) {
-        r = needle_ask(m, tok, &empty, &needles[k], room, logits, &correct[k]);
-        *right += correct[k];
-    }
+    for (int k = 0; k < K && !r; k++)
+        if (!(r = needle_ask(m, tok, &empty, &needles[k], room, logits, &correct[k]))) *right += correct[k];
     kvl_cache_free(&empty);
     return r;
 }
@@ -6704,7 +6721,7 @@ static int session_drift(KvlModel *m, KvlTokenizer *tok, const KvlSessionsOption
     res->drift_asked = res->drift_base = res->drift_right = 0;
     if (!logits || (n_weights && !final_weights)) goto done;
     if (n_weights) memcpy(final_weights, m->memory, sizeof(float) * n_weights);
-    if (needle_context(tok, NULL, 0, NULL, o->drift_tokens, kvl_document_seed(seed, 2 * KVL_SESSIONS_MAX, 1), &ids, &n_filler) ||
+    if (needle_context(tok, NULL, 0, NULL, o->drift_tokens, kvl_document_seed(seed, KVL_SESSIONS_MAX, 1), &ids, &n_filler) ||
         !(filler = xmalloc(sizeof(int) * (n_filler + 1))) || !(adapted = xmalloc(sizeof(float) * (n_filler + 1) * V)) ||
         !(base = xmalloc(sizeof(float) * (n_filler + 1) * V)) || kvl_cache_init(&cache, c, n_filler + 1))
         goto done;
@@ -6718,7 +6735,7 @@ static int session_drift(KvlModel *m, KvlTokenizer *tok, const KvlSessionsOption
         cache.n_tokens = 0;
         if (kvl_forward(m, &cache, filler, n_filler + 1, pass ? base : adapted, n_filler + 1)) goto done;
         for (int j = 0; j < o->drift_documents; j++) {
-            if (needle_doc_open(&d, m, tok, &o->needle, NULL, kvl_document_seed(seed, KVL_SESSIONS_MAX + j, 1), 0)) goto done;
+            if (needle_doc_open(&d, m, tok, &o->needle, NULL, kvl_document_seed(seed, KVL_SESSIONS_MAX + 1 + (uint64_t)j, 1), 0)) goto done;
             for (int k = 0; k < o->needle.n_needles; k++) {
                 int correct = 0;
                 if (needle_ask(m, tok, &d.cache, &d.needles[k], d.room, logits, &correct)) goto done;
@@ -6764,7 +6781,7 @@ int kvl_needle_sessions(KvlModel *m, KvlTokenizer *tok, const KvlSessionsOptions
     const KvlNeedleOptions *no = &o->needle;
     const KvlNeedleRun *u = &no->runs[0];
     int S = o->n_sessions, K = no->n_needles, r = -1, bos = c->bos_token_id >= 0 ? c->bos_token_id : 0, room = 0;
-    int correct[KVL_NEEDLE_MAX];
+    int correct[KVL_NEEDLE_MAX], composed = merge == KVL_MERGE_COMPOSE_SUM || merge == KVL_MERGE_COMPOSE_ORTHOGONAL;
     memset(res, 0, sizeof *res);
     if (S < 1 || S > KVL_SESSIONS_MAX) return fail("sessions: %d sessions (1 .. %d)", S, KVL_SESSIONS_MAX);
     if (merge < 0 || merge >= KVL_N_MERGES) return fail("sessions: no merging strategy %d", merge);
@@ -6778,18 +6795,27 @@ int kvl_needle_sessions(KvlModel *m, KvlTokenizer *tok, const KvlSessionsOptions
     const KvlLora *keep = m->lora;
     size_t budget = no->distill.teacher_memory ? no->distill.teacher_memory : (size_t)256 << 20;
     double start = now_seconds();
-    int topk = no->distill.teacher_topk > c->vocab_size ? c->vocab_size : no->distill.teacher_topk < 0 ? 0 : no->distill.teacher_topk;
+    int topk = teacher_topk(no->distill.teacher_topk, c->vocab_size);
     res->n_sessions = S;
     res->n_needles = K;
     if (!docs || !sets || !pool || !parts || !ones || !logits || (merge == KVL_MERGE_WEIGHTS && !base_weights)) goto done;
     if (topk && !no->distill.use_kl) { fail("sessions: a top-K teacher needs the KL loss"); goto done; }
+    for (int t = 0; t < KVL_N_TARGETS && merge == KVL_MERGE_COMPOSE_ORTHOGONAL; t++) {
+        int in, out;                            /* S sessions' A rows must fit side by side */
+        target_shape(c, (KvlTarget)t, &in, &out);
+        if (no->targets[t] && (size_t)S * u->rank > (size_t)in) {
+            fail("sessions: %d sessions of rank %d leave no orthogonal room in %s's %d inputs", S, u->rank, kvl_target_names[t], in);
+            goto done;
+        }
+    }
+    if (merge == KVL_MERGE_JOINT && no->distill.steps > INT_MAX / S) { fail("sessions: %d steps x %d sessions are too many", no->distill.steps, S); goto done; }
     if (base_weights) memcpy(base_weights, m->memory, sizeof(float) * m->n_params);
     for (int k = 0; k < S; k++) ones[k] = 1.0f;
     m->lora = NULL;
     for (int k = 0; k < S; k++) {
         KvlDistillOptions opt = no->distill;
         int n_sets = 1, fresh = merge != KVL_MERGE_INCREMENTAL && merge != KVL_MERGE_INCREMENTAL_REPLAY;
-        KvlLora *lora = merge == KVL_MERGE_COMPOSE_SUM || merge == KVL_MERGE_COMPOSE_ORTHOGONAL ? &parts[k] : &parts[0];
+        KvlLora *lora = composed ? &parts[k] : &parts[0];
         if (needle_doc_open(&docs[k], m, tok, no, NULL, kvl_document_seed(seed, (uint64_t)k, 1), 1)) goto done;
         room = docs[k].room;
         if (teacher_set_compute(&sets[k], m, &docs[k].cache, docs[k].probes, docs[k].n_probes, topk, budget, NULL)) goto done;
@@ -6805,14 +6831,14 @@ int kvl_needle_sessions(KvlModel *m, KvlTokenizer *tok, const KvlSessionsOptions
         opt.seed = no->distill.seed + (uint64_t)k;
         opt.orthogonal_to = merge == KVL_MERGE_COMPOSE_ORTHOGONAL && k > 0 ? &state : NULL;
         if (distill_sets(m, &bos, 1, pool, n_sets, 1, merge == KVL_MERGE_INCREMENTAL_REPLAY ? o->replay : 0.0f, lora, &opt, NULL)) goto done;
-        if (lora == &parts[k]) {                /* compose: the sum of every session's adapter so far */
+        if (composed) {                         /* the sum of every session's adapter so far */
             KvlLora sum = {0};
             if (kvl_lora_combine(&sum, parts, ones, k + 1, c)) goto done;
             kvl_lora_free(&state);
             state = sum;
         }
         if (merge == KVL_MERGE_WEIGHTS && kvl_lora_merge(m, lora, 1.0f)) goto done;
-        m->lora = merge == KVL_MERGE_WEIGHTS ? NULL : lora == &parts[k] ? &state : lora;
+        m->lora = merge == KVL_MERGE_WEIGHTS ? NULL : composed ? &state : lora;
         int e = ask_without_context(m, tok, docs[k].needles, K, room, logits, correct, &res->learnt[k]);
         m->lora = NULL;                         /* the next session's teacher: the model (merged or not) alone */
         if (e) goto done;
@@ -6825,7 +6851,6 @@ int kvl_needle_sessions(KvlModel *m, KvlTokenizer *tok, const KvlSessionsOptions
             distill_sets(m, &bos, 1, sets, S, S, 0.0f, &parts[0], &opt, NULL))
             goto done;
     }
-    int composed = merge == KVL_MERGE_COMPOSE_SUM || merge == KVL_MERGE_COMPOSE_ORTHOGONAL;
     m->lora = merge == KVL_MERGE_WEIGHTS ? NULL : composed ? &state : &parts[0];
     res->adapter_bytes = merge == KVL_MERGE_WEIGHTS ? 0 : m->lora->n_params * sizeof(float);
     for (int k = 0; k < S; k++)
@@ -6871,8 +6896,10 @@ static void quantize_group(float *x, int n, size_t stride, int bits)
 /* KIVI's quantised cache (Liu et al., 2024): keys per channel, each channel's values over
    `group` consecutive tokens sharing a scale and a zero point (keys have outlier channels,
    so a channel is the unit that varies least); values per token, each token's head_dim
-   values in groups of `group` channels; the last `residual` tokens stay in float. The
-   cache keeps the dequantised values, which the model reads as it would the float ones.
+   values in groups of `group` channels; the last `residual` tokens stay in float. A last
+   group of keys shorter than `group` tokens is quantised as it is (KIVI keeps it in float
+   until it fills: give `residual` for that). The cache keeps the dequantised values, which
+   the model reads as it would the float ones.
    *bytes: the cache as stored: bits per quantised value, 8 bytes per group (scale and zero
    point as float32), 4 per value of the float tokens. */
 int kvl_cache_quantize(KvlCache *cache, int bits, int group, int residual, size_t *bytes)
@@ -7860,8 +7887,8 @@ static int distill_train(KvlModel *m, KvlCache *cache, const DistillArgs *a, con
     size_t bytes = teacher_bytes(c->vocab_size, (int)a->teacher_topk, probes, n_probes);
     if (a->method != KVL_METHOD_CLOSED_FORM && bytes > teacher_memory)
         fprintf(stderr, "kvlora: the teacher's %s (%.0f MB) exceed --teacher-memory: they go to %s, removed when done\n",
-                a->teacher_topk ? "top-K rows" : "logits", bytes / 1048576.0, teacher_file);
-    if (a->teacher_topk)
+                teacher_topk((int)a->teacher_topk, c->vocab_size) ? "top-K rows" : "logits", bytes / 1048576.0, teacher_file);
+    if (teacher_topk((int)a->teacher_topk, c->vocab_size))
         fprintf(stderr, "kvlora: the teacher kept as its top %lld tokens and the rest's mass: the steps print the KL over those "
                 "(below the exact KL); the losses before and after are exact\n", a->teacher_topk);
     KvlDistillOptions opt = {use_kl, (int)a->steps, (int)a->batch, a->lr, a->weight_decay, (uint64_t)a->seed, print_progress, &progress,
@@ -8638,7 +8665,8 @@ static int cmd_needle(int argc, char **argv)
         {"--chunk-len", OPT_INT, &a.chunk_len, 1, 1 << 20, "32", "L", "context probes' length"},
         {"--seed", OPT_INT, &a.seed, 0, INFINITY, "0", "S", "seed of the documents, samples and adapters"},
         {"--json", OPT_FLAG, &a.json, 0, 0, NULL, NULL, "print one JSON object instead of the tables"},
-        {"--svg", OPT_STRING, &a.svg, 0, 0, NULL, "FILE", "draw recall by context length x depth, one panel per way of asking"},
+        {"--svg", OPT_STRING, &a.svg, 0, 0, NULL, "FILE", "draw recall by context length x depth, one panel per way of asking\n"
+                                                     "(with --sessions: the forgetting curves)"},
         {"--threads", OPT_INT, &a.threads, 1, 1024, NULL, "N", "OpenMP threads (default: OpenMP's own choice)"},
         {.help = "many sessions:"},
         {"--sessions", OPT_INT, &a.sessions, 0, KVL_SESSIONS_MAX, "0", "S", "S sessions learnt in turn (0: the single-document test above)"},
@@ -8673,6 +8701,9 @@ static int cmd_needle(int argc, char **argv)
     if (a.sessions) {
         if (a.lens.n > 1 || o.n_runs > 1 || a.methods.v[0] != KVL_METHOD_GRADIENT)
             return usage_error("needle", "--sessions takes one --context-len, one --rank and the gradient method");
+        for (int i = 0; i < a.merges.n; i++)
+            for (int j = 0; j < i; j++)
+                if (a.merges.v[i] == a.merges.v[j]) return usage_error("needle", "--merge names %s twice", kvl_merge_names[a.merges.v[i]]);
         return sessions_run(&a, &o);
     }
     return needle_run(&a, &o);

@@ -499,7 +499,8 @@ extern const char *const kvl_merge_names[KVL_N_MERGES];   /* "incremental", ... 
 
 typedef struct {
     KvlNeedleOptions needle;      /* each session's document, probes and distillation: runs[0]'s
-                                     rank and alpha, the gradient method */
+                                     rank and alpha, the gradient method; each session's teacher
+                                     rows get needle.distill.teacher_memory (beyond: a file each) */
     int n_sessions;               /* S, 1 .. KVL_SESSIONS_MAX */
     float replay;                 /* incremental-replay: the share of each batch from earlier sessions */
     int drift_documents;          /* fresh needle documents for the drift of in-context recall */

@@ -2347,8 +2347,10 @@ static void test_orthogonal_adapters(void)
 /* Replay draws its share: main probes of 3 tokens, replayed ones of 5, so a step's token
    count tells how many of each the batch holds. Batch 8 with replay 0.25 takes 2 replayed
    and 6 new probes every step (18 + 10 = 28 tokens), with replay 0.5 takes 4 and 4 (32),
-   without a replay pool all 8 from the main one (24); and a share larger than the replay
-   pool takes the whole pool (replay 0.9 of 8 with 3 replayed probes: 3, 5 new: 30). */
+   without a replay pool all 8 from the main one (24); a share larger than the replay pool
+   takes the whole pool (replay 0.9 of 8 with 3 replayed probes: 3, 5 new: 30); and a share
+   keeps at least one probe of each kind (0.05 of 8 takes 1 replayed, 0.99 of 8 takes 7:
+   26 and 38 tokens), so that replay neither vanishes nor crowds the new session out. */
 typedef struct { int steps, tokens[8]; } TokenLog;
 
 static int log_tokens(void *ctx, int step, int steps, double loss, double elapsed, double eta, int tokens)
@@ -2376,7 +2378,8 @@ static void test_replay_share(void)
              teacher_set_compute(&sets[1], m, &distilled.cache, old, 10, 8, (size_t)1 << 30, NULL) == 0;
     CHECK(ok, "teacher sets: %s", ok ? "ok" : kvl_last_error());
     if (!ok) return;
-    static const struct { float replay; int n_sets, n_old, want; } cases[] = {{0.25f, 2, 10, 28}, {0.5f, 2, 10, 32}, {0.25f, 1, 0, 24}, {0.9f, 2, 3, 30}};
+    static const struct { float replay; int n_sets, n_old, want; } cases[] = {{0.25f, 2, 10, 28}, {0.5f, 2, 10, 32}, {0.25f, 1, 0, 24}, {0.9f, 2, 3, 30},
+                                                                         {0.05f, 2, 10, 26}, {0.99f, 2, 10, 38}};
     kvl_lora_parse_targets("all", has);
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         KvlLora lora;
@@ -2399,10 +2402,11 @@ static void test_replay_share(void)
     teacher_set_free(&sets[1]);
 }
 
-/* KIVI's quantised cache, against a plain re-derivation here: every key within half a step
-   of its group (a channel over `group` tokens) and every value within half a step of its
-   group (a token's `group` channels), where a step is (max - min) / (2^bits - 1) of the
-   group's float values, plus float rounding (1e-6 of the group's range and magnitude); the
+/* KIVI's quantised cache, against a plain re-derivation here: every key on one of the
+   2^bits levels min + q step of its group (a channel over `group` tokens) and within half
+   a step of where it was, and every value likewise in its group (a token's `group`
+   channels), where a step is (max - min) / (2^bits - 1) of the group's float values, plus
+   float rounding (1e-6 of the group's range and magnitude; 1e-3 of a step off a level); the
    last `residual` tokens untouched, bit for bit; the largest error shrinking with more
    bits; and the bytes as the comment of kvl_cache_quantize counts them. On the fixture's
    49-token cache, groups of 16 (so the last group is partial) and 5 float tokens. */
@@ -2440,7 +2444,9 @@ static void test_kivi_cache(void)
                                 lo = fminf(lo, z); hi = fmaxf(hi, z); big = fmaxf(big, fabsf(z));
                             }
                         double err = fabs((double)y[i] - x[i]), step = (hi - lo) / ((1 << bits[b]) - 1.0);
-                        within &= err <= step / 2 + 1e-6 * (hi - lo + big);
+                        double q = step > 0 ? (y[i] - lo) / step : 0.0;     /* a level: 0 .. 2^bits - 1 */
+                        within &= err <= step / 2 + 1e-6 * (hi - lo + big) && fabs(q - floor(q + 0.5)) <= 1e-3 &&
+                                  q > -0.5 && q < (1 << bits[b]) - 0.5;
                         worst[b] = fmax(worst[b], err);
                     }
             }
@@ -4037,6 +4043,7 @@ static void test_kl_topk_against_exact(void)
     float zs[TOPK_T * TOPK_V], zt[TOPK_T * TOPK_V], d[TOPK_T * TOPK_V], d_exact[TOPK_T * TOPK_V];
     unsigned char rows[TOPK_T * sizeof(float) * (2 * TOPK_V + 1)];
     ProbIndex order[2 * TOPK_V];
+    unsigned char in_top[TOPK_V];
     KvlRng rng;
     kvl_rng_seed(&rng, 7);
     for (int i = 0; i < TOPK_T * TOPK_V; i++) {
@@ -4047,13 +4054,13 @@ static void test_kl_topk_against_exact(void)
     kl_forward_backward(&exact, d_exact, zs, zt, TOPK_T, TOPK_V, TOPK_T);
 
     size_t row = teacher_row_bytes(TOPK_V, TOPK_V);             /* K = V: the exact KL */
-    for (int t = 0; t < TOPK_T; t++) teacher_topk_row(rows + t * row, zt + t * TOPK_V, TOPK_V, TOPK_V, order);
+    for (int t = 0; t < TOPK_T; t++) teacher_topk_row(rows + t * row, zt + t * TOPK_V, TOPK_V, TOPK_V, order, in_top);
     double all = kl_topk_loss(zs, rows, TOPK_V, d), worst = 0.0;
     for (int i = 0; i < TOPK_T * TOPK_V; i++) worst = fmax(worst, fabs(d[i] - d_exact[i]));
     CHECK(fabs(all - exact) <= 1e-6 * exact && worst <= 1e-6, "top-K with K = V is the exact KL: %.9f vs %.9f, gradients %.2g apart", all, exact, worst);
 
     row = teacher_row_bytes(TOPK_V, TOPK_K);
-    for (int t = 0; t < TOPK_T; t++) teacher_topk_row(rows + t * row, zt + t * TOPK_V, TOPK_V, TOPK_K, order);
+    for (int t = 0; t < TOPK_T; t++) teacher_topk_row(rows + t * row, zt + t * TOPK_V, TOPK_V, TOPK_K, order, in_top);
     int row_ok = 1;
     double missing = 0.0;                       /* sum_t r_t KL(p_t | rest || p_s | rest) / T */
     for (int t = 0; t < TOPK_T; t++) {
@@ -4126,6 +4133,7 @@ static void test_kl_topk_golden(void)
     float *want = malloc(sizeof(float) * T * V);
     unsigned char *rows = malloc(teacher_row_bytes(V, V) * T);
     ProbIndex *order = malloc(sizeof(ProbIndex) * 2 * V);
+    unsigned char *in_top = malloc(V);
     int32_t *ids = malloc(sizeof(int32_t) * T * V);
     kvl_st_read_f32(&st, si, zs);
     kvl_st_read_f32(&st, ti, zt);
@@ -4133,7 +4141,7 @@ static void test_kl_topk_golden(void)
         int K = ks[i];
         char name[64], label[160];
         size_t row = teacher_row_bytes(V, K);
-        for (int t = 0; t < T; t++) teacher_topk_row(rows + t * row, zt + (size_t)t * V, V, K, order);
+        for (int t = 0; t < T; t++) teacher_topk_row(rows + t * row, zt + (size_t)t * V, V, K, order, in_top);
         const KvlTensorInfo *li, *gi, *ii;
         float loss_want = 0.0f;
         snprintf(name, sizeof name, "loss_k%d", K);
@@ -4158,7 +4166,7 @@ static void test_kl_topk_golden(void)
         snprintf(label, sizeof label, "top-%d KL gradient vs autograd", K);
         check_tensor_rel(label, d, want, (size_t)T * V, 1e-5);
     }
-    free(zs); free(zt); free(d); free(want); free(rows); free(order); free(ids);
+    free(zs); free(zt); free(d); free(want); free(rows); free(order); free(in_top); free(ids);
     kvl_st_close(&st);
 }
 
@@ -4513,6 +4521,44 @@ static void test_cli_needle(void)
     remove(out);
     remove(out_runs);
     remove(svg);
+}
+
+/* kvl_needle_sessions leaves the model as it found it: after merge-weights, which merges
+   every session's adapter into the weights and measures the drift against the base
+   weights, the weights are the base model's bit for bit and m->lora is back; a trained
+   state drifts (KL > 0 on the filler: the --steps 0 run in cli_needle_sessions shows that
+   an untrained one does not); and compose-orthogonal refuses sessions whose A rows cannot
+   all be orthogonal (2 x rank 65 on inputs of 128). Tiny: 2 sessions of one needle in 48
+   tokens, 2 steps. */
+static void test_sessions_leave_the_model(void)
+{
+    if (!file_exists("data/model/config.json")) { SKIP("sessions: data/model not present"); return; }
+    KvlModel *m = NULL;
+    KvlTokenizer *tok = NULL;
+    if (kvl_model_load(&m, "data/model") || kvl_tokenizer_load(&tok, "data/model/tokenizer.json")) {
+        CHECK(0, "load data/model: %s", kvl_last_error());
+        kvl_model_free(m);
+        return;
+    }
+    KvlSessionsOptions o = {0};
+    KvlSessionsResult res;
+    o.needle.n_needles = 1; o.needle.context_len = 48; o.needle.probes = KVL_PROBES_SELF_STUDY;
+    o.needle.n_self_study = 2; o.needle.self_study_len = 8; o.needle.chunk_len = 16; o.needle.n_runs = 1;
+    o.needle.runs[0] = (KvlNeedleRun){KVL_METHOD_GRADIENT, 2, 4.0f};
+    for (int i = 0; i < KVL_N_TARGETS; i++) o.needle.targets[i] = 1;
+    o.needle.distill = (KvlDistillOptions){1, 2, 2, 1e-2f, 0.0f, 0, NULL, NULL, 0, NULL, 0, NULL};
+    o.n_sessions = 2; o.replay = 0.25f; o.drift_documents = 0; o.drift_tokens = 16;
+    float *weights = malloc(sizeof(float) * m->n_params);
+    memcpy(weights, m->memory, sizeof(float) * m->n_params);
+    int r = kvl_needle_sessions(m, tok, &o, KVL_MERGE_WEIGHTS, 1, &res);
+    CHECK(r == 0 && memcmp(weights, m->memory, sizeof(float) * m->n_params) == 0 && m->lora == NULL && res.drift_kl > 0,
+          "merge-weights: the base weights back bit for bit, no adapter left, a drift (KL %.3g): %s", res.drift_kl, r ? kvl_last_error() : "ok");
+    o.needle.runs[0] = (KvlNeedleRun){KVL_METHOD_GRADIENT, 65, 130.0f};
+    r = kvl_needle_sessions(m, tok, &o, KVL_MERGE_COMPOSE_ORTHOGONAL, 1, &res);
+    CHECK(r != 0 && strstr(kvl_last_error(), "orthogonal room"), "2 sessions of rank 65 on 128 inputs: %s", kvl_last_error());
+    free(weights);
+    kvl_tokenizer_free(tok);
+    kvl_model_free(m);
 }
 
 /* needle --sessions on the built-in model, small: 2 sessions of one needle in 96 tokens,
@@ -4929,6 +4975,7 @@ static const struct { const char *name; void (*fn)(void); } tests[] = {
     {"builtin_model_greedy_answers", test_builtin_model_greedy_answers},
     {"needle_builtin_model", test_needle_builtin_model},
     {"cli_needle", test_cli_needle},
+    {"sessions_leave_the_model", test_sessions_leave_the_model},
     {"cli_needle_sessions", test_cli_needle_sessions},
     {"cli_needle_usage", test_cli_needle_usage},
     {"argmax", test_argmax},
