@@ -6721,7 +6721,7 @@ static int session_drift(KvlModel *m, KvlTokenizer *tok, const KvlSessionsOption
     res->drift_asked = res->drift_base = res->drift_right = 0;
     if (!logits || (n_weights && !final_weights)) goto done;
     if (n_weights) memcpy(final_weights, m->memory, sizeof(float) * n_weights);
-    if (needle_context(tok, NULL, 0, NULL, o->drift_tokens, kvl_document_seed(seed, KVL_SESSIONS_MAX, 1), &ids, &n_filler) ||
+    if (needle_context(tok, NULL, 0, NULL, o->drift_tokens, kvl_document_seed(seed, 2 * KVL_SESSIONS_MAX, 1), &ids, &n_filler) ||
         !(filler = xmalloc(sizeof(int) * (n_filler + 1))) || !(adapted = xmalloc(sizeof(float) * (n_filler + 1) * V)) ||
         !(base = xmalloc(sizeof(float) * (n_filler + 1) * V)) || kvl_cache_init(&cache, c, n_filler + 1))
         goto done;
@@ -6735,7 +6735,7 @@ static int session_drift(KvlModel *m, KvlTokenizer *tok, const KvlSessionsOption
         cache.n_tokens = 0;
         if (kvl_forward(m, &cache, filler, n_filler + 1, pass ? base : adapted, n_filler + 1)) goto done;
         for (int j = 0; j < o->drift_documents; j++) {
-            if (needle_doc_open(&d, m, tok, &o->needle, NULL, kvl_document_seed(seed, KVL_SESSIONS_MAX + 1 + (uint64_t)j, 1), 0)) goto done;
+            if (needle_doc_open(&d, m, tok, &o->needle, NULL, kvl_document_seed(seed, KVL_SESSIONS_MAX + (uint64_t)j, 1), 0)) goto done;
             for (int k = 0; k < o->needle.n_needles; k++) {
                 int correct = 0;
                 if (needle_ask(m, tok, &d.cache, &d.needles[k], d.room, logits, &correct)) goto done;
@@ -6787,6 +6787,8 @@ int kvl_needle_sessions(KvlModel *m, KvlTokenizer *tok, const KvlSessionsOptions
     if (merge < 0 || merge >= KVL_N_MERGES) return fail("sessions: no merging strategy %d", merge);
     if (K < 1 || K > KVL_NEEDLE_MAX) return fail("sessions: %d needles (1 .. %d)", K, KVL_NEEDLE_MAX);
     if (!(o->replay >= 0.0f && o->replay < 1.0f)) return fail("sessions: a replay share of %g (0 <= share < 1)", o->replay);
+    if (o->drift_documents < 0 || o->drift_documents > KVL_SESSIONS_MAX)      /* (their seeds come after the sessions', before the filler's) */
+        return fail("sessions: %d drift documents (0 .. %d)", o->drift_documents, KVL_SESSIONS_MAX);
     NeedleDoc *docs = xcalloc((size_t)S, sizeof *docs);
     TeacherSet *sets = xcalloc((size_t)S, sizeof *sets), *pool = xcalloc((size_t)S, sizeof *pool);
     KvlLora *parts = xcalloc((size_t)S, sizeof *parts), state = {0};
@@ -8674,7 +8676,7 @@ static int cmd_needle(int argc, char **argv)
          "incremental|incremental-replay|compose-sum|compose-orthogonal|merge-weights|joint", "how sessions' adapters are combined;\n"
                                                                                               "several, comma-separated"},
         {"--replay", OPT_FLOAT, &a.replay, 0, 0.99f, "0.25", "F", "incremental-replay: the share of each batch from earlier sessions"},
-        {"--drift-docs", OPT_INT, &a.drift_docs, 0, 1 << 20, "2", "N", "fresh documents for the drift of in-context recall"},
+        {"--drift-docs", OPT_INT, &a.drift_docs, 0, KVL_SESSIONS_MAX, "2", "N", "fresh documents for the drift of in-context recall"},
         {"--drift-tokens", OPT_INT, &a.drift_tokens, 16, 1 << 20, "256", "T", "fresh filler tokens for the drift's KL"},
     };
     int r = parse_options("needle", needle_usage, opts, COUNT(opts), argc, argv, &a.dir, 1, 1);

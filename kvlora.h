@@ -503,7 +503,7 @@ typedef struct {
                                      rows get needle.distill.teacher_memory (beyond: a file each) */
     int n_sessions;               /* S, 1 .. KVL_SESSIONS_MAX */
     float replay;                 /* incremental-replay: the share of each batch from earlier sessions */
-    int drift_documents;          /* fresh needle documents for the drift of in-context recall */
+    int drift_documents;          /* fresh needle documents for the drift of in-context recall (0 .. KVL_SESSIONS_MAX) */
     int drift_tokens;             /* fresh filler tokens for the drift's KL */
     /* after each session (the joint strategy: once, at the end); may be NULL */
     void (*progress)(void *ctx, int merge, int session, int n_sessions, int right, int asked, double seconds);
