@@ -76,7 +76,7 @@ test_san: test.c kvlora.c kvlora.h
 # The sanitized build has no OpenMP, so the pass runs as two halves side by side, split
 # near the middle of its time (test.c's --until and --from). Each half writes a log that
 # is printed whole when it ends, so that the two outputs do not interleave.
-SAN_SPLIT = checkpoint_and_interrupt
+SAN_SPLIT = cli_dump_gradients
 sanitize: sanitize-first-half sanitize-second-half
 sanitize-first-half: HALF = --until $(SAN_SPLIT)
 sanitize-second-half: HALF = --from $(SAN_SPLIT)

@@ -4577,9 +4577,10 @@ static void test_cli_needle_sessions(void)
     Json *j = NULL;
     remove(svg);
 #ifdef KVLORA_TEST_QUICK                        /* (the sanitizers look for memory errors: tiny, no recall threshold; the
-                                                   replay and joint pools are replay_share's, also under them) */
+                                                   replay and joint pools are replay_share's, merge-weights is
+                                                   sessions_leave_the_model's, also under them) */
     const char *run = "--context-len 48 --self-study 2 --self-study-len 8 --steps 2 --drift-docs 0 --drift-tokens 16 "
-                      "--merge compose-orthogonal,merge-weights", *drawn = "compose-orthogonal";
+                      "--merge compose-orthogonal", *drawn = "compose-orthogonal";
 #else
     const char *run = "--context-len 96 --self-study 6 --self-study-len 24 --steps 12 --drift-docs 1 --drift-tokens 32 "
                       "--merge incremental-replay,joint", *drawn = "incremental-replay";
