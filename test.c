@@ -4528,8 +4528,8 @@ static void test_cli_needle(void)
    weights, the weights are the base model's bit for bit and m->lora is back; a trained
    state drifts (KL > 0 on the filler: the --steps 0 run in cli_needle_sessions shows that
    an untrained one does not); and compose-orthogonal refuses sessions whose A rows cannot
-   all be orthogonal (2 x rank 65 on inputs of 128). Tiny: 2 sessions of one needle in 48
-   tokens, 2 steps. */
+   all be orthogonal (2 x rank 65 on inputs of 128). Tiny: 2 sessions of one needle in 32
+   tokens, one self-study sample, 2 steps. */
 static void test_sessions_leave_the_model(void)
 {
     if (!file_exists("data/model/config.json")) { SKIP("sessions: data/model not present"); return; }
@@ -4542,8 +4542,8 @@ static void test_sessions_leave_the_model(void)
     }
     KvlSessionsOptions o = {0};
     KvlSessionsResult res;
-    o.needle.n_needles = 1; o.needle.context_len = 48; o.needle.probes = KVL_PROBES_SELF_STUDY;
-    o.needle.n_self_study = 2; o.needle.self_study_len = 8; o.needle.chunk_len = 16; o.needle.n_runs = 1;
+    o.needle.n_needles = 1; o.needle.context_len = 32; o.needle.probes = KVL_PROBES_SELF_STUDY;
+    o.needle.n_self_study = 1; o.needle.self_study_len = 4; o.needle.chunk_len = 16; o.needle.n_runs = 1;
     o.needle.runs[0] = (KvlNeedleRun){KVL_METHOD_GRADIENT, 2, 4.0f};
     for (int i = 0; i < KVL_N_TARGETS; i++) o.needle.targets[i] = 1;
     o.needle.distill = (KvlDistillOptions){1, 2, 2, 1e-2f, 0.0f, 0, NULL, NULL, 0, NULL, 0, NULL};
@@ -4579,7 +4579,7 @@ static void test_cli_needle_sessions(void)
 #ifdef KVLORA_TEST_QUICK                        /* (the sanitizers look for memory errors: tiny, no recall threshold; the
                                                    replay and joint pools are replay_share's, merge-weights is
                                                    sessions_leave_the_model's, also under them) */
-    const char *run = "--context-len 48 --self-study 2 --self-study-len 8 --steps 2 --drift-docs 0 --drift-tokens 16 "
+    const char *run = "--context-len 32 --self-study 1 --self-study-len 4 --steps 1 --drift-docs 0 --drift-tokens 16 "
                       "--merge compose-orthogonal", *drawn = "compose-orthogonal";
     size_t n_strategies = 1;
 #else
