@@ -4981,11 +4981,13 @@ static void teacher_set_free(TeacherSet *ts)
     memset(ts, 0, sizeof *ts);
 }
 
-/* The rows of the base model (m without adapter) reading the cache, then each probe. */
+/* The rows of the base model (m without adapter) reading the cache, then each probe: in
+   memory up to budget bytes (0: 256 MB), else in file (NULL: an anonymous one). */
 static int teacher_set_compute(TeacherSet *ts, KvlModel *m, KvlCache *cache, const KvlProbe *probes, int n_probes, int topk,
                                size_t budget, const char *file)
 {
     int V = m->config.vocab_size, named = 0, r = -1;
+    if (budget == 0) budget = (size_t)256 << 20;
     memset(ts, 0, sizeof *ts);
     if (V < 1 || n_probes < 1) return fail("distill: no vocabulary or no probes");
     ts->probes = probes;
@@ -5021,6 +5023,14 @@ static const unsigned char *teacher_set_rows(const TeacherSet *ts, int i, unsign
     return teacher_read(ts->fp, ts->at[i], ts->probes[i].n, ts->row_bytes, buffer) ? NULL : buffer;
 }
 
+/* a -= (a . q) q, the sum in double: a loses its component along the unit vector q. */
+static void remove_component(float *a, const float *q, int n)
+{
+    double dot = 0.0;
+    for (int i = 0; i < n; i++) dot += (double)a[i] * q[i];
+    for (int i = 0; i < n; i++) a[i] -= (float)(dot * q[i]);
+}
+
 /* Keeping an adapter's A rows orthogonal to another's (O-LoRA's aim, the "orthogonal"
    sessions): basis gets, for each target and layer, an orthonormal basis of the span of
    lora's A rows (modified Gram-Schmidt in double; a row that depends on the ones before it
@@ -5040,12 +5050,7 @@ static int orthonormal_rows(KvlLora *basis, const KvlLora *lora, const KvlConfig
                 float *a = A + (size_t)r * in;
                 double before = 0.0, after = 0.0;
                 for (int i = 0; i < in; i++) before += (double)a[i] * a[i];
-                for (int q = 0; q < r; q++) {
-                    const float *b = A + (size_t)q * in;
-                    double dot = 0.0;
-                    for (int i = 0; i < in; i++) dot += (double)a[i] * b[i];
-                    for (int i = 0; i < in; i++) a[i] -= (float)(dot * b[i]);
-                }
+                for (int q = 0; q < r; q++) remove_component(a, A + (size_t)q * in, in);
                 for (int i = 0; i < in; i++) after += (double)a[i] * a[i];
                 double scale = after > 1e-12 * before && after > 0.0 ? 1.0 / sqrt(after) : 0.0;
                 for (int i = 0; i < in; i++) a[i] = (float)(a[i] * scale);
@@ -5063,12 +5068,7 @@ static void project_out_rows(KvlLora *lora, const KvlLora *basis)
         for (int l = 0; l < lora->n_layers; l++)
             for (int r = 0; r < lora->rank; r++) {
                 float *a = lora->A[t] + ((size_t)l * lora->rank + r) * in;
-                for (int q = 0; q < basis->rank; q++) {
-                    const float *b = basis->A[t] + ((size_t)l * basis->rank + q) * in;
-                    double dot = 0.0;
-                    for (int i = 0; i < in; i++) dot += (double)a[i] * b[i];
-                    for (int i = 0; i < in; i++) a[i] -= (float)(dot * b[i]);
-                }
+                for (int q = 0; q < basis->rank; q++) remove_component(a, basis->A[t] + ((size_t)l * basis->rank + q) * in, in);
             }
     }
 }
@@ -5199,8 +5199,7 @@ int kvl_distill(KvlModel *m, KvlCache *cache, const int *prefix, int n_prefix, c
     int topk = teacher_topk(opt->teacher_topk, V);
     if (topk && !opt->use_kl) return fail("distill: a top-K teacher needs the KL loss (the squared logit difference needs every logit)");
     TeacherSet ts;
-    size_t budget = opt->teacher_memory ? opt->teacher_memory : (size_t)256 << 20;
-    if (teacher_set_compute(&ts, m, cache, probes, n_probes, topk, budget, opt->teacher_file)) return -1;
+    if (teacher_set_compute(&ts, m, cache, probes, n_probes, topk, opt->teacher_memory, opt->teacher_file)) return -1;
     int r = distill_sets(m, prefix, n_prefix, &ts, 1, 1, 0.0f, lora, opt, final_loss);
     teacher_set_free(&ts);
     return r;
@@ -6486,6 +6485,12 @@ done:
 
 /* ---- the needle test: recall with the context, without it, and with the adapter ---- */
 
+/* The <s> every needle text starts with (id 0 for a model that has none). */
+static int needle_bos(const KvlConfig *c)
+{
+    return c->bos_token_id >= 0 ? c->bos_token_id : 0;
+}
+
 /* The longest document (in whole sentences) of at most n_tokens tokens with the needles at
    their depths; *ids gets its tokens (no <s>). The needles follow from the seed alone, so
    the filler can grow one sentence at a time around the same needles. */
@@ -6563,7 +6568,7 @@ static int ask_without_context(KvlModel *m, KvlTokenizer *tok, const KvlNeedle *
                                int correct[KVL_NEEDLE_MAX], int *right)
 {
     KvlCache empty = {0};
-    int bos = m->config.bos_token_id >= 0 ? m->config.bos_token_id : 0, r = 0;
+    int bos = needle_bos(&m->config), r = 0;
     *right = 0;
     if (kvl_cache_init(&empty, &m->config, 1 + room) || kvl_forward(m, &empty, &bos, 1, NULL, 0)) r = -1;
     for (int k = 0; k < K && !r; k++)
@@ -6598,7 +6603,7 @@ static int needle_doc_open(NeedleDoc *d, KvlModel *m, KvlTokenizer *tok, const K
                            uint64_t doc_seed, int with_probes)
 {
     const KvlConfig *c = &m->config;
-    int *doc = NULL, n_chunks = 0, r = -1, bos = c->bos_token_id >= 0 ? c->bos_token_id : 0;
+    int *doc = NULL, n_chunks = 0, r = -1, bos = needle_bos(c);
     KvlProbe *chunks = NULL, prompt = {0};
     memset(d, 0, sizeof *d);
     if (needle_context(tok, d->needles, o->n_needles, depths, o->context_len, doc_seed, &doc, &d->n_doc)) return -1;
@@ -6639,14 +6644,14 @@ done:
    tokens with o->n_needles needles at depths, from doc_seed; its KV cache and probes; then
    each needle's question "\nQ: What is the secret code of NAME? A:" asked after the cached
    context and after <s> alone, and, for each run, after <s> alone with an adapter
-   distilled from those probes by the run's method (<s> read through it, as in training). Every run starts from the same initial
-   adapter (the seed), so that the runs differ only in method and rank. The generator's
-   codes are used only to score. */
+   distilled from those probes by the run's method (<s> read through it, as in training).
+   Every run starts from the same initial adapter (the seed), so that the runs differ only
+   in method and rank. The generator's codes are used only to score. */
 int kvl_needle_trial(KvlModel *m, KvlTokenizer *tok, const KvlNeedleOptions *o, const float *depths, uint64_t doc_seed,
                      KvlNeedleResult *res)
 {
     const KvlConfig *c = &m->config;
-    int K = o->n_needles, r = -1, bos = c->bos_token_id >= 0 ? c->bos_token_id : 0;
+    int K = o->n_needles, r = -1, bos = needle_bos(c);
     NeedleDoc d = {0};
     KvlLora lora = {0};
     float *logits = xmalloc(sizeof(float) * c->vocab_size);
@@ -6710,7 +6715,7 @@ static int session_drift(KvlModel *m, KvlTokenizer *tok, const KvlSessionsOption
                          KvlSessionsResult *res)
 {
     const KvlConfig *c = &m->config;
-    int V = c->vocab_size, bos = c->bos_token_id >= 0 ? c->bos_token_id : 0, r = -1, *filler = NULL, n_filler = 0;
+    int V = c->vocab_size, bos = needle_bos(c), r = -1, *filler = NULL, n_filler = 0;
     size_t n_weights = base_weights ? m->n_params : 0;
     const KvlLora *final_lora = m->lora;
     float *final_weights = n_weights ? xmalloc(sizeof(float) * n_weights) : NULL;
@@ -6780,7 +6785,7 @@ int kvl_needle_sessions(KvlModel *m, KvlTokenizer *tok, const KvlSessionsOptions
     const KvlConfig *c = &m->config;
     const KvlNeedleOptions *no = &o->needle;
     const KvlNeedleRun *u = &no->runs[0];
-    int S = o->n_sessions, K = no->n_needles, r = -1, bos = c->bos_token_id >= 0 ? c->bos_token_id : 0, room = 0;
+    int S = o->n_sessions, K = no->n_needles, r = -1, bos = needle_bos(c), room = 0;
     int correct[KVL_NEEDLE_MAX], composed = merge == KVL_MERGE_COMPOSE_SUM || merge == KVL_MERGE_COMPOSE_ORTHOGONAL;
     memset(res, 0, sizeof *res);
     if (S < 1 || S > KVL_SESSIONS_MAX) return fail("sessions: %d sessions (1 .. %d)", S, KVL_SESSIONS_MAX);
@@ -6795,7 +6800,6 @@ int kvl_needle_sessions(KvlModel *m, KvlTokenizer *tok, const KvlSessionsOptions
     float *ones = xmalloc(sizeof(float) * S), *logits = xmalloc(sizeof(float) * c->vocab_size);
     float *base_weights = merge == KVL_MERGE_WEIGHTS ? xmalloc(sizeof(float) * m->n_params) : NULL;
     const KvlLora *keep = m->lora;
-    size_t budget = no->distill.teacher_memory ? no->distill.teacher_memory : (size_t)256 << 20;
     double start = now_seconds();
     int topk = teacher_topk(no->distill.teacher_topk, c->vocab_size);
     res->n_sessions = S;
@@ -6820,7 +6824,7 @@ int kvl_needle_sessions(KvlModel *m, KvlTokenizer *tok, const KvlSessionsOptions
         KvlLora *lora = composed ? &parts[k] : &parts[0];
         if (needle_doc_open(&docs[k], m, tok, no, NULL, kvl_document_seed(seed, (uint64_t)k, 1), 1)) goto done;
         room = docs[k].room;
-        if (teacher_set_compute(&sets[k], m, &docs[k].cache, docs[k].probes, docs[k].n_probes, topk, budget, NULL)) goto done;
+        if (teacher_set_compute(&sets[k], m, &docs[k].cache, docs[k].probes, docs[k].n_probes, topk, no->distill.teacher_memory, NULL)) goto done;
         kvl_cache_free(&docs[k].cache);        /* the session ends: only its probes and rows remain */
         if (merge == KVL_MERGE_JOINT) continue;
         if (fresh || k == 0) {
@@ -7887,10 +7891,11 @@ static int distill_train(KvlModel *m, KvlCache *cache, const DistillArgs *a, con
     snprintf(teacher_file, sizeof teacher_file, "%s.teacher.tmp", a->out);
     size_t teacher_memory = a->teacher_mb ? (size_t)a->teacher_mb << 20 : 1;
     size_t bytes = teacher_bytes(c->vocab_size, (int)a->teacher_topk, probes, n_probes);
+    int sparse = teacher_topk((int)a->teacher_topk, c->vocab_size) > 0;
     if (a->method != KVL_METHOD_CLOSED_FORM && bytes > teacher_memory)
         fprintf(stderr, "kvlora: the teacher's %s (%.0f MB) exceed --teacher-memory: they go to %s, removed when done\n",
-                teacher_topk((int)a->teacher_topk, c->vocab_size) ? "top-K rows" : "logits", bytes / 1048576.0, teacher_file);
-    if (teacher_topk((int)a->teacher_topk, c->vocab_size))
+                sparse ? "top-K rows" : "logits", bytes / 1048576.0, teacher_file);
+    if (sparse)
         fprintf(stderr, "kvlora: the teacher kept as its top %lld tokens and the rest's mass: the steps print the KL over those "
                 "(below the exact KL); the losses before and after are exact\n", a->teacher_topk);
     KvlDistillOptions opt = {use_kl, (int)a->steps, (int)a->batch, a->lr, a->weight_decay, (uint64_t)a->seed, print_progress, &progress,
@@ -8339,6 +8344,15 @@ typedef struct {
     double wall;                        /* the whole test */
 } NeedleTally;
 
+/* An SVG figure's opening: its size, a white page and the title at the top left. */
+static int svg_open(Buf *b, int width, int height, const char *title)
+{
+    return buf_printf(b, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" font-family=\"sans-serif\" font-size=\"12\">\n",
+                      width, height) ||
+           buf_printf(b, "<rect width=\"%d\" height=\"%d\" fill=\"white\"/>\n", width, height) ||
+           buf_puts(b, "<text x=\"10\" y=\"22\" font-size=\"15\">") || buf_puts(b, title) || buf_puts(b, "</text>\n");
+}
+
 /* The heatmap: one panel per way of asking (the first run's adapter), context lengths
    across, depths down. */
 static int needle_svg(const char *path, const Numbers *lens, const Numbers *depths, const NeedleTally *s, const char *title)
@@ -8347,9 +8361,7 @@ static int needle_svg(const char *path, const Numbers *lens, const Numbers *dept
     int n_lens = lens->n, n_depths = depths->n, cell = 48, left = 70, top = 60, panel_w = n_lens * cell + 40;
     int width = left + 3 * panel_w + 20, height = top + n_depths * cell + 70;
     Buf b = {0};
-    int r = buf_printf(&b, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" font-family=\"sans-serif\" font-size=\"12\">\n", width, height) ||
-            buf_printf(&b, "<rect width=\"%d\" height=\"%d\" fill=\"white\"/>\n", width, height) ||
-            buf_puts(&b, "<text x=\"10\" y=\"22\" font-size=\"15\">") || buf_puts(&b, title) || buf_puts(&b, "</text>\n");
+    int r = svg_open(&b, width, height, title);
     for (int w = 0; w < 3 && !r; w++) {
         int x0 = left + w * panel_w;
         r = buf_printf(&b, "<text x=\"%d\" y=\"%d\">%s</text>\n", x0, top - 10, panel_titles[w]);
@@ -8533,16 +8545,15 @@ static int sessions_svg(const char *path, const KvlSessionsResult *res, const in
     static const char *const colors[KVL_N_MERGES] = {"#d62728", "#ff7f0e", "#1f77b4", "#17becf", "#9467bd", "#2ca02c"};
     int S = res[0].n_sessions, left = 60, top = 50, plot_w = 520, plot_h = 260, width = left + plot_w + 190, height = top + plot_h + 60;
     Buf b = {0};
-    int r = buf_printf(&b, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" font-family=\"sans-serif\" font-size=\"12\">\n", width, height) ||
-            buf_printf(&b, "<rect width=\"%d\" height=\"%d\" fill=\"white\"/>\n", width, height) ||
-            buf_puts(&b, "<text x=\"10\" y=\"22\" font-size=\"15\">") || buf_puts(&b, title) || buf_puts(&b, "</text>\n") ||
+    int r = svg_open(&b, width, height, title) ||
             buf_printf(&b, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"none\" stroke=\"#888\"/>\n", left, top, plot_w, plot_h);
     for (int i = 0; i <= 4 && !r; i++)           /* recall 0, 25, ... 100% */
         r = buf_printf(&b, "<text x=\"%d\" y=\"%d\" text-anchor=\"end\">%d%%</text>\n", left - 6, top + plot_h - i * plot_h / 4 + 4, 25 * i);
     for (int k = 0; k < S && !r; k++)
         r = buf_printf(&b, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">%d</text>\n", left + (S > 1 ? k * plot_w / (S - 1) : plot_w / 2),
                        top + plot_h + 16, k + 1);
-    if (!r) r = buf_printf(&b, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">session (oldest first)</text>\n", left + plot_w / 2, top + plot_h + 36);
+    if (!r) r = buf_printf(&b, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">session (oldest first)</text>\n", left + plot_w / 2,
+                           top + plot_h + 36);
     for (int i = 0; i < n && !r; i++) {
         r = buf_printf(&b, "<polyline fill=\"none\" stroke-width=\"2\" stroke=\"%s\" points=\"", colors[merges[i]]);
         for (int k = 0; k < S && !r; k++)
@@ -8622,7 +8633,8 @@ static int sessions_run(const NeedleArgs *a, KvlNeedleOptions *o)
     }
     if (a->svg) {
         char title[256];
-        snprintf(title, sizeof title, "kvlora: %lld sessions of %lld needles, rank %lld, recall at the end by session", a->sessions, a->needles, run_rank(a, 0));
+        snprintf(title, sizeof title, "kvlora: %lld sessions of %lld needles, rank %lld, recall at the end by session", a->sessions,
+                 a->needles, run_rank(a, 0));
         if (failed(sessions_svg(a->svg, res, a->merges.v, n, title))) goto done;
         fprintf(stderr, "kvlora: wrote %s\n", a->svg);
     }
