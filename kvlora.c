@@ -2933,6 +2933,7 @@ static void model_fingerprint(const KvlModel *m, char out[17])
 int kvl_cache_save(const KvlCache *cache, const KvlModel *m, const int *tokens, int n_prefix, KvlDtype dtype, const char *path)
 {
     int L = cache->n_layers, T = cache->n_tokens, KVH = cache->n_kv_heads, HD = cache->head_dim;
+    if (cache->n_evicted) return fail("%s: an evicted cache's positions are not its slots: not saved", path);
     KvlTensorOut *ts = xcalloc((size_t)2 * L + 1, sizeof *ts);
     char *names = xcalloc((size_t)2 * L, 32);
     float *packed = xmalloc(sizeof(float) * 2 * (size_t)L * KVH * T * HD + 1);
@@ -3304,6 +3305,28 @@ static void rope_backward(float *d, const float *cos_t, const float *sin_t, int 
     }
 }
 
+/* The first key a query at position pos sees: 0, or with a sliding window the window's first. */
+static int first_key(int pos, const KvlConfig *c)
+{
+    return c->sliding_window && pos - c->sliding_window + 1 > 0 ? pos - c->sliding_window + 1 : 0;
+}
+
+/* Query q's attention probabilities over keys[first .. pos] ([P][HD]), into p[first .. pos]:
+   the scores q . k_j / sqrt(HD), less their maximum, exponentiated, over their sum. */
+static void attention_probabilities(float *p, const float *q, const float *keys, int first, int pos, int HD)
+{
+    float scale = 1.0f / sqrtf((float)HD), max_score = -INFINITY, sum = 0.0f;
+    for (int j = first; j <= pos; j++) {
+        p[j] = dot(q, keys + (size_t)j * HD, HD) * scale;
+        if (p[j] > max_score) max_score = p[j];
+    }
+    for (int j = first; j <= pos; j++) {
+        p[j] = expf(p[j] - max_score);
+        sum += p[j];
+    }
+    for (int j = first; j <= pos; j++) p[j] /= sum;
+}
+
 /* Causal attention of T new queries over the cache (which already holds their own keys):
    for head h, query t at position pos = pos0 + t attends to the positions j <= pos
    (and j > pos - window with a sliding window),
@@ -3316,33 +3339,42 @@ static void attention_forward(float *out, float *att, size_t head_stride, size_t
                               const KvlCache *cache, int layer, int pos0, int T, const KvlConfig *c)
 {
     int H = c->n_heads, HD = c->head_dim, group = c->n_heads / c->n_kv_heads;
-    float scale = 1.0f / sqrtf((float)HD);
     PARALLEL_FOR
     for (int h = 0; h < H; h++) {
         size_t head_offset = ((size_t)layer * c->n_kv_heads + h / group) * cache->max_tokens * HD;
         const float *keys = cache->k + head_offset, *values = cache->v + head_offset;
         for (int t = 0; t < T; t++) {
-            int pos = pos0 + t;
-            int first = (c->sliding_window && pos - c->sliding_window + 1 > 0) ? pos - c->sliding_window + 1 : 0;
-            const float *qt = q + ((size_t)t * H + h) * HD;
-            float *p = att + h * head_stride + t * row_stride;
-            float max_score = -INFINITY, sum = 0.0f;
-            for (int j = first; j <= pos; j++) {
-                p[j] = dot(qt, keys + (size_t)j * HD, HD) * scale;
-                if (p[j] > max_score) max_score = p[j];
-            }
-            for (int j = first; j <= pos; j++) {
-                p[j] = expf(p[j] - max_score);
-                sum += p[j];
-            }
-            float *o = out + ((size_t)t * H + h) * HD;
+            int pos = pos0 + t, first = first_key(pos, c);
+            float *p = att + h * head_stride + t * row_stride, *o = out + ((size_t)t * H + h) * HD;
+            attention_probabilities(p, q + ((size_t)t * H + h) * HD, keys, first, pos, HD);
             for (int d = 0; d < HD; d++) o[d] = 0.0f;
             for (int j = first; j <= pos; j++) {
-                p[j] /= sum;
                 const float *vj = values + (size_t)j * HD;
                 for (int d = 0; d < HD; d++) o[d] += p[j] * vj[d];
             }
         }
+    }
+}
+
+/* The attention each key receives, for the eviction policies of section 11 (H2O, SnapKV
+   rank keys by it): mass[g][j] += p_tj over the T queries at positions pos0 + t >= from and
+   the query heads of key/value head g, with attention_forward's probabilities, computed
+   again (rows: a row of scratch per thread, row_stride floats apart). mass is [KVH][P] of
+   layer `layer`, P = cache->max_tokens. Threads split the key/value heads. */
+static void attention_mass(float *mass, float *rows, size_t row_stride, const float *q, const KvlCache *cache, int layer,
+                           int pos0, int T, int from, const KvlConfig *c)
+{
+    int H = c->n_heads, KVH = c->n_kv_heads, HD = c->head_dim, group = H / KVH;
+    PARALLEL_FOR
+    for (int g = 0; g < KVH; g++) {
+        const float *keys = cache->k + ((size_t)layer * KVH + g) * cache->max_tokens * HD;
+        float *p = rows + thread_index() * row_stride, *m = mass + (size_t)g * cache->max_tokens;
+        for (int t = pos0 < from ? from - pos0 : 0; t < T; t++)
+            for (int h = g * group; h < (g + 1) * group; h++) {
+                int pos = pos0 + t, first = first_key(pos, c);
+                attention_probabilities(p, q + ((size_t)t * H + h) * HD, keys, first, pos, HD);
+                for (int j = first; j <= pos; j++) m[j] += p[j];
+            }
     }
 }
 
@@ -3554,6 +3586,9 @@ static void attention_block_forward(float *x, KvlCache *cache, const LayerBuffer
     attention_inputs(x, b, m, l, T);
     for (int t = 0; t < T; t++) cache_store(cache, b, l, t, pos0 + t);
     attention_forward_blocked(b->att_out, b->att, b->att_rows, b->att_head_stride, b->att_row_stride, b->q, cache, l, pos0, T, &m->config);
+    if (cache->mass && b->att_rows)             /* (the forward pass's, not the student's) */
+        attention_mass(cache->mass + (size_t)l * cache->n_kv_heads * cache->max_tokens, b->att_rows, b->att_head_stride, b->q,
+                       cache, l, pos0, T, cache->mass_from, &m->config);
     attention_output(x, b, m, l, T);
 }
 
@@ -3767,7 +3802,7 @@ static void forward_chunk(KvlModel *m, KvlCache *cache, const int *tokens, int T
     int D = c->dim;
     LayerBuffers b = forward_buffers(s);
     embedding_forward(s->x, tokens, m->w.embed, T, D);
-    rope_tables(s->rope_cos, s->rope_sin, s->inv_freq, cache->n_tokens, T, c->head_dim / 2);
+    rope_tables(s->rope_cos, s->rope_sin, s->inv_freq, cache->n_tokens + cache->n_evicted, T, c->head_dim / 2);
     for (int l = 0; l < c->n_layers; l++) layer_forward(s->x, cache, &b, m, l, cache->n_tokens, T);
     cache->n_tokens += T;
 }
@@ -3781,6 +3816,8 @@ int kvl_forward(KvlModel *m, KvlCache *cache, const int *tokens, int n_tokens, f
         return fail("forward: the KV cache was made for another model shape");
     if (n_tokens > cache->max_tokens - cache->n_tokens)
         return fail("forward: %d more tokens do not fit the KV cache (%d of %d positions used)", n_tokens, cache->n_tokens, cache->max_tokens);
+    if (cache->n_evicted && (int64_t)cache->n_evicted + cache->n_tokens + n_tokens > c->max_positions)
+        return fail("forward: %d more tokens after %d read exceed the model's %d positions", n_tokens, cache->n_evicted + cache->n_tokens, c->max_positions);
     for (int t = 0; t < n_tokens; t++)
         if (tokens[t] < 0 || tokens[t] >= c->vocab_size) return fail("forward: token id %d at index %d is outside the vocabulary [0, %d)", tokens[t], t, c->vocab_size);
     int chunk = n_tokens < CHUNK_TOKENS ? n_tokens : CHUNK_TOKENS;
@@ -3854,7 +3891,7 @@ int kvl_forward_batch(KvlModel *m, KvlBatch *batch, const int *tokens, float *lo
     LayerBuffers lb = forward_buffers(s);
     embedding_forward(s->x, ids, m->w.embed, T, D);
     for (int r = 0; r < T; r++)
-        rope_tables(s->rope_cos + (size_t)r * half, s->rope_sin + (size_t)r * half, s->inv_freq, n_shared + batch->tail_len[seq[r]], 1, half);
+        rope_tables(s->rope_cos + (size_t)r * half, s->rope_sin + (size_t)r * half, s->inv_freq, n_shared + batch->shared->n_evicted + batch->tail_len[seq[r]], 1, half);
     for (int l = 0; l < c->n_layers; l++) {
         attention_inputs(s->x, &lb, m, l, T);
         for (int r = 0; r < T; r++) cache_store(&batch->tails, &lb, l, r, seq[r] * batch->max_tail + batch->tail_len[seq[r]]);
@@ -6928,6 +6965,119 @@ int kvl_cache_quantize(KvlCache *cache, int bits, int group, int residual, size_
     return 0;
 }
 
+/* The cache as record stores it in 16 bits: every key and value rounded to F16 or BF16
+   (to nearest even) and back. */
+int kvl_cache_round(KvlCache *cache, KvlDtype dtype)
+{
+    if (dtype != KVL_F16 && dtype != KVL_BF16 && dtype != KVL_F32) return fail("cache rounding: F32, F16 or BF16");
+    size_t heads = (size_t)cache->n_layers * cache->n_kv_heads, n = (size_t)cache->n_tokens * cache->head_dim;
+    for (size_t h = 0; h < heads; h++)
+        for (int kv = 0; kv < 2; kv++) {
+            float *x = (kv ? cache->v : cache->k) + h * cache->max_tokens * cache->head_dim;
+            for (size_t i = 0; dtype != KVL_F32 && i < n; i++)
+                x[i] = dtype == KVL_F16 ? f16_to_f32(f32_to_f16(x[i])) : bf16_to_f32(f32_to_bf16(x[i]));
+        }
+    return 0;
+}
+
+/* Eviction: which of a context's tokens a cache keeps when it may keep only `budget` of
+   them. All three policies are applied once, after the whole context was read with full
+   attention (SnapKV's setting; StreamingLLM and H2O evict while reading, which can only
+   lose more), and every kept key keeps the RoPE phase of its position:
+     streaming  StreamingLLM (Xiao et al., 2023): the first tokens, which draw attention
+                whatever they hold ("attention sinks"; 4 positions, counting the prefix),
+                and the most recent ones;
+     h2o        H2O (Zhang et al., 2023): half the budget the most recent tokens, half the
+                "heavy hitters", the keys that received the most attention from all the
+                context's queries; per layer and key/value head;
+     snapkv     SnapKV (Li et al., 2024): the keys the last W = 32 queries (the observation
+                window) attend to most, their attention max-pooled over 7 neighbours so
+                that a kept key keeps its neighbourhood, and the window itself (its last
+                min(W, budget / 2) tokens, where the budget is too small for all W); per
+                layer and key/value head. */
+const char *const kvl_evict_names[KVL_N_EVICTS] = {"streaming", "h2o", "snapkv"};
+enum { EVICT_SINKS = 4, SNAPKV_WINDOW = 32, SNAPKV_POOL = 7 };
+
+typedef struct { float score; int pos; } ScoredPos;
+
+static int compare_scored(const void *a, const void *b)     /* higher score first, then earlier */
+{
+    const ScoredPos *x = a, *y = b;
+    if (x->score != y->score) return x->score > y->score ? -1 : 1;
+    return (x->pos > y->pos) - (x->pos < y->pos);
+}
+
+/* Marks keep[j] for the n_pick positions of [lo, hi) not yet kept with the highest score. */
+static void keep_highest(unsigned char *keep, const float *score, int lo, int hi, int n_pick, ScoredPos *by_score)
+{
+    int n = 0;
+    for (int j = lo; j < hi; j++)
+        if (!keep[j]) by_score[n++] = (ScoredPos){score[j], j};
+    qsort(by_score, (size_t)n, sizeof *by_score, compare_scored);
+    for (int i = 0; i < n_pick && i < n; i++) keep[by_score[i].pos] = 1;
+}
+
+int kvl_cache_read_evicting(KvlModel *m, KvlCache *cache, const int *tokens, int n_tokens, int n_prefix, int policy,
+                            int budget, size_t *bytes)
+{
+    const KvlConfig *c = &m->config;
+    int n_ctx = n_tokens - n_prefix, L = c->n_layers, KVH = c->n_kv_heads, HD = c->head_dim, P = cache->max_tokens, r = -1;
+    if (policy < 0 || policy >= KVL_N_EVICTS) return fail("eviction: no policy %d", policy);
+    if (c->sliding_window) return fail("eviction: a sliding-window model counts its window in positions, which eviction parts from slots");
+    if (cache->n_tokens || cache->n_evicted) return fail("eviction: the cache must start empty");
+    if (n_prefix < 0 || n_ctx < 1 || budget < 1) return fail("eviction: %d tokens after a prefix of %d, a budget of %d", n_ctx, n_prefix, budget);
+    if (budget > n_ctx) budget = n_ctx;
+    int window = (budget + 1) / 2 < SNAPKV_WINDOW ? (budget + 1) / 2 : SNAPKV_WINDOW;
+    size_t plane = (size_t)L * KVH * P;
+    float *mass = policy != KVL_EVICT_STREAMING ? xcalloc(plane, sizeof(float)) : NULL, *pooled = xmalloc(sizeof(float) * P);
+    unsigned char *keep = xmalloc((size_t)P);
+    ScoredPos *by_score = xmalloc(sizeof(ScoredPos) * P);
+    if ((policy != KVL_EVICT_STREAMING && !mass) || !pooled || !keep || !by_score) goto done;
+    cache->mass = mass;
+    cache->mass_from = policy == KVL_EVICT_SNAPKV ? n_tokens - (n_ctx < SNAPKV_WINDOW ? n_ctx : SNAPKV_WINDOW) : 0;
+    int e = kvl_forward(m, cache, tokens, n_tokens, NULL, 0);
+    cache->mass = NULL;
+    if (e) goto done;
+    for (int lg = 0; lg < L * KVH; lg++) {      /* layer lg / KVH, key/value head lg % KVH */
+        const float *votes = mass ? mass + (size_t)lg * P : NULL;
+        memset(keep, 0, (size_t)P);
+        memset(keep, 1, (size_t)n_prefix);
+        if (policy == KVL_EVICT_STREAMING) {
+            int sinks = EVICT_SINKS - n_prefix < 0 ? 0 : EVICT_SINKS - n_prefix;
+            if (sinks > budget) sinks = budget;
+            memset(keep + n_prefix, 1, (size_t)sinks);
+            memset(keep + n_tokens - (budget - sinks), 1, (size_t)(budget - sinks));
+        } else if (policy == KVL_EVICT_H2O) {
+            memset(keep + n_tokens - budget / 2, 1, (size_t)(budget / 2));
+            keep_highest(keep, votes, n_prefix, n_tokens, budget - budget / 2, by_score);
+        } else {
+            memset(keep + n_tokens - window, 1, (size_t)window);
+            for (int j = n_prefix; j < n_tokens - window; j++) {
+                float best = 0.0f;
+                for (int i = j - SNAPKV_POOL / 2; i <= j + SNAPKV_POOL / 2; i++)
+                    if (i >= n_prefix && i < n_tokens - window && votes[i] > best) best = votes[i];
+                pooled[j] = best;
+            }
+            keep_highest(keep, pooled, n_prefix, n_tokens - window, budget - window, by_score);
+        }
+        /* the kept keys and values move down to the first slots, in order */
+        float *k = cache->k + (size_t)lg * P * HD, *v = cache->v + (size_t)lg * P * HD;
+        for (int j = 0, slot = 0; j < n_tokens; j++)
+            if (keep[j]) {
+                memmove(k + (size_t)slot * HD, k + (size_t)j * HD, sizeof(float) * HD);
+                memmove(v + (size_t)slot * HD, v + (size_t)j * HD, sizeof(float) * HD);
+                slot++;
+            }
+    }
+    cache->n_tokens = n_prefix + budget;
+    cache->n_evicted = n_tokens - cache->n_tokens;
+    *bytes = kvl_cache_bytes_per_token(c) * (size_t)budget;
+    r = 0;
+done:
+    free(mass); free(pooled); free(keep); free(by_score);
+    return r;
+}
+
 /* ------------------------------------------------------------------------------------ */
 /* 12. The command-line tool (compiled only with -DKVLORA_MAIN), options in one table   */
 /*                                                                                      */
@@ -9326,8 +9476,7 @@ static void attention_job(float *out, float *rows0, size_t row_stride, const flo
     int H = c->n_heads, HD = c->head_dim, HD8 = (HD + 7) / 8 * 8;
     float scale = 1.0f / sqrtf((float)HD);
     float q_pad[ATT_QUERIES * ATT_MAX_HEAD_DIM], kt[ATT_MAX_HEAD_DIM * ATT_KEYS], tile[ATT_KEYS];
-#define FIRST_KEY(pos) ((c->sliding_window && (pos) - c->sliding_window + 1 > 0) ? (pos) - c->sliding_window + 1 : 0)
-    int lo = FIRST_KEY(pos0 + t0), hi = pos0 + t0 + n_q;         /* the keys any query of the job sees: [lo, hi) */
+    int lo = first_key(pos0 + t0, c), hi = pos0 + t0 + n_q;         /* the keys any query of the job sees: [lo, hi) */
     if (HD <= ATT_MAX_HEAD_DIM && n_q > 1) {   /* (a lone query gains nothing from copying the keys) */
         for (int t = 0; t < n_q; t++)
             for (int i = 0; i < HD8; i++) q_pad[t * HD8 + i] = i < HD ? q[((size_t)(t0 + t) * H + h) * HD + i] : 0.0f;
@@ -9339,7 +9488,7 @@ static void attention_job(float *out, float *rows0, size_t row_stride, const flo
                 for (int i = 0; i < HD; i++) kt[i * ATT_KEYS + j] = kj[i];
             }
             for (int t = t0; t < t0 + n_q; t++) {
-                int pos = pos0 + t, a = FIRST_KEY(pos) > j0 ? FIRST_KEY(pos) : j0, b = pos + 1 < j1 ? pos + 1 : j1;
+                int pos = pos0 + t, a = first_key(pos, c) > j0 ? first_key(pos, c) : j0, b = pos + 1 < j1 ? pos + 1 : j1;
                 if (a >= b) continue;
                 attention_scores_tile(tile, q_pad + (t - t0) * HD8, kt, HD8, scale);
                 memcpy(rows0 + (t - t0) * row_stride + a, tile + (a - j0), sizeof(float) * (b - a));
@@ -9347,10 +9496,10 @@ static void attention_job(float *out, float *rows0, size_t row_stride, const flo
         }
     } else
         for (int t = t0; t < t0 + n_q; t++)
-            for (int j = FIRST_KEY(pos0 + t); j <= pos0 + t; j++)
+            for (int j = first_key(pos0 + t, c); j <= pos0 + t; j++)
                 rows0[(t - t0) * row_stride + j] = dot(q + ((size_t)t * H + h) * HD, key_at(keys, j, HD), HD) * scale;
     for (int t = t0; t < t0 + n_q; t++) {                        /* the softmax of each row, as the plain loop */
-        int pos = pos0 + t, first = FIRST_KEY(pos);
+        int pos = pos0 + t, first = first_key(pos, c);
         float *p = rows0 + (t - t0) * row_stride, lane_max[8], max_score = -INFINITY, sum = 0.0f;
         int j = first;
         for (int l = 0; l < 8; l++) lane_max[l] = -INFINITY;
@@ -9367,7 +9516,7 @@ static void attention_job(float *out, float *rows0, size_t row_stride, const flo
         for (int j = first; j <= pos; j++) p[j] /= sum;
     }
     for (int t = t0; t < t0 + n_q; t++) {                        /* out_t = sum_j p_tj v_j */
-        int pos = pos0 + t, j = FIRST_KEY(pos);
+        int pos = pos0 + t, j = first_key(pos, c);
         const float *p = rows0 + (t - t0) * row_stride;
         float *o = out + ((size_t)t * H + h) * HD;
         for (int d = 0; d < HD; d++) o[d] = 0.0f;
@@ -9382,7 +9531,6 @@ static void attention_job(float *out, float *rows0, size_t row_stride, const flo
             for (int d = 0; d < HD; d++) o[d] += p[j] * vj[d];
         }
     }
-#undef FIRST_KEY
 }
 
 /* Batched decoding's attention: a job is one head of one sequence's token, over the

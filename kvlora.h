@@ -222,9 +222,16 @@ int  kvl_config_parse(KvlConfig *c, const char *json_text, size_t len, const cha
 typedef struct {
     int n_layers, n_kv_heads, head_dim;
     int max_tokens;               /* capacity */
-    int n_tokens;                 /* positions 0..n_tokens-1 are filled */
+    int n_tokens;                 /* slots 0..n_tokens-1 are filled */
     float *k;                     /* [L][KVH][max_tokens][HD], keys after RoPE */
     float *v;                     /* [L][KVH][max_tokens][HD] */
+    int n_evicted;                /* tokens read and since dropped (eviction, kvl_cache_read_evicting):
+                                     the next token goes to slot n_tokens at position n_tokens + n_evicted;
+                                     0 otherwise, where slot and position are one */
+    float *mass;                  /* NULL, or [L][KVH][max_tokens]: the forward pass adds to it the attention
+                                     each key receives from the queries at positions >= mass_from, summed
+                                     over the key/value head's query heads (what H2O and SnapKV rank by) */
+    int mass_from;
 } KvlCache;
 
 int  kvl_cache_init(KvlCache *c, const KvlConfig *config, int max_tokens);
@@ -533,5 +540,17 @@ int  kvl_needle_sessions(KvlModel *m, KvlTokenizer *tok, const KvlSessionsOption
    token (groups of `group` channels) to bits bits, the last `residual` tokens left in float;
    the cache then holds the dequantised values. *bytes: its size as stored. */
 int  kvl_cache_quantize(KvlCache *cache, int bits, int group, int residual, size_t *bytes);
+/* The cache rounded to F16 or BF16 (as kvl_cache_save stores it) and back, in place. */
+int  kvl_cache_round(KvlCache *cache, KvlDtype dtype);
+
+/* Eviction (kvlora.c says how each policy chooses): reads tokens (a prefix of n_prefix, kept
+   whole, then the context) into the empty cache, then keeps `budget` of the context's
+   tokens, per layer and key/value head for H2O and SnapKV; the cache then holds
+   n_prefix + budget slots and counts the rest in n_evicted, so that later tokens take
+   their true positions. *bytes: the kept context tokens as float32. */
+enum { KVL_EVICT_STREAMING, KVL_EVICT_H2O, KVL_EVICT_SNAPKV, KVL_N_EVICTS };
+extern const char *const kvl_evict_names[KVL_N_EVICTS];   /* "streaming", "h2o", "snapkv" */
+int  kvl_cache_read_evicting(KvlModel *m, KvlCache *cache, const int *tokens, int n_tokens, int n_prefix, int policy,
+                             int budget, size_t *bytes);
 
 #endif

@@ -2410,6 +2410,123 @@ static void test_replay_share(void)
    last `residual` tokens untouched, bit for bit; the largest error shrinking with more
    bits; and the bytes as the comment of kvl_cache_quantize counts them. On the fixture's
    49-token cache, groups of 16 (so the last group is partial) and 5 float tokens. */
+/* Eviction keeps exactly the budgeted tokens, the ones each policy promises, with the
+   keys and values the full cache holds at those positions; the attention mass H2O ranks
+   by is the student's kept probabilities summed; and a token read after eviction takes
+   its true position (layer 0's key depends only on the token and its position). */
+static void test_cache_eviction(void)
+{
+    KvlModel *m;
+    KvlCache full;
+    int context[DISTILL_CONTEXT], seq[1 + DISTILL_CONTEXT], budget = 10, n = 1 + DISTILL_CONTEXT;
+    if (distill_fixture_context(&m, &full, context)) return;
+    const KvlConfig *c = &m->config;
+    int L = c->n_layers, KVH = c->n_kv_heads, HD = c->head_dim, H = c->n_heads, group = H / KVH;
+    seq[0] = 1;
+    memcpy(seq + 1, context, sizeof context);
+    /* the mass, against the student's probabilities of every query */
+    Acts acts;
+    acts_init(&acts, c, n, 1, 0);
+    scratch_reserve(m, n, n);
+    student_forward(&acts, seq, m, n);
+    KvlCache observed;
+    float *mass = calloc((size_t)L * KVH * full.max_tokens, sizeof(float));
+    kvl_cache_init(&observed, c, full.max_tokens);
+    observed.mass = mass;
+    observed.mass_from = 0;
+    kvl_forward(m, &observed, seq, n, NULL, 0);
+    double worst = 0.0;
+    for (int l = 0; l < L; l++)
+        for (int g = 0; g < KVH; g++)
+            for (int j = 0; j < n; j++) {
+                double want = 0.0;
+                for (int t = j; t < n; t++)
+                    for (int h = g * group; h < (g + 1) * group; h++) want += acts.att[(((size_t)l * H + h) * n + t) * n + j];
+                worst = fmax(worst, fabs(want - mass[((size_t)l * KVH + g) * full.max_tokens + j]) / (1.0 + want));
+            }
+    CHECK(worst < 1e-5, "the attention mass is the sum of the student's probabilities over queries and the group's heads (%.2g)", worst);
+    free(mass);
+    kvl_cache_free(&observed);
+    acts_free(&acts);
+
+    float *logits = malloc(sizeof(float) * c->vocab_size), *want_k = malloc(sizeof(float) * KVH * HD);
+    int next = 7;
+    KvlCache longer;                            /* the full cache and one more token: the key it gets */
+    kvl_cache_init(&longer, c, full.max_tokens);
+    kvl_forward(m, &longer, seq, n, NULL, 0);
+    kvl_forward(m, &longer, &next, 1, NULL, 0);
+    for (int g = 0; g < KVH; g++) memcpy(want_k + g * HD, longer.k + ((size_t)g * longer.max_tokens + n) * HD, sizeof(float) * HD);
+    for (int policy = 0; policy < KVL_N_EVICTS; policy++) {
+        KvlCache e;
+        size_t bytes = 0;
+        kvl_cache_init(&e, c, full.max_tokens);
+        int rc = kvl_cache_read_evicting(m, &e, seq, n, 1, policy, budget, &bytes);
+        CHECK(rc == 0 && e.n_tokens == 1 + budget && e.n_evicted == n - 1 - budget && bytes == kvl_cache_bytes_per_token(c) * budget,
+              "%s keeps the prefix and %d of %d context tokens as %zu bytes: %s", kvl_evict_names[policy], budget, n - 1, bytes,
+              rc ? kvl_last_error() : "");
+        /* each slot holds, in order, keys and values of the full cache; which positions: */
+        int ordered = 1, promised = 1, differ = 0, first_set[64] = {0};
+        for (int lg = 0; lg < L * KVH; lg++) {
+            int pos[64], at = 0;
+            for (int s = 0; s < e.n_tokens; s++) {
+                const float *k = e.k + ((size_t)lg * e.max_tokens + s) * HD, *v = e.v + ((size_t)lg * e.max_tokens + s) * HD;
+                int found = -1;
+                for (int j = at; j < n && found < 0; j++)
+                    if (!memcmp(k, full.k + ((size_t)lg * full.max_tokens + j) * HD, sizeof(float) * HD) &&
+                        !memcmp(v, full.v + ((size_t)lg * full.max_tokens + j) * HD, sizeof(float) * HD)) found = j;
+                ordered &= found >= 0;
+                pos[s] = found;
+                at = found + 1;
+            }
+            promised &= pos[0] == 0;            /* the prefix */
+            if (policy == KVL_EVICT_STREAMING)  /* 3 sinks after the prefix, 7 most recent */
+                for (int s = 1; s <= budget; s++) promised &= pos[s] == (s <= 3 ? s : n - (budget + 1 - s));
+            else {                              /* the most recent half (SnapKV: min(32, half)) */
+                for (int s = budget / 2 + 1; s <= budget; s++) promised &= pos[s] == n - (budget + 1 - s);
+            }
+            if (lg == 0) memcpy(first_set, pos, sizeof(int) * e.n_tokens);
+            else differ |= memcmp(first_set, pos, sizeof(int) * e.n_tokens) != 0;
+        }
+        CHECK(ordered && promised, "%s: every slot is a kept position's keys and values, in order, the ones promised", kvl_evict_names[policy]);
+        if (policy != KVL_EVICT_STREAMING) CHECK(differ, "%s chooses per layer and key/value head", kvl_evict_names[policy]);
+        kvl_forward(m, &e, &next, 1, logits, 1);
+        int same = 1;
+        for (int g = 0; g < KVH; g++) same &= !memcmp(want_k + g * HD, e.k + ((size_t)g * e.max_tokens + 1 + budget) * HD, sizeof(float) * HD);
+        CHECK(same && e.n_tokens == 2 + budget, "%s: the token after the evicted cache takes position %d (its layer-0 key)", kvl_evict_names[policy], n);
+        kvl_cache_free(&e);
+    }
+    KvlCache e;
+    size_t bytes;
+    kvl_cache_init(&e, c, full.max_tokens);
+    CHECK(kvl_cache_read_evicting(m, &e, seq, n, 1, KVL_EVICT_H2O, n, &bytes) == 0 && e.n_evicted == 0 && e.n_tokens == n &&
+          !memcmp(e.k, full.k, sizeof(float) * (size_t)L * KVH * full.max_tokens * HD), "a budget of the whole context evicts nothing");
+    CHECK(kvl_cache_read_evicting(m, &e, seq, n, 1, KVL_EVICT_H2O, 4, &bytes) != 0, "a cache that is not empty is refused");
+    kvl_cache_free(&e);
+    kvl_cache_init(&e, c, full.max_tokens);
+    kvl_cache_read_evicting(m, &e, seq, n, 1, KVL_EVICT_STREAMING, 4, &bytes);
+    CHECK(kvl_cache_save(&e, m, seq, 1, KVL_F32, "evicted.safetensors") != 0 && strstr(kvl_last_error(), "evicted"),
+          "an evicted cache is not saved as if its slots were positions: %s", kvl_last_error());
+    kvl_cache_free(&e);
+    /* 16-bit rounding: each value is its F16 or BF16 neighbour */
+    int rounded = 1;
+    for (int d = 0; d < 2; d++) {
+        kvl_cache_init(&e, c, full.max_tokens);
+        kvl_forward(m, &e, seq, n, NULL, 0);
+        kvl_cache_round(&e, d ? KVL_BF16 : KVL_F16);
+        for (size_t i = 0; i < (size_t)L * KVH * e.max_tokens * HD; i++) {
+            float x = full.k[i], y = d ? bf16_to_f32(f32_to_bf16(x)) : f16_to_f32(f32_to_f16(x));
+            rounded &= e.k[i] == y && (x == 0.0f || fabsf(y - x) <= fabsf(x) * (d ? 1.0f / 256 : 1.0f / 2048) + 1e-7f);
+        }
+        kvl_cache_free(&e);
+    }
+    CHECK(rounded, "F16 and BF16 rounding: each key its 16-bit neighbour, within half a unit in the last place");
+    kvl_cache_free(&longer);
+    free(logits);
+    free(want_k);
+    kvl_cache_free(&full);
+    kvl_model_free(m);
+}
+
 static void test_kivi_cache(void)
 {
     KvlModel *m;
@@ -4937,6 +5054,7 @@ static const struct { const char *name; void (*fn)(void); } tests[] = {
     {"orthogonal_adapters", test_orthogonal_adapters},
     {"replay_share", test_replay_share},
     {"kivi_cache", test_kivi_cache},
+    {"cache_eviction", test_cache_eviction},
     {"closed_form_lowers_loss", test_closed_form_lowers_loss},
     {"cholesky_and_solves", test_cholesky_and_solves},
     {"symmetric_top_eigen", test_symmetric_top_eigen},
