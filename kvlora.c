@@ -3395,36 +3395,37 @@ static void attention_forward_blocked(float *out, float *att, float *att_rows, s
        dq_t  += sum_j ds_tj k_j / sqrt(HD)   dk_j += sum_t ds_tj q_t / sqrt(HD)
    A key/value head collects from every query head of its group, so threads split the
    key/value heads (each sum keeps one order whatever the thread count). This is the
-   student's case: queries at positions 0 .. T-1 over the T keys the cache holds, att kept
-   as [H][T][T]. d_q is [T][H*HD]; d_k and d_v are [KVH][T][HD], the cache's layout; d_p is
-   [H][T] scratch. */
-static void attention_backward(float *d_q, float *d_k, float *d_v, const float *d_out, const float *att,
-                               const float *q, const KvlCache *cache, int layer, int T, const KvlConfig *c, float *d_p)
+   student's case: queries at positions n_past .. n_past + T - 1 over the n_past + T keys
+   the cache holds (n_past: keys before the student's tokens, a cartridge's; usually 0),
+   att kept as [H][T][n_past + T]. d_q is [T][H*HD]; d_k and d_v are [KVH][n_past + T][HD],
+   the cache's layout; d_p is [H][n_past + T] scratch. */
+static void attention_backward(float *d_q, float *d_k, float *d_v, const float *d_out, const float *att, const float *q,
+                               const KvlCache *cache, int layer, int n_past, int T, const KvlConfig *c, float *d_p)
 {
-    int H = c->n_heads, KVH = c->n_kv_heads, HD = c->head_dim, group = H / KVH;
+    int H = c->n_heads, KVH = c->n_kv_heads, HD = c->head_dim, group = H / KVH, n_keys = n_past + T;
     float scale = 1.0f / sqrtf((float)HD);
     PARALLEL_FOR
     for (int g = 0; g < KVH; g++) {
         size_t head_offset = ((size_t)layer * KVH + g) * cache->max_tokens * HD;
         const float *keys = cache->k + head_offset, *values = cache->v + head_offset;
-        float *dk = d_k + (size_t)g * T * HD, *dv = d_v + (size_t)g * T * HD;
-        memset(dk, 0, sizeof(float) * T * HD);
-        memset(dv, 0, sizeof(float) * T * HD);
+        float *dk = d_k + (size_t)g * n_keys * HD, *dv = d_v + (size_t)g * n_keys * HD;
+        memset(dk, 0, sizeof(float) * n_keys * HD);
+        memset(dv, 0, sizeof(float) * n_keys * HD);
         for (int h = g * group; h < (g + 1) * group; h++) {
-            float *dp = d_p + (size_t)h * T;
+            float *dp = d_p + (size_t)h * n_keys;
             for (int t = 0; t < T; t++) {
-                const float *p = att + ((size_t)h * T + t) * T;
+                const float *p = att + ((size_t)h * T + t) * n_keys;
                 const float *do_t = d_out + ((size_t)t * H + h) * HD, *qt = q + ((size_t)t * H + h) * HD;
                 float *dqt = d_q + ((size_t)t * H + h) * HD;
-                int first = (c->sliding_window && t - c->sliding_window + 1 > 0) ? t - c->sliding_window + 1 : 0;
+                int pos = n_past + t, first = first_key(pos, c);
                 float p_dot_dp = 0.0f;
-                for (int j = first; j <= t; j++) {
+                for (int j = first; j <= pos; j++) {
                     dp[j] = dot(do_t, values + (size_t)j * HD, HD);
                     p_dot_dp += p[j] * dp[j];
                     for (int d = 0; d < HD; d++) dv[(size_t)j * HD + d] += p[j] * do_t[d];
                 }
                 for (int d = 0; d < HD; d++) dqt[d] = 0.0f;
-                for (int j = first; j <= t; j++) {
+                for (int j = first; j <= pos; j++) {
                     float ds = p[j] * (dp[j] - p_dot_dp) * scale;
                     for (int d = 0; d < HD; d++) {
                         dqt[d] += ds * keys[(size_t)j * HD + d];
@@ -3520,9 +3521,11 @@ typedef struct {
     float *d_xn;                    /* [T][D] of a block's normalised input */
     float *d_att_out;               /* [T][H*HD] */
     float *d_q;                     /* [T][H*HD] */
-    float *d_k, *d_v;               /* [KVH][T][HD], the cache's layout */
+    float *d_k, *d_v;               /* [KVH][n_past + T][HD], the cache's layout */
     float *d_k_rows, *d_v_rows;     /* [T][KVH*HD] the same, in the projections' layout */
-    float *d_p;                     /* [H][T] */
+    float *d_p;                     /* [H][n_past + T] */
+    int n_past;                     /* keys before the tokens (a cartridge's), see attention_backward */
+    KvlCache *d_past;               /* NULL, or where d loss / d those keys and values go (the cache's layout) */
     float *d_gate, *d_up, *d_hidden;    /* [T][F] */
     float *d_u;                     /* [T][R] */
     float *d_head;                  /* [HD] one head's gradient through q_norm / k_norm */
@@ -3652,12 +3655,19 @@ static void layer_backward(float *dx, KvlWeights *dw, KvlLora *dlora, const Laye
     memset(g->d_att_out, 0, sizeof(float) * T * QD);
     linear_backward(g->d_att_out, DW(wo, D * QD), NULL, dlora, dx, b->u[KVL_O_PROJ], b->att_out, w->wo + (size_t)l * D * QD,
                     lora, KVL_O_PROJ, l, T, QD, D, g->d_u, g->dy_t);
-    attention_backward(g->d_q, g->d_k, g->d_v, g->d_att_out, b->att, b->q, cache, l, T, c, g->d_p);
-    for (int h = 0; h < KVH; h++)
+    attention_backward(g->d_q, g->d_k, g->d_v, g->d_att_out, b->att, b->q, cache, l, g->n_past, T, c, g->d_p);
+    int n_keys = g->n_past + T;
+    for (int h = 0; h < KVH; h++) {
         for (int t = 0; t < T; t++) {
-            memcpy(g->d_k_rows + (size_t)t * KD + h * HD, g->d_k + ((size_t)h * T + t) * HD, sizeof(float) * HD);
-            memcpy(g->d_v_rows + (size_t)t * KD + h * HD, g->d_v + ((size_t)h * T + t) * HD, sizeof(float) * HD);
+            memcpy(g->d_k_rows + (size_t)t * KD + h * HD, g->d_k + ((size_t)h * n_keys + g->n_past + t) * HD, sizeof(float) * HD);
+            memcpy(g->d_v_rows + (size_t)t * KD + h * HD, g->d_v + ((size_t)h * n_keys + g->n_past + t) * HD, sizeof(float) * HD);
         }
+        if (g->d_past) {                        /* the keys before: constants of the layer, gradients out */
+            size_t at = ((size_t)l * KVH + h) * g->d_past->max_tokens * HD;
+            memcpy(g->d_past->k + at, g->d_k + (size_t)h * n_keys * HD, sizeof(float) * g->n_past * HD);
+            memcpy(g->d_past->v + at, g->d_v + (size_t)h * n_keys * HD, sizeof(float) * g->n_past * HD);
+        }
+    }
     for (int t = 0; t < T; t++) {
         float *dq = g->d_q + (size_t)t * QD, *dk = g->d_k_rows + (size_t)t * KD;
         rope_backward(dq, b->rope_cos + (size_t)t * half, b->rope_sin + (size_t)t * half, H, HD);
@@ -4042,14 +4052,17 @@ int kvl_generate(KvlModel *m, const int *prompt, int n_prompt, int max_new,
 
 typedef struct {
     int max_tokens, rank;
+    int max_past, n_past; /* keys and values the student reads before its tokens (a cartridge), in
+                             cache's first n_past positions, put there by the caller; usually 0 */
     size_t bytes;         /* all of the below, for the record (kvlora bench prints it) */
-    KvlCache cache;       /* the student's own keys (after RoPE) and values, all layers */
+    KvlCache cache;       /* the keys (after RoPE) and values the student reads and writes, all layers */
+    KvlCache d_past;      /* d loss / d the n_past keys and values before the tokens, when max_past > 0 */
     float *res_attn;      /* [L][T][D] residual stream entering each layer */
     float *xn_attn;       /* [L][T][D] its RMSNorm */
     float *q_raw;         /* [L][T][H*HD] q_proj output before q_norm (qk_norm only) */
     float *k_raw;         /* [L][T][KVH*HD] k_proj output before k_norm (qk_norm only) */
     float *q;             /* [L][T][H*HD] queries after norm and RoPE */
-    float *att;           /* [L][H][T][T] attention probabilities */
+    float *att;           /* [L][H][T][n_past + T] attention probabilities */
     float *att_out;       /* [L][T][H*HD] */
     float *res_mlp;       /* [L][T][D] residual stream entering the MLP */
     float *xn_mlp;        /* [L][T][D] its RMSNorm */
@@ -4065,15 +4078,15 @@ typedef struct {
     float *d_res;         /* [T][D] d loss / d residual stream */
     float *d_xn;          /* [T][D] */
     float *d_q;           /* [T][H*HD] */
-    float *d_k;           /* [KVH][T][HD] (the cache's layout) */
-    float *d_v;           /* [KVH][T][HD] */
+    float *d_k;           /* [KVH][n_past + T][HD] (the cache's layout) */
+    float *d_v;           /* [KVH][n_past + T][HD] */
     float *d_att_out;     /* [T][H*HD] */
     float *d_gate;        /* [T][F] */
     float *d_up;          /* [T][F] */
     float *d_hidden;      /* [T][F] */
     float *d_u;           /* [T][R] */
     float *d_k_rows;      /* [T][KVH*HD] d_k in the projections' layout */
-    float *d_p;           /* [H][T] d loss / d attention probability, one row per head */
+    float *d_p;           /* [H][n_past + T] d loss / d attention probability, one row per head */
     float *d_logits;      /* [T][V] */
     float *dy_t;          /* [max(F, H*HD, D, R)][T] a layer's output gradient, transposed; [V][T] when pretraining */
     const int *tokens;    /* the sequence student_forward read, for the embedding's gradient (pretraining) */
@@ -4088,32 +4101,38 @@ static void acts_free(Acts *a)
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(*bufs[i]);
     for (int t = 0; t < KVL_N_TARGETS; t++) free(a->lora_u[t]);
     kvl_cache_free(&a->cache);
+    kvl_cache_free(&a->d_past);
     memset(a, 0, sizeof *a);
 }
 
-static int acts_init(Acts *a, const KvlConfig *c, int max_tokens, int rank, int weight_grads)
+/* The student's activations for up to max_tokens tokens after up to max_past keys. */
+static int acts_init(Acts *a, const KvlConfig *c, int max_past, int max_tokens, int rank, int weight_grads)
 {
     memset(a, 0, sizeof *a);
-    size_t T = (size_t)max_tokens, L = (size_t)c->n_layers, D = (size_t)c->dim, F = (size_t)c->ffn_dim;
+    size_t T = (size_t)max_tokens, L = (size_t)c->n_layers, D = (size_t)c->dim, F = (size_t)c->ffn_dim, K = (size_t)max_past + T;
     size_t QD = (size_t)c->n_heads * c->head_dim, KD = (size_t)c->n_kv_heads * c->head_dim, H = (size_t)c->n_heads;
     size_t widest = QD > F ? QD : F;
     if (D > widest) widest = D;
     size_t widest_out = widest > (size_t)c->vocab_size ? widest : (size_t)c->vocab_size;
     a->max_tokens = max_tokens;
+    a->max_past = max_past;
     a->rank = rank;
-    if (kvl_cache_init(&a->cache, c, max_tokens)) return -1;
+    if (kvl_cache_init(&a->cache, c, max_past + max_tokens) || (max_past && kvl_cache_init(&a->d_past, c, max_past))) {
+        acts_free(a);
+        return -1;
+    }
     struct { float **p; size_t n; } bufs[] = {
-        {&a->res_attn, L * T * D}, {&a->xn_attn, L * T * D}, {&a->q, L * T * QD}, {&a->att, L * H * T * T},
+        {&a->res_attn, L * T * D}, {&a->xn_attn, L * T * D}, {&a->q, L * T * QD}, {&a->att, L * H * T * K},
         {&a->att_out, L * T * QD}, {&a->res_mlp, L * T * D}, {&a->xn_mlp, L * T * D}, {&a->gate, L * T * F},
         {&a->up, L * T * F}, {&a->hidden, L * T * F}, {&a->res_final, T * D}, {&a->xn_final, T * D},
         {&a->logits, T * c->vocab_size}, {&a->lora_tmp, T * widest}, {&a->d_res, T * D}, {&a->d_xn, T * D},
-        {&a->d_q, T * QD}, {&a->d_k, T * KD}, {&a->d_v, T * KD}, {&a->d_att_out, T * QD}, {&a->d_gate, T * F},
-        {&a->d_up, T * F}, {&a->d_hidden, T * F}, {&a->d_u, T * rank}, {&a->d_k_rows, T * QD}, {&a->d_p, H * T},
+        {&a->d_q, T * QD}, {&a->d_k, K * KD}, {&a->d_v, K * KD}, {&a->d_att_out, T * QD}, {&a->d_gate, T * F},
+        {&a->d_up, T * F}, {&a->d_hidden, T * F}, {&a->d_u, T * rank}, {&a->d_k_rows, T * QD}, {&a->d_p, H * K},
         {&a->d_logits, T * c->vocab_size},
         {&a->q_raw, c->qk_norm ? L * T * QD : 0}, {&a->k_raw, c->qk_norm ? L * T * KD : 0},
         {&a->dy_t, (weight_grads ? widest_out : widest > (size_t)rank ? widest : (size_t)rank) * T},
     };
-    a->bytes = kvl_cache_bytes_per_token(c) * T + (size_t)KVL_N_TARGETS * L * T * rank * sizeof(float);
+    a->bytes = kvl_cache_bytes_per_token(c) * (K + max_past) + (size_t)KVL_N_TARGETS * L * T * rank * sizeof(float);
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
         if (bufs[i].n && !(*bufs[i].p = xmalloc(sizeof(float) * bufs[i].n))) { acts_free(a); return error_wrap("activations for %d tokens", max_tokens); }
         a->bytes += sizeof(float) * bufs[i].n;
@@ -4137,7 +4156,8 @@ static void student_layer_buffers(LayerBuffers *b, const KvlModel *m, const Acts
     b->q = a->q + LQ; b->k = s->k; b->v = s->v;     /* k and v live on in the student's cache */
     b->q_raw = c->qk_norm ? a->q_raw + LQ : NULL;
     b->k_raw = c->qk_norm ? a->k_raw + (size_t)l * T * KD : NULL;
-    b->att = a->att + (size_t)l * H * T * T; b->att_head_stride = (size_t)T * T; b->att_row_stride = (size_t)T;
+    size_t n_keys = (size_t)a->n_past + T;
+    b->att = a->att + (size_t)l * H * T * n_keys; b->att_head_stride = (size_t)T * n_keys; b->att_row_stride = n_keys;
     b->att_out = a->att_out + LQ;
     b->gate = a->gate + LF; b->up = a->up + LF; b->hidden = a->hidden + LF;
     b->delta = s->delta;
@@ -4146,8 +4166,9 @@ static void student_layer_buffers(LayerBuffers *b, const KvlModel *m, const Acts
     b->rope_cos = s->rope_cos; b->rope_sin = s->rope_sin;
 }
 
-/* The student's forward pass over tokens[0..T) from position 0 with the model's adapter
-   (m->lora): section 6's layer_forward, each layer writing into its own slice of a. */
+/* The student's forward pass over tokens[0..T) at positions a->n_past ... (usually 0) with
+   the model's adapter (m->lora): section 6's layer_forward, each layer writing into its own
+   slice of a. */
 static void student_forward(Acts *a, const int *tokens, KvlModel *m, int T)
 {
     const KvlConfig *c = &m->config;
@@ -4157,21 +4178,22 @@ static void student_forward(Acts *a, const int *tokens, KvlModel *m, int T)
     float *x = a->res_final;                    /* the running residual stream */
     a->tokens = tokens;
     embedding_forward(x, tokens, w->embed, T, D);
-    rope_tables(s->rope_cos, s->rope_sin, s->inv_freq, 0, T, c->head_dim / 2);
-    a->cache.n_tokens = 0;
+    rope_tables(s->rope_cos, s->rope_sin, s->inv_freq, a->n_past, T, c->head_dim / 2);
+    a->cache.n_tokens = a->n_past;
     for (int l = 0; l < c->n_layers; l++) {
         LayerBuffers b;
         student_layer_buffers(&b, m, a, l, T);
-        layer_forward(x, &a->cache, &b, m, l, 0, T);
+        layer_forward(x, &a->cache, &b, m, l, a->n_past, T);
     }
-    a->cache.n_tokens = T;
+    a->cache.n_tokens = a->n_past + T;
     for (int t = 0; t < T; t++) rmsnorm_forward(a->xn_final + (size_t)t * D, x + (size_t)t * D, w->final_norm, D, c->rms_eps);
     matmul(a->logits, a->xn_final, w->lm_head, NULL, T, D, c->vocab_size);
 }
 
 /* Backward of the whole student: from a->d_logits ([T][V], zero on rows outside the loss)
    to the LoRA gradients, which are added to dlora (when not NULL), and, when pretraining,
-   to the gradients of every weight, added to dw (same layout as m->w; NULL: frozen). */
+   to the gradients of every weight, added to dw (same layout as m->w; NULL: frozen). With
+   keys before the tokens (a->n_past > 0), their gradients are written to a->d_past. */
 static void student_backward(KvlWeights *dw, KvlLora *dlora, Acts *a, KvlModel *m, int T)
 {
     const KvlConfig *c = &m->config;
@@ -4189,7 +4211,8 @@ static void student_backward(KvlWeights *dw, KvlLora *dlora, Acts *a, KvlModel *
 
     /* the layers, last to first; the forward pass's k scratch holds d_v in the projections' layout */
     LayerGrads g = {.d_xn = a->d_xn, .d_att_out = a->d_att_out, .d_q = a->d_q, .d_k = a->d_k, .d_v = a->d_v,
-                    .d_k_rows = a->d_k_rows, .d_v_rows = m->scratch->k, .d_p = a->d_p, .d_gate = a->d_gate, .d_up = a->d_up,
+                    .d_k_rows = a->d_k_rows, .d_v_rows = m->scratch->k, .d_p = a->d_p, .n_past = a->n_past,
+                    .d_past = a->n_past ? &a->d_past : NULL, .d_gate = a->d_gate, .d_up = a->d_up,
                     .d_hidden = a->d_hidden, .d_u = a->d_u, .d_head = a->lora_tmp, .dy_t = a->dy_t};
     for (int l = c->n_layers - 1; l >= 0; l--) {
         LayerBuffers b;
@@ -4744,31 +4767,32 @@ static void kl_topk_forward_backward(double *loss, float *d_student, const float
     }
 }
 
-/* One probe of distillation: the student (the model with m->lora) reads prefix ++ probe,
-   the teacher's rows for the probe's n_probe positions are given (logits, or with topk > 0
-   the sparse rows above, KL only); adds d loss / d LoRA to dlora (when not NULL) and
-   stores in *loss this probe's share of the batch loss (its summed loss / n_total). a must
-   hold n_prefix + n_probe tokens. */
-static int distill_probe(KvlModel *m, Acts *a, KvlLora *dlora, const int *tokens, int n_prefix, int n_probe,
+/* One probe of distillation: the student (the model with m->lora, after a->n_past keys
+   when a cartridge is trained) reads prefix ++ probe, the teacher's rows for the probe's
+   n_probe positions are given (logits, or with topk > 0 the sparse rows above, KL only);
+   stores in *loss this probe's share of the batch loss (its summed loss / n_total), and,
+   with backward, adds d loss / d LoRA to dlora (when not NULL) and writes the cartridge's
+   gradients to a->d_past (when a->n_past > 0). a must hold n_prefix + n_probe tokens. */
+static int distill_probe(KvlModel *m, Acts *a, int backward, KvlLora *dlora, const int *tokens, int n_prefix, int n_probe,
                          const void *teacher, int use_kl, int topk, int n_total, double *loss)
 {
     const KvlConfig *c = &m->config;
     int T = n_prefix + n_probe, V = c->vocab_size;
     if (T > a->max_tokens) return fail("probe of %d tokens exceeds the %d the activations hold", T, a->max_tokens);
-    if (scratch_reserve(m, T, T)) return -1;
+    if (scratch_reserve(m, T, a->n_past + T)) return -1;
     student_forward(a, tokens, m, T);
     const float *zs = a->logits + (size_t)n_prefix * V;
     if (topk > 0) {
         *loss = 0.0;
         kl_topk_forward_backward(loss, a->d_logits + (size_t)n_prefix * V, zs, teacher, n_probe, V, topk, n_total);
-        if (!dlora) return 0;
-    } else if (dlora && use_kl) {
+        if (!backward) return 0;
+    } else if (backward && use_kl) {
         *loss = 0.0;
         kl_forward_backward(loss, a->d_logits + (size_t)n_prefix * V, zs, teacher, n_probe, V, n_total);
     } else {
         if (loss_forward(loss, zs, teacher, n_probe, V, use_kl)) return -1;
         *loss *= (double)n_probe / n_total;
-        if (!dlora) return 0;
+        if (!backward) return 0;
         mse_backward(a->d_logits + (size_t)n_prefix * V, zs, teacher, n_probe, V, n_total);
     }
     memset(a->d_logits, 0, sizeof(float) * (size_t)n_prefix * V);
@@ -5110,8 +5134,39 @@ static void project_out_rows(KvlLora *lora, const KvlLora *basis)
     }
 }
 
+/* A cartridge's trained slots: positions [first, first + n) of every layer and key/value
+   head of cache, and flat ([2][L][KVH][n][HD]: the keys, then the values) the one block of
+   parameters AdamW steps. Copies the slots into flat, flat into the slots, or adds the slots
+   to flat (a gradient). */
+enum { SLOTS_TO_FLAT, FLAT_TO_SLOTS, SLOTS_ADD_TO_FLAT };
+
+/* The student will read cartridge's positions before its tokens. */
+static void acts_read_first(Acts *a, const KvlCache *cartridge)
+{
+    size_t heads = (size_t)cartridge->n_layers * cartridge->n_kv_heads, HD = (size_t)cartridge->head_dim;
+    for (size_t h = 0; h < heads; h++) {
+        memcpy(a->cache.k + h * a->cache.max_tokens * HD, cartridge->k + h * cartridge->max_tokens * HD, sizeof(float) * cartridge->n_tokens * HD);
+        memcpy(a->cache.v + h * a->cache.max_tokens * HD, cartridge->v + h * cartridge->max_tokens * HD, sizeof(float) * cartridge->n_tokens * HD);
+    }
+    a->n_past = cartridge->n_tokens;
+}
+static void cartridge_slots(KvlCache *cache, int first, int n, float *flat, int how)
+{
+    size_t heads = (size_t)cache->n_layers * cache->n_kv_heads, row = (size_t)n * cache->head_dim;
+    for (int kv = 0; kv < 2; kv++)
+        for (size_t h = 0; h < heads; h++) {
+            float *slots = (kv ? cache->v : cache->k) + (h * cache->max_tokens + first) * cache->head_dim;
+            float *f = flat + (kv * heads + h) * row;
+            if (how == SLOTS_TO_FLAT) memcpy(f, slots, sizeof(float) * row);
+            else if (how == FLAT_TO_SLOTS) memcpy(slots, f, sizeof(float) * row);
+            else for (size_t i = 0; i < row; i++) f[i] += slots[i];
+        }
+}
+
 /* The distillation loop over teacher sets whose rows are computed. The student is the
-   model with the adapter lora. Each step takes its batch from a seeded shuffle of the
+   model with the adapter lora; or, to train a cartridge instead (lora NULL), the model
+   alone reading cartridge's n_tokens positions before each probe (prefix ++ slots; its
+   first n_frozen, the prefix, stay as they are, and prefix is then empty). Each step takes its batch from a seeded shuffle of the
    probes of sets[0 .. n_main) (every probe seen once an epoch) and, when replay > 0, the
    share round(replay x batch) of it from a shuffle of its own over sets[n_main .. n_sets):
    earlier sessions' probes with the rows their teachers gave. It sums the gradient of the
@@ -5119,7 +5174,8 @@ static void project_out_rows(KvlLora *lora, const KvlLora *basis)
    opt->orthogonal_to, lora's A rows are then projected out of that adapter's A rows' span
    (and once before the first step), so that they stay orthogonal to it exactly. */
 static int distill_sets(KvlModel *m, const int *prefix, int n_prefix, const TeacherSet *sets, int n_sets, int n_main,
-                        float replay, KvlLora *lora, const KvlDistillOptions *opt, double *final_loss)
+                        float replay, KvlLora *lora, KvlCache *cartridge, int n_frozen, const KvlDistillOptions *opt,
+                        double *final_loss)
 {
     const KvlConfig *c = &m->config;
     int max_len = 0, n_pool[2] = {0, 0}, r = -1;
@@ -5141,6 +5197,9 @@ static int distill_sets(KvlModel *m, const int *prefix, int n_prefix, const Teac
     int n_new = want - n_old < n_pool[0] ? want - n_old : n_pool[0];
     if (n_new + n_old > 4096) return fail("distill: batch %d is larger than 4096", n_new + n_old);
     const KvlLora *other = opt->orthogonal_to;
+    int n_past = lora ? 0 : cartridge->n_tokens, n_slots = n_past - n_frozen;
+    if (!lora && (other || n_prefix || n_slots < 1 || n_past + max_len > c->max_positions))
+        return fail("distill: a cartridge of %d slots after %d positions, with %d tokens of prefix and probes of %d", n_slots, n_frozen, n_prefix, max_len);
     if (other && other->n_layers != lora->n_layers) return fail("distill: orthogonal_to has %d layers, the adapter %d", other->n_layers, lora->n_layers);
     for (int t = 0; other && t < KVL_N_TARGETS; t++)
         if (other->has[t] && lora->has[t] && other->in[t] != lora->in[t])
@@ -5148,6 +5207,8 @@ static int distill_sets(KvlModel *m, const int *prefix, int n_prefix, const Teac
     KvlLora grad = {0}, basis = {0};
     AdamW adam = {opt->lr, 0.9f, 0.999f, 1e-8f, opt->weight_decay, 0, NULL, NULL};
     Acts acts = {0};
+    size_t n_params = lora ? lora->n_params : (size_t)2 * c->n_layers * c->n_kv_heads * n_slots * c->head_dim;
+    float *params = lora ? lora->params : xmalloc(sizeof(float) * n_params), *grads = NULL;
     typedef struct { int set, probe; } PoolEntry;
     PoolEntry *pool[2];                         /* pool p's probes: the main one (0), the replayed one (1) */
     int *order[2], *seq = xmalloc(sizeof(int) * (n_prefix + max_len));
@@ -5157,11 +5218,17 @@ static int distill_sets(KvlModel *m, const int *prefix, int n_prefix, const Teac
         order[p] = xmalloc(sizeof(int) * (n_pool[p] + 1));
     }
     const KvlLora *keep = m->lora;
-    if (!seq || (read_bytes && !buffer) || !pool[0] || !order[0] || !pool[1] || !order[1] ||
-        lora_alloc_like(&grad, lora, c) || !(adam.m = xcalloc(lora->n_params, sizeof(float))) ||
-        !(adam.v = xcalloc(lora->n_params, sizeof(float))) || acts_init(&acts, c, n_prefix + max_len, lora->rank, 0) ||
-        scratch_reserve(m, n_prefix + max_len, n_prefix + max_len) || (opt->orthogonal_to && orthonormal_rows(&basis, opt->orthogonal_to, c)))
+    if (!seq || (read_bytes && !buffer) || !pool[0] || !order[0] || !pool[1] || !order[1] || !params ||
+        (lora ? lora_alloc_like(&grad, lora, c) : !(grads = xmalloc(sizeof(float) * n_params))) ||
+        !(adam.m = xcalloc(n_params, sizeof(float))) || !(adam.v = xcalloc(n_params, sizeof(float))) ||
+        acts_init(&acts, c, n_past, n_prefix + max_len, lora ? lora->rank : 1, 0) ||
+        scratch_reserve(m, n_prefix + max_len, n_past + n_prefix + max_len) || (opt->orthogonal_to && orthonormal_rows(&basis, opt->orthogonal_to, c)))
         goto done;
+    if (lora) grads = grad.params;
+    else {                                      /* the student reads the cartridge; its slots are set anew each step */
+        cartridge_slots(cartridge, n_frozen, n_slots, params, SLOTS_TO_FLAT);
+        acts_read_first(&acts, cartridge);
+    }
     for (int s = 0, j[2] = {0, 0}; s < n_sets; s++)
         for (int i = 0; i < sets[s].n_probes; i++) {
             int p = s >= n_main;
@@ -5170,7 +5237,7 @@ static int distill_sets(KvlModel *m, const int *prefix, int n_prefix, const Teac
             j[p]++;
         }
     if (opt->orthogonal_to) project_out_rows(lora, &basis);
-    memcpy(seq, prefix, sizeof(int) * n_prefix);
+    if (n_prefix) memcpy(seq, prefix, sizeof(int) * n_prefix);
     m->lora = lora;
     KvlRng rng[2];
     kvl_rng_seed(&rng[0], opt->seed ^ 0xd15711ull);
@@ -5185,7 +5252,8 @@ static int distill_sets(KvlModel *m, const int *prefix, int n_prefix, const Teac
             for (int b = 0; b < n; b++) batch[n_chosen++] = pool[p][chosen[b]];
         }
         for (int b = 0; b < n_chosen; b++) n_total += sets[batch[b].set].probes[batch[b].probe].n;
-        memset(grad.params, 0, sizeof(float) * grad.n_params);
+        memset(grads, 0, sizeof(float) * n_params);
+        if (!lora) cartridge_slots(&acts.cache, n_frozen, n_slots, params, FLAT_TO_SLOTS);
         loss = 0.0;
         for (int b = 0; b < n_chosen; b++) {
             const TeacherSet *ts = &sets[batch[b].set];
@@ -5193,10 +5261,11 @@ static int distill_sets(KvlModel *m, const int *prefix, int n_prefix, const Teac
             const unsigned char *zt = teacher_set_rows(ts, batch[b].probe, buffer);
             double part = 0.0;
             memcpy(seq + n_prefix, p->ids, sizeof(int) * p->n);
-            if (!zt || distill_probe(m, &acts, &grad, seq, n_prefix, p->n, zt, opt->use_kl, ts->topk, n_total, &part)) goto done;
+            if (!zt || distill_probe(m, &acts, 1, lora ? &grad : NULL, seq, n_prefix, p->n, zt, opt->use_kl, ts->topk, n_total, &part)) goto done;
+            if (!lora) cartridge_slots(&acts.d_past, n_frozen, n_slots, grads, SLOTS_ADD_TO_FLAT);
             loss += part;
         }
-        adamw_step(&adam, lora->params, grad.params, lora->n_params);
+        adamw_step(&adam, params, grads, n_params);
         if (opt->orthogonal_to) project_out_rows(lora, &basis);
         if (opt->progress) {           /* nonzero: stop here, with the adapter of this step */
             double elapsed = now_seconds() - start;
@@ -5204,10 +5273,12 @@ static int distill_sets(KvlModel *m, const int *prefix, int n_prefix, const Teac
         }
     }
     if (final_loss) *final_loss = loss;
+    if (!lora) cartridge_slots(cartridge, n_frozen, n_slots, params, FLAT_TO_SLOTS);
     r = 0;
 done:
     m->lora = keep;
     for (int p = 0; p < 2; p++) { free(pool[p]); free(order[p]); }
+    if (!lora) { free(params); free(grads); }
     free(seq); free(buffer); free(adam.m); free(adam.v);
     kvl_lora_free(&grad);
     kvl_lora_free(&basis);
@@ -5218,9 +5289,9 @@ done:
 /* The distillation: the teacher, the model alone reading cache (prefix ++ context), gives
    its rows over every probe once, before the steps (whole logits, or the top K): kept in
    memory up to opt->teacher_memory bytes, else in a file and read back batch by batch
-   (the same floats either way); then the steps above. */
-int kvl_distill(KvlModel *m, KvlCache *cache, const int *prefix, int n_prefix, const KvlProbe *probes, int n_probes,
-                KvlLora *lora, const KvlDistillOptions *opt, double *final_loss)
+   (the same floats either way); then the steps above, training lora, or cartridge. */
+static int distill_from_cache(KvlModel *m, KvlCache *cache, const int *prefix, int n_prefix, const KvlProbe *probes, int n_probes,
+                              KvlLora *lora, KvlCache *cartridge, int n_frozen, const KvlDistillOptions *opt, double *final_loss)
 {
     const KvlConfig *c = &m->config;
     int V = c->vocab_size, max_len = 0;
@@ -5231,20 +5302,58 @@ int kvl_distill(KvlModel *m, KvlCache *cache, const int *prefix, int n_prefix, c
     }
     if (cache->n_tokens + max_len > cache->max_tokens)
         return fail("distill: a probe of %d tokens does not fit after the %d-token context", max_len, cache->n_tokens);
-    if (n_prefix + max_len > c->max_positions) return fail("distill: prefix and probe exceed the model's positions");
+    if ((cartridge ? cartridge->n_tokens : n_prefix) + max_len > c->max_positions)
+        return fail("distill: %s and probe exceed the model's positions", cartridge ? "cartridge" : "prefix");
     if (opt->batch > 4096 && n_probes > 4096) return fail("distill: batch %d is larger than 4096", opt->batch < n_probes ? opt->batch : n_probes);
     int topk = teacher_topk(opt->teacher_topk, V);
     if (topk && !opt->use_kl) return fail("distill: a top-K teacher needs the KL loss (the squared logit difference needs every logit)");
     TeacherSet ts;
     if (teacher_set_compute(&ts, m, cache, probes, n_probes, topk, opt->teacher_memory, opt->teacher_file)) return -1;
-    int r = distill_sets(m, prefix, n_prefix, &ts, 1, 1, 0.0f, lora, opt, final_loss);
+    int r = distill_sets(m, prefix, n_prefix, &ts, 1, 1, 0.0f, lora, cartridge, n_frozen, opt, final_loss);
     teacher_set_free(&ts);
     return r;
 }
 
+int kvl_distill(KvlModel *m, KvlCache *cache, const int *prefix, int n_prefix, const KvlProbe *probes, int n_probes,
+                KvlLora *lora, const KvlDistillOptions *opt, double *final_loss)
+{
+    return distill_from_cache(m, cache, prefix, n_prefix, probes, n_probes, lora, NULL, 0, opt, final_loss);
+}
+
+/* A cartridge (Eyuboglu et al., 2025, "Cartridges"): instead of an adapter, a small KV
+   cache trained to stand in for the context's. Its first n_prefix positions are cache's
+   prefix, kept as they are: the model computes them from the prefix's tokens anyway, and
+   they hold the attention sink (Cartridges freezes that first token for the same reason).
+   Its n_slots slots start as the keys and values of the context's first n_slots tokens;
+   the student is the model alone reading the cartridge, then each probe, at positions
+   n_prefix + n_slots ..., and the loss and steps are the adapter's. The keys' gradients
+   come from attention_backward, which gives them for every key a query reads. */
+int kvl_cartridge_distill(KvlModel *m, KvlCache *cache, int n_prefix, int n_slots, const KvlProbe *probes, int n_probes,
+                          const KvlDistillOptions *opt, KvlCache *cartridge, double *final_loss)
+{
+    const KvlConfig *c = &m->config;
+    if (n_slots < 1 || n_prefix < 0 || n_prefix + n_slots > cache->n_tokens)
+        return fail("cartridge: %d slots after a prefix of %d, from a cache of %d tokens", n_slots, n_prefix, cache->n_tokens);
+    if (cache->n_evicted) return fail("cartridge: the cache has been evicted");
+    memset(cartridge, 0, sizeof *cartridge);
+    if (kvl_cache_init(cartridge, c, n_prefix + n_slots)) return -1;
+    size_t plane = (size_t)cache->max_tokens * c->head_dim;
+    for (size_t h = 0; h < (size_t)c->n_layers * c->n_kv_heads; h++) {
+        memcpy(cartridge->k + h * cartridge->max_tokens * c->head_dim, cache->k + h * plane, sizeof(float) * (n_prefix + n_slots) * c->head_dim);
+        memcpy(cartridge->v + h * cartridge->max_tokens * c->head_dim, cache->v + h * plane, sizeof(float) * (n_prefix + n_slots) * c->head_dim);
+    }
+    cartridge->n_tokens = n_prefix + n_slots;
+    if (distill_from_cache(m, cache, NULL, 0, probes, n_probes, NULL, cartridge, n_prefix, opt, final_loss)) {
+        kvl_cache_free(cartridge);
+        return -1;
+    }
+    return 0;
+}
+
 /* The mean distillation loss over every probe with the model's current adapter. */
-int kvl_distill_loss(KvlModel *m, KvlCache *cache, const int *prefix, int n_prefix, const KvlProbe *probes, int n_probes,
-                     int use_kl, double *loss)
+/* (With a cartridge: the model alone reading it, then each probe; prefix is then empty.) */
+static int distill_loss(KvlModel *m, KvlCache *cache, const int *prefix, int n_prefix, const KvlCache *cartridge,
+                        const KvlProbe *probes, int n_probes, int use_kl, double *loss)
 {
     const KvlConfig *c = &m->config;
     int n_ctx = cache->n_tokens, max_len = 0, n_total = 0, r = -1;
@@ -5256,27 +5365,43 @@ int kvl_distill_loss(KvlModel *m, KvlCache *cache, const int *prefix, int n_pref
     int *seq = xmalloc(sizeof(int) * (n_prefix + max_len));
     float *teacher = xmalloc(sizeof(float) * (size_t)max_len * c->vocab_size);
     *loss = 0.0;
-    if (!seq || !teacher || acts_init(&acts, c, n_prefix + max_len, m->lora ? m->lora->rank : 1, 0) ||
+    const KvlLora *keep = m->lora;
+    if (cartridge) m->lora = NULL;
+    if (!seq || !teacher || acts_init(&acts, c, cartridge ? cartridge->n_tokens : 0, n_prefix + max_len, m->lora ? m->lora->rank : 1, 0) ||
         scratch_reserve(m, n_prefix + max_len, cache->max_tokens))
         goto done;
-    memcpy(seq, prefix, sizeof(int) * n_prefix);
+    if (cartridge) acts_read_first(&acts, cartridge);
+    if (n_prefix) memcpy(seq, prefix, sizeof(int) * n_prefix);
     double start = now_seconds();
     long long done_tokens = 0;
     for (int i = 0; i < n_probes; i++) {
         double part = 0.0;
         memcpy(seq + n_prefix, probes[i].ids, sizeof(int) * probes[i].n);
         if (teacher_forward(m, cache, n_ctx, &probes[i], teacher) ||
-            distill_probe(m, &acts, NULL, seq, n_prefix, probes[i].n, teacher, use_kl, 0, n_total, &part))
+            distill_probe(m, &acts, 0, NULL, seq, n_prefix, probes[i].n, teacher, use_kl, 0, n_total, &part))
             goto done;
         *loss += part;
         report_phase("loss", done_tokens += probes[i].n, n_total, start);
     }
     r = 0;
 done:
+    m->lora = keep;
     free(seq);
     free(teacher);
     acts_free(&acts);
     return r;
+}
+
+int kvl_distill_loss(KvlModel *m, KvlCache *cache, const int *prefix, int n_prefix, const KvlProbe *probes, int n_probes,
+                     int use_kl, double *loss)
+{
+    return distill_loss(m, cache, prefix, n_prefix, NULL, probes, n_probes, use_kl, loss);
+}
+
+int kvl_cartridge_loss(KvlModel *m, KvlCache *cache, const KvlCache *cartridge, const KvlProbe *probes, int n_probes,
+                       int use_kl, double *loss)
+{
+    return distill_loss(m, cache, NULL, 0, cartridge, probes, n_probes, use_kl, loss);
 }
 
 /* ---- the closed form: the best low-rank update of one layer by least squares ---- */
@@ -5675,7 +5800,7 @@ int kvl_distill_closed_form(KvlModel *m, KvlCache *cache, const int *prefix, int
     for (int g = 0; g < N_GROUPS; g++) teacher[g] = xmalloc(sizeof(float) * (size_t)c->n_layers * n_all * group_width(c, g));
     student = xmalloc(sizeof(float) * n_all * widest);
     if (!xn_mlp || !entering || !seq || !student || !teacher[0] || !teacher[1] || !teacher[2] || !teacher[3] ||
-        acts_init(&acts, c, n_prefix + max_len, lora->rank, 0) || scratch_reserve(m, n_prefix + max_len, n_prefix + max_len))
+        acts_init(&acts, c, 0, n_prefix + max_len, lora->rank, 0) || scratch_reserve(m, n_prefix + max_len, n_prefix + max_len))
         goto done;
     for (size_t at = 0, i = 0; i < (size_t)n_use; at += (size_t)probes[i].n, i++)
         if (teacher_group_inputs(m, cache, n_ctx, probes[i].ids, probes[i].n, xn_mlp, teacher, n_all, at)) goto done;
@@ -6312,7 +6437,7 @@ static int pretrain_lanes_init(PretrainLanes *lanes, const KvlModel *m, int seq_
         lanes->model[i].scratch = NULL;
     }
     for (int i = 0; i < PRETRAIN_LANES; i++)
-        if (model_zeros(&lanes->grad[i], &m->config) || acts_init(&lanes->acts[i], &m->config, seq_len, 1, 1) ||
+        if (model_zeros(&lanes->grad[i], &m->config) || acts_init(&lanes->acts[i], &m->config, 0, seq_len, 1, 1) ||
             scratch_reserve(&lanes->model[i], seq_len, seq_len))
             return -1;
     return 0;
@@ -6873,7 +6998,7 @@ int kvl_needle_sessions(KvlModel *m, KvlTokenizer *tok, const KvlSessionsOptions
             for (int j = 0; j < k; j++) pool[n_sets++] = sets[j];
         opt.seed = no->distill.seed + (uint64_t)k;
         opt.orthogonal_to = merge == KVL_MERGE_COMPOSE_ORTHOGONAL && k > 0 ? &state : NULL;
-        if (distill_sets(m, &bos, 1, pool, n_sets, 1, merge == KVL_MERGE_INCREMENTAL_REPLAY ? o->replay : 0.0f, lora, &opt, NULL)) goto done;
+        if (distill_sets(m, &bos, 1, pool, n_sets, 1, merge == KVL_MERGE_INCREMENTAL_REPLAY ? o->replay : 0.0f, lora, NULL, 0, &opt, NULL)) goto done;
         if (composed) {                         /* the sum of every session's adapter so far */
             KvlLora sum = {0};
             if (kvl_lora_combine(&sum, parts, ones, k + 1, c)) goto done;
@@ -6891,7 +7016,7 @@ int kvl_needle_sessions(KvlModel *m, KvlTokenizer *tok, const KvlSessionsOptions
         KvlDistillOptions opt = no->distill;
         opt.steps *= S;
         if (kvl_lora_init(&parts[0], c, u->rank, u->alpha, 0, no->targets, no->distill.seed) ||
-            distill_sets(m, &bos, 1, sets, S, S, 0.0f, &parts[0], &opt, NULL))
+            distill_sets(m, &bos, 1, sets, S, S, 0.0f, &parts[0], NULL, 0, &opt, NULL))
             goto done;
     }
     m->lora = merge == KVL_MERGE_WEIGHTS ? NULL : composed ? &state : &parts[0];
@@ -7701,8 +7826,8 @@ static int dump_gradients(KvlModel *m, KvlLora *lora, const Dump *d, const float
     if (d->n[1]) memcpy(seq, d->ids[1], sizeof(int) * d->n[1]);
     memcpy(seq + d->n[1], d->ids[0], sizeof(int) * T);
     m->lora = lora;
-    r = lora_alloc_like(grad, lora, &m->config) || acts_init(&acts, &m->config, d->n[1] + T, lora->rank, 0) ||
-        distill_probe(m, &acts, grad, seq, d->n[1], T, teacher, d->loss == 0, 0, T, &loss) ||
+    r = lora_alloc_like(grad, lora, &m->config) || acts_init(&acts, &m->config, 0, d->n[1] + T, lora->rank, 0) ||
+        distill_probe(m, &acts, 1, grad, seq, d->n[1], T, teacher, d->loss == 0, 0, T, &loss) ||
         lora_tensor_list(grad, "grad.", tensors, names, n);
     acts_free(&acts);
     free(seq);
@@ -7723,7 +7848,7 @@ static int dump_activations(KvlModel *m, KvlLora *lora, const Dump *d, float **h
     *tensors = xcalloc((size_t)L + 2, sizeof **tensors);
     *names = xmalloc((size_t)(L + 2) * 24);
     m->lora = d->adapter ? lora : NULL;
-    r = !seq || !*hidden || !*tensors || !*names || acts_init(&acts, c, n, d->adapter ? lora->rank : 0, 0) || scratch_reserve(m, n, n);
+    r = !seq || !*hidden || !*tensors || !*names || acts_init(&acts, c, 0, n, d->adapter ? lora->rank : 0, 0) || scratch_reserve(m, n, n);
     if (!r) {
         if (d->n[1]) memcpy(seq, d->ids[1], sizeof(int) * d->n[1]);
         memcpy(seq + d->n[1], d->ids[0], sizeof(int) * T);
@@ -9105,7 +9230,7 @@ static void bench_distill(KvlModel *m, int *ids, int T, int repeat)
     if (kvl_distill(m, &cache, &prefix, 1, &probe, 1, &lora, &opt, &loss)) fprintf(stderr, "kvlora: %s\n", kvl_last_error());
     printf("distill step      %.3f s (r 8, all targets, %d probe tokens, %d cached tokens; mean of %d steps after the first)\n",
            (elapsed[1] - elapsed[0]) / (1 + repeat), n_probe, T, 1 + repeat);
-    if (acts_init(&acts, c, 1 + n_probe, 8, 0) == 0) {
+    if (acts_init(&acts, c, 0, 1 + n_probe, 8, 0) == 0) {
         printf("memory            weights %.1f MB, KV cache %.1f MB, the step's activations %.1f MB, teacher logits %.1f MB\n",
                m->n_params * 4e-6, kvl_cache_bytes_per_token(c) * (double)cache.max_tokens * 1e-6, acts.bytes * 1e-6,
                (double)n_probe * c->vocab_size * 4e-6);

@@ -383,6 +383,19 @@ int kvl_distill_closed_form(KvlModel *m, KvlCache *cache, const int *prefix, int
 int kvl_distill_loss(KvlModel *m, KvlCache *cache, const int *prefix, int n_prefix, const KvlProbe *probes, int n_probes,
                      int use_kl, double *loss);
 
+/* A cartridge (Cartridges, Eyuboglu et al., 2025): instead of an adapter, a KV cache of
+   n_prefix + n_slots positions trained to stand in for cache's context. Its first n_prefix
+   are cache's prefix, as they are; its slots start as the context's first n_slots tokens
+   and are trained with opt's loss and steps, the student being the model alone (m->lora
+   is not used) reading the cartridge and then each probe. cartridge: allocated here (free
+   it with kvl_cache_free), n_tokens = n_prefix + n_slots; later tokens follow it, as after
+   any cache (kvl_cache_save writes it, in the cache's layout). */
+int kvl_cartridge_distill(KvlModel *m, KvlCache *cache, int n_prefix, int n_slots, const KvlProbe *probes, int n_probes,
+                          const KvlDistillOptions *opt, KvlCache *cartridge, double *final_loss);
+/* kvl_distill_loss for a cartridge: the model alone reading cartridge ++ probe. */
+int kvl_cartridge_loss(KvlModel *m, KvlCache *cache, const KvlCache *cartridge, const KvlProbe *probes, int n_probes,
+                       int use_kl, double *loss);
+
 /* ---- the needle-in-a-haystack corpus ---- */
 
 typedef struct { char name[32]; char code[8]; float depth; } KvlNeedle;

@@ -1227,7 +1227,7 @@ static void test_attention_backward(void)
         fill_random(cache.v, (size_t)KVH * T * HD, &rng, 1.0f);
         fill_random(cw, (size_t)T * QD, &rng, 1.0f);
         attention_forward(out, att, (size_t)T * T, (size_t)T, q, &cache, 0, 0, T, &c);
-        attention_backward(dq, dk, dv, cw, att, q, &cache, 0, T, &c, dp);
+        attention_backward(dq, dk, dv, cw, att, q, &cache, 0, 0, T, &c, dp);
         float *params[3] = {q, cache.k, cache.v}, *grads[3] = {dq, dk, dv};
         int sizes[3] = {T * QD, KVH * T * HD, KVH * T * HD}, bad = 0, n = 0;
         for (int p = 0; p < 3; p++) {
@@ -1354,7 +1354,7 @@ static int student_setup(StudentSetup *s, size_t mi)
     teacher_logits(s->m, prefix, 1, context, 12, s->seq + 1, 10, s->teacher);
     random_adapter(&s->lora, c, 4, 100 + mi, 0.1f);
     s->m->lora = &s->lora;
-    acts_init(&s->acts, c, 11, 4, 0);
+    acts_init(&s->acts, c, 0, 11, 4, 0);
     return 0;
 }
 
@@ -1381,7 +1381,7 @@ static void test_model_backward(void)
         for (int use_kl = 1; use_kl >= 0; use_kl--) {
             memset(dlora.params, 0, sizeof(float) * dlora.n_params);
             double loss = 0, lp = 0, lm = 0;
-            distill_probe(m, &st.acts, &dlora, st.seq, 1, 10, st.teacher, use_kl, 0, 10, &loss);
+            distill_probe(m, &st.acts, 1, &dlora, st.seq, 1, 10, st.teacher, use_kl, 0, 10, &loss);
             KvlRng rng;
             kvl_rng_seed(&rng, 77);
             int bad = 0, n = 0;
@@ -1393,8 +1393,8 @@ static void test_model_backward(void)
                         size_t i = kvl_rng_u32(&rng) % count;
                         float *p = (ab ? st.lora.B[t] : st.lora.A[t]) + i, keep = *p;
                         float g = (ab ? dlora.B[t] : dlora.A[t])[i];
-                        *p = keep + 1e-2f; distill_probe(m, &st.acts, NULL, st.seq, 1, 10, st.teacher, use_kl, 0, 10, &lp);
-                        *p = keep - 1e-2f; distill_probe(m, &st.acts, NULL, st.seq, 1, 10, st.teacher, use_kl, 0, 10, &lm);
+                        *p = keep + 1e-2f; distill_probe(m, &st.acts, 0, NULL, st.seq, 1, 10, st.teacher, use_kl, 0, 10, &lp);
+                        *p = keep - 1e-2f; distill_probe(m, &st.acts, 0, NULL, st.seq, 1, 10, st.teacher, use_kl, 0, 10, &lm);
                         *p = keep;
                         double numeric = (lp - lm) / 2e-2;
                         if (!fd_close(g, numeric, scale)) {
@@ -1419,7 +1419,7 @@ static void test_student_forward_matches_inference(void)
         int V = st.m->config.vocab_size;
         float *inference = malloc(sizeof(float) * 11 * V);
         double loss;
-        distill_probe(st.m, &st.acts, NULL, st.seq, 1, 10, st.teacher, 1, 0, 10, &loss);
+        distill_probe(st.m, &st.acts, 0, NULL, st.seq, 1, 10, st.teacher, 1, 0, 10, &loss);
         KvlCache cache;
         kvl_cache_init(&cache, &st.m->config, 11);
         kvl_forward(st.m, &cache, st.seq, 11, inference, 11);
@@ -1457,7 +1457,7 @@ static void test_weight_backward(void)
         int seq[13];
         for (int i = 0; i < 13; i++) seq[i] = (i * 41 + 3) % c->vocab_size;
         Acts a;
-        acts_init(&a, c, 12, 1, 1);
+        acts_init(&a, c, 0, 12, 1, 1);
         scratch_reserve(m, 12, 12);
         model_zeros(&g, c);
         double loss = pretrain_loss(m, &a, seq, 12, &g->w);
@@ -1876,7 +1876,7 @@ static int lora_golden_open(LoraGolden *g, size_t i)
     kvl_st_read_f32(&g->st, te, g->teacher);
     kvl_st_read_f32(&g->st, lo, g->logits);
     lora_alloc_like(&g->grad, &g->lora, &g->m->config);
-    acts_init(&g->a, &g->m->config, g->P + g->T, g->lora.rank, 0);
+    acts_init(&g->a, &g->m->config, 0, g->P + g->T, g->lora.rank, 0);
     g->m->lora = &g->lora;
     return 0;
 }
@@ -1887,7 +1887,7 @@ static double lora_golden_probe(LoraGolden *g, int use_kl)
 {
     double loss;
     memset(g->grad.params, 0, sizeof(float) * g->grad.n_params);
-    distill_probe(g->m, &g->a, &g->grad, g->seq, g->P, g->T, g->teacher, use_kl, 0, g->T, &loss);
+    distill_probe(g->m, &g->a, 1, &g->grad, g->seq, g->P, g->T, g->teacher, use_kl, 0, g->T, &loss);
     return loss;
 }
 
@@ -2392,7 +2392,7 @@ static void test_replay_share(void)
         TeacherSet pool[2] = {sets[0], sets[1]};
         pool[1].n_probes = cases[i].n_old;
         kvl_lora_init(&lora, &m->config, 2, 4.0f, 0, has, 1);
-        int r = distill_sets(m, distill_prefix, 1, pool, cases[i].n_sets, 1, cases[i].replay, &lora, &opt, NULL);
+        int r = distill_sets(m, distill_prefix, 1, pool, cases[i].n_sets, 1, cases[i].replay, &lora, NULL, 0, &opt, NULL);
         CHECK(r == 0 && log.steps == 3 && log.tokens[0] == cases[i].want && log.tokens[1] == cases[i].want && log.tokens[2] == cases[i].want,
               "replay %.2f of a batch of 8 (%d replayable probes): %d tokens a step (got %d, %d, %d)", cases[i].replay, cases[i].n_old,
               cases[i].want, log.tokens[0], log.tokens[1], log.tokens[2]);
@@ -2426,7 +2426,7 @@ static void test_cache_eviction(void)
     memcpy(seq + 1, context, sizeof context);
     /* the mass, against the student's probabilities of every query */
     Acts acts;
-    acts_init(&acts, c, n, 1, 0);
+    acts_init(&acts, c, 0, n, 1, 0);
     scratch_reserve(m, n, n);
     student_forward(&acts, seq, m, n);
     KvlCache observed;
