@@ -2188,6 +2188,116 @@ static void test_distill_is_reproducible(void)
     kvl_lora_free(&again);
 }
 
+/* A cartridge: a trained KV cache in place of the context's (kvl_cartridge_distill). On
+   each student model: one initialised from the cache and not trained is exactly those
+   cached tokens (the student reading it gives the logits of the model reading prefix ++
+   the context's first P tokens ++ probe, bit for bit, as does kvl_forward after it), and
+   the gradients of the slots' keys and values against finite differences. */
+static void test_cartridge_gradients(void)
+{
+    enum { P = 4 };
+    for (size_t mi = 0; mi < N_STUDENT_MODELS; mi++) {
+        StudentSetup st;
+        if (student_setup(&st, mi)) continue;
+        KvlModel *m = st.m;
+        const KvlConfig *c = &m->config;
+        int V = c->vocab_size, L = c->n_layers, KVH = c->n_kv_heads, HD = c->head_dim, seq[1 + 12 + 10];
+        seq[0] = 1;
+        for (int i = 0; i < 12; i++) seq[1 + i] = (i * 37 + 5) % V;     /* student_setup's context */
+        memcpy(seq + 13, st.seq + 1, sizeof(int) * 10);
+        m->lora = NULL;
+        KvlCache cache, cartridge, after;
+        kvl_cache_init(&cache, c, 1 + 12 + 10);
+        kvl_forward(m, &cache, seq, 13, NULL, 0);
+        KvlProbe probe = {st.seq + 1, 10};
+        KvlDistillOptions opt = {1, 0, 1, 1e-2f, 0.0f, 1, NULL, NULL, 0, NULL, 0, NULL};
+        int r = kvl_cartridge_distill(m, &cache, 1, P, &probe, 1, &opt, &cartridge, NULL);
+        CHECK(r == 0 && cartridge.n_tokens == 1 + P, "%s: a cartridge of %d slots, not trained: %s", student_models[mi], P, r ? kvl_last_error() : "ok");
+        if (r) { kvl_cache_free(&cache); student_setup_free(&st); continue; }
+        /* the model reading prefix ++ the first P context tokens ++ probe, and after the cartridge */
+        float *want = malloc(sizeof(float) * 10 * V), *got = malloc(sizeof(float) * 10 * V);
+        int short_seq[1 + P + 10];
+        memcpy(short_seq, seq, sizeof(int) * (1 + P));
+        memcpy(short_seq + 1 + P, st.seq + 1, sizeof(int) * 10);
+        KvlCache plain;
+        kvl_cache_init(&plain, c, 1 + P + 10);
+        kvl_forward(m, &plain, short_seq, 1 + P + 10, want, 10);
+        kvl_cache_init(&after, c, 1 + P + 10);
+        for (size_t h = 0; h < (size_t)L * KVH; h++) {
+            memcpy(after.k + h * after.max_tokens * HD, cartridge.k + h * cartridge.max_tokens * HD, sizeof(float) * (1 + P) * HD);
+            memcpy(after.v + h * after.max_tokens * HD, cartridge.v + h * cartridge.max_tokens * HD, sizeof(float) * (1 + P) * HD);
+        }
+        after.n_tokens = 1 + P;
+        kvl_forward(m, &after, st.seq + 1, 10, got, 10);
+        Acts a;
+        acts_init(&a, c, 1 + P, 10, 1, 0);
+        acts_read_first(&a, &cartridge);
+        double loss = 0, lp = 0, lm = 0;
+        distill_probe(m, &a, 1, NULL, st.seq + 1, 0, 10, st.teacher, 1, 0, 10, &loss);
+        CHECK(bits_equal(got, want, (size_t)10 * V) && bits_equal(a.logits, want, (size_t)10 * V),
+              "%s: an untrained cartridge is the cache of its %d tokens: kvl_forward and the student after it, bit for bit", student_models[mi], P);
+        /* d loss / d slot, against central differences (the prefix's row is not a parameter) */
+        KvlRng rng;
+        kvl_rng_seed(&rng, 31 + mi);
+        int bad = 0, n = 0;
+        double scale = fmax(max_abs(a.d_past.k, (size_t)L * KVH * a.d_past.max_tokens * HD),
+                            max_abs(a.d_past.v, (size_t)L * KVH * a.d_past.max_tokens * HD));
+        for (int k = 0; k < 8 * GRADIENT_TEST_ENTRIES; k++, n++) {
+            int kv = k % 2, lg = (int)(kvl_rng_u32(&rng) % (uint32_t)(L * KVH)), slot = 1 + (int)(kvl_rng_u32(&rng) % P);
+            int d = (int)(kvl_rng_u32(&rng) % (uint32_t)HD);
+            float *x = (kv ? a.cache.v : a.cache.k) + ((size_t)lg * a.cache.max_tokens + slot) * HD + d, keep = *x;
+            double g = (kv ? a.d_past.v : a.d_past.k)[((size_t)lg * a.d_past.max_tokens + slot) * HD + d];
+            *x = keep + 1e-2f; distill_probe(m, &a, 0, NULL, st.seq + 1, 0, 10, st.teacher, 1, 0, 10, &lp);
+            *x = keep - 1e-2f; distill_probe(m, &a, 0, NULL, st.seq + 1, 0, 10, st.teacher, 1, 0, 10, &lm);
+            *x = keep;
+            if (!fd_close(g, (lp - lm) / 2e-2, scale)) {
+                if (bad < 3) printf("    %s %c layer/head %d slot %d [%d]: analytic %g numeric %g\n", student_models[mi], kv ? 'v' : 'k', lg, slot, d, g, (lp - lm) / 2e-2);
+                bad++;
+            }
+        }
+        CHECK(bad == 0 && scale > 0, "%s, kl %.4g: %d of %d cartridge gradients off the finite differences", student_models[mi], loss, bad, n);
+        acts_free(&a);
+        free(want); free(got);
+        kvl_cache_free(&plain); kvl_cache_free(&after); kvl_cache_free(&cartridge); kvl_cache_free(&cache);
+        student_setup_free(&st);
+    }
+}
+
+/* Training a cartridge lowers the loss; its prefix stays bit for bit the cache's. */
+static void test_cartridge_distill(void)
+{
+    if (!distill_small()) return;
+    KvlModel *m = distilled.m;
+    const KvlConfig *c = &m->config;
+    KvlCache cartridge, untrained;
+    KvlDistillOptions opt = distilled.opt;
+    double before = 0, after = 0, last;
+    opt.steps = 0;
+    kvl_cartridge_distill(m, &distilled.cache, 1, 8, distilled.probes, distilled.n_probes, &opt, &untrained, &last);
+    opt.steps = DISTILL_TEST_STEPS;
+    int r = kvl_cartridge_distill(m, &distilled.cache, 1, 8, distilled.probes, distilled.n_probes, &opt, &cartridge, &last);
+    CHECK(r == 0, "cartridge distillation: %s", r ? kvl_last_error() : "ok");
+    if (r) { kvl_cache_free(&untrained); return; }
+    kvl_cartridge_loss(m, &distilled.cache, &untrained, distilled.probes, distilled.n_probes, 1, &before);
+    kvl_cartridge_loss(m, &distilled.cache, &cartridge, distilled.probes, distilled.n_probes, 1, &after);
+    printf("  cartridge of 8 slots: kl over %d probes %.4f -> %.4f in %d steps (the rank-8 adapter: %.4f)\n",
+           distilled.n_probes, before, after, DISTILL_TEST_STEPS, distilled.after);
+    CHECK(after * 2 <= before, "the cartridge's loss falls at least 2x: %.4f -> %.4f", before, after);
+    int prefix_same = 1, slots_moved = 0;
+    for (size_t h = 0; h < (size_t)c->n_layers * c->n_kv_heads; h++) {
+        const float *k = cartridge.k + h * cartridge.max_tokens * c->head_dim, *k0 = distilled.cache.k + h * distilled.cache.max_tokens * c->head_dim;
+        prefix_same &= !memcmp(k, k0, sizeof(float) * c->head_dim);
+        slots_moved |= memcmp(k + c->head_dim, k0 + c->head_dim, sizeof(float) * 8 * c->head_dim) != 0;
+    }
+    CHECK(prefix_same && slots_moved, "the prefix (the attention sink) is frozen, the slots trained");
+    KvlCache bad;
+    CHECK(kvl_cartridge_distill(m, &distilled.cache, 1, 0, distilled.probes, distilled.n_probes, &opt, &bad, &last) != 0 &&
+          kvl_cartridge_distill(m, &distilled.cache, 1, distilled.cache.n_tokens, distilled.probes, distilled.n_probes, &opt, &bad, &last) != 0,
+          "no slots, or more than the context holds, are refused");
+    kvl_cache_free(&cartridge);
+    kvl_cache_free(&untrained);
+}
+
 /* Teacher logits beyond the memory budget go through a file and come back as the same
    floats: 8 steps (every probe read back at least once) give the in-memory adapter bit
    for bit, with a named file (gone when kvl_distill returns) and with an anonymous one. */
@@ -5053,6 +5163,8 @@ static const struct { const char *name; void (*fn)(void); } tests[] = {
     {"distill_topk", test_distill_topk},
     {"orthogonal_adapters", test_orthogonal_adapters},
     {"replay_share", test_replay_share},
+    {"cartridge_gradients", test_cartridge_gradients},
+    {"cartridge_distill", test_cartridge_distill},
     {"kivi_cache", test_kivi_cache},
     {"cache_eviction", test_cache_eviction},
     {"closed_form_lowers_loss", test_closed_form_lowers_loss},
