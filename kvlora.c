@@ -3356,28 +3356,6 @@ static void attention_forward(float *out, float *att, size_t head_stride, size_t
     }
 }
 
-/* The attention each key receives, for the eviction policies of section 11 (H2O, SnapKV
-   rank keys by it): mass[g][j] += p_tj over the T queries at positions pos0 + t >= from and
-   the query heads of key/value head g, with attention_forward's probabilities, computed
-   again (rows: a row of scratch per thread, row_stride floats apart). mass is [KVH][P] of
-   layer `layer`, P = cache->max_tokens. Threads split the key/value heads. */
-static void attention_mass(float *mass, float *rows, size_t row_stride, const float *q, const KvlCache *cache, int layer,
-                           int pos0, int T, int from, const KvlConfig *c)
-{
-    int H = c->n_heads, KVH = c->n_kv_heads, HD = c->head_dim, group = H / KVH;
-    PARALLEL_FOR
-    for (int g = 0; g < KVH; g++) {
-        const float *keys = cache->k + ((size_t)layer * KVH + g) * cache->max_tokens * HD;
-        float *p = rows + thread_index() * row_stride, *m = mass + (size_t)g * cache->max_tokens;
-        for (int t = pos0 < from ? from - pos0 : 0; t < T; t++)
-            for (int h = g * group; h < (g + 1) * group; h++) {
-                int pos = pos0 + t, first = first_key(pos, c);
-                attention_probabilities(p, q + ((size_t)t * H + h) * HD, keys, first, pos, HD);
-                for (int j = first; j <= pos; j++) m[j] += p[j];
-            }
-    }
-}
-
 /* attention_forward's very sums, faster (Appendix A): blocks of queries share each block
    of keys while it is in cache, several keys' dot products run side by side, and threads
    split (head, query block) jobs. att, head_stride and row_stride as above; or, with att
@@ -3434,6 +3412,28 @@ static void attention_backward(float *d_q, float *d_k, float *d_v, const float *
                 }
             }
         }
+    }
+}
+
+/* The attention each key receives, for the eviction policies of section 11 (H2O, SnapKV
+   rank keys by it): mass[g][j] += p_tj over the T queries at positions pos0 + t >= from and
+   the query heads of key/value head g, with attention_forward's probabilities, computed
+   again (rows: a row of scratch per thread, row_stride floats apart). mass is [KVH][P] of
+   layer `layer`, P = cache->max_tokens. Threads split the key/value heads. */
+static void attention_mass(float *mass, float *rows, size_t row_stride, const float *q, const KvlCache *cache, int layer,
+                           int pos0, int T, int from, const KvlConfig *c)
+{
+    int H = c->n_heads, KVH = c->n_kv_heads, HD = c->head_dim, group = H / KVH;
+    PARALLEL_FOR
+    for (int g = 0; g < KVH; g++) {
+        const float *keys = cache->k + ((size_t)layer * KVH + g) * cache->max_tokens * HD;
+        float *p = rows + thread_index() * row_stride, *m = mass + (size_t)g * cache->max_tokens;
+        for (int t = pos0 < from ? from - pos0 : 0; t < T; t++)
+            for (int h = g * group; h < (g + 1) * group; h++) {
+                int pos = pos0 + t, first = first_key(pos, c);
+                attention_probabilities(p, q + ((size_t)t * H + h) * HD, keys, first, pos, HD);
+                for (int j = first; j <= pos; j++) m[j] += p[j];
+            }
     }
 }
 
@@ -4005,6 +4005,20 @@ int kvl_generate(KvlModel *m, const int *prompt, int n_prompt, int max_new,
                  float temperature, float top_p, uint64_t seed,
                  int *ids, int *n_ids, KvlTokenCallback on_token, void *user)
 {
+    KvlCache cache = {0};
+    *n_ids = 0;
+    if (n_prompt < 1 || max_new < 0 || (int64_t)n_prompt + max_new > m->config.max_positions)   /* (the message comes below) */
+        return kvl_generate_after(m, &cache, prompt, n_prompt, max_new, temperature, top_p, seed, ids, n_ids, on_token, user);
+    if (kvl_cache_init(&cache, &m->config, n_prompt + max_new)) return -1;
+    int rc = kvl_generate_after(m, &cache, prompt, n_prompt, max_new, temperature, top_p, seed, ids, n_ids, on_token, user);
+    kvl_cache_free(&cache);
+    return rc;
+}
+
+int kvl_generate_after(KvlModel *m, KvlCache *cache, const int *prompt, int n_prompt, int max_new,
+                       float temperature, float top_p, uint64_t seed,
+                       int *ids, int *n_ids, KvlTokenCallback on_token, void *user)
+{
     const KvlConfig *c = &m->config;
     *n_ids = 0;
     if (n_prompt < 1) return fail("generate: the prompt is empty");
@@ -4012,18 +4026,18 @@ int kvl_generate(KvlModel *m, const int *prompt, int n_prompt, int max_new,
     for (int i = 0; i < n_prompt; i++)
         if (prompt[i] < 0 || prompt[i] >= c->vocab_size)
             return fail("generate: prompt token %d is %d, outside the vocabulary [0, %d)", i, prompt[i], c->vocab_size);
-    if ((int64_t)n_prompt + max_new > c->max_positions)
-        return fail("generate: the prompt (%d tokens) and %d new tokens exceed the model's %d positions",
-                    n_prompt, max_new, c->max_positions);
-    KvlCache cache = {0};
+    int64_t before = (int64_t)cache->n_evicted + cache->n_tokens;
+    if (before + n_prompt + max_new > c->max_positions)
+        return fail("generate: %s the prompt (%d tokens) and %d new tokens exceed the model's %d positions",
+                    before ? "the cache's tokens," : "", n_prompt, max_new, c->max_positions);
+    if (cache->n_tokens + n_prompt + max_new > cache->max_tokens)
+        return fail("generate: the prompt (%d tokens) and %d new tokens do not fit the cache's room (%d of %d positions used)",
+                    n_prompt, max_new, cache->n_tokens, cache->max_tokens);
     float *logits = malloc(sizeof(float) * (size_t)c->vocab_size);
     if (!logits) return fail("out of memory");
-    int rc = kvl_cache_init(&cache, c, n_prompt + max_new);
-    if (!rc) {
-        memcpy(ids, prompt, sizeof(int) * (size_t)n_prompt);
-        *n_ids = n_prompt;
-        rc = kvl_forward(m, &cache, prompt, n_prompt, logits, 1);
-    }
+    memcpy(ids, prompt, sizeof(int) * (size_t)n_prompt);
+    *n_ids = n_prompt;
+    int rc = kvl_forward(m, cache, prompt, n_prompt, logits, 1);
     KvlRng rng;
     kvl_rng_seed(&rng, seed);
     for (int produced = 0; !rc && produced < max_new; produced++) {
@@ -4031,9 +4045,8 @@ int kvl_generate(KvlModel *m, const int *prompt, int n_prompt, int max_new,
         ids[(*n_ids)++] = next;
         if (on_token && (rc = on_token(ids, *n_ids, user)) != 0) break;
         if (next == c->eos_token_id) break;
-        if (produced + 1 < max_new) rc = kvl_forward(m, &cache, &next, 1, logits, 1);
+        if (produced + 1 < max_new) rc = kvl_forward(m, cache, &next, 1, logits, 1);
     }
-    kvl_cache_free(&cache);
     free(logits);
     return rc;
 }
@@ -5134,6 +5147,22 @@ static void project_out_rows(KvlLora *lora, const KvlLora *basis)
     }
 }
 
+/* dst: a new cache holding src's first n positions, with room for `room` more. */
+static int cache_copy(KvlCache *dst, const KvlCache *src, int n, int room)
+{
+    KvlConfig shape = {0};
+    shape.n_layers = src->n_layers; shape.n_kv_heads = src->n_kv_heads; shape.head_dim = src->head_dim;
+    shape.max_positions = n + room;
+    if (kvl_cache_init(dst, &shape, n + room)) return -1;
+    size_t heads = (size_t)src->n_layers * src->n_kv_heads, HD = (size_t)src->head_dim;
+    for (size_t h = 0; h < heads; h++) {
+        memcpy(dst->k + h * dst->max_tokens * HD, src->k + h * src->max_tokens * HD, sizeof(float) * n * HD);
+        memcpy(dst->v + h * dst->max_tokens * HD, src->v + h * src->max_tokens * HD, sizeof(float) * n * HD);
+    }
+    dst->n_tokens = n;
+    return 0;
+}
+
 /* A cartridge's trained slots: positions [first, first + n) of every layer and key/value
    head of cache, and flat ([2][L][KVH][n][HD]: the keys, then the values) the one block of
    parameters AdamW steps. Copies the slots into flat, flat into the slots, or adds the slots
@@ -5331,18 +5360,10 @@ int kvl_distill(KvlModel *m, KvlCache *cache, const int *prefix, int n_prefix, c
 int kvl_cartridge_distill(KvlModel *m, KvlCache *cache, int n_prefix, int n_slots, const KvlProbe *probes, int n_probes,
                           const KvlDistillOptions *opt, KvlCache *cartridge, double *final_loss)
 {
-    const KvlConfig *c = &m->config;
     if (n_slots < 1 || n_prefix < 0 || n_prefix + n_slots > cache->n_tokens)
         return fail("cartridge: %d slots after a prefix of %d, from a cache of %d tokens", n_slots, n_prefix, cache->n_tokens);
     if (cache->n_evicted) return fail("cartridge: the cache has been evicted");
-    memset(cartridge, 0, sizeof *cartridge);
-    if (kvl_cache_init(cartridge, c, n_prefix + n_slots)) return -1;
-    size_t plane = (size_t)cache->max_tokens * c->head_dim;
-    for (size_t h = 0; h < (size_t)c->n_layers * c->n_kv_heads; h++) {
-        memcpy(cartridge->k + h * cartridge->max_tokens * c->head_dim, cache->k + h * plane, sizeof(float) * (n_prefix + n_slots) * c->head_dim);
-        memcpy(cartridge->v + h * cartridge->max_tokens * c->head_dim, cache->v + h * plane, sizeof(float) * (n_prefix + n_slots) * c->head_dim);
-    }
-    cartridge->n_tokens = n_prefix + n_slots;
+    if (cache_copy(cartridge, cache, n_prefix + n_slots, 0)) return -1;
     if (distill_from_cache(m, cache, NULL, 0, probes, n_probes, NULL, cartridge, n_prefix, opt, final_loss)) {
         kvl_cache_free(cartridge);
         return -1;
@@ -6723,20 +6744,30 @@ static int needle_ask(KvlModel *m, KvlTokenizer *tok, KvlCache *cache, const Kvl
     return e ? -1 : 0;
 }
 
-/* The K needles' questions asked after <s> alone, with the model as it stands (its weights
-   and m->lora): correct[k], and *right, the answers right. <s> is read with the adapter
-   too, as the student read it in training. */
+/* The K needles' questions, each asked after what the cache holds: correct[k], and *right,
+   the answers right. */
+static int needle_ask_all(KvlModel *m, KvlTokenizer *tok, KvlCache *cache, const KvlNeedle *needles, int K, int room,
+                          float *logits, int correct[KVL_NEEDLE_MAX], int *right)
+{
+    *right = 0;
+    for (int k = 0; k < K; k++) {
+        if (needle_ask(m, tok, cache, &needles[k], room, logits, &correct[k])) return -1;
+        *right += correct[k];
+    }
+    return 0;
+}
+
+/* The questions asked after <s> alone, with the model as it stands (its weights and
+   m->lora). <s> is read with the adapter too, as the student read it in training. */
 static int ask_without_context(KvlModel *m, KvlTokenizer *tok, const KvlNeedle *needles, int K, int room, float *logits,
                                int correct[KVL_NEEDLE_MAX], int *right)
 {
     KvlCache empty = {0};
-    int bos = needle_bos(&m->config), r = 0;
-    *right = 0;
-    if (kvl_cache_init(&empty, &m->config, 1 + room) || kvl_forward(m, &empty, &bos, 1, NULL, 0)) r = -1;
-    for (int k = 0; k < K && !r; k++)
-        if (!(r = needle_ask(m, tok, &empty, &needles[k], room, logits, &correct[k]))) *right += correct[k];
+    int bos = needle_bos(&m->config);
+    int r = kvl_cache_init(&empty, &m->config, 1 + room) || kvl_forward(m, &empty, &bos, 1, NULL, 0) ||
+            needle_ask_all(m, tok, &empty, needles, K, room, logits, correct, right);
     kvl_cache_free(&empty);
-    return r;
+    return r ? -1 : 0;
 }
 
 /* A needle document as a trial or a session uses it: its needles, BOS ++ its tokens, its
@@ -7070,23 +7101,30 @@ static void quantize_group(float *x, int n, size_t stride, int bits)
    the model reads as it would the float ones.
    *bytes: the cache as stored: bits per quantised value, 8 bytes per group (scale and zero
    point as float32), 4 per value of the float tokens. */
+static size_t kivi_bytes(const KvlCache *cache, int n_tokens, int bits, int group, int residual)
+{
+    size_t heads = (size_t)cache->n_layers * cache->n_kv_heads, HD = (size_t)cache->head_dim, values = heads * HD * 2;
+    size_t n_q = n_tokens > residual ? (size_t)(n_tokens - residual) : 0;
+    size_t groups = heads * (HD * ((n_q + group - 1) / group) + n_q * ((HD + group - 1) / group));
+    return (values * n_q * bits + 7) / 8 + 8 * groups + 4 * values * (n_tokens - n_q);
+}
+
 int kvl_cache_quantize(KvlCache *cache, int bits, int group, int residual, size_t *bytes)
 {
     if (bits < 1 || bits > 16) return fail("quantised cache: %d bits (1 .. 16)", bits);
     if (group < 1 || residual < 0) return fail("quantised cache: groups of %d, %d float tokens", group, residual);
     int HD = cache->head_dim, n_q = cache->n_tokens > residual ? cache->n_tokens - residual : 0;
-    size_t heads = (size_t)cache->n_layers * cache->n_kv_heads, groups = 0;
+    size_t heads = (size_t)cache->n_layers * cache->n_kv_heads;
     for (size_t h = 0; h < heads; h++) {
         float *k = cache->k + h * cache->max_tokens * HD, *v = cache->v + h * cache->max_tokens * HD;
         for (int d = 0; d < HD; d++)
-            for (int t0 = 0; t0 < n_q; t0 += group, groups++)
+            for (int t0 = 0; t0 < n_q; t0 += group)
                 quantize_group(k + (size_t)t0 * HD + d, n_q - t0 < group ? n_q - t0 : group, (size_t)HD, bits);
         for (int t = 0; t < n_q; t++)
-            for (int c0 = 0; c0 < HD; c0 += group, groups++)
+            for (int c0 = 0; c0 < HD; c0 += group)
                 quantize_group(v + (size_t)t * HD + c0, HD - c0 < group ? HD - c0 : group, 1, bits);
     }
-    size_t values = heads * HD * 2;             /* a token's keys and values */
-    *bytes = (values * n_q * bits + 7) / 8 + 8 * groups + 4 * values * (size_t)(cache->n_tokens - n_q);
+    *bytes = kivi_bytes(cache, cache->n_tokens, bits, group, residual);
     return 0;
 }
 
@@ -7200,6 +7238,143 @@ int kvl_cache_read_evicting(KvlModel *m, KvlCache *cache, const int *tokens, int
     r = 0;
 done:
     free(mass); free(pooled); free(keep); free(by_score);
+    return r;
+}
+
+/* The frontier: every way of keeping a needle document in fewer bytes, scored on the same
+   questions. The settings are fixed so that every run draws the same curves: */
+const char *const kvl_frontier_methods[KVL_N_FRONTIER] = {"cache", "kivi", "streaming", "h2o", "snapkv", "lora", "cartridge"};
+static const KvlDtype frontier_dtypes[] = {KVL_F32, KVL_F16, KVL_BF16};
+static const int frontier_kivi[][2] = {{8, 0}, {4, 0}, {2, 0}, {2, 32}};      /* bits, float tokens; groups of 32 */
+static const int frontier_percent[] = {2, 5, 10, 20, 50};                     /* eviction budgets */
+static const int frontier_ranks[] = {1, 2, 4, 8, 16};
+static const int frontier_slots[] = {2, 4, 8, 16, 32, 64, 128};              /* cartridge sizes */
+enum { FRONTIER_KIVI_GROUP = 32 };
+#define FRONTIER_COUNT(a) ((int)(sizeof a / sizeof a[0]))
+
+/* Next-token logits over fresh filler (n tokens after <s>, no needles) read after `first`
+   (a cartridge: its positions stand for <s>), or after <s> with the model as it stands:
+   logits [n][V], one row per filler token. */
+static int filler_logits(KvlModel *m, const int *filler, int n, const KvlCache *first, float *logits)
+{
+    KvlCache cache = {0};
+    int bos = needle_bos(&m->config);
+    int r = first ? cache_copy(&cache, first, first->n_tokens, n)
+                  : kvl_cache_init(&cache, &m->config, 1 + n) || kvl_forward(m, &cache, &bos, 1, NULL, 0);
+    r = r || kvl_forward(m, &cache, filler, n, logits, n);
+    kvl_cache_free(&cache);
+    return r ? -1 : 0;
+}
+
+int kvl_needle_frontier(KvlModel *m, KvlTokenizer *tok, const KvlFrontierOptions *o, const float *depths, uint64_t doc_seed,
+                        KvlFrontierResult *res)
+{
+    const KvlConfig *c = &m->config;
+    const KvlNeedleOptions *no = &o->needle;
+    int K = no->n_needles, V = c->vocab_size, r = -1, bos = needle_bos(c), correct[KVL_NEEDLE_MAX], *filler = NULL, n_filler = 0;
+    int distilled = o->methods & (1u << KVL_FRONTIER_LORA | 1u << KVL_FRONTIER_CARTRIDGE);
+    NeedleDoc d = {0};
+    KvlCache work = {0}, cartridge = {0};
+    KvlLora lora = {0};
+    TeacherSet ts = {0};
+    float *logits = xmalloc(sizeof(float) * V), *base = NULL, *with = NULL;
+    const KvlLora *keep = m->lora;
+    memset(res, 0, sizeof *res);
+    if (!logits) return -1;
+    m->lora = NULL;
+    if (K < 1 || K > KVL_NEEDLE_MAX) { fail("frontier: %d needles (1 .. %d)", K, KVL_NEEDLE_MAX); goto done; }
+    if (needle_doc_open(&d, m, tok, no, depths, doc_seed, distilled) || kvl_cache_init(&work, c, d.cache.max_tokens)) goto done;
+    memcpy(res->needles, d.needles, sizeof *d.needles * K);
+    res->n_needles = K;
+    res->context_tokens = d.n_doc;
+    res->cache_bytes = kvl_cache_bytes_per_token(c) * (size_t)d.n_doc;
+    if (distilled) {                            /* the teacher's rows, once for every adapter and cartridge; the filler */
+        int topk = teacher_topk(no->distill.teacher_topk, V);
+        if (topk && !no->distill.use_kl) { fail("frontier: a top-K teacher needs the KL loss"); goto done; }
+        if (teacher_set_compute(&ts, m, &d.cache, d.probes, d.n_probes, topk, no->distill.teacher_memory, no->distill.teacher_file) ||
+            needle_context(tok, NULL, 0, NULL, o->drift_tokens, kvl_document_seed(doc_seed, 1, 1), &filler, &n_filler) ||
+            !(base = xmalloc(sizeof(float) * (size_t)n_filler * V)) || !(with = xmalloc(sizeof(float) * (size_t)n_filler * V)) ||
+            filler_logits(m, filler, n_filler, NULL, base))
+            goto done;
+    }
+#define ROW(method_, ...) do { \
+        KvlFrontierRow *row_ = &res->rows[res->n_rows++]; \
+        row_->method = method_; row_->bytes = bytes; row_->right = right; row_->asked = K; \
+        row_->seconds = now_seconds() - start; row_->drift_kl = drift; \
+        snprintf(row_->setting, sizeof row_->setting, __VA_ARGS__); \
+        if (o->progress) o->progress(o->progress_ctx, row_); \
+    } while (0)
+    for (int method = 0; method < KVL_N_FRONTIER; method++) {
+        if (!(o->methods & 1u << method)) continue;
+        int n_settings = method == KVL_FRONTIER_CACHE ? FRONTIER_COUNT(frontier_dtypes) : method == KVL_FRONTIER_KIVI ? FRONTIER_COUNT(frontier_kivi)
+                       : method == KVL_FRONTIER_LORA ? FRONTIER_COUNT(frontier_ranks) : method == KVL_FRONTIER_CARTRIDGE ? FRONTIER_COUNT(frontier_slots)
+                       : FRONTIER_COUNT(frontier_percent);
+        for (int i = 0; i < n_settings; i++) {
+            if (method == KVL_FRONTIER_CARTRIDGE && frontier_slots[i] >= d.n_doc) break;   /* (no larger than the context) */
+            double start = now_seconds(), drift = -1.0;
+            size_t bytes = 0;
+            int right = 0, e = 0;
+            KvlCache *ask = &work;
+            if (method == KVL_FRONTIER_CACHE || method == KVL_FRONTIER_KIVI) {     /* the cache, rounded or quantised */
+                kvl_cache_free(&work);
+                e = cache_copy(&work, &d.cache, d.cache.n_tokens, d.room);
+                if (!e && method == KVL_FRONTIER_CACHE) {
+                    e = kvl_cache_round(&work, frontier_dtypes[i]);
+                    bytes = res->cache_bytes / (frontier_dtypes[i] == KVL_F32 ? 1 : 2);
+                } else if (!e) {
+                    e = kvl_cache_quantize(&work, frontier_kivi[i][0], FRONTIER_KIVI_GROUP, frontier_kivi[i][1], &bytes);
+                    bytes = kivi_bytes(&work, d.n_doc, frontier_kivi[i][0], FRONTIER_KIVI_GROUP, frontier_kivi[i][1]);  /* less <s> */
+                }
+            } else if (method <= KVL_FRONTIER_SNAPKV) {                          /* eviction */
+                int budget = (int)((double)d.n_doc * frontier_percent[i] / 100.0 + 0.5);
+                work.n_tokens = work.n_evicted = 0;
+                e = kvl_cache_read_evicting(m, &work, d.tokens, 1 + d.n_doc, 1, KVL_EVICT_STREAMING + method - KVL_FRONTIER_STREAMING,
+                                            budget < 1 ? 1 : budget, &bytes);
+            } else if (method == KVL_FRONTIER_LORA) {
+                e = kvl_lora_init(&lora, c, frontier_ranks[i], 2.0f * frontier_ranks[i], 0, no->targets, no->distill.seed) ||
+                    distill_sets(m, &bos, 1, &ts, 1, 1, 0.0f, &lora, NULL, 0, &no->distill, NULL);
+                bytes = lora.n_params * sizeof(float);
+                m->lora = &lora;
+                ask = NULL;
+            } else {
+                e = cache_copy(&cartridge, &d.cache, 1 + frontier_slots[i], 0) ||
+                    distill_sets(m, NULL, 0, &ts, 1, 1, 0.0f, NULL, &cartridge, 1, &no->distill, NULL);
+                bytes = kvl_cache_bytes_per_token(c) * (size_t)frontier_slots[i];
+                kvl_cache_free(&work);
+                e = e || cache_copy(&work, &cartridge, cartridge.n_tokens, d.room);
+            }
+            if (!e && method >= KVL_FRONTIER_LORA) {    /* drift: KL(base || with it) over fresh filler */
+                double kl = 0.0;
+                e = filler_logits(m, filler, n_filler, method == KVL_FRONTIER_CARTRIDGE ? &cartridge : NULL, with);
+                for (int t = 0; t < n_filler && !e; t++) kl += kl_position(with + (size_t)t * V, base + (size_t)t * V, V);
+                drift = kl / n_filler;
+            }
+            double made = now_seconds();
+            e = e || (ask ? needle_ask_all(m, tok, ask, d.needles, K, d.room, logits, correct, &right)
+                          : ask_without_context(m, tok, d.needles, K, d.room, logits, correct, &right));
+            start += now_seconds() - made;      /* (the time is the making, not the asking) */
+            m->lora = NULL;
+            kvl_lora_free(&lora);
+            kvl_cache_free(&cartridge);
+            if (e) goto done;
+            if (method == KVL_FRONTIER_CACHE) ROW(method, "%s", frontier_dtypes[i] == KVL_F32 ? "f32" : frontier_dtypes[i] == KVL_F16 ? "f16" : "bf16");
+            else if (method == KVL_FRONTIER_KIVI && frontier_kivi[i][1]) ROW(method, "%d bits, %d float", frontier_kivi[i][0], frontier_kivi[i][1]);
+            else if (method == KVL_FRONTIER_KIVI) ROW(method, "%d bits", frontier_kivi[i][0]);
+            else if (method == KVL_FRONTIER_LORA) ROW(method, "rank %d", frontier_ranks[i]);
+            else if (method == KVL_FRONTIER_CARTRIDGE) ROW(method, "%d tokens", frontier_slots[i]);
+            else ROW(method, "%d%%", frontier_percent[i]);
+        }
+    }
+#undef ROW
+    r = 0;
+done:
+    m->lora = keep;
+    needle_doc_free(&d);
+    teacher_set_free(&ts);
+    kvl_cache_free(&work);
+    kvl_cache_free(&cartridge);
+    kvl_lora_free(&lora);
+    free(logits); free(base); free(with); free(filler);
     return r;
 }
 
@@ -7706,8 +7881,9 @@ static int stream_token(const int *ids, int n_ids, void *user)
     return 0;
 }
 
-/* Prints the prompt, streams what is generated after it, then the speed on stderr. */
-static int generate(KvlModel *m, const KvlTokenizer *tok, const int *prompt, int n_prompt, int n_new, float temperature,
+/* Prints the prompt, streams what is generated after it (and after cache, when given),
+   then the speed on stderr. */
+static int generate(KvlModel *m, KvlCache *cache, const KvlTokenizer *tok, const int *prompt, int n_prompt, int n_new, float temperature,
                     float top_p, uint64_t seed)
 {
     GenerateStream stream = {tok, 0, 0.0};
@@ -7717,7 +7893,8 @@ static int generate(KvlModel *m, const KvlTokenizer *tok, const int *prompt, int
     else if (print_new_text(tok, prompt, n_prompt, &stream.printed)) { free(all); return 1; }
     fflush(stdout);
     double start = now_seconds();
-    int status = kvl_generate(m, prompt, n_prompt, n_new, temperature, top_p, seed, all, &n_all, stream_token, &stream);
+    int status = cache->max_tokens ? kvl_generate_after(m, cache, prompt, n_prompt, n_new, temperature, top_p, seed, all, &n_all, stream_token, &stream)
+                                   : kvl_generate(m, prompt, n_prompt, n_new, temperature, top_p, seed, all, &n_all, stream_token, &stream);
     free(all);
     if (status) { if (status < 0) cli_error("%s", kvl_last_error()); return 1; }
     printf("\n");
@@ -7731,7 +7908,7 @@ static int generate(KvlModel *m, const KvlTokenizer *tok, const int *prompt, int
 
 static int cmd_generate(int argc, char **argv)
 {
-    const char *dir = NULL, *ids_arg = NULL, *adapter = NULL, *text = NULL;
+    const char *dir = NULL, *ids_arg = NULL, *adapter = NULL, *text = NULL, *cartridge = NULL;
     long long n_new, seed;
     float temperature, top_p;
     Option opts[] = {
@@ -7742,6 +7919,8 @@ static int cmd_generate(int argc, char **argv)
         {"--top-p", OPT_POSITIVE, &top_p, 0, 1, "1", "P", "nucleus sampling: keep the most likely tokens up to probability P"},
         {"--seed", OPT_INT, &seed, 0, INFINITY, "0", "S", "seed of the sampler: same seed, same tokens"},
         {"--adapter", OPT_STRING, &adapter, 0, 0, NULL, "DIR", "a LoRA adapter to apply (PEFT's layout)"},
+        {"--cartridge", OPT_STRING, &cartridge, 0, 0, NULL, "FILE", "read the prompt after a cartridge (distill --method cartridge)\n"
+                                                                  "or a recorded cache; its prefix holds the BOS"},
     };
     int r = parse_options("generate", generate_usage, opts, COUNT(opts), argc, argv, &dir, 1, 1), *prompt = NULL, n_prompt = 0;
     if (r != GO_ON) return r;
@@ -7750,16 +7929,22 @@ static int cmd_generate(int argc, char **argv)
     KvlTokenizer *tok = NULL;
     KvlModel *m = NULL;
     KvlLora lora = {0};
+    KvlCache cache = {0};
+    int *cached = NULL, n_cached = 0, n_cached_prefix = 0;
     r = 1;
-    if (text && failed(load_tokenizer(dir, &tok) || kvl_encode(tok, text, strlen(text), 1, &prompt, &n_prompt))) goto done;
+    if (text && failed(load_tokenizer(dir, &tok) || kvl_encode(tok, text, strlen(text), !cartridge, &prompt, &n_prompt))) goto done;
     if (n_prompt == 0) { cli_error("the prompt is empty"); goto done; }
     if (failed(kvl_model_load(&m, dir) || check_ids(prompt, n_prompt, &m->config, "--ids") ||
                (adapter && kvl_lora_load(&lora, adapter, &m->config)))) goto done;
+    if (cartridge && failed(kvl_cache_load(&cache, m, cartridge, n_prompt + (int)n_new, &cached, &n_cached, &n_cached_prefix))) goto done;
     m->lora = adapter ? &lora : NULL;
-    if (n_prompt + n_new > m->config.max_positions)        /* before the prompt is printed */
-        cli_error("the prompt (%d tokens) and -n %lld exceed the model's %d positions", n_prompt, n_new, m->config.max_positions);
-    else r = generate(m, tok, prompt, n_prompt, (int)n_new, temperature, top_p, (uint64_t)seed);
+    if (n_cached + n_prompt + n_new > m->config.max_positions)        /* before the prompt is printed */
+        cli_error("%s the prompt (%d tokens) and -n %lld exceed the model's %d positions", cartridge ? "the cartridge's positions," : "",
+                  n_prompt, n_new, m->config.max_positions);
+    else r = generate(m, &cache, tok, prompt, n_prompt, (int)n_new, temperature, top_p, (uint64_t)seed);
 done:
+    kvl_cache_free(&cache);
+    free(cached);
     kvl_lora_free(&lora);
     kvl_model_free(m);
     kvl_tokenizer_free(tok);
@@ -8009,15 +8194,21 @@ static const char *distill_usage =
     "they quit at once and write nothing.\n"
     "--method closed-form skips the steps: each target layer, from the bottom, gets the\n"
     "best rank-R least-squares update from the student's inputs to the teacher's outputs\n"
-    "over the probes (GPTQ's recipe); hybrid then trains from that adapter.\n\n";
+    "over the probes (GPTQ's recipe); hybrid then trains from that adapter.\n"
+    "--method cartridge trains a KV cache of --tokens P slots instead (Cartridges): the model\n"
+    "alone reading prefix ++ cartridge ++ probe learns to answer like the full cache, and -o\n"
+    "names a safetensors file in kvlora record's layout, which generate --cartridge and\n"
+    "distill --cache read. Its slots start as the context's first P tokens; the prefix stays.\n\n";
 
 typedef struct {
     const char *dir, *out, *cache, *queries, *query_ids, *targets, *init;
     ContextArgs ca;
     long long self_study, self_study_len, chunk_len, rank, steps, batch, seed, every, solve_tokens, teacher_mb, teacher_topk;
     float alpha, lr, weight_decay, damping;
-    int chunks, rslora, loss, method;   /* method: KVL_METHOD_* in the order of --method's choices */
+    long long slots;
+    int chunks, rslora, loss, method;   /* method: KVL_METHOD_* in the order of --method's choices, then: */
 } DistillArgs;
+enum { METHOD_CARTRIDGE = KVL_METHOD_HYBRID + 1 };
 
 typedef struct { KvlLora *lora; const char *out; long long every; int step; } DistillProgress;
 
@@ -8145,6 +8336,54 @@ static int distill_probes(KvlModel *m, KvlCache *cache, KvlTokenizer **tok, cons
     return 0;
 }
 
+/* The options both distillations take from the command line. */
+static KvlDistillOptions distill_options(const DistillArgs *a, DistillProgress *progress, size_t teacher_memory, const char *teacher_file)
+{
+    return (KvlDistillOptions){a->loss == 0, (int)a->steps, (int)a->batch, a->lr, a->weight_decay, (uint64_t)a->seed, print_progress,
+                               progress, teacher_memory, teacher_file, (int)a->teacher_topk, NULL};
+}
+
+/* The cartridge: its slots from the context's first P tokens, trained, saved as a cache
+   file of prefix ++ those tokens (what it was made from); the losses before and after. */
+static int distill_cartridge(KvlModel *m, KvlCache *cache, const DistillArgs *a, const int *tokens, int n_tokens, int n_prefix,
+                             const KvlProbe *probes, int n_probes)
+{
+    const KvlConfig *c = &m->config;
+    KvlCache cartridge = {0}, untrained = {0};
+    DistillProgress progress = {NULL, a->out, 0, 0};
+    int P = (int)a->slots, rc = 1, use_kl = a->loss == 0;
+    double before, after, last, t0 = now_seconds();
+    char teacher_file[4200];
+    snprintf(teacher_file, sizeof teacher_file, "%s.teacher.tmp", a->out);
+    if (P >= n_tokens - n_prefix) return cli_error("--tokens %d: the context has only %d tokens", P, n_tokens - n_prefix);
+    KvlDistillOptions opt = distill_options(a, &progress, a->teacher_mb ? (size_t)a->teacher_mb << 20 : 1, teacher_file);
+    if (failed(cache_copy(&untrained, cache, n_prefix + P, 0) || kvl_cartridge_loss(m, cache, &untrained, probes, n_probes, use_kl, &before)))
+        goto done;
+    fprintf(stderr, "kvlora: cartridge of %d slots, %zu bytes as float32; %s loss over the probes before: %.6f\n", P,
+            kvl_cache_bytes_per_token(c) * (size_t)P, use_kl ? "kl" : "mse", before);
+    signal(SIGINT, request_stop);
+    signal(SIGTERM, request_stop);
+    if (failed(kvl_cartridge_distill(m, cache, n_prefix, P, probes, n_probes, &opt, &cartridge, &last) ||
+               kvl_cache_save(&cartridge, m, tokens, n_prefix, KVL_F32, a->out)))
+        goto done;
+    if (stop_requested) {
+        fprintf(stderr, "kvlora: interrupted after step %d of %lld; the cartridge as trained so far is in %s "
+                "(the final loss over the probes is skipped)\n", progress.step, a->steps, a->out);
+        rc = 130;
+        goto done;
+    }
+    if (failed(kvl_cartridge_loss(m, cache, &cartridge, probes, n_probes, use_kl, &after))) goto done;
+    size_t kv_bytes = kvl_cache_bytes_per_token(c) * (size_t)(n_tokens - n_prefix);
+    fprintf(stderr, "kvlora: loss %.6f -> %.6f in %.1f s; wrote %s: %zu bytes of float32 cartridge for %zu bytes of float32 KV cache (%.1f%%)\n",
+            before, after, now_seconds() - t0, a->out, kvl_cache_bytes_per_token(c) * (size_t)P, kv_bytes,
+            100.0 * P / (n_tokens - n_prefix));
+    rc = 0;
+done:
+    kvl_cache_free(&cartridge);
+    kvl_cache_free(&untrained);
+    return rc;
+}
+
 /* The adapter: initialised (or --init), trained, saved; the losses before and after. */
 static int distill_train(KvlModel *m, KvlCache *cache, const DistillArgs *a, const int *has, const int *tokens, int n_tokens,
                          int n_prefix, const KvlProbe *probes, int n_probes)
@@ -8173,8 +8412,7 @@ static int distill_train(KvlModel *m, KvlCache *cache, const DistillArgs *a, con
     if (sparse)
         fprintf(stderr, "kvlora: the teacher kept as its top %lld tokens and the rest's mass: the steps print the KL over those "
                 "(below the exact KL); the losses before and after are exact\n", a->teacher_topk);
-    KvlDistillOptions opt = {use_kl, (int)a->steps, (int)a->batch, a->lr, a->weight_decay, (uint64_t)a->seed, print_progress, &progress,
-                             teacher_memory, teacher_file, (int)a->teacher_topk, NULL};
+    KvlDistillOptions opt = distill_options(a, &progress, teacher_memory, teacher_file);
     signal(SIGINT, request_stop);
     signal(SIGTERM, request_stop);
     double t0 = now_seconds();
@@ -8232,8 +8470,10 @@ static int cmd_distill(int argc, char **argv)
         {"--weight-decay", OPT_FLOAT, &a.weight_decay, 0, INFINITY, "0", "W", "AdamW's weight decay"},
         {"--seed", OPT_INT, &a.seed, 0, INFINITY, "0", "S", "seed of the adapter, the samples and the batches"},
         {"--init", OPT_STRING, &a.init, 0, 0, NULL, "ADAPTER", "start from an existing adapter (its rank, alpha and targets)"},
-        {"--method", OPT_CHOICE, &a.method, 0, 0, "gradient", "gradient|closed-form|hybrid", "AdamW steps; a least-squares solve per layer;\n"
-                                                                                             "the solve, then the steps from it"},
+        {"--method", OPT_CHOICE, &a.method, 0, 0, "gradient", "gradient|closed-form|hybrid|cartridge", "AdamW steps; a least-squares solve per layer;\n"
+                                                                                                       "the solve, then the steps from it; a trained\n"
+                                                                                                       "KV cache instead of an adapter"},
+        {"--tokens", OPT_INT, &a.slots, 1, 1 << 20, "32", "P", "the cartridge's slots"},
         {"--damping", OPT_FLOAT, &a.damping, 0, INFINITY, "0.01", "D", "the solve's ridge: D x the mean of diag(X X^T)"},
         {"--solve-tokens", OPT_INT, &a.solve_tokens, 1, 1 << 30, "4096", "N", "the probe tokens the solve uses (whole probes, in order)"},
         {"--checkpoint-every", OPT_INT, &a.every, 1, 1 << 30, NULL, "N", "write the adapter every N steps (atomically: a crash or a kill\n"
@@ -8259,6 +8499,8 @@ static int cmd_distill(int argc, char **argv)
     if (a.query_ids && a.queries) return usage_error("distill", "give at most one of --queries and --query-ids");
     if (!a.out) return usage_error("distill", "missing -o ADAPTER_DIR");
     if (a.teacher_topk && a.loss != 0) return usage_error("distill", "--teacher-topk needs --loss kl (the squared difference needs every logit)");
+    if (a.method == METHOD_CARTRIDGE && (a.init || a.every || a.rslora))
+        return usage_error("distill", "--init, --checkpoint-every and --rslora are an adapter's: not for --method cartridge");
     if (kvl_lora_parse_targets(a.targets, has)) return usage_error("distill", "--targets: %s", kvl_last_error());
     if (a.self_study < 0 && !a.chunks && !a.query_ids && !a.queries) { a.self_study = 16; a.chunks = 1; }
     if (a.self_study < 0) a.self_study = 0;
@@ -8269,7 +8511,8 @@ static int cmd_distill(int argc, char **argv)
     r = 1;
     if (!failed(kvl_model_load(&m, a.dir) || distill_context(m, &a, &tok, &cache, &tokens, &n_tokens, &n_prefix) ||
                 distill_probes(m, &cache, &tok, &a, tokens, n_tokens, n_prefix, &probes, &n_probes)))
-        r = distill_train(m, &cache, &a, has, tokens, n_tokens, n_prefix, probes, n_probes);
+        r = a.method == METHOD_CARTRIDGE ? distill_cartridge(m, &cache, &a, tokens, n_tokens, n_prefix, probes, n_probes)
+                                         : distill_train(m, &cache, &a, has, tokens, n_tokens, n_prefix, probes, n_probes);
     for (int i = 0; i < n_probes; i++) free(probes[i].ids);
     free(probes);
     free(tokens);
@@ -8591,14 +8834,22 @@ static const char *needle_usage =
     "joint (one adapter on all sessions at once: the ceiling). Reported per strategy: recall\n"
     "of each session's questions after the last session, the mean and the worst, backward\n"
     "transfer, drift on fresh text (in-context recall against the base model, and KL), bytes\n"
-    "and time. --svg then draws the forgetting curves.\n\n";
+    "and time. --svg then draws the forgetting curves.\n\n"
+    "--frontier sets recall against bytes: each trial's document kept every way, each asked\n"
+    "the same questions: the cache in F32, F16 and BF16; KIVI-quantised (groups of 32 at 8, 4\n"
+    "and 2 bits, and 2 bits with the last 32 tokens in float); evicted by StreamingLLM, H2O\n"
+    "and SnapKV to 2, 5, 10, 20 and 50% of its tokens; LoRA adapters of rank 1 to 16; and\n"
+    "cartridges (a KV cache of 2 to 128 slots trained like the adapters, from the same probes\n"
+    "and teacher). Bytes count the context's share as stored; time is the making, not the\n"
+    "asking; drift (adapters and cartridges) is the mean KL(base || with it) over fresh filler.\n\n";
 
 typedef struct {
     const char *dir, *svg, *targets;
     long long needles, trials, steps, batch, self_study, self_study_len, chunk_len, seed, threads, teacher_topk;
     long long sessions, drift_docs, drift_tokens;
     float alpha, lr, damping, replay;
-    int probes, json;                   /* probes: 0 self-study, 1 context, 2 both */
+    int probes, json, frontier;         /* probes: 0 self-study, 1 context, 2 both */
+    Choices frontier_methods;           /* KVL_FRONTIER_* */
     long long solve_tokens;
     Numbers lens, depths, ranks;
     Choices methods;                    /* KVL_METHOD_* */
@@ -8920,6 +9171,145 @@ done:
     return rc;
 }
 
+/* --- needle --frontier --- */
+
+typedef struct {
+    int method;
+    char setting[32];
+    double bytes, seconds, drift;        /* summed over the trials, then means */
+    int right, asked;
+} FrontierTally;
+
+static void frontier_progress(void *ctx, const KvlFrontierRow *row)
+{
+    (void)ctx;
+    fprintf(stderr, "  %-10s %-16s %9zu bytes  %d/%d right  %.1f s\n", kvl_frontier_methods[row->method], row->setting, row->bytes,
+            row->right, row->asked, row->seconds);
+}
+
+/* Recall against bytes on a log axis, one curve per method, the full cache's bytes marked. */
+static int frontier_svg(const char *path, const FrontierTally *rows, int n, double cache_bytes, const char *title)
+{
+    static const char *const colors[KVL_N_FRONTIER] = {"#000000", "#7f7f7f", "#ff7f0e", "#d62728", "#9467bd", "#1f77b4", "#2ca02c"};
+    int left = 60, top = 50, plot_w = 560, plot_h = 280, width = left + plot_w + 130, height = top + plot_h + 60;
+    double lo = INFINITY, hi = 0.0;
+    for (int i = 0; i < n; i++) {
+        lo = fmin(lo, rows[i].bytes);
+        hi = fmax(hi, rows[i].bytes);
+    }
+    lo = pow(10.0, floor(log10(lo > 0 ? lo : 1)));
+    hi = pow(10.0, ceil(log10(hi > lo ? hi : lo * 10)));
+#define FRONTIER_X(bytes) (left + (int)(plot_w * (log10(bytes) - log10(lo)) / (log10(hi) - log10(lo)) + 0.5))
+    Buf b = {0};
+    int r = svg_open(&b, width, height, title) ||
+            buf_printf(&b, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"none\" stroke=\"#888\"/>\n", left, top, plot_w, plot_h);
+    for (int i = 0; i <= 4 && !r; i++)
+        r = buf_printf(&b, "<text x=\"%d\" y=\"%d\" text-anchor=\"end\">%d%%</text>\n", left - 6, top + plot_h - i * plot_h / 4 + 4, 25 * i);
+    for (double x = lo; x <= hi * 1.001 && !r; x *= 10)
+        r = buf_printf(&b, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">%.0e</text>\n", FRONTIER_X(x), top + plot_h + 16, x);
+    if (!r) r = buf_printf(&b, "<line x1=\"%d\" x2=\"%d\" y1=\"%d\" y2=\"%d\" stroke=\"#bbb\" stroke-dasharray=\"4\"/>\n", FRONTIER_X(cache_bytes),
+                           FRONTIER_X(cache_bytes), top, top + plot_h) ||
+                buf_printf(&b, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">bytes as stored (dashed: the float32 cache)</text>\n",
+                           left + plot_w / 2, top + plot_h + 36);
+    for (int method = 0, shown = 0; method < KVL_N_FRONTIER && !r; method++) {
+        int first = 1;
+        for (int i = 0; i < n && !r; i++) {
+            if (rows[i].method != method) continue;
+            if (first) r = buf_printf(&b, "<polyline fill=\"none\" stroke-width=\"2\" stroke=\"%s\" points=\"", colors[method]);
+            if (!r) r = buf_printf(&b, "%d,%d ", FRONTIER_X(rows[i].bytes), top + plot_h - (int)(plot_h * (double)rows[i].right / rows[i].asked + 0.5));
+            first = 0;
+        }
+        if (first || r) continue;
+        r = buf_puts(&b, "\"/>\n") || buf_printf(&b, "<text x=\"%d\" y=\"%d\" fill=\"%s\">%s</text>\n", left + plot_w + 14, top + 14 + 18 * shown++,
+                                                 colors[method], kvl_frontier_methods[method]);
+        for (int i = 0; i < n && !r; i++)      /* a dot per setting */
+            if (rows[i].method == method)
+                r = buf_printf(&b, "<circle cx=\"%d\" cy=\"%d\" r=\"3\" fill=\"%s\"/>\n", FRONTIER_X(rows[i].bytes),
+                               top + plot_h - (int)(plot_h * (double)rows[i].right / rows[i].asked + 0.5), colors[method]);
+    }
+    if (!r) r = buf_printf(&b, "<text x=\"10\" y=\"%d\">recall: answers exactly right, without the context</text>\n</svg>\n", height - 8);
+#undef FRONTIER_X
+    if (!r) r = write_text_file(path, b.data);
+    free(b.data);
+    return r;
+}
+
+static int frontier_run(const NeedleArgs *a, KvlNeedleOptions *o)
+{
+    KvlModel *m = NULL;
+    KvlTokenizer *tok = NULL;
+    KvlFrontierOptions fo = {*o, 0, (int)a->drift_tokens, frontier_progress, NULL};
+    KvlFrontierResult res;
+    FrontierTally rows[KVL_FRONTIER_MAX_ROWS];
+    int K = (int)a->needles, n_rows = 0, rc = 1;
+    double cache_bytes = 0.0, start = now_seconds();
+    for (int i = 0; i < a->frontier_methods.n; i++) fo.methods |= 1u << a->frontier_methods.v[i];
+    fo.needle.context_len = (int)a->lens.v[0];
+    if (failed(kvl_model_load(&m, a->dir) || load_tokenizer(a->dir, &tok))) goto done;
+    for (int t = 0; t < a->trials; t++) {
+        float d[KVL_NEEDLE_MAX];
+        for (int k = 0; k < K; k++) d[k] = (float)a->depths.v[(t * K + k) % a->depths.n];
+        fo.needle.distill.seed = (uint64_t)a->seed + (uint64_t)t;
+        fprintf(stderr, "trial %d/%lld:\n", t + 1, a->trials);
+        if (failed(kvl_needle_frontier(m, tok, &fo, d, kvl_document_seed((uint64_t)a->seed, (uint64_t)t, 1), &res))) goto done;
+        if (t == 0) n_rows = res.n_rows;
+        if (res.n_rows != n_rows) { cli_error("trial %d kept %d ways, the first %d (a shorter document?)", t + 1, res.n_rows, n_rows); goto done; }
+        cache_bytes += (double)res.cache_bytes / a->trials;
+        for (int i = 0; i < n_rows; i++) {
+            const KvlFrontierRow *row = &res.rows[i];
+            FrontierTally *s = &rows[i];
+            if (t == 0) {
+                memset(s, 0, sizeof *s);
+                s->method = row->method;
+                memcpy(s->setting, row->setting, sizeof s->setting);
+            }
+            s->bytes += (double)row->bytes / a->trials;
+            s->seconds += row->seconds / a->trials;
+            s->drift += row->drift_kl / a->trials;
+            s->right += row->right;
+            s->asked += row->asked;
+        }
+    }
+    if (a->json) {
+        printf("{\"cache_bytes\": %.0f, \"needles\": %lld, \"trials\": %lld, \"context_len\": %d, \"rows\": [", cache_bytes, a->needles,
+               a->trials, fo.needle.context_len);
+        for (int i = 0; i < n_rows; i++) {
+            printf("%s{\"method\": \"%s\", \"setting\": \"%s\", \"bytes\": %.0f, \"share\": %.6f, \"recall\": %.6f, \"seconds\": %.3f, \"drift_kl\": ",
+                   i ? ", " : "", kvl_frontier_methods[rows[i].method], rows[i].setting, rows[i].bytes, rows[i].bytes / cache_bytes,
+                   (double)rows[i].right / rows[i].asked, rows[i].seconds);
+            if (rows[i].drift >= 0.0) printf("%.6g}", rows[i].drift);
+            else printf("null}");
+        }
+        printf("]}\n");
+    } else {
+        printf("frontier: %s, %lld needles in %d tokens, %lld trial%s, %lld steps, self-study %lld x %lld; the float32 cache: %.0f bytes\n\n",
+               a->dir, a->needles, fo.needle.context_len, a->trials, a->trials == 1 ? "" : "s", a->steps, a->self_study, a->self_study_len,
+               cache_bytes);
+        printf("  %-10s %-16s %10s %8s %8s %8s %9s\n", "method", "setting", "bytes", "share", "recall", "seconds", "drift KL");
+        for (int i = 0; i < n_rows; i++) {
+            printf("  %-10s %-16s %10.0f %7.2f%% %8.2f %8.1f", kvl_frontier_methods[rows[i].method], rows[i].setting, rows[i].bytes,
+                   100.0 * rows[i].bytes / cache_bytes, (double)rows[i].right / rows[i].asked, rows[i].seconds);
+            if (rows[i].drift >= 0.0) printf(" %9.4f\n", rows[i].drift);
+            else printf(" %9s\n", "-");
+        }
+        printf("\n  recall: answers exactly right over %d questions; bytes: the context's share as stored, the mean over the trials;\n"
+               "  seconds: making it (mean); drift: mean KL(base || with it) over %lld fresh filler tokens. %.0f s in all.\n",
+               rows[0].asked, a->drift_tokens, now_seconds() - start);
+    }
+    if (a->svg) {
+        char title[256];
+        snprintf(title, sizeof title, "kvlora: recall against bytes, %lld needles in %d tokens, %lld trials", a->needles,
+                 fo.needle.context_len, a->trials);
+        if (failed(frontier_svg(a->svg, rows, n_rows, cache_bytes, title))) goto done;
+        fprintf(stderr, "kvlora: wrote %s\n", a->svg);
+    }
+    rc = 0;
+done:
+    kvl_tokenizer_free(tok);
+    kvl_model_free(m);
+    return rc;
+}
+
 static int cmd_needle(int argc, char **argv)
 {
     static const int probe_sets[3] = {KVL_PROBES_SELF_STUDY, KVL_PROBES_CONTEXT, KVL_PROBES_SELF_STUDY | KVL_PROBES_CONTEXT};
@@ -8965,6 +9355,10 @@ static int cmd_needle(int argc, char **argv)
         {"--replay", OPT_FLOAT, &a.replay, 0, 0.99f, "0.25", "F", "incremental-replay: the share of each batch from earlier sessions"},
         {"--drift-docs", OPT_INT, &a.drift_docs, 0, KVL_SESSIONS_MAX, "2", "N", "fresh documents for the drift of in-context recall"},
         {"--drift-tokens", OPT_INT, &a.drift_tokens, 16, 1 << 20, "256", "T", "fresh filler tokens for the drift's KL"},
+        {.help = "recall against bytes:"},
+        {"--frontier", OPT_FLAG, &a.frontier, 0, 0, NULL, NULL, "every way of keeping the document, by its bytes (above)"},
+        {"--methods", OPT_CHOICES, &a.frontier_methods, 0, 0, "cache,kivi,streaming,h2o,snapkv,lora,cartridge",
+         "cache|kivi|streaming|h2o|snapkv|lora|cartridge", "the frontier's methods"},
     };
     int r = parse_options("needle", needle_usage, opts, COUNT(opts), argc, argv, &a.dir, 1, 1);
     KvlNeedleOptions o = {0};
@@ -8994,6 +9388,11 @@ static int cmd_needle(int argc, char **argv)
             for (int j = 0; j < i; j++)
                 if (a.merges.v[i] == a.merges.v[j]) return usage_error("needle", "--merge names %s twice", kvl_merge_names[a.merges.v[i]]);
         return sessions_run(&a, &o);
+    }
+    if (a.frontier) {
+        if (a.lens.n > 1 || o.n_runs > 1 || a.methods.v[0] != KVL_METHOD_GRADIENT)
+            return usage_error("needle", "--frontier takes one --context-len, sets its own ranks, and trains by gradient");
+        return frontier_run(&a, &o);
     }
     return needle_run(&a, &o);
 }

@@ -301,6 +301,11 @@ typedef int (*KvlTokenCallback)(const int *ids, int n_ids, void *user);
 int kvl_generate(KvlModel *m, const int *prompt, int n_prompt, int max_new,
                  float temperature, float top_p, uint64_t seed,
                  int *ids, int *n_ids, KvlTokenCallback on_token, void *user);
+/* The same after what cache holds (a recorded context, a cartridge: kvl_cache_load), which
+   needs room for n_prompt + max_new more tokens; ids gets the prompt and the new tokens. */
+int kvl_generate_after(KvlModel *m, KvlCache *cache, const int *prompt, int n_prompt, int max_new,
+                       float temperature, float top_p, uint64_t seed,
+                       int *ids, int *n_ids, KvlTokenCallback on_token, void *user);
 
 /* ---- LoRA adapters ---- */
 
@@ -565,5 +570,44 @@ enum { KVL_EVICT_STREAMING, KVL_EVICT_H2O, KVL_EVICT_SNAPKV, KVL_N_EVICTS };
 extern const char *const kvl_evict_names[KVL_N_EVICTS];   /* "streaming", "h2o", "snapkv" */
 int  kvl_cache_read_evicting(KvlModel *m, KvlCache *cache, const int *tokens, int n_tokens, int n_prefix, int policy,
                              int budget, size_t *bytes);
+
+/* The frontier: one needle document kept every way (KVL_FRONTIER_*: the cache in F32, F16
+   and BF16; KIVI at 8, 4 and 2 bits; StreamingLLM, H2O and SnapKV at 2 to 50% of the
+   tokens; LoRA adapters of rank 1 to 16; cartridges of 2 to 128 slots), each asked the K
+   questions. Adapters and cartridges learn from the same probes and teacher rows, with
+   needle.distill's steps (the adapters: needle.targets, alpha 2 R). */
+enum { KVL_FRONTIER_CACHE, KVL_FRONTIER_KIVI, KVL_FRONTIER_STREAMING, KVL_FRONTIER_H2O, KVL_FRONTIER_SNAPKV,
+       KVL_FRONTIER_LORA, KVL_FRONTIER_CARTRIDGE, KVL_N_FRONTIER };
+extern const char *const kvl_frontier_methods[KVL_N_FRONTIER];   /* "cache", "kivi", ... "cartridge" */
+#define KVL_FRONTIER_MAX_ROWS 48
+
+typedef struct {
+    int method;                   /* KVL_FRONTIER_* */
+    char setting[32];             /* "f16", "4 bits", "10%", "rank 2", "16 tokens" */
+    size_t bytes;                 /* as stored: the context's share only (<s> is read by every method) */
+    int right, asked;
+    double seconds;               /* making it: quantising, prefill and eviction, distillation */
+    double drift_kl;              /* adapters and cartridges: mean KL(base || with it) over fresh
+                                     filler's next tokens; -1 for the others */
+} KvlFrontierRow;
+
+typedef struct {
+    KvlNeedleOptions needle;      /* the document, the probes, the distillation (runs unused) */
+    unsigned methods;             /* 1 << KVL_FRONTIER_* for each method to run */
+    int drift_tokens;             /* fresh filler tokens for the drift */
+    void (*progress)(void *ctx, const KvlFrontierRow *row);   /* after each row; may be NULL */
+    void *progress_ctx;
+} KvlFrontierOptions;
+
+typedef struct {
+    int n_needles, context_tokens;
+    KvlNeedle needles[KVL_NEEDLE_MAX];
+    size_t cache_bytes;           /* the context's tokens as float32 */
+    int n_rows;
+    KvlFrontierRow rows[KVL_FRONTIER_MAX_ROWS];
+} KvlFrontierResult;
+
+int  kvl_needle_frontier(KvlModel *m, KvlTokenizer *tok, const KvlFrontierOptions *o, const float *depths, uint64_t doc_seed,
+                         KvlFrontierResult *result);
 
 #endif

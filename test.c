@@ -3979,6 +3979,39 @@ static void test_cli_distill_phases(void)
     remove_tree(out);
 }
 
+/* distill --method cartridge writes a cache file; generate --cartridge reads the prompt
+   after it. Untrained (--steps 0), the cartridge is the context's first P tokens: the
+   greedy continuation equals the plain prompt <s> ++ those tokens ++ the prompt's. */
+static void test_cli_cartridge(void)
+{
+    char cmd[2048], *got = NULL, *want = NULL;
+    const char *out = tmp_path("cart.safetensors"), *path = tmp_path("cart.log"), *gen = tmp_path("cart.out");
+    size_t len;
+    for (int steps = 3; steps >= 0; steps -= 3) {
+        snprintf(cmd, sizeof cmd, KVLORA_CLI " distill %s/llama_gqa_f32 --method cartridge --tokens 3 --context-ids 5,6,7,8,9,10 "
+                 "--self-study 3 --self-study-len 4 --steps %d -o %s 2> %s", golden_dir(), steps, out, path);
+        CHECK(system(cmd) == 0, "%s", cmd);
+        char *log = slurp(path, &len);
+        CHECK(log && strstr(log, "cartridge of 3 slots") && strstr(log, "wrote") && file_exists(out), "distill --method cartridge, %d steps: %.300s",
+              steps, log ? log : "(no log)");
+        free(log);
+    }
+    snprintf(cmd, sizeof cmd, KVLORA_CLI " generate %s/llama_gqa_f32 --cartridge %s --ids 11,12 -n 5 > %s 2>" NULL_DEVICE, golden_dir(), out, gen);
+    CHECK(system(cmd) == 0 && (got = slurp(gen, &len)) != NULL, "%s", cmd);
+    snprintf(cmd, sizeof cmd, KVLORA_CLI " generate %s/llama_gqa_f32 --ids 1,5,6,7,11,12 -n 5 > %s 2>" NULL_DEVICE, golden_dir(), gen);
+    CHECK(system(cmd) == 0 && (want = slurp(gen, &len)) != NULL, "%s", cmd);
+    CHECK(got && want && strlen(want) > 12 && !strcmp(got, want + strlen("1,5,6,7,")),
+          "after an untrained cartridge of 3 tokens: %s; after <s> and those tokens: %s", got ? got : "-", want ? want : "-");
+    snprintf(cmd, sizeof cmd, KVLORA_CLI " distill %s/llama_gqa_f32 --method cartridge --tokens 6 --context-ids 5,6,7,8,9,10 -o %s 2>" NULL_DEVICE,
+             golden_dir(), out);
+    CHECK(WEXITSTATUS(system(cmd)) == 1, "a cartridge as long as the context is refused");
+    snprintf(cmd, sizeof cmd, KVLORA_CLI " distill %s/llama_gqa_f32 --method cartridge --init x --context-ids 5,6,7 -o %s 2>" NULL_DEVICE,
+             golden_dir(), out);
+    CHECK(WEXITSTATUS(system(cmd)) == 2, "--init with a cartridge is a usage error");
+    free(got); free(want);
+    remove(out); remove(path); remove(gen);
+}
+
 /* Options of a tiny pretraining run through the CLI */
 static const char *const tiny_pretrain_args = "--dim 16 --heads 2 --kv-heads 2 --ffn 32 --layers 1 --vocab 300 --seq-len 64 --batch-tokens 64 "
                                               "--short-steps 2 --ramp-steps 2";
@@ -4793,6 +4826,66 @@ static void test_sessions_leave_the_model(void)
    do; compose-sum, not run here, recalls none), with the JSON's keys; and an untrained
    adapter (--steps 0: B = 0, the model itself) must show no drift at all: 0 points and a
    KL of exactly 0, for an adapter and for weights merged with it. */
+/* needle --frontier: a row per method and setting, the keys --json promises, bytes as
+   counted (the full cache's share; a cartridge's slots as float32 tokens), and the curves. */
+static void test_cli_needle_frontier(void)
+{
+    if (!file_exists("data/model/config.json")) { SKIP("kvlora needle --frontier: data/model not present"); return; }
+    static const char *const keys[] = {"method", "setting", "bytes", "share", "recall", "seconds", "drift_kl"};
+    const char *out = tmp_path("frontier.json"), *svg = tmp_path("frontier.svg");
+    char cmd[2048], *text = NULL;
+    size_t len;
+    Json *j = NULL;
+    remove(svg);
+#ifdef KVLORA_TEST_QUICK                        /* (the sanitizers look for memory errors: tiny) */
+    const char *run = "--context-len 32 --self-study 1 --self-study-len 4 --steps 1 --drift-tokens 16";
+#else
+    const char *run = "--context-len 64 --self-study 4 --self-study-len 16 --steps 4 --drift-tokens 32";
+#endif
+    snprintf(cmd, sizeof cmd, KVLORA_CLI " needle data/model --frontier --methods cache,cartridge --needles 1 --trials 1 --batch 4 %s "
+             "--json --svg %s > %s 2>" NULL_DEVICE, run, svg, out);
+    CHECK(system(cmd) == 0, "%s", cmd);
+    if (read_file(out, &text, &len) == 0 && parse_ok(text, &j)) {
+        const Json *rows = json_get(j, "rows"), *cache = json_get(j, "cache_bytes"), *ctx = json_get(j, "context_len");
+        size_t per_token = 0;
+        KvlModel *m = NULL;
+        if (kvl_model_load(&m, "data/model") == 0) per_token = kvl_cache_bytes_per_token(&m->config);
+        kvl_model_free(m);
+        CHECK(rows && rows->type == JSON_ARRAY && rows->length >= 4 && cache && cache->number > 0 && ctx,
+              "--json: the cache's bytes and the rows (%zu)", rows ? rows->length : 0);
+        int cartridges = 0, dtypes = 0;
+        for (size_t i = 0; rows && i < rows->length; i++) {
+            const Json *row = rows->children[i], *method = json_get(row, "method"), *setting = json_get(row, "setting");
+            const Json *bytes = json_get(row, "bytes"), *recall = json_get(row, "recall"), *drift = json_get(row, "drift_kl");
+            int has_all = 1;
+            for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) has_all &= json_get(row, keys[k]) != NULL;
+            CHECK(has_all && method && setting && bytes && recall && recall->number >= 0 && recall->number <= 1, "row %zu: every key", i);
+            if (!has_all || !method || !setting || !bytes || !drift) continue;
+            if (!strcmp(method->string, "cache")) {
+                double want = cache->number / (strcmp(setting->string, "f32") ? 2 : 1);
+                dtypes++;
+                CHECK(bytes->number == want && drift->type == JSON_NULL, "cache %s: %.0f bytes (want %.0f), no drift", setting->string, bytes->number, want);
+            } else {
+                int slots = atoi(setting->string);
+                cartridges++;
+                CHECK(!strcmp(method->string, "cartridge") && slots >= 2 && bytes->number == (double)slots * per_token &&
+                      drift->type == JSON_NUMBER && drift->number >= 0, "%s %s: %.0f bytes, %zu a slot, a drift", method->string,
+                      setting->string, bytes->number, per_token);
+            }
+        }
+        CHECK(dtypes == 3 && cartridges >= 3, "three dtypes of the cache (%d), a cartridge per size below the context (%d)", dtypes, cartridges);
+    } else CHECK(0, "--frontier --json prints one JSON object: %.200s", text ? text : "(nothing)");
+    free(text);
+    json_free(j);
+    text = slurp(svg, &len);
+    CHECK(text && strstr(text, "<polyline") && strstr(text, ">cartridge<") && strstr(text, ">cache<"), "--svg draws a curve per method");
+    free(text);
+    snprintf(cmd, sizeof cmd, KVLORA_CLI " needle data/model --frontier --rank 2,4 > %s 2>&1", out);
+    CHECK(WEXITSTATUS(system(cmd)) == 2, "--frontier with several ranks is a usage error (it sets its own)");
+    remove(out);
+    remove(svg);
+}
+
 static void test_cli_needle_sessions(void)
 {
     if (!file_exists("data/model/config.json")) { SKIP("kvlora needle --sessions: data/model not present"); return; }
@@ -5194,6 +5287,7 @@ static const struct { const char *name; void (*fn)(void); } tests[] = {
     {"bad_input_table", test_bad_input_table},
     {"checkpoint_and_interrupt", test_checkpoint_and_interrupt},
     {"cli_distill_phases", test_cli_distill_phases},
+    {"cli_cartridge", test_cli_cartridge},
     {"cli_pretrain_resume", test_cli_pretrain_resume},
     {"cli_pretrain_resume_takes_no_settings", test_cli_pretrain_resume_takes_no_settings},
     {"cli_pretrain_steps_0", test_cli_pretrain_steps_0},
@@ -5210,6 +5304,7 @@ static const struct { const char *name; void (*fn)(void); } tests[] = {
     {"cli_needle", test_cli_needle},
     {"sessions_leave_the_model", test_sessions_leave_the_model},
     {"cli_needle_sessions", test_cli_needle_sessions},
+    {"cli_needle_frontier", test_cli_needle_frontier},
     {"cli_needle_usage", test_cli_needle_usage},
     {"argmax", test_argmax},
     {"sampling", test_sampling},
