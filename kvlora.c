@@ -2909,6 +2909,35 @@ void kvl_cache_free(KvlCache *c)
     memset(c, 0, sizeof *c);
 }
 
+static int cache_fits(const KvlCache *cache, const KvlConfig *c)
+{
+    return cache->n_layers == c->n_layers && cache->n_kv_heads == c->n_kv_heads && cache->head_dim == c->head_dim;
+}
+
+/* src's first n positions into dst, a cache of the same shape with room for them (a
+   cartridge into the student's cache, or into a new one). */
+static void cache_copy_into(KvlCache *dst, const KvlCache *src, int n)
+{
+    size_t heads = (size_t)src->n_layers * src->n_kv_heads, HD = (size_t)src->head_dim;
+    for (size_t h = 0; h < heads; h++) {
+        memcpy(dst->k + h * dst->max_tokens * HD, src->k + h * src->max_tokens * HD, sizeof(float) * n * HD);
+        memcpy(dst->v + h * dst->max_tokens * HD, src->v + h * src->max_tokens * HD, sizeof(float) * n * HD);
+    }
+    dst->n_tokens = n;
+}
+
+/* dst: a new cache for model config c holding src's first n positions, with room for
+   `room` more. */
+static int cache_copy(KvlCache *dst, const KvlCache *src, const KvlConfig *c, int n, int room)
+{
+    memset(dst, 0, sizeof *dst);
+    if (!cache_fits(src, c)) return fail("KV cache: made for another model shape");
+    if (src->n_evicted) return fail("KV cache: an evicted cache's slots are not its positions: not copied");
+    if (kvl_cache_init(dst, c, n + room)) return -1;
+    cache_copy_into(dst, src, n);
+    return 0;
+}
+
 /* A fingerprint of a model: its shape and a sample of its weights' bits, hashed with
    FNV-1a. Cache files carry it, so that a cache recorded with another model is refused. */
 static void model_fingerprint(const KvlModel *m, char out[17])
@@ -3822,11 +3851,10 @@ int kvl_forward(KvlModel *m, KvlCache *cache, const int *tokens, int n_tokens, f
     const KvlConfig *c = &m->config;
     if (n_tokens < 1) return fail("forward: no tokens");
     if (logits && (n_logits < 1 || n_logits > n_tokens)) return fail("forward: n_logits = %d, expected 1..%d", n_logits, n_tokens);
-    if (cache->n_layers != c->n_layers || cache->n_kv_heads != c->n_kv_heads || cache->head_dim != c->head_dim)
-        return fail("forward: the KV cache was made for another model shape");
+    if (!cache_fits(cache, c)) return fail("forward: the KV cache was made for another model shape");
     if (n_tokens > cache->max_tokens - cache->n_tokens)
         return fail("forward: %d more tokens do not fit the KV cache (%d of %d positions used)", n_tokens, cache->n_tokens, cache->max_tokens);
-    if (cache->n_evicted && (int64_t)cache->n_evicted + cache->n_tokens + n_tokens > c->max_positions)
+    if ((int64_t)cache->n_evicted + cache->n_tokens + n_tokens > c->max_positions)
         return fail("forward: %d more tokens after %d read exceed the model's %d positions", n_tokens, cache->n_evicted + cache->n_tokens, c->max_positions);
     for (int t = 0; t < n_tokens; t++)
         if (tokens[t] < 0 || tokens[t] >= c->vocab_size) return fail("forward: token id %d at index %d is outside the vocabulary [0, %d)", tokens[t], t, c->vocab_size);
@@ -3867,8 +3895,10 @@ int kvl_batch_init(KvlBatch *b, const KvlModel *m, const KvlCache *shared, int n
 {
     memset(b, 0, sizeof *b);
     if (n_seqs < 1 || max_tail < 1) return fail("batch: %d sequences of %d tokens", n_seqs, max_tail);
-    if (shared->n_layers != m->config.n_layers || shared->n_kv_heads != m->config.n_kv_heads || shared->head_dim != m->config.head_dim)
-        return fail("batch: the KV cache was made for another model shape");
+    if (!cache_fits(shared, &m->config)) return fail("batch: the KV cache was made for another model shape");
+    if ((int64_t)shared->n_evicted + shared->n_tokens + max_tail > m->config.max_positions)
+        return fail("batch: %d tokens after the cache's %d exceed the model's %d positions", max_tail, shared->n_evicted + shared->n_tokens,
+                    m->config.max_positions);
     if ((size_t)n_seqs * max_tail > INT_MAX) return fail("batch: %d sequences of %d tokens are too many", n_seqs, max_tail);
     b->shared = shared;
     b->n_seqs = n_seqs;
@@ -4007,8 +4037,10 @@ int kvl_generate(KvlModel *m, const int *prompt, int n_prompt, int max_new,
 {
     KvlCache cache = {0};
     *n_ids = 0;
-    if (n_prompt < 1 || max_new < 0 || (int64_t)n_prompt + max_new > m->config.max_positions)   /* (the message comes below) */
-        return kvl_generate_after(m, &cache, prompt, n_prompt, max_new, temperature, top_p, seed, ids, n_ids, on_token, user);
+    if (n_prompt < 1 || max_new < 0) return fail("generate: %d prompt tokens and %d new ones", n_prompt, max_new);
+    if ((int64_t)n_prompt + max_new > m->config.max_positions)
+        return fail("generate: the prompt (%d tokens) and %d new tokens exceed the model's %d positions",
+                    n_prompt, max_new, m->config.max_positions);
     if (kvl_cache_init(&cache, &m->config, n_prompt + max_new)) return -1;
     int rc = kvl_generate_after(m, &cache, prompt, n_prompt, max_new, temperature, top_p, seed, ids, n_ids, on_token, user);
     kvl_cache_free(&cache);
@@ -4028,8 +4060,8 @@ int kvl_generate_after(KvlModel *m, KvlCache *cache, const int *prompt, int n_pr
             return fail("generate: prompt token %d is %d, outside the vocabulary [0, %d)", i, prompt[i], c->vocab_size);
     int64_t before = (int64_t)cache->n_evicted + cache->n_tokens;
     if (before + n_prompt + max_new > c->max_positions)
-        return fail("generate: %s the prompt (%d tokens) and %d new tokens exceed the model's %d positions",
-                    before ? "the cache's tokens," : "", n_prompt, max_new, c->max_positions);
+        return fail("generate: the cache's %d tokens, the prompt's %d and %d new ones exceed the model's %d positions",
+                    (int)before, n_prompt, max_new, c->max_positions);
     if (cache->n_tokens + n_prompt + max_new > cache->max_tokens)
         return fail("generate: the prompt (%d tokens) and %d new tokens do not fit the cache's room (%d of %d positions used)",
                     n_prompt, max_new, cache->n_tokens, cache->max_tokens);
@@ -5147,38 +5179,12 @@ static void project_out_rows(KvlLora *lora, const KvlLora *basis)
     }
 }
 
-/* dst: a new cache holding src's first n positions, with room for `room` more. */
-static int cache_copy(KvlCache *dst, const KvlCache *src, int n, int room)
-{
-    KvlConfig shape = {0};
-    shape.n_layers = src->n_layers; shape.n_kv_heads = src->n_kv_heads; shape.head_dim = src->head_dim;
-    shape.max_positions = n + room;
-    if (kvl_cache_init(dst, &shape, n + room)) return -1;
-    size_t heads = (size_t)src->n_layers * src->n_kv_heads, HD = (size_t)src->head_dim;
-    for (size_t h = 0; h < heads; h++) {
-        memcpy(dst->k + h * dst->max_tokens * HD, src->k + h * src->max_tokens * HD, sizeof(float) * n * HD);
-        memcpy(dst->v + h * dst->max_tokens * HD, src->v + h * src->max_tokens * HD, sizeof(float) * n * HD);
-    }
-    dst->n_tokens = n;
-    return 0;
-}
-
 /* A cartridge's trained slots: positions [first, first + n) of every layer and key/value
    head of cache, and flat ([2][L][KVH][n][HD]: the keys, then the values) the one block of
    parameters AdamW steps. Copies the slots into flat, flat into the slots, or adds the slots
    to flat (a gradient). */
 enum { SLOTS_TO_FLAT, FLAT_TO_SLOTS, SLOTS_ADD_TO_FLAT };
 
-/* The student will read cartridge's positions before its tokens. */
-static void acts_read_first(Acts *a, const KvlCache *cartridge)
-{
-    size_t heads = (size_t)cartridge->n_layers * cartridge->n_kv_heads, HD = (size_t)cartridge->head_dim;
-    for (size_t h = 0; h < heads; h++) {
-        memcpy(a->cache.k + h * a->cache.max_tokens * HD, cartridge->k + h * cartridge->max_tokens * HD, sizeof(float) * cartridge->n_tokens * HD);
-        memcpy(a->cache.v + h * a->cache.max_tokens * HD, cartridge->v + h * cartridge->max_tokens * HD, sizeof(float) * cartridge->n_tokens * HD);
-    }
-    a->n_past = cartridge->n_tokens;
-}
 static void cartridge_slots(KvlCache *cache, int first, int n, float *flat, int how)
 {
     size_t heads = (size_t)cache->n_layers * cache->n_kv_heads, row = (size_t)n * cache->head_dim;
@@ -5256,7 +5262,8 @@ static int distill_sets(KvlModel *m, const int *prefix, int n_prefix, const Teac
     if (lora) grads = grad.params;
     else {                                      /* the student reads the cartridge; its slots are set anew each step */
         cartridge_slots(cartridge, n_frozen, n_slots, params, SLOTS_TO_FLAT);
-        acts_read_first(&acts, cartridge);
+        cache_copy_into(&acts.cache, cartridge, n_past);
+        acts.n_past = n_past;
     }
     for (int s = 0, j[2] = {0, 0}; s < n_sets; s++)
         for (int i = 0; i < sets[s].n_probes; i++) {
@@ -5360,10 +5367,10 @@ int kvl_distill(KvlModel *m, KvlCache *cache, const int *prefix, int n_prefix, c
 int kvl_cartridge_distill(KvlModel *m, KvlCache *cache, int n_prefix, int n_slots, const KvlProbe *probes, int n_probes,
                           const KvlDistillOptions *opt, KvlCache *cartridge, double *final_loss)
 {
+    memset(cartridge, 0, sizeof *cartridge);
     if (n_slots < 1 || n_prefix < 0 || n_prefix + n_slots > cache->n_tokens)
         return fail("cartridge: %d slots after a prefix of %d, from a cache of %d tokens", n_slots, n_prefix, cache->n_tokens);
-    if (cache->n_evicted) return fail("cartridge: the cache has been evicted");
-    if (cache_copy(cartridge, cache, n_prefix + n_slots, 0)) return -1;
+    if (cache_copy(cartridge, cache, &m->config, n_prefix + n_slots, 0)) return error_wrap("cartridge");
     if (distill_from_cache(m, cache, NULL, 0, probes, n_probes, NULL, cartridge, n_prefix, opt, final_loss)) {
         kvl_cache_free(cartridge);
         return -1;
@@ -5388,10 +5395,17 @@ static int distill_loss(KvlModel *m, KvlCache *cache, const int *prefix, int n_p
     *loss = 0.0;
     const KvlLora *keep = m->lora;
     if (cartridge) m->lora = NULL;
+    if (cartridge && (!cache_fits(cartridge, c) || cartridge->n_evicted)) {
+        fail("distill loss: the cartridge is %s", cartridge->n_evicted ? "evicted" : "for another model shape");
+        goto done;
+    }
     if (!seq || !teacher || acts_init(&acts, c, cartridge ? cartridge->n_tokens : 0, n_prefix + max_len, m->lora ? m->lora->rank : 1, 0) ||
         scratch_reserve(m, n_prefix + max_len, cache->max_tokens))
         goto done;
-    if (cartridge) acts_read_first(&acts, cartridge);
+    if (cartridge) {
+        cache_copy_into(&acts.cache, cartridge, cartridge->n_tokens);
+        acts.n_past = cartridge->n_tokens;
+    }
     if (n_prefix) memcpy(seq, prefix, sizeof(int) * n_prefix);
     double start = now_seconds();
     long long done_tokens = 0;
@@ -7099,44 +7113,39 @@ static void quantize_group(float *x, int n, size_t stride, int bits)
    group of keys shorter than `group` tokens is quantised as it is (KIVI keeps it in float
    until it fills: give `residual` for that). The cache keeps the dequantised values, which
    the model reads as it would the float ones.
-   *bytes: the cache as stored: bits per quantised value, 8 bytes per group (scale and zero
-   point as float32), 4 per value of the float tokens. */
-static size_t kivi_bytes(const KvlCache *cache, int n_tokens, int bits, int group, int residual)
-{
-    size_t heads = (size_t)cache->n_layers * cache->n_kv_heads, HD = (size_t)cache->head_dim, values = heads * HD * 2;
-    size_t n_q = n_tokens > residual ? (size_t)(n_tokens - residual) : 0;
-    size_t groups = heads * (HD * ((n_q + group - 1) / group) + n_q * ((HD + group - 1) / group));
-    return (values * n_q * bits + 7) / 8 + 8 * groups + 4 * values * (n_tokens - n_q);
-}
-
-int kvl_cache_quantize(KvlCache *cache, int bits, int group, int residual, size_t *bytes)
+   Positions before `first` (a prefix every way of keeping the context reads as it is) stay
+   in float and out of the count. *bytes: the rest as stored: bits per quantised value, 8
+   bytes per group (scale and zero point as float32), 4 per value of the float tokens. */
+int kvl_cache_quantize(KvlCache *cache, int first, int bits, int group, int residual, size_t *bytes)
 {
     if (bits < 1 || bits > 16) return fail("quantised cache: %d bits (1 .. 16)", bits);
     if (group < 1 || residual < 0) return fail("quantised cache: groups of %d, %d float tokens", group, residual);
-    int HD = cache->head_dim, n_q = cache->n_tokens > residual ? cache->n_tokens - residual : 0;
-    size_t heads = (size_t)cache->n_layers * cache->n_kv_heads;
+    if (first < 0 || first > cache->n_tokens) return fail("quantised cache: from position %d of %d", first, cache->n_tokens);
+    int HD = cache->head_dim, n = cache->n_tokens - first, n_q = n > residual ? n - residual : 0;
+    size_t heads = (size_t)cache->n_layers * cache->n_kv_heads, values = heads * HD * 2, groups = 0;
     for (size_t h = 0; h < heads; h++) {
-        float *k = cache->k + h * cache->max_tokens * HD, *v = cache->v + h * cache->max_tokens * HD;
+        float *k = cache->k + (h * cache->max_tokens + first) * HD, *v = cache->v + (h * cache->max_tokens + first) * HD;
         for (int d = 0; d < HD; d++)
-            for (int t0 = 0; t0 < n_q; t0 += group)
+            for (int t0 = 0; t0 < n_q; t0 += group, groups++)
                 quantize_group(k + (size_t)t0 * HD + d, n_q - t0 < group ? n_q - t0 : group, (size_t)HD, bits);
         for (int t = 0; t < n_q; t++)
-            for (int c0 = 0; c0 < HD; c0 += group)
+            for (int c0 = 0; c0 < HD; c0 += group, groups++)
                 quantize_group(v + (size_t)t * HD + c0, HD - c0 < group ? HD - c0 : group, 1, bits);
     }
-    *bytes = kivi_bytes(cache, cache->n_tokens, bits, group, residual);
+    *bytes = (values * n_q * bits + 7) / 8 + 8 * groups + 4 * values * (size_t)(n - n_q);
     return 0;
 }
 
-/* The cache as record stores it in 16 bits: every key and value rounded to F16 or BF16
-   (to nearest even) and back. */
-int kvl_cache_round(KvlCache *cache, KvlDtype dtype)
+/* The cache as record stores it in 16 bits: every key and value from position `first` on
+   rounded to F16 or BF16 (to nearest even) and back. */
+int kvl_cache_round(KvlCache *cache, int first, KvlDtype dtype)
 {
     if (dtype != KVL_F16 && dtype != KVL_BF16 && dtype != KVL_F32) return fail("cache rounding: F32, F16 or BF16");
-    size_t heads = (size_t)cache->n_layers * cache->n_kv_heads, n = (size_t)cache->n_tokens * cache->head_dim;
+    if (first < 0 || first > cache->n_tokens) return fail("cache rounding: from position %d of %d", first, cache->n_tokens);
+    size_t heads = (size_t)cache->n_layers * cache->n_kv_heads, n = (size_t)(cache->n_tokens - first) * cache->head_dim;
     for (size_t h = 0; h < heads; h++)
         for (int kv = 0; kv < 2; kv++) {
-            float *x = (kv ? cache->v : cache->k) + h * cache->max_tokens * cache->head_dim;
+            float *x = (kv ? cache->v : cache->k) + (h * cache->max_tokens + first) * cache->head_dim;
             for (size_t i = 0; dtype != KVL_F32 && i < n; i++)
                 x[i] = dtype == KVL_F16 ? f16_to_f32(f32_to_f16(x[i])) : bf16_to_f32(f32_to_bf16(x[i]));
         }
@@ -7156,8 +7165,8 @@ int kvl_cache_round(KvlCache *cache, KvlDtype dtype)
      snapkv     SnapKV (Li et al., 2024): the keys the last W = 32 queries (the observation
                 window) attend to most, their attention max-pooled over 7 neighbours so
                 that a kept key keeps its neighbourhood, and the window itself (its last
-                min(W, budget / 2) tokens, where the budget is too small for all W); per
-                layer and key/value head. */
+                min(W, half the budget, rounded up) tokens); per layer and key/value
+                head. */
 const char *const kvl_evict_names[KVL_N_EVICTS] = {"streaming", "h2o", "snapkv"};
 enum { EVICT_SINKS = 4, SNAPKV_WINDOW = 32, SNAPKV_POOL = 7 };
 
@@ -7259,7 +7268,7 @@ static int filler_logits(KvlModel *m, const int *filler, int n, const KvlCache *
 {
     KvlCache cache = {0};
     int bos = needle_bos(&m->config);
-    int r = first ? cache_copy(&cache, first, first->n_tokens, n)
+    int r = first ? cache_copy(&cache, first, &m->config, first->n_tokens, n)
                   : kvl_cache_init(&cache, &m->config, 1 + n) || kvl_forward(m, &cache, &bos, 1, NULL, 0);
     r = r || kvl_forward(m, &cache, filler, n, logits, n);
     kvl_cache_free(&cache);
@@ -7283,6 +7292,7 @@ int kvl_needle_frontier(KvlModel *m, KvlTokenizer *tok, const KvlFrontierOptions
     if (!logits) return -1;
     m->lora = NULL;
     if (K < 1 || K > KVL_NEEDLE_MAX) { fail("frontier: %d needles (1 .. %d)", K, KVL_NEEDLE_MAX); goto done; }
+    if (distilled && o->drift_tokens < 1) { fail("frontier: %d filler tokens for the drift", o->drift_tokens); goto done; }
     if (needle_doc_open(&d, m, tok, no, depths, doc_seed, distilled) || kvl_cache_init(&work, c, d.cache.max_tokens)) goto done;
     memcpy(res->needles, d.needles, sizeof *d.needles * K);
     res->n_needles = K;
@@ -7297,13 +7307,6 @@ int kvl_needle_frontier(KvlModel *m, KvlTokenizer *tok, const KvlFrontierOptions
             filler_logits(m, filler, n_filler, NULL, base))
             goto done;
     }
-#define ROW(method_, ...) do { \
-        KvlFrontierRow *row_ = &res->rows[res->n_rows++]; \
-        row_->method = method_; row_->bytes = bytes; row_->right = right; row_->asked = K; \
-        row_->seconds = now_seconds() - start; row_->drift_kl = drift; \
-        snprintf(row_->setting, sizeof row_->setting, __VA_ARGS__); \
-        if (o->progress) o->progress(o->progress_ctx, row_); \
-    } while (0)
     for (int method = 0; method < KVL_N_FRONTIER; method++) {
         if (!(o->methods & 1u << method)) continue;
         int n_settings = method == KVL_FRONTIER_CACHE ? FRONTIER_COUNT(frontier_dtypes) : method == KVL_FRONTIER_KIVI ? FRONTIER_COUNT(frontier_kivi)
@@ -7317,14 +7320,12 @@ int kvl_needle_frontier(KvlModel *m, KvlTokenizer *tok, const KvlFrontierOptions
             KvlCache *ask = &work;
             if (method == KVL_FRONTIER_CACHE || method == KVL_FRONTIER_KIVI) {     /* the cache, rounded or quantised */
                 kvl_cache_free(&work);
-                e = cache_copy(&work, &d.cache, d.cache.n_tokens, d.room);
-                if (!e && method == KVL_FRONTIER_CACHE) {
-                    e = kvl_cache_round(&work, frontier_dtypes[i]);
+                e = cache_copy(&work, &d.cache, c, d.cache.n_tokens, d.room);
+                if (!e && method == KVL_FRONTIER_CACHE) {      /* (<s> stays as it is: every method reads it) */
+                    e = kvl_cache_round(&work, 1, frontier_dtypes[i]);
                     bytes = res->cache_bytes / (frontier_dtypes[i] == KVL_F32 ? 1 : 2);
-                } else if (!e) {
-                    e = kvl_cache_quantize(&work, frontier_kivi[i][0], FRONTIER_KIVI_GROUP, frontier_kivi[i][1], &bytes);
-                    bytes = kivi_bytes(&work, d.n_doc, frontier_kivi[i][0], FRONTIER_KIVI_GROUP, frontier_kivi[i][1]);  /* less <s> */
-                }
+                } else if (!e)
+                    e = kvl_cache_quantize(&work, 1, frontier_kivi[i][0], FRONTIER_KIVI_GROUP, frontier_kivi[i][1], &bytes);
             } else if (method <= KVL_FRONTIER_SNAPKV) {                          /* eviction */
                 int budget = (int)((double)d.n_doc * frontier_percent[i] / 100.0 + 0.5);
                 work.n_tokens = work.n_evicted = 0;
@@ -7337,35 +7338,36 @@ int kvl_needle_frontier(KvlModel *m, KvlTokenizer *tok, const KvlFrontierOptions
                 m->lora = &lora;
                 ask = NULL;
             } else {
-                e = cache_copy(&cartridge, &d.cache, 1 + frontier_slots[i], 0) ||
+                e = cache_copy(&cartridge, &d.cache, c, 1 + frontier_slots[i], 0) ||
                     distill_sets(m, NULL, 0, &ts, 1, 1, 0.0f, NULL, &cartridge, 1, &no->distill, NULL);
                 bytes = kvl_cache_bytes_per_token(c) * (size_t)frontier_slots[i];
                 kvl_cache_free(&work);
-                e = e || cache_copy(&work, &cartridge, cartridge.n_tokens, d.room);
+                e = e || cache_copy(&work, &cartridge, c, cartridge.n_tokens, d.room);
             }
+            double made = now_seconds();         /* (the time is the making, not the drift or the asking) */
             if (!e && method >= KVL_FRONTIER_LORA) {    /* drift: KL(base || with it) over fresh filler */
                 double kl = 0.0;
                 e = filler_logits(m, filler, n_filler, method == KVL_FRONTIER_CARTRIDGE ? &cartridge : NULL, with);
                 for (int t = 0; t < n_filler && !e; t++) kl += kl_position(with + (size_t)t * V, base + (size_t)t * V, V);
                 drift = kl / n_filler;
             }
-            double made = now_seconds();
             e = e || (ask ? needle_ask_all(m, tok, ask, d.needles, K, d.room, logits, correct, &right)
                           : ask_without_context(m, tok, d.needles, K, d.room, logits, correct, &right));
-            start += now_seconds() - made;      /* (the time is the making, not the asking) */
             m->lora = NULL;
             kvl_lora_free(&lora);
             kvl_cache_free(&cartridge);
             if (e) goto done;
-            if (method == KVL_FRONTIER_CACHE) ROW(method, "%s", frontier_dtypes[i] == KVL_F32 ? "f32" : frontier_dtypes[i] == KVL_F16 ? "f16" : "bf16");
-            else if (method == KVL_FRONTIER_KIVI && frontier_kivi[i][1]) ROW(method, "%d bits, %d float", frontier_kivi[i][0], frontier_kivi[i][1]);
-            else if (method == KVL_FRONTIER_KIVI) ROW(method, "%d bits", frontier_kivi[i][0]);
-            else if (method == KVL_FRONTIER_LORA) ROW(method, "rank %d", frontier_ranks[i]);
-            else if (method == KVL_FRONTIER_CARTRIDGE) ROW(method, "%d tokens", frontier_slots[i]);
-            else ROW(method, "%d%%", frontier_percent[i]);
+            KvlFrontierRow *row = &res->rows[res->n_rows++];
+            *row = (KvlFrontierRow){method, "", bytes, right, K, made - start, drift};
+            if (method == KVL_FRONTIER_CACHE) snprintf(row->setting, sizeof row->setting, "%s", frontier_dtypes[i] == KVL_F32 ? "f32" : frontier_dtypes[i] == KVL_F16 ? "f16" : "bf16");
+            else if (method == KVL_FRONTIER_KIVI && frontier_kivi[i][1]) snprintf(row->setting, sizeof row->setting, "%d bits, %d float", frontier_kivi[i][0], frontier_kivi[i][1]);
+            else if (method == KVL_FRONTIER_KIVI) snprintf(row->setting, sizeof row->setting, "%d bits", frontier_kivi[i][0]);
+            else if (method == KVL_FRONTIER_LORA) snprintf(row->setting, sizeof row->setting, "rank %d", frontier_ranks[i]);
+            else if (method == KVL_FRONTIER_CARTRIDGE) snprintf(row->setting, sizeof row->setting, "%d tokens", frontier_slots[i]);
+            else snprintf(row->setting, sizeof row->setting, "%d%%", frontier_percent[i]);
+            if (o->progress) o->progress(o->progress_ctx, row);
         }
     }
-#undef ROW
     r = 0;
 done:
     m->lora = keep;
@@ -7939,8 +7941,7 @@ static int cmd_generate(int argc, char **argv)
     if (cartridge && failed(kvl_cache_load(&cache, m, cartridge, n_prompt + (int)n_new, &cached, &n_cached, &n_cached_prefix))) goto done;
     m->lora = adapter ? &lora : NULL;
     if (n_cached + n_prompt + n_new > m->config.max_positions)        /* before the prompt is printed */
-        cli_error("%s the prompt (%d tokens) and -n %lld exceed the model's %d positions", cartridge ? "the cartridge's positions," : "",
-                  n_prompt, n_new, m->config.max_positions);
+        cli_error("the prompt (%d tokens) and -n %lld exceed the model's %d positions", n_prompt, n_new, m->config.max_positions);
     else r = generate(m, &cache, tok, prompt, n_prompt, (int)n_new, temperature, top_p, (uint64_t)seed);
 done:
     kvl_cache_free(&cache);
@@ -8357,7 +8358,7 @@ static int distill_cartridge(KvlModel *m, KvlCache *cache, const DistillArgs *a,
     snprintf(teacher_file, sizeof teacher_file, "%s.teacher.tmp", a->out);
     if (P >= n_tokens - n_prefix) return cli_error("--tokens %d: the context has only %d tokens", P, n_tokens - n_prefix);
     KvlDistillOptions opt = distill_options(a, &progress, a->teacher_mb ? (size_t)a->teacher_mb << 20 : 1, teacher_file);
-    if (failed(cache_copy(&untrained, cache, n_prefix + P, 0) || kvl_cartridge_loss(m, cache, &untrained, probes, n_probes, use_kl, &before)))
+    if (failed(cache_copy(&untrained, cache, c, n_prefix + P, 0) || kvl_cartridge_loss(m, cache, &untrained, probes, n_probes, use_kl, &before)))
         goto done;
     fprintf(stderr, "kvlora: cartridge of %d slots, %zu bytes as float32; %s loss over the probes before: %.6f\n", P,
             kvl_cache_bytes_per_token(c) * (size_t)P, use_kl ? "kl" : "mse", before);
@@ -9200,6 +9201,7 @@ static int frontier_svg(const char *path, const FrontierTally *rows, int n, doub
     lo = pow(10.0, floor(log10(lo > 0 ? lo : 1)));
     hi = pow(10.0, ceil(log10(hi > lo ? hi : lo * 10)));
 #define FRONTIER_X(bytes) (left + (int)(plot_w * (log10(bytes) - log10(lo)) / (log10(hi) - log10(lo)) + 0.5))
+#define FRONTIER_Y(row) (top + plot_h - (int)(plot_h * (double)(row).right / (row).asked + 0.5))
     Buf b = {0};
     int r = svg_open(&b, width, height, title) ||
             buf_printf(&b, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"none\" stroke=\"#888\"/>\n", left, top, plot_w, plot_h);
@@ -9216,7 +9218,7 @@ static int frontier_svg(const char *path, const FrontierTally *rows, int n, doub
         for (int i = 0; i < n && !r; i++) {
             if (rows[i].method != method) continue;
             if (first) r = buf_printf(&b, "<polyline fill=\"none\" stroke-width=\"2\" stroke=\"%s\" points=\"", colors[method]);
-            if (!r) r = buf_printf(&b, "%d,%d ", FRONTIER_X(rows[i].bytes), top + plot_h - (int)(plot_h * (double)rows[i].right / rows[i].asked + 0.5));
+            if (!r) r = buf_printf(&b, "%d,%d ", FRONTIER_X(rows[i].bytes), FRONTIER_Y(rows[i]));
             first = 0;
         }
         if (first || r) continue;
@@ -9224,11 +9226,12 @@ static int frontier_svg(const char *path, const FrontierTally *rows, int n, doub
                                                  colors[method], kvl_frontier_methods[method]);
         for (int i = 0; i < n && !r; i++)      /* a dot per setting */
             if (rows[i].method == method)
-                r = buf_printf(&b, "<circle cx=\"%d\" cy=\"%d\" r=\"3\" fill=\"%s\"/>\n", FRONTIER_X(rows[i].bytes),
-                               top + plot_h - (int)(plot_h * (double)rows[i].right / rows[i].asked + 0.5), colors[method]);
+                r = buf_printf(&b, "<circle cx=\"%d\" cy=\"%d\" r=\"3\" fill=\"%s\"/>\n", FRONTIER_X(rows[i].bytes), FRONTIER_Y(rows[i]),
+                               colors[method]);
     }
     if (!r) r = buf_printf(&b, "<text x=\"10\" y=\"%d\">recall: answers exactly right, without the context</text>\n</svg>\n", height - 8);
 #undef FRONTIER_X
+#undef FRONTIER_Y
     if (!r) r = write_text_file(path, b.data);
     free(b.data);
     return r;
@@ -9252,7 +9255,7 @@ static int frontier_run(const NeedleArgs *a, KvlNeedleOptions *o)
         fo.needle.distill.seed = (uint64_t)a->seed + (uint64_t)t;
         fprintf(stderr, "trial %d/%lld:\n", t + 1, a->trials);
         if (failed(kvl_needle_frontier(m, tok, &fo, d, kvl_document_seed((uint64_t)a->seed, (uint64_t)t, 1), &res))) goto done;
-        if (t == 0) n_rows = res.n_rows;
+        if (t == 0 && (n_rows = res.n_rows) == 0) { cli_error("no way of keeping the document was run"); goto done; }
         if (res.n_rows != n_rows) { cli_error("trial %d kept %d ways, the first %d (a shorter document?)", t + 1, res.n_rows, n_rows); goto done; }
         cache_bytes += (double)res.cache_bytes / a->trials;
         for (int i = 0; i < n_rows; i++) {
@@ -9381,6 +9384,7 @@ static int cmd_needle(int argc, char **argv)
     }
     o.distill = (KvlDistillOptions){1, (int)a.steps, (int)a.batch, a.lr, 0.0f, (uint64_t)a.seed, NULL, NULL, 0, NULL, (int)a.teacher_topk, NULL};
     o.damping = a.damping; o.solve_tokens = (int)a.solve_tokens;
+    if (a.sessions && a.frontier) return usage_error("needle", "--sessions or --frontier, not both");
     if (a.sessions) {
         if (a.lens.n > 1 || o.n_runs > 1 || a.methods.v[0] != KVL_METHOD_GRADIENT)
             return usage_error("needle", "--sessions takes one --context-len, one --rank and the gradient method");

@@ -228,8 +228,8 @@ typedef struct {
     int n_evicted;                /* tokens read and since dropped (eviction, kvl_cache_read_evicting):
                                      the next token goes to slot n_tokens at position n_tokens + n_evicted;
                                      0 otherwise, where slot and position are one */
-    float *mass;                  /* NULL, or [L][KVH][max_tokens]: the forward pass adds to it the attention
-                                     each key receives from the queries at positions >= mass_from, summed
+    float *mass;                  /* NULL, or [L][KVH][max_tokens]: kvl_forward adds to it the attention
+                                     each key receives from the queries in slots >= mass_from, summed
                                      over the key/value head's query heads (what H2O and SnapKV rank by) */
     int mass_from;
 } KvlCache;
@@ -242,7 +242,8 @@ size_t kvl_cache_bytes_per_token(const KvlConfig *config);
 /* ---- the KV cache as a file, and a model directory ---- */
 
 /* Writes the cache's n_tokens positions (prefix ++ context) to a safetensors file:
-   layers.N.k / layers.N.v [KVH, T, HD] in dtype (F32, F16 or BF16), tokens I32 [T]. */
+   layers.N.k / layers.N.v [KVH, T, HD] in dtype (F32, F16 or BF16), tokens I32 [T]. An
+   evicted cache is refused: its slots are not its positions. */
 int kvl_cache_save(const KvlCache *cache, const KvlModel *m, const int *tokens, int n_prefix, KvlDtype dtype, const char *path);
 /* Reads it back for the same model (refused otherwise) with room for extra more tokens. */
 int kvl_cache_load(KvlCache *cache, const KvlModel *m, const char *path, int extra, int **tokens, int *n_tokens, int *n_prefix);
@@ -253,8 +254,8 @@ int  kvl_model_save(const KvlModel *m, const char *src_dir, const char *out_dir)
 
 /* ---- the forward pass ---- */
 
-/* Reads n_tokens tokens at positions cache->n_tokens, ..., appending their keys and values
-   to the cache. If logits is not NULL, writes the logits of the last n_logits of these
+/* Reads n_tokens tokens at positions cache->n_tokens + cache->n_evicted, ..., appending
+   their keys and values to the cache (slots cache->n_tokens, ...). If logits is not NULL, writes the logits of the last n_logits of these
    tokens: logits[n_logits][V] (n_logits = 1 for decoding, n_tokens for every position). */
 int kvl_forward(KvlModel *m, KvlCache *cache, const int *tokens, int n_tokens,
                 float *logits, int n_logits);
@@ -302,7 +303,8 @@ int kvl_generate(KvlModel *m, const int *prompt, int n_prompt, int max_new,
                  float temperature, float top_p, uint64_t seed,
                  int *ids, int *n_ids, KvlTokenCallback on_token, void *user);
 /* The same after what cache holds (a recorded context, a cartridge: kvl_cache_load), which
-   needs room for n_prompt + max_new more tokens; ids gets the prompt and the new tokens. */
+   needs room for n_prompt + max_new more tokens and is left holding them too; ids gets the
+   prompt and the new tokens. */
 int kvl_generate_after(KvlModel *m, KvlCache *cache, const int *prompt, int n_prompt, int max_new,
                        float temperature, float top_p, uint64_t seed,
                        int *ids, int *n_ids, KvlTokenCallback on_token, void *user);
@@ -556,14 +558,17 @@ int  kvl_needle_sessions(KvlModel *m, KvlTokenizer *tok, const KvlSessionsOption
 
 /* KIVI: quantises the cache's keys per channel (groups of `group` tokens) and values per
    token (groups of `group` channels) to bits bits, the last `residual` tokens left in float;
-   the cache then holds the dequantised values. *bytes: its size as stored. */
-int  kvl_cache_quantize(KvlCache *cache, int bits, int group, int residual, size_t *bytes);
-/* The cache rounded to F16 or BF16 (as kvl_cache_save stores it) and back, in place. */
-int  kvl_cache_round(KvlCache *cache, KvlDtype dtype);
+   the cache then holds the dequantised values. Positions before `first` (a prefix) stay as
+   they are. *bytes: the positions from `first` on as stored. */
+int  kvl_cache_quantize(KvlCache *cache, int first, int bits, int group, int residual, size_t *bytes);
+/* The positions from `first` on rounded to F16 or BF16 (as kvl_cache_save stores them) and
+   back, in place. */
+int  kvl_cache_round(KvlCache *cache, int first, KvlDtype dtype);
 
 /* Eviction (kvlora.c says how each policy chooses): reads tokens (a prefix of n_prefix, kept
    whole, then the context) into the empty cache, then keeps `budget` of the context's
-   tokens, per layer and key/value head for H2O and SnapKV; the cache then holds
+   tokens (all of them when budget is larger), per layer and key/value head for H2O and
+   SnapKV; the cache then holds
    n_prefix + budget slots and counts the rest in n_evicted, so that later tokens take
    their true positions. *bytes: the kept context tokens as float32. */
 enum { KVL_EVICT_STREAMING, KVL_EVICT_H2O, KVL_EVICT_SNAPKV, KVL_N_EVICTS };
@@ -572,7 +577,7 @@ int  kvl_cache_read_evicting(KvlModel *m, KvlCache *cache, const int *tokens, in
                              int budget, size_t *bytes);
 
 /* The frontier: one needle document kept every way (KVL_FRONTIER_*: the cache in F32, F16
-   and BF16; KIVI at 8, 4 and 2 bits; StreamingLLM, H2O and SnapKV at 2 to 50% of the
+   and BF16; KIVI at 8, 4 and 2 bits, and 2 bits with the last 32 tokens in float; StreamingLLM, H2O and SnapKV at 2 to 50% of the
    tokens; LoRA adapters of rank 1 to 16; cartridges of 2 to 128 slots), each asked the K
    questions. Adapters and cartridges learn from the same probes and teacher rows, with
    needle.distill's steps (the adapters: needle.targets, alpha 2 R). */

@@ -2222,16 +2222,12 @@ static void test_cartridge_gradients(void)
         KvlCache plain;
         kvl_cache_init(&plain, c, 1 + P + 10);
         kvl_forward(m, &plain, short_seq, 1 + P + 10, want, 10);
-        kvl_cache_init(&after, c, 1 + P + 10);
-        for (size_t h = 0; h < (size_t)L * KVH; h++) {
-            memcpy(after.k + h * after.max_tokens * HD, cartridge.k + h * cartridge.max_tokens * HD, sizeof(float) * (1 + P) * HD);
-            memcpy(after.v + h * after.max_tokens * HD, cartridge.v + h * cartridge.max_tokens * HD, sizeof(float) * (1 + P) * HD);
-        }
-        after.n_tokens = 1 + P;
+        cache_copy(&after, &cartridge, c, 1 + P, 10);
         kvl_forward(m, &after, st.seq + 1, 10, got, 10);
         Acts a;
         acts_init(&a, c, 1 + P, 10, 1, 0);
-        acts_read_first(&a, &cartridge);
+        cache_copy_into(&a.cache, &cartridge, 1 + P);
+        a.n_past = 1 + P;
         double loss = 0, lp = 0, lm = 0;
         distill_probe(m, &a, 1, NULL, st.seq + 1, 0, 10, st.teacher, 1, 0, 10, &loss);
         CHECK(bits_equal(got, want, (size_t)10 * V) && bits_equal(a.logits, want, (size_t)10 * V),
@@ -2512,23 +2508,40 @@ static void test_replay_share(void)
     teacher_set_free(&sets[1]);
 }
 
-/* KIVI's quantised cache, against a plain re-derivation here: every key on one of the
-   2^bits levels min + q step of its group (a channel over `group` tokens) and within half
-   a step of where it was, and every value likewise in its group (a token's `group`
-   channels), where a step is (max - min) / (2^bits - 1) of the group's float values, plus
-   float rounding (1e-6 of the group's range and magnitude; 1e-3 of a step off a level); the
-   last `residual` tokens untouched, bit for bit; the largest error shrinking with more
-   bits; and the bytes as the comment of kvl_cache_quantize counts them. On the fixture's
-   49-token cache, groups of 16 (so the last group is partial) and 5 float tokens. */
-/* Eviction keeps exactly the budgeted tokens, the ones each policy promises, with the
-   keys and values the full cache holds at those positions; the attention mass H2O ranks
-   by is the student's kept probabilities summed; and a token read after eviction takes
-   its true position (layer 0's key depends only on the token and its position). */
+/* Which context positions H2O or SnapKV should keep, worked out here the plain way from
+   the attention each key received (mass, summed over the right queries): the recent ones,
+   then one at a time the highest score not yet kept (the earliest of equals). */
+static void evict_by_hand(int policy, const float *mass, int n, int budget, unsigned char *keep)
+{
+    float score[64];
+    int recent = policy == KVL_EVICT_H2O ? budget / 2 : (budget + 1) / 2 < 32 ? (budget + 1) / 2 : 32;
+    memset(keep, 0, (size_t)n);
+    keep[0] = 1;                                /* the prefix */
+    for (int j = n - recent; j < n; j++) keep[j] = 1;
+    for (int j = 1; j < n - recent; j++) {
+        score[j] = mass[j];
+        for (int i = j - 3; policy == KVL_EVICT_SNAPKV && i <= j + 3; i++)     /* max-pooled over 7 neighbours */
+            if (i >= 1 && i < n - recent && mass[i] > score[j]) score[j] = mass[i];
+    }
+    for (int picked = 0; picked < budget - recent; picked++) {
+        int best = -1;
+        for (int j = 1; j < n - recent; j++)
+            if (!keep[j] && (best < 0 || score[j] > score[best])) best = j;
+        keep[best] = 1;
+    }
+}
+
+/* Eviction keeps exactly the budgeted tokens, the ones each policy promises (StreamingLLM:
+   sinks and the most recent; H2O and SnapKV: the ones evict_by_hand finds from the
+   student's attention probabilities), with the keys and values the full cache holds at
+   those positions; the attention mass H2O ranks by is the student's probabilities summed;
+   and a token read after eviction takes its true position (layer 0's key depends only on
+   the token and its position). */
 static void test_cache_eviction(void)
 {
     KvlModel *m;
     KvlCache full;
-    int context[DISTILL_CONTEXT], seq[1 + DISTILL_CONTEXT], budget = 10, n = 1 + DISTILL_CONTEXT;
+    int context[DISTILL_CONTEXT], seq[1 + DISTILL_CONTEXT], budget = 11, n = 1 + DISTILL_CONTEXT;   /* (odd: SnapKV's window rounds up) */
     if (distill_fixture_context(&m, &full, context)) return;
     const KvlConfig *c = &m->config;
     int L = c->n_layers, KVH = c->n_kv_heads, HD = c->head_dim, H = c->n_heads, group = H / KVH;
@@ -2555,6 +2568,17 @@ static void test_cache_eviction(void)
                 worst = fmax(worst, fabs(want - mass[((size_t)l * KVH + g) * full.max_tokens + j]) / (1.0 + want));
             }
     CHECK(worst < 1e-5, "the attention mass is the sum of the student's probabilities over queries and the group's heads (%.2g)", worst);
+    /* the positions H2O (every query) and SnapKV (the last 32) should keep, per layer and head */
+    unsigned char want_kept[2][16][64];
+    for (int p = 0; p < 2; p++)
+        for (int lg = 0; lg < L * KVH && lg < 16; lg++) {
+            int l = lg / KVH, g = lg % KVH, from = p ? n - 32 : 0;
+            float sums[64] = {0};
+            for (int t = from; t < n; t++)      /* in attention_mass's order: queries, then the group's heads */
+                for (int h = g * group; h < (g + 1) * group; h++)
+                    for (int j = 0; j <= t; j++) sums[j] += acts.att[(((size_t)l * H + h) * n + t) * n + j];
+            evict_by_hand(p ? KVL_EVICT_SNAPKV : KVL_EVICT_H2O, sums, n, budget, want_kept[p][lg]);
+        }
     free(mass);
     kvl_cache_free(&observed);
     acts_free(&acts);
@@ -2589,11 +2613,10 @@ static void test_cache_eviction(void)
                 at = found + 1;
             }
             promised &= pos[0] == 0;            /* the prefix */
-            if (policy == KVL_EVICT_STREAMING)  /* 3 sinks after the prefix, 7 most recent */
+            if (policy == KVL_EVICT_STREAMING)  /* 3 sinks after the prefix, the rest most recent */
                 for (int s = 1; s <= budget; s++) promised &= pos[s] == (s <= 3 ? s : n - (budget + 1 - s));
-            else {                              /* the most recent half (SnapKV: min(32, half)) */
-                for (int s = budget / 2 + 1; s <= budget; s++) promised &= pos[s] == n - (budget + 1 - s);
-            }
+            else if (lg < 16)
+                for (int s = 0; s <= budget; s++) promised &= pos[s] >= 0 && want_kept[policy == KVL_EVICT_SNAPKV][lg][pos[s]];
             if (lg == 0) memcpy(first_set, pos, sizeof(int) * e.n_tokens);
             else differ |= memcmp(first_set, pos, sizeof(int) * e.n_tokens) != 0;
         }
@@ -2622,7 +2645,7 @@ static void test_cache_eviction(void)
     for (int d = 0; d < 2; d++) {
         kvl_cache_init(&e, c, full.max_tokens);
         kvl_forward(m, &e, seq, n, NULL, 0);
-        kvl_cache_round(&e, d ? KVL_BF16 : KVL_F16);
+        kvl_cache_round(&e, 0, d ? KVL_BF16 : KVL_F16);
         for (size_t i = 0; i < (size_t)L * KVH * e.max_tokens * HD; i++) {
             float x = full.k[i], y = d ? bf16_to_f32(f32_to_bf16(x)) : f16_to_f32(f32_to_f16(x));
             rounded &= e.k[i] == y && (x == 0.0f || fabsf(y - x) <= fabsf(x) * (d ? 1.0f / 256 : 1.0f / 2048) + 1e-7f);
@@ -2637,6 +2660,14 @@ static void test_cache_eviction(void)
     kvl_model_free(m);
 }
 
+/* KIVI's quantised cache, against a plain re-derivation here: every key on one of the
+   2^bits levels min + q step of its group (a channel over `group` tokens) and within half
+   a step of where it was, and every value likewise in its group (a token's `group`
+   channels), where a step is (max - min) / (2^bits - 1) of the group's float values, plus
+   float rounding (1e-6 of the group's range and magnitude; 1e-3 of a step off a level); the
+   last `residual` tokens untouched, bit for bit; the largest error shrinking with more
+   bits; and the bytes as the comment of kvl_cache_quantize counts them. On the fixture's
+   49-token cache, groups of 16 (so the last group is partial) and 5 float tokens. */
 static void test_kivi_cache(void)
 {
     KvlModel *m;
@@ -2653,7 +2684,7 @@ static void test_kivi_cache(void)
         q.n_tokens = T;
         memcpy(q.k, cache.k, sizeof(float) * heads * plane);
         memcpy(q.v, cache.v, sizeof(float) * heads * plane);
-        CHECK(kvl_cache_quantize(&q, bits[b], G, R, &bytes) == 0, "quantise to %d bits: %s", bits[b], kvl_last_error());
+        CHECK(kvl_cache_quantize(&q, 0, bits[b], G, R, &bytes) == 0, "quantise to %d bits: %s", bits[b], kvl_last_error());
         int within = 1, residual_same = 1;
         for (size_t h = 0; h < heads; h++)
             for (int kv = 0; kv < 2; kv++) {
@@ -2684,8 +2715,25 @@ static void test_kivi_cache(void)
         kvl_cache_free(&q);
     }
     CHECK(worst[0] < worst[1] && worst[1] < worst[2], "the error grows as bits fall: %.3g (8), %.3g (4), %.3g (2)", worst[0], worst[1], worst[2]);
+    /* from position 3 on: the first three as they were, the rest counted as a cache of T - 3 */
+    KvlCache q, shorter;
+    size_t bytes_from = 0, bytes_short = 0;
+    cache_copy(&q, &cache, &m->config, T, 0);
+    cache_copy(&shorter, &cache, &m->config, T - 3, 0);
+    kvl_cache_quantize(&q, 3, 4, G, R, &bytes_from);
+    kvl_cache_quantize(&shorter, 0, 4, G, R, &bytes_short);
+    int kept = 1, moved = 0;
+    for (size_t h = 0; h < heads; h++) {
+        const float *qk = q.k + h * q.max_tokens * HD, *k = cache.k + h * plane;
+        kept &= !memcmp(qk, k, sizeof(float) * 3 * HD);
+        moved |= memcmp(qk + 3 * HD, k + 3 * HD, sizeof(float) * (T - 3 - R) * HD) != 0;
+    }
+    CHECK(kept && moved && bytes_from == bytes_short, "a prefix stays in float, out of the count (%zu bytes, %zu for %d tokens)",
+          bytes_from, bytes_short, T - 3);
+    kvl_cache_free(&q);
+    kvl_cache_free(&shorter);
     size_t bytes;
-    CHECK(kvl_cache_quantize(&cache, 0, G, 0, &bytes) != 0 && kvl_cache_quantize(&cache, 4, 0, 0, &bytes) != 0, "0 bits or groups of 0 are refused");
+    CHECK(kvl_cache_quantize(&cache, 0, 0, G, 0, &bytes) != 0 && kvl_cache_quantize(&cache, 0, 4, 0, 0, &bytes) != 0, "0 bits or groups of 0 are refused");
     kvl_cache_free(&cache);
     kvl_model_free(m);
 }
@@ -4821,11 +4869,6 @@ static void test_sessions_leave_the_model(void)
     kvl_model_free(m);
 }
 
-/* needle --sessions on the built-in model, small: 2 sessions of one needle in 96 tokens,
-   incremental-replay and joint. Both must recall every session at the end (measured: they
-   do; compose-sum, not run here, recalls none), with the JSON's keys; and an untrained
-   adapter (--steps 0: B = 0, the model itself) must show no drift at all: 0 points and a
-   KL of exactly 0, for an adapter and for weights merged with it. */
 /* needle --frontier: a row per method and setting, the keys --json promises, bytes as
    counted (the full cache's share; a cartridge's slots as float32 tokens), and the curves. */
 static void test_cli_needle_frontier(void)
@@ -4842,8 +4885,8 @@ static void test_cli_needle_frontier(void)
 #else
     const char *run = "--context-len 64 --self-study 4 --self-study-len 16 --steps 4 --drift-tokens 32";
 #endif
-    snprintf(cmd, sizeof cmd, KVLORA_CLI " needle data/model --frontier --methods cache,cartridge --needles 1 --trials 1 --batch 4 %s "
-             "--json --svg %s > %s 2>" NULL_DEVICE, run, svg, out);
+    snprintf(cmd, sizeof cmd, KVLORA_CLI " needle data/model --frontier --methods cache,streaming,lora,cartridge --needles 1 --trials 1 "
+             "--batch 4 %s --json --svg %s > %s 2>" NULL_DEVICE, run, svg, out);
     CHECK(system(cmd) == 0, "%s", cmd);
     if (read_file(out, &text, &len) == 0 && parse_ok(text, &j)) {
         const Json *rows = json_get(j, "rows"), *cache = json_get(j, "cache_bytes"), *ctx = json_get(j, "context_len");
@@ -4853,7 +4896,7 @@ static void test_cli_needle_frontier(void)
         kvl_model_free(m);
         CHECK(rows && rows->type == JSON_ARRAY && rows->length >= 4 && cache && cache->number > 0 && ctx,
               "--json: the cache's bytes and the rows (%zu)", rows ? rows->length : 0);
-        int cartridges = 0, dtypes = 0;
+        int cartridges = 0, dtypes = 0, evicted = 0, adapters = 0;
         for (size_t i = 0; rows && i < rows->length; i++) {
             const Json *row = rows->children[i], *method = json_get(row, "method"), *setting = json_get(row, "setting");
             const Json *bytes = json_get(row, "bytes"), *recall = json_get(row, "recall"), *drift = json_get(row, "drift_kl");
@@ -4865,6 +4908,14 @@ static void test_cli_needle_frontier(void)
                 double want = cache->number / (strcmp(setting->string, "f32") ? 2 : 1);
                 dtypes++;
                 CHECK(bytes->number == want && drift->type == JSON_NULL, "cache %s: %.0f bytes (want %.0f), no drift", setting->string, bytes->number, want);
+            } else if (!strcmp(method->string, "streaming")) {
+                double tokens = floor(cache->number / per_token * atoi(setting->string) / 100.0 + 0.5);
+                evicted++;
+                CHECK(bytes->number == (tokens < 1 ? 1 : tokens) * per_token && drift->type == JSON_NULL, "streaming %s: %.0f bytes, no drift",
+                      setting->string, bytes->number);
+            } else if (!strcmp(method->string, "lora")) {
+                adapters++;
+                CHECK(bytes->number > 0 && drift->type == JSON_NUMBER && drift->number >= 0, "lora %s: %.0f bytes, a drift", setting->string, bytes->number);
             } else {
                 int slots = atoi(setting->string);
                 cartridges++;
@@ -4873,7 +4924,8 @@ static void test_cli_needle_frontier(void)
                       setting->string, bytes->number, per_token);
             }
         }
-        CHECK(dtypes == 3 && cartridges >= 3, "three dtypes of the cache (%d), a cartridge per size below the context (%d)", dtypes, cartridges);
+        CHECK(dtypes == 3 && evicted == 5 && adapters == 5 && cartridges >= 3, "three dtypes of the cache (%d), five budgets (%d) and "
+              "ranks (%d), a cartridge per size below the context (%d)", dtypes, evicted, adapters, cartridges);
     } else CHECK(0, "--frontier --json prints one JSON object: %.200s", text ? text : "(nothing)");
     free(text);
     json_free(j);
@@ -4886,6 +4938,11 @@ static void test_cli_needle_frontier(void)
     remove(svg);
 }
 
+/* needle --sessions on the built-in model, small: 2 sessions of one needle in 96 tokens,
+   incremental-replay and joint. Both must recall every session at the end (measured: they
+   do; compose-sum, not run here, recalls none), with the JSON's keys; and an untrained
+   adapter (--steps 0: B = 0, the model itself) must show no drift at all: 0 points and a
+   KL of exactly 0, for an adapter and for weights merged with it. */
 static void test_cli_needle_sessions(void)
 {
     if (!file_exists("data/model/config.json")) { SKIP("kvlora needle --sessions: data/model not present"); return; }
