@@ -7282,6 +7282,8 @@ int kvl_needle_frontier(KvlModel *m, KvlTokenizer *tok, const KvlFrontierOptions
     const KvlNeedleOptions *no = &o->needle;
     int K = no->n_needles, V = c->vocab_size, r = -1, bos = needle_bos(c), correct[KVL_NEEDLE_MAX], *filler = NULL, n_filler = 0;
     int distilled = o->methods & (1u << KVL_FRONTIER_LORA | 1u << KVL_FRONTIER_CARTRIDGE);
+    KvlDtype dtype = o->dtype == KVL_F16 || o->dtype == KVL_BF16 ? o->dtype : KVL_F32;
+    size_t value_bytes = dtype == KVL_F32 ? 4 : 2;
     NeedleDoc d = {0};
     KvlCache work = {0}, cartridge = {0};
     KvlLora lora = {0};
@@ -7334,13 +7336,16 @@ int kvl_needle_frontier(KvlModel *m, KvlTokenizer *tok, const KvlFrontierOptions
             } else if (method == KVL_FRONTIER_LORA) {
                 e = kvl_lora_init(&lora, c, frontier_ranks[i], 2.0f * frontier_ranks[i], 0, no->targets, no->distill.seed) ||
                     distill_sets(m, &bos, 1, &ts, 1, 1, 0.0f, &lora, NULL, 0, &no->distill, NULL);
-                bytes = lora.n_params * sizeof(float);
+                for (size_t k = 0; dtype != KVL_F32 && k < lora.n_params; k++)   /* as stored */
+                    lora.params[k] = dtype == KVL_F16 ? f16_to_f32(f32_to_f16(lora.params[k])) : bf16_to_f32(f32_to_bf16(lora.params[k]));
+                bytes = lora.n_params * value_bytes;
                 m->lora = &lora;
                 ask = NULL;
             } else {
                 e = cache_copy(&cartridge, &d.cache, c, 1 + frontier_slots[i], 0) ||
-                    distill_sets(m, NULL, 0, &ts, 1, 1, 0.0f, NULL, &cartridge, 1, &no->distill, NULL);
-                bytes = kvl_cache_bytes_per_token(c) * (size_t)frontier_slots[i];
+                    distill_sets(m, NULL, 0, &ts, 1, 1, 0.0f, NULL, &cartridge, 1, &no->distill, NULL) ||
+                    kvl_cache_round(&cartridge, 1, dtype);
+                bytes = kvl_cache_bytes_per_token(c) / 4 * value_bytes * (size_t)frontier_slots[i];
                 kvl_cache_free(&work);
                 e = e || cache_copy(&work, &cartridge, c, cartridge.n_tokens, d.room);
             }
@@ -8841,15 +8846,16 @@ static const char *needle_usage =
     "and 2 bits, and 2 bits with the last 32 tokens in float); evicted by StreamingLLM, H2O\n"
     "and SnapKV to 2, 5, 10, 20 and 50% of its tokens; LoRA adapters of rank 1 to 16; and\n"
     "cartridges (a KV cache of 2 to 128 slots trained like the adapters, from the same probes\n"
-    "and teacher). Bytes count the context's share as stored; time is the making, not the\n"
-    "asking; drift (adapters and cartridges) is the mean KL(base || with it) over fresh filler.\n\n";
+    "and teacher). Bytes count the context's share as stored (adapters and cartridges in\n"
+    "float32, or as --dtype says); time is the making, not the asking; drift (adapters and\n"
+    "cartridges) is the mean KL(base || with it) over fresh filler.\n\n";
 
 typedef struct {
     const char *dir, *svg, *targets;
     long long needles, trials, steps, batch, self_study, self_study_len, chunk_len, seed, threads, teacher_topk;
     long long sessions, drift_docs, drift_tokens;
     float alpha, lr, damping, replay;
-    int probes, json, frontier;         /* probes: 0 self-study, 1 context, 2 both */
+    int probes, json, frontier, frontier_dtype;   /* probes: 0 self-study, 1 context, 2 both; dtype: f32, f16, bf16 */
     Choices frontier_methods;           /* KVL_FRONTIER_* */
     long long solve_tokens;
     Numbers lens, depths, ranks;
@@ -9241,7 +9247,8 @@ static int frontier_run(const NeedleArgs *a, KvlNeedleOptions *o)
 {
     KvlModel *m = NULL;
     KvlTokenizer *tok = NULL;
-    KvlFrontierOptions fo = {*o, 0, (int)a->drift_tokens, frontier_progress, NULL};
+    static const KvlDtype dtypes[3] = {KVL_F32, KVL_F16, KVL_BF16};
+    KvlFrontierOptions fo = {*o, 0, (int)a->drift_tokens, dtypes[a->frontier_dtype], frontier_progress, NULL};
     KvlFrontierResult res;
     FrontierTally rows[KVL_FRONTIER_MAX_ROWS];
     int K = (int)a->needles, n_rows = 0, rc = 1;
@@ -9362,6 +9369,7 @@ static int cmd_needle(int argc, char **argv)
         {"--frontier", OPT_FLAG, &a.frontier, 0, 0, NULL, NULL, "every way of keeping the document, by its bytes (above)"},
         {"--methods", OPT_CHOICES, &a.frontier_methods, 0, 0, "cache,kivi,streaming,h2o,snapkv,lora,cartridge",
          "cache|kivi|streaming|h2o|snapkv|lora|cartridge", "the frontier's methods"},
+        {"--dtype", OPT_CHOICE, &a.frontier_dtype, 0, 0, "f32", "f32|f16|bf16", "adapters and cartridges stored (and asked) in this type"},
     };
     int r = parse_options("needle", needle_usage, opts, COUNT(opts), argc, argv, &a.dir, 1, 1);
     KvlNeedleOptions o = {0};

@@ -600,6 +600,8 @@ typedef struct {
     KvlNeedleOptions needle;      /* the document, the probes, the distillation (runs unused) */
     unsigned methods;             /* 1 << KVL_FRONTIER_* for each method to run */
     int drift_tokens;             /* fresh filler tokens for the drift */
+    KvlDtype dtype;               /* adapters and cartridges as stored: F32 (0 means it too), F16 or BF16:
+                                     rounded after training, asked so, counted so */
     void (*progress)(void *ctx, const KvlFrontierRow *row);   /* after each row; may be NULL */
     void *progress_ctx;
 } KvlFrontierOptions;

@@ -4871,7 +4871,8 @@ static void test_sessions_leave_the_model(void)
 }
 
 /* needle --frontier: a row per method and setting, the keys --json promises, bytes as
-   counted (the full cache's share; a cartridge's slots as float32 tokens), and the curves. */
+   counted (the full cache's share; a cartridge's slots as tokens, here in BF16), and the
+   curves. */
 static void test_cli_needle_frontier(void)
 {
     if (!file_exists("data/model/config.json")) { SKIP("kvlora needle --frontier: data/model not present"); return; }
@@ -4887,7 +4888,7 @@ static void test_cli_needle_frontier(void)
     const char *run = "--context-len 64 --self-study 4 --self-study-len 16 --steps 4 --drift-tokens 32";
 #endif
     snprintf(cmd, sizeof cmd, KVLORA_CLI " needle data/model --frontier --methods cache,streaming,lora,cartridge --needles 1 --trials 1 "
-             "--batch 4 %s --json --svg %s > %s 2>" NULL_DEVICE, run, svg, out);
+             "--batch 4 --dtype bf16 %s --json --svg %s > %s 2>" NULL_DEVICE, run, svg, out);
     CHECK(system(cmd) == 0, "%s", cmd);
     if (read_file(out, &text, &len) == 0 && parse_ok(text, &j)) {
         const Json *rows = json_get(j, "rows"), *cache = json_get(j, "cache_bytes"), *ctx = json_get(j, "context_len");
@@ -4920,7 +4921,7 @@ static void test_cli_needle_frontier(void)
             } else {
                 int slots = atoi(setting->string);
                 cartridges++;
-                CHECK(!strcmp(method->string, "cartridge") && slots >= 2 && bytes->number == (double)slots * per_token &&
+                CHECK(!strcmp(method->string, "cartridge") && slots >= 2 && bytes->number == (double)slots * per_token / 2 &&
                       drift->type == JSON_NUMBER && drift->number >= 0, "%s %s: %.0f bytes, %zu a slot, a drift", method->string,
                       setting->string, bytes->number, per_token);
             }
