@@ -89,11 +89,17 @@
 /* Jobs of unequal size (attention's query blocks: later queries see more keys) are handed
    out one at a time instead; which thread computes a job never changes its result. */
 #define PARALLEL_FOR_DYNAMIC _Pragma("omp parallel for schedule(dynamic)")
+/* Starting and joining a team of threads costs from microseconds to a millisecond on a
+   shared machine; a loop of little work (a norm or a gate over one token, in decoding)
+   runs alone unless cond says it is worth that. */
+#define OMP_PRAGMA(x) _Pragma(#x)
+#define PARALLEL_FOR_IF(cond) OMP_PRAGMA(omp parallel for schedule(static) if(cond))
 static int max_threads(void) { return omp_get_max_threads(); }
 static int thread_index(void) { return omp_get_thread_num(); }
 #else
 #define PARALLEL_FOR
 #define PARALLEL_FOR_DYNAMIC
+#define PARALLEL_FOR_IF(cond)
 static int max_threads(void) { return 1; }
 static int thread_index(void) { return 0; }
 #endif
@@ -3507,10 +3513,12 @@ static float silu(float x) { return x / (1.0f + expf(-x)); }
 
 /* SwiGLU, the MLP's gate (Shazeer 2020): hidden = silu(gate) * up, elementwise over n,
    silu(g) = g sigmoid(g). Threads split the elements: an exponential each is too much
-   work for one thread to do alone. */
+   work for one thread to do alone, from some thousands of them on (one token's few
+   thousand take less time than waking the threads). */
+#define PARALLEL_MIN_ELEMENTS 16384
 static void swiglu_forward(float *hidden, const float *gate, const float *up, size_t n)
 {
-    PARALLEL_FOR
+    PARALLEL_FOR_IF(n >= PARALLEL_MIN_ELEMENTS)
     for (size_t i = 0; i < n; i++) hidden[i] = silu(gate[i]) * up[i];
 }
 
@@ -3518,7 +3526,7 @@ static void swiglu_forward(float *hidden, const float *gate, const float *up, si
        dg = dh u silu'(g),  silu'(g) = sigmoid(g) (1 + g (1 - sigmoid(g))),   du = dh silu(g). */
 static void swiglu_backward(float *d_gate, float *d_up, const float *d_hidden, const float *gate, const float *up, size_t n)
 {
-    PARALLEL_FOR
+    PARALLEL_FOR_IF(n >= PARALLEL_MIN_ELEMENTS)
     for (size_t i = 0; i < n; i++) {
         float sig = 1.0f / (1.0f + expf(-gate[i]));
         d_gate[i] = d_hidden[i] * up[i] * sig * (1.0f + gate[i] * (1.0f - sig));
@@ -3575,7 +3583,7 @@ static void attention_inputs(const float *x, const LayerBuffers *b, const KvlMod
     int D = c->dim, H = c->n_heads, KVH = c->n_kv_heads, HD = c->head_dim;
     int QD = H * HD, KD = KVH * HD, half = HD / 2;
     if (b->res_attn) memcpy(b->res_attn, x, sizeof(float) * T * D);
-    PARALLEL_FOR
+    PARALLEL_FOR_IF(T > 1)
     for (int t = 0; t < T; t++) rmsnorm_forward(b->xn_attn + (size_t)t * D, x + (size_t)t * D, w->attn_norm + (size_t)l * D, D, c->rms_eps);
     linear_forward(b->q, b->u[KVL_Q_PROJ], b->xn_attn, w->wq + (size_t)l * QD * D, w->bq ? w->bq + (size_t)l * QD : NULL, lora, KVL_Q_PROJ, l, T, D, QD, b->lora_tmp);
     linear_forward(b->k, b->u[KVL_K_PROJ], b->xn_attn, w->wk + (size_t)l * KD * D, w->bk ? w->bk + (size_t)l * KD : NULL, lora, KVL_K_PROJ, l, T, D, KD, b->lora_tmp);
@@ -3632,7 +3640,7 @@ static void mlp_block_forward(float *x, const LayerBuffers *b, const KvlModel *m
     const KvlLora *lora = m->lora;
     int D = c->dim, F = c->ffn_dim;
     if (b->res_mlp) memcpy(b->res_mlp, x, sizeof(float) * T * D);
-    PARALLEL_FOR
+    PARALLEL_FOR_IF(T > 1)
     for (int t = 0; t < T; t++) rmsnorm_forward(b->xn_mlp + (size_t)t * D, x + (size_t)t * D, w->mlp_norm + (size_t)l * D, D, c->rms_eps);
     linear_forward(b->gate, b->u[KVL_GATE_PROJ], b->xn_mlp, w->w_gate + (size_t)l * F * D, NULL, lora, KVL_GATE_PROJ, l, T, D, F, b->lora_tmp);
     linear_forward(b->up, b->u[KVL_UP_PROJ], b->xn_mlp, w->w_up + (size_t)l * F * D, NULL, lora, KVL_UP_PROJ, l, T, D, F, b->lora_tmp);
@@ -7858,7 +7866,9 @@ static const char *generate_usage =
     "Reads the prompt, then generates N more tokens, one at a time with the KV cache. With\n"
     "--prompt (needs the model's tokenizer.json) it streams the text; with --ids it prints\n"
     "all ids (prompt and generated) comma-separated as they come. Stops early at the\n"
-    "model's eos_token_id.\n\n";
+    "model's eos_token_id. --n-samples N draws N continuations side by side (one pass over\n"
+    "the weights a step for all of them), sample b as --seed S + b alone would, and prints\n"
+    "them whole, one after another, when all are done.\n\n";
 
 /* Streams text: decodes all ids so far (so that spaces and multi-byte characters come out
    right) and prints what is new, holding back a trailing U+FFFD that the next token may
@@ -7913,10 +7923,65 @@ static int generate(KvlModel *m, KvlCache *cache, const KvlTokenizer *tok, const
     return 0;
 }
 
+/* --n-samples: the prompt but its last token read once into cache (shared, with room for
+   it), then n_samples sequences that each read that token and go on, decoded side by side
+   (kvl_forward_batch); sequence b samples from its own stream seeded seed + b, so that it
+   draws what kvl_generate with that seed draws. */
+static int generate_samples(KvlModel *m, KvlCache *cache, const KvlTokenizer *tok, const int *prompt, int n_prompt, int n_new,
+                            float temperature, float top_p, uint64_t seed, int n_samples)
+{
+    const KvlConfig *c = &m->config;
+    int V = c->vocab_size, all = n_prompt + n_new, rc = 1;
+    int *ids = xmalloc(sizeof(int) * (size_t)n_samples * all), *n_ids = xcalloc((size_t)n_samples, sizeof(int));
+    int *next = xmalloc(sizeof(int) * (size_t)n_samples);
+    float *logits = xmalloc(sizeof(float) * (size_t)n_samples * V);
+    KvlRng *rng = xmalloc(sizeof(KvlRng) * (size_t)n_samples);
+    KvlBatch batch = {0};
+    double start = now_seconds();
+    if (failed(!ids || !n_ids || !next || !logits || !rng ||
+               (n_prompt > 1 && kvl_forward(m, cache, prompt, n_prompt - 1, NULL, 0)) ||
+               kvl_batch_init(&batch, m, cache, n_samples, n_new > 0 ? n_new : 1)))
+        goto done;
+    for (int b = 0; b < n_samples; b++) {
+        memcpy(ids + (size_t)b * all, prompt, sizeof(int) * n_prompt);
+        n_ids[b] = n_prompt;
+        next[b] = prompt[n_prompt - 1];
+        kvl_rng_seed(&rng[b], seed + (uint64_t)b);
+    }
+    for (int step = 0, running = n_samples; step < n_new && running > 0; step++) {
+        if (failed(kvl_forward_batch(m, &batch, next, logits))) goto done;
+        for (int b = 0; b < n_samples; b++) {
+            if (next[b] < 0) continue;
+            int token = kvl_sample(logits + (size_t)b * V, V, temperature, top_p, &rng[b]);
+            ids[(size_t)b * all + n_ids[b]++] = token;
+            next[b] = token == c->eos_token_id ? -1 : token;
+            running -= next[b] < 0;
+        }
+    }
+    double seconds = now_seconds() - start;
+    long long produced = 0;
+    for (int b = 0; b < n_samples; b++) {
+        size_t printed = 0;
+        produced += n_ids[b] - n_prompt;
+        if (tok) printf("--- sample %d (seed %llu) ---\n", b + 1, (unsigned long long)(seed + (uint64_t)b));
+        if (!tok)
+            for (int i = 0; i < n_ids[b]; i++) printf(i ? ",%d" : "%d", ids[(size_t)b * all + i]);
+        else if (print_new_text(tok, ids + (size_t)b * all, n_ids[b], &printed)) goto done;
+        printf("\n");
+    }
+    fflush(stdout);
+    fprintf(stderr, "kvlora: %d samples, %lld tokens in %.3f s (%.1f tokens/s)\n", n_samples, produced, seconds, produced / (seconds + 1e-9));
+    rc = 0;
+done:
+    kvl_batch_free(&batch);
+    free(ids); free(n_ids); free(next); free(logits); free(rng);
+    return rc;
+}
+
 static int cmd_generate(int argc, char **argv)
 {
     const char *dir = NULL, *ids_arg = NULL, *adapter = NULL, *text = NULL, *cartridge = NULL;
-    long long n_new, seed;
+    long long n_new, seed, n_samples;
     float temperature, top_p;
     Option opts[] = {
         {"--prompt", OPT_STRING, &text, 0, 0, NULL, "TEXT", "the prompt as text (the tokenizer adds its BOS)"},
@@ -7928,6 +7993,7 @@ static int cmd_generate(int argc, char **argv)
         {"--adapter", OPT_STRING, &adapter, 0, 0, NULL, "DIR", "a LoRA adapter to apply (PEFT's layout)"},
         {"--cartridge", OPT_STRING, &cartridge, 0, 0, NULL, "FILE", "read the prompt after a cartridge (distill --method cartridge)\n"
                                                                   "or a recorded cache; its prefix holds the BOS"},
+        {"--n-samples", OPT_INT, &n_samples, 1, 4096, "1", "N", "N continuations side by side, seeds S, S + 1, ... (printed at the end)"},
     };
     int r = parse_options("generate", generate_usage, opts, COUNT(opts), argc, argv, &dir, 1, 1), *prompt = NULL, n_prompt = 0;
     if (r != GO_ON) return r;
@@ -7947,7 +8013,10 @@ static int cmd_generate(int argc, char **argv)
     m->lora = adapter ? &lora : NULL;
     if (n_cached + n_prompt + n_new > m->config.max_positions)        /* before the prompt is printed */
         cli_error("the prompt (%d tokens) and -n %lld exceed the model's %d positions", n_prompt, n_new, m->config.max_positions);
-    else r = generate(m, &cache, tok, prompt, n_prompt, (int)n_new, temperature, top_p, (uint64_t)seed);
+    else if (n_samples > 1) {
+        if (!cartridge && failed(kvl_cache_init(&cache, &m->config, n_prompt))) goto done;
+        r = generate_samples(m, &cache, tok, prompt, n_prompt, (int)n_new, temperature, top_p, (uint64_t)seed, (int)n_samples);
+    } else r = generate(m, &cache, tok, prompt, n_prompt, (int)n_new, temperature, top_p, (uint64_t)seed);
 done:
     kvl_cache_free(&cache);
     free(cached);

@@ -4061,6 +4061,41 @@ static void test_cli_cartridge(void)
     remove(out); remove(path); remove(gen);
 }
 
+/* generate --n-samples N decodes N continuations side by side; sample b is what
+   generate --seed S + b draws alone, token for token (sampled at temperature 1, so that
+   the seeds matter), also after a cartridge. */
+static void test_cli_generate_samples(void)
+{
+    char cmd[2048], *together = NULL, *alone = NULL;
+    const char *out = tmp_path("samples.out"), *one = tmp_path("sample.out"), *cart = tmp_path("samples.safetensors");
+    size_t len;
+    snprintf(cmd, sizeof cmd, KVLORA_CLI " distill %s/llama_gqa_f32 --method cartridge --tokens 2 --context-ids 5,6,7,8 --self-study 2 "
+             "--self-study-len 3 --steps 2 -o %s 2>" NULL_DEVICE, golden_dir(), cart);
+    CHECK(system(cmd) == 0, "%s", cmd);
+    for (int with_cartridge = 0; with_cartridge < 2; with_cartridge++) {
+        char after[700] = "";
+        if (with_cartridge) snprintf(after, sizeof after, "--cartridge %s", cart);
+        snprintf(cmd, sizeof cmd, KVLORA_CLI " generate %s/llama_gqa_f32 %s --ids 1,5,6 -n 7 --temperature 1 --seed 3 --n-samples 4 > %s 2>"
+                 NULL_DEVICE, golden_dir(), after, out);
+        CHECK(system(cmd) == 0 && (together = slurp(out, &len)) != NULL, "%s", cmd);
+        Buf want = {0};
+        for (int b = 0; b < 4; b++) {
+            snprintf(cmd, sizeof cmd, KVLORA_CLI " generate %s/llama_gqa_f32 %s --ids 1,5,6 -n 7 --temperature 1 --seed %d > %s 2>" NULL_DEVICE,
+                     golden_dir(), after, 3 + b, one);
+            if (system(cmd) == 0 && (alone = slurp(one, &len)) != NULL) buf_puts(&want, alone);
+            free(alone);
+            alone = NULL;
+        }
+        CHECK(together && want.data && strlen(want.data) > 40 && !strcmp(together, want.data),
+              "--n-samples 4%s: the lines of --seed 3, 4, 5 and 6 alone:\n%s\nvs\n%s", with_cartridge ? " after a cartridge" : "",
+              together ? together : "-", want.data ? want.data : "-");
+        free(together);
+        together = NULL;
+        free(want.data);
+    }
+    remove(out); remove(one); remove(cart);
+}
+
 /* Options of a tiny pretraining run through the CLI */
 static const char *const tiny_pretrain_args = "--dim 16 --heads 2 --kv-heads 2 --ffn 32 --layers 1 --vocab 300 --seq-len 64 --batch-tokens 64 "
                                               "--short-steps 2 --ramp-steps 2";
@@ -5347,6 +5382,7 @@ static const struct { const char *name; void (*fn)(void); } tests[] = {
     {"checkpoint_and_interrupt", test_checkpoint_and_interrupt},
     {"cli_distill_phases", test_cli_distill_phases},
     {"cli_cartridge", test_cli_cartridge},
+    {"cli_generate_samples", test_cli_generate_samples},
     {"cli_pretrain_resume", test_cli_pretrain_resume},
     {"cli_pretrain_resume_takes_no_settings", test_cli_pretrain_resume_takes_no_settings},
     {"cli_pretrain_steps_0", test_cli_pretrain_steps_0},
