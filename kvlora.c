@@ -89,17 +89,11 @@
 /* Jobs of unequal size (attention's query blocks: later queries see more keys) are handed
    out one at a time instead; which thread computes a job never changes its result. */
 #define PARALLEL_FOR_DYNAMIC _Pragma("omp parallel for schedule(dynamic)")
-/* Starting and joining a team of threads costs from microseconds to a millisecond on a
-   shared machine; a loop of little work (a norm or a gate over one token, in decoding)
-   runs alone unless cond says it is worth that. */
-#define OMP_PRAGMA(x) _Pragma(#x)
-#define PARALLEL_FOR_IF(cond) OMP_PRAGMA(omp parallel for schedule(static) if(cond))
 static int max_threads(void) { return omp_get_max_threads(); }
 static int thread_index(void) { return omp_get_thread_num(); }
 #else
 #define PARALLEL_FOR
 #define PARALLEL_FOR_DYNAMIC
-#define PARALLEL_FOR_IF(cond)
 static int max_threads(void) { return 1; }
 static int thread_index(void) { return 0; }
 #endif
@@ -3513,12 +3507,10 @@ static float silu(float x) { return x / (1.0f + expf(-x)); }
 
 /* SwiGLU, the MLP's gate (Shazeer 2020): hidden = silu(gate) * up, elementwise over n,
    silu(g) = g sigmoid(g). Threads split the elements: an exponential each is too much
-   work for one thread to do alone, from some thousands of them on (one token's few
-   thousand take less time than waking the threads). */
-#define PARALLEL_MIN_ELEMENTS 16384
+   work for one thread to do alone. */
 static void swiglu_forward(float *hidden, const float *gate, const float *up, size_t n)
 {
-    PARALLEL_FOR_IF(n >= PARALLEL_MIN_ELEMENTS)
+    PARALLEL_FOR
     for (size_t i = 0; i < n; i++) hidden[i] = silu(gate[i]) * up[i];
 }
 
@@ -3526,7 +3518,7 @@ static void swiglu_forward(float *hidden, const float *gate, const float *up, si
        dg = dh u silu'(g),  silu'(g) = sigmoid(g) (1 + g (1 - sigmoid(g))),   du = dh silu(g). */
 static void swiglu_backward(float *d_gate, float *d_up, const float *d_hidden, const float *gate, const float *up, size_t n)
 {
-    PARALLEL_FOR_IF(n >= PARALLEL_MIN_ELEMENTS)
+    PARALLEL_FOR
     for (size_t i = 0; i < n; i++) {
         float sig = 1.0f / (1.0f + expf(-gate[i]));
         d_gate[i] = d_hidden[i] * up[i] * sig * (1.0f + gate[i] * (1.0f - sig));
@@ -3583,7 +3575,7 @@ static void attention_inputs(const float *x, const LayerBuffers *b, const KvlMod
     int D = c->dim, H = c->n_heads, KVH = c->n_kv_heads, HD = c->head_dim;
     int QD = H * HD, KD = KVH * HD, half = HD / 2;
     if (b->res_attn) memcpy(b->res_attn, x, sizeof(float) * T * D);
-    PARALLEL_FOR_IF(T > 1)
+    PARALLEL_FOR
     for (int t = 0; t < T; t++) rmsnorm_forward(b->xn_attn + (size_t)t * D, x + (size_t)t * D, w->attn_norm + (size_t)l * D, D, c->rms_eps);
     linear_forward(b->q, b->u[KVL_Q_PROJ], b->xn_attn, w->wq + (size_t)l * QD * D, w->bq ? w->bq + (size_t)l * QD : NULL, lora, KVL_Q_PROJ, l, T, D, QD, b->lora_tmp);
     linear_forward(b->k, b->u[KVL_K_PROJ], b->xn_attn, w->wk + (size_t)l * KD * D, w->bk ? w->bk + (size_t)l * KD : NULL, lora, KVL_K_PROJ, l, T, D, KD, b->lora_tmp);
@@ -3640,7 +3632,7 @@ static void mlp_block_forward(float *x, const LayerBuffers *b, const KvlModel *m
     const KvlLora *lora = m->lora;
     int D = c->dim, F = c->ffn_dim;
     if (b->res_mlp) memcpy(b->res_mlp, x, sizeof(float) * T * D);
-    PARALLEL_FOR_IF(T > 1)
+    PARALLEL_FOR
     for (int t = 0; t < T; t++) rmsnorm_forward(b->xn_mlp + (size_t)t * D, x + (size_t)t * D, w->mlp_norm + (size_t)l * D, D, c->rms_eps);
     linear_forward(b->gate, b->u[KVL_GATE_PROJ], b->xn_mlp, w->w_gate + (size_t)l * F * D, NULL, lora, KVL_GATE_PROJ, l, T, D, F, b->lora_tmp);
     linear_forward(b->up, b->u[KVL_UP_PROJ], b->xn_mlp, w->w_up + (size_t)l * F * D, NULL, lora, KVL_UP_PROJ, l, T, D, F, b->lora_tmp);
