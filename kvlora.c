@@ -9875,6 +9875,28 @@ static void matmul_tile1(float *out, const float *x, const float *panel, int pan
 #if defined(__AVX__) && !defined(KVL_PLAIN_KERNELS)
 #include <immintrin.h>
 #define KVL_AVX_PACK 1
+/* matmul_tile1 in two named 8-float registers: GCC vectorises the plain loop poorly (a mix
+   of scalar and 4-wide products that kept decoding's arithmetic, not its reading of the
+   weights, the larger cost). A multiply then an add per output and input, as the plain
+   loop: the same floats (test gemm_tiles_match_loops covers the edges and one token). */
+static void matmul_tile1_avx(float *out, const float *x, const float *panel, int panel_stride, int depth, int fresh)
+{
+    __m256 a0 = fresh ? _mm256_setzero_ps() : _mm256_loadu_ps(out), a1 = fresh ? _mm256_setzero_ps() : _mm256_loadu_ps(out + 8);
+    for (int i = 0; i < depth; i++) {
+        const float *wi = panel + (size_t)i * panel_stride;
+        __m256 b = _mm256_set1_ps(x[i]);
+        a0 = _mm256_add_ps(a0, _mm256_mul_ps(b, _mm256_loadu_ps(wi)));
+        a1 = _mm256_add_ps(a1, _mm256_mul_ps(b, _mm256_loadu_ps(wi + 8)));
+    }
+    _mm256_storeu_ps(out, a0);
+    _mm256_storeu_ps(out + 8, a1);
+}
+#define MATMUL_TILE1 matmul_tile1_avx
+#if MM_COLS != 16
+#error "matmul_tile1_avx holds MM_COLS = 16 outputs"
+#endif
+#else
+#define MATMUL_TILE1 matmul_tile1
 #endif
 
 #if defined(__AVX__) && !defined(__AVX512F__) && !defined(KVL_PLAIN_KERNELS)
@@ -9992,7 +10014,7 @@ static void gemm_tiled(float *out, const float *x, const float *w, int T, int K,
             for (; t0 < t_end; t0++) {          /* the edges, a token at a time: fewer tokens or outputs, same sums */
                 float *o = out + (size_t)t0 * N + n0;
                 for (int j = 0; j < MM_COLS; j++) edge[j] = j < n_cols ? o[j] : 0.0f;
-                matmul_tile1(edge, x + (size_t)t0 * K + k0, wp, wp_stride, depth, fresh);
+                MATMUL_TILE1(edge, x + (size_t)t0 * K + k0, wp, wp_stride, depth, fresh);
                 for (int j = 0; j < n_cols; j++) o[j] = edge[j];
             }
         }
@@ -10001,6 +10023,9 @@ static void gemm_tiled(float *out, const float *x, const float *w, int T, int K,
 
 static void gemm(float *out, const float *x, const float *w, int T, int K, int N, int w_is_nk, int accumulate)
 {
+#ifdef KVL_AVX_PACK
+    (void)matmul_tile1;                         /* the plain edge tile: other machines run it */
+#endif
 #ifdef KVL_AVX_TILE
     (void)matmul_tile4;                         /* the plain tile: the tests run it here too */
     gemm_tiled(out, x, w, T, K, N, w_is_nk, accumulate, matmul_tile6_avx, 6);
