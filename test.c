@@ -527,7 +527,7 @@ static void test_matmul_matches_naive(void)
 static void test_gemm_tiles_match_loops(void)
 {
     static const int sizes[][3] = {{1, 1, 1}, {3, 17, 5}, {17, 3, 65}, {65, 577, 17}, {130, 33, 8}, {7, 257, 577},
-                                   {6, 513, 16}, {97, 64, 31}};
+                                   {6, 513, 16}, {97, 64, 31}, {1, 264, 40}, {1, 260, 33}};   /* (one token: decoding's paths) */
     struct { MatmulTile tile; int rows; const char *name; } tiles[] = {
         {matmul_tile4, 4, "plain 4x16"},
 #ifdef KVL_AVX_TILE
