@@ -356,6 +356,12 @@ static uint16_t f32_to_f16(float f)
     return (uint16_t)(sign | h);
 }
 
+/* x as a tensor of dtype stores it: rounded to F16 or BF16 and back, or as it is (F32). */
+static float round_to(float x, KvlDtype dtype)
+{
+    return dtype == KVL_F16 ? f16_to_f32(f32_to_f16(x)) : dtype == KVL_BF16 ? bf16_to_f32(f32_to_bf16(x)) : x;
+}
+
 /* A list of token ids, "5,9,12" (spaces allowed around the commas), into a fresh array. */
 static int parse_ids(const char *s, int **out, int *n)
 {
@@ -5201,8 +5207,8 @@ static void cartridge_slots(KvlCache *cache, int first, int n, float *flat, int 
 /* The distillation loop over teacher sets whose rows are computed. The student is the
    model with the adapter lora; or, to train a cartridge instead (lora NULL), the model
    alone reading cartridge's n_tokens positions before each probe (prefix ++ slots; its
-   first n_frozen, the prefix, stay as they are, and prefix is then empty). Each step takes its batch from a seeded shuffle of the
-   probes of sets[0 .. n_main) (every probe seen once an epoch) and, when replay > 0, the
+   first n_frozen, the prefix, stay as they are, and prefix is then empty). Each step
+   takes its batch from a seeded shuffle of the probes of sets[0 .. n_main) (every probe seen once an epoch) and, when replay > 0, the
    share round(replay x batch) of it from a shuffle of its own over sets[n_main .. n_sets):
    earlier sessions' probes with the rows their teachers gave. It sums the gradient of the
    mean loss over the batch's positions and takes one AdamW step; with
@@ -5378,8 +5384,8 @@ int kvl_cartridge_distill(KvlModel *m, KvlCache *cache, int n_prefix, int n_slot
     return 0;
 }
 
-/* The mean distillation loss over every probe with the model's current adapter. */
-/* (With a cartridge: the model alone reading it, then each probe; prefix is then empty.) */
+/* The mean distillation loss over every probe with the model's current adapter; with a
+   cartridge, of the model alone reading it, then each probe (prefix is then empty). */
 static int distill_loss(KvlModel *m, KvlCache *cache, const int *prefix, int n_prefix, const KvlCache *cartridge,
                         const KvlProbe *probes, int n_probes, int use_kl, double *loss)
 {
@@ -7146,8 +7152,7 @@ int kvl_cache_round(KvlCache *cache, int first, KvlDtype dtype)
     for (size_t h = 0; h < heads; h++)
         for (int kv = 0; kv < 2; kv++) {
             float *x = (kv ? cache->v : cache->k) + (h * cache->max_tokens + first) * cache->head_dim;
-            for (size_t i = 0; dtype != KVL_F32 && i < n; i++)
-                x[i] = dtype == KVL_F16 ? f16_to_f32(f32_to_f16(x[i])) : bf16_to_f32(f32_to_bf16(x[i]));
+            for (size_t i = 0; dtype != KVL_F32 && i < n; i++) x[i] = round_to(x[i], dtype);
         }
     return 0;
 }
@@ -7261,6 +7266,17 @@ static const int frontier_slots[] = {2, 4, 8, 16, 32, 64, 128};              /* 
 enum { FRONTIER_KIVI_GROUP = 32 };
 #define FRONTIER_COUNT(a) ((int)(sizeof a / sizeof a[0]))
 
+/* The name of setting i of a method, as the rows give it: "f16", "4 bits", "10%", ... */
+static void frontier_setting(char *out, size_t cap, int method, int i)
+{
+    if (method == KVL_FRONTIER_CACHE) snprintf(out, cap, "%s", frontier_dtypes[i] == KVL_F32 ? "f32" : frontier_dtypes[i] == KVL_F16 ? "f16" : "bf16");
+    else if (method == KVL_FRONTIER_KIVI && frontier_kivi[i][1]) snprintf(out, cap, "%d bits, %d float", frontier_kivi[i][0], frontier_kivi[i][1]);
+    else if (method == KVL_FRONTIER_KIVI) snprintf(out, cap, "%d bits", frontier_kivi[i][0]);
+    else if (method == KVL_FRONTIER_LORA) snprintf(out, cap, "rank %d", frontier_ranks[i]);
+    else if (method == KVL_FRONTIER_CARTRIDGE) snprintf(out, cap, "%d tokens", frontier_slots[i]);
+    else snprintf(out, cap, "%d%%", frontier_percent[i]);
+}
+
 /* Next-token logits over fresh filler (n tokens after <s>, no needles) read after `first`
    (a cartridge: its positions stand for <s>), or after <s> with the model as it stands:
    logits [n][V], one row per filler token. */
@@ -7336,8 +7352,7 @@ int kvl_needle_frontier(KvlModel *m, KvlTokenizer *tok, const KvlFrontierOptions
             } else if (method == KVL_FRONTIER_LORA) {
                 e = kvl_lora_init(&lora, c, frontier_ranks[i], 2.0f * frontier_ranks[i], 0, no->targets, no->distill.seed) ||
                     distill_sets(m, &bos, 1, &ts, 1, 1, 0.0f, &lora, NULL, 0, &no->distill, NULL);
-                for (size_t k = 0; dtype != KVL_F32 && k < lora.n_params; k++)   /* as stored */
-                    lora.params[k] = dtype == KVL_F16 ? f16_to_f32(f32_to_f16(lora.params[k])) : bf16_to_f32(f32_to_bf16(lora.params[k]));
+                for (size_t k = 0; dtype != KVL_F32 && k < lora.n_params; k++) lora.params[k] = round_to(lora.params[k], dtype);   /* as stored */
                 bytes = lora.n_params * value_bytes;
                 m->lora = &lora;
                 ask = NULL;
@@ -7364,12 +7379,7 @@ int kvl_needle_frontier(KvlModel *m, KvlTokenizer *tok, const KvlFrontierOptions
             if (e) goto done;
             KvlFrontierRow *row = &res->rows[res->n_rows++];
             *row = (KvlFrontierRow){method, "", bytes, right, K, made - start, drift};
-            if (method == KVL_FRONTIER_CACHE) snprintf(row->setting, sizeof row->setting, "%s", frontier_dtypes[i] == KVL_F32 ? "f32" : frontier_dtypes[i] == KVL_F16 ? "f16" : "bf16");
-            else if (method == KVL_FRONTIER_KIVI && frontier_kivi[i][1]) snprintf(row->setting, sizeof row->setting, "%d bits, %d float", frontier_kivi[i][0], frontier_kivi[i][1]);
-            else if (method == KVL_FRONTIER_KIVI) snprintf(row->setting, sizeof row->setting, "%d bits", frontier_kivi[i][0]);
-            else if (method == KVL_FRONTIER_LORA) snprintf(row->setting, sizeof row->setting, "rank %d", frontier_ranks[i]);
-            else if (method == KVL_FRONTIER_CARTRIDGE) snprintf(row->setting, sizeof row->setting, "%d tokens", frontier_slots[i]);
-            else snprintf(row->setting, sizeof row->setting, "%d%%", frontier_percent[i]);
+            frontier_setting(row->setting, sizeof row->setting, method, i);
             if (o->progress) o->progress(o->progress_ctx, row);
         }
     }
