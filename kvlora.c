@@ -9834,9 +9834,10 @@ int main(int argc, char **argv)
 
 /* The register tile: four tokens x MM_COLS outputs, resumed from and stored to out. The
    four rows are four separate arrays on purpose: GCC keeps these in vector registers but
-   leaves a float[4][MM_COLS] in memory. With 32 vector registers (AVX-512) all four rows
-   fit; with 16 (AVX2) GCC keeps the accumulators on the stack, which is what the tile below
-   is for. (Measured speeds: data/BENCH.md.) */
+   leaves a float[4][MM_COLS] in memory. Where GCC compiles it with 8-float vectors, as it
+   does for AVX2 and, by its tuning, for many AVX-512 machines too, it keeps some of the
+   accumulators on the stack, which is what the tiles below are for. (Measured speeds:
+   data/BENCH.md.) */
 static void matmul_tile4(float *out, int n_out, const float *x, int in, const float *panel, int panel_stride, int depth, int fresh)
 {
     float a0[MM_COLS], a1[MM_COLS], a2[MM_COLS], a3[MM_COLS];
@@ -9948,6 +9949,39 @@ static void matmul_tile6_avx(float *out, int n_out, const float *x, int in, cons
 }
 #endif
 
+#if defined(__AVX512F__) && !defined(KVL_PLAIN_KERNELS)
+#define KVL_AVX512_TILE 1
+/* The tile for AVX-512 machines: eight tokens x 16 outputs, one 16-float register each.
+   Eight named accumulators stay in registers, and each panel row loaded serves eight
+   tokens: about 1.5x the plain tile's rate there (data/BENCH.md). A multiply then an add,
+   never fused, in the same order over i as the plain tile: the very same floats (test
+   gemm_tiles_match_loops runs both). */
+static void matmul_tile8_avx512(float *out, int n_out, const float *x, int in, const float *panel, int panel_stride, int depth,
+                                int fresh)
+{
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+    float *o0 = out, *o1 = o0 + n_out, *o2 = o1 + n_out, *o3 = o2 + n_out;
+    float *o4 = o3 + n_out, *o5 = o4 + n_out, *o6 = o5 + n_out, *o7 = o6 + n_out;
+    if (!fresh) {
+        a0 = _mm512_loadu_ps(o0); a1 = _mm512_loadu_ps(o1); a2 = _mm512_loadu_ps(o2); a3 = _mm512_loadu_ps(o3);
+        a4 = _mm512_loadu_ps(o4); a5 = _mm512_loadu_ps(o5); a6 = _mm512_loadu_ps(o6); a7 = _mm512_loadu_ps(o7);
+    }
+    const float *x0 = x, *x1 = x0 + in, *x2 = x1 + in, *x3 = x2 + in, *x4 = x3 + in, *x5 = x4 + in, *x6 = x5 + in, *x7 = x6 + in;
+    for (int i = 0; i < depth; i++) {
+        __m512 wi = _mm512_loadu_ps(panel + (size_t)i * panel_stride);
+#define KVL_TILE_ROW(xr, ar) ar = _mm512_add_ps(ar, _mm512_mul_ps(_mm512_set1_ps(xr[i]), wi));
+        KVL_TILE_ROW(x0, a0) KVL_TILE_ROW(x1, a1) KVL_TILE_ROW(x2, a2) KVL_TILE_ROW(x3, a3)
+        KVL_TILE_ROW(x4, a4) KVL_TILE_ROW(x5, a5) KVL_TILE_ROW(x6, a6) KVL_TILE_ROW(x7, a7)
+#undef KVL_TILE_ROW
+    }
+    _mm512_storeu_ps(o0, a0); _mm512_storeu_ps(o1, a1); _mm512_storeu_ps(o2, a2); _mm512_storeu_ps(o3, a3);
+    _mm512_storeu_ps(o4, a4); _mm512_storeu_ps(o5, a5); _mm512_storeu_ps(o6, a6); _mm512_storeu_ps(o7, a7);
+}
+#if MM_COLS != 16
+#error "matmul_tile8_avx512 holds MM_COLS = 16 outputs"
+#endif
+#endif
+
 /* A panel of nn.Linear's weights: panel[k][j] = w[j][k] for j < n_cols (zeros beyond),
    k < depth, from rows of w K floats apart. Moving floats changes no sum, so the AVX path
    below is free to transpose 8x8 blocks in registers; it pays where the product has
@@ -10036,8 +10070,11 @@ static void gemm(float *out, const float *x, const float *w, int T, int K, int N
 #ifdef KVL_AVX_PACK
     (void)matmul_tile1;                         /* the plain edge tile: other machines run it */
 #endif
-#ifdef KVL_AVX_TILE
+#if defined(KVL_AVX512_TILE)
     (void)matmul_tile4;                         /* the plain tile: the tests run it here too */
+    gemm_tiled(out, x, w, T, K, N, w_is_nk, accumulate, matmul_tile8_avx512, 8);
+#elif defined(KVL_AVX_TILE)
+    (void)matmul_tile4;
     gemm_tiled(out, x, w, T, K, N, w_is_nk, accumulate, matmul_tile6_avx, 6);
 #else
     gemm_tiled(out, x, w, T, K, N, w_is_nk, accumulate, matmul_tile4, 4);

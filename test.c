@@ -533,6 +533,9 @@ static void test_gemm_tiles_match_loops(void)
 #ifdef KVL_AVX_TILE
         {matmul_tile6_avx, 6, "AVX 6x16"},
 #endif
+#ifdef KVL_AVX512_TILE
+        {matmul_tile8_avx512, 8, "AVX-512 8x16"},
+#endif
     };
     KvlRng rng;
     kvl_rng_seed(&rng, 7);
