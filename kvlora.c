@@ -10065,20 +10065,27 @@ static void gemm_tiled(float *out, const float *x, const float *w, int T, int K,
     }
 }
 
+/* The machine's register tile, and how many tokens it holds */
+#if defined(KVL_AVX512_TILE)
+#define MATMUL_TILE matmul_tile8_avx512
+#define MATMUL_TILE_ROWS 8
+#elif defined(KVL_AVX_TILE)
+#define MATMUL_TILE matmul_tile6_avx
+#define MATMUL_TILE_ROWS 6
+#else
+#define MATMUL_TILE matmul_tile4
+#define MATMUL_TILE_ROWS 4
+#endif
+
 static void gemm(float *out, const float *x, const float *w, int T, int K, int N, int w_is_nk, int accumulate)
 {
 #ifdef KVL_AVX_PACK
     (void)matmul_tile1;                         /* the plain edge tile: other machines run it */
 #endif
-#if defined(KVL_AVX512_TILE)
+#if defined(KVL_AVX512_TILE) || defined(KVL_AVX_TILE)
     (void)matmul_tile4;                         /* the plain tile: the tests run it here too */
-    gemm_tiled(out, x, w, T, K, N, w_is_nk, accumulate, matmul_tile8_avx512, 8);
-#elif defined(KVL_AVX_TILE)
-    (void)matmul_tile4;
-    gemm_tiled(out, x, w, T, K, N, w_is_nk, accumulate, matmul_tile6_avx, 6);
-#else
-    gemm_tiled(out, x, w, T, K, N, w_is_nk, accumulate, matmul_tile4, 4);
 #endif
+    gemm_tiled(out, x, w, T, K, N, w_is_nk, accumulate, MATMUL_TILE, MATMUL_TILE_ROWS);
 }
 
 /* ---- attention in blocks ---- */
@@ -10120,6 +10127,34 @@ static void attention_scores_tile(float *s, const float *q, const float *kt, int
     for (int j = 0; j < ATT_KEYS; j++) s[j] = (((a0[j] + a4[j]) + (a1[j] + a5[j])) + ((a2[j] + a6[j]) + (a3[j] + a7[j]))) * scale;
 }
 
+#if defined(KVL_AVX512_TILE) && ATT_KEYS == 16
+/* The same scores with each lane's 16 sums in one named 16-float register: GCC gives the
+   plain tile 8-float vectors and keeps half its sums on the stack. The same multiplies and
+   adds in the same order: the same floats (test attention_blocked_matches_plain). */
+static void attention_scores_tile_avx512(float *s, const float *q, const float *kt, int HD, float scale)
+{
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+    for (int i = 0; i < HD; i += 8) {
+        const float *k = kt + (size_t)i * ATT_KEYS;
+        a0 = _mm512_add_ps(a0, _mm512_mul_ps(_mm512_set1_ps(q[i]), _mm512_loadu_ps(k)));
+        a1 = _mm512_add_ps(a1, _mm512_mul_ps(_mm512_set1_ps(q[i + 1]), _mm512_loadu_ps(k + ATT_KEYS)));
+        a2 = _mm512_add_ps(a2, _mm512_mul_ps(_mm512_set1_ps(q[i + 2]), _mm512_loadu_ps(k + 2 * ATT_KEYS)));
+        a3 = _mm512_add_ps(a3, _mm512_mul_ps(_mm512_set1_ps(q[i + 3]), _mm512_loadu_ps(k + 3 * ATT_KEYS)));
+        a4 = _mm512_add_ps(a4, _mm512_mul_ps(_mm512_set1_ps(q[i + 4]), _mm512_loadu_ps(k + 4 * ATT_KEYS)));
+        a5 = _mm512_add_ps(a5, _mm512_mul_ps(_mm512_set1_ps(q[i + 5]), _mm512_loadu_ps(k + 5 * ATT_KEYS)));
+        a6 = _mm512_add_ps(a6, _mm512_mul_ps(_mm512_set1_ps(q[i + 6]), _mm512_loadu_ps(k + 6 * ATT_KEYS)));
+        a7 = _mm512_add_ps(a7, _mm512_mul_ps(_mm512_set1_ps(q[i + 7]), _mm512_loadu_ps(k + 7 * ATT_KEYS)));
+    }
+    __m512 sum = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a4), _mm512_add_ps(a1, a5)),
+                               _mm512_add_ps(_mm512_add_ps(a2, a6), _mm512_add_ps(a3, a7)));
+    _mm512_storeu_ps(s, _mm512_mul_ps(sum, _mm512_set1_ps(scale)));
+}
+#define ATTENTION_SCORES_TILE attention_scores_tile_avx512
+#define KVL_SCORES_PLAIN_UNUSED 1
+#else
+#define ATTENTION_SCORES_TILE attention_scores_tile
+#endif
+
 /* The keys and values of one key/value head, by position: below n from k and v (the
    cache), from n on at tail_k and tail_v (a sequence's own tokens in batched decoding). */
 typedef struct {
@@ -10137,6 +10172,56 @@ static const float *value_at(const AttentionKeys *a, int j, int HD)
     return j < a->n ? a->v + (size_t)j * HD : a->tail_v + (size_t)(j - a->n) * HD;
 }
 
+/* o += sum_j p[j] v_j over keys j = from .. to - 1 in turn: four keys' terms per pass over
+   the coordinates, each coordinate's terms still added in turn. */
+static void attention_values_add(float *o, const float *p, const AttentionKeys *keys, int from, int to, int HD)
+{
+    int j = from;
+    for (; j + 4 <= to; j += 4) {
+        const float *v0 = value_at(keys, j, HD), *v1 = value_at(keys, j + 1, HD);
+        const float *v2 = value_at(keys, j + 2, HD), *v3 = value_at(keys, j + 3, HD);
+        float p0 = p[j], p1 = p[j + 1], p2 = p[j + 2], p3 = p[j + 3];
+        for (int d = 0; d < HD; d++) o[d] = (((o[d] + p0 * v0[d]) + p1 * v1[d]) + p2 * v2[d]) + p3 * v3[d];
+    }
+    for (; j < to; j++) {
+        const float *vj = value_at(keys, j, HD);
+        for (int d = 0; d < HD; d++) o[d] += p[j] * vj[d];
+    }
+}
+
+/* out_t = sum_j p_tj v_j for a job's queries, each coordinate's terms added in turn from
+   the query's first key. The keys that every query of the job sees, [lo, hi), make a
+   product of the probability rows and the value rows whose sums run over j in that same
+   order: the matmul's register tile computes it, several queries by 16 coordinates, each
+   value row loaded once for all of them. A query's keys before lo (a sliding window's) are
+   added before, and its keys from hi on (the causal triangle's) after, one query at a
+   time. (first_key grows with the position, so the last query's first key is lo and the
+   first query's position is hi - 1.) */
+static void attention_values(float *out, const float *rows0, size_t row_stride, const AttentionKeys *keys, int h, int t0,
+                             int n_q, int pos0, const KvlConfig *c)
+{
+    int H = c->n_heads, HD = c->head_dim, lo = first_key(pos0 + t0 + n_q - 1, c), hi = pos0 + t0 + 1;
+    int tiled = n_q > 1 && HD % MM_COLS == 0 && lo < hi && hi <= keys->n;
+    for (int t = t0; t < t0 + n_q; t++) {
+        int pos = pos0 + t, first = first_key(pos, c);
+        float *o = out + ((size_t)t * H + h) * HD;
+        for (int d = 0; d < HD; d++) o[d] = 0.0f;
+        attention_values_add(o, rows0 + (t - t0) * row_stride, keys, first, tiled ? lo : pos + 1, HD);
+    }
+    if (!tiled) return;
+    for (int d0 = 0; d0 < HD; d0 += MM_COLS) {
+        const float *v = value_at(keys, lo, HD) + d0;
+        int t = t0;
+        for (; t + MATMUL_TILE_ROWS <= t0 + n_q; t += MATMUL_TILE_ROWS)
+            MATMUL_TILE(out + ((size_t)t * H + h) * HD + d0, H * HD, rows0 + (t - t0) * row_stride + lo, (int)row_stride, v, HD,
+                        hi - lo, 0);
+        for (; t < t0 + n_q; t++)
+            MATMUL_TILE1(out + ((size_t)t * H + h) * HD + d0, rows0 + (t - t0) * row_stride + lo, v, HD, hi - lo, 0);
+    }
+    for (int t = t0; t < t0 + n_q; t++)
+        attention_values_add(out + ((size_t)t * H + h) * HD, rows0 + (t - t0) * row_stride, keys, hi, pos0 + t + 1, HD);
+}
+
 /* One job: queries t0 .. t0 + n_q - 1 of head h at positions pos0 + t; query t's scores,
    then probabilities, go to rows0 + (t - t0) * row_stride. */
 static void attention_job(float *out, float *rows0, size_t row_stride, const float *q, const AttentionKeys *keys,
@@ -10146,6 +10231,9 @@ static void attention_job(float *out, float *rows0, size_t row_stride, const flo
     float scale = 1.0f / sqrtf((float)HD);
     float q_pad[ATT_QUERIES * ATT_MAX_HEAD_DIM], kt[ATT_MAX_HEAD_DIM * ATT_KEYS], tile[ATT_KEYS];
     int lo = first_key(pos0 + t0, c), hi = pos0 + t0 + n_q;         /* the keys any query of the job sees: [lo, hi) */
+#ifdef KVL_SCORES_PLAIN_UNUSED
+    (void)attention_scores_tile;                /* the plain tile: test.c checks the two agree */
+#endif
     if (HD <= ATT_MAX_HEAD_DIM && n_q > 1) {   /* (a lone query gains nothing from copying the keys) */
         for (int t = 0; t < n_q; t++)
             for (int i = 0; i < HD8; i++) q_pad[t * HD8 + i] = i < HD ? q[((size_t)(t0 + t) * H + h) * HD + i] : 0.0f;
@@ -10159,7 +10247,7 @@ static void attention_job(float *out, float *rows0, size_t row_stride, const flo
             for (int t = t0; t < t0 + n_q; t++) {
                 int pos = pos0 + t, a = first_key(pos, c) > j0 ? first_key(pos, c) : j0, b = pos + 1 < j1 ? pos + 1 : j1;
                 if (a >= b) continue;
-                attention_scores_tile(tile, q_pad + (t - t0) * HD8, kt, HD8, scale);
+                ATTENTION_SCORES_TILE(tile, q_pad + (t - t0) * HD8, kt, HD8, scale);
                 memcpy(rows0 + (t - t0) * row_stride + a, tile + (a - j0), sizeof(float) * (b - a));
             }
         }
@@ -10184,22 +10272,7 @@ static void attention_job(float *out, float *rows0, size_t row_stride, const flo
         }
         for (int j = first; j <= pos; j++) p[j] /= sum;
     }
-    for (int t = t0; t < t0 + n_q; t++) {                        /* out_t = sum_j p_tj v_j */
-        int pos = pos0 + t, j = first_key(pos, c);
-        const float *p = rows0 + (t - t0) * row_stride;
-        float *o = out + ((size_t)t * H + h) * HD;
-        for (int d = 0; d < HD; d++) o[d] = 0.0f;
-        for (; j + 4 <= pos + 1; j += 4) {          /* four terms per coordinate, added in turn */
-            const float *v0 = value_at(keys, j, HD), *v1 = value_at(keys, j + 1, HD);
-            const float *v2 = value_at(keys, j + 2, HD), *v3 = value_at(keys, j + 3, HD);
-            float p0 = p[j], p1 = p[j + 1], p2 = p[j + 2], p3 = p[j + 3];
-            for (int d = 0; d < HD; d++) o[d] = (((o[d] + p0 * v0[d]) + p1 * v1[d]) + p2 * v2[d]) + p3 * v3[d];
-        }
-        for (; j <= pos; j++) {
-            const float *vj = value_at(keys, j, HD);
-            for (int d = 0; d < HD; d++) o[d] += p[j] * vj[d];
-        }
-    }
+    attention_values(out, rows0, row_stride, keys, h, t0, n_q, pos0, c);
 }
 
 /* Batched decoding's attention: a job is one head of one sequence's token, over the

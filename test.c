@@ -1159,11 +1159,14 @@ static void test_swiglu_backward(void)
 static void test_attention_blocked_matches_plain(void)
 {
     KvlConfig c = {0};
-    c.n_layers = 2; c.n_heads = 6; c.n_kv_heads = 2; c.head_dim = 12; c.max_positions = 4096;
-    int lengths[3] = {1, 17, 300}, H = 6, HD = 12, QD = H * HD, bad = 0, n = 0;
+    c.n_layers = 2; c.n_heads = 6; c.n_kv_heads = 2; c.max_positions = 4096;
+    int lengths[3] = {1, 17, 300}, H = 6, bad = 0, n = 0;
 #ifdef _OPENMP
     int saved = omp_get_max_threads();
 #endif
+    /* head dims 12 (scores padded to 16; values a query at a time) and 32 (the values of the
+       keys all of a job's queries see through the matmul's tile, two columns of 16) */
+    for (int HD = 12, QD; c.head_dim = HD, QD = H * HD, HD <= 32; HD += 20)
     for (int threads = 1; threads <= 3; threads += 2) {
 #ifdef _OPENMP
         omp_set_num_threads(threads);
@@ -1207,8 +1210,17 @@ static void test_attention_blocked_matches_plain(void)
 #ifdef _OPENMP
     omp_set_num_threads(saved);
 #endif
-    CHECK(bad == 0 && n == 36, "blocked attention equals the plain loop bit for bit in %d cases (lengths 1, 17, 300; window 0 and 37; "
-          "after 0 and 150 cached positions; 1 and 3 threads): %d differ", n, bad);
+    CHECK(bad == 0 && n == 72, "blocked attention equals the plain loop bit for bit in %d cases (head dims 12 and 32; lengths 1, 17, "
+          "300; window 0 and 37; after 0 and 150 cached positions; 1 and 3 threads): %d differ", n, bad);
+    /* the scores' tile against its plain form, which this machine's blocked kernel may not run */
+    KvlRng rng;
+    kvl_rng_seed(&rng, 11);
+    float q[64], kt[64 * ATT_KEYS], plain[ATT_KEYS], fast[ATT_KEYS];
+    fill_random(q, 64, &rng, 3.0f);
+    fill_random(kt, 64 * ATT_KEYS, &rng, 1.5f);
+    attention_scores_tile(plain, q, kt, 64, 0.125f);
+    ATTENTION_SCORES_TILE(fast, q, kt, 64, 0.125f);
+    CHECK(bits_equal(fast, plain, ATT_KEYS), "the scores' tile equals its plain form bit for bit");
 }
 
 /* attention of one layer over T tokens held in a KvlCache, with GQA, with and without a
