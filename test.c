@@ -4377,6 +4377,52 @@ static void test_losses(void)
     CHECK(fabs(loss - want) < 1e-9, "kl by hand: %g vs %g", loss, want);
 }
 
+/* Peaked rows: logits 0 down to -120, so that some probabilities and gradient entries
+   fall below FLT_MIN. The training gradients store those as 0 (a subnormal operand costs a
+   microcode assist in every product of the backward); every entry is the exact one,
+   computed here in double, to within 2^-126 plus float rounding (1e-6 of the larger
+   probability), and the loss is the exact loss (1e-7 relative: the student's exponentials
+   are floats). */
+static void test_kl_gradient_flushes_subnormals(void)
+{
+    enum { V = 12, T = 2 };
+    static const float zs_row[V] = {0, -3, -40, -85, -87.5f, -88.5f, -90, -95, -100, -104, -110, -120};
+    float zs[T * V], zt[T * V], d[T * V];
+    for (int t = 0; t < T; t++)
+        for (int v = 0; v < V; v++) {
+            zs[t * V + v] = zs_row[v];
+            zt[t * V + v] = v < 2 && t ? zs_row[1 - v] : 1.1f * zs_row[v];    /* a steeper tail; row 1 another peak */
+        }
+    int n_tiny = 0, n_subnormal = 0;
+    double loss = 0.0, want_loss = 0.0, off = 0.0;
+    kl_forward_backward(&loss, d, zs, zt, T, V, T);
+    for (int t = 0; t < T; t++) {
+        double ss = 0.0, st = 0.0;
+        for (int v = 0; v < V; v++) { ss += exp((double)zs[t * V + v]); st += exp((double)zt[t * V + v]); }
+        for (int v = 0; v < V; v++) {
+            double ps = exp((double)zs[t * V + v]) / ss, pt = exp((double)zt[t * V + v]) / st, g = (ps - pt) / T;
+            want_loss += pt * (log(pt) - log(ps)) / T;
+            n_tiny += g != 0.0 && fabs(g) < FLT_MIN;
+            n_subnormal += d[t * V + v] != 0.0f && fabsf(d[t * V + v]) < FLT_MIN;
+            off = fmax(off, fabs(d[t * V + v] - g) - 1e-6 * (ps + pt));
+        }
+    }
+    CHECK(n_tiny >= 4 && n_subnormal == 0, "KL gradient: %d exact entries below FLT_MIN, %d subnormal floats stored", n_tiny, n_subnormal);
+    CHECK(off <= FLT_MIN, "KL gradient: every entry the exact one to 2^-126 (%.3g beyond float rounding)", off);
+    CHECK(fabs(loss - want_loss) <= 1e-7 * want_loss, "KL loss on peaked rows: %.12g, exact %.12g", loss, want_loss);
+
+    unsigned char rows[T * sizeof(float) * (2 * V + 1)];       /* the same through a top-4 teacher */
+    ProbIndex order[2 * V];
+    unsigned char in_top[V];
+    size_t row = teacher_row_bytes(V, 4);
+    for (int t = 0; t < T; t++) teacher_topk_row(rows + t * row, zt + t * V, V, 4, order, in_top);
+    loss = 0.0;
+    kl_topk_forward_backward(&loss, d, zs, rows, T, V, 4, T);
+    n_subnormal = 0;
+    for (int i = 0; i < T * V; i++) n_subnormal += d[i] != 0.0f && fabsf(d[i]) < FLT_MIN;
+    CHECK(n_subnormal == 0 && isfinite(loss), "top-K KL gradient on peaked rows: %d subnormal floats stored", n_subnormal);
+}
+
 /* The top-K teacher's loss (kl_topk_forward_backward) on seeded logits, three ways:
    - with K = V nothing is left out: the exact KL and its gradient (kl_forward_backward),
      to float rounding (1e-6; the two sum the same terms in different orders);
@@ -5421,6 +5467,7 @@ static const struct { const char *name; void (*fn)(void); } tests[] = {
     {"sampling_top_p", test_sampling_top_p},
     {"sampling_sort", test_sampling_sort},
     {"losses", test_losses},
+    {"kl_gradient_flushes_subnormals", test_kl_gradient_flushes_subnormals},
     {"kl_topk_against_exact", test_kl_topk_against_exact},
     {"kl_topk_golden", test_kl_topk_golden},
     {"cli_dump", test_cli_dump},
