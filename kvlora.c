@@ -10206,107 +10206,130 @@ static void attention_values_add(float *o, const float *p, const AttentionKeys *
     }
 }
 
-/* out_t = sum_j p_tj v_j for a job's queries, each coordinate's terms added in turn from
-   the query's first key. The keys that every query of the job sees, [lo, hi), make a
-   product of the probability rows and the value rows whose sums run over j in that same
-   order: the matmul's register tile computes it, several queries by 16 coordinates, each
-   value row loaded once for all of them. A query's keys before lo (a sliding window's) are
-   added before, and its keys from hi on (the causal triangle's) after, one query at a
-   time. (first_key grows with the position, so the last query's first key is lo and the
-   first query's position is hi - 1.) */
-static void attention_values(float *out, const float *rows0, size_t row_stride, const AttentionKeys *keys, int h, int t0,
-                             int n_q, int pos0, const KvlConfig *c)
+/* A job is n_q queries of one head: query i's vector at q + i * H * HD (H heads of HD),
+   its output at out + i * H * HD, its position pos[i], its keys keys[i]. Below keys[i].n
+   every query of a job reads the same arrays: one sequence's cache in prefill, the shared
+   context in batched decoding (where each query's own tokens follow it). Query i's
+   scores, then probabilities, go to rows0 + i * row_stride, indexed by key position. */
+
+/* out_i = sum_j p_ij v_j for a job's queries, each coordinate's terms added in turn from
+   the query's first key. The keys that every query of the job sees from the same arrays,
+   [lo, hi), make a product of the probability rows and the value rows whose sums run over
+   j in that same order: the matmul's register tile computes it, several queries by 16
+   coordinates, each value row loaded once for all of them. A query's keys before lo (a
+   sliding window's) are added before, and its keys from hi on (the causal triangle's, or
+   a sequence's own) after, one query at a time. */
+static void attention_values(float *out, const int *pos, const AttentionKeys *keys, int n_q, const float *rows0,
+                             size_t row_stride, const KvlConfig *c)
 {
-    int H = c->n_heads, HD = c->head_dim, lo = first_key(pos0 + t0 + n_q - 1, c), hi = pos0 + t0 + 1;
-    int tiled = n_q > 1 && HD % MM_COLS == 0 && lo < hi && hi <= keys->n;
-    for (int t = t0; t < t0 + n_q; t++) {
-        int pos = pos0 + t, first = first_key(pos, c);
-        float *o = out + ((size_t)t * H + h) * HD;
+    int QD = c->n_heads * c->head_dim, HD = c->head_dim, lo = 0, hi = INT_MAX;
+    for (int i = 0; i < n_q; i++) {
+        int first = first_key(pos[i], c), end = pos[i] + 1 < keys[i].n ? pos[i] + 1 : keys[i].n;
+        lo = first > lo ? first : lo;
+        hi = end < hi ? end : hi;
+    }
+    int tiled = n_q > 1 && HD % MM_COLS == 0 && lo < hi;
+    for (int i = 0; i < n_q; i++) {
+        float *o = out + (size_t)i * QD;
         for (int d = 0; d < HD; d++) o[d] = 0.0f;
-        attention_values_add(o, rows0 + (t - t0) * row_stride, keys, first, tiled ? lo : pos + 1, HD);
+        attention_values_add(o, rows0 + i * row_stride, &keys[i], first_key(pos[i], c), tiled ? lo : pos[i] + 1, HD);
     }
     if (!tiled) return;
     for (int d0 = 0; d0 < HD; d0 += MM_COLS) {
-        const float *v = value_at(keys, lo, HD) + d0;
-        int t = t0;
-        for (; t + MATMUL_TILE_ROWS <= t0 + n_q; t += MATMUL_TILE_ROWS)
-            MATMUL_TILE(out + ((size_t)t * H + h) * HD + d0, H * HD, rows0 + (t - t0) * row_stride + lo, (int)row_stride, v, HD,
-                        hi - lo, 0);
-        for (; t < t0 + n_q; t++)
-            MATMUL_TILE1(out + ((size_t)t * H + h) * HD + d0, rows0 + (t - t0) * row_stride + lo, v, HD, hi - lo, 0);
+        const float *v = value_at(&keys[0], lo, HD) + d0;
+        int i = 0;
+        for (; i + MATMUL_TILE_ROWS <= n_q; i += MATMUL_TILE_ROWS)
+            MATMUL_TILE(out + (size_t)i * QD + d0, QD, rows0 + i * row_stride + lo, (int)row_stride, v, HD, hi - lo, 0);
+        for (; i < n_q; i++) MATMUL_TILE1(out + (size_t)i * QD + d0, rows0 + i * row_stride + lo, v, HD, hi - lo, 0);
     }
-    for (int t = t0; t < t0 + n_q; t++)
-        attention_values_add(out + ((size_t)t * H + h) * HD, rows0 + (t - t0) * row_stride, keys, hi, pos0 + t + 1, HD);
+    for (int i = 0; i < n_q; i++)
+        attention_values_add(out + (size_t)i * QD, rows0 + i * row_stride, &keys[i], hi, pos[i] + 1, HD);
 }
 
-/* One job: queries t0 .. t0 + n_q - 1 of head h at positions pos0 + t; query t's scores,
-   then probabilities, go to rows0 + (t - t0) * row_stride. */
-static void attention_job(float *out, float *rows0, size_t row_stride, const float *q, const AttentionKeys *keys,
-                          int h, int t0, int n_q, int pos0, const KvlConfig *c)
+/* One job (as above): scores, softmax, values. */
+static void attention_job(float *out, const float *q, const int *pos, const AttentionKeys *keys, int n_q, float *rows0,
+                          size_t row_stride, const KvlConfig *c)
 {
-    int H = c->n_heads, HD = c->head_dim, HD8 = (HD + 7) / 8 * 8;
+    int QD = c->n_heads * c->head_dim, HD = c->head_dim, HD8 = (HD + 7) / 8 * 8, lo = INT_MAX, hi = 0;
     float scale = 1.0f / sqrtf((float)HD);
     float q_pad[ATT_QUERIES * ATT_MAX_HEAD_DIM], kt[ATT_MAX_HEAD_DIM * ATT_KEYS], tile[ATT_KEYS];
-    int lo = first_key(pos0 + t0, c), hi = pos0 + t0 + n_q;         /* the keys any query of the job sees: [lo, hi) */
 #ifdef KVL_SCORES_PLAIN_UNUSED
     (void)attention_scores_tile;                /* the plain tile: test.c checks the two agree */
 #endif
-    if (HD <= ATT_MAX_HEAD_DIM && n_q > 1) {   /* (a lone query gains nothing from copying the keys) */
-        for (int t = 0; t < n_q; t++)
-            for (int i = 0; i < HD8; i++) q_pad[t * HD8 + i] = i < HD ? q[((size_t)(t0 + t) * H + h) * HD + i] : 0.0f;
+    for (int i = 0; i < n_q; i++) {             /* [lo, hi): the keys any query sees from the arrays they share */
+        int first = first_key(pos[i], c), end = pos[i] + 1 < keys[i].n ? pos[i] + 1 : keys[i].n;
+        lo = first < lo ? first : lo;
+        hi = end > hi ? end : hi;
+    }
+    int tiled = HD <= ATT_MAX_HEAD_DIM && n_q > 1;     /* (a lone query gains nothing from copying the keys) */
+    if (tiled) {
+        for (int i = 0; i < n_q; i++)
+            for (int d = 0; d < HD8; d++) q_pad[i * HD8 + d] = d < HD ? q[(size_t)i * QD + d] : 0.0f;
         for (int j0 = lo; j0 < hi; j0 += ATT_KEYS) {              /* the scores, a tile of keys at a time */
             int j1 = j0 + ATT_KEYS < hi ? j0 + ATT_KEYS : hi;
             if (j1 - j0 < ATT_KEYS || HD < HD8) memset(kt, 0, sizeof(float) * HD8 * ATT_KEYS);
             for (int j = 0; j < j1 - j0; j++) {
-                const float *kj = key_at(keys, j0 + j, HD);
-                for (int i = 0; i < HD; i++) kt[i * ATT_KEYS + j] = kj[i];
+                const float *kj = key_at(&keys[0], j0 + j, HD);
+                for (int d = 0; d < HD; d++) kt[d * ATT_KEYS + j] = kj[d];
             }
-            for (int t = t0; t < t0 + n_q; t++) {
-                int pos = pos0 + t, a = first_key(pos, c) > j0 ? first_key(pos, c) : j0, b = pos + 1 < j1 ? pos + 1 : j1;
+            for (int i = 0; i < n_q; i++) {
+                int a = first_key(pos[i], c) > j0 ? first_key(pos[i], c) : j0, b = pos[i] + 1 < j1 ? pos[i] + 1 : j1;
                 if (a >= b) continue;
-                ATTENTION_SCORES_TILE(tile, q_pad + (t - t0) * HD8, kt, HD8, scale);
-                memcpy(rows0 + (t - t0) * row_stride + a, tile + (a - j0), sizeof(float) * (b - a));
+                ATTENTION_SCORES_TILE(tile, q_pad + i * HD8, kt, HD8, scale);
+                memcpy(rows0 + i * row_stride + a, tile + (a - j0), sizeof(float) * (b - a));
             }
         }
-    } else
-        for (int t = t0; t < t0 + n_q; t++)
-            for (int j = first_key(pos0 + t, c); j <= pos0 + t; j++)
-                rows0[(t - t0) * row_stride + j] = dot(q + ((size_t)t * H + h) * HD, key_at(keys, j, HD), HD) * scale;
-    for (int t = t0; t < t0 + n_q; t++) {                        /* the softmax of each row, as the plain loop */
-        int pos = pos0 + t, first = first_key(pos, c);
-        float *p = rows0 + (t - t0) * row_stride, lane_max[8], max_score = -INFINITY, sum = 0.0f;
+    }
+    for (int i = 0; i < n_q; i++) {             /* the keys the tiles left: a query's own tokens, or all */
+        int first = first_key(pos[i], c), j = tiled && hi > first ? hi : first;
+        for (; j <= pos[i]; j++) rows0[i * row_stride + j] = dot(q + (size_t)i * QD, key_at(&keys[i], j, HD), HD) * scale;
+    }
+    for (int i = 0; i < n_q; i++) {             /* the softmax of each row, as the plain loop */
+        int first = first_key(pos[i], c);
+        float *p = rows0 + i * row_stride, lane_max[8], max_score = -INFINITY, sum = 0.0f;
         int j = first;
         for (int l = 0; l < 8; l++) lane_max[l] = -INFINITY;
-        for (; j + 8 <= pos + 1; j += 8)             /* the largest score, in eight lanes: */
+        for (; j + 8 <= pos[i] + 1; j += 8)          /* the largest score, in eight lanes: */
             for (int l = 0; l < 8; l++) lane_max[l] = p[j + l] > lane_max[l] ? p[j + l] : lane_max[l];
         for (int l = 0; l < 8; l++)                  /* the same value in any order (NaN is skipped) */
             if (lane_max[l] > max_score) max_score = lane_max[l];
-        for (; j <= pos; j++)
+        for (; j <= pos[i]; j++)
             if (p[j] > max_score) max_score = p[j];
-        for (j = first; j <= pos; j++) {
+        for (j = first; j <= pos[i]; j++) {
             p[j] = expf(p[j] - max_score);
             sum += p[j];
         }
-        for (int j = first; j <= pos; j++) p[j] /= sum;
+        for (int j = first; j <= pos[i]; j++) p[j] /= sum;
     }
-    attention_values(out, rows0, row_stride, keys, h, t0, n_q, pos0, c);
+    attention_values(out, pos, keys, n_q, rows0, row_stride, c);
 }
 
-/* Batched decoding's attention: a job is one head of one sequence's token, over the
-   shared keys and then the sequence's own; score rows as attention_forward_blocked's
-   without att. */
+/* Batched decoding's attention: a job is one head of up to BATCH_QUERIES of the step's
+   rows, each a sequence's token reading the shared keys and then its sequence's own, so
+   that the shared keys are read once per job, not once per row. Score rows as
+   attention_forward_blocked's without att. */
+#define BATCH_QUERIES 8
 static void attention_forward_batch(float *out, float *att_rows, size_t head_stride, size_t row_stride, const float *q,
                                     const KvlBatch *batch, const int *seq, int layer, int T, const KvlConfig *c)
 {
     int H = c->n_heads, KVH = c->n_kv_heads, HD = c->head_dim, group = H / KVH, QD = H * HD;
+    int n_blocks = (T + BATCH_QUERIES - 1) / BATCH_QUERIES;
     const KvlCache *shared = batch->shared, *tails = &batch->tails;
     PARALLEL_FOR_DYNAMIC
-    for (int job = 0; job < H * T; job++) {
-        int h = job % H, r = job / H, b = seq[r], g = layer * KVH + h / group;
-        size_t shared_at = (size_t)g * shared->max_tokens * HD, tail_at = ((size_t)g * tails->max_tokens + (size_t)b * batch->max_tail) * HD;
-        AttentionKeys keys = {shared->k + shared_at, shared->v + shared_at, tails->k + tail_at, tails->v + tail_at, shared->n_tokens};
-        attention_job(out + (size_t)r * QD, att_rows + thread_index() * head_stride, row_stride, q + (size_t)r * QD,
-                      &keys, h, 0, 1, shared->n_tokens + batch->tail_len[b], c);
+    for (int job = 0; job < H * n_blocks; job++) {
+        int h = job % H, r0 = job / H * BATCH_QUERIES, n_q = T - r0 < BATCH_QUERIES ? T - r0 : BATCH_QUERIES, g = layer * KVH + h / group;
+        int pos[BATCH_QUERIES];
+        AttentionKeys keys[BATCH_QUERIES];
+        size_t shared_at = (size_t)g * shared->max_tokens * HD;
+        for (int i = 0; i < n_q; i++) {
+            int b = seq[r0 + i];
+            size_t tail_at = ((size_t)g * tails->max_tokens + (size_t)b * batch->max_tail) * HD;
+            AttentionKeys k = {shared->k + shared_at, shared->v + shared_at, tails->k + tail_at, tails->v + tail_at, shared->n_tokens};
+            keys[i] = k;
+            pos[i] = shared->n_tokens + batch->tail_len[b];
+        }
+        attention_job(out + (size_t)r0 * QD + (size_t)h * HD, q + (size_t)r0 * QD + (size_t)h * HD, pos, keys, n_q,
+                      att_rows + thread_index() * head_stride, row_stride, c);
     }
 }
 
@@ -10320,10 +10343,15 @@ static void attention_forward_blocked(float *out, float *att, float *att_rows, s
     for (int job = 0; job < H * n_blocks; job++) {
         /* the last query blocks first: they are the longest jobs, and the short ones fill in after */
         int h = job % H, t0 = (n_blocks - 1 - job / H) * ATT_QUERIES, n_q = T - t0 < ATT_QUERIES ? T - t0 : ATT_QUERIES;
-        size_t head_offset = ((size_t)layer * c->n_kv_heads + h / group) * cache->max_tokens * HD;
-        AttentionKeys keys = {cache->k + head_offset, cache->v + head_offset, NULL, NULL, INT_MAX};
+        size_t head_offset = ((size_t)layer * c->n_kv_heads + h / group) * cache->max_tokens * HD, at = ((size_t)t0 * H + h) * HD;
+        AttentionKeys head_keys = {cache->k + head_offset, cache->v + head_offset, NULL, NULL, INT_MAX}, keys[ATT_QUERIES];
+        int pos[ATT_QUERIES];
+        for (int i = 0; i < n_q; i++) {
+            keys[i] = head_keys;
+            pos[i] = pos0 + t0 + i;
+        }
         float *rows0 = att ? att + h * head_stride + t0 * row_stride : att_rows + thread_index() * head_stride;
-        attention_job(out, rows0, row_stride, q, &keys, h, t0, n_q, pos0, c);
+        attention_job(out + at, q + at, pos, keys, n_q, rows0, row_stride, c);
     }
 }
 
