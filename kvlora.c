@@ -10109,13 +10109,16 @@ static void gemm(float *out, const float *x, const float *w, int T, int K, int N
 
 /* attention_forward (section 6) computes, for each head and query, the scores q . k_j with
    dot(), their softmax, and sum_j p_j v_j by a loop over the keys. Here are the same sums,
-   in the same order, regrouped. A job is ATT_QUERIES queries of one head. Its keys are
-   taken ATT_KEYS at a time and copied transposed, so that the job's queries compute
+   in the same order, regrouped. A job is up to ATT_QUERIES queries of one head (in
+   prefill, consecutive tokens; in batched decoding, several sequences' tokens). Its keys
+   are taken ATT_KEYS at a time and copied transposed, so that the job's queries compute
    ATT_KEYS scores at once along vectors, as matmul does, reading each key once per job
    rather than once per query. dot()'s eight partial sums stay what they are: lane l sums
    the products of the coordinates i = l, l + 8, l + 16, ... in turn, and the lanes are
-   added pairwise at the end, as dot() adds them. The products p_j v_j of four keys are
-   added to the output in one pass, each coordinate's terms still in turn: every float is
+   added pairwise at the end, as dot() adds them. Over the keys that all the job's
+   queries see, sum_j p_j v_j is a product of the probability rows and the value rows,
+   summed over j in turn: the matmul's register tile computes it; the other keys' terms
+   are added before and after it, each coordinate's terms still in turn. Every float is
    the one the plain loop computes. */
 
 #define ATT_KEYS 16             /* the keys of one tile: one 16-float vector of scores */
