@@ -4692,12 +4692,12 @@ static void mse_backward(float *d_student, const float *student, const float *te
 /* Floats below FLT_MIN (2^-126) are subnormal, and x86 processors take a microcode assist,
    about a hundred cycles, on each multiply or add with a subnormal operand or result. A
    peaked distribution leaves most of the vocabulary's probabilities and gradients down
-   there: the backward through the output layer, whose products read every gradient, then
-   ran some 40 times slower. So the gradients below, and the exact KL's exponentials of
-   the student, are stored as 0 when they would be subnormal: each changes by less than
-   2^-126, and the sum those exponentials enter is at least 1 (the largest term is exp(0)),
-   where that is far below its last bit. (exp(-88) is below FLT_MIN already: no call for
-   those.) */
+   there, and the backward through the output layer multiplies every gradient: each of
+   those products would take an assist. So the gradients below, and the exact KL's
+   exponentials of the student, are stored as 0 when they would be subnormal: each changes
+   by less than 2^-126, and the sum those exponentials enter is at least 1 (the largest
+   term is exp(0)), where that is far below its last bit. (exp(-88) is below FLT_MIN
+   already: no call for those.) */
 static float expf_normal(float x)
 {
     float e = x < -88.0f ? 0.0f : expf(x);
@@ -4709,7 +4709,8 @@ static float flush_subnormal(float x) { return fabsf(x) < FLT_MIN ? 0.0f : x; }
 /* The KL loss and its gradient together, for training (loss_forward alone is for
    measuring). Adds sum_t KL_t / n_total to *loss, the positions' terms summed in order
    whatever the thread count, and writes
-       d KL / d z_s = (softmax(z_s) - softmax(z_t)) / n_total.
+       d KL / d z_s = (softmax(z_s) - softmax(z_t)) / n_total
+   (entries below FLT_MIN stored as 0, as above).
    Three exponentials per logit (the student's once, kept in d between the passes; the
    teacher's twice, for its sum and then its probabilities), where a pass for the loss and
    another for the gradient would take five and read the logits four times instead of two. */
@@ -9970,7 +9971,7 @@ static void matmul_tile6_avx(float *out, int n_out, const float *x, int in, cons
 #define KVL_AVX512_TILE 1
 /* The tile for AVX-512 machines: eight tokens x 16 outputs, one 16-float register each.
    Eight named accumulators stay in registers, and each panel row loaded serves eight
-   tokens: about 1.5x the plain tile's rate there (data/BENCH.md). A multiply then an add,
+   tokens (measured speeds: data/BENCH.md). A multiply then an add,
    never fused, in the same order over i as the plain tile: the very same floats (test
    gemm_tiles_match_loops runs both). */
 static void matmul_tile8_avx512(float *out, int n_out, const float *x, int in, const float *panel, int panel_stride, int depth,
@@ -10219,7 +10220,7 @@ static void attention_values_add(float *o, const float *p, const AttentionKeys *
    the query's first key. The keys that every query of the job sees from the same arrays,
    [lo, hi), make a product of the probability rows and the value rows whose sums run over
    j in that same order: the matmul's register tile computes it, several queries by 16
-   coordinates, each value row loaded once for all of them. A query's keys before lo (a
+   coordinates, each value row loaded once for the tile's rows. A query's keys before lo (a
    sliding window's) are added before, and its keys from hi on (the causal triangle's, or
    a sequence's own) after, one query at a time. */
 static void attention_values(float *out, const int *pos, const AttentionKeys *keys, int n_q, const float *rows0,
@@ -10312,6 +10313,9 @@ static void attention_job(float *out, const float *q, const int *pos, const Atte
    that the shared keys are read once per job, not once per row. Score rows as
    attention_forward_blocked's without att. */
 #define BATCH_QUERIES 8
+#if BATCH_QUERIES > ATT_QUERIES
+#error "a batch job's rows must fit the ATT_QUERIES score rows each thread has"
+#endif
 static void attention_forward_batch(float *out, float *att_rows, size_t head_stride, size_t row_stride, const float *q,
                                     const KvlBatch *batch, const int *seq, int layer, int T, const KvlConfig *c)
 {
