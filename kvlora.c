@@ -10218,20 +10218,16 @@ static void attention_values_add(float *o, const float *p, const AttentionKeys *
 
 /* out_i = sum_j p_ij v_j for a job's queries, each coordinate's terms added in turn from
    the query's first key. The keys that every query of the job sees from the same arrays,
-   [lo, hi), make a product of the probability rows and the value rows whose sums run over
-   j in that same order: the matmul's register tile computes it, several queries by 16
-   coordinates, each value row loaded once for the tile's rows. A query's keys before lo (a
-   sliding window's) are added before, and its keys from hi on (the causal triangle's, or
-   a sequence's own) after, one query at a time. */
-static void attention_values(float *out, const int *pos, const AttentionKeys *keys, int n_q, const float *rows0,
+   [lo, hi) (attention_job works it out), make a product of the probability rows and the
+   value rows whose sums run over j in that same order: the matmul's register tile
+   computes it, several queries by 16 coordinates, each value row loaded once for the
+   tile's rows. A query's keys before lo (a sliding window's) are added before, and its
+   keys from hi on (the causal triangle's, or a sequence's own) after, one query at a
+   time. */
+static void attention_values(float *out, const int *pos, const AttentionKeys *keys, int n_q, int lo, int hi, const float *rows0,
                              size_t row_stride, const KvlConfig *c)
 {
-    int QD = c->n_heads * c->head_dim, HD = c->head_dim, lo = 0, hi = INT_MAX;
-    for (int i = 0; i < n_q; i++) {
-        int first = first_key(pos[i], c), end = pos[i] + 1 < keys[i].n ? pos[i] + 1 : keys[i].n;
-        lo = first > lo ? first : lo;
-        hi = end < hi ? end : hi;
-    }
+    int QD = c->n_heads * c->head_dim, HD = c->head_dim;
     int tiled = n_q > 1 && HD % MM_COLS == 0 && lo < hi;
     for (int i = 0; i < n_q; i++) {
         float *o = out + (size_t)i * QD;
@@ -10254,16 +10250,19 @@ static void attention_values(float *out, const int *pos, const AttentionKeys *ke
 static void attention_job(float *out, const float *q, const int *pos, const AttentionKeys *keys, int n_q, float *rows0,
                           size_t row_stride, const KvlConfig *c)
 {
-    int QD = c->n_heads * c->head_dim, HD = c->head_dim, HD8 = (HD + 7) / 8 * 8, lo = INT_MAX, hi = 0;
+    int QD = c->n_heads * c->head_dim, HD = c->head_dim, HD8 = (HD + 7) / 8 * 8;
+    int lo = INT_MAX, hi = 0, lo_all = 0, hi_all = INT_MAX;
     float scale = 1.0f / sqrtf((float)HD);
     float q_pad[ATT_QUERIES * ATT_MAX_HEAD_DIM], kt[ATT_MAX_HEAD_DIM * ATT_KEYS], tile[ATT_KEYS];
 #ifdef KVL_SCORES_PLAIN_UNUSED
     (void)attention_scores_tile;                /* the plain tile: test.c checks the two agree */
 #endif
-    for (int i = 0; i < n_q; i++) {             /* [lo, hi): the keys any query sees from the arrays they share */
+    for (int i = 0; i < n_q; i++) {             /* of the keys the queries see from the arrays they share, */
         int first = first_key(pos[i], c), end = pos[i] + 1 < keys[i].n ? pos[i] + 1 : keys[i].n;
-        lo = first < lo ? first : lo;
+        lo = first < lo ? first : lo;           /* [lo, hi): those any query sees */
         hi = end > hi ? end : hi;
+        lo_all = first > lo_all ? first : lo_all;       /* [lo_all, hi_all): those every query sees */
+        hi_all = end < hi_all ? end : hi_all;
     }
     int tiled = HD <= ATT_MAX_HEAD_DIM && n_q > 1;     /* (a lone query gains nothing from copying the keys) */
     if (tiled) {
@@ -10305,7 +10304,7 @@ static void attention_job(float *out, const float *q, const int *pos, const Atte
         }
         for (int j = first; j <= pos[i]; j++) p[j] /= sum;
     }
-    attention_values(out, pos, keys, n_q, rows0, row_stride, c);
+    attention_values(out, pos, keys, n_q, lo_all, hi_all, rows0, row_stride, c);
 }
 
 /* Batched decoding's attention: a job is one head of up to BATCH_QUERIES of the step's
