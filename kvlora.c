@@ -3395,9 +3395,23 @@ static void attention_forward(float *out, float *att, size_t head_stride, size_t
    of keys while it is in cache, several keys' dot products run side by side, and threads
    split (head, query block) jobs. att, head_stride and row_stride as above; or, with att
    NULL, the probabilities are not kept and each thread writes its block of score rows
-   at att_rows + thread * head_stride, row_stride floats apart. test.c's
+   at att_rows + thread * head_stride (attention_job_heads x ATT_QUERIES rows), row_stride
+   floats apart. test.c's
    attention_blocked_matches_plain checks the bits. */
-#define ATT_QUERIES 16      /* queries of one head per job */
+#define ATT_QUERIES 16          /* queries of one head per job */
+#define ATT_MAX_HEAD_DIM 256    /* wider heads take the plain loop's dot(), as does a job of one query */
+
+/* The query heads of a key/value group read the same keys: a job takes the same queries
+   of as many of them as fit one head of ATT_MAX_HEAD_DIM (head dims rounded up to 8), so
+   that each block of keys is read once for them all. Each thread's score rows are then
+   [attention_job_heads][ATT_QUERIES][keys]. */
+static int attention_job_heads(const KvlConfig *c)
+{
+    int group = c->n_heads / c->n_kv_heads, HD8 = (c->head_dim + 7) / 8 * 8;
+    int fit = HD8 <= ATT_MAX_HEAD_DIM ? ATT_MAX_HEAD_DIM / HD8 : 1;
+    return group < fit ? group : fit;
+}
+
 static void attention_forward_blocked(float *out, float *att, float *att_rows, size_t head_stride, size_t row_stride,
                                       const float *q, const KvlCache *cache, int layer, int pos0, int T, const KvlConfig *c);
 
@@ -3746,7 +3760,8 @@ struct KvlScratch {
     float *v;             /* [T][KVH*HD] */
     float *att_out;       /* [T][H*HD] attention output before o_proj */
     int att_threads;      /* threads the score rows were made for */
-    float *att;           /* [threads][ATT_QUERIES][P] each thread's block of attention score rows */
+    int job_heads;        /* attention_job_heads */
+    float *att;           /* [threads][attention_job_heads][ATT_QUERIES][P] each thread's attention score rows */
     float *gate;          /* [T][F] */
     float *up;            /* [T][F] */
     float *hidden;        /* [T][F] silu(gate) * up */
@@ -3799,7 +3814,8 @@ static int scratch_reserve(KvlModel *m, int n_tokens, int n_keys)
     s->v = xmalloc(sizeof(float) * T * KD);
     s->att_out = xmalloc(sizeof(float) * T * QD);
     s->att_threads = max_threads();
-    s->att = xmalloc(sizeof(float) * s->att_threads * ATT_QUERIES * P);
+    s->job_heads = attention_job_heads(c);
+    s->att = xmalloc(sizeof(float) * s->att_threads * s->job_heads * ATT_QUERIES * P);
     s->gate = xmalloc(sizeof(float) * T * c->ffn_dim);
     s->up = xmalloc(sizeof(float) * T * c->ffn_dim);
     s->hidden = xmalloc(sizeof(float) * T * c->ffn_dim);
@@ -3828,7 +3844,7 @@ static LayerBuffers forward_buffers(KvlScratch *s)
     b.xn_attn = b.xn_mlp = s->xb;
     b.q = s->q; b.k = s->k; b.v = s->v;
     b.att = NULL; b.att_rows = s->att;
-    b.att_head_stride = (size_t)ATT_QUERIES * s->max_keys; b.att_row_stride = (size_t)s->max_keys;
+    b.att_head_stride = (size_t)s->job_heads * ATT_QUERIES * s->max_keys; b.att_row_stride = (size_t)s->max_keys;
     b.att_out = s->att_out;
     b.gate = s->gate; b.up = s->up; b.hidden = s->hidden;
     b.delta = s->delta;
@@ -5222,6 +5238,31 @@ static void cartridge_slots(KvlCache *cache, int first, int n, float *flat, int 
         }
 }
 
+/* The mean loss over every probe of sets[0 .. n_sets) with the student as it stands (acts
+   and seq as distill_sets has them): each probe's loss weighted by its share of the
+   tokens, added in the probes' order, as distill_loss adds them. */
+static int sets_loss(KvlModel *m, Acts *acts, int *seq, int n_prefix, const TeacherSet *sets, int n_sets, int use_kl,
+                     unsigned char *buffer, double *loss)
+{
+    int n_total = 0;
+    long long done = 0;
+    double start = now_seconds();
+    for (int s = 0; s < n_sets; s++)
+        for (int i = 0; i < sets[s].n_probes; i++) n_total += sets[s].probes[i].n;
+    *loss = 0.0;
+    for (int s = 0; s < n_sets; s++)
+        for (int i = 0; i < sets[s].n_probes; i++) {
+            const KvlProbe *p = &sets[s].probes[i];
+            const unsigned char *zt = teacher_set_rows(&sets[s], i, buffer);
+            double part = 0.0;
+            memcpy(seq + n_prefix, p->ids, sizeof(int) * p->n);
+            if (!zt || distill_probe(m, acts, 0, NULL, seq, n_prefix, p->n, zt, use_kl, sets[s].topk, n_total, &part)) return -1;
+            *loss += part;
+            report_phase("loss", done += p->n, n_total, start);
+        }
+    return 0;
+}
+
 /* The distillation loop over teacher sets whose rows are computed. The student is the
    model with the adapter lora; or, to train a cartridge instead (lora NULL), the model
    alone reading cartridge's n_tokens positions before each probe (prefix ++ slots; its
@@ -5231,7 +5272,9 @@ static void cartridge_slots(KvlCache *cache, int first, int n, float *flat, int 
    earlier sessions' probes with the rows their teachers gave. It sums the gradient of the
    mean loss over the batch's positions and takes one AdamW step; with
    opt->orthogonal_to, lora's A rows are then projected out of that adapter's A rows' span
-   (and once before the first step), so that they stay orthogonal to it exactly. */
+   (and once before the first step), so that they stay orthogonal to it exactly. With
+   opt->loss_before and opt->loss_after, sets_loss over sets[0 .. n_main) before the first
+   step and after the last. */
 static int distill_sets(KvlModel *m, const int *prefix, int n_prefix, const TeacherSet *sets, int n_sets, int n_main,
                         float replay, KvlLora *lora, KvlCache *cartridge, int n_frozen, const KvlDistillOptions *opt,
                         double *final_loss)
@@ -5303,8 +5346,10 @@ static int distill_sets(KvlModel *m, const int *prefix, int n_prefix, const Teac
     kvl_rng_seed(&rng[0], opt->seed ^ 0xd15711ull);
     kvl_rng_seed(&rng[1], opt->seed ^ 0x4e91a7ull);
     int next[2] = {n_pool[0], n_pool[1]};               /* positions in the shuffled orders */
+    if (opt->loss_before && sets_loss(m, &acts, seq, n_prefix, sets, n_main, opt->use_kl, buffer, opt->loss_before)) goto done;
     double start = now_seconds(), loss = 0.0;
-    for (int step = 0; step < opt->steps; step++) {
+    int stopped = 0;
+    for (int step = 0; step < opt->steps && !stopped; step++) {
         int chosen[4096], n_chosen = 0, n_total = 0;
         PoolEntry batch[4096];
         for (int p = 0; p < 2; p++) {
@@ -5329,11 +5374,16 @@ static int distill_sets(KvlModel *m, const int *prefix, int n_prefix, const Teac
         if (opt->orthogonal_to) project_out_rows(lora, &basis);
         if (opt->progress) {           /* nonzero: stop here, with the adapter of this step */
             double elapsed = now_seconds() - start;
-            if (opt->progress(opt->progress_ctx, step + 1, opt->steps, loss, elapsed, elapsed / (step + 1) * (opt->steps - step - 1), n_total)) break;
+            stopped = opt->progress(opt->progress_ctx, step + 1, opt->steps, loss, elapsed, elapsed / (step + 1) * (opt->steps - step - 1), n_total);
         }
     }
     if (final_loss) *final_loss = loss;
     if (!lora) cartridge_slots(cartridge, n_frozen, n_slots, params, FLAT_TO_SLOTS);
+    if (opt->loss_after) {
+        *opt->loss_after = NAN;
+        if (!lora) cartridge_slots(&acts.cache, n_frozen, n_slots, params, FLAT_TO_SLOTS);
+        if (!stopped && sets_loss(m, &acts, seq, n_prefix, sets, n_main, opt->use_kl, buffer, opt->loss_after)) goto done;
+    }
     r = 0;
 done:
     m->lora = keep;
@@ -8305,11 +8355,19 @@ typedef struct {
 } DistillArgs;
 enum { METHOD_CARTRIDGE = KVL_METHOD_HYBRID + 1 };
 
-typedef struct { KvlLora *lora; const char *out; long long every; int step; } DistillProgress;
+typedef struct {
+    KvlLora *lora;
+    const char *out;
+    long long every;
+    int step;
+    const double *before;       /* the loss before the steps, said with the first step (or NULL) */
+    const char *loss_name;
+} DistillProgress;
 
 static int print_progress(void *ctx, int step, int steps, double loss, double elapsed, double eta, int tokens)
 {
     DistillProgress *p = ctx;
+    if (p->before && p->step == 0) fprintf(stderr, "kvlora: %s loss over the probes before: %.6f\n", p->loss_name, *p->before);
     p->step = step;
     fprintf(stderr, "step %4d/%d  loss %.6f  %7.0f tok/s  %6.1f s elapsed  %6.1f s left\n",
             step, steps, loss, tokens * step / (elapsed + 1e-9), elapsed, eta);
@@ -8435,7 +8493,7 @@ static int distill_probes(KvlModel *m, KvlCache *cache, KvlTokenizer **tok, cons
 static KvlDistillOptions distill_options(const DistillArgs *a, DistillProgress *progress, size_t teacher_memory, const char *teacher_file)
 {
     return (KvlDistillOptions){a->loss == 0, (int)a->steps, (int)a->batch, a->lr, a->weight_decay, (uint64_t)a->seed, print_progress,
-                               progress, teacher_memory, teacher_file, (int)a->teacher_topk, NULL};
+                               progress, teacher_memory, teacher_file, (int)a->teacher_topk, NULL, NULL, NULL};
 }
 
 /* The cartridge: its slots from the context's first P tokens, trained, saved as a cache
@@ -8445,7 +8503,7 @@ static int distill_cartridge(KvlModel *m, KvlCache *cache, const DistillArgs *a,
 {
     const KvlConfig *c = &m->config;
     KvlCache cartridge = {0}, untrained = {0};
-    DistillProgress progress = {NULL, a->out, 0, 0};
+    DistillProgress progress = {NULL, a->out, 0, 0, NULL, NULL};
     int P = (int)a->slots, rc = 1, use_kl = a->loss == 0;
     double before, after, last, t0 = now_seconds();
     char teacher_file[4200];
@@ -8492,15 +8550,20 @@ static int distill_train(KvlModel *m, KvlCache *cache, const DistillArgs *a, con
         goto done;
     snprintf(lora.base_model, sizeof lora.base_model, "%s", a->dir);
     m->lora = &lora;
-    if (failed(kvl_distill_loss(m, cache, tokens, n_prefix, probes, n_probes, use_kl, &before))) goto done;
-    fprintf(stderr, "kvlora: rank %d, alpha %g, %zu parameters; %s loss over the probes before: %.6f\n",
-            lora.rank, lora.alpha, lora.n_params, use_kl ? "kl" : "mse", before);
-    DistillProgress progress = {&lora, a->out, a->every, 0};
+    size_t bytes = teacher_bytes(c->vocab_size, (int)a->teacher_topk, probes, n_probes);
+    int sparse = teacher_topk((int)a->teacher_topk, c->vocab_size) > 0;
+    /* the losses before and after from the rows the steps read (the teacher runs once),
+       unless those rows are the top K or there are no steps to compute them for */
+    int losses_in_steps = a->method == KVL_METHOD_GRADIENT && !sparse;
+    const char *loss_name = use_kl ? "kl" : "mse";
+    DistillProgress progress = {&lora, a->out, a->every, 0, losses_in_steps ? &before : NULL, loss_name};
+    if (!losses_in_steps && failed(kvl_distill_loss(m, cache, tokens, n_prefix, probes, n_probes, use_kl, &before))) goto done;
+    if (losses_in_steps) fprintf(stderr, "kvlora: rank %d, alpha %g, %zu parameters\n", lora.rank, lora.alpha, lora.n_params);
+    else fprintf(stderr, "kvlora: rank %d, alpha %g, %zu parameters; %s loss over the probes before: %.6f\n",
+                 lora.rank, lora.alpha, lora.n_params, loss_name, before);
     char teacher_file[4200];
     snprintf(teacher_file, sizeof teacher_file, "%s.teacher.tmp", a->out);
     size_t teacher_memory = a->teacher_mb ? (size_t)a->teacher_mb << 20 : 1;
-    size_t bytes = teacher_bytes(c->vocab_size, (int)a->teacher_topk, probes, n_probes);
-    int sparse = teacher_topk((int)a->teacher_topk, c->vocab_size) > 0;
     if (a->method != KVL_METHOD_CLOSED_FORM && bytes > teacher_memory)
         fprintf(stderr, "kvlora: the teacher's %s (%.0f MB) exceed --teacher-memory: they go to %s, removed when done\n",
                 sparse ? "top-K rows" : "logits", bytes / 1048576.0, teacher_file);
@@ -8508,6 +8571,10 @@ static int distill_train(KvlModel *m, KvlCache *cache, const DistillArgs *a, con
         fprintf(stderr, "kvlora: the teacher kept as its top %lld tokens and the rest's mass: the steps print the KL over those "
                 "(below the exact KL); the losses before and after are exact\n", a->teacher_topk);
     KvlDistillOptions opt = distill_options(a, &progress, teacher_memory, teacher_file);
+    if (losses_in_steps) {
+        opt.loss_before = &before;
+        opt.loss_after = &after;
+    }
     signal(SIGINT, request_stop);
     signal(SIGTERM, request_stop);
     double t0 = now_seconds();
@@ -8518,14 +8585,15 @@ static int distill_train(KvlModel *m, KvlCache *cache, const DistillArgs *a, con
         fprintf(stderr, "kvlora: closed form in %.1f s: loss %.6f\n", now_seconds() - t0, solved);
     }
     if (failed(a->method != KVL_METHOD_CLOSED_FORM && kvl_distill(m, cache, tokens, n_prefix, probes, n_probes, &lora, &opt, &last))) goto done;
-    if (stop_requested) {                       /* the adapter first; the loss over every probe would take a while */
+    /* (a stop during the loss after the steps, once it is computed, changes nothing) */
+    if (stop_requested && !(losses_in_steps && !isnan(after))) {   /* the adapter first; the loss over every probe would take a while */
         if (failed(kvl_lora_save(&lora, a->out))) goto done;
         fprintf(stderr, "kvlora: interrupted after step %d of %lld; the adapter as trained so far is in %s "
                 "(the final loss over the probes is skipped)\n", progress.step, a->steps, a->out);
         rc = 130;
         goto done;
     }
-    if (failed(kvl_distill_loss(m, cache, tokens, n_prefix, probes, n_probes, use_kl, &after))) goto done;
+    if (!losses_in_steps && failed(kvl_distill_loss(m, cache, tokens, n_prefix, probes, n_probes, use_kl, &after))) goto done;
     double seconds = now_seconds() - t0;
     if (failed(kvl_lora_save(&lora, a->out))) goto done;
     size_t kv_bytes = kvl_cache_bytes_per_token(c) * (size_t)(n_tokens - n_prefix);
@@ -9479,7 +9547,7 @@ static int cmd_needle(int argc, char **argv)
         long long rank = run_rank(&a, u);
         o.runs[u] = (KvlNeedleRun){run_method(&a, u), (int)rank, a.alpha > 0 ? a.alpha : 2.0f * rank};
     }
-    o.distill = (KvlDistillOptions){1, (int)a.steps, (int)a.batch, a.lr, 0.0f, (uint64_t)a.seed, NULL, NULL, 0, NULL, (int)a.teacher_topk, NULL};
+    o.distill = (KvlDistillOptions){1, (int)a.steps, (int)a.batch, a.lr, 0.0f, (uint64_t)a.seed, NULL, NULL, 0, NULL, (int)a.teacher_topk, NULL, NULL, NULL};
     o.damping = a.damping; o.solve_tokens = (int)a.solve_tokens;
     if (a.sessions && a.frontier) return usage_error("needle", "--sessions or --frontier, not both");
     if (a.sessions) {
@@ -9721,7 +9789,7 @@ static void bench_distill(KvlModel *m, int *ids, int T, int repeat)
     KvlProbe probe = {ids, n_probe};
     Acts acts;                  /* (allocated, never touched: to read their size) */
     double elapsed[2] = {0, 0}, loss;
-    KvlDistillOptions opt = {1, 2 + repeat, 1, 1e-4f, 0.0f, 1, bench_progress, elapsed, 0, NULL, 0, NULL};
+    KvlDistillOptions opt = {1, 2 + repeat, 1, 1e-4f, 0.0f, 1, bench_progress, elapsed, 0, NULL, 0, NULL, NULL, NULL};
     kvl_lora_parse_targets("all", has);
     if (n_probe <= 0 || kvl_cache_init(&cache, c, T + n_probe)) return;
     kvl_forward(m, &cache, ids, T, NULL, 0);
@@ -10123,7 +10191,6 @@ static void gemm(float *out, const float *x, const float *w, int T, int K, int N
    the one the plain loop computes. */
 
 #define ATT_KEYS 16             /* the keys of one tile: one 16-float vector of scores */
-#define ATT_MAX_HEAD_DIM 256    /* wider heads take the plain loop's dot(), as does a job of one query */
 
 /* The scores of one query against a tile of keys: s[j] = dot(q, k_j) * scale, j < ATT_KEYS,
    from kt[i][j] = k_j[i]. HD is a multiple of 8: the caller pads q and the keys with zeros,
@@ -10210,45 +10277,58 @@ static void attention_values_add(float *o, const float *p, const AttentionKeys *
     }
 }
 
-/* A job is n_q queries of one head: query i's vector at q + i * H * HD (H heads of HD),
-   its output at out + i * H * HD, its position pos[i], its keys keys[i]. Below keys[i].n
-   every query of a job reads the same arrays: one sequence's cache in prefill, the shared
-   context in batched decoding (where each query's own tokens follow it). Query i's
-   scores, then probabilities, go to rows0 + i * row_stride, indexed by key position. */
+/* A job is n_q queries of n_h query heads that share a key/value head (attention_job_heads):
+   row i of head g has its vector at q + i * H * HD + g * HD (H heads of HD), its output at
+   out likewise, its position pos[i] and its keys keys[i]. Below keys[i].n every row of a
+   job reads the same arrays: one sequence's cache in prefill, the shared context in
+   batched decoding (where each row's own tokens follow it). The scores, then the
+   probabilities, of row i of head g go to rows0 + g * head_rows + i * row_stride, indexed by
+   key position. */
 
-/* out_i = sum_j p_ij v_j for a job's queries, each coordinate's terms added in turn from
-   the query's first key. The keys that every query of the job sees from the same arrays,
-   [lo, hi) (attention_job works it out), make a product of the probability rows and the
-   value rows whose sums run over j in that same order: the matmul's register tile
-   computes it, several queries by 16 coordinates, each value row loaded once for the
-   tile's rows. A query's keys before lo (a sliding window's) are added before, and its
-   keys from hi on (the causal triangle's, or a sequence's own) after, one query at a
-   time. */
-static void attention_values(float *out, const int *pos, const AttentionKeys *keys, int n_q, int lo, int hi, const float *rows0,
-                             size_t row_stride, const KvlConfig *c)
+#define ATT_VALUE_KEYS 256      /* the keys of one pass of the values' tile: its value rows and probabilities stay in cache */
+
+/* out_i = sum_j p_ij v_j for a job's rows, each coordinate's terms added in turn from the
+   row's first key. The keys that every row of the job sees from the same arrays, [lo, hi)
+   (attention_job works it out), make a product of the probability rows and the value rows
+   whose sums run over j in that same order: the matmul's register tile computes it,
+   several rows by 16 coordinates, each value row loaded once for the tile's rows, and
+   ATT_VALUE_KEYS keys at a time (the tile adds onto its outputs, so a pass continues the
+   last one's sums). A row's keys before lo (a sliding window's) are added before, and its
+   keys from hi on (the causal triangle's, or a sequence's own) after, one row at a time. */
+static void attention_values(float *out, const int *pos, const AttentionKeys *keys, int n_q, int n_h, int lo, int hi,
+                             const float *rows0, size_t head_rows, size_t row_stride, const KvlConfig *c)
 {
     int QD = c->n_heads * c->head_dim, HD = c->head_dim;
     int tiled = n_q > 1 && HD % MM_COLS == 0 && lo < hi;
-    for (int i = 0; i < n_q; i++) {
-        float *o = out + (size_t)i * QD;
-        for (int d = 0; d < HD; d++) o[d] = 0.0f;
-        attention_values_add(o, rows0 + i * row_stride, &keys[i], first_key(pos[i], c), tiled ? lo : pos[i] + 1, HD);
-    }
+    for (int g = 0; g < n_h; g++)
+        for (int i = 0; i < n_q; i++) {
+            float *o = out + (size_t)i * QD + g * HD;
+            for (int d = 0; d < HD; d++) o[d] = 0.0f;
+            attention_values_add(o, rows0 + g * head_rows + i * row_stride, &keys[i], first_key(pos[i], c), tiled ? lo : pos[i] + 1, HD);
+        }
     if (!tiled) return;
-    for (int d0 = 0; d0 < HD; d0 += MM_COLS) {
-        const float *v = value_at(&keys[0], lo, HD) + d0;
-        int i = 0;
-        for (; i + MATMUL_TILE_ROWS <= n_q; i += MATMUL_TILE_ROWS)
-            MATMUL_TILE(out + (size_t)i * QD + d0, QD, rows0 + i * row_stride + lo, (int)row_stride, v, HD, hi - lo, 0);
-        for (; i < n_q; i++) MATMUL_TILE1(out + (size_t)i * QD + d0, rows0 + i * row_stride + lo, v, HD, hi - lo, 0);
+    for (int j0 = lo; j0 < hi; j0 += ATT_VALUE_KEYS) {
+        int n_keys = hi - j0 < ATT_VALUE_KEYS ? hi - j0 : ATT_VALUE_KEYS;
+        for (int d0 = 0; d0 < HD; d0 += MM_COLS) {
+            const float *v = value_at(&keys[0], j0, HD) + d0;
+            for (int g = 0; g < n_h; g++) {
+                float *o = out + g * HD + d0;
+                const float *p = rows0 + g * head_rows + j0;
+                int i = 0;
+                for (; i + MATMUL_TILE_ROWS <= n_q; i += MATMUL_TILE_ROWS)
+                    MATMUL_TILE(o + (size_t)i * QD, QD, p + i * row_stride, (int)row_stride, v, HD, n_keys, 0);
+                for (; i < n_q; i++) MATMUL_TILE1(o + (size_t)i * QD, p + i * row_stride, v, HD, n_keys, 0);
+            }
+        }
     }
-    for (int i = 0; i < n_q; i++)
-        attention_values_add(out + (size_t)i * QD, rows0 + i * row_stride, &keys[i], hi, pos[i] + 1, HD);
+    for (int g = 0; g < n_h; g++)
+        for (int i = 0; i < n_q; i++)
+            attention_values_add(out + (size_t)i * QD + g * HD, rows0 + g * head_rows + i * row_stride, &keys[i], hi, pos[i] + 1, HD);
 }
 
 /* One job (as above): scores, softmax, values. */
-static void attention_job(float *out, const float *q, const int *pos, const AttentionKeys *keys, int n_q, float *rows0,
-                          size_t row_stride, const KvlConfig *c)
+static void attention_job(float *out, const float *q, const int *pos, const AttentionKeys *keys, int n_q, int n_h, float *rows0,
+                          size_t head_rows, size_t row_stride, const KvlConfig *c)
 {
     int QD = c->n_heads * c->head_dim, HD = c->head_dim, HD8 = (HD + 7) / 8 * 8;
     int lo = INT_MAX, hi = 0, lo_all = 0, hi_all = INT_MAX;
@@ -10257,17 +10337,19 @@ static void attention_job(float *out, const float *q, const int *pos, const Atte
 #ifdef KVL_SCORES_PLAIN_UNUSED
     (void)attention_scores_tile;                /* the plain tile: test.c checks the two agree */
 #endif
-    for (int i = 0; i < n_q; i++) {             /* of the keys the queries see from the arrays they share, */
+    for (int i = 0; i < n_q; i++) {             /* of the keys the rows see from the arrays they share, */
         int first = first_key(pos[i], c), end = pos[i] + 1 < keys[i].n ? pos[i] + 1 : keys[i].n;
-        lo = first < lo ? first : lo;           /* [lo, hi): those any query sees */
+        lo = first < lo ? first : lo;           /* [lo, hi): those any row sees */
         hi = end > hi ? end : hi;
-        lo_all = first > lo_all ? first : lo_all;       /* [lo_all, hi_all): those every query sees */
+        lo_all = first > lo_all ? first : lo_all;       /* [lo_all, hi_all): those every row sees */
         hi_all = end < hi_all ? end : hi_all;
     }
-    int tiled = HD <= ATT_MAX_HEAD_DIM && n_q > 1;     /* (a lone query gains nothing from copying the keys) */
+    /* (a lone row gains nothing from copying the keys; n_h x HD8 fits ATT_MAX_HEAD_DIM) */
+    int tiled = HD <= ATT_MAX_HEAD_DIM && n_q > 1;
     if (tiled) {
-        for (int i = 0; i < n_q; i++)
-            for (int d = 0; d < HD8; d++) q_pad[i * HD8 + d] = d < HD ? q[(size_t)i * QD + d] : 0.0f;
+        for (int g = 0; g < n_h; g++)
+            for (int i = 0; i < n_q; i++)
+                for (int d = 0; d < HD8; d++) q_pad[(g * n_q + i) * HD8 + d] = d < HD ? q[(size_t)i * QD + g * HD + d] : 0.0f;
         for (int j0 = lo; j0 < hi; j0 += ATT_KEYS) {              /* the scores, a tile of keys at a time */
             int j1 = j0 + ATT_KEYS < hi ? j0 + ATT_KEYS : hi;
             if (j1 - j0 < ATT_KEYS || HD < HD8) memset(kt, 0, sizeof(float) * HD8 * ATT_KEYS);
@@ -10277,39 +10359,53 @@ static void attention_job(float *out, const float *q, const int *pos, const Atte
             }
             for (int i = 0; i < n_q; i++) {
                 int a = first_key(pos[i], c) > j0 ? first_key(pos[i], c) : j0, b = pos[i] + 1 < j1 ? pos[i] + 1 : j1;
-                if (a >= b) continue;
-                ATTENTION_SCORES_TILE(tile, q_pad + i * HD8, kt, HD8, scale);
-                memcpy(rows0 + i * row_stride + a, tile + (a - j0), sizeof(float) * (b - a));
+                for (int g = 0; g < n_h && a < b; g++) {
+                    ATTENTION_SCORES_TILE(tile, q_pad + (g * n_q + i) * HD8, kt, HD8, scale);
+                    memcpy(rows0 + g * head_rows + i * row_stride + a, tile + (a - j0), sizeof(float) * (b - a));
+                }
             }
         }
     }
-    for (int i = 0; i < n_q; i++) {             /* the keys the tiles left: a query's own tokens, or all */
-        int first = first_key(pos[i], c), j = tiled && hi > first ? hi : first;
-        for (; j <= pos[i]; j++) rows0[i * row_stride + j] = dot(q + (size_t)i * QD, key_at(&keys[i], j, HD), HD) * scale;
-    }
-    for (int i = 0; i < n_q; i++) {             /* the softmax of each row, as the plain loop */
-        int first = first_key(pos[i], c);
-        float *p = rows0 + i * row_stride, lane_max[8], max_score = -INFINITY, sum = 0.0f;
-        int j = first;
-        for (int l = 0; l < 8; l++) lane_max[l] = -INFINITY;
-        for (; j + 8 <= pos[i] + 1; j += 8)          /* the largest score, in eight lanes: */
-            for (int l = 0; l < 8; l++) lane_max[l] = p[j + l] > lane_max[l] ? p[j + l] : lane_max[l];
-        for (int l = 0; l < 8; l++)                  /* the same value in any order (NaN is skipped) */
-            if (lane_max[l] > max_score) max_score = lane_max[l];
-        for (; j <= pos[i]; j++)
-            if (p[j] > max_score) max_score = p[j];
-        for (j = first; j <= pos[i]; j++) {
-            p[j] = expf(p[j] - max_score);
-            sum += p[j];
+    for (int g = 0; g < n_h; g++)
+        for (int i = 0; i < n_q; i++) {         /* the keys the tiles left: a row's own tokens, or all */
+            int first = first_key(pos[i], c), j = tiled && hi > first ? hi : first;
+            float *p = rows0 + g * head_rows + i * row_stride;
+            for (; j <= pos[i]; j++) p[j] = dot(q + (size_t)i * QD + g * HD, key_at(&keys[i], j, HD), HD) * scale;
         }
-        for (int j = first; j <= pos[i]; j++) p[j] /= sum;
-    }
-    attention_values(out, pos, keys, n_q, lo_all, hi_all, rows0, row_stride, c);
+    for (int g = 0; g < n_h; g++)
+        for (int i = 0; i < n_q; i++) {         /* the softmax of each row, as the plain loop */
+            int first = first_key(pos[i], c);
+            float *p = rows0 + g * head_rows + i * row_stride, lane_max[8], max_score = -INFINITY, sum = 0.0f;
+            int j = first;
+            for (int l = 0; l < 8; l++) lane_max[l] = -INFINITY;
+            for (; j + 8 <= pos[i] + 1; j += 8)          /* the largest score, in eight lanes: */
+                for (int l = 0; l < 8; l++) lane_max[l] = p[j + l] > lane_max[l] ? p[j + l] : lane_max[l];
+            for (int l = 0; l < 8; l++)                  /* the same value in any order (NaN is skipped) */
+                if (lane_max[l] > max_score) max_score = lane_max[l];
+            for (; j <= pos[i]; j++)
+                if (p[j] > max_score) max_score = p[j];
+            for (j = first; j <= pos[i]; j++) {
+                p[j] = expf(p[j] - max_score);
+                sum += p[j];
+            }
+            for (int j = first; j <= pos[i]; j++) p[j] /= sum;
+        }
+    attention_values(out, pos, keys, n_q, n_h, lo_all, hi_all, rows0, head_rows, row_stride, c);
 }
 
-/* Batched decoding's attention: a job is one head of up to BATCH_QUERIES of the step's
-   rows, each a sequence's token reading the shared keys and then its sequence's own, so
-   that the shared keys are read once per job, not once per row. Score rows as
+/* The jobs' heads: the n_chunks = ceil(group / job_heads) chunks of each key/value group's
+   query heads; chunk k of group g starts at head *h0 and has *n_h heads. */
+static void job_heads_at(int k, int g, int job_heads, const KvlConfig *c, int *h0, int *n_h)
+{
+    int group = c->n_heads / c->n_kv_heads;
+    *h0 = g * group + k * job_heads;
+    *n_h = group - k * job_heads < job_heads ? group - k * job_heads : job_heads;
+}
+
+/* Batched decoding's attention: a job is the heads of a key/value group (as many as
+   attention_job_heads allows) over up to BATCH_QUERIES of the step's rows, each a
+   sequence's token reading the shared keys and then its sequence's own, so that the
+   shared keys are read once per job, not once per row and head. Score rows as
    attention_forward_blocked's without att. */
 #define BATCH_QUERIES 8
 #if BATCH_QUERIES > ATT_QUERIES
@@ -10319,45 +10415,55 @@ static void attention_forward_batch(float *out, float *att_rows, size_t head_str
                                     const KvlBatch *batch, const int *seq, int layer, int T, const KvlConfig *c)
 {
     int H = c->n_heads, KVH = c->n_kv_heads, HD = c->head_dim, group = H / KVH, QD = H * HD;
+    int job_heads = attention_job_heads(c), n_chunks = (group + job_heads - 1) / job_heads;
     int n_blocks = (T + BATCH_QUERIES - 1) / BATCH_QUERIES;
     const KvlCache *shared = batch->shared, *tails = &batch->tails;
     PARALLEL_FOR_DYNAMIC
-    for (int job = 0; job < H * n_blocks; job++) {
-        int h = job % H, r0 = job / H * BATCH_QUERIES, n_q = T - r0 < BATCH_QUERIES ? T - r0 : BATCH_QUERIES, g = layer * KVH + h / group;
+    for (int job = 0; job < KVH * n_chunks * n_blocks; job++) {
+        int g = job % (KVH * n_chunks) / n_chunks, r0 = job / (KVH * n_chunks) * BATCH_QUERIES, h0, n_h;
+        int n_q = T - r0 < BATCH_QUERIES ? T - r0 : BATCH_QUERIES, kv = layer * KVH + g;
         int pos[BATCH_QUERIES];
         AttentionKeys keys[BATCH_QUERIES];
-        size_t shared_at = (size_t)g * shared->max_tokens * HD;
+        size_t shared_at = (size_t)kv * shared->max_tokens * HD;
+        job_heads_at(job % n_chunks, g, job_heads, c, &h0, &n_h);
         for (int i = 0; i < n_q; i++) {
             int b = seq[r0 + i];
-            size_t tail_at = ((size_t)g * tails->max_tokens + (size_t)b * batch->max_tail) * HD;
+            size_t tail_at = ((size_t)kv * tails->max_tokens + (size_t)b * batch->max_tail) * HD;
             AttentionKeys k = {shared->k + shared_at, shared->v + shared_at, tails->k + tail_at, tails->v + tail_at, shared->n_tokens};
             keys[i] = k;
             pos[i] = shared->n_tokens + batch->tail_len[b];
         }
-        attention_job(out + (size_t)r0 * QD + (size_t)h * HD, q + (size_t)r0 * QD + (size_t)h * HD, pos, keys, n_q,
-                      att_rows + thread_index() * head_stride, row_stride, c);
+        attention_job(out + (size_t)r0 * QD + (size_t)h0 * HD, q + (size_t)r0 * QD + (size_t)h0 * HD, pos, keys, n_q, n_h,
+                      att_rows + thread_index() * head_stride, (size_t)BATCH_QUERIES * row_stride, row_stride, c);
     }
 }
 
 static void attention_forward_blocked(float *out, float *att, float *att_rows, size_t head_stride, size_t row_stride,
                                       const float *q, const KvlCache *cache, int layer, int pos0, int T, const KvlConfig *c)
 {
-    int H = c->n_heads, HD = c->head_dim, group = c->n_heads / c->n_kv_heads;
+    int H = c->n_heads, KVH = c->n_kv_heads, HD = c->head_dim, group = H / KVH;
+    /* (one token's heads are jobs of their own: it has no rows to share the keys with) */
+    int job_heads = T > 1 ? attention_job_heads(c) : 1, n_chunks = (group + job_heads - 1) / job_heads;
     int n_blocks = (T + ATT_QUERIES - 1) / ATT_QUERIES;
     (void)attention_forward;                    /* the definition: test.c compares the two */
     PARALLEL_FOR_DYNAMIC
-    for (int job = 0; job < H * n_blocks; job++) {
+    for (int job = 0; job < KVH * n_chunks * n_blocks; job++) {
         /* the last query blocks first: they are the longest jobs, and the short ones fill in after */
-        int h = job % H, t0 = (n_blocks - 1 - job / H) * ATT_QUERIES, n_q = T - t0 < ATT_QUERIES ? T - t0 : ATT_QUERIES;
-        size_t head_offset = ((size_t)layer * c->n_kv_heads + h / group) * cache->max_tokens * HD, at = ((size_t)t0 * H + h) * HD;
+        int g = job % (KVH * n_chunks) / n_chunks, t0 = (n_blocks - 1 - job / (KVH * n_chunks)) * ATT_QUERIES, h0, n_h;
+        int n_q = T - t0 < ATT_QUERIES ? T - t0 : ATT_QUERIES;
+        job_heads_at(job % n_chunks, g, job_heads, c, &h0, &n_h);
+        size_t head_offset = ((size_t)layer * KVH + g) * cache->max_tokens * HD, at = ((size_t)t0 * H + h0) * HD;
         AttentionKeys head_keys = {cache->k + head_offset, cache->v + head_offset, NULL, NULL, INT_MAX}, keys[ATT_QUERIES];
         int pos[ATT_QUERIES];
         for (int i = 0; i < n_q; i++) {
             keys[i] = head_keys;
             pos[i] = pos0 + t0 + i;
         }
-        float *rows0 = att ? att + h * head_stride + t0 * row_stride : att_rows + thread_index() * head_stride;
-        attention_job(out + at, q + at, pos, keys, n_q, rows0, row_stride, c);
+        if (att)
+            attention_job(out + at, q + at, pos, keys, n_q, n_h, att + h0 * head_stride + t0 * row_stride, head_stride, row_stride, c);
+        else
+            attention_job(out + at, q + at, pos, keys, n_q, n_h, att_rows + thread_index() * head_stride, (size_t)ATT_QUERIES * row_stride,
+                          row_stride, c);
     }
 }
 

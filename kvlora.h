@@ -369,6 +369,11 @@ typedef struct {
        target and layer (O-LoRA's aim: new sessions' adapters read input directions the
        earlier ones do not; kept exactly, by projection after every step). */
     const KvlLora *orthogonal_to;
+    /* Not NULL: the mean loss over every probe before the first step and after the last
+       (kvl_distill_loss's sum), from the teacher rows the steps read, so the teacher is not
+       run again; with teacher_topk, the KL over the kept bins that the steps print.
+       *loss_after is NaN when progress stopped the steps early. */
+    double *loss_before, *loss_after;
 } KvlDistillOptions;
 
 /* Trains lora so that the model with it, reading prefix ++ probe, matches the model alone

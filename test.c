@@ -888,7 +888,7 @@ static void test_threads_distill(void)
         kvl_forward(m, &c, ids, T, NULL, 0);
         KvlProbe probe = {ids + 3, 16};
         kvl_lora_init(&adapters[k], &m->config, 4, 8.0f, 0, has, 1);
-        KvlDistillOptions opt = {1, 5, 1, 1e-2f, 0.0f, 1, NULL, NULL, 0, NULL, 0, NULL};
+        KvlDistillOptions opt = {1, 5, 1, 1e-2f, 0.0f, 1, NULL, NULL, 0, NULL, 0, NULL, NULL, NULL};
         double loss;
         kvl_distill(m, &c, ids, 1, &probe, 1, &adapters[k], &opt, &loss);
         kvl_cache_free(&c);
@@ -1159,15 +1159,20 @@ static void test_swiglu_backward(void)
 static void test_attention_blocked_matches_plain(void)
 {
     KvlConfig c = {0};
-    c.n_layers = 2; c.n_heads = 6; c.n_kv_heads = 2; c.max_positions = 4096;
+    c.n_layers = 2; c.n_heads = 6; c.max_positions = 4096;
     int lengths[3] = {1, 17, 300}, windows[3] = {0, 5, 37}, H = 6, bad = 0, n = 0;
+    /* head dims 12 (scores padded to 16; values a query at a time), 32 (the values of the
+       keys all of a job's queries see through the matmul's tile, two columns of 16) and 64;
+       groups of 3 query heads (a job takes a whole group) and of 6 at head dim 64 (a job
+       takes 4 of them, then 2) */
+    int head_dims[3] = {12, 32, 64}, kv_heads[3] = {2, 2, 1};
 #ifdef _OPENMP
     int saved = omp_get_max_threads();
 #endif
-    /* head dims 12 (scores padded to 16; values a query at a time) and 32 (the values of the
-       keys all of a job's queries see through the matmul's tile, two columns of 16) */
-    for (int HD = 12, QD; c.head_dim = HD, QD = H * HD, HD <= 32; HD += 20)
-    for (int threads = 1; threads <= 3; threads += 2) {
+    for (int shape = 0; shape < 3; shape++)
+    for (int threads = 1, HD = head_dims[shape], QD = H * HD; threads <= 3; threads += 2) {
+        c.head_dim = HD;
+        c.n_kv_heads = kv_heads[shape];
 #ifdef _OPENMP
         omp_set_num_threads(threads);
 #endif
@@ -1185,7 +1190,8 @@ static void test_attention_blocked_matches_plain(void)
                         float *q = malloc(sizeof(float) * T * QD), *want = malloc(sizeof(float) * T * QD);
                         float *got = malloc(sizeof(float) * T * QD), *att_want = malloc(sizeof(float) * H * T * P);
                         float *att_got = malloc(sizeof(float) * H * T * P);
-                        float *rows = malloc(sizeof(float) * threads * ATT_QUERIES * P);
+                        size_t thread_rows = (size_t)attention_job_heads(&c) * ATT_QUERIES * P;
+                        float *rows = malloc(sizeof(float) * threads * thread_rows);
                         fill_random(q, (size_t)T * QD, &rng, 3.0f);
                         fill_random(cache.k, (size_t)c.n_layers * c.n_kv_heads * P * HD, &rng, 1.5f);
                         fill_random(cache.v, (size_t)c.n_layers * c.n_kv_heads * P * HD, &rng, 1.0f);
@@ -1200,7 +1206,7 @@ static void test_attention_blocked_matches_plain(void)
                                     bad += !bits_equal(att_got + at, att_want + at, (size_t)(t - first + 1));
                                 }
                         } else
-                            attention_forward_blocked(got, NULL, rows, (size_t)ATT_QUERIES * P, (size_t)P, q, &cache, 1, pos0, T, &c);
+                            attention_forward_blocked(got, NULL, rows, thread_rows, (size_t)P, q, &cache, 1, pos0, T, &c);
                         bad += !bits_equal(got, want, (size_t)T * QD);
                         n++;
                         free(q); free(want); free(got); free(att_want); free(att_got); free(rows);
@@ -1210,8 +1216,9 @@ static void test_attention_blocked_matches_plain(void)
 #ifdef _OPENMP
     omp_set_num_threads(saved);
 #endif
-    CHECK(bad == 0 && n == 108, "blocked attention equals the plain loop bit for bit in %d cases (head dims 12 and 32; lengths 1, "
-          "17, 300; window 0, 5 and 37; after 0 and 150 cached positions; 1 and 3 threads): %d differ", n, bad);
+    CHECK(bad == 0 && n == 162, "blocked attention equals the plain loop bit for bit in %d cases (head dims 12, 32 and 64, groups "
+          "of 3 and 6 heads; lengths 1, 17, 300; window 0, 5 and 37; after 0 and 150 cached positions; 1 and 3 threads): %d differ",
+          n, bad);
 #ifdef KVL_SCORES_PLAIN_UNUSED
     /* the scores' tile against its plain form, which this machine's blocked kernel does not run */
     KvlRng rng;
@@ -2173,7 +2180,7 @@ static int distill_small(void)
     double last;
     m->lora = &distilled.lora;
     kvl_distill_loss(m, &distilled.cache, distill_prefix, 1, distilled.probes, distilled.n_probes, 1, &distilled.before);
-    distilled.opt = (KvlDistillOptions){1, DISTILL_TEST_STEPS, 4, 1e-2f, 0.0f, 1, NULL, NULL, 0, NULL, 0, NULL};
+    distilled.opt = (KvlDistillOptions){1, DISTILL_TEST_STEPS, 4, 1e-2f, 0.0f, 1, NULL, NULL, 0, NULL, 0, NULL, NULL, NULL};
     int r = kvl_distill(m, &distilled.cache, distill_prefix, 1, distilled.probes, distilled.n_probes, &distilled.lora, &distilled.opt, &last);
     CHECK(r == 0, "distill: %s", kvl_last_error());
     kvl_distill_loss(m, &distilled.cache, distill_prefix, 1, distilled.probes, distilled.n_probes, 1, &distilled.after);
@@ -2227,7 +2234,7 @@ static void test_cartridge_gradients(void)
         kvl_cache_init(&cache, c, 1 + 12 + 10);
         kvl_forward(m, &cache, seq, 13, NULL, 0);
         KvlProbe probe = {st.seq + 1, 10};
-        KvlDistillOptions opt = {1, 0, 1, 1e-2f, 0.0f, 1, NULL, NULL, 0, NULL, 0, NULL};
+        KvlDistillOptions opt = {1, 0, 1, 1e-2f, 0.0f, 1, NULL, NULL, 0, NULL, 0, NULL, NULL, NULL};
         int r = kvl_cartridge_distill(m, &cache, 1, P, &probe, 1, &opt, &cartridge, NULL);
         CHECK(r == 0 && cartridge.n_tokens == 1 + P, "%s: a cartridge of %d slots, not trained: %s", student_models[mi], P, r ? kvl_last_error() : "ok");
         if (r) { kvl_cache_free(&cache); student_setup_free(&st); continue; }
@@ -2312,31 +2319,53 @@ static void test_cartridge_distill(void)
     kvl_cache_free(&untrained);
 }
 
+static int stop_at_step_2(void *ctx, int step, int steps, double loss, double elapsed, double eta, int tokens)
+{
+    (void)ctx; (void)steps; (void)loss; (void)elapsed; (void)eta; (void)tokens;
+    return step == 2;
+}
+
 /* Teacher logits beyond the memory budget go through a file and come back as the same
    floats: 8 steps (every probe read back at least once) give the in-memory adapter bit
-   for bit, with a named file (gone when kvl_distill returns) and with an anonymous one. */
+   for bit, with a named file (gone when kvl_distill returns) and with an anonymous one.
+   The losses before and after that kvl_distill computes from those rows are
+   kvl_distill_loss's, bit for bit (it runs the teacher again); a run stopped at step 2 has
+   its loss before and no loss after. */
 static void test_distill_teacher_file(void)
 {
     if (!distill_small()) return;
+    KvlModel *m = distilled.m;
     char path[600];
     snprintf(path, sizeof path, "%s", tmp_path("teacher.tmp"));
-    int has[KVL_N_TARGETS], same = 0;
-    KvlLora runs[3];
+    int has[KVL_N_TARGETS], same = 0, same_losses = 0;
+    double before[4], after[4], want_after = 0.0;
+    KvlLora runs[4];
     kvl_lora_parse_targets("all", has);
-    for (int k = 0; k < 3; k++) {               /* in memory, a named file, an anonymous file */
+    for (int k = 0; k < 4; k++) {               /* in memory, a named file, an anonymous file; stopped at step 2 */
         double last;
         KvlDistillOptions opt = distilled.opt;
         opt.steps = 8;
-        opt.teacher_memory = k == 0 ? 0 : 1;    /* one byte: every probe's logits go to the file */
+        opt.teacher_memory = k == 0 || k == 3 ? 0 : 1;    /* one byte: every probe's logits go to the file */
         opt.teacher_file = k == 1 ? path : NULL;
-        kvl_lora_init(&runs[k], &distilled.m->config, 8, 16.0f, 0, has, 1);
-        int r = kvl_distill(distilled.m, &distilled.cache, distill_prefix, 1, distilled.probes, distilled.n_probes, &runs[k], &opt, &last);
+        opt.loss_before = &before[k];
+        opt.loss_after = &after[k];
+        opt.progress = k == 3 ? stop_at_step_2 : NULL;
+        kvl_lora_init(&runs[k], &m->config, 8, 16.0f, 0, has, 1);
+        int r = kvl_distill(m, &distilled.cache, distill_prefix, 1, distilled.probes, distilled.n_probes, &runs[k], &opt, &last);
         CHECK(r == 0, "distill with the teacher's logits %s: %s", k ? "in a file" : "in memory", r ? kvl_last_error() : "ok");
-        same += k > 0 && r == 0 && memcmp(runs[k].params, runs[0].params, sizeof(float) * runs[0].n_params) == 0;
+        same += k > 0 && k < 3 && r == 0 && memcmp(runs[k].params, runs[0].params, sizeof(float) * runs[0].n_params) == 0;
+        if (k == 0) {
+            m->lora = &runs[0];
+            kvl_distill_loss(m, &distilled.cache, distill_prefix, 1, distilled.probes, distilled.n_probes, 1, &want_after);
+            m->lora = NULL;
+        }
+        same_losses += before[k] == distilled.before && (k == 3 ? isnan(after[k]) : after[k] == want_after);
     }
-    for (int k = 0; k < 3; k++) kvl_lora_free(&runs[k]);
+    for (int k = 0; k < 4; k++) kvl_lora_free(&runs[k]);
     CHECK(same == 2 && !file_exists(path), "teacher logits through a file (named, anonymous): the in-memory adapter bit for bit "
           "(%d of 2), the file gone afterwards", same);
+    CHECK(same_losses == 4 && after[0] < before[0], "the losses before and after from the steps' rows: kvl_distill_loss's bit for "
+          "bit, none after a stop (%d of 4 runs; %.6f -> %.6f)", same_losses, before[0], after[0]);
 }
 
 /* Distillation with a top-K teacher, on the run of distill_small: the adapter trained on
@@ -4830,7 +4859,7 @@ static void test_needle_builtin_model(void)
     o.n_runs = 1;
     o.runs[0] = (KvlNeedleRun){KVL_METHOD_GRADIENT, 4, 8.0f};
     for (int i = 0; i < KVL_N_TARGETS; i++) o.targets[i] = 1;
-    o.distill = (KvlDistillOptions){1, NEEDLE_TEST_STEPS, NEEDLE_TEST_BATCH, 1e-2f, 0.0f, 0, NULL, NULL, 0, NULL, 0, NULL};
+    o.distill = (KvlDistillOptions){1, NEEDLE_TEST_STEPS, NEEDLE_TEST_BATCH, 1e-2f, 0.0f, 0, NULL, NULL, 0, NULL, 0, NULL, NULL, NULL};
     int hits[3] = {0}, asked = 0;
     for (int trial = 0; trial < NEEDLE_TEST_TRIALS; trial++) {
         float depths[NEEDLE_TEST_K];
@@ -4953,7 +4982,7 @@ static void test_sessions_leave_the_model(void)
     o.needle.n_self_study = 1; o.needle.self_study_len = 4; o.needle.chunk_len = 16; o.needle.n_runs = 1;
     o.needle.runs[0] = (KvlNeedleRun){KVL_METHOD_GRADIENT, 2, 4.0f};
     for (int i = 0; i < KVL_N_TARGETS; i++) o.needle.targets[i] = 1;
-    o.needle.distill = (KvlDistillOptions){1, 2, 2, 1e-2f, 0.0f, 0, NULL, NULL, 0, NULL, 0, NULL};
+    o.needle.distill = (KvlDistillOptions){1, 2, 2, 1e-2f, 0.0f, 0, NULL, NULL, 0, NULL, 0, NULL, NULL, NULL};
     o.n_sessions = 2; o.replay = 0.25f; o.drift_documents = 0; o.drift_tokens = 16;
     float *weights = malloc(sizeof(float) * m->n_params);
     memcpy(weights, m->memory, sizeof(float) * m->n_params);
