@@ -4950,7 +4950,7 @@ static void report_phase(const char *phase, long long done, long long total, dou
    token or a sampled one per step each. The tokens are those of writing the continuations
    one after another: sampled token t of continuation i takes draw i * len + t of the
    stream (kvl_sample makes exactly one draw), whose generator state is kept for it. */
-#define SELF_STUDY_BATCH 16
+#define SELF_STUDY_BATCH 64
 
 int kvl_self_study(KvlModel *m, KvlCache *cache, int last_token, const KvlProbe *prompts, int n_prompts,
                    int n, int len, uint64_t seed, KvlProbe *out)
@@ -10407,7 +10407,7 @@ static void job_heads_at(int k, int g, int job_heads, const KvlConfig *c, int *h
    sequence's token reading the shared keys and then its sequence's own, so that the
    shared keys are read once per job, not once per row and head. Score rows as
    attention_forward_blocked's without att. */
-#define BATCH_QUERIES 8
+#define BATCH_QUERIES 16
 #if BATCH_QUERIES > ATT_QUERIES
 #error "a batch job's rows must fit the ATT_QUERIES score rows each thread has"
 #endif

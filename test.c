@@ -802,8 +802,8 @@ static void test_threads_forward(void)
 }
 
 /* Batched decoding against each sequence read alone after the same context with
-   kvl_forward, bit for bit: ten sequences of different lengths (one sits out steps), so
-   that attention takes the step's rows in jobs of 8 and of the rest, on the GQA model and
+   kvl_forward, bit for bit: twenty sequences of different lengths (one sits out steps), so
+   that attention takes the step's rows in jobs of 16 and of the rest, on the GQA model and
    on the sliding-window model (window 8, shorter than the tails), on 1 and 3 threads. */
 static void test_batched_decoding_matches_sequential(void)
 {
@@ -821,8 +821,9 @@ static void test_batched_decoding_matches_sequential(void)
             snprintf(dir, sizeof dir, "%s/%s", golden_dir(), models[mi]);
             KvlModel *m;
             if (kvl_model_load(&m, dir)) { CHECK(0, "load %s: %s", dir, kvl_last_error()); return; }
-            enum { N_CTX = 21, SEQS = 10, STEPS = 12 };
-            int V = m->config.vocab_size, context[N_CTX], tokens[SEQS][STEPS], lengths[SEQS] = {12, 1, 7, 12, 4, 12, 9, 12, 3, 12};
+            enum { N_CTX = 21, SEQS = 20, STEPS = 12 };
+            int V = m->config.vocab_size, context[N_CTX], tokens[SEQS][STEPS];
+            int lengths[SEQS] = {12, 1, 7, 12, 4, 12, 9, 12, 3, 12, 12, 5, 12, 2, 12, 8, 12, 12, 6, 12};
             for (int i = 0; i < N_CTX; i++) context[i] = (i * 31 + 5) % V;
             for (int b = 0; b < SEQS; b++)
                 for (int s = 0; s < STEPS; s++) tokens[b][s] = (b * 97 + s * 13 + 2) % V;
@@ -839,7 +840,7 @@ static void test_batched_decoding_matches_sequential(void)
                 for (int s = 0; s < lengths[b]; s++) kvl_forward(m, &alone, &tokens[b][s], 1, wanted + ((size_t)b * STEPS + s) * V, 1);
                 kvl_cache_free(&alone);
             }
-            /* room for 60 tokens each: more slots in all (600) than the model has positions (256) */
+            /* room for 60 tokens each: more slots in all (1200) than the model has positions (256) */
             if (kvl_batch_init(&batch, m, &shared, SEQS, 60)) { CHECK(0, "batch: %s", kvl_last_error()); return; }
             int step_of[SEQS] = {0};
             for (int s = 0; s < STEPS + 3; s++) {
@@ -863,8 +864,9 @@ static void test_batched_decoding_matches_sequential(void)
 #ifdef _OPENMP
     omp_set_num_threads(saved);
 #endif
-    CHECK(bad == 0 && compared == 4 * (12 + 1 + 7 + 12 + 4 + 12 + 9 + 12 + 3 + 12), "batched decoding equals each sequence alone bit for bit: %d of %d logit rows differ "
-          "(10 sequences of 1 to 12 tokens after 21; GQA and window 8; 1 and 3 threads)", bad, compared);
+    CHECK(bad == 0 && compared == 4 * (12 + 1 + 7 + 12 + 4 + 12 + 9 + 12 + 3 + 12 + 12 + 5 + 12 + 2 + 12 + 8 + 12 + 12 + 6 + 12),
+          "batched decoding equals each sequence alone bit for bit: %d of %d logit rows differ (20 sequences of 1 to 12 tokens "
+          "after 21; GQA and window 8; 1 and 3 threads)", bad, compared);
 }
 
 /* A distillation, forward and backward: the same adapter on 1 and 3 threads. */
@@ -2081,15 +2083,15 @@ static void self_study_one_at_a_time(KvlModel *m, KvlCache *cache, int last_toke
     free(logits);
 }
 
-/* 20 continuations (two batches, the second part full) after prompts of 1 and 3 tokens,
-   and 20 without prompts: the same tokens as one at a time. */
+/* 70 continuations (a batch of 64, then one of 6) after prompts of 1 and 3 tokens, and 70
+   without prompts: the same tokens as one at a time. */
 static void test_self_study_batched_matches_one_at_a_time(void)
 {
     KvlModel *m;
     KvlCache cache;
     int context[DISTILL_CONTEXT];
     if (distill_fixture_context(&m, &cache, context)) return;
-    enum { N = 20, LEN = 10, STRIDE = 3 + LEN };
+    enum { N = 70, LEN = 10, STRIDE = 3 + LEN };
     int p1[1] = {7}, p3[3] = {9, 4, 11}, want[N * STRIDE], same = 0;
     KvlProbe prompts[2] = {{p1, 1}, {p3, 3}}, got[N];
     for (int with_prompts = 0; with_prompts <= 1; with_prompts++) {
