@@ -10068,15 +10068,21 @@ static void matmul_tile8_avx512(float *out, int n_out, const float *x, int in, c
 #endif
 #endif
 
-/* A panel of nn.Linear's weights: panel[k][j] = w[j][k] for j < n_cols (zeros beyond),
+/* A panel of nn.Linear's weights: panel[k][j] = w[j][k0 + k] for j < n_cols (zeros beyond),
    k < depth, from rows of w K floats apart. Moving floats changes no sum, so the AVX path
    below is free to transpose 8x8 blocks in registers; it pays where the product has
    one or a few tokens (decoding), whose time goes into this copy rather than the tile. */
-static void pack_panel(float *panel, const float *w, int K, int n_cols, int depth)
+static void pack_panel(float *panel, const float *w, int K, int k0, int n_cols, int depth)
 {
     int k = 0;
+    w += k0;
 #ifdef KVL_AVX_PACK
-    for (; n_cols == MM_COLS && k + 8 <= depth; k += 8)
+    for (; n_cols == MM_COLS && k + 8 <= depth; k += 8) {
+        /* each row 64 floats ahead (within the row), once a cache line: MM_COLS rows read
+           32 bytes at a time are more streams than the hardware prefetcher keeps up with,
+           and decoding waits on these loads (data/BENCH.md) */
+        if (k % 16 == 0 && k0 + k + 64 < K)
+            for (int j = 0; j < MM_COLS; j++) _mm_prefetch((const char *)(w + (size_t)j * K + k + 64), _MM_HINT_T0);
         for (int j0 = 0; j0 < MM_COLS; j0 += 8) {
             const float *r = w + (size_t)j0 * K + k;
             __m256 r0 = _mm256_loadu_ps(r), r1 = _mm256_loadu_ps(r + K), r2 = _mm256_loadu_ps(r + 2 * (size_t)K);
@@ -10101,6 +10107,7 @@ static void pack_panel(float *panel, const float *w, int K, int n_cols, int dept
             _mm256_storeu_ps(p + 6 * MM_COLS, _mm256_permute2f128_ps(u2, u6, 0x31));
             _mm256_storeu_ps(p + 7 * MM_COLS, _mm256_permute2f128_ps(u3, u7, 0x31));
         }
+    }
 #endif
     for (int j = 0; j < MM_COLS; j++)               /* (loops in the order that reads w contiguously) */
         for (int kk = k; kk < depth; kk++) panel[kk * MM_COLS + j] = j < n_cols ? w[(size_t)j * K + kk] : 0.0f;
@@ -10131,7 +10138,7 @@ static void gemm_tiled(float *out, const float *x, const float *w, int T, int K,
         int t_begin = job % n_blocks * block, t_end = t_begin + block < T ? t_begin + block : T;
         for (int k0 = 0; k0 < K; k0 += MM_DEPTH) {
             int depth = K - k0 < MM_DEPTH ? K - k0 : MM_DEPTH, fresh = k0 == 0 && !accumulate;
-            if (w_is_nk) pack_panel(panel, w + (size_t)n0 * K + k0, K, n_cols, depth);
+            if (w_is_nk) pack_panel(panel, w + (size_t)n0 * K, K, k0, n_cols, depth);
             for (int k = 0; k < depth && !w_is_nk && n_cols < MM_COLS; k++)
                 for (int j = 0; j < MM_COLS; j++)
                     panel[k * MM_COLS + j] = j < n_cols ? w[(size_t)(k0 + k) * N + n0 + j] : 0.0f;
