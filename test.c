@@ -1167,7 +1167,7 @@ static void test_attention_blocked_matches_plain(void)
        keys all of a job's queries see through the matmul's tile, two columns of 16) and 64;
        groups of 3 query heads (a job takes a whole group) and of 6 at head dim 64 (a job
        takes 4 of them, then 2; up to 40 queries there, so that the sanitizers' pass stays
-       short: 300 at head dims 12 and 32 reach several of the values' blocks of keys) */
+       short: 300 at head dim 32 reach several of the values' blocks of keys) */
     int head_dims[3] = {12, 32, 64}, kv_heads[3] = {2, 2, 1};
 #ifdef _OPENMP
     int saved = omp_get_max_threads();
