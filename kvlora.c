@@ -3393,12 +3393,12 @@ static void attention_forward(float *out, float *att, size_t head_stride, size_t
 
 /* attention_forward's very sums, faster (Appendix A): blocks of queries share each block
    of keys while it is in cache, several keys' dot products run side by side, and threads
-   split (head, query block) jobs. att, head_stride and row_stride as above; or, with att
-   NULL, the probabilities are not kept and each thread writes its block of score rows
-   at att_rows + thread * head_stride (attention_job_heads x ATT_QUERIES rows), row_stride
-   floats apart. test.c's
-   attention_blocked_matches_plain checks the bits. */
-#define ATT_QUERIES 16          /* queries of one head per job */
+   split jobs of (some query heads of a key/value group, query block). att, head_stride
+   and row_stride as above; or, with att NULL, the probabilities are not kept and each
+   thread writes its score rows at att_rows + thread * head_stride (attention_job_heads x
+   ATT_QUERIES rows), row_stride floats apart. test.c's attention_blocked_matches_plain
+   checks the bits. */
+#define ATT_QUERIES 16          /* queries of each head in a job */
 #define ATT_MAX_HEAD_DIM 256    /* wider heads take the plain loop's dot(), as does a job of one query */
 
 /* The query heads of a key/value group read the same keys: a job takes the same queries
@@ -7730,12 +7730,13 @@ static int context_from_args(const char *dir, KvlTokenizer **tok, const ContextA
 
 /* SIGINT / SIGTERM ask distill and pretrain to stop after the current step and keep what
    they have. A second one quits at once: every file is written to a temporary name and
-   renamed, so the last checkpoint on disk stays whole. */
-static volatile sig_atomic_t stop_requested;
+   renamed, so the last checkpoint on disk stays whole. So does one that comes before the
+   first step has ended (the teacher's pass, the loss before): there is nothing to keep. */
+static volatile sig_atomic_t stop_requested, a_step_ended;
 static void request_stop(int sig)
 {
     (void)sig;
-    if (stop_requested) _Exit(130);
+    if (stop_requested || !a_step_ended) _Exit(130);
     stop_requested = 1;
 }
 
@@ -8367,6 +8368,7 @@ typedef struct {
 static int print_progress(void *ctx, int step, int steps, double loss, double elapsed, double eta, int tokens)
 {
     DistillProgress *p = ctx;
+    a_step_ended = 1;
     if (p->before && p->step == 0) fprintf(stderr, "kvlora: %s loss over the probes before: %.6f\n", p->loss_name, *p->before);
     p->step = step;
     fprintf(stderr, "step %4d/%d  loss %.6f  %7.0f tok/s  %6.1f s elapsed  %6.1f s left\n",
@@ -8553,7 +8555,7 @@ static int distill_train(KvlModel *m, KvlCache *cache, const DistillArgs *a, con
     size_t bytes = teacher_bytes(c->vocab_size, (int)a->teacher_topk, probes, n_probes);
     int sparse = teacher_topk((int)a->teacher_topk, c->vocab_size) > 0;
     /* the losses before and after from the rows the steps read (the teacher runs once),
-       unless those rows are the top K or there are no steps to compute them for */
+       unless those rows are the top K or the method trains no steps from them */
     int losses_in_steps = a->method == KVL_METHOD_GRADIENT && !sparse;
     const char *loss_name = use_kl ? "kl" : "mse";
     DistillProgress progress = {&lora, a->out, a->every, 0, losses_in_steps ? &before : NULL, loss_name};
@@ -8593,6 +8595,8 @@ static int distill_train(KvlModel *m, KvlCache *cache, const DistillArgs *a, con
         rc = 130;
         goto done;
     }
+    if (losses_in_steps && progress.step == 0)    /* (no step said it) */
+        fprintf(stderr, "kvlora: %s loss over the probes before: %.6f\n", loss_name, before);
     if (!losses_in_steps && failed(kvl_distill_loss(m, cache, tokens, n_prefix, probes, n_probes, use_kl, &after))) goto done;
     double seconds = now_seconds() - t0;
     if (failed(kvl_lora_save(&lora, a->out))) goto done;
@@ -8824,6 +8828,7 @@ static int pretrain_progress(void *ctx, int step, int steps, double loss, double
     PretrainProgress *p = ctx;
     double answer_loss, right;
     int by_needles[9][2];
+    a_step_ended = 1;
     fprintf(stderr, "step %5d/%d  loss %.4f  %6d tokens  %7.0f tok/s  %7.1f s elapsed  %7.1f s left\n",
             step, steps, loss, tokens, tokens * (double)(step - p->first_step) / (elapsed + 1e-9), elapsed, eta);
     if (p->every <= 0 || step % p->every != 0 || step >= steps) return stop_requested != 0;
@@ -10185,8 +10190,9 @@ static void gemm(float *out, const float *x, const float *w, int T, int K, int N
 
 /* attention_forward (section 6) computes, for each head and query, the scores q . k_j with
    dot(), their softmax, and sum_j p_j v_j by a loop over the keys. Here are the same sums,
-   in the same order, regrouped. A job is up to ATT_QUERIES queries of one head (in
-   prefill, consecutive tokens; in batched decoding, several sequences' tokens). Its keys
+   in the same order, regrouped. A job is up to ATT_QUERIES queries of the query heads of
+   one key/value group that attention_job_heads allows (in prefill, consecutive tokens; in
+   batched decoding, several sequences' tokens). Its keys
    are taken ATT_KEYS at a time and copied transposed, so that the job's queries compute
    ATT_KEYS scores at once along vectors, as matmul does, reading each key once per job
    rather than once per query. dot()'s eight partial sums stay what they are: lane l sums

@@ -333,7 +333,8 @@ typedef struct { int *ids; int n; } KvlProbe;   /* token ids a probe reads after
 
 /* Progress of the long phases around the steps: fn(ctx, phase, done, total, seconds) after
    each probe of "self-study" (the teacher's sampling), of "teacher" (its logits over the
-   probes) and of "loss" (kvl_distill_loss), done and total in tokens. NULL, the default:
+   probes) and of "loss" (kvl_distill_loss, and kvl_distill's losses before and after),
+   done and total in tokens. NULL, the default:
    silent. The command-line tool prints it. */
 typedef void (*KvlPhaseProgress)(void *ctx, const char *phase, long long done, long long total, double seconds);
 void kvl_set_phase_progress(KvlPhaseProgress fn, void *ctx);
@@ -369,10 +370,12 @@ typedef struct {
        target and layer (O-LoRA's aim: new sessions' adapters read input directions the
        earlier ones do not; kept exactly, by projection after every step). */
     const KvlLora *orthogonal_to;
-    /* Not NULL: the mean loss over every probe before the first step and after the last
-       (kvl_distill_loss's sum), from the teacher rows the steps read, so the teacher is not
-       run again; with teacher_topk, the KL over the kept bins that the steps print.
-       *loss_after is NaN when progress stopped the steps early. */
+    /* Not NULL (kvl_distill, kvl_cartridge_distill; keep them NULL in an experiment's
+       options, whose every run would write them): the mean loss over every probe before
+       the first step and after the last (kvl_distill_loss's sum), from the teacher rows
+       the steps read, so the teacher is not run again; with teacher_topk, the KL over the
+       kept bins that the steps print; with orthogonal_to, before is of the adapter once
+       projected. *loss_after is NaN whenever progress returned nonzero. */
     double *loss_before, *loss_after;
 } KvlDistillOptions;
 

@@ -4045,6 +4045,24 @@ static void test_checkpoint_and_interrupt(void)
     CHECK(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 130 && !file_exists(dir) && seconds < 10,
           "SIGINT before the steps: exit 130 in %.1f s, no adapter written", seconds);
     remove_tree(dir);
+    /* and during the teacher's pass over 40 000 probes (into its file), after the handler
+       is set: at once too, nothing written, no file left */
+    char queries[700];
+    snprintf(queries, sizeof queries, "%s", tmp_path("many_queries.txt"));
+    FILE *qf = fopen(queries, "w");
+    for (int i = 0; qf && i < 40000; i++) fprintf(qf, "%d,6,7,8,9,10,11,12\n", 5 + i % 7);
+    if (qf) fclose(qf);
+    snprintf(cmd, sizeof cmd, KVLORA_CLI " distill %s/llama_gqa_f32 --context-ids 5,6,7,8 --query-ids %s --teacher-memory 0 -o %s "
+             "2> %s.log & pid=$!; i=0; until grep -q teacher-memory %s.log || [ $i -ge 600 ]; do sleep 0.1; i=$((i+1)); done; "
+             "sleep 0.2; kill -INT $pid; wait $pid", golden_dir(), queries, dir, dir, dir);
+    status = system(cmd);
+    CHECK(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 130 && !file_exists(dir) && !file_exists(teacher_file),
+          "SIGINT during the teacher's pass: exit 130 (got %d), no adapter written, no teacher file left",
+          status != -1 && WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+    snprintf(path, sizeof path, "%s.log", dir);
+    remove(path);
+    remove(queries);
+    remove_tree(dir);
 }
 
 /* distill's long phases each end with a progress line: the context's prefill, the
