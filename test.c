@@ -1236,6 +1236,81 @@ static void test_attention_blocked_matches_plain(void)
 #endif
 }
 
+/* Batched decoding's attention (Appendix A) against the plain loop, bit for bit, on heads
+   that the golden models do not have: head dim 64 in a group of 6 (jobs of 4 heads, then
+   2) and head dim 32 in groups of 3; 20 rows (jobs of 16 and 4), one a sequence, each
+   after the shared context and a tail of its own of 0 to 6 keys; no window and window 7;
+   1 and 3 threads. The plain loop reads each row's keys copied into a cache of its own. */
+static void test_attention_batch_matches_plain(void)
+{
+    enum { N_SHARED = 40, SEQS = 20, MAX_TAIL = 8, H = 6 };
+    int head_dims[2] = {64, 32}, kv_heads[2] = {1, 2}, bad = 0, n = 0;
+#ifdef _OPENMP
+    int saved = omp_get_max_threads();
+#endif
+    for (int shape = 0; shape < 2; shape++)
+        for (int window = 0; window <= 7; window += 7)
+            for (int threads = 1; threads <= 3; threads += 2) {
+#ifdef _OPENMP
+                omp_set_num_threads(threads);
+#endif
+                KvlConfig c = {0};
+                c.n_layers = 1; c.n_heads = H; c.n_kv_heads = kv_heads[shape]; c.head_dim = head_dims[shape];
+                c.max_positions = 4096; c.sliding_window = window;
+                int HD = c.head_dim, QD = H * HD, KD = c.n_kv_heads * HD, P = N_SHARED + MAX_TAIL, seq[SEQS];
+                KvlCache shared;
+                KvlBatch batch = {0};
+                KvlConfig tails = c;
+                tails.max_positions = SEQS * MAX_TAIL;
+                KvlRng rng;
+                kvl_rng_seed(&rng, (uint64_t)(HD + window + threads));
+                kvl_cache_init(&shared, &c, N_SHARED);
+                kvl_cache_init(&batch.tails, &tails, SEQS * MAX_TAIL);
+                fill_random(shared.k, (size_t)N_SHARED * KD, &rng, 1.5f);
+                fill_random(shared.v, (size_t)N_SHARED * KD, &rng, 1.0f);
+                fill_random(batch.tails.k, (size_t)SEQS * MAX_TAIL * KD, &rng, 1.5f);
+                fill_random(batch.tails.v, (size_t)SEQS * MAX_TAIL * KD, &rng, 1.0f);
+                shared.n_tokens = N_SHARED;
+                int tail_len[SEQS];
+                batch.shared = &shared; batch.n_seqs = SEQS; batch.max_tail = MAX_TAIL; batch.tail_len = tail_len;
+                for (int r = 0; r < SEQS; r++) {
+                    seq[r] = (r * 7) % SEQS;            /* rows in another order than their sequences */
+                    tail_len[r] = (r * 5) % 7;
+                }
+                size_t thread_rows = (size_t)attention_job_heads(&c) * ATT_QUERIES * P;
+                float *q = malloc(sizeof(float) * SEQS * QD), *got = malloc(sizeof(float) * SEQS * QD);
+                float *want = malloc(sizeof(float) * QD), *att = malloc(sizeof(float) * H * P);
+                float *rows = malloc(sizeof(float) * threads * thread_rows);
+                fill_random(q, (size_t)SEQS * QD, &rng, 3.0f);
+                attention_forward_batch(got, rows, thread_rows, (size_t)P, q, &batch, seq, 0, SEQS, &c);
+                for (int r = 0; r < SEQS; r++) {        /* row r alone: its keys in a cache of its own */
+                    int b = seq[r], pos = N_SHARED + tail_len[b];
+                    KvlCache alone;
+                    kvl_cache_init(&alone, &c, pos + 1);
+                    for (int g = 0; g < c.n_kv_heads; g++)
+                        for (int j = 0; j <= pos; j++) {
+                            size_t from = j < N_SHARED ? ((size_t)g * shared.max_tokens + j) * HD
+                                                       : ((size_t)g * batch.tails.max_tokens + (size_t)b * MAX_TAIL + j - N_SHARED) * HD;
+                            const KvlCache *src = j < N_SHARED ? &shared : &batch.tails;
+                            memcpy(alone.k + ((size_t)g * alone.max_tokens + j) * HD, src->k + from, sizeof(float) * HD);
+                            memcpy(alone.v + ((size_t)g * alone.max_tokens + j) * HD, src->v + from, sizeof(float) * HD);
+                        }
+                    attention_forward(want, att, (size_t)P, 0, q + (size_t)r * QD, &alone, 0, pos, 1, &c);
+                    bad += !bits_equal(got + (size_t)r * QD, want, (size_t)QD);
+                    n++;
+                    kvl_cache_free(&alone);
+                }
+                free(q); free(got); free(want); free(att); free(rows);
+                kvl_cache_free(&shared);
+                kvl_cache_free(&batch.tails);
+            }
+#ifdef _OPENMP
+    omp_set_num_threads(saved);
+#endif
+    CHECK(bad == 0 && n == 8 * SEQS, "batched decoding's attention equals the plain loop bit for bit for %d rows (head dim 64 in a "
+          "group of 6, 32 in groups of 3; tails of 0 to 6 keys after 40; window 0 and 7; 1 and 3 threads): %d differ", n, bad);
+}
+
 /* attention of one layer over T tokens held in a KvlCache, with GQA, with and without a
    sliding window */
 static void test_attention_backward(void)
@@ -5433,6 +5508,7 @@ static const struct { const char *name; void (*fn)(void); } tests[] = {
     {"rope_backward", test_rope_backward},
     {"swiglu_backward", test_swiglu_backward},
     {"attention_blocked_matches_plain", test_attention_blocked_matches_plain},
+    {"attention_batch_matches_plain", test_attention_batch_matches_plain},
     {"batched_decoding_matches_sequential", test_batched_decoding_matches_sequential},
     {"attention_backward", test_attention_backward},
     {"linear_backward", test_linear_backward},
