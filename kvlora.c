@@ -8587,8 +8587,9 @@ static int distill_train(KvlModel *m, KvlCache *cache, const DistillArgs *a, con
         fprintf(stderr, "kvlora: closed form in %.1f s: loss %.6f\n", now_seconds() - t0, solved);
     }
     if (failed(a->method != KVL_METHOD_CLOSED_FORM && kvl_distill(m, cache, tokens, n_prefix, probes, n_probes, &lora, &opt, &last))) goto done;
-    /* (a stop during the loss after the steps, once it is computed, changes nothing) */
-    if (stop_requested && !(losses_in_steps && !isnan(after))) {   /* the adapter first; the loss over every probe would take a while */
+    /* the adapter first, the loss over every probe skipped; a stop that came during the
+       loss after the steps (which then holds it, not NaN) changes nothing */
+    if (stop_requested && (!losses_in_steps || isnan(after))) {
         if (failed(kvl_lora_save(&lora, a->out))) goto done;
         fprintf(stderr, "kvlora: interrupted after step %d of %lld; the adapter as trained so far is in %s "
                 "(the final loss over the probes is skipped)\n", progress.step, a->steps, a->out);

@@ -520,10 +520,11 @@ static void test_matmul_matches_naive(void)
 }
 
 /* Every register tile this build has (the plain one always; the AVX 6x16 one where the
-   compiler targets AVX without AVX-512, the AVX-512 8x16 one where it targets AVX-512) through the blocked product, both weight layouts, fresh and
-   accumulating, on odd sizes that leave edge tiles in every direction and on products of
-   few outputs (cut into blocks of tokens), with 1 and 2 threads: each must equal the
-   plain triple loop bit for bit, since all compute the same sums in the same order. */
+   compiler targets AVX without AVX-512, the AVX-512 8x16 one where it targets AVX-512)
+   through the blocked product, both weight layouts, fresh and accumulating, on odd sizes
+   that leave edge tiles in every direction and on products of few outputs (cut into
+   blocks of tokens), with 1 and 2 threads: each must equal the plain triple loop bit for
+   bit, since all compute the same sums in the same order. */
 static void test_gemm_tiles_match_loops(void)
 {
     static const int sizes[][3] = {{1, 1, 1}, {3, 17, 5}, {17, 3, 65}, {65, 577, 17}, {130, 33, 8}, {7, 257, 577},
