@@ -3424,10 +3424,12 @@ static void attention_forward_blocked(float *out, float *att, float *att_rows, s
    key/value heads (each sum keeps one order whatever the thread count). This is the
    student's case: queries at positions n_past .. n_past + T - 1 over the n_past + T keys
    the cache holds (n_past: keys before the student's tokens, a cartridge's; usually 0),
-   att kept as [H][T][n_past + T]. d_q is [T][H*HD]; d_k and d_v are [KVH][n_past + T][HD],
-   the cache's layout; d_p is [H][n_past + T] scratch. */
-static void attention_backward(float *d_q, float *d_k, float *d_v, const float *d_out, const float *att, const float *q,
-                               const KvlCache *cache, int layer, int n_past, int T, const KvlConfig *c, float *d_p)
+   att as attention_forward keeps it (head h, query t at att + h * head_stride + t * row_stride).
+   d_q is [T][H*HD]; d_k and d_v are [KVH][n_past + T][HD], the cache's layout; d_p is
+   [H][n_past + T] scratch. */
+static void attention_backward(float *d_q, float *d_k, float *d_v, const float *d_out, const float *att, size_t head_stride,
+                               size_t row_stride, const float *q, const KvlCache *cache, int layer, int n_past, int T,
+                               const KvlConfig *c, float *d_p)
 {
     int H = c->n_heads, KVH = c->n_kv_heads, HD = c->head_dim, group = H / KVH, n_keys = n_past + T;
     float scale = 1.0f / sqrtf((float)HD);
@@ -3441,7 +3443,7 @@ static void attention_backward(float *d_q, float *d_k, float *d_v, const float *
         for (int h = g * group; h < (g + 1) * group; h++) {
             float *dp = d_p + (size_t)h * n_keys;
             for (int t = 0; t < T; t++) {
-                const float *p = att + ((size_t)h * T + t) * n_keys;
+                const float *p = att + h * head_stride + t * row_stride;
                 const float *do_t = d_out + ((size_t)t * H + h) * HD, *qt = q + ((size_t)t * H + h) * HD;
                 float *dqt = d_q + ((size_t)t * H + h) * HD;
                 int pos = n_past + t, first = first_key(pos, c);
@@ -3563,6 +3565,9 @@ typedef struct {
     float *u[KVL_N_TARGETS];        /* [T][R] A x of each adapted layer */
     float *lora_tmp;                /* [T][max(H*HD, F, D)] */
     const float *rope_cos, *rope_sin;   /* [T][HD/2] the rotation of each token's position */
+    int n_seqs;                     /* 0: the T tokens are one sequence; else n_seqs sequences one after */
+    const int *seq_len;             /* another (the student's pass over several probes), seq_len[s] tokens
+                                       each, each from position pos0 and reading only its own keys */
 } LayerBuffers;
 
 /* The gradients one layer's backward works in: scratch, reused by every layer. */
@@ -3625,6 +3630,17 @@ static void cache_store(KvlCache *cache, const LayerBuffers *b, int l, int t, in
     }
 }
 
+/* Sequence s of a pass of several (LayerBuffers' n_seqs) keeps its keys and values in the
+   cache's slots from t0, the row of its first token: a view of the cache whose slot 0 is
+   slot t0 (the same layout, shifted), so that attention reads the sequence's keys alone. */
+static KvlCache cache_from_slot(const KvlCache *cache, int t0)
+{
+    KvlCache view = *cache;
+    view.k += (size_t)t0 * cache->head_dim;
+    view.v += (size_t)t0 * cache->head_dim;
+    return view;
+}
+
 static void attention_output(float *x, const LayerBuffers *b, const KvlModel *m, int l, int T)
 {
     const KvlConfig *c = &m->config;
@@ -3635,10 +3651,17 @@ static void attention_output(float *x, const LayerBuffers *b, const KvlModel *m,
 
 static void attention_block_forward(float *x, KvlCache *cache, const LayerBuffers *b, const KvlModel *m, int l, int pos0, int T)
 {
+    int QD = m->config.n_heads * m->config.head_dim, n_seqs = b->n_seqs ? b->n_seqs : 1;
     attention_inputs(x, b, m, l, T);
-    for (int t = 0; t < T; t++) cache_store(cache, b, l, t, pos0 + t);
-    attention_forward_blocked(b->att_out, b->att, b->att_rows, b->att_head_stride, b->att_row_stride, b->q, cache, l, pos0, T, &m->config);
-    if (cache->mass && b->att_rows)             /* (the forward pass's, not the student's) */
+    for (int s = 0, t0 = 0; s < n_seqs; s++) {
+        int n = b->n_seqs ? b->seq_len[s] : T;
+        KvlCache keys = cache_from_slot(cache, t0);
+        for (int t = 0; t < n; t++) cache_store(&keys, b, l, t0 + t, pos0 + t);
+        attention_forward_blocked(b->att_out + (size_t)t0 * QD, b->att ? b->att + (size_t)t0 * b->att_row_stride : NULL, b->att_rows,
+                                  b->att_head_stride, b->att_row_stride, b->q + (size_t)t0 * QD, &keys, l, pos0, n, &m->config);
+        t0 += n;
+    }
+    if (cache->mass && b->att_rows)             /* (the forward pass's, one sequence; not the student's) */
         attention_mass(cache->mass + (size_t)l * cache->n_kv_heads * cache->max_tokens, b->att_rows, b->att_head_stride, b->q,
                        cache, l, pos0, T, cache->mass_from, &m->config);
     attention_output(x, b, m, l, T);
@@ -3682,7 +3705,7 @@ static void layer_backward(float *dx, KvlWeights *dw, KvlLora *dlora, const Laye
     const KvlWeights *w = &m->w;
     const KvlLora *lora = m->lora;
     int D = c->dim, H = c->n_heads, KVH = c->n_kv_heads, HD = c->head_dim, F = c->ffn_dim;
-    int QD = H * HD, KD = KVH * HD, half = HD / 2;
+    int QD = H * HD, KD = KVH * HD, half = HD / 2, n_seqs = b->n_seqs ? b->n_seqs : 1;
     /* the gradient of layer l's weight p, or NULL when the weights are frozen */
 #define DW(p, size) (dw && dw->p ? dw->p + (size_t)l * (size) : NULL)
 
@@ -3704,18 +3727,23 @@ static void layer_backward(float *dx, KvlWeights *dw, KvlLora *dlora, const Laye
     memset(g->d_att_out, 0, sizeof(float) * T * QD);
     linear_backward(g->d_att_out, DW(wo, D * QD), NULL, dlora, dx, b->u[KVL_O_PROJ], b->att_out, w->wo + (size_t)l * D * QD,
                     lora, KVL_O_PROJ, l, T, QD, D, g->d_u, g->dy_t);
-    attention_backward(g->d_q, g->d_k, g->d_v, g->d_att_out, b->att, b->q, cache, l, g->n_past, T, c, g->d_p);
-    int n_keys = g->n_past + T;
-    for (int h = 0; h < KVH; h++) {
-        for (int t = 0; t < T; t++) {
-            memcpy(g->d_k_rows + (size_t)t * KD + h * HD, g->d_k + ((size_t)h * n_keys + g->n_past + t) * HD, sizeof(float) * HD);
-            memcpy(g->d_v_rows + (size_t)t * KD + h * HD, g->d_v + ((size_t)h * n_keys + g->n_past + t) * HD, sizeof(float) * HD);
+    for (int s = 0, t0 = 0; s < n_seqs; s++) {         /* each sequence over its own keys */
+        int n = b->n_seqs ? b->seq_len[s] : T, n_keys = g->n_past + n;
+        KvlCache keys = cache_from_slot(cache, t0);
+        attention_backward(g->d_q + (size_t)t0 * QD, g->d_k, g->d_v, g->d_att_out + (size_t)t0 * QD, b->att + (size_t)t0 * b->att_row_stride,
+                           b->att_head_stride, b->att_row_stride, b->q + (size_t)t0 * QD, &keys, l, g->n_past, n, c, g->d_p);
+        for (int h = 0; h < KVH; h++) {
+            for (int t = t0; t < t0 + n; t++) {
+                memcpy(g->d_k_rows + (size_t)t * KD + h * HD, g->d_k + ((size_t)h * n_keys + g->n_past + t - t0) * HD, sizeof(float) * HD);
+                memcpy(g->d_v_rows + (size_t)t * KD + h * HD, g->d_v + ((size_t)h * n_keys + g->n_past + t - t0) * HD, sizeof(float) * HD);
+            }
+            if (g->d_past) {                    /* the keys before (one sequence): constants of the layer, gradients out */
+                size_t at = ((size_t)l * KVH + h) * g->d_past->max_tokens * HD;
+                memcpy(g->d_past->k + at, g->d_k + (size_t)h * n_keys * HD, sizeof(float) * g->n_past * HD);
+                memcpy(g->d_past->v + at, g->d_v + (size_t)h * n_keys * HD, sizeof(float) * g->n_past * HD);
+            }
         }
-        if (g->d_past) {                        /* the keys before: constants of the layer, gradients out */
-            size_t at = ((size_t)l * KVH + h) * g->d_past->max_tokens * HD;
-            memcpy(g->d_past->k + at, g->d_k + (size_t)h * n_keys * HD, sizeof(float) * g->n_past * HD);
-            memcpy(g->d_past->v + at, g->d_v + (size_t)h * n_keys * HD, sizeof(float) * g->n_past * HD);
-        }
+        t0 += n;
     }
     for (int t = 0; t < T; t++) {
         float *dq = g->d_q + (size_t)t * QD, *dk = g->d_k_rows + (size_t)t * KD;
@@ -4119,8 +4147,12 @@ int kvl_generate_after(KvlModel *m, KvlCache *cache, const int *prompt, int n_pr
 
 typedef struct {
     int max_tokens, rank;
+    int max_seq;          /* the longest of the sequences a pass reads side by side (max_tokens in all) */
     int max_past, n_past; /* keys and values the student reads before its tokens (a cartridge), in
                              cache's first n_past positions, put there by the caller; usually 0 */
+    int n_tokens;         /* the pass student_forward made: T tokens, one sequence or n_seqs of */
+    int n_seqs;           /* seq_len[s] tokens one after another (LayerBuffers' n_seqs; the caller's */
+    const int *seq_len;   /* array, read again by the backward) */
     size_t bytes;         /* all of the below, for the record (kvlora bench prints it) */
     KvlCache cache;       /* the keys (after RoPE) and values the student reads and writes, all layers */
     KvlCache d_past;      /* d loss / d the n_past keys and values before the tokens, when max_past > 0 */
@@ -4129,7 +4161,7 @@ typedef struct {
     float *q_raw;         /* [L][T][H*HD] q_proj output before q_norm (qk_norm only) */
     float *k_raw;         /* [L][T][KVH*HD] k_proj output before k_norm (qk_norm only) */
     float *q;             /* [L][T][H*HD] queries after norm and RoPE */
-    float *att;           /* [L][H][T][n_past + T] attention probabilities */
+    float *att;           /* [L][H][T][n_past + the longest sequence] attention probabilities */
     float *att_out;       /* [L][T][H*HD] */
     float *res_mlp;       /* [L][T][D] residual stream entering the MLP */
     float *xn_mlp;        /* [L][T][D] its RMSNorm */
@@ -4145,15 +4177,15 @@ typedef struct {
     float *d_res;         /* [T][D] d loss / d residual stream */
     float *d_xn;          /* [T][D] */
     float *d_q;           /* [T][H*HD] */
-    float *d_k;           /* [KVH][n_past + T][HD] (the cache's layout) */
-    float *d_v;           /* [KVH][n_past + T][HD] */
+    float *d_k;           /* [KVH][n_past + a sequence's T][HD] (the cache's layout) */
+    float *d_v;           /* [KVH][n_past + a sequence's T][HD] */
     float *d_att_out;     /* [T][H*HD] */
     float *d_gate;        /* [T][F] */
     float *d_up;          /* [T][F] */
     float *d_hidden;      /* [T][F] */
     float *d_u;           /* [T][R] */
     float *d_k_rows;      /* [T][KVH*HD] d_k in the projections' layout */
-    float *d_p;           /* [H][n_past + T] d loss / d attention probability, one row per head */
+    float *d_p;           /* [H][n_past + a sequence's T] d loss / d attention probability, one row per head */
     float *d_logits;      /* [T][V] */
     float *dy_t;          /* [max(F, H*HD, D, R)][T] a layer's output gradient, transposed; [V][T] when pretraining */
     const int *tokens;    /* the sequence student_forward read, for the embedding's gradient (pretraining) */
@@ -4172,16 +4204,18 @@ static void acts_free(Acts *a)
     memset(a, 0, sizeof *a);
 }
 
-/* The student's activations for up to max_tokens tokens after up to max_past keys. */
-static int acts_init(Acts *a, const KvlConfig *c, int max_past, int max_tokens, int rank, int weight_grads)
+/* The student's activations for passes of up to max_tokens tokens, sequences of up to
+   max_seq tokens each, after up to max_past keys. */
+static int acts_init(Acts *a, const KvlConfig *c, int max_past, int max_tokens, int max_seq, int rank, int weight_grads)
 {
     memset(a, 0, sizeof *a);
-    size_t T = (size_t)max_tokens, L = (size_t)c->n_layers, D = (size_t)c->dim, F = (size_t)c->ffn_dim, K = (size_t)max_past + T;
+    size_t T = (size_t)max_tokens, L = (size_t)c->n_layers, D = (size_t)c->dim, F = (size_t)c->ffn_dim, K = (size_t)max_past + max_seq;
     size_t QD = (size_t)c->n_heads * c->head_dim, KD = (size_t)c->n_kv_heads * c->head_dim, H = (size_t)c->n_heads;
     size_t widest = QD > F ? QD : F;
     if (D > widest) widest = D;
     size_t widest_out = widest > (size_t)c->vocab_size ? widest : (size_t)c->vocab_size;
     a->max_tokens = max_tokens;
+    a->max_seq = max_seq;
     a->max_past = max_past;
     a->rank = rank;
     if (kvl_cache_init(&a->cache, c, max_past + max_tokens) || (max_past && kvl_cache_init(&a->d_past, c, max_past))) {
@@ -4199,7 +4233,7 @@ static int acts_init(Acts *a, const KvlConfig *c, int max_past, int max_tokens, 
         {&a->q_raw, c->qk_norm ? L * T * QD : 0}, {&a->k_raw, c->qk_norm ? L * T * KD : 0},
         {&a->dy_t, (weight_grads ? widest_out : widest > (size_t)rank ? widest : (size_t)rank) * T},
     };
-    a->bytes = kvl_cache_bytes_per_token(c) * (K + max_past) + (size_t)KVL_N_TARGETS * L * T * rank * sizeof(float);
+    a->bytes = kvl_cache_bytes_per_token(c) * (T + 2 * (size_t)max_past) + (size_t)KVL_N_TARGETS * L * T * rank * sizeof(float);
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
         if (bufs[i].n && !(*bufs[i].p = xmalloc(sizeof(float) * bufs[i].n))) { acts_free(a); return error_wrap("activations for %d tokens", max_tokens); }
         a->bytes += sizeof(float) * bufs[i].n;
@@ -4211,19 +4245,21 @@ static int acts_init(Acts *a, const KvlConfig *c, int max_past, int max_tokens, 
 
 /* Where layer l of the student keeps its activations: its own slice of a (the backward
    reads them), and the forward pass's scratch for what only the forward needs. */
-static void student_layer_buffers(LayerBuffers *b, const KvlModel *m, const Acts *a, int l, int T)
+static void student_layer_buffers(LayerBuffers *b, const KvlModel *m, const Acts *a, int l)
 {
     const KvlConfig *c = &m->config;
     const KvlScratch *s = m->scratch;
-    int D = c->dim, H = c->n_heads, KD = c->n_kv_heads * c->head_dim, F = c->ffn_dim, R = a->rank;
-    int QD = H * c->head_dim;
+    int D = c->dim, H = c->n_heads, KD = c->n_kv_heads * c->head_dim, F = c->ffn_dim, R = a->rank, T = a->n_tokens;
+    int QD = H * c->head_dim, longest = a->n_seqs ? 0 : T;
+    for (int i = 0; i < a->n_seqs; i++)
+        if (a->seq_len[i] > longest) longest = a->seq_len[i];
     size_t LD = (size_t)l * T * D, LQ = (size_t)l * T * QD, LF = (size_t)l * T * F;
     b->res_attn = a->res_attn + LD; b->xn_attn = a->xn_attn + LD;
     b->res_mlp = a->res_mlp + LD; b->xn_mlp = a->xn_mlp + LD;
     b->q = a->q + LQ; b->k = s->k; b->v = s->v;     /* k and v live on in the student's cache */
     b->q_raw = c->qk_norm ? a->q_raw + LQ : NULL;
     b->k_raw = c->qk_norm ? a->k_raw + (size_t)l * T * KD : NULL;
-    size_t n_keys = (size_t)a->n_past + T;
+    size_t n_keys = (size_t)a->n_past + longest;  /* a row of probabilities for each token */
     b->att = a->att + (size_t)l * H * T * n_keys; b->att_head_stride = (size_t)T * n_keys; b->att_row_stride = n_keys;
     b->att_out = a->att_out + LQ;
     b->gate = a->gate + LF; b->up = a->up + LF; b->hidden = a->hidden + LF;
@@ -4231,25 +4267,37 @@ static void student_layer_buffers(LayerBuffers *b, const KvlModel *m, const Acts
     for (int k = 0; k < KVL_N_TARGETS; k++) b->u[k] = a->lora_u[k] + (size_t)l * T * R;
     b->lora_tmp = a->lora_tmp;
     b->rope_cos = s->rope_cos; b->rope_sin = s->rope_sin;
+    b->n_seqs = a->n_seqs; b->seq_len = a->seq_len;
 }
 
 /* The student's forward pass over tokens[0..T) at positions a->n_past ... (usually 0) with
    the model's adapter (m->lora): section 6's layer_forward, each layer writing into its own
-   slice of a. */
-static void student_forward(Acts *a, const int *tokens, KvlModel *m, int T)
+   slice of a. With n_seqs > 0 the tokens are that many sequences of seq_len[s] tokens one
+   after another (a pass over several probes, which reads each weight once for them all),
+   each from position a->n_past and reading only its own keys (several sequences need
+   n_past 0: they would share the keys before); every row's sums are the ones it would
+   have alone. a keeps seq_len, which must stay as it is until the backward. */
+static void student_forward(Acts *a, const int *tokens, KvlModel *m, int T, const int *seq_len, int n_seqs)
 {
     const KvlConfig *c = &m->config;
     const KvlWeights *w = &m->w;
     KvlScratch *s = m->scratch;
-    int D = c->dim;
+    int D = c->dim, half = c->head_dim / 2;
     float *x = a->res_final;                    /* the running residual stream */
     a->tokens = tokens;
+    a->n_tokens = T;
+    a->n_seqs = n_seqs;
+    a->seq_len = seq_len;
     embedding_forward(x, tokens, w->embed, T, D);
-    rope_tables(s->rope_cos, s->rope_sin, s->inv_freq, a->n_past, T, c->head_dim / 2);
+    for (int i = 0, t0 = 0; i < (n_seqs ? n_seqs : 1); i++) {
+        int n = n_seqs ? seq_len[i] : T;
+        rope_tables(s->rope_cos + (size_t)t0 * half, s->rope_sin + (size_t)t0 * half, s->inv_freq, a->n_past, n, half);
+        t0 += n;
+    }
     a->cache.n_tokens = a->n_past;
     for (int l = 0; l < c->n_layers; l++) {
         LayerBuffers b;
-        student_layer_buffers(&b, m, a, l, T);
+        student_layer_buffers(&b, m, a, l);
         layer_forward(x, &a->cache, &b, m, l, a->n_past, T);
     }
     a->cache.n_tokens = a->n_past + T;
@@ -4261,11 +4309,11 @@ static void student_forward(Acts *a, const int *tokens, KvlModel *m, int T)
    to the LoRA gradients, which are added to dlora (when not NULL), and, when pretraining,
    to the gradients of every weight, added to dw (same layout as m->w; NULL: frozen). With
    keys before the tokens (a->n_past > 0), their gradients are written to a->d_past. */
-static void student_backward(KvlWeights *dw, KvlLora *dlora, Acts *a, KvlModel *m, int T)
+static void student_backward(KvlWeights *dw, KvlLora *dlora, Acts *a, KvlModel *m)
 {
     const KvlConfig *c = &m->config;
     const KvlWeights *w = &m->w;
-    int D = c->dim;
+    int D = c->dim, T = a->n_tokens;
 
     /* logits = lm_head(RMSNorm(x)) */
     memset(a->d_xn, 0, sizeof(float) * T * D);
@@ -4283,7 +4331,7 @@ static void student_backward(KvlWeights *dw, KvlLora *dlora, Acts *a, KvlModel *
                     .d_hidden = a->d_hidden, .d_u = a->d_u, .d_head = a->lora_tmp, .dy_t = a->dy_t};
     for (int l = c->n_layers - 1; l >= 0; l--) {
         LayerBuffers b;
-        student_layer_buffers(&b, m, a, l, T);
+        student_layer_buffers(&b, m, a, l);
         layer_backward(a->d_res, dw, dlora, &b, &a->cache, m, l, T, &g);
     }
     /* with tied embeddings the embedding's rows already hold lm_head's gradient */
@@ -4852,37 +4900,59 @@ static void kl_topk_forward_backward(double *loss, float *d_student, const float
     }
 }
 
-/* One probe of distillation: the student (the model with m->lora, after a->n_past keys
-   when a cartridge is trained) reads prefix ++ probe, the teacher's rows for the probe's
-   n_probe positions are given (logits, or with topk > 0 the sparse rows above, KL only);
-   stores in *loss this probe's share of the batch loss (its summed loss / n_total), and,
-   with backward, adds d loss / d LoRA to dlora (when not NULL) and writes the cartridge's
-   gradients to a->d_past (when a->n_past > 0). a must hold n_prefix + n_probe tokens. */
-static int distill_probe(KvlModel *m, Acts *a, int backward, KvlLora *dlora, const int *tokens, int n_prefix, int n_probe,
-                         const void *teacher, int use_kl, int topk, int n_total, double *loss)
+/* The most tokens a pass of the student reads side by side unless the options say otherwise
+   (KvlDistillOptions.pass_tokens). */
+#define PASS_TOKENS 256
+
+/* A probe as the student's pass reads it: its tokens (after the prefix) and the teacher's
+   rows for them: logits, or with topk > 0 the sparse rows above (KL only). */
+typedef struct { const int *ids; int n; const void *teacher; int topk; } PassProbe;
+
+/* One pass of the student (the model with m->lora, after a->n_past keys when a cartridge
+   is trained) over n_probes probes side by side, each read as prefix ++ probe (student_forward's
+   sequences). Stores in parts[i] probe i's share of the batch loss (its summed loss /
+   n_total), and, with backward, adds d loss / d LoRA to dlora (when not NULL) and writes
+   the cartridge's gradients to a->d_past (when a->n_past > 0: one probe a pass). The
+   gradients are the sums of passes of one probe each, bit for bit: the weight gradients
+   add each token's term in turn, and the probes' tokens come in their order. */
+static int distill_pass(KvlModel *m, Acts *a, int backward, KvlLora *dlora, const int *prefix, int n_prefix,
+                        const PassProbe *probes, int n_probes, int use_kl, int n_total, double *parts)
 {
-    const KvlConfig *c = &m->config;
-    int T = n_prefix + n_probe, V = c->vocab_size;
-    if (T > a->max_tokens) return fail("probe of %d tokens exceeds the %d the activations hold", T, a->max_tokens);
-    if (scratch_reserve(m, T, a->n_past + T)) return -1;
-    student_forward(a, tokens, m, T);
-    const float *zs = a->logits + (size_t)n_prefix * V;
-    if (topk > 0) {
-        *loss = 0.0;
-        kl_topk_forward_backward(loss, a->d_logits + (size_t)n_prefix * V, zs, teacher, n_probe, V, topk, n_total);
-        if (!backward) return 0;
-    } else if (backward && use_kl) {
-        *loss = 0.0;
-        kl_forward_backward(loss, a->d_logits + (size_t)n_prefix * V, zs, teacher, n_probe, V, n_total);
-    } else {
-        if (loss_forward(loss, zs, teacher, n_probe, V, use_kl)) return -1;
-        *loss *= (double)n_probe / n_total;
-        if (!backward) return 0;
-        mse_backward(a->d_logits + (size_t)n_prefix * V, zs, teacher, n_probe, V, n_total);
+    int V = m->config.vocab_size, T = 0, longest = 0, r = -1;
+    for (int i = 0; i < n_probes; i++) {
+        T += n_prefix + probes[i].n;
+        if (n_prefix + probes[i].n > longest) longest = n_prefix + probes[i].n;
     }
-    memset(a->d_logits, 0, sizeof(float) * (size_t)n_prefix * V);
-    student_backward(NULL, dlora, a, m, T);
-    return 0;
+    if (T > a->max_tokens || longest > a->max_seq || (n_probes > 1 && a->n_past))
+        return fail("a pass of %d probes (%d tokens) exceeds what the activations hold", n_probes, T);
+    int *ids = xmalloc(sizeof(int) * (size_t)T), *seq_len = xmalloc(sizeof(int) * (size_t)n_probes);
+    if (!ids || !seq_len || scratch_reserve(m, T, a->n_past + longest)) goto done;
+    for (int i = 0, t0 = 0; i < n_probes; t0 += seq_len[i++]) {
+        seq_len[i] = n_prefix + probes[i].n;
+        if (n_prefix) memcpy(ids + t0, prefix, sizeof(int) * n_prefix);
+        memcpy(ids + t0 + n_prefix, probes[i].ids, sizeof(int) * probes[i].n);
+    }
+    student_forward(a, ids, m, T, seq_len, n_probes);
+    for (int i = 0, t0 = 0; i < n_probes; t0 += seq_len[i++]) {
+        const PassProbe *p = &probes[i];
+        const float *zs = a->logits + (size_t)(t0 + n_prefix) * V;
+        float *d_zs = a->d_logits + (size_t)(t0 + n_prefix) * V;
+        parts[i] = 0.0;
+        if (p->topk > 0) kl_topk_forward_backward(&parts[i], d_zs, zs, p->teacher, p->n, V, p->topk, n_total);
+        else if (backward && use_kl) kl_forward_backward(&parts[i], d_zs, zs, p->teacher, p->n, V, n_total);
+        else {
+            if (loss_forward(&parts[i], zs, p->teacher, p->n, V, use_kl)) goto done;
+            parts[i] *= (double)p->n / n_total;
+            if (backward) mse_backward(d_zs, zs, p->teacher, p->n, V, n_total);
+        }
+        memset(a->d_logits + (size_t)t0 * V, 0, sizeof(float) * (size_t)n_prefix * V);
+    }
+    if (backward) student_backward(NULL, dlora, a, m);
+    r = 0;
+done:
+    free(ids);
+    free(seq_len);
+    return r;
 }
 
 /* AdamW (Loshchilov & Hutter), as torch.optim.AdamW: decoupled weight decay, then
@@ -5238,28 +5308,51 @@ static void cartridge_slots(KvlCache *cache, int first, int n, float *flat, int 
         }
 }
 
-/* The mean loss over every probe of sets[0 .. n_sets) with the student as it stands (acts
-   and seq as distill_sets has them): each probe's loss weighted by its share of the
-   tokens, added in the probes' order, as distill_loss adds them. */
-static int sets_loss(KvlModel *m, Acts *acts, int *seq, int n_prefix, const TeacherSet *sets, int n_sets, int use_kl,
-                     unsigned char *buffer, double *loss)
+/* Probe `probe` of teacher set `set`. */
+typedef struct { int set, probe; } ProbeRef;
+
+/* The probes of the student's next pass, from list[first] on: as many as its activations
+   hold side by side (their tokens, the prefix with each; one at a time after a cartridge's
+   keys), at least one. Fills pass[] and returns their count, or -1 when their teacher rows,
+   in a file, cannot be read (into buffer, one probe's after another). */
+static int next_pass(PassProbe *pass, const Acts *a, int n_prefix, const TeacherSet *sets, const ProbeRef *list, int first, int n,
+                     unsigned char *buffer)
+{
+    int k = 0, tokens = 0;
+    for (; first + k < n; k++) {
+        const TeacherSet *ts = &sets[list[first + k].set];
+        const KvlProbe *p = &ts->probes[list[first + k].probe];
+        if (k > 0 && (a->n_past || tokens + n_prefix + p->n > a->max_tokens)) break;
+        const unsigned char *rows = teacher_set_rows(ts, list[first + k].probe, buffer);
+        if (!rows) return -1;
+        if (!ts->rows) buffer += ts->row_bytes * p->n;
+        pass[k] = (PassProbe){p->ids, p->n, rows, ts->topk};
+        tokens += n_prefix + p->n;
+    }
+    return k;
+}
+
+/* The mean loss over the probes list[0 .. n) (every probe of the main sets) with the
+   student as it stands: each probe's loss weighted by its share of the tokens, added in
+   the probes' order, as distill_loss adds them. pass and parts: room for n. */
+static int sets_loss(KvlModel *m, Acts *acts, const int *prefix, int n_prefix, const TeacherSet *sets, const ProbeRef *list, int n,
+                     int use_kl, unsigned char *buffer, PassProbe *pass, double *parts, double *loss)
 {
     int n_total = 0;
     long long done = 0;
     double start = now_seconds();
-    for (int s = 0; s < n_sets; s++)
-        for (int i = 0; i < sets[s].n_probes; i++) n_total += sets[s].probes[i].n;
+    for (int i = 0; i < n; i++) n_total += sets[list[i].set].probes[list[i].probe].n;
     *loss = 0.0;
-    for (int s = 0; s < n_sets; s++)
-        for (int i = 0; i < sets[s].n_probes; i++) {
-            const KvlProbe *p = &sets[s].probes[i];
-            const unsigned char *zt = teacher_set_rows(&sets[s], i, buffer);
-            double part = 0.0;
-            memcpy(seq + n_prefix, p->ids, sizeof(int) * p->n);
-            if (!zt || distill_probe(m, acts, 0, NULL, seq, n_prefix, p->n, zt, use_kl, sets[s].topk, n_total, &part)) return -1;
-            *loss += part;
-            report_phase("loss", done += p->n, n_total, start);
+    for (int first = 0, k; first < n; first += k) {
+        if ((k = next_pass(pass, acts, n_prefix, sets, list, first, n, buffer)) < 0 ||
+            distill_pass(m, acts, 0, NULL, prefix, n_prefix, pass, k, use_kl, n_total, parts))
+            return -1;
+        for (int i = 0; i < k; i++) {
+            *loss += parts[i];
+            done += pass[i].n;
         }
+        report_phase("loss", done, n_total, start);
+    }
     return 0;
 }
 
@@ -5281,11 +5374,12 @@ static int distill_sets(KvlModel *m, const int *prefix, int n_prefix, const Teac
 {
     const KvlConfig *c = &m->config;
     int max_len = 0, n_pool[2] = {0, 0}, r = -1;
-    size_t read_bytes = 0;
+    size_t file_row_bytes = 0, all_tokens = 0;
     for (int s = 0; s < n_sets; s++) {
         n_pool[s >= n_main] += sets[s].n_probes;
         if (sets[s].max_len > max_len) max_len = sets[s].max_len;
-        if (!sets[s].rows && sets[s].row_bytes * sets[s].max_len > read_bytes) read_bytes = sets[s].row_bytes * sets[s].max_len;
+        if (!sets[s].rows && sets[s].row_bytes > file_row_bytes) file_row_bytes = sets[s].row_bytes;
+        for (int i = 0; i < sets[s].n_probes; i++) all_tokens += (size_t)n_prefix + sets[s].probes[i].n;
     }
     if (n_pool[0] < 1) return fail("distill: no probes");
     if (n_prefix + max_len > c->max_positions) return fail("distill: prefix and probe exceed the model's positions");
@@ -5300,6 +5394,10 @@ static int distill_sets(KvlModel *m, const int *prefix, int n_prefix, const Teac
     if (n_new + n_old > 4096) return fail("distill: batch %d is larger than 4096", n_new + n_old);
     const KvlLora *other = opt->orthogonal_to;
     int n_past = lora ? 0 : cartridge->n_tokens, n_slots = n_past - n_frozen;
+    /* the student's passes: probes side by side up to opt->pass_tokens tokens (one at a time after a cartridge's keys) */
+    size_t most = opt->pass_tokens > 0 ? (size_t)opt->pass_tokens : PASS_TOKENS;
+    int pass_tokens = n_past ? 0 : (int)(all_tokens < most ? all_tokens : most);
+    if (pass_tokens < n_prefix + max_len) pass_tokens = n_prefix + max_len;
     if (!lora && (other || n_prefix || n_slots < 1 || n_past + max_len > c->max_positions))
         return fail("distill: a cartridge of %d slots after %d positions, with %d tokens of prefix and probes of %d", n_slots, n_frozen, n_prefix, max_len);
     if (other && other->n_layers != lora->n_layers) return fail("distill: orthogonal_to has %d layers, the adapter %d", other->n_layers, lora->n_layers);
@@ -5311,20 +5409,21 @@ static int distill_sets(KvlModel *m, const int *prefix, int n_prefix, const Teac
     Acts acts = {0};
     size_t n_params = lora ? lora->n_params : (size_t)2 * c->n_layers * c->n_kv_heads * n_slots * c->head_dim;
     float *params = lora ? lora->params : xmalloc(sizeof(float) * n_params), *grads = NULL;
-    typedef struct { int set, probe; } PoolEntry;
-    PoolEntry *pool[2];                         /* pool p's probes: the main one (0), the replayed one (1) */
-    int *order[2], *seq = xmalloc(sizeof(int) * (n_prefix + max_len));
-    unsigned char *buffer = read_bytes ? xmalloc(read_bytes) : NULL;
+    ProbeRef *pool[2];                          /* pool p's probes: the main one (0), the replayed one (1) */
+    int *order[2];
+    PassProbe *pass = xmalloc(sizeof *pass * (size_t)pass_tokens);      /* (a probe has a token at least) */
+    double *parts = xmalloc(sizeof(double) * (size_t)pass_tokens);
+    unsigned char *buffer = file_row_bytes ? xmalloc(file_row_bytes * (size_t)pass_tokens) : NULL;
     for (int p = 0; p < 2; p++) {
-        pool[p] = xmalloc(sizeof(PoolEntry) * (n_pool[p] + 1));
+        pool[p] = xmalloc(sizeof(ProbeRef) * (n_pool[p] + 1));
         order[p] = xmalloc(sizeof(int) * (n_pool[p] + 1));
     }
     const KvlLora *keep = m->lora;
-    if (!seq || (read_bytes && !buffer) || !pool[0] || !order[0] || !pool[1] || !order[1] || !params ||
+    if (!pass || !parts || (file_row_bytes && !buffer) || !pool[0] || !order[0] || !pool[1] || !order[1] || !params ||
         (lora ? lora_alloc_like(&grad, lora, c) : !(grads = xmalloc(sizeof(float) * n_params))) ||
         !(adam.m = xcalloc(n_params, sizeof(float))) || !(adam.v = xcalloc(n_params, sizeof(float))) ||
-        acts_init(&acts, c, n_past, n_prefix + max_len, lora ? lora->rank : 1, 0) ||
-        scratch_reserve(m, n_prefix + max_len, n_past + n_prefix + max_len) || (opt->orthogonal_to && orthonormal_rows(&basis, opt->orthogonal_to, c)))
+        acts_init(&acts, c, n_past, pass_tokens, n_prefix + max_len, lora ? lora->rank : 1, 0) ||
+        scratch_reserve(m, pass_tokens, n_past + n_prefix + max_len) || (opt->orthogonal_to && orthonormal_rows(&basis, opt->orthogonal_to, c)))
         goto done;
     if (lora) grads = grad.params;
     else {                                      /* the student reads the cartridge; its slots are set anew each step */
@@ -5335,23 +5434,23 @@ static int distill_sets(KvlModel *m, const int *prefix, int n_prefix, const Teac
     for (int s = 0, j[2] = {0, 0}; s < n_sets; s++)
         for (int i = 0; i < sets[s].n_probes; i++) {
             int p = s >= n_main;
-            pool[p][j[p]] = (PoolEntry){s, i};
+            pool[p][j[p]] = (ProbeRef){s, i};
             order[p][j[p]] = j[p];
             j[p]++;
         }
     if (opt->orthogonal_to) project_out_rows(lora, &basis);
-    if (n_prefix) memcpy(seq, prefix, sizeof(int) * n_prefix);
     m->lora = lora;
     KvlRng rng[2];
     kvl_rng_seed(&rng[0], opt->seed ^ 0xd15711ull);
     kvl_rng_seed(&rng[1], opt->seed ^ 0x4e91a7ull);
     int next[2] = {n_pool[0], n_pool[1]};               /* positions in the shuffled orders */
-    if (opt->loss_before && sets_loss(m, &acts, seq, n_prefix, sets, n_main, opt->use_kl, buffer, opt->loss_before)) goto done;
+    if (opt->loss_before && sets_loss(m, &acts, prefix, n_prefix, sets, pool[0], n_pool[0], opt->use_kl, buffer, pass, parts, opt->loss_before))
+        goto done;
     double start = now_seconds(), loss = 0.0;
     int stopped = 0;
     for (int step = 0; step < opt->steps && !stopped; step++) {
         int chosen[4096], n_chosen = 0, n_total = 0;
-        PoolEntry batch[4096];
+        ProbeRef batch[4096];
         for (int p = 0; p < 2; p++) {
             int n = next_batch(chosen, p ? n_old : n_new, order[p], &next[p], n_pool[p], &rng[p]);
             for (int b = 0; b < n; b++) batch[n_chosen++] = pool[p][chosen[b]];
@@ -5360,15 +5459,12 @@ static int distill_sets(KvlModel *m, const int *prefix, int n_prefix, const Teac
         memset(grads, 0, sizeof(float) * n_params);
         if (!lora) cartridge_slots(&acts.cache, n_frozen, n_slots, params, FLAT_TO_SLOTS);
         loss = 0.0;
-        for (int b = 0; b < n_chosen; b++) {
-            const TeacherSet *ts = &sets[batch[b].set];
-            const KvlProbe *p = &ts->probes[batch[b].probe];
-            const unsigned char *zt = teacher_set_rows(ts, batch[b].probe, buffer);
-            double part = 0.0;
-            memcpy(seq + n_prefix, p->ids, sizeof(int) * p->n);
-            if (!zt || distill_probe(m, &acts, 1, lora ? &grad : NULL, seq, n_prefix, p->n, zt, opt->use_kl, ts->topk, n_total, &part)) goto done;
+        for (int first = 0, k; first < n_chosen; first += k) {
+            if ((k = next_pass(pass, &acts, n_prefix, sets, batch, first, n_chosen, buffer)) < 0 ||
+                distill_pass(m, &acts, 1, lora ? &grad : NULL, prefix, n_prefix, pass, k, opt->use_kl, n_total, parts))
+                goto done;
             if (!lora) cartridge_slots(&acts.d_past, n_frozen, n_slots, grads, SLOTS_ADD_TO_FLAT);
-            loss += part;
+            for (int i = 0; i < k; i++) loss += parts[i];
         }
         adamw_step(&adam, params, grads, n_params);
         if (opt->orthogonal_to) project_out_rows(lora, &basis);
@@ -5382,14 +5478,15 @@ static int distill_sets(KvlModel *m, const int *prefix, int n_prefix, const Teac
     if (opt->loss_after) {
         *opt->loss_after = NAN;
         if (!lora) cartridge_slots(&acts.cache, n_frozen, n_slots, params, FLAT_TO_SLOTS);
-        if (!stopped && sets_loss(m, &acts, seq, n_prefix, sets, n_main, opt->use_kl, buffer, opt->loss_after)) goto done;
+        if (!stopped && sets_loss(m, &acts, prefix, n_prefix, sets, pool[0], n_pool[0], opt->use_kl, buffer, pass, parts, opt->loss_after))
+            goto done;
     }
     r = 0;
 done:
     m->lora = keep;
     for (int p = 0; p < 2; p++) { free(pool[p]); free(order[p]); }
     if (!lora) { free(params); free(grads); }
-    free(seq); free(buffer); free(adam.m); free(adam.v);
+    free(pass); free(parts); free(buffer); free(adam.m); free(adam.v);
     kvl_lora_free(&grad);
     kvl_lora_free(&basis);
     acts_free(&acts);
@@ -5464,7 +5561,6 @@ static int distill_loss(KvlModel *m, KvlCache *cache, const int *prefix, int n_p
         n_total += probes[i].n;
     }
     Acts acts = {0};
-    int *seq = xmalloc(sizeof(int) * (n_prefix + max_len));
     float *teacher = xmalloc(sizeof(float) * (size_t)max_len * c->vocab_size);
     *loss = 0.0;
     const KvlLora *keep = m->lora;
@@ -5473,21 +5569,20 @@ static int distill_loss(KvlModel *m, KvlCache *cache, const int *prefix, int n_p
         fail("distill loss: the cartridge is %s", cartridge->n_evicted ? "evicted" : "for another model shape");
         goto done;
     }
-    if (!seq || !teacher || acts_init(&acts, c, cartridge ? cartridge->n_tokens : 0, n_prefix + max_len, m->lora ? m->lora->rank : 1, 0) ||
+    if (!teacher || acts_init(&acts, c, cartridge ? cartridge->n_tokens : 0, n_prefix + max_len, n_prefix + max_len, m->lora ? m->lora->rank : 1, 0) ||
         scratch_reserve(m, n_prefix + max_len, cache->max_tokens))
         goto done;
     if (cartridge) {
         cache_copy_into(&acts.cache, cartridge, cartridge->n_tokens);
         acts.n_past = cartridge->n_tokens;
     }
-    if (n_prefix) memcpy(seq, prefix, sizeof(int) * n_prefix);
     double start = now_seconds();
     long long done_tokens = 0;
     for (int i = 0; i < n_probes; i++) {
         double part = 0.0;
-        memcpy(seq + n_prefix, probes[i].ids, sizeof(int) * probes[i].n);
+        PassProbe probe = {probes[i].ids, probes[i].n, teacher, 0};
         if (teacher_forward(m, cache, n_ctx, &probes[i], teacher) ||
-            distill_probe(m, &acts, 0, NULL, seq, n_prefix, probes[i].n, teacher, use_kl, 0, n_total, &part))
+            distill_pass(m, &acts, 0, NULL, prefix, n_prefix, &probe, 1, use_kl, n_total, &part))
             goto done;
         *loss += part;
         report_phase("loss", done_tokens += probes[i].n, n_total, start);
@@ -5495,7 +5590,6 @@ static int distill_loss(KvlModel *m, KvlCache *cache, const int *prefix, int n_p
     r = 0;
 done:
     m->lora = keep;
-    free(seq);
     free(teacher);
     acts_free(&acts);
     return r;
@@ -5879,7 +5973,9 @@ static void student_block_forward(Acts *a, KvlModel *m, float *x, int T, int l, 
     KvlScratch *s = m->scratch;
     LayerBuffers b;
     rope_tables(s->rope_cos, s->rope_sin, s->inv_freq, 0, T, m->config.head_dim / 2);
-    student_layer_buffers(&b, m, a, l, T);
+    a->n_tokens = T;
+    a->n_seqs = 0;
+    student_layer_buffers(&b, m, a, l);
     a->cache.n_tokens = 0;
     if (block == 0) attention_block_forward(x, &a->cache, &b, m, l, 0, T);
     else mlp_block_forward(x, &b, m, l, T);
@@ -5909,7 +6005,7 @@ int kvl_distill_closed_form(KvlModel *m, KvlCache *cache, const int *prefix, int
     for (int g = 0; g < N_GROUPS; g++) teacher[g] = xmalloc(sizeof(float) * (size_t)c->n_layers * n_all * group_width(c, g));
     student = xmalloc(sizeof(float) * n_all * widest);
     if (!xn_mlp || !entering || !seq || !student || !teacher[0] || !teacher[1] || !teacher[2] || !teacher[3] ||
-        acts_init(&acts, c, 0, n_prefix + max_len, lora->rank, 0) || scratch_reserve(m, n_prefix + max_len, n_prefix + max_len))
+        acts_init(&acts, c, 0, n_prefix + max_len, n_prefix + max_len, lora->rank, 0) || scratch_reserve(m, n_prefix + max_len, n_prefix + max_len))
         goto done;
     for (size_t at = 0, i = 0; i < (size_t)n_use; at += (size_t)probes[i].n, i++)
         if (teacher_group_inputs(m, cache, n_ctx, probes[i].ids, probes[i].n, xn_mlp, teacher, n_all, at)) goto done;
@@ -6546,7 +6642,7 @@ static int pretrain_lanes_init(PretrainLanes *lanes, const KvlModel *m, int seq_
         lanes->model[i].scratch = NULL;
     }
     for (int i = 0; i < PRETRAIN_LANES; i++)
-        if (model_zeros(&lanes->grad[i], &m->config) || acts_init(&lanes->acts[i], &m->config, 0, seq_len, 1, 1) ||
+        if (model_zeros(&lanes->grad[i], &m->config) || acts_init(&lanes->acts[i], &m->config, 0, seq_len, seq_len, 1, 1) ||
             scratch_reserve(&lanes->model[i], seq_len, seq_len))
             return -1;
     return 0;
@@ -6576,9 +6672,9 @@ static double pretrain_gradient(PretrainLanes *lanes, const PretrainBatch *b, Kv
         lanes->loss[lane] = 0.0;
         for (int k = lane; k < b->n; k += PRETRAIN_LANES) {
             int T = b->lens[k] - 1;
-            student_forward(acts, b->seqs[k], lm, T);
+            student_forward(acts, b->seqs[k], lm, T, NULL, 0);
             xent_forward_backward(&lanes->loss[lane], acts->d_logits, acts->logits, b->seqs[k] + 1, T, V, b->n_tokens);
-            student_backward(&lanes->grad[lane]->w, NULL, acts, lm, T);
+            student_backward(&lanes->grad[lane]->w, NULL, acts, lm);
         }
     }
     double loss = 0.0;
@@ -8150,18 +8246,15 @@ static int dump_logits(KvlModel *m, KvlLora *lora, const Dump *d, float *logits,
 static int dump_gradients(KvlModel *m, KvlLora *lora, const Dump *d, const float *teacher, KvlLora *grad,
                           KvlTensorOut **tensors, char **names, int *n)
 {
-    int T = d->n[0], r, *seq = xmalloc(sizeof(int) * (size_t)(d->n[1] + T));
+    int T = d->n[0], r;
     Acts acts = {0};
+    PassProbe probe = {d->ids[0], T, teacher, 0};
     double loss;
-    if (!seq) return -1;
-    if (d->n[1]) memcpy(seq, d->ids[1], sizeof(int) * d->n[1]);
-    memcpy(seq + d->n[1], d->ids[0], sizeof(int) * T);
     m->lora = lora;
-    r = lora_alloc_like(grad, lora, &m->config) || acts_init(&acts, &m->config, 0, d->n[1] + T, lora->rank, 0) ||
-        distill_probe(m, &acts, 1, grad, seq, d->n[1], T, teacher, d->loss == 0, 0, T, &loss) ||
+    r = lora_alloc_like(grad, lora, &m->config) || acts_init(&acts, &m->config, 0, d->n[1] + T, d->n[1] + T, lora->rank, 0) ||
+        distill_pass(m, &acts, 1, grad, d->ids[1], d->n[1], &probe, 1, d->loss == 0, T, &loss) ||
         lora_tensor_list(grad, "grad.", tensors, names, n);
     acts_free(&acts);
-    free(seq);
     return r;
 }
 
@@ -8179,11 +8272,11 @@ static int dump_activations(KvlModel *m, KvlLora *lora, const Dump *d, float **h
     *tensors = xcalloc((size_t)L + 2, sizeof **tensors);
     *names = xmalloc((size_t)(L + 2) * 24);
     m->lora = d->adapter ? lora : NULL;
-    r = !seq || !*hidden || !*tensors || !*names || acts_init(&acts, c, 0, n, d->adapter ? lora->rank : 0, 0) || scratch_reserve(m, n, n);
+    r = !seq || !*hidden || !*tensors || !*names || acts_init(&acts, c, 0, n, n, d->adapter ? lora->rank : 0, 0) || scratch_reserve(m, n, n);
     if (!r) {
         if (d->n[1]) memcpy(seq, d->ids[1], sizeof(int) * d->n[1]);
         memcpy(seq + d->n[1], d->ids[0], sizeof(int) * T);
-        student_forward(&acts, seq, m, n);
+        student_forward(&acts, seq, m, n, NULL, 0);
         for (int l = 0; l < L + 2; l++) {
             /* layer l's input is res_attn[l]; the last layer's output and the norm's are kept apart */
             const float *from = l < L ? acts.res_attn + (size_t)l * n * D : l == L ? acts.res_final : acts.xn_final;
@@ -8349,7 +8442,7 @@ static const char *distill_usage =
 typedef struct {
     const char *dir, *out, *cache, *queries, *query_ids, *targets, *init;
     ContextArgs ca;
-    long long self_study, self_study_len, chunk_len, rank, steps, batch, seed, every, solve_tokens, teacher_mb, teacher_topk;
+    long long self_study, self_study_len, chunk_len, rank, steps, batch, seed, every, solve_tokens, teacher_mb, teacher_topk, pass_tokens;
     float alpha, lr, weight_decay, damping;
     long long slots;
     int chunks, rslora, loss, method;   /* method: KVL_METHOD_* in the order of --method's choices, then: */
@@ -8495,7 +8588,7 @@ static int distill_probes(KvlModel *m, KvlCache *cache, KvlTokenizer **tok, cons
 static KvlDistillOptions distill_options(const DistillArgs *a, DistillProgress *progress, size_t teacher_memory, const char *teacher_file)
 {
     return (KvlDistillOptions){a->loss == 0, (int)a->steps, (int)a->batch, a->lr, a->weight_decay, (uint64_t)a->seed, print_progress,
-                               progress, teacher_memory, teacher_file, (int)a->teacher_topk, NULL, NULL, NULL};
+                               progress, teacher_memory, teacher_file, (int)a->teacher_topk, NULL, NULL, NULL, (int)a->pass_tokens};
 }
 
 /* The cartridge: its slots from the context's first P tokens, trained, saved as a cache
@@ -8635,6 +8728,9 @@ static int cmd_distill(int argc, char **argv)
         {"--steps", OPT_INT, &a.steps, 0, 1 << 30, "100", "S", "AdamW steps"},
         {"--lr", OPT_POSITIVE, &a.lr, 0, INFINITY, "2e-3", "LR", "the learning rate"},
         {"--batch", OPT_INT, &a.batch, 1, 4096, "4", "B", "probes per step"},
+        {"--pass-tokens", OPT_INT, &a.pass_tokens, 1, 1 << 20, "256", "N", "the most tokens the student reads in one pass (probes side by\n"
+                                                                        "side, each weight read once for them all): more is faster and\n"
+                                                                        "takes more memory; the same adapter whatever N"},
         {"--weight-decay", OPT_FLOAT, &a.weight_decay, 0, INFINITY, "0", "W", "AdamW's weight decay"},
         {"--seed", OPT_INT, &a.seed, 0, INFINITY, "0", "S", "seed of the adapter, the samples and the batches"},
         {"--init", OPT_STRING, &a.init, 0, 0, NULL, "ADAPTER", "start from an existing adapter (its rank, alpha and targets)"},
@@ -9553,7 +9649,7 @@ static int cmd_needle(int argc, char **argv)
         long long rank = run_rank(&a, u);
         o.runs[u] = (KvlNeedleRun){run_method(&a, u), (int)rank, a.alpha > 0 ? a.alpha : 2.0f * rank};
     }
-    o.distill = (KvlDistillOptions){1, (int)a.steps, (int)a.batch, a.lr, 0.0f, (uint64_t)a.seed, NULL, NULL, 0, NULL, (int)a.teacher_topk, NULL, NULL, NULL};
+    o.distill = (KvlDistillOptions){1, (int)a.steps, (int)a.batch, a.lr, 0.0f, (uint64_t)a.seed, NULL, NULL, 0, NULL, (int)a.teacher_topk, NULL, NULL, NULL, 0};
     o.damping = a.damping; o.solve_tokens = (int)a.solve_tokens;
     if (a.sessions && a.frontier) return usage_error("needle", "--sessions or --frontier, not both");
     if (a.sessions) {
@@ -9795,7 +9891,7 @@ static void bench_distill(KvlModel *m, int *ids, int T, int repeat)
     KvlProbe probe = {ids, n_probe};
     Acts acts;                  /* (allocated, never touched: to read their size) */
     double elapsed[2] = {0, 0}, loss;
-    KvlDistillOptions opt = {1, 2 + repeat, 1, 1e-4f, 0.0f, 1, bench_progress, elapsed, 0, NULL, 0, NULL, NULL, NULL};
+    KvlDistillOptions opt = {1, 2 + repeat, 1, 1e-4f, 0.0f, 1, bench_progress, elapsed, 0, NULL, 0, NULL, NULL, NULL, 0};
     kvl_lora_parse_targets("all", has);
     if (n_probe <= 0 || kvl_cache_init(&cache, c, T + n_probe)) return;
     kvl_forward(m, &cache, ids, T, NULL, 0);
@@ -9804,7 +9900,7 @@ static void bench_distill(KvlModel *m, int *ids, int T, int repeat)
     if (kvl_distill(m, &cache, &prefix, 1, &probe, 1, &lora, &opt, &loss)) fprintf(stderr, "kvlora: %s\n", kvl_last_error());
     printf("distill step      %.3f s (r 8, all targets, %d probe tokens, %d cached tokens; mean of %d steps after the first)\n",
            (elapsed[1] - elapsed[0]) / (1 + repeat), n_probe, T, 1 + repeat);
-    if (acts_init(&acts, c, 0, 1 + n_probe, 8, 0) == 0) {
+    if (acts_init(&acts, c, 0, 1 + n_probe, 1 + n_probe, 8, 0) == 0) {
         printf("memory            weights %.1f MB, KV cache %.1f MB, the step's activations %.1f MB, teacher logits %.1f MB\n",
                m->n_params * 4e-6, kvl_cache_bytes_per_token(c) * (double)cache.max_tokens * 1e-6, acts.bytes * 1e-6,
                (double)n_probe * c->vocab_size * 4e-6);

@@ -377,6 +377,12 @@ typedef struct {
        kept bins that the steps print; with orthogonal_to, before is of the adapter once
        projected. *loss_after is NaN whenever progress returned nonzero. */
     double *loss_before, *loss_after;
+    /* The most tokens the student reads in one pass: several probes side by side, each after
+       the prefix, so that each of the model's weights is read once for them all. More is
+       faster, and holds the activations and logits of more tokens (about 1.4 MB a token
+       for SmolLM2-135M's shape). 0: 256. The adapter and the losses are the same bits
+       whatever it is. */
+    int pass_tokens;
 } KvlDistillOptions;
 
 /* Trains lora so that the model with it, reading prefix ++ probe, matches the model alone

@@ -891,7 +891,7 @@ static void test_threads_distill(void)
         kvl_forward(m, &c, ids, T, NULL, 0);
         KvlProbe probe = {ids + 3, 16};
         kvl_lora_init(&adapters[k], &m->config, 4, 8.0f, 0, has, 1);
-        KvlDistillOptions opt = {1, 5, 1, 1e-2f, 0.0f, 1, NULL, NULL, 0, NULL, 0, NULL, NULL, NULL};
+        KvlDistillOptions opt = {1, 5, 1, 1e-2f, 0.0f, 1, NULL, NULL, 0, NULL, 0, NULL, NULL, NULL, 0};
         double loss;
         kvl_distill(m, &c, ids, 1, &probe, 1, &adapters[k], &opt, &loss);
         kvl_cache_free(&c);
@@ -1331,7 +1331,7 @@ static void test_attention_backward(void)
         fill_random(cache.v, (size_t)KVH * T * HD, &rng, 1.0f);
         fill_random(cw, (size_t)T * QD, &rng, 1.0f);
         attention_forward(out, att, (size_t)T * T, (size_t)T, q, &cache, 0, 0, T, &c);
-        attention_backward(dq, dk, dv, cw, att, q, &cache, 0, 0, T, &c, dp);
+        attention_backward(dq, dk, dv, cw, att, (size_t)T * T, T, q, &cache, 0, 0, T, &c, dp);
         float *params[3] = {q, cache.k, cache.v}, *grads[3] = {dq, dk, dv};
         int sizes[3] = {T * QD, KVH * T * HD, KVH * T * HD}, bad = 0, n = 0;
         for (int p = 0; p < 3; p++) {
@@ -1437,6 +1437,14 @@ static void teacher_logits(KvlModel *m, const int *prefix, int n_prefix, const i
     m->lora = keep;
 }
 
+/* distill_pass on one probe: seq is prefix ++ probe, teacher its logits. */
+static int one_probe(KvlModel *m, Acts *a, int backward, KvlLora *dlora, const int *seq, int n_prefix, int n_probe,
+                     const float *teacher, int use_kl, int n_total, double *loss)
+{
+    PassProbe probe = {seq + n_prefix, n_probe, teacher, 0};
+    return distill_pass(m, a, backward, dlora, seq, n_prefix, &probe, 1, use_kl, n_total, loss);
+}
+
 /* What the whole-model tests below share: golden model number mi of student_models, a
    random rank-4 adapter on it, the teacher's logits for a 10-token probe after a 12-token
    context, and the student's activations for BOS ++ probe (seq, 11 tokens). */
@@ -1458,7 +1466,7 @@ static int student_setup(StudentSetup *s, size_t mi)
     teacher_logits(s->m, prefix, 1, context, 12, s->seq + 1, 10, s->teacher);
     random_adapter(&s->lora, c, 4, 100 + mi, 0.1f);
     s->m->lora = &s->lora;
-    acts_init(&s->acts, c, 0, 11, 4, 0);
+    acts_init(&s->acts, c, 0, 11, 11, 4, 0);
     return 0;
 }
 
@@ -1485,7 +1493,7 @@ static void test_model_backward(void)
         for (int use_kl = 1; use_kl >= 0; use_kl--) {
             memset(dlora.params, 0, sizeof(float) * dlora.n_params);
             double loss = 0, lp = 0, lm = 0;
-            distill_probe(m, &st.acts, 1, &dlora, st.seq, 1, 10, st.teacher, use_kl, 0, 10, &loss);
+            one_probe(m, &st.acts, 1, &dlora, st.seq, 1, 10, st.teacher, use_kl, 10, &loss);
             KvlRng rng;
             kvl_rng_seed(&rng, 77);
             int bad = 0, n = 0;
@@ -1497,8 +1505,8 @@ static void test_model_backward(void)
                         size_t i = kvl_rng_u32(&rng) % count;
                         float *p = (ab ? st.lora.B[t] : st.lora.A[t]) + i, keep = *p;
                         float g = (ab ? dlora.B[t] : dlora.A[t])[i];
-                        *p = keep + 1e-2f; distill_probe(m, &st.acts, 0, NULL, st.seq, 1, 10, st.teacher, use_kl, 0, 10, &lp);
-                        *p = keep - 1e-2f; distill_probe(m, &st.acts, 0, NULL, st.seq, 1, 10, st.teacher, use_kl, 0, 10, &lm);
+                        *p = keep + 1e-2f; one_probe(m, &st.acts, 0, NULL, st.seq, 1, 10, st.teacher, use_kl, 10, &lp);
+                        *p = keep - 1e-2f; one_probe(m, &st.acts, 0, NULL, st.seq, 1, 10, st.teacher, use_kl, 10, &lm);
                         *p = keep;
                         double numeric = (lp - lm) / 2e-2;
                         if (!fd_close(g, numeric, scale)) {
@@ -1523,7 +1531,7 @@ static void test_student_forward_matches_inference(void)
         int V = st.m->config.vocab_size;
         float *inference = malloc(sizeof(float) * 11 * V);
         double loss;
-        distill_probe(st.m, &st.acts, 0, NULL, st.seq, 1, 10, st.teacher, 1, 0, 10, &loss);
+        one_probe(st.m, &st.acts, 0, NULL, st.seq, 1, 10, st.teacher, 1, 10, &loss);
         KvlCache cache;
         kvl_cache_init(&cache, &st.m->config, 11);
         kvl_forward(st.m, &cache, st.seq, 11, inference, 11);
@@ -1535,14 +1543,53 @@ static void test_student_forward_matches_inference(void)
     }
 }
 
+/* A pass over several probes side by side (distill_pass: student_forward's sequences) is
+   their passes one at a time, bit for bit: the logits, each probe's loss, and the LoRA
+   gradients summed over the probes, on the five model families (grouped-query attention,
+   biases, q_norm and k_norm, a sliding window of 3, tied embeddings). Probes of 10, 4 and 7
+   tokens after the 1-token prefix (the teacher's rows: the setup's first ones), the KL and
+   the squared difference. */
+static void test_student_pass_matches_probes(void)
+{
+    for (size_t mi = 0; mi < N_STUDENT_MODELS; mi++) {
+        StudentSetup st;
+        if (student_setup(&st, mi)) continue;
+        const KvlConfig *c = &st.m->config;
+        int V = c->vocab_size, lens[3] = {10, 4, 7}, same_logits = 0, same_parts = 0, same_grads = 0;
+        PassProbe probes[3];
+        for (int i = 0; i < 3; i++) probes[i] = (PassProbe){st.seq + 11 - lens[i], lens[i], st.teacher, 0};
+        Acts pass;
+        acts_init(&pass, c, 0, 3 + 21, 11, 4, 0);
+        for (int use_kl = 0; use_kl <= 1; use_kl++) {
+            KvlLora g_pass, g_each;
+            double parts[3], each[3];
+            lora_alloc_like(&g_pass, &st.lora, c);
+            lora_alloc_like(&g_each, &st.lora, c);
+            int r = distill_pass(st.m, &pass, 1, &g_pass, st.seq, 1, probes, 3, use_kl, 21, parts);
+            for (int i = 0, t0 = 0; i < 3; t0 += 1 + lens[i++]) {
+                r |= distill_pass(st.m, &st.acts, 1, &g_each, st.seq, 1, &probes[i], 1, use_kl, 21, &each[i]);
+                same_logits += bits_equal(st.acts.logits, pass.logits + (size_t)t0 * V, (size_t)(1 + lens[i]) * V);
+                same_parts += memcmp(&parts[i], &each[i], sizeof(double)) == 0;
+            }
+            same_grads += r == 0 && bits_equal(g_pass.params, g_each.params, g_pass.n_params);
+            kvl_lora_free(&g_pass);
+            kvl_lora_free(&g_each);
+        }
+        CHECK(same_logits == 6 && same_parts == 6 && same_grads == 2, "%s: 3 probes in one pass == one at a time, bit for bit: "
+              "logits %d of 6, losses %d of 6, LoRA gradients %d of 2", student_models[mi], same_logits, same_parts, same_grads);
+        acts_free(&pass);
+        student_setup_free(&st);
+    }
+}
+
 /* Pretraining's loss on seq (T + 1 tokens: inputs and next-token targets); with dw, also
    its gradient for every weight. */
 static double pretrain_loss(KvlModel *m, Acts *a, const int *seq, int T, KvlWeights *dw)
 {
     double loss = 0;
-    student_forward(a, seq, m, T);
+    student_forward(a, seq, m, T, NULL, 0);
     xent_forward_backward(&loss, a->d_logits, a->logits, seq + 1, T, m->config.vocab_size, T);
-    if (dw) student_backward(dw, NULL, a, m, T);
+    if (dw) student_backward(dw, NULL, a, m);
     return loss;
 }
 
@@ -1561,7 +1608,7 @@ static void test_weight_backward(void)
         int seq[13];
         for (int i = 0; i < 13; i++) seq[i] = (i * 41 + 3) % c->vocab_size;
         Acts a;
-        acts_init(&a, c, 0, 12, 1, 1);
+        acts_init(&a, c, 0, 12, 12, 1, 1);
         scratch_reserve(m, 12, 12);
         model_zeros(&g, c);
         double loss = pretrain_loss(m, &a, seq, 12, &g->w);
@@ -1980,7 +2027,7 @@ static int lora_golden_open(LoraGolden *g, size_t i)
     kvl_st_read_f32(&g->st, te, g->teacher);
     kvl_st_read_f32(&g->st, lo, g->logits);
     lora_alloc_like(&g->grad, &g->lora, &g->m->config);
-    acts_init(&g->a, &g->m->config, 0, g->P + g->T, g->lora.rank, 0);
+    acts_init(&g->a, &g->m->config, 0, g->P + g->T, g->P + g->T, g->lora.rank, 0);
     g->m->lora = &g->lora;
     return 0;
 }
@@ -1989,9 +2036,9 @@ static int lora_golden_open(LoraGolden *g, size_t i)
    LoRA gradients in g->grad. */
 static double lora_golden_probe(LoraGolden *g, int use_kl)
 {
-    double loss;
+    double loss = 0.0;
     memset(g->grad.params, 0, sizeof(float) * g->grad.n_params);
-    distill_probe(g->m, &g->a, 1, &g->grad, g->seq, g->P, g->T, g->teacher, use_kl, 0, g->T, &loss);
+    one_probe(g->m, &g->a, 1, &g->grad, g->seq, g->P, g->T, g->teacher, use_kl, g->T, &loss);
     return loss;
 }
 
@@ -2260,7 +2307,7 @@ static int distill_small(void)
     double last;
     m->lora = &distilled.lora;
     kvl_distill_loss(m, &distilled.cache, distill_prefix, 1, distilled.probes, distilled.n_probes, 1, &distilled.before);
-    distilled.opt = (KvlDistillOptions){1, DISTILL_TEST_STEPS, 4, 1e-2f, 0.0f, 1, NULL, NULL, 0, NULL, 0, NULL, NULL, NULL};
+    distilled.opt = (KvlDistillOptions){1, DISTILL_TEST_STEPS, 4, 1e-2f, 0.0f, 1, NULL, NULL, 0, NULL, 0, NULL, NULL, NULL, 0};
     int r = kvl_distill(m, &distilled.cache, distill_prefix, 1, distilled.probes, distilled.n_probes, &distilled.lora, &distilled.opt, &last);
     CHECK(r == 0, "distill: %s", kvl_last_error());
     kvl_distill_loss(m, &distilled.cache, distill_prefix, 1, distilled.probes, distilled.n_probes, 1, &distilled.after);
@@ -2314,7 +2361,7 @@ static void test_cartridge_gradients(void)
         kvl_cache_init(&cache, c, 1 + 12 + 10);
         kvl_forward(m, &cache, seq, 13, NULL, 0);
         KvlProbe probe = {st.seq + 1, 10};
-        KvlDistillOptions opt = {1, 0, 1, 1e-2f, 0.0f, 1, NULL, NULL, 0, NULL, 0, NULL, NULL, NULL};
+        KvlDistillOptions opt = {1, 0, 1, 1e-2f, 0.0f, 1, NULL, NULL, 0, NULL, 0, NULL, NULL, NULL, 0};
         int r = kvl_cartridge_distill(m, &cache, 1, P, &probe, 1, &opt, &cartridge, NULL);
         CHECK(r == 0 && cartridge.n_tokens == 1 + P, "%s: a cartridge of %d slots, not trained: %s", student_models[mi], P, r ? kvl_last_error() : "ok");
         if (r) { kvl_cache_free(&cache); student_setup_free(&st); continue; }
@@ -2329,11 +2376,11 @@ static void test_cartridge_gradients(void)
         cache_copy(&after, &cartridge, c, 1 + P, 10);
         kvl_forward(m, &after, st.seq + 1, 10, got, 10);
         Acts a;
-        acts_init(&a, c, 1 + P, 10, 1, 0);
+        acts_init(&a, c, 1 + P, 10, 10, 1, 0);
         cache_copy_into(&a.cache, &cartridge, 1 + P);
         a.n_past = 1 + P;
         double loss = 0, lp = 0, lm = 0;
-        distill_probe(m, &a, 1, NULL, st.seq + 1, 0, 10, st.teacher, 1, 0, 10, &loss);
+        one_probe(m, &a, 1, NULL, st.seq + 1, 0, 10, st.teacher, 1, 10, &loss);
         CHECK(bits_equal(got, want, (size_t)10 * V) && bits_equal(a.logits, want, (size_t)10 * V),
               "%s: an untrained cartridge is the cache of its %d tokens: kvl_forward and the student after it, bit for bit", student_models[mi], P);
         /* d loss / d slot, against central differences (the prefix's row is not a parameter) */
@@ -2347,8 +2394,8 @@ static void test_cartridge_gradients(void)
             int d = (int)(kvl_rng_u32(&rng) % (uint32_t)HD);
             float *x = (kv ? a.cache.v : a.cache.k) + ((size_t)lg * a.cache.max_tokens + slot) * HD + d, keep = *x;
             double g = (kv ? a.d_past.v : a.d_past.k)[((size_t)lg * a.d_past.max_tokens + slot) * HD + d];
-            *x = keep + 1e-2f; distill_probe(m, &a, 0, NULL, st.seq + 1, 0, 10, st.teacher, 1, 0, 10, &lp);
-            *x = keep - 1e-2f; distill_probe(m, &a, 0, NULL, st.seq + 1, 0, 10, st.teacher, 1, 0, 10, &lm);
+            *x = keep + 1e-2f; one_probe(m, &a, 0, NULL, st.seq + 1, 0, 10, st.teacher, 1, 10, &lp);
+            *x = keep - 1e-2f; one_probe(m, &a, 0, NULL, st.seq + 1, 0, 10, st.teacher, 1, 10, &lm);
             *x = keep;
             if (!fd_close(g, (lp - lm) / 2e-2, scale)) {
                 if (bad < 3) printf("    %s %c layer/head %d slot %d [%d]: analytic %g numeric %g\n", student_models[mi], kv ? 'v' : 'k', lg, slot, d, g, (lp - lm) / 2e-2);
@@ -2446,6 +2493,36 @@ static void test_distill_teacher_file(void)
           "(%d of 2), the file gone afterwards", same);
     CHECK(same_losses == 4 && after[0] < before[0], "the losses before and after from the steps' rows: kvl_distill_loss's bit for "
           "bit, none after a stop (%d of 4 runs; %.6f -> %.6f)", same_losses, before[0], after[0]);
+}
+
+/* The student's passes (KvlDistillOptions.pass_tokens), on the run of distill_small, whose
+   steps take 4 probes of 13 and 17 tokens with the prefix: passes of one probe, of one or
+   two (30 tokens), and of the whole batch (the default) give the same adapter and the same
+   losses before and after, bit for bit; the last also with the teacher's rows in a file. */
+static void test_distill_passes(void)
+{
+    if (!distill_small()) return;
+    KvlModel *m = distilled.m;
+    int has[KVL_N_TARGETS], sizes[4] = {1, 30, 0, 0}, same = 0;
+    double before[4], after[4], last[4];
+    KvlLora runs[4];
+    kvl_lora_parse_targets("all", has);
+    for (int k = 0; k < 4; k++) {
+        KvlDistillOptions opt = distilled.opt;
+        opt.steps = 6;
+        opt.pass_tokens = sizes[k];
+        opt.teacher_memory = k == 3 ? 1 : 0;
+        opt.loss_before = &before[k];
+        opt.loss_after = &after[k];
+        kvl_lora_init(&runs[k], &m->config, 8, 16.0f, 0, has, 1);
+        int r = kvl_distill(m, &distilled.cache, distill_prefix, 1, distilled.probes, distilled.n_probes, &runs[k], &opt, &last[k]);
+        CHECK(r == 0, "distill with passes of %d tokens: %s", sizes[k], r ? kvl_last_error() : "ok");
+        same += k > 0 && r == 0 && bits_equal(runs[k].params, runs[0].params, runs[0].n_params) && before[k] == before[0] &&
+                after[k] == after[0] && last[k] == last[0];
+    }
+    for (int k = 0; k < 4; k++) kvl_lora_free(&runs[k]);
+    CHECK(same == 3, "passes of 30 tokens, of the whole batch, and with the teacher in a file: the adapter and the losses of "
+          "passes of one probe, bit for bit (%d of 3)", same);
 }
 
 /* Distillation with a top-K teacher, on the run of distill_small: the adapter trained on
@@ -2676,9 +2753,9 @@ static void test_cache_eviction(void)
     memcpy(seq + 1, context, sizeof context);
     /* the mass, against the student's probabilities of every query */
     Acts acts;
-    acts_init(&acts, c, 0, n, 1, 0);
+    acts_init(&acts, c, 0, n, n, 1, 0);
     scratch_reserve(m, n, n);
-    student_forward(&acts, seq, m, n);
+    student_forward(&acts, seq, m, n, NULL, 0);
     KvlCache observed;
     float *mass = calloc((size_t)L * KVH * full.max_tokens, sizeof(float));
     kvl_cache_init(&observed, c, full.max_tokens);
@@ -4957,7 +5034,7 @@ static void test_needle_builtin_model(void)
     o.n_runs = 1;
     o.runs[0] = (KvlNeedleRun){KVL_METHOD_GRADIENT, 4, 8.0f};
     for (int i = 0; i < KVL_N_TARGETS; i++) o.targets[i] = 1;
-    o.distill = (KvlDistillOptions){1, NEEDLE_TEST_STEPS, NEEDLE_TEST_BATCH, 1e-2f, 0.0f, 0, NULL, NULL, 0, NULL, 0, NULL, NULL, NULL};
+    o.distill = (KvlDistillOptions){1, NEEDLE_TEST_STEPS, NEEDLE_TEST_BATCH, 1e-2f, 0.0f, 0, NULL, NULL, 0, NULL, 0, NULL, NULL, NULL, 0};
     int hits[3] = {0}, asked = 0;
     for (int trial = 0; trial < NEEDLE_TEST_TRIALS; trial++) {
         float depths[NEEDLE_TEST_K];
@@ -5080,7 +5157,7 @@ static void test_sessions_leave_the_model(void)
     o.needle.n_self_study = 1; o.needle.self_study_len = 4; o.needle.chunk_len = 16; o.needle.n_runs = 1;
     o.needle.runs[0] = (KvlNeedleRun){KVL_METHOD_GRADIENT, 2, 4.0f};
     for (int i = 0; i < KVL_N_TARGETS; i++) o.needle.targets[i] = 1;
-    o.needle.distill = (KvlDistillOptions){1, 2, 2, 1e-2f, 0.0f, 0, NULL, NULL, 0, NULL, 0, NULL, NULL, NULL};
+    o.needle.distill = (KvlDistillOptions){1, 2, 2, 1e-2f, 0.0f, 0, NULL, NULL, 0, NULL, 0, NULL, NULL, NULL, 0};
     o.n_sessions = 2; o.replay = 0.25f; o.drift_documents = 0; o.drift_tokens = 16;
     float *weights = malloc(sizeof(float) * m->n_params);
     memcpy(weights, m->memory, sizeof(float) * m->n_params);
@@ -5515,6 +5592,7 @@ static const struct { const char *name; void (*fn)(void); } tests[] = {
     {"linear_backward", test_linear_backward},
     {"model_backward", test_model_backward},
     {"student_forward_matches_inference", test_student_forward_matches_inference},
+    {"student_pass_matches_probes", test_student_pass_matches_probes},
     {"lora_golden_logits", test_lora_golden_logits},
     {"lora_golden_losses", test_lora_golden_losses},
     {"lora_golden_gradients", test_lora_golden_gradients},
@@ -5538,6 +5616,7 @@ static const struct { const char *name; void (*fn)(void); } tests[] = {
     {"distill_lowers_loss", test_distill_lowers_loss},
     {"distill_is_reproducible", test_distill_is_reproducible},
     {"distill_teacher_file", test_distill_teacher_file},
+    {"distill_passes", test_distill_passes},
     {"distill_topk", test_distill_topk},
     {"orthogonal_adapters", test_orthogonal_adapters},
     {"replay_share", test_replay_share},
