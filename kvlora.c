@@ -4139,11 +4139,13 @@ int kvl_generate_after(KvlModel *m, KvlCache *cache, const int *prompt, int n_pr
 /* Distillation trains only the LoRA matrices, but their gradients need the gradient of */
 /* the loss with respect to every activation: it flows back from the logits through     */
 /* lm_head, the final norm, and each layer's MLP and attention, down the residual       */
-/* stream. The student's forward is the forward pass of section 7 on one sequence from  */
-/* position 0, keeping what the backward needs (llm.c's ActivationTensors); its         */
-/* backward runs section 6's layer_backward from the last layer to the first. The       */
-/* model's own weights are constants when distilling; pretraining (section 11) asks for */
-/* their gradients too.                                                                 */
+/* stream. The student's forward is the forward pass of section 7 from position 0,      */
+/* keeping what the backward needs (llm.c's ActivationTensors); its backward runs       */
+/* section 6's layer_backward from the last layer to the first. A pass may read several */
+/* sequences side by side (a step's probes): the linear layers then read each weight    */
+/* once for all their tokens, and only attention tells the sequences apart. The model's */
+/* own weights are constants when distilling; pretraining (section 11) asks for their   */
+/* gradients too.                                                                       */
 
 typedef struct {
     int max_tokens, rank;
