@@ -3565,9 +3565,11 @@ typedef struct {
     float *u[KVL_N_TARGETS];        /* [T][R] A x of each adapted layer */
     float *lora_tmp;                /* [T][max(H*HD, F, D)] */
     const float *rope_cos, *rope_sin;   /* [T][HD/2] the rotation of each token's position */
-    int n_seqs;                     /* 0: the T tokens are one sequence; else n_seqs sequences one after */
-    const int *seq_len;             /* another (the student's pass over several probes), seq_len[s] tokens
-                                       each, each from position pos0 and reading only its own keys */
+    /* The T tokens are one sequence (n_seqs 0), or n_seqs sequences of seq_len[s] tokens one
+       after another (the student's pass over several probes), each from position pos0 and
+       reading only its own keys. */
+    int n_seqs;
+    const int *seq_len;
 } LayerBuffers;
 
 /* The gradients one layer's backward works in: scratch, reused by every layer. */
@@ -3575,9 +3577,9 @@ typedef struct {
     float *d_xn;                    /* [T][D] of a block's normalised input */
     float *d_att_out;               /* [T][H*HD] */
     float *d_q;                     /* [T][H*HD] */
-    float *d_k, *d_v;               /* [KVH][n_past + T][HD], the cache's layout */
-    float *d_k_rows, *d_v_rows;     /* [T][KVH*HD] the same, in the projections' layout */
-    float *d_p;                     /* [H][n_past + T] */
+    float *d_k, *d_v;               /* [KVH][n_past + a sequence's tokens][HD], the cache's layout */
+    float *d_k_rows, *d_v_rows;     /* [T][KVH*HD] the same, all the sequences, in the projections' layout */
+    float *d_p;                     /* [H][n_past + a sequence's tokens] */
     int n_past;                     /* keys before the tokens (a cartridge's), see attention_backward */
     KvlCache *d_past;               /* NULL, or where d loss / d those keys and values go (the cache's layout) */
     float *d_gate, *d_up, *d_hidden;    /* [T][F] */
@@ -4152,9 +4154,11 @@ typedef struct {
     int max_seq;          /* the longest of the sequences a pass reads side by side (max_tokens in all) */
     int max_past, n_past; /* keys and values the student reads before its tokens (a cartridge), in
                              cache's first n_past positions, put there by the caller; usually 0 */
-    int n_tokens;         /* the pass student_forward made: T tokens, one sequence or n_seqs of */
-    int n_seqs;           /* seq_len[s] tokens one after another (LayerBuffers' n_seqs; the caller's */
-    const int *seq_len;   /* array, read again by the backward) */
+    /* The pass student_forward made (acts_pass): n_tokens tokens, one sequence (n_seqs 0) or
+       n_seqs of seq_len[s] one after another, as LayerBuffers has them, the longest of
+       `longest` tokens; seq_len is the caller's array, read again by the backward. */
+    int n_tokens, n_seqs, longest;
+    const int *seq_len;
     size_t bytes;         /* all of the below, for the record (kvlora bench prints it) */
     KvlCache cache;       /* the keys (after RoPE) and values the student reads and writes, all layers */
     KvlCache d_past;      /* d loss / d the n_past keys and values before the tokens, when max_past > 0 */
@@ -4190,7 +4194,8 @@ typedef struct {
     float *d_p;           /* [H][n_past + a sequence's T] d loss / d attention probability, one row per head */
     float *d_logits;      /* [T][V] */
     float *dy_t;          /* [max(F, H*HD, D, R)][T] a layer's output gradient, transposed; [V][T] when pretraining */
-    const int *tokens;    /* the sequence student_forward read, for the embedding's gradient (pretraining) */
+    const int *tokens;    /* the tokens student_forward read, for the embedding's gradient (pretraining;
+                             the caller's array, like seq_len) */
 } Acts;
 
 static void acts_free(Acts *a)
@@ -4220,7 +4225,9 @@ static int acts_init(Acts *a, const KvlConfig *c, int max_past, int max_tokens, 
     a->max_seq = max_seq;
     a->max_past = max_past;
     a->rank = rank;
-    if (kvl_cache_init(&a->cache, c, max_past + max_tokens) || (max_past && kvl_cache_init(&a->d_past, c, max_past))) {
+    KvlConfig rows = *c;        /* the cache's slots are a pass's rows, more of them than positions, maybe */
+    rows.max_positions = max_past + max_tokens;
+    if (kvl_cache_init(&a->cache, &rows, max_past + max_tokens) || (max_past && kvl_cache_init(&a->d_past, c, max_past))) {
         acts_free(a);
         return -1;
     }
@@ -4245,6 +4252,18 @@ static int acts_init(Acts *a, const KvlConfig *c, int max_past, int max_tokens, 
     return 0;
 }
 
+/* Records the pass the student reads: T tokens, one sequence (n_seqs 0) or n_seqs of
+   seq_len[s] one after another. */
+static void acts_pass(Acts *a, int T, const int *seq_len, int n_seqs)
+{
+    a->n_tokens = T;
+    a->n_seqs = n_seqs;
+    a->seq_len = seq_len;
+    a->longest = n_seqs ? 0 : T;
+    for (int i = 0; i < n_seqs; i++)
+        if (seq_len[i] > a->longest) a->longest = seq_len[i];
+}
+
 /* Where layer l of the student keeps its activations: its own slice of a (the backward
    reads them), and the forward pass's scratch for what only the forward needs. */
 static void student_layer_buffers(LayerBuffers *b, const KvlModel *m, const Acts *a, int l)
@@ -4252,16 +4271,15 @@ static void student_layer_buffers(LayerBuffers *b, const KvlModel *m, const Acts
     const KvlConfig *c = &m->config;
     const KvlScratch *s = m->scratch;
     int D = c->dim, H = c->n_heads, KD = c->n_kv_heads * c->head_dim, F = c->ffn_dim, R = a->rank, T = a->n_tokens;
-    int QD = H * c->head_dim, longest = a->n_seqs ? 0 : T;
-    for (int i = 0; i < a->n_seqs; i++)
-        if (a->seq_len[i] > longest) longest = a->seq_len[i];
+    int QD = H * c->head_dim;
+    *b = (LayerBuffers){0};
     size_t LD = (size_t)l * T * D, LQ = (size_t)l * T * QD, LF = (size_t)l * T * F;
     b->res_attn = a->res_attn + LD; b->xn_attn = a->xn_attn + LD;
     b->res_mlp = a->res_mlp + LD; b->xn_mlp = a->xn_mlp + LD;
     b->q = a->q + LQ; b->k = s->k; b->v = s->v;     /* k and v live on in the student's cache */
     b->q_raw = c->qk_norm ? a->q_raw + LQ : NULL;
     b->k_raw = c->qk_norm ? a->k_raw + (size_t)l * T * KD : NULL;
-    size_t n_keys = (size_t)a->n_past + longest;  /* a row of probabilities for each token */
+    size_t n_keys = (size_t)a->n_past + a->longest;       /* a row of probabilities for each token */
     b->att = a->att + (size_t)l * H * T * n_keys; b->att_head_stride = (size_t)T * n_keys; b->att_row_stride = n_keys;
     b->att_out = a->att_out + LQ;
     b->gate = a->gate + LF; b->up = a->up + LF; b->hidden = a->hidden + LF;
@@ -4278,7 +4296,7 @@ static void student_layer_buffers(LayerBuffers *b, const KvlModel *m, const Acts
    after another (a pass over several probes, which reads each weight once for them all),
    each from position a->n_past and reading only its own keys (several sequences need
    n_past 0: they would share the keys before); every row's sums are the ones it would
-   have alone. a keeps seq_len, which must stay as it is until the backward. */
+   have alone. a keeps tokens and seq_len, which must stay as they are until the backward. */
 static void student_forward(Acts *a, const int *tokens, KvlModel *m, int T, const int *seq_len, int n_seqs)
 {
     const KvlConfig *c = &m->config;
@@ -4287,9 +4305,7 @@ static void student_forward(Acts *a, const int *tokens, KvlModel *m, int T, cons
     int D = c->dim, half = c->head_dim / 2;
     float *x = a->res_final;                    /* the running residual stream */
     a->tokens = tokens;
-    a->n_tokens = T;
-    a->n_seqs = n_seqs;
-    a->seq_len = seq_len;
+    acts_pass(a, T, seq_len, n_seqs);
     embedding_forward(x, tokens, w->embed, T, D);
     for (int i = 0, t0 = 0; i < (n_seqs ? n_seqs : 1); i++) {
         int n = n_seqs ? seq_len[i] : T;
@@ -4925,8 +4941,10 @@ static int distill_pass(KvlModel *m, Acts *a, int backward, KvlLora *dlora, cons
         T += n_prefix + probes[i].n;
         if (n_prefix + probes[i].n > longest) longest = n_prefix + probes[i].n;
     }
-    if (T > a->max_tokens || longest > a->max_seq || (n_probes > 1 && a->n_past))
-        return fail("a pass of %d probes (%d tokens) exceeds what the activations hold", n_probes, T);
+    if (n_probes > 1 && a->n_past) return fail("a pass after a cartridge's keys reads one probe, not %d", n_probes);
+    if (T > a->max_tokens || longest > a->max_seq)
+        return fail("a pass of %d probes (%d tokens, the longest %d) exceeds the activations' %d (%d)", n_probes, T, longest,
+                    a->max_tokens, a->max_seq);
     int *ids = xmalloc(sizeof(int) * (size_t)T), *seq_len = xmalloc(sizeof(int) * (size_t)n_probes);
     if (!ids || !seq_len || scratch_reserve(m, T, a->n_past + longest)) goto done;
     for (int i = 0, t0 = 0; i < n_probes; t0 += seq_len[i++]) {
@@ -5234,7 +5252,7 @@ done:
     return r;
 }
 
-/* Probe i's rows: in memory, or read from the file into buffer ([max_len][row]). */
+/* Probe i's rows: in memory, or read from the file into buffer (room for the probe's rows). */
 static const unsigned char *teacher_set_rows(const TeacherSet *ts, int i, unsigned char *buffer)
 {
     if (ts->rows) return ts->rows + ts->at[i];
@@ -5336,7 +5354,7 @@ static int next_pass(PassProbe *pass, const Acts *a, int n_prefix, const Teacher
 
 /* The mean loss over the probes list[0 .. n) (every probe of the main sets) with the
    student as it stands: each probe's loss weighted by its share of the tokens, added in
-   the probes' order, as distill_loss adds them. pass and parts: room for n. */
+   the probes' order, as distill_loss adds them. pass and parts: room for a pass's probes. */
 static int sets_loss(KvlModel *m, Acts *acts, const int *prefix, int n_prefix, const TeacherSet *sets, const ProbeRef *list, int n,
                      int use_kl, unsigned char *buffer, PassProbe *pass, double *parts, double *loss)
 {
@@ -5975,8 +5993,7 @@ static void student_block_forward(Acts *a, KvlModel *m, float *x, int T, int l, 
     KvlScratch *s = m->scratch;
     LayerBuffers b;
     rope_tables(s->rope_cos, s->rope_sin, s->inv_freq, 0, T, m->config.head_dim / 2);
-    a->n_tokens = T;
-    a->n_seqs = 0;
+    acts_pass(a, T, NULL, 0);
     student_layer_buffers(&b, m, a, l);
     a->cache.n_tokens = 0;
     if (block == 0) attention_block_forward(x, &a->cache, &b, m, l, 0, T);
@@ -8731,8 +8748,9 @@ static int cmd_distill(int argc, char **argv)
         {"--lr", OPT_POSITIVE, &a.lr, 0, INFINITY, "2e-3", "LR", "the learning rate"},
         {"--batch", OPT_INT, &a.batch, 1, 4096, "4", "B", "probes per step"},
         {"--pass-tokens", OPT_INT, &a.pass_tokens, 1, 1 << 20, "256", "N", "the most tokens the student reads in one pass (probes side by\n"
-                                                                        "side, each weight read once for them all): more is faster and\n"
-                                                                        "takes more memory; the same adapter whatever N"},
+                                                                        "side, each weight read once for them all; at least the prefix\n"
+                                                                        "and the longest probe): more is faster and takes more memory;\n"
+                                                                        "the same adapter whatever N"},
         {"--weight-decay", OPT_FLOAT, &a.weight_decay, 0, INFINITY, "0", "W", "AdamW's weight decay"},
         {"--seed", OPT_INT, &a.seed, 0, INFINITY, "0", "S", "seed of the adapter, the samples and the batches"},
         {"--init", OPT_STRING, &a.init, 0, 0, NULL, "ADAPTER", "start from an existing adapter (its rank, alpha and targets)"},

@@ -378,10 +378,13 @@ typedef struct {
        projected. *loss_after is NaN whenever progress returned nonzero. */
     double *loss_before, *loss_after;
     /* The most tokens the student reads in one pass: several probes side by side, each after
-       the prefix, so that each of the model's weights is read once for them all. More is
-       faster, and holds the activations and logits of more tokens (about 1.4 MB a token
-       for SmolLM2-135M's shape). 0: 256. The adapter and the losses are the same bits
-       whatever it is. */
+       the prefix, so that each of the model's weights is read once for them all (0: 256;
+       never fewer than the prefix and the longest probe; a cartridge's passes read one
+       probe each). More is faster, and holds the activations and logits of more tokens:
+       about 1.4 MB a token for SmolLM2-135M's shape and probes of 49 tokens, more for
+       longer probes (attention keeps a row of the longest one's length per token), and a
+       teacher kept in a file adds a row per token. The adapter and the losses are the
+       same bits whatever it is. */
     int pass_tokens;
 } KvlDistillOptions;
 

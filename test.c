@@ -1546,18 +1546,18 @@ static void test_student_forward_matches_inference(void)
 /* A pass over several probes side by side (distill_pass: student_forward's sequences) is
    their passes one at a time, bit for bit: the logits, each probe's loss, and the LoRA
    gradients summed over the probes, on the five model families (grouped-query attention,
-   biases, q_norm and k_norm, a sliding window of 3, tied embeddings). Probes of 10, 4 and 7
-   tokens after the 1-token prefix (the teacher's rows: the setup's first ones), the KL and
-   the squared difference. */
+   biases, q_norm and k_norm, a sliding window of 3, tied embeddings). Probes of 4, 10 and 7
+   tokens after the 1-token prefix (the longest not first; each the last tokens of the
+   setup's probe, with the teacher's rows for them), the KL and the squared difference. */
 static void test_student_pass_matches_probes(void)
 {
     for (size_t mi = 0; mi < N_STUDENT_MODELS; mi++) {
         StudentSetup st;
         if (student_setup(&st, mi)) continue;
         const KvlConfig *c = &st.m->config;
-        int V = c->vocab_size, lens[3] = {10, 4, 7}, same_logits = 0, same_parts = 0, same_grads = 0;
+        int V = c->vocab_size, lens[3] = {4, 10, 7}, same_logits = 0, same_parts = 0, same_grads = 0;
         PassProbe probes[3];
-        for (int i = 0; i < 3; i++) probes[i] = (PassProbe){st.seq + 11 - lens[i], lens[i], st.teacher, 0};
+        for (int i = 0; i < 3; i++) probes[i] = (PassProbe){st.seq + 11 - lens[i], lens[i], st.teacher + (size_t)(10 - lens[i]) * V, 0};
         Acts pass;
         acts_init(&pass, c, 0, 3 + 21, 11, 4, 0);
         for (int use_kl = 0; use_kl <= 1; use_kl++) {
@@ -2496,33 +2496,48 @@ static void test_distill_teacher_file(void)
 }
 
 /* The student's passes (KvlDistillOptions.pass_tokens), on the run of distill_small, whose
-   steps take 4 probes of 13 and 17 tokens with the prefix: passes of one probe, of one or
-   two (30 tokens), and of the whole batch (the default) give the same adapter and the same
-   losses before and after, bit for bit; the last also with the teacher's rows in a file. */
+   steps take 4 probes of 13 and 17 tokens with the prefix. Each run gives the adapter and
+   the losses (before, after, the last step's) of the first run of its group, bit for bit:
+   passes of one probe against passes of one or two (30 tokens), of the whole batch (the
+   default), and the default with the teacher's rows in a file; the same with a top-K
+   teacher (sparse rows, in memory and in a file); and with the probes twice over (26
+   probes, 378 tokens), passes of one against passes of 300 tokens, more rows than the
+   model's 256 positions. */
 static void test_distill_passes(void)
 {
     if (!distill_small()) return;
     KvlModel *m = distilled.m;
-    int has[KVL_N_TARGETS], sizes[4] = {1, 30, 0, 0}, same = 0;
-    double before[4], after[4], last[4];
-    KvlLora runs[4];
+    struct { int first, twice, pass_tokens, in_file, topk; } runs[] = {
+        {0, 0, 1, 0, 0}, {0, 0, 30, 0, 0}, {0, 0, 0, 0, 0}, {0, 0, 0, 1, 0},
+        {4, 0, 1, 0, 8}, {4, 0, 0, 1, 8},
+        {6, 1, 1, 0, 0}, {6, 1, 300, 0, 0},
+    };
+    enum { N_RUNS = sizeof runs / sizeof runs[0] };
+    KvlProbe twice[2 * 16];
+    int has[KVL_N_TARGETS], n = distilled.n_probes, same = 0;
+    for (int i = 0; i < n; i++) twice[i] = twice[n + i] = distilled.probes[i];
+    double before[N_RUNS], after[N_RUNS], last[N_RUNS];
+    KvlLora lora[N_RUNS];
     kvl_lora_parse_targets("all", has);
-    for (int k = 0; k < 4; k++) {
+    for (int k = 0; k < N_RUNS; k++) {
         KvlDistillOptions opt = distilled.opt;
         opt.steps = 6;
-        opt.pass_tokens = sizes[k];
-        opt.teacher_memory = k == 3 ? 1 : 0;
+        opt.pass_tokens = runs[k].pass_tokens;
+        opt.teacher_memory = runs[k].in_file;     /* 0: the default 256 MB; 1 byte: every row to the file */
+        opt.teacher_topk = runs[k].topk;
         opt.loss_before = &before[k];
         opt.loss_after = &after[k];
-        kvl_lora_init(&runs[k], &m->config, 8, 16.0f, 0, has, 1);
-        int r = kvl_distill(m, &distilled.cache, distill_prefix, 1, distilled.probes, distilled.n_probes, &runs[k], &opt, &last[k]);
-        CHECK(r == 0, "distill with passes of %d tokens: %s", sizes[k], r ? kvl_last_error() : "ok");
-        same += k > 0 && r == 0 && bits_equal(runs[k].params, runs[0].params, runs[0].n_params) && before[k] == before[0] &&
-                after[k] == after[0] && last[k] == last[0];
+        kvl_lora_init(&lora[k], &m->config, 8, 16.0f, 0, has, 1);
+        int r = kvl_distill(m, &distilled.cache, distill_prefix, 1, runs[k].twice ? twice : distilled.probes, runs[k].twice ? 2 * n : n,
+                            &lora[k], &opt, &last[k]);
+        CHECK(r == 0, "distill, run %d (passes of %d tokens): %s", k, runs[k].pass_tokens, r ? kvl_last_error() : "ok");
+        int f = runs[k].first;
+        same += k != f && r == 0 && bits_equal(lora[k].params, lora[f].params, lora[f].n_params) && before[k] == before[f] &&
+                after[k] == after[f] && last[k] == last[f];
     }
-    for (int k = 0; k < 4; k++) kvl_lora_free(&runs[k]);
-    CHECK(same == 3, "passes of 30 tokens, of the whole batch, and with the teacher in a file: the adapter and the losses of "
-          "passes of one probe, bit for bit (%d of 3)", same);
+    for (int k = 0; k < N_RUNS; k++) kvl_lora_free(&lora[k]);
+    CHECK(same == N_RUNS - 3, "passes of 30 tokens, of the whole batch, in a file, with the top 8, beyond the model's positions: "
+          "the adapter and the losses of passes of one probe, bit for bit (%d of %d)", same, N_RUNS - 3);
 }
 
 /* Distillation with a top-K teacher, on the run of distill_small: the adapter trained on
