@@ -2540,6 +2540,37 @@ static void test_distill_passes(void)
           "the adapter and the losses of passes of one probe, bit for bit (%d of %d)", same, N_RUNS - 3);
 }
 
+/* The passes over two teacher sets with replay (distill_sets, as the sessions' incremental
+   replay runs it): the fixture's probes with exact rows in memory, and their first 6 again
+   as an earlier session's, top-8 rows in a file; batches of 4, half of them replayed.
+   Passes of one probe and of the default 256 tokens give the same adapter bit for bit. */
+static void test_distill_sets_replay_passes(void)
+{
+    if (!distill_small()) return;
+    KvlModel *m = distilled.m;
+    TeacherSet sets[2];
+    KvlLora lora[2];
+    int has[KVL_N_TARGETS], ok = teacher_set_compute(&sets[0], m, &distilled.cache, distilled.probes, distilled.n_probes, 0, 0, NULL) == 0 &&
+                                teacher_set_compute(&sets[1], m, &distilled.cache, distilled.probes, 6, 8, 1, NULL) == 0;
+    CHECK(ok && sets[0].rows && !sets[1].rows, "two teacher sets, one in memory, one in a file: %s", ok ? "ok" : kvl_last_error());
+    if (!ok) return;
+    kvl_lora_parse_targets("all", has);
+    for (int k = 0; k < 2; k++) {
+        KvlDistillOptions opt = distilled.opt;
+        opt.steps = 6;
+        opt.pass_tokens = k == 0 ? 1 : 0;
+        kvl_lora_init(&lora[k], &m->config, 8, 16.0f, 0, has, 1);
+        CHECK(distill_sets(m, distill_prefix, 1, sets, 2, 1, 0.5f, &lora[k], NULL, 0, &opt, NULL) == 0, "replay, passes of %s: %s",
+              k ? "256 tokens" : "one probe", kvl_last_error());
+    }
+    CHECK(bits_equal(lora[0].params, lora[1].params, lora[0].n_params), "replay of a top-8 set in a file beside an exact one: passes of "
+          "one probe and of 256 tokens, the same adapter bit for bit");
+    for (int k = 0; k < 2; k++) {
+        kvl_lora_free(&lora[k]);
+        teacher_set_free(&sets[k]);
+    }
+}
+
 /* Distillation with a top-K teacher, on the run of distill_small: the adapter trained on
    KL_K is scored with the exact KL over the same probes. This random model's teacher is
    flat (logits of std ~1 over 128 tokens), the hard case for the approximation: measured,
@@ -5632,6 +5663,7 @@ static const struct { const char *name; void (*fn)(void); } tests[] = {
     {"distill_is_reproducible", test_distill_is_reproducible},
     {"distill_teacher_file", test_distill_teacher_file},
     {"distill_passes", test_distill_passes},
+    {"distill_sets_replay_passes", test_distill_sets_replay_passes},
     {"distill_topk", test_distill_topk},
     {"orthogonal_adapters", test_orthogonal_adapters},
     {"replay_share", test_replay_share},
