@@ -10039,6 +10039,7 @@ int main(int argc, char **argv)
 
 #define MM_COLS 16      /* outputs per panel: one to four vector registers wide */
 #define MM_DEPTH 256    /* inputs per packed block: MM_DEPTH * MM_COLS floats = 16 KB */
+#define MM_MAX_ROWS 8   /* tokens of the tallest register tile below */
 
 /* The register tile: four tokens x MM_COLS outputs, resumed from and stored to out. The
    four rows are four separate arrays on purpose: GCC keeps these in vector registers but
@@ -10256,6 +10257,8 @@ static void gemm_tiled(float *out, const float *x, const float *w, int T, int K,
     for (int job = 0; job < n_panels * n_blocks; job++) {
         float panel[MM_DEPTH * MM_COLS];        /* panel[k][j] = w(k0 + k, n0 + j) */
         float edge[MM_COLS];                    /* one row of outputs of an edge */
+        float edges[MM_MAX_ROWS * MM_COLS];     /* a tile of them */
+        float x_pad[MM_MAX_ROWS * MM_DEPTH];    /* an edge's inputs, padded to the tile's rows */
         int p = job / n_blocks, n0 = p * MM_COLS, n_cols = N - n0 < MM_COLS ? N - n0 : MM_COLS;
         int t_begin = job % n_blocks * block, t_end = t_begin + block < T ? t_begin + block : T;
         for (int k0 = 0; k0 < K; k0 += MM_DEPTH) {
@@ -10270,7 +10273,26 @@ static void gemm_tiled(float *out, const float *x, const float *w, int T, int K,
             int t0 = t_begin;
             for (; t0 + rows <= t_end && n_cols == MM_COLS; t0 += rows)
                 tile(out + (size_t)t0 * N + n0, N, x + (size_t)t0 * K + k0, K, wp, wp_stride, depth, fresh);
-            for (; t0 < t_end; t0++) {          /* the edges, a token at a time: fewer tokens or outputs, same sums */
+            /* The edges, fewer tokens or outputs than the tile holds (a LoRA matrix's rank-R
+               side, the last tokens of a student's pass): through the tile on padded copies,
+               the same sums. The one-row tile, one chain of adds per output, runs them at a
+               fraction of the tile's rate; it keeps a lone token (decoding: the weights'
+               stream is the cost there). */
+            for (; t0 + 1 < t_end; t0 += rows) {
+                int n_rows = t_end - t0 < rows ? t_end - t0 : rows, x_stride = K;
+                const float *xs = x + (size_t)t0 * K + k0;
+                if (n_rows < rows) {            /* the tokens' inputs, then rows of zeros */
+                    for (int i = 0; i < rows; i++)
+                        for (int k = 0; k < depth; k++) x_pad[i * MM_DEPTH + k] = i < n_rows ? xs[(size_t)i * K + k] : 0.0f;
+                    xs = x_pad;
+                    x_stride = MM_DEPTH;
+                }
+                for (int i = 0; i < rows; i++)  /* the outputs in a whole tile of scratch */
+                    for (int j = 0; j < MM_COLS; j++) edges[i * MM_COLS + j] = i < n_rows && j < n_cols ? out[(size_t)(t0 + i) * N + n0 + j] : 0.0f;
+                tile(edges, MM_COLS, xs, x_stride, wp, wp_stride, depth, fresh);
+                for (int i = 0; i < n_rows; i++) memcpy(out + (size_t)(t0 + i) * N + n0, edges + i * MM_COLS, sizeof(float) * n_cols);
+            }
+            if (t0 < t_end) {                   /* a lone token (decoding): the one-row tile */
                 float *o = out + (size_t)t0 * N + n0;
                 for (int j = 0; j < MM_COLS; j++) edge[j] = j < n_cols ? o[j] : 0.0f;
                 MATMUL_TILE1(edge, x + (size_t)t0 * K + k0, wp, wp_stride, depth, fresh);
